@@ -1,0 +1,33 @@
+# The two commands: `make run` serves the dashboards, `make test` runs the whole suite.
+# Both create the virtualenv and install what they need on their own.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format clean
+
+run: $(STAMP)
+	$(BIN)/virtuoso serve
+
+test: $(STAMP)
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests
+
+format: $(STAMP)
+	$(BIN)/ruff format app tests
+	$(BIN)/ruff check --fix app tests
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Virtuoso: real-time crypto market dashboards."""

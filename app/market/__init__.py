@@ -1,0 +1,1 @@
+"""Market data sources and the analytics derived from them."""

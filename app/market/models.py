@@ -1,0 +1,129 @@
+"""Market data value types shared by every source and every analytic.
+
+Symbols are canonical compact ids such as ``BTCUSDT`` (base + quote, upper case);
+each source maps them to its own notation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+TIMEFRAME_SECONDS: dict[str, int] = {
+    "1m": 60,
+    "5m": 300,
+    "30m": 1800,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+}
+TIMEFRAMES: tuple[str, ...] = tuple(TIMEFRAME_SECONDS)
+
+QUOTE_ASSETS: tuple[str, ...] = ("USDT", "USDC", "USD", "BTC", "EUR")
+_SYMBOL_CHARS = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+def canonical_symbol(text: str) -> str:
+    """``btc/usdt``, ``BTC-USDT`` and ``BTCUSDT`` all become ``BTCUSDT``.
+
+    Raises ValueError for anything that cannot be a symbol.
+    """
+    compact = re.sub(r"[/\-_:]", "", text.strip().upper())
+    if not _SYMBOL_CHARS.match(compact):
+        raise ValueError(f"not a symbol: {text!r}")
+    return compact
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """``BTCUSDT`` → (``BTC``, ``USDT``) using the known quote assets."""
+    for quote in QUOTE_ASSETS:
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)], quote
+    raise ValueError(f"unknown quote asset in {symbol!r}; known: {', '.join(QUOTE_ASSETS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    """24-hour rolling statistics of one symbol. Volumes: base units and quote (USD) units."""
+
+    symbol: str
+    last: float
+    bid: float
+    ask: float
+    open_24h: float
+    high_24h: float
+    low_24h: float
+    change_24h_pct: float
+    base_volume_24h: float
+    quote_volume_24h: float
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Candles:
+    """OHLCV candles of one symbol and timeframe, oldest first.
+
+    ``timestamp_ms`` is each candle's open time (int64); the price and volume
+    columns are float64 arrays of the same length. The newest candle may still
+    be forming.
+    """
+
+    symbol: str
+    timeframe: str
+    timestamp_ms: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.close.shape[0])
+
+    @classmethod
+    def from_rows(cls, symbol: str, timeframe: str, rows: list[list[float]]) -> Candles:
+        """Build from ccxt-style rows ``[ts_ms, open, high, low, close, volume]``, oldest first."""
+        table = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        return cls(
+            symbol=symbol,
+            timeframe=timeframe,
+            timestamp_ms=table[:, 0].astype(np.int64),
+            open=table[:, 1].copy(),
+            high=table[:, 2].copy(),
+            low=table[:, 3].copy(),
+            close=table[:, 4].copy(),
+            volume=table[:, 5].copy(),
+        )
+
+    def tail(self, count: int) -> Candles:
+        """The newest ``count`` candles."""
+        start = max(0, len(self) - count)
+        return Candles(
+            self.symbol,
+            self.timeframe,
+            self.timestamp_ms[start:],
+            self.open[start:],
+            self.high[start:],
+            self.low[start:],
+            self.close[start:],
+            self.volume[start:],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderBook:
+    """Top of the order book: ``bids`` best (highest) first, ``asks`` best (lowest) first.
+
+    Each side is a float64 array of shape (levels, 2): price, quantity in base units.
+    """
+
+    symbol: str
+    bids: np.ndarray
+    asks: np.ndarray
+    timestamp_ms: int
+
+    @property
+    def mid(self) -> float:
+        return float((self.bids[0, 0] + self.asks[0, 0]) / 2)

@@ -1,0 +1,282 @@
+"""The embedded default market: a deterministic factor model that advances in real time.
+
+Every 5-second step, BTC moves by a normal return and each other symbol by
+``beta_i × BTC return + its own noise``; the true betas are public
+(``SIMULATED_UNIVERSE``) so tests can check that the beta estimator recovers them.
+
+Determinism: the random draws of each hour come from ``(seed, hour index)``,
+and the price path starts at the listed prices at a fixed anchor (midnight UTC,
+``HISTORY_DAYS`` before the clock's day), so a given seed and clock always give
+the same market, in any process.
+Memory stays small: steps are folded straight into the candles of every
+timeframe; only the candles kept for each timeframe are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.market.errors import ExchangeRejected, SymbolNotListed
+from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
+
+STEP_SECONDS = 5
+STEPS_PER_HOUR = 3600 // STEP_SECONDS
+HISTORY_DAYS = 31
+STEPS_PER_YEAR = 365 * 24 * STEPS_PER_HOUR
+DAY = 86_400
+
+# Candles kept per timeframe: enough for the longest analytics window plus the 24h ticker.
+CANDLES_KEPT: dict[str, int] = {"1m": 1500, "5m": 600, "30m": 400, "1h": 400, "4h": 200, "1d": 40}
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedAsset:
+    """One simulated pair: start price, true beta to BTC, idiosyncratic annual
+    volatility and typical daily quote (USD) turnover."""
+
+    symbol: str
+    price: float
+    beta: float
+    idio_vol: float
+    daily_turnover: float
+
+
+BTC_ANNUAL_VOL = 0.55
+
+SIMULATED_UNIVERSE: tuple[SimulatedAsset, ...] = (
+    SimulatedAsset("BTCUSDT", 97_000.0, 1.0, 0.0, 1.2e9),
+    SimulatedAsset("ETHUSDT", 3_400.0, 1.15, 0.35, 5.0e8),
+    SimulatedAsset("SOLUSDT", 190.0, 1.35, 0.50, 2.5e8),
+    SimulatedAsset("XRPUSDT", 2.30, 0.95, 0.55, 2.0e8),
+    SimulatedAsset("BNBUSDT", 650.0, 0.75, 0.30, 8.0e7),
+    SimulatedAsset("DOGEUSDT", 0.32, 1.45, 0.60, 1.2e8),
+    SimulatedAsset("ADAUSDT", 0.90, 1.20, 0.50, 6.0e7),
+    SimulatedAsset("AVAXUSDT", 38.0, 1.50, 0.55, 5.0e7),
+    SimulatedAsset("LINKUSDT", 22.0, 1.30, 0.50, 4.0e7),
+    SimulatedAsset("DOTUSDT", 6.5, 1.25, 0.50, 2.5e7),
+    SimulatedAsset("TRXUSDT", 0.24, 0.45, 0.35, 2.0e7),
+    SimulatedAsset("TONUSDT", 5.2, 0.80, 0.50, 2.0e7),
+    SimulatedAsset("LTCUSDT", 105.0, 0.95, 0.45, 2.5e7),
+    SimulatedAsset("BCHUSDT", 450.0, 1.00, 0.45, 1.5e7),
+    SimulatedAsset("NEARUSDT", 5.5, 1.35, 0.60, 2.0e7),
+    SimulatedAsset("APTUSDT", 9.5, 1.40, 0.60, 1.5e7),
+    SimulatedAsset("SUIUSDT", 4.2, 1.60, 0.70, 6.0e7),
+    SimulatedAsset("ARBUSDT", 0.75, 1.45, 0.60, 1.5e7),
+    SimulatedAsset("OPUSDT", 1.9, 1.50, 0.60, 1.2e7),
+    SimulatedAsset("PEPEUSDT", 0.000018, 1.80, 0.90, 5.0e7),
+    SimulatedAsset("ATOMUSDT", 6.8, 1.10, 0.50, 8.0e6),
+    SimulatedAsset("FILUSDT", 5.3, 1.20, 0.55, 6.0e6),
+    SimulatedAsset("INJUSDT", 24.0, 1.55, 0.70, 5.0e6),
+    SimulatedAsset("SEIUSDT", 0.45, 1.60, 0.75, 8.0e5),
+    SimulatedAsset("WLDUSDT", 2.1, 1.40, 0.80, 6.0e5),
+)
+
+TRUE_BETAS: dict[str, float] = {asset.symbol: asset.beta for asset in SIMULATED_UNIVERSE}
+
+# Mean of the volume noise lognormal(0, 0.5) × (1 + 0.5·|z|), to keep turnover on target.
+_VOLUME_NOISE_MEAN = math.exp(0.125) * (1 + 0.5 * math.sqrt(2 / math.pi))
+
+
+class _TimeframeCandles:
+    """Growing OHLCV table (candles × symbols) of one timeframe, trimmed to a bound."""
+
+    def __init__(self, seconds: int, keep: int, symbols: int) -> None:
+        self.seconds = seconds
+        self.keep = keep
+        self.start_s = np.empty(0, dtype=np.int64)
+        self.ohlcv = np.empty((5, 0, symbols))  # open, high, low, close, volume
+
+    def fold(self, step_times: np.ndarray, prev_log_price: np.ndarray, path: np.ndarray,
+             volume: np.ndarray) -> None:
+        """Fold consecutive steps (times, log-price path, volumes) into the candles;
+        ``prev_log_price`` is the log price before the first step (the first open)."""
+        buckets = step_times // self.seconds * self.seconds
+        first = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+        prices = np.exp(path)
+        opens = np.exp(np.vstack([prev_log_price[None, :], path[first[1:] - 1]]))
+        new = np.stack([
+            opens,
+            np.maximum(np.maximum.reduceat(prices, first, axis=0), opens),
+            np.minimum(np.minimum.reduceat(prices, first, axis=0), opens),
+            prices[np.r_[first[1:] - 1, len(prices) - 1]],
+            np.add.reduceat(volume, first, axis=0),
+        ])
+        new_start = buckets[first]
+        if self.start_s.size and self.start_s[-1] == new_start[0]:
+            self._merge_into_last(new[:, 0])
+            new, new_start = new[:, 1:], new_start[1:]
+        self.start_s = np.concatenate([self.start_s, new_start])[-self.keep :]
+        self.ohlcv = np.concatenate([self.ohlcv, new], axis=1)[:, -self.keep :]
+
+    def _merge_into_last(self, candle: np.ndarray) -> None:
+        last = self.ohlcv[:, -1]
+        last[1] = np.maximum(last[1], candle[1])
+        last[2] = np.minimum(last[2], candle[2])
+        last[3] = candle[3]
+        last[4] = last[4] + candle[4]
+
+
+class SimulatedMarket:
+    """The ``simulated`` MarketSource. ``clock`` returns epoch seconds (tests pass their own)."""
+
+    name = "simulated"
+
+    def __init__(self, seed: int = 7, clock: Callable[[], float] = time.time,
+                 universe: Sequence[SimulatedAsset] = SIMULATED_UNIVERSE) -> None:
+        self.seed = seed
+        self.clock = clock
+        self.assets = tuple(universe)
+        self._index = {asset.symbol: i for i, asset in enumerate(self.assets)}
+        self._beta = np.array([a.beta for a in self.assets])
+        step_scale = math.sqrt(STEPS_PER_YEAR)
+        self._idio_sigma = np.array([a.idio_vol for a in self.assets]) / step_scale
+        self._btc_sigma = BTC_ANNUAL_VOL / step_scale
+        self._step_volume = np.array(
+            [a.daily_turnover / a.price / (DAY / STEP_SECONDS) / _VOLUME_NOISE_MEAN
+             for a in self.assets]
+        )
+        self._tables: dict[str, _TimeframeCandles] = {}
+        self._log_price = np.log([a.price for a in self.assets])
+        self._last_step = -1
+        self._hour_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    # --- MarketSource -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Generates the history (about half a second of numpy work) off the event loop."""
+        await asyncio.to_thread(self._build_history)
+
+    async def close(self) -> None:
+        return None
+
+    def listed_symbols(self) -> frozenset[str]:
+        return frozenset(self._index)
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        self._advance()
+        return {symbol: self._ticker(self._column(symbol)) for symbol in symbols}
+
+    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
+        column = self._column(symbol)
+        if timeframe not in TIMEFRAME_SECONDS:
+            raise ExchangeRejected(
+                f"simulated: unknown timeframe {timeframe!r}; valid: {', '.join(TIMEFRAME_SECONDS)}"
+            )
+        self._advance()
+        table = self._tables[timeframe]
+        start = max(0, table.start_s.size - limit)
+        o, h, low, c, v = table.ohlcv[:, start:, column]
+        return Candles(symbol, timeframe, table.start_s[start:] * 1000,
+                       o.copy(), h.copy(), low.copy(), c.copy(), v.copy())
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        column = self._column(symbol)
+        self._advance()
+        return self._order_book(column, depth)
+
+    # --- the path -----------------------------------------------------------------------
+
+    def _column(self, symbol: str) -> int:
+        try:
+            return self._index[symbol]
+        except KeyError:
+            raise SymbolNotListed(f"simulated: {symbol} is not listed") from None
+
+    def _anchor_step(self, now: float) -> int:
+        return (int(now) // DAY - HISTORY_DAYS) * DAY // STEP_SECONDS
+
+    def _build_history(self) -> None:
+        now_step = int(self.clock()) // STEP_SECONDS
+        symbols = len(self.assets)
+        self._tables = {
+            tf: _TimeframeCandles(seconds, CANDLES_KEPT[tf], symbols)
+            for tf, seconds in TIMEFRAME_SECONDS.items()
+        }
+        self._last_step = self._anchor_step(self.clock()) - 1
+        chunk = 6 * STEPS_PER_HOUR  # bounds the temporary arrays
+        while self._last_step < now_step:
+            self._advance_to(min(now_step, self._last_step + chunk))
+
+    def _advance(self) -> None:
+        if not self._tables:
+            raise RuntimeError("SimulatedMarket.start() was not awaited")
+        now_step = int(self.clock()) // STEP_SECONDS
+        if now_step > self._last_step:
+            self._advance_to(now_step)
+
+    def _advance_to(self, last_step: int) -> None:
+        """Simulate steps (self._last_step, last_step] and fold them into every timeframe."""
+        steps = np.arange(self._last_step + 1, last_step + 1)
+        shocks, volume_noise = self._draws(steps)
+        btc = self._btc_sigma * shocks[:, 0]
+        returns = self._beta * btc[:, None] + self._idio_sigma * shocks[:, 1:]
+        path = self._log_price + np.cumsum(returns, axis=0)
+        activity = np.exp(0.5 * volume_noise) * (1 + 0.5 * np.abs(shocks[:, 1:]))
+        volume = self._step_volume * activity
+        for table in self._tables.values():
+            table.fold(steps * STEP_SECONDS, self._log_price, path, volume)
+        self._log_price = path[-1]
+        self._last_step = last_step
+
+    def _draws(self, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normal shocks (factor + one per symbol) and volume noise for the given steps."""
+        hours = steps // STEPS_PER_HOUR
+        parts = [self._hour_draws(int(h)) for h in np.unique(hours)]
+        shocks = np.concatenate([p[0] for p in parts])
+        noise = np.concatenate([p[1] for p in parts])
+        offset = steps - hours[0] * STEPS_PER_HOUR
+        return shocks[offset], noise[offset]
+
+    def _hour_draws(self, hour: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._hour_cache is None or self._hour_cache[0] != hour:
+            rng = np.random.default_rng([self.seed, hour])
+            symbols = len(self.assets)
+            shocks = rng.standard_normal((STEPS_PER_HOUR, symbols + 1))
+            noise = rng.standard_normal((STEPS_PER_HOUR, symbols))
+            self._hour_cache = (hour, shocks, noise)
+        return self._hour_cache[1], self._hour_cache[2]
+
+    # --- views of the current state -----------------------------------------------------
+
+    def _ticker(self, column: int) -> Ticker:
+        minutes = self._tables["1m"]
+        day_ago = self._last_step * STEP_SECONDS - DAY
+        recent = minutes.start_s > day_ago
+        o, h, low, c, v = minutes.ohlcv[:, recent, column]
+        last = float(c[-1])
+        book = self._order_book(column, 1)
+        open_24h = float(o[0])
+        return Ticker(
+            symbol=self.assets[column].symbol,
+            last=last,
+            bid=float(book.bids[0, 0]),
+            ask=float(book.asks[0, 0]),
+            open_24h=open_24h,
+            high_24h=float(h.max()),
+            low_24h=float(low.min()),
+            change_24h_pct=(last / open_24h - 1) * 100,
+            base_volume_24h=float(v.sum()),
+            quote_volume_24h=float((v * c).sum()),
+            timestamp_ms=self._last_step * STEP_SECONDS * 1000,
+        )
+
+    def _order_book(self, column: int, depth: int) -> OrderBook:
+        """A book around the last price whose bid/ask imbalance leans with the last 5 minutes."""
+        price = float(np.exp(self._log_price[column]))
+        tick = 10.0 ** (math.floor(math.log10(price)) - 4)
+        rng = np.random.default_rng([self.seed, self._last_step, column, 1])
+        half_spread = max(tick, round(price * 1e-4 * (1 + rng.random()) / tick) * tick) / 2
+        five_minutes = self._tables["5m"].ohlcv[3, -2:, column]
+        lean = math.tanh(50 * math.log(five_minutes[-1] / five_minutes[0]))
+        levels = np.arange(depth)
+        sizes = rng.lognormal(0.0, 0.6, size=(2, depth)) * self._step_volume[column] * 4
+        bids = np.column_stack([price - half_spread - levels * tick, sizes[0] * (1 + 0.5 * lean)])
+        asks = np.column_stack([price + half_spread + levels * tick, sizes[1] * (1 - 0.5 * lean)])
+        return OrderBook(self.assets[column].symbol, bids, asks,
+                         self._last_step * STEP_SECONDS * 1000)

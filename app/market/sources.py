@@ -1,0 +1,21 @@
+"""Choose the market source the settings ask for."""
+
+from __future__ import annotations
+
+from app.market.source import MarketSource
+from app.settings import Settings
+
+
+def make_source(settings: Settings) -> MarketSource:
+    if settings.exchange == "simulated":
+        from app.market.simulated import SimulatedMarket
+
+        return SimulatedMarket(seed=settings.seed)
+    from app.market.ccxt_source import CcxtMarketSource  # ccxt is slow to import
+
+    return CcxtMarketSource(
+        settings.exchange,
+        base_url=settings.exchange_url,
+        timeout_ms=int(settings.exchange_timeout_seconds * 1000),
+        symbols_hint=settings.symbols,
+    )

@@ -1,0 +1,1 @@
+"""The pipeline from market data to served views."""

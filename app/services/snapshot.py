@@ -1,0 +1,141 @@
+"""One fetch of tickers + candles + order books → one immutable market Snapshot.
+
+Tickers are fetched in one batch call every refresh. Candles of a timeframe are
+re-fetched only when due (every ``max(refresh, timeframe / 10)``); between
+fetches the forming candle is patched from the ticker's last price, so the
+newest candle is always current without one call per symbol and timeframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from app.market.errors import MarketDataError
+from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
+from app.market.source import MarketSource
+
+log = logging.getLogger(__name__)
+
+CONCURRENT_FETCHES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    fetched_at_ms: int
+    source: str
+    exchange: str
+    tickers: dict[str, Ticker]
+    candles: dict[str, dict[str, Candles]]  # symbol → timeframe → candles
+    books: dict[str, OrderBook]
+    missing: dict[str, str] = field(default_factory=dict)  # "SYMBOL/part" → reason
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.tickers)
+
+
+@dataclass(slots=True)
+class _CachedCandles:
+    candles: Candles
+    fetched_at: float
+
+
+class SnapshotCollector:
+    """Builds Snapshots from a MarketSource, reusing candles that are not yet due."""
+
+    def __init__(self, source: MarketSource, symbols: Sequence[str], candle_limits: dict[str, int],
+                 refresh_seconds: float, book_depth: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self.symbols = list(symbols)
+        self.candle_limits = candle_limits
+        self.refresh_seconds = refresh_seconds
+        self.book_depth = book_depth
+        self.clock = clock
+        self._candles: dict[tuple[str, str], _CachedCandles] = {}
+        self._version = 0
+        self._gate = asyncio.Semaphore(CONCURRENT_FETCHES)
+
+    async def collect(self) -> Snapshot:
+        """Raises MarketDataError when the tickers cannot be fetched; a symbol's
+        candles or book that fail are reported in ``missing`` (older candles are kept)."""
+        tickers = await self.source.fetch_tickers(self.symbols)
+        missing: dict[str, str] = {}
+        candles, books = await asyncio.gather(
+            self._all_candles(tickers, missing), self._all_books(missing)
+        )
+        self._version += 1
+        return Snapshot(
+            version=self._version,
+            fetched_at_ms=int(self.clock() * 1000),
+            source="simulated" if self.source.name == "simulated" else "ccxt",
+            exchange=self.source.name,
+            tickers=tickers,
+            candles=candles,
+            books=books,
+            missing=missing,
+        )
+
+    def _due(self, symbol: str, timeframe: str) -> bool:
+        cached = self._candles.get((symbol, timeframe))
+        if cached is None:
+            return True
+        interval = max(self.refresh_seconds, TIMEFRAME_SECONDS[timeframe] / 10)
+        return self.clock() - cached.fetched_at >= interval
+
+    async def _all_candles(self, tickers: dict[str, Ticker],
+                           missing: dict[str, str]) -> dict[str, dict[str, Candles]]:
+        due = [(s, tf) for s in self.symbols for tf in self.candle_limits if self._due(s, tf)]
+        await asyncio.gather(*(self._fetch_candles(s, tf, missing) for s, tf in due))
+        result: dict[str, dict[str, Candles]] = {}
+        for (symbol, timeframe), cached in self._candles.items():
+            ticker = tickers.get(symbol)
+            patched = _patch_forming(cached.candles, ticker) if ticker else cached.candles
+            result.setdefault(symbol, {})[timeframe] = patched
+        return result
+
+    async def _fetch_candles(self, symbol: str, timeframe: str, missing: dict[str, str]) -> None:
+        async with self._gate:
+            try:
+                candles = await self.source.fetch_candles(
+                    symbol, timeframe, self.candle_limits[timeframe]
+                )
+            except MarketDataError as error:
+                missing[f"{symbol}/candles/{timeframe}"] = str(error)
+                return
+        self._candles[(symbol, timeframe)] = _CachedCandles(candles, self.clock())
+
+    async def _all_books(self, missing: dict[str, str]) -> dict[str, OrderBook]:
+        books = await asyncio.gather(*(self._fetch_book(s, missing) for s in self.symbols))
+        return {book.symbol: book for book in books if book is not None}
+
+    async def _fetch_book(self, symbol: str, missing: dict[str, str]) -> OrderBook | None:
+        async with self._gate:
+            try:
+                return await self.source.fetch_order_book(symbol, self.book_depth)
+            except MarketDataError as error:
+                missing[f"{symbol}/orderbook"] = str(error)
+                return None
+
+
+def _patch_forming(candles: Candles, ticker: Ticker) -> Candles:
+    """Move the newest candle's close to the ticker's last price when the ticker is
+    newer and still inside that candle's period; otherwise return the candles as they are."""
+    if len(candles) == 0:
+        return candles
+    period_ms = TIMEFRAME_SECONDS[candles.timeframe] * 1000
+    opened = int(candles.timestamp_ms[-1])
+    if not opened <= ticker.timestamp_ms < opened + period_ms:
+        return candles
+    close = candles.close.copy()
+    high = candles.high.copy()
+    low = candles.low.copy()
+    close[-1] = ticker.last
+    high[-1] = max(high[-1], ticker.last)
+    low[-1] = min(low[-1], ticker.last)
+    return replace(candles, close=close, high=high, low=low)

@@ -1,0 +1,213 @@
+"""Views: the JSON payloads the API serves, arranged from one Snapshot and its Analysis.
+
+Nothing is computed here that the Analysis already holds; desktop and mobile
+are two arrangements of the same results. Each view gets the common freshness
+fields ``generated_at``, ``source``, ``exchange``, ``version`` and ``errors``
+(``age_ms`` and ``stale`` are added when served, see ``app.services.view_store``).
+"""
+
+from __future__ import annotations
+
+from app.market.beta import BetaStats
+from app.market.confluence import ConfluenceResult
+from app.market.models import split_symbol
+from app.services.analysis import COMBINED, Analysis
+from app.services.snapshot import Snapshot
+from app.settings import Settings
+
+MOBILE_SIGNALS = 10
+BETA_EXTREMES = 3
+
+
+def view_name_confluence(symbol: str, timeframe: str) -> str:
+    return f"confluence:{symbol}:{timeframe}"
+
+
+def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> dict[str, dict]:
+    """Every view of this snapshot, by name."""
+    rows = [_symbol_row(snapshot, analysis, s) for s in _by_volume(snapshot)]
+    beta_summary = _beta_summary(analysis)
+    views = {
+        "dashboard:desktop": {
+            "overview": analysis.overview,
+            "symbols": rows,
+            "movers": analysis.movers,
+            "signals": analysis.signals,
+            "beta": beta_summary,
+        },
+        "dashboard:mobile": _mobile(snapshot, analysis, rows, beta_summary, settings),
+        "dashboard:overview": {
+            "overview": analysis.overview,
+            "movers": analysis.movers,
+            "signal_counts": _signal_counts(analysis),
+            "beta": beta_summary,
+        },
+        "dashboard:signals": {
+            "signals": analysis.signals,
+            "thresholds": {
+                "long": settings.confluence.long_threshold,
+                "short": settings.confluence.short_threshold,
+            },
+        },
+        "market:overview": {"overview": analysis.overview},
+        "market:movers": analysis.movers,
+        "beta": _beta_view(analysis),
+        "symbols": _symbols_view(snapshot, settings),
+    }
+    for symbol, results in analysis.confluence.items():
+        for timeframe, result in results.items():
+            views[view_name_confluence(symbol, timeframe)] = _confluence_view(
+                snapshot, symbol, timeframe, result
+            )
+    meta = {
+        "generated_at": snapshot.fetched_at_ms,
+        "source": snapshot.source,
+        "exchange": snapshot.exchange,
+        "version": snapshot.version,
+        "errors": snapshot.missing,
+    }
+    return {name: meta | payload for name, payload in views.items()}
+
+
+def _by_volume(snapshot: Snapshot) -> list[str]:
+    return sorted(snapshot.tickers, key=lambda s: snapshot.tickers[s].quote_volume_24h,
+                  reverse=True)
+
+
+def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
+    ticker = snapshot.tickers[symbol]
+    results = analysis.confluence.get(symbol, {})
+    combined = results.get(COMBINED)
+    return {
+        "symbol": symbol,
+        "price": ticker.last,
+        "bid": ticker.bid,
+        "ask": ticker.ask,
+        "change_24h": round(ticker.change_24h_pct, 4),
+        "high_24h": ticker.high_24h,
+        "low_24h": ticker.low_24h,
+        "volume_24h": round(ticker.quote_volume_24h, 2),
+        "base_volume_24h": round(ticker.base_volume_24h, 6),
+        "confluence": _confluence_summary(combined, results),
+        "beta": _beta_brief(analysis.headline_beta(symbol)),
+    }
+
+
+def _confluence_summary(combined: ConfluenceResult | None,
+                        results: dict[str, ConfluenceResult]) -> dict | None:
+    if combined is None:
+        return None
+    return {
+        "score": round(combined.score, 2),
+        "signal": combined.signal,
+        "sentiment": _sentiment(combined.signal),
+        "reliability": round(combined.reliability, 3),
+        "components": _component_scores(combined),
+        "timeframes": {tf: round(r.score, 2) for tf, r in results.items() if tf != COMBINED},
+    }
+
+
+def _component_scores(result: ConfluenceResult) -> dict[str, float | None]:
+    return {
+        name: None if c.score is None else round(c.score, 1)
+        for name, c in result.components.items()
+    }
+
+
+def _sentiment(signal: str) -> str:
+    return {"long": "bullish", "short": "bearish"}.get(signal, "neutral")
+
+
+def _beta_brief(stats: BetaStats | None) -> dict | None:
+    if stats is None:
+        return None
+    return {
+        "beta": round(stats.beta, 3),
+        "correlation": round(stats.correlation, 3),
+        "r_squared": round(stats.r_squared, 3),
+        "risk_band": stats.risk_band,
+        "timeframe": stats.timeframe,
+    }
+
+
+def _signal_counts(analysis: Analysis) -> dict[str, int]:
+    longs = sum(1 for s in analysis.signals if s["signal"] == "long")
+    return {"long": longs, "short": len(analysis.signals) - longs}
+
+
+def _beta_summary(analysis: Analysis) -> dict:
+    ranked = sorted(
+        ((s, b) for s in analysis.beta if (b := analysis.headline_beta(s)) is not None),
+        key=lambda item: item[1].beta,
+    )
+    brief = [{"symbol": s, **(_beta_brief(b) or {})} for s, b in ranked]
+    return analysis.beta_overview | {
+        "highest": brief[::-1][:BETA_EXTREMES],
+        "lowest": brief[:BETA_EXTREMES],
+    }
+
+
+def _beta_view(analysis: Analysis) -> dict:
+    return {
+        "overview": analysis.beta_overview,
+        "symbols": [
+            {"symbol": symbol, "windows": {tf: stats.to_dict() for tf, stats in windows.items()}}
+            for symbol, windows in analysis.beta.items()
+        ],
+    }
+
+
+def _mobile(snapshot: Snapshot, analysis: Analysis, rows: list[dict], beta_summary: dict,
+            settings: Settings) -> dict:
+    """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
+    cards = []
+    for row in rows[: settings.mobile.symbols]:
+        confluence = row["confluence"] or {}
+        cards.append({
+            "symbol": row["symbol"],
+            "score": confluence.get("score"),
+            "sentiment": confluence.get("sentiment"),
+            "signal": confluence.get("signal"),
+            "reliability": confluence.get("reliability"),
+            "price": row["price"],
+            "change_24h": row["change_24h"],
+            "volume_24h": row["volume_24h"],
+            "high_24h": row["high_24h"],
+            "low_24h": row["low_24h"],
+            "components": confluence.get("components"),
+        })
+    return {
+        "market_overview": analysis.overview,
+        "confluence_scores": cards,
+        "top_movers": {"gainers": analysis.movers["gainers"], "losers": analysis.movers["losers"]},
+        "signals": analysis.signals[:MOBILE_SIGNALS],
+        "critical_alerts": [],  # alert rules and their triggers arrive with the alert engine
+        "beta_summary": beta_summary,
+    }
+
+
+def _symbols_view(snapshot: Snapshot, settings: Settings) -> dict:
+    return {
+        "symbols": [
+            {
+                "symbol": symbol,
+                "base": split_symbol(symbol)[0],
+                "quote": split_symbol(symbol)[1],
+                "price": ticker.last,
+            }
+            for symbol, ticker in snapshot.tickers.items()
+        ],
+        "timeframes": [*settings.confluence.timeframes, COMBINED],
+    }
+
+
+def _confluence_view(snapshot: Snapshot, symbol: str, timeframe: str,
+                     result: ConfluenceResult) -> dict:
+    ticker = snapshot.tickers[symbol]
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "price": ticker.last,
+        "change_24h": round(ticker.change_24h_pct, 4),
+        **result.to_dict(),
+    }

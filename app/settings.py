@@ -1,0 +1,239 @@
+"""Configuration: defaults from ``config/default.yaml``, then a YAML file
+(``VIRTUOSO_CONFIG``), then ``VIRTUOSO_*`` environment variables, then command-line
+flags. Invalid configuration raises ``ConfigError`` with one message naming the
+setting (as the user wrote it) and the valid values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
+from app.market.simulated import SIMULATED_UNIVERSE
+
+DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+CONFIG_ENV = "VIRTUOSO_CONFIG"
+
+# Settings that can be given as environment variables (and flags of the same name).
+ENVIRONMENT: dict[str, str] = {
+    "exchange": "VIRTUOSO_EXCHANGE",
+    "exchange_url": "VIRTUOSO_EXCHANGE_URL",
+    "exchange_timeout_seconds": "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS",
+    "symbols": "VIRTUOSO_SYMBOLS",
+    "refresh_seconds": "VIRTUOSO_REFRESH_SECONDS",
+    "stale_after_seconds": "VIRTUOSO_STALE_AFTER_SECONDS",
+    "bind": "VIRTUOSO_BIND",
+    "seed": "VIRTUOSO_SEED",
+}
+CONFLUENCE_COMPONENTS = (
+    "technical", "volume", "orderflow", "sentiment", "orderbook", "price_structure"
+)
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message is meant for the operator."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfluenceSettings(_Section):
+    weights: dict[str, float]
+    timeframes: dict[str, float]
+    long_threshold: float = Field(ge=0, le=100)
+    short_threshold: float = Field(ge=0, le=100)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_components(cls, weights: dict[str, float]) -> dict[str, float]:
+        _check_weights(weights, CONFLUENCE_COMPONENTS, "component")
+        return weights
+
+    @field_validator("timeframes")
+    @classmethod
+    def _known_timeframes(cls, weights: dict[str, float]) -> dict[str, float]:
+        _check_weights(weights, tuple(TIMEFRAME_SECONDS), "timeframe")
+        return weights
+
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> ConfluenceSettings:
+        if self.short_threshold >= self.long_threshold:
+            raise ValueError("short_threshold must be below long_threshold")
+        return self
+
+
+class MoversSettings(_Section):
+    count: int = Field(ge=1, le=50)
+    min_quote_volume: float = Field(ge=0)
+
+
+class MobileSettings(_Section):
+    symbols: int = Field(ge=1, le=50)
+
+
+class Settings(_Section):
+    exchange: str
+    exchange_url: str | None
+    exchange_timeout_seconds: float = Field(gt=0, le=120)
+    seed: int
+    bind: str
+    refresh_seconds: float = Field(ge=1, le=3600)
+    stale_after_seconds: float = Field(gt=0)
+    symbols: tuple[str, ...] = Field(min_length=1, max_length=200)
+    candle_limits: dict[str, int]
+    order_book_depth: int = Field(ge=1, le=200)
+    confluence: ConfluenceSettings
+    movers: MoversSettings
+    mobile: MobileSettings
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, exchange: str) -> str:
+        exchange = exchange.strip().lower()
+        if exchange == "simulated":
+            return exchange
+        import ccxt  # imported only when a real exchange is asked for
+
+        if exchange not in ccxt.exchanges:
+            raise ValueError(
+                f"must be 'simulated' or a ccxt exchange id: {', '.join(ccxt.exchanges)}"
+            )
+        return exchange
+
+    @field_validator("exchange_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url in (None, ""):
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @field_validator("bind")
+    @classmethod
+    def _host_port(cls, bind: str) -> str:
+        parse_bind(bind)
+        return bind
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbol_list(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        symbols = [canonical_symbol(str(item)) for item in items if str(item).strip()]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("lists a symbol twice")
+        return tuple(symbols)
+
+    @field_validator("candle_limits")
+    @classmethod
+    def _limits(cls, limits: dict[str, int]) -> dict[str, int]:
+        missing = set(TIMEFRAME_SECONDS) - set(limits)
+        unknown = set(limits) - set(TIMEFRAME_SECONDS)
+        if missing or unknown:
+            raise ValueError(f"needs exactly the timeframes {', '.join(TIMEFRAME_SECONDS)}")
+        if any(not 2 <= n <= 1000 for n in limits.values()):
+            raise ValueError("each limit must be between 2 and 1000 candles")
+        return limits
+
+    @field_validator("symbols")
+    @classmethod
+    def _simulated_symbols(cls, symbols: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if info.data.get("exchange") == "simulated":
+            listed = [asset.symbol for asset in SIMULATED_UNIVERSE]
+            unknown = [s for s in symbols if s not in listed]
+            if unknown:
+                raise ValueError(
+                    f"{', '.join(unknown)} not in the simulated market; valid: {', '.join(listed)}"
+                )
+        return symbols
+
+    @property
+    def host(self) -> str:
+        return parse_bind(self.bind)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_bind(self.bind)[1]
+
+
+def _check_weights(weights: Mapping[str, float], valid: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(weights) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(unknown)}; valid: {', '.join(valid)}")
+    if any(not math.isfinite(w) or w < 0 for w in weights.values()):
+        raise ValueError("weights must be finite and not negative")
+    if sum(weights.values()) <= 0:
+        raise ValueError("at least one weight must be positive")
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``host:port`` or ``[ipv6]:port`` → (host, port)."""
+    host, sep, port = bind.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port with a port from 1 to 65535, e.g. 127.0.0.1:8003")
+    return host, int(port)
+
+
+def load_settings(flags: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge the layers and validate; raises ConfigError naming the bad setting."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    values, origin = _read_yaml(DEFAULTS_FILE)
+    config_path = flags.pop("config", None) or environ.get(CONFIG_ENV)
+    if config_path:
+        extra, extra_origin = _read_yaml(Path(config_path))
+        values |= extra
+        origin |= extra_origin
+    for field, variable in ENVIRONMENT.items():
+        if environ.get(variable, "") != "":
+            values[field], origin[field] = environ[variable], variable
+    for field, value in flags.items():
+        values[field], origin[field] = value, f"--{field.replace('_', '-')}"
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, values, origin)) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"invalid configuration: cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid configuration: {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration: {path} must hold a mapping of settings")
+    return data, {key: f"{path.name}: {key}" for key in data}
+
+
+def _describe(error: ValidationError, values: Mapping[str, Any], origin: Mapping[str, str]) -> str:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    top = location[0] if location else ""
+    where = origin.get(top, top)
+    if len(location) > 1:
+        where += " → " + ".".join(location[1:])
+    if first["type"] == "extra_forbidden":
+        return f"invalid configuration: unknown setting {where}; valid: {', '.join(Settings.model_fields)}"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    shown = values.get(top, "")
+    return f"invalid configuration: {where}={shown!r}: {message}"

@@ -1,0 +1,1 @@
+"""HTTP layer: the Quart app, its routes and error handling."""

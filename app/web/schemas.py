@@ -1,0 +1,193 @@
+"""Pydantic models of the API: they document every response in ``/openapi.json``
+and validate the query strings. Responses are served from pre-serialized bytes,
+so these models describe them rather than re-validate them per request."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Freshness(_Doc):
+    age_ms: int = Field(description="milliseconds since the data was fetched")
+    stale: bool = Field(description="true when older than stale_after_seconds")
+    generated_at: int = Field(description="epoch ms when the market data was fetched")
+    source: Literal["simulated", "ccxt"]
+    exchange: str = Field(description="'simulated' or the ccxt exchange id")
+    version: int = Field(description="snapshot version, increases with every refresh")
+    errors: dict[str, str] = Field(description="parts that could not be fetched → reason")
+
+
+class MarketOverview(_Doc):
+    market_regime: Literal["bullish", "bearish", "neutral", "unknown"]
+    trend_strength: float
+    btc_price: float | None
+    btc_change_24h: float | None
+    btc_volatility: float | None = Field(description="annualised %, from 5m candles")
+    btc_volume_dominance: float | None = Field(description="BTC share of tracked 24h turnover")
+    total_volume_24h: float
+    symbols: int
+    gainers: int
+    losers: int
+    unchanged: int
+    average_change: float
+
+
+class Mover(_Doc):
+    symbol: str
+    price: float
+    change_24h: float
+    volume_24h: float
+
+
+class Movers(_Doc):
+    gainers: list[Mover]
+    losers: list[Mover]
+
+
+class MoversResponse(Freshness, Movers):
+    min_quote_volume: float
+    excluded_illiquid: int
+
+
+class Signal(_Doc):
+    symbol: str
+    signal: Literal["long", "short"]
+    score: float
+    reliability: float
+    price: float
+    change_24h: float
+    timeframes_agreeing: list[str]
+
+
+class BetaBrief(_Doc):
+    beta: float
+    correlation: float
+    r_squared: float
+    risk_band: str
+    timeframe: str
+
+
+class ConfluenceSummary(_Doc):
+    score: float
+    signal: Literal["long", "short", "neutral"]
+    sentiment: Literal["bullish", "bearish", "neutral"]
+    reliability: float
+    components: dict[str, float | None]
+    timeframes: dict[str, float]
+
+
+class SymbolRow(_Doc):
+    symbol: str
+    price: float
+    bid: float
+    ask: float
+    change_24h: float
+    high_24h: float
+    low_24h: float
+    volume_24h: float
+    base_volume_24h: float
+    confluence: ConfluenceSummary | None
+    beta: BetaBrief | None
+
+
+class DesktopDashboard(Freshness):
+    overview: MarketOverview
+    symbols: list[SymbolRow]
+    movers: Movers
+    signals: list[Signal]
+    beta: dict[str, Any]
+
+
+class MobileCard(_Doc):
+    symbol: str
+    score: float | None
+    sentiment: str | None
+    signal: str | None
+    reliability: float | None
+    price: float
+    change_24h: float
+    volume_24h: float
+    high_24h: float
+    low_24h: float
+    components: dict[str, float | None] | None
+
+
+class MobileDashboard(Freshness):
+    market_overview: MarketOverview
+    confluence_scores: list[MobileCard]
+    top_movers: Movers
+    signals: list[Signal]
+    critical_alerts: list[dict[str, Any]]
+    beta_summary: dict[str, Any]
+
+
+class DashboardOverview(Freshness):
+    overview: MarketOverview
+    movers: Movers
+    signal_counts: dict[str, int]
+    beta: dict[str, Any]
+
+
+class SignalsResponse(Freshness):
+    signals: list[Signal]
+    thresholds: dict[str, float]
+
+
+class MarketOverviewResponse(Freshness):
+    overview: MarketOverview
+
+
+class BetaResponse(Freshness):
+    overview: dict[str, Any]
+    symbols: list[dict[str, Any]]
+
+
+class SymbolsResponse(Freshness):
+    symbols: list[dict[str, Any]]
+    timeframes: list[str]
+
+
+class ConfluenceResponse(Freshness):
+    symbol: str
+    timeframe: str
+    price: float
+    change_24h: float
+    score: float
+    signal: Literal["long", "short", "neutral"]
+    reliability: float
+    components: dict[str, Any]
+    weights_used: dict[str, float]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+
+
+class Health(_Doc):
+    status: Literal["ok"]
+    exchange: str
+    simulated: bool
+    cache: str
+
+
+class Readiness(_Doc):
+    ready: bool
+    reason: str | None
+
+
+def confluence_query_model(timeframes: list[str]) -> type[BaseModel]:
+    """The query string of /api/confluence/<symbol>: ``timeframe`` limited to the
+    configured timeframes (and ``all``, the combined score)."""
+    choices = Literal[tuple(timeframes)]  # type: ignore[valid-type]
+    return create_model(
+        "ConfluenceQuery",
+        __config__=ConfigDict(extra="forbid"),
+        timeframe=(choices, Field(default="all", description="timeframe, or 'all' combined")),
+    )

@@ -14,7 +14,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
-	$(BIN)/pytest
+	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
+	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests

@@ -41,7 +41,12 @@ ENVIRONMENT: dict[str, str] = {
     "seed": "VIRTUOSO_SEED",
 }
 CONFLUENCE_COMPONENTS = (
-    "technical", "volume", "orderflow", "sentiment", "orderbook", "price_structure"
+    "technical",
+    "volume",
+    "orderflow",
+    "sentiment",
+    "orderbook",
+    "price_structure",
 )
 
 
@@ -191,8 +196,9 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def load_settings(flags: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Merge the layers and validate; raises ConfigError naming the bad setting."""
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -233,7 +239,8 @@ def _describe(error: ValidationError, values: Mapping[str, Any], origin: Mapping
     if len(location) > 1:
         where += " → " + ".".join(location[1:])
     if first["type"] == "extra_forbidden":
-        return f"invalid configuration: unknown setting {where}; valid: {', '.join(Settings.model_fields)}"
+        valid = ", ".join(Settings.model_fields)
+        return f"invalid configuration: unknown setting {where}; valid: {valid}"
     message = str(first["msg"]).removeprefix("Value error, ")
     shown = values.get(top, "")
     return f"invalid configuration: {where}={shown!r}: {message}"

@@ -92,21 +92,28 @@ class _TimeframeCandles:
         self.start_s = np.empty(0, dtype=np.int64)
         self.ohlcv = np.empty((5, 0, symbols))  # open, high, low, close, volume
 
-    def fold(self, step_times: np.ndarray, prev_log_price: np.ndarray, path: np.ndarray,
-             volume: np.ndarray) -> None:
+    def fold(
+        self,
+        step_times: np.ndarray,
+        prev_log_price: np.ndarray,
+        path: np.ndarray,
+        volume: np.ndarray,
+    ) -> None:
         """Fold consecutive steps (times, log-price path, volumes) into the candles;
         ``prev_log_price`` is the log price before the first step (the first open)."""
         buckets = step_times // self.seconds * self.seconds
         first = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
         prices = np.exp(path)
         opens = np.exp(np.vstack([prev_log_price[None, :], path[first[1:] - 1]]))
-        new = np.stack([
-            opens,
-            np.maximum(np.maximum.reduceat(prices, first, axis=0), opens),
-            np.minimum(np.minimum.reduceat(prices, first, axis=0), opens),
-            prices[np.r_[first[1:] - 1, len(prices) - 1]],
-            np.add.reduceat(volume, first, axis=0),
-        ])
+        new = np.stack(
+            [
+                opens,
+                np.maximum(np.maximum.reduceat(prices, first, axis=0), opens),
+                np.minimum(np.minimum.reduceat(prices, first, axis=0), opens),
+                prices[np.r_[first[1:] - 1, len(prices) - 1]],
+                np.add.reduceat(volume, first, axis=0),
+            ]
+        )
         new_start = buckets[first]
         if self.start_s.size and self.start_s[-1] == new_start[0]:
             self._merge_into_last(new[:, 0])
@@ -127,8 +134,12 @@ class SimulatedMarket:
 
     name = "simulated"
 
-    def __init__(self, seed: int = 7, clock: Callable[[], float] = time.time,
-                 universe: Sequence[SimulatedAsset] = SIMULATED_UNIVERSE) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        clock: Callable[[], float] = time.time,
+        universe: Sequence[SimulatedAsset] = SIMULATED_UNIVERSE,
+    ) -> None:
         self.seed = seed
         self.clock = clock
         self.assets = tuple(universe)
@@ -138,8 +149,10 @@ class SimulatedMarket:
         self._idio_sigma = np.array([a.idio_vol for a in self.assets]) / step_scale
         self._btc_sigma = BTC_ANNUAL_VOL / step_scale
         self._step_volume = np.array(
-            [a.daily_turnover / a.price / (DAY / STEP_SECONDS) / _VOLUME_NOISE_MEAN
-             for a in self.assets]
+            [
+                a.daily_turnover / a.price / (DAY / STEP_SECONDS) / _VOLUME_NOISE_MEAN
+                for a in self.assets
+            ]
         )
         self._tables: dict[str, _TimeframeCandles] = {}
         self._log_price = np.log([a.price for a in self.assets])
@@ -172,8 +185,16 @@ class SimulatedMarket:
         table = self._tables[timeframe]
         start = max(0, table.start_s.size - limit)
         o, h, low, c, v = table.ohlcv[:, start:, column]
-        return Candles(symbol, timeframe, table.start_s[start:] * 1000,
-                       o.copy(), h.copy(), low.copy(), c.copy(), v.copy())
+        return Candles(
+            symbol,
+            timeframe,
+            table.start_s[start:] * 1000,
+            o.copy(),
+            h.copy(),
+            low.copy(),
+            c.copy(),
+            v.copy(),
+        )
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
         column = self._column(symbol)
@@ -278,5 +299,6 @@ class SimulatedMarket:
         sizes = rng.lognormal(0.0, 0.6, size=(2, depth)) * self._step_volume[column] * 4
         bids = np.column_stack([price - half_spread - levels * tick, sizes[0] * (1 + 0.5 * lean)])
         asks = np.column_stack([price + half_spread + levels * tick, sizes[1] * (1 - 0.5 * lean)])
-        return OrderBook(self.assets[column].symbol, bids, asks,
-                         self._last_step * STEP_SECONDS * 1000)
+        return OrderBook(
+            self.assets[column].symbol, bids, asks, self._last_step * STEP_SECONDS * 1000
+        )

@@ -61,8 +61,9 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
     )
 
 
-def _confluence(snapshot: Snapshot, symbol: str,
-                weights: ConfluenceWeights) -> dict[str, ConfluenceResult]:
+def _confluence(
+    snapshot: Snapshot, symbol: str, weights: ConfluenceWeights
+) -> dict[str, ConfluenceResult]:
     candles = snapshot.candles.get(symbol, {})
     book = snapshot.books.get(symbol)
     per_timeframe = {
@@ -100,15 +101,19 @@ def _signals(snapshot: Snapshot, confluence: dict[str, dict[str, ConfluenceResul
         if combined is None or combined.signal == "neutral":
             continue
         ticker = snapshot.tickers[symbol]
-        rows.append({
-            "symbol": symbol,
-            "signal": combined.signal,
-            "score": round(combined.score, 2),
-            "reliability": round(combined.reliability, 3),
-            "price": ticker.last,
-            "change_24h": round(ticker.change_24h_pct, 4),
-            "timeframes_agreeing": [
-                tf for tf, r in results.items() if tf != COMBINED and r.signal == combined.signal
-            ],
-        })
+        rows.append(
+            {
+                "symbol": symbol,
+                "signal": combined.signal,
+                "score": round(combined.score, 2),
+                "reliability": round(combined.reliability, 3),
+                "price": ticker.last,
+                "change_24h": round(ticker.change_24h_pct, 4),
+                "timeframes_agreeing": [
+                    tf
+                    for tf, r in results.items()
+                    if tf != COMBINED and r.signal == combined.signal
+                ],
+            }
+        )
     return sorted(rows, key=lambda row: abs(row["score"] - 50), reverse=True)

@@ -41,8 +41,13 @@ class PipelineStatus:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, source: MarketSource, store: ViewStore,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source: MarketSource,
+        store: ViewStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.source = source
         self.store = store
@@ -51,6 +56,7 @@ class Pipeline:
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._published = asyncio.Event()
 
     async def start(self) -> None:
         """Starts the background loop; returns at once (data arrives when it can)."""
@@ -64,12 +70,13 @@ class Pipeline:
                     await task
         await self.source.close()
 
-    async def wait_ready(self, timeout: float) -> bool:
+    async def wait_ready(self, seconds: float) -> bool:
         """Waits until the first snapshot is published (tests and warm start-up)."""
-        deadline = self.clock() + timeout
-        while self.status.last_success_ms is None and self.clock() < deadline:
-            await asyncio.sleep(0.05)
-        return self.status.last_success_ms is not None
+        try:
+            await asyncio.wait_for(self._published.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def refresh(self) -> Snapshot:
         """One refresh, shared by every concurrent caller. Raises MarketDataError."""
@@ -105,18 +112,29 @@ class Pipeline:
                 attempt += 1
                 delay = min(MAX_RETRY_SECONDS, 2.0**attempt)
                 self._record_failure(f"cannot start {self.source.name}: {error}")
-                log.warning("market source %s not available (%s); retrying in %.0fs",
-                            self.source.name, error, delay)
+                log.warning(
+                    "market source %s not available (%s); retrying in %.0fs",
+                    self.source.name,
+                    error,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         listed = self.source.listed_symbols()
         symbols = [s for s in self.settings.symbols if s in listed]
         self.status.unlisted_symbols = tuple(s for s in self.settings.symbols if s not in listed)
         if self.status.unlisted_symbols:
-            log.warning("symbols not listed on %s, left out: %s", self.source.name,
-                        ", ".join(self.status.unlisted_symbols))
+            log.warning(
+                "symbols not listed on %s, left out: %s",
+                self.source.name,
+                ", ".join(self.status.unlisted_symbols),
+            )
         self.collector = SnapshotCollector(
-            self.source, symbols, self.settings.candle_limits, self.settings.refresh_seconds,
-            self.settings.order_book_depth, clock=self.clock,
+            self.source,
+            symbols,
+            self.settings.candle_limits,
+            self.settings.refresh_seconds,
+            self.settings.order_book_depth,
+            clock=self.clock,
         )
         self.status.source_started = True
 
@@ -138,6 +156,7 @@ class Pipeline:
         self.status.last_error = None
         self.status.consecutive_failures = 0
         self.status.last_duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        self._published.set()
         return snapshot
 
     def _encode_views(self, snapshot: Snapshot) -> dict[str, StoredView]:

@@ -48,9 +48,15 @@ class _CachedCandles:
 class SnapshotCollector:
     """Builds Snapshots from a MarketSource, reusing candles that are not yet due."""
 
-    def __init__(self, source: MarketSource, symbols: Sequence[str], candle_limits: dict[str, int],
-                 refresh_seconds: float, book_depth: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        source: MarketSource,
+        symbols: Sequence[str],
+        candle_limits: dict[str, int],
+        refresh_seconds: float,
+        book_depth: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.source = source
         self.symbols = list(symbols)
         self.candle_limits = candle_limits
@@ -88,8 +94,9 @@ class SnapshotCollector:
         interval = max(self.refresh_seconds, TIMEFRAME_SECONDS[timeframe] / 10)
         return self.clock() - cached.fetched_at >= interval
 
-    async def _all_candles(self, tickers: dict[str, Ticker],
-                           missing: dict[str, str]) -> dict[str, dict[str, Candles]]:
+    async def _all_candles(
+        self, tickers: dict[str, Ticker], missing: dict[str, str]
+    ) -> dict[str, dict[str, Candles]]:
         due = [(s, tf) for s in self.symbols for tf in self.candle_limits if self._due(s, tf)]
         await asyncio.gather(*(self._fetch_candles(s, tf, missing) for s, tf in due))
         result: dict[str, dict[str, Candles]] = {}

@@ -70,8 +70,9 @@ def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> d
 
 
 def _by_volume(snapshot: Snapshot) -> list[str]:
-    return sorted(snapshot.tickers, key=lambda s: snapshot.tickers[s].quote_volume_24h,
-                  reverse=True)
+    return sorted(
+        snapshot.tickers, key=lambda s: snapshot.tickers[s].quote_volume_24h, reverse=True
+    )
 
 
 def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
@@ -93,8 +94,9 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
     }
 
 
-def _confluence_summary(combined: ConfluenceResult | None,
-                        results: dict[str, ConfluenceResult]) -> dict | None:
+def _confluence_summary(
+    combined: ConfluenceResult | None, results: dict[str, ConfluenceResult]
+) -> dict | None:
     if combined is None:
         return None
     return {
@@ -157,25 +159,28 @@ def _beta_view(analysis: Analysis) -> dict:
     }
 
 
-def _mobile(snapshot: Snapshot, analysis: Analysis, rows: list[dict], beta_summary: dict,
-            settings: Settings) -> dict:
+def _mobile(
+    snapshot: Snapshot, analysis: Analysis, rows: list[dict], beta_summary: dict, settings: Settings
+) -> dict:
     """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
     cards = []
     for row in rows[: settings.mobile.symbols]:
         confluence = row["confluence"] or {}
-        cards.append({
-            "symbol": row["symbol"],
-            "score": confluence.get("score"),
-            "sentiment": confluence.get("sentiment"),
-            "signal": confluence.get("signal"),
-            "reliability": confluence.get("reliability"),
-            "price": row["price"],
-            "change_24h": row["change_24h"],
-            "volume_24h": row["volume_24h"],
-            "high_24h": row["high_24h"],
-            "low_24h": row["low_24h"],
-            "components": confluence.get("components"),
-        })
+        cards.append(
+            {
+                "symbol": row["symbol"],
+                "score": confluence.get("score"),
+                "sentiment": confluence.get("sentiment"),
+                "signal": confluence.get("signal"),
+                "reliability": confluence.get("reliability"),
+                "price": row["price"],
+                "change_24h": row["change_24h"],
+                "volume_24h": row["volume_24h"],
+                "high_24h": row["high_24h"],
+                "low_24h": row["low_24h"],
+                "components": confluence.get("components"),
+            }
+        )
     return {
         "market_overview": analysis.overview,
         "confluence_scores": cards,
@@ -201,8 +206,9 @@ def _symbols_view(snapshot: Snapshot, settings: Settings) -> dict:
     }
 
 
-def _confluence_view(snapshot: Snapshot, symbol: str, timeframe: str,
-                     result: ConfluenceResult) -> dict:
+def _confluence_view(
+    snapshot: Snapshot, symbol: str, timeframe: str, result: ConfluenceResult
+) -> dict:
     ticker = snapshot.tickers[symbol]
     return {
         "symbol": symbol,

@@ -33,8 +33,9 @@ def api_blueprint(settings: Settings) -> Blueprint:
     api = Blueprint("api", __name__)
     for path, (view_name, model) in VIEW_ROUTES.items():
         endpoint = _view_endpoint(view_name, model)
-        api.add_url_rule(path, endpoint=view_name.replace(":", "_"), view_func=endpoint,
-                         methods=["GET"])
+        api.add_url_rule(
+            path, endpoint=view_name.replace(":", "_"), view_func=endpoint, methods=["GET"]
+        )
     _add_confluence_route(api, settings)
     return api
 
@@ -73,7 +74,9 @@ def _add_confluence_route(api: Blueprint, settings: Settings) -> None:
             canonical = ""
         if canonical not in state.known_symbols:
             return json_error(
-                404, "unknown_symbol", f"unknown symbol {symbol!r}",
+                404,
+                "unknown_symbol",
+                f"unknown symbol {symbol!r}",
                 valid=state.known_symbols,
             )
         return serve_view(view_name_confluence(canonical, query_args.timeframe))

@@ -22,8 +22,9 @@ from app.web.state import EXTENSION_KEY, ServiceState
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, source: MarketSource | None = None,
-               clock: Callable[[], float] = time.time) -> Quart:
+def create_app(
+    settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
+) -> Quart:
     """``source`` defaults to what the settings name; tests pass their own."""
     app = Quart(__name__)
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
@@ -49,8 +50,14 @@ def create_app(settings: Settings, source: MarketSource | None = None,
 
 def _announce(settings: Settings) -> None:
     if settings.exchange == "simulated":
-        log.warning("market data is SIMULATED (seed %d): set VIRTUOSO_EXCHANGE for a real "
-                    "exchange; cache: in-process only", settings.seed)
+        log.warning(
+            "market data is SIMULATED (seed %d): set VIRTUOSO_EXCHANGE for a real "
+            "exchange; cache: in-process only",
+            settings.seed,
+        )
     else:
-        log.info("market data from %s%s; cache: in-process only", settings.exchange,
-                 f" at {settings.exchange_url}" if settings.exchange_url else "")
+        log.info(
+            "market data from %s%s; cache: in-process only",
+            settings.exchange,
+            f" at {settings.exchange_url}" if settings.exchange_url else "",
+        )

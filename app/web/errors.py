@@ -17,8 +17,9 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 
-def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-               **extra: Any) -> Response:
+def json_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
     body = orjson.dumps({"error": code, "message": message, **extra})
     return Response(body, status=status, content_type="application/json", headers=headers)
 

@@ -62,5 +62,9 @@ def _pipeline_status(state: ServiceState) -> dict:
 
 
 def _json(status: int, body: dict) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json",
-                    headers={"Cache-Control": "no-store"})
+    return Response(
+        orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

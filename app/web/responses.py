@@ -38,6 +38,9 @@ def data_unavailable(state: ServiceState) -> Response:
     reason = status.last_error or "the first market snapshot is still being built"
     retry = max(1, int(state.settings.refresh_seconds))
     return json_error(
-        503, "data_unavailable", f"no market data yet: {reason}",
-        headers={"Retry-After": str(retry)}, retry_after_seconds=retry,
+        503,
+        "data_unavailable",
+        f"no market data yet: {reason}",
+        headers={"Retry-After": str(retry)},
+        retry_after_seconds=retry,
     )

@@ -1,0 +1,293 @@
+"""Market data from a real exchange through ``ccxt.async_support``.
+
+One ccxt instance per source: ccxt keeps the loaded markets, the HTTP session and
+the rate limiter on the instance, so sharing it is what makes ``enableRateLimit``
+effective.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt.async_support as ccxt_async
+import numpy as np
+from ccxt.base.errors import BadSymbol, BaseError, NetworkError
+
+from app.market.errors import (
+    ExchangeRejected,
+    ExchangeUnavailable,
+    MarketDataError,
+    SymbolNotListed,
+)
+from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker, canonical_symbol
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_DETAIL_CHARS = 200
+"""ccxt puts whole response bodies (sometimes HTML pages) into its messages."""
+
+
+def map_ccxt_error(exc: BaseError, exchange_id: str, operation: str) -> MarketDataError:
+    """Translate a ccxt exception into the source-independent error hierarchy."""
+    detail = " ".join(str(exc).split())
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
+    message = f"{exchange_id} {operation} failed ({type(exc).__name__}): {detail}"
+    if isinstance(exc, BadSymbol):
+        return SymbolNotListed(message)
+    if isinstance(exc, NetworkError):
+        return ExchangeUnavailable(message)
+    return ExchangeRejected(message)
+
+
+def rebase_url(url: str, base_url: str) -> str:
+    """Point ``url`` at ``base_url`` while keeping its path.
+
+    Exchanges such as binance put a path in their API roots (``.../api/v3``,
+    ``.../sapi/v1``); keeping it lets one proxy or fake serve all of them. For
+    bybit the roots have no path, so the result is exactly ``base_url``.
+    """
+    path = urlsplit(url).path.rstrip("/")
+    return base_url.rstrip("/") + path
+
+
+def override_api_urls(urls: Any, base_url: str) -> Any:
+    """Return ``urls`` (a string or a nested dict/list of them) rebased onto ``base_url``."""
+    if isinstance(urls, str):
+        return rebase_url(urls, base_url)
+    if isinstance(urls, Mapping):
+        return {key: override_api_urls(value, base_url) for key, value in urls.items()}
+    if isinstance(urls, list):
+        return [override_api_urls(value, base_url) for value in urls]
+    return urls
+
+
+def _restrict_to_spot(exchange: ccxt_async.Exchange) -> None:
+    """Load spot markets only.
+
+    Many exchanges (bybit, binance, okx, kucoin) also load derivatives markets unless
+    ``options.fetchMarkets.types`` says otherwise; each type costs a request at start.
+    """
+    exchange.options["defaultType"] = "spot"
+    fetch_markets = exchange.options.get("fetchMarkets")
+    if isinstance(fetch_markets, Mapping) and "spot" in (fetch_markets.get("types") or ()):
+        exchange.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
+
+
+def _build_exchange(exchange_id: str, base_url: str | None, timeout_ms: int) -> ccxt_async.Exchange:
+    if exchange_id not in ccxt_async.exchanges:
+        raise ValueError(f"unknown ccxt exchange id {exchange_id!r}")
+    exchange_class = getattr(ccxt_async, exchange_id)
+    exchange = exchange_class({"enableRateLimit": True, "timeout": timeout_ms})
+    _restrict_to_spot(exchange)
+    if base_url:
+        exchange.urls["api"] = override_api_urls(exchange.urls["api"], base_url)
+    return exchange
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for missing, empty or unparsable values."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:
+    """Convert a ccxt unified ticker; None when it carries no last price."""
+    last = _number(raw.get("last"))
+    if last is None:
+        last = _number(raw.get("close"))
+    if last is None:
+        return None
+    open_24h = _number(raw.get("open"))
+    change_pct = _number(raw.get("percentage"))
+    if change_pct is None:
+        change_pct = (last - open_24h) / open_24h * 100 if open_24h else 0.0
+    if open_24h is None:
+        open_24h = last / (1 + change_pct / 100) if change_pct > -100 else last
+    base_volume = _number(raw.get("baseVolume")) or 0.0
+    quote_volume = _number(raw.get("quoteVolume"))
+    timestamp = _number(raw.get("timestamp"))
+    return Ticker(
+        symbol=symbol,
+        last=last,
+        bid=_number(raw.get("bid")) or last,
+        ask=_number(raw.get("ask")) or last,
+        open_24h=open_24h,
+        high_24h=_number(raw.get("high")) or max(last, open_24h),
+        low_24h=_number(raw.get("low")) or min(last, open_24h),
+        change_24h_pct=change_pct,
+        base_volume_24h=base_volume,
+        quote_volume_24h=base_volume * last if quote_volume is None else quote_volume,
+        timestamp_ms=now_ms if timestamp is None else int(timestamp),
+    )
+
+
+def _book_side(levels: Any, depth: int) -> np.ndarray:
+    """ccxt levels ``[price, amount, (count)]`` → float64 array of shape (n, 2)."""
+    rows = [level[:2] for level in (levels or [])[:depth]]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+
+def _require_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ExchangeRejected(f"{name} must be a positive integer, got {value!r}")
+
+
+class CcxtMarketSource:
+    """A MarketSource backed by one ccxt exchange, spot markets only."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        base_url: str | None = None,
+        timeout_ms: int = 10_000,
+        symbols_hint: Iterable[str] | None = None,
+    ) -> None:
+        """``base_url`` replaces the host of every API root (proxy, testnet, local fake).
+
+        ``symbols_hint``: canonical symbols the caller intends to use; ``start`` logs
+        a warning naming those the exchange does not list, so a misconfigured universe
+        shows up at start rather than as per-request SymbolNotListed errors.
+        """
+        self.name = exchange_id
+        self._exchange = _build_exchange(exchange_id, base_url, timeout_ms)
+        self._symbols_hint = frozenset(symbols_hint or ())
+        self._to_ccxt: dict[str, str] = {}
+        self._listed: frozenset[str] = frozenset()
+        self._loaded = False
+        self._closed = False
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def exchange(self) -> ccxt_async.Exchange:
+        """The underlying ccxt instance (diagnostics and tests)."""
+        return self._exchange
+
+    async def start(self) -> None:
+        """Load markets once; later calls return at once."""
+        self._check_open()
+        async with self._load_lock:
+            if self._loaded:
+                return
+            markets = await self._call("load_markets", self._exchange.load_markets())
+            self._index_markets(markets)
+            self._loaded = True
+        missing = sorted(self._symbols_hint - self._listed)
+        if missing:
+            log.warning("%s does not list hinted symbols: %s", self.name, ", ".join(missing))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._exchange.close()
+
+    def listed_symbols(self) -> frozenset[str]:
+        return self._listed
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """Tickers of ``symbols`` in one request.
+
+        A symbol the exchange returned no usable ticker for is absent from the result.
+        """
+        await self._ensure_started()
+        wanted = {self._ccxt_symbol(symbol): canonical_symbol(symbol) for symbol in symbols}
+        if not wanted:
+            return {}
+        raw = await self._call("fetch_tickers", self._exchange.fetch_tickers(list(wanted)))
+        now_ms = _now_ms()
+        tickers: dict[str, Ticker] = {}
+        for ccxt_symbol, canonical in wanted.items():
+            entry = raw.get(ccxt_symbol)
+            ticker = ticker_from_ccxt(canonical, entry, now_ms) if entry else None
+            if ticker is not None:
+                tickers[canonical] = ticker
+        return tickers
+
+    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
+        """The newest ``limit`` candles, oldest first."""
+        if timeframe not in TIMEFRAME_SECONDS:
+            valid = ", ".join(TIMEFRAME_SECONDS)
+            raise ExchangeRejected(f"unsupported timeframe {timeframe!r}; valid: {valid}")
+        _require_positive("limit", limit)
+        await self._ensure_started()
+        ccxt_symbol = self._ccxt_symbol(symbol)
+        rows = await self._call(
+            "fetch_candles", self._exchange.fetch_ohlcv(ccxt_symbol, timeframe, limit=limit)
+        )
+        return Candles.from_rows(canonical_symbol(symbol), timeframe, rows[-limit:])
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        _require_positive("depth", depth)
+        await self._ensure_started()
+        ccxt_symbol = self._ccxt_symbol(symbol)
+        book = await self._call(
+            "fetch_order_book", self._exchange.fetch_order_book(ccxt_symbol, limit=depth)
+        )
+        timestamp = _number(book.get("timestamp"))
+        return OrderBook(
+            symbol=canonical_symbol(symbol),
+            bids=_book_side(book.get("bids"), depth),
+            asks=_book_side(book.get("asks"), depth),
+            timestamp_ms=_now_ms() if timestamp is None else int(timestamp),
+        )
+
+    async def _call(self, operation: str, request: Awaitable[T]) -> T:
+        """Await a ccxt call, translating its errors (the one place that does)."""
+        try:
+            return await request
+        except BaseError as exc:
+            raise map_ccxt_error(exc, self.name, operation) from exc
+
+    async def _ensure_started(self) -> None:
+        """Load markets on first use, so a source whose ``start`` failed recovers later."""
+        self._check_open()
+        if not self._loaded:
+            await self.start()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExchangeRejected(f"{self.name} market source is closed")
+
+    def _index_markets(self, markets: Mapping[str, Mapping[str, Any]]) -> None:
+        """Map canonical symbols to ccxt symbols for active spot markets.
+
+        ``active`` None means the exchange does not say; such markets are kept.
+        """
+        to_ccxt: dict[str, str] = {}
+        for market in markets.values():
+            if not market.get("spot") or market.get("active") is False:
+                continue
+            try:
+                canonical = canonical_symbol(f"{market['base']}{market['quote']}")
+            except (KeyError, TypeError, ValueError):
+                continue
+            to_ccxt.setdefault(canonical, market["symbol"])
+        self._to_ccxt = to_ccxt
+        self._listed = frozenset(to_ccxt)
+
+    def _ccxt_symbol(self, symbol: str) -> str:
+        try:
+            ccxt_symbol = self._to_ccxt.get(canonical_symbol(symbol))
+        except ValueError:
+            ccxt_symbol = None
+        if ccxt_symbol is None:
+            raise SymbolNotListed(f"{self.name} does not list spot symbol {symbol!r}")
+        return ccxt_symbol

@@ -1,0 +1,57 @@
+"""Shared fixtures: a controllable clock, settings, and the app on the simulated market."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from quart.typing import TestAppProtocol as QuartTestApp
+
+from app.market.simulated import SimulatedMarket
+from app.settings import Settings, load_settings
+from app.web.app import create_app
+from app.web.state import EXTENSION_KEY, ServiceState
+
+START = 1_790_000_000.0  # a fixed instant (2026-09-21) for deterministic markets
+
+
+class ManualClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def make_settings(**environ: str) -> Settings:
+    return load_settings(environ=environ)
+
+
+def state_of(test_app: QuartTestApp) -> ServiceState:
+    return test_app.app.extensions[EXTENSION_KEY]  # type: ignore[attr-defined]
+
+
+async def started_app(settings: Settings, source, clock) -> AsyncIterator[QuartTestApp]:
+    """The app with its pipeline running and the first snapshot published."""
+    app = create_app(settings, source=source, clock=clock)
+    async with app.test_app() as test_app:
+        assert await state_of(test_app).pipeline.wait_ready(30), "no first snapshot in 30 s"
+        yield test_app
+
+
+@pytest_asyncio.fixture
+async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    settings = make_settings()
+    async for test_app in started_app(settings, SimulatedMarket(seed=7, clock=clock), clock):
+        yield test_app

@@ -1,0 +1,133 @@
+"""The refresher: single-flight, candles fetched only when due, failures keep the last views."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+import orjson
+import pytest
+
+from app.market.errors import ExchangeUnavailable
+from app.market.models import Candles, OrderBook, Ticker
+from app.market.simulated import SimulatedMarket
+from app.services.pipeline import Pipeline
+from app.services.view_store import LatestViews
+from tests.conftest import ManualClock, make_settings
+
+
+class CountingMarket(SimulatedMarket):
+    """The simulated market, counting calls and failing on demand."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(seed=7, clock=clock)
+        self.calls: Counter[str] = Counter()
+        self.fail_tickers = False
+        self.fail_books_for: set[str] = set()
+        self.ticker_delay = 0.0
+
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        self.calls["tickers"] += 1
+        await asyncio.sleep(self.ticker_delay)
+        if self.fail_tickers:
+            raise ExchangeUnavailable("simulated outage")
+        return await super().fetch_tickers(symbols)
+
+    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
+        self.calls[f"candles/{timeframe}"] += 1
+        return await super().fetch_candles(symbol, timeframe, limit)
+
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        self.calls["books"] += 1
+        if symbol in self.fail_books_for:
+            raise ExchangeUnavailable(f"no book for {symbol}")
+        return await super().fetch_order_book(symbol, depth)
+
+
+@pytest.fixture
+async def pipeline(clock: ManualClock):
+    market = CountingMarket(clock)
+    settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")
+    pipeline = Pipeline(settings, market, LatestViews(), clock=clock)
+    await pipeline.start()
+    assert await pipeline.wait_ready(30)
+    yield pipeline
+    await pipeline.stop()
+
+
+def view(pipeline: Pipeline, name: str) -> dict:
+    stored = pipeline.store.get(name)
+    assert stored is not None
+    return orjson.loads(stored.body)
+
+
+async def test_concurrent_refreshes_share_one_fetch(pipeline: Pipeline) -> None:
+    market: CountingMarket = pipeline.source  # type: ignore[assignment]
+    market.ticker_delay = 0.05
+    before = market.calls["tickers"]
+    snapshots = await asyncio.gather(*(pipeline.refresh() for _ in range(200)))
+    assert market.calls["tickers"] - before == 1
+    assert len({s.version for s in snapshots}) == 1
+
+
+async def test_candles_are_fetched_only_when_due(pipeline: Pipeline, clock: ManualClock) -> None:
+    market: CountingMarket = pipeline.source  # type: ignore[assignment]
+    first = dict(market.calls)
+    await pipeline.refresh()  # same instant: nothing is due
+    assert market.calls["candles/1m"] == first["candles/1m"]
+    assert market.calls["tickers"] == first["tickers"] + 1
+    assert market.calls["books"] == first["books"] + 3
+    clock.advance(10)  # the refresh interval: 1m candles are due, 4h ones are not
+    await pipeline.refresh()
+    assert market.calls["candles/1m"] == first["candles/1m"] + 3
+    assert market.calls["candles/4h"] == first["candles/4h"]
+    clock.advance(1440)  # 4h / 10
+    await pipeline.refresh()
+    assert market.calls["candles/4h"] == first["candles/4h"] + 3
+
+
+async def test_forming_candle_follows_the_ticker(pipeline: Pipeline, clock: ManualClock) -> None:
+    clock.advance(5)  # one step: tickers move, 4h candles are not re-fetched
+    snapshot = await pipeline.refresh()
+    last = snapshot.tickers["ETHUSDT"].last
+    four_hours = snapshot.candles["ETHUSDT"]["4h"]
+    assert four_hours.close[-1] == last
+    assert four_hours.low[-1] <= last <= four_hours.high[-1]
+
+
+async def test_an_outage_keeps_the_last_views(pipeline: Pipeline, clock: ManualClock) -> None:
+    market: CountingMarket = pipeline.source  # type: ignore[assignment]
+    before = view(pipeline, "dashboard:desktop")
+    market.fail_tickers = True
+    clock.advance(10)
+    with pytest.raises(ExchangeUnavailable):
+        await pipeline.refresh()
+    assert pipeline.status.last_error == "simulated outage"
+    assert pipeline.status.consecutive_failures == 1
+    assert view(pipeline, "dashboard:desktop") == before
+    market.fail_tickers = False
+    await pipeline.refresh()
+    assert pipeline.status.consecutive_failures == 0
+    assert view(pipeline, "dashboard:desktop")["version"] == before["version"] + 1
+
+
+async def test_a_missing_part_is_reported_not_fatal(pipeline: Pipeline) -> None:
+    market: CountingMarket = pipeline.source  # type: ignore[assignment]
+    market.fail_books_for = {"SOLUSDT"}
+    await pipeline.refresh()
+    desktop = view(pipeline, "dashboard:desktop")
+    assert desktop["errors"] == {"SOLUSDT/orderbook": "no book for SOLUSDT"}
+    sol = view(pipeline, "confluence:SOLUSDT:all")
+    assert sol["components"]["orderbook"]["score"] is None  # unavailable, not invented
+    assert "orderbook" not in sol["weights_used"]
+    assert len(desktop["symbols"]) == 3
+
+
+async def test_refresh_backs_off_after_failures(pipeline: Pipeline) -> None:
+    pipeline.status.consecutive_failures = 0
+    assert pipeline._next_delay() == 10
+    pipeline.status.consecutive_failures = 3
+    assert pipeline._next_delay() == 40
+    pipeline.status.consecutive_failures = 10
+    assert pipeline._next_delay() == 60

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -27,6 +28,15 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Polls ``condition`` every 50 ms, at most ``seconds``; fails the test after that."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {seconds} s")
 
 
 @pytest.fixture

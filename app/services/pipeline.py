@@ -9,7 +9,6 @@ answering: not ready, 503 on data, until the first snapshot lands.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -63,11 +62,10 @@ class Pipeline:
         self._loop_task = asyncio.create_task(self._run(), name="pipeline-refresh")
 
     async def stop(self) -> None:
-        for task in (self._loop_task, self._inflight):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._loop_task, self._inflight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # outcomes already recorded
         await self.source.close()
 
     async def wait_ready(self, seconds: float) -> bool:

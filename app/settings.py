@@ -6,7 +6,6 @@ setting (as the user wrote it) and the valid values.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.market.confluence import ConfluenceWeights
 from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
 from app.market.simulated import SIMULATED_UNIVERSE
 
@@ -40,14 +40,6 @@ ENVIRONMENT: dict[str, str] = {
     "bind": "VIRTUOSO_BIND",
     "seed": "VIRTUOSO_SEED",
 }
-CONFLUENCE_COMPONENTS = (
-    "technical",
-    "volume",
-    "orderflow",
-    "sentiment",
-    "orderbook",
-    "price_structure",
-)
 
 
 class ConfigError(Exception):
@@ -61,26 +53,21 @@ class _Section(BaseModel):
 class ConfluenceSettings(_Section):
     weights: dict[str, float]
     timeframes: dict[str, float]
-    long_threshold: float = Field(ge=0, le=100)
-    short_threshold: float = Field(ge=0, le=100)
-
-    @field_validator("weights")
-    @classmethod
-    def _known_components(cls, weights: dict[str, float]) -> dict[str, float]:
-        _check_weights(weights, CONFLUENCE_COMPONENTS, "component")
-        return weights
-
-    @field_validator("timeframes")
-    @classmethod
-    def _known_timeframes(cls, weights: dict[str, float]) -> dict[str, float]:
-        _check_weights(weights, tuple(TIMEFRAME_SECONDS), "timeframe")
-        return weights
+    long_threshold: float
+    short_threshold: float
 
     @model_validator(mode="after")
-    def _ordered_thresholds(self) -> ConfluenceSettings:
-        if self.short_threshold >= self.long_threshold:
-            raise ValueError("short_threshold must be below long_threshold")
+    def _valid_weights(self) -> ConfluenceSettings:
+        self.as_weights()  # ConfluenceWeights holds the rules; its ValueError names the problem
         return self
+
+    def as_weights(self) -> ConfluenceWeights:
+        return ConfluenceWeights(
+            components=self.weights,
+            timeframes=self.timeframes,
+            long_threshold=self.long_threshold,
+            short_threshold=self.short_threshold,
+        )
 
 
 class MoversSettings(_Section):
@@ -175,16 +162,6 @@ class Settings(_Section):
     @property
     def port(self) -> int:
         return parse_bind(self.bind)[1]
-
-
-def _check_weights(weights: Mapping[str, float], valid: tuple[str, ...], what: str) -> None:
-    unknown = sorted(set(weights) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {what} {', '.join(unknown)}; valid: {', '.join(valid)}")
-    if any(not math.isfinite(w) or w < 0 for w in weights.values()):
-        raise ValueError("weights must be finite and not negative")
-    if sum(weights.values()) <= 0:
-        raise ValueError("at least one weight must be positive")
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

@@ -79,17 +79,17 @@ def test_invalid_settings_name_the_setting(environ: dict[str, str], expected: st
         (
             "confluence: {weights: {magic: 1}, timeframes: {1m: 1}, long_threshold: 70, "
             "short_threshold: 35}\n",
-            "unknown component magic; valid: technical",
+            "unknown component(s): magic; valid: technical",
         ),
         (
             "confluence: {weights: {volume: 1}, timeframes: {1m: 1}, long_threshold: 30, "
             "short_threshold: 35}\n",
-            "short_threshold must be below long_threshold",
+            "need 0 <= short < long threshold <= 100",
         ),
         (
             "confluence: {weights: {volume: -1}, timeframes: {1m: 1}, long_threshold: 70, "
             "short_threshold: 35}\n",
-            "weights must be finite and not negative",
+            "component weights must be finite and non-negative",
         ),
         ("candle_limits: {1m: 5}\n", "needs exactly the timeframes 1m, 5m"),
         ("symbols: [\n", "is not valid YAML"),

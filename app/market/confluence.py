@@ -187,7 +187,9 @@ def _checked(
 ) -> Mapping[str, float]:
     unknown = set(weights) - set(known)
     if unknown:
-        raise ValueError(f"unknown {kind}(s): {', '.join(sorted(unknown))}")
+        raise ValueError(
+            f"unknown {kind}(s): {', '.join(sorted(unknown))}; valid: {', '.join(known)}"
+        )
     values = {name: float(weights[name]) for name in known if name in weights}
     if any(not math.isfinite(w) or w < 0 for w in values.values()):
         raise ValueError(f"{kind} weights must be finite and non-negative: {values}")

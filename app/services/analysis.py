@@ -32,19 +32,9 @@ class Analysis:
         return _first(self.beta.get(symbol, {}))
 
 
-def confluence_weights(settings: Settings) -> ConfluenceWeights:
-    section = settings.confluence
-    return ConfluenceWeights(
-        components=dict(section.weights),
-        timeframes=dict(section.timeframes),
-        long_threshold=section.long_threshold,
-        short_threshold=section.short_threshold,
-    )
-
-
 def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
     """CPU-bound (TA-Lib + numpy): run it in a worker thread."""
-    weights = confluence_weights(settings)
+    weights = settings.confluence.as_weights()
     confluence = {s: _confluence(snapshot, s, weights) for s in snapshot.symbols}
     beta = {s: _betas(snapshot, s) for s in snapshot.symbols if s != BTC}
     btc = snapshot.tickers.get(BTC)

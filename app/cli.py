@@ -54,6 +54,7 @@ def serve(settings: Settings) -> None:
     config.bind = [settings.bind]
     config.workers = 1
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # our handlers, no second copy
     config.graceful_timeout = 5
     app = create_app(settings)
     log.info("serving on http://%s", settings.bind)

@@ -157,6 +157,6 @@ def beta_overview(stats_by_symbol: Mapping[str, BetaStats], btc_change_24h_pct: 
         "market_beta": None if market_beta is None else round(market_beta, 4),
         "average_correlation": None if correlation is None else round(correlation, 4),
         "bands": bands,
-        "btc_change_24h_pct": btc_change_24h_pct,
+        "btc_change_24h_pct": round(btc_change_24h_pct, 4),
         "regime": market_regime(btc_change_24h_pct, market_beta, correlation),
     }

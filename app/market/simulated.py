@@ -48,6 +48,7 @@ class SimulatedAsset:
 
 
 BTC_ANNUAL_VOL = 0.55
+PRICE_DIGITS = 7
 
 SIMULATED_UNIVERSE: tuple[SimulatedAsset, ...] = (
     SimulatedAsset("BTCUSDT", 97_000.0, 1.0, 0.0, 1.2e9),
@@ -144,6 +145,8 @@ class SimulatedMarket:
         self.clock = clock
         self.assets = tuple(universe)
         self._index = {asset.symbol: i for i, asset in enumerate(self.assets)}
+        # Prices keep PRICE_DIGITS significant digits, like an exchange's tick size.
+        self._decimals = [PRICE_DIGITS - 1 - math.floor(math.log10(a.price)) for a in self.assets]
         self._beta = np.array([a.beta for a in self.assets])
         step_scale = math.sqrt(STEPS_PER_YEAR)
         self._idio_sigma = np.array([a.idio_vol for a in self.assets]) / step_scale
@@ -184,16 +187,13 @@ class SimulatedMarket:
         self._advance()
         table = self._tables[timeframe]
         start = max(0, table.start_s.size - limit)
-        o, h, low, c, v = table.ohlcv[:, start:, column]
+        prices = np.round(table.ohlcv[:4, start:, column], self._decimals[column])
         return Candles(
             symbol,
             timeframe,
             table.start_s[start:] * 1000,
-            o.copy(),
-            h.copy(),
-            low.copy(),
-            c.copy(),
-            v.copy(),
+            *prices,
+            table.ohlcv[4, start:, column].copy(),
         )
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
@@ -270,17 +270,18 @@ class SimulatedMarket:
         day_ago = self._last_step * STEP_SECONDS - DAY
         recent = minutes.start_s > day_ago
         o, h, low, c, v = minutes.ohlcv[:, recent, column]
-        last = float(c[-1])
+        digits = self._decimals[column]
+        last = round(float(c[-1]), digits)
         book = self._order_book(column, 1)
-        open_24h = float(o[0])
+        open_24h = round(float(o[0]), digits)
         return Ticker(
             symbol=self.assets[column].symbol,
             last=last,
             bid=float(book.bids[0, 0]),
             ask=float(book.asks[0, 0]),
             open_24h=open_24h,
-            high_24h=float(h.max()),
-            low_24h=float(low.min()),
+            high_24h=round(float(h.max()), digits),
+            low_24h=round(float(low.min()), digits),
             change_24h_pct=(last / open_24h - 1) * 100,
             base_volume_24h=float(v.sum()),
             quote_volume_24h=float((v * c).sum()),
@@ -289,16 +290,20 @@ class SimulatedMarket:
 
     def _order_book(self, column: int, depth: int) -> OrderBook:
         """A book around the last price whose bid/ask imbalance leans with the last 5 minutes."""
-        price = float(np.exp(self._log_price[column]))
-        tick = 10.0 ** (math.floor(math.log10(price)) - 4)
+        digits = self._decimals[column]
+        tick = 10.0**-digits
+        price = round(float(np.exp(self._log_price[column])), digits)
         rng = np.random.default_rng([self.seed, self._last_step, column, 1])
-        half_spread = max(tick, round(price * 1e-4 * (1 + rng.random()) / tick) * tick) / 2
+        spread_ticks = max(2, round(price * 1e-4 * (1 + rng.random()) / tick))
+        best_bid = price - (spread_ticks // 2) * tick  # the last trade sits inside the spread
         five_minutes = self._tables["5m"].ohlcv[3, -2:, column]
         lean = math.tanh(50 * math.log(five_minutes[-1] / five_minutes[0]))
-        levels = np.arange(depth)
+        levels = np.arange(depth) * tick
         sizes = rng.lognormal(0.0, 0.6, size=(2, depth)) * self._step_volume[column] * 4
-        bids = np.column_stack([price - half_spread - levels * tick, sizes[0] * (1 + 0.5 * lean)])
-        asks = np.column_stack([price + half_spread + levels * tick, sizes[1] * (1 - 0.5 * lean)])
+        bid_prices = np.round(best_bid - levels, digits)
+        ask_prices = np.round(best_bid + spread_ticks * tick + levels, digits)
+        bids = np.column_stack([bid_prices, sizes[0] * (1 + 0.5 * lean)])
+        asks = np.column_stack([ask_prices, sizes[1] * (1 - 0.5 * lean)])
         return OrderBook(
             self.assets[column].symbol, bids, asks, self._last_step * STEP_SECONDS * 1000
         )

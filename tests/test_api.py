@@ -230,8 +230,12 @@ async def test_openapi_documents_every_endpoint(simulated_app: QuartTestApp) -> 
     assert expected | {"/api/confluence/{symbol}", "/health", "/health/ready"} <= paths
     confluence = spec["paths"]["/api/confluence/{symbol}"]["get"]
     assert any(p["name"] == "timeframe" for p in confluence["parameters"])
-    docs = await simulated_app.test_client().get("/docs")
-    assert docs.status_code == 200
+    client = simulated_app.test_client()
+    docs = await client.get("/docs")
+    page = await docs.get_data(as_text=True)
+    assert docs.status_code == 200 and "http" not in page  # every asset from this server
+    script = await client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(await script.get_data()) > 100_000
 
 
 async def test_a_defect_is_a_json_500_without_traceback(simulated_app: QuartTestApp) -> None:

@@ -15,6 +15,7 @@ from app.services.pipeline import Pipeline
 from app.services.view_store import LatestViews
 from app.settings import Settings
 from app.web.api import api_blueprint
+from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
 from app.web.state import EXTENSION_KEY, ServiceState
@@ -28,7 +29,13 @@ def create_app(
     """``source`` defaults to what the settings name; tests pass their own."""
     app = Quart(__name__)
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
-    QuartSchema(app, info=Info(title="Virtuoso dashboards API", version="0.1.0"))
+    QuartSchema(
+        app,
+        info=Info(title="Virtuoso dashboards API", version="0.1.0"),
+        redoc_ui_path=None,  # these two UIs load their scripts from a CDN
+        scalar_ui_path=None,
+    )
+    serve_docs_locally(app)
     store = LatestViews()
     pipeline = Pipeline(settings, source or make_source(settings), store, clock=clock)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, pipeline, store, clock, clock())

@@ -6,16 +6,20 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test test-services lint format clean
 
 run: $(STAMP)
 	$(BIN)/virtuoso serve
 
-test: $(STAMP)
+test: $(STAMP) test-services
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
+
+# Debian packages of the servers the integration tests start (installed when missing).
+test-services:
+	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests

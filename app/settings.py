@@ -27,6 +27,7 @@ from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
 from app.market.simulated import SIMULATED_UNIVERSE
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+DEFAULT_CACHE_POLICY = DEFAULTS_FILE.parent / "cache.yaml"
 CONFIG_ENV = "VIRTUOSO_CONFIG"
 
 # Settings that can be given as environment variables (and flags of the same name).
@@ -36,7 +37,13 @@ ENVIRONMENT: dict[str, str] = {
     "exchange_timeout_seconds": "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS",
     "symbols": "VIRTUOSO_SYMBOLS",
     "refresh_seconds": "VIRTUOSO_REFRESH_SECONDS",
-    "stale_after_seconds": "VIRTUOSO_STALE_AFTER_SECONDS",
+    "memcached_url": "VIRTUOSO_MEMCACHED_URL",
+    "redis_url": "VIRTUOSO_REDIS_URL",
+    "cache_policy": "VIRTUOSO_CACHE_POLICY",
+    "l1_max_mb": "VIRTUOSO_L1_MAX_MB",
+    "admin_token": "VIRTUOSO_ADMIN_TOKEN",
+    "secret_key": "VIRTUOSO_SECRET_KEY",
+    "replica_id": "VIRTUOSO_REPLICA_ID",
     "bind": "VIRTUOSO_BIND",
     "seed": "VIRTUOSO_SEED",
 }
@@ -86,13 +93,61 @@ class Settings(_Section):
     seed: int
     bind: str
     refresh_seconds: float = Field(ge=1, le=3600)
-    stale_after_seconds: float = Field(gt=0)
     symbols: tuple[str, ...] = Field(min_length=1, max_length=200)
     candle_limits: dict[str, int]
     order_book_depth: int = Field(ge=1, le=200)
     confluence: ConfluenceSettings
     movers: MoversSettings
     mobile: MobileSettings
+    memcached_url: str | None = None
+    redis_url: str | None = None
+    cache_policy: str | None = None
+    l1_max_mb: float = Field(default=64, gt=0, le=4096)
+    admin_token: str | None = None
+    secret_key: str | None = None
+    replica_id: str | None = None
+
+    @field_validator("memcached_url")
+    @classmethod
+    def _memcached_servers(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        for server in url.split(","):
+            try:
+                parse_bind(server.strip().removeprefix("memcached://"))
+            except ValueError:
+                raise ValueError(
+                    "must list memcached servers as host:port[,host:port…], e.g. 127.0.0.1:11211"
+                ) from None
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return url
+
+    @field_validator("admin_token", "secret_key")
+    @classmethod
+    def _long_secret(cls, secret: str | None) -> str | None:
+        if not secret:
+            return None
+        if len(secret) < 16:
+            raise ValueError("must be at least 16 characters")
+        return secret
+
+    @property
+    def cache_policy_path(self) -> Path:
+        return Path(self.cache_policy) if self.cache_policy else DEFAULT_CACHE_POLICY
+
+    @property
+    def memcached_servers(self) -> list[str]:
+        if not self.memcached_url:
+            return []
+        return [s.strip().removeprefix("memcached://") for s in self.memcached_url.split(",")]
 
     @field_validator("exchange")
     @classmethod

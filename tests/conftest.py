@@ -14,6 +14,8 @@ from app.settings import Settings, load_settings
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY, ServiceState
 
+pytest_plugins = ["tests.servers"]  # the memcached and redis fixtures
+
 START = 1_790_000_000.0  # a fixed instant (2026-09-21) for deterministic markets
 
 
@@ -56,7 +58,7 @@ async def started_app(settings: Settings, source, clock) -> AsyncIterator[QuartT
     """The app with its pipeline running and the first snapshot published."""
     app = create_app(settings, source=source, clock=clock)
     async with app.test_app() as test_app:
-        assert await state_of(test_app).pipeline.wait_ready(30), "no first snapshot in 30 s"
+        await eventually(lambda: state_of(test_app).warmed, seconds=30)
         yield test_app
 
 

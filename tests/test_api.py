@@ -7,6 +7,7 @@ import orjson
 import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.market.errors import ExchangeUnavailable
 from app.market.overview import market_regime
 from tests.conftest import ManualClock, state_of
 
@@ -197,21 +198,41 @@ async def test_etag_and_304(simulated_app: QuartTestApp) -> None:
     assert newer.status_code == 200 and newer.headers["ETag"] != etag
 
 
-async def test_old_data_is_marked_stale_and_not_ready(
+async def test_expired_views_are_recomputed_on_read(
     simulated_app: QuartTestApp, clock: ManualClock
 ) -> None:
-    assert (await get_json(simulated_app, "/health/ready"))["ready"] is True
-    clock.advance(61)
-    payload = await get_json(simulated_app, "/api/market/overview")
-    assert payload["stale"] is True and payload["age_ms"] == 61_000
+    first = await get_json(simulated_app, "/api/market/overview")
+    clock.advance(120)  # past TTL and grace: a read computes a new snapshot
+    again = await get_json(simulated_app, "/api/market/overview")
+    assert again["version"] > first["version"]
+    assert again["stale"] is False and again["age_ms"] == 0
+
+
+async def test_exchange_outage_serves_stale_then_503(
+    simulated_app: QuartTestApp, clock: ManualClock
+) -> None:
+    state = state_of(simulated_app)
+    before = await get_json(simulated_app, "/api/market/overview")
+
+    async def outage(symbols):
+        raise ExchangeUnavailable("exchange down")
+
+    state.pipeline.source.fetch_tickers = outage  # type: ignore[method-assign]
+    clock.advance(61)  # past the TTL and grace of every view
+    stale = await get_json(simulated_app, "/api/market/overview")
+    assert stale["stale"] is True and stale["age_ms"] == 61_000
+    assert stale["overview"] == before["overview"]
     ready = await get_json(simulated_app, "/health/ready", status=503)
     assert ready["ready"] is False and "stale" in ready["reason"]
+    clock.advance(900)  # beyond max_stale: nothing honest is left to serve
+    gone = await get_json(simulated_app, "/api/market/overview", status=503)
+    assert gone["error"] == "data_unavailable" and "exchange down" in gone["message"]
 
 
 async def test_health_says_simulated(simulated_app: QuartTestApp) -> None:
     health = await get_json(simulated_app, "/health")
     assert health["status"] == "ok" and health["simulated"] is True
-    assert health["cache"] == "in-process"
+    assert health["cache"] == {"tiers": {"l1": True}, "embedded": True}
     assert health["pipeline"]["snapshot_version"] >= 1
 
 
@@ -239,12 +260,12 @@ async def test_openapi_documents_every_endpoint(simulated_app: QuartTestApp) -> 
 
 
 async def test_a_defect_is_a_json_500_without_traceback(simulated_app: QuartTestApp) -> None:
-    store = state_of(simulated_app).store
+    views = state_of(simulated_app).views
 
-    def broken(name: str) -> None:
+    async def broken(name: str) -> None:
         raise RuntimeError("secret internals")
 
-    store.get = broken  # type: ignore[method-assign]
+    views.read = broken  # type: ignore[method-assign]
     response = await simulated_app.test_client().get("/api/dashboard/data")
     body = await response.get_data(as_text=True)
     assert response.status_code == 500

@@ -13,7 +13,6 @@ from app.market.errors import ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
 from app.market.simulated import SimulatedMarket
 from app.services.pipeline import Pipeline
-from app.services.view_store import LatestViews
 from tests.conftest import ManualClock, make_settings
 
 
@@ -45,11 +44,21 @@ class CountingMarket(SimulatedMarket):
         return await super().fetch_order_book(symbol, depth)
 
 
+class Published:
+    """The views the pipeline published last."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, bytes] = {}
+
+    async def __call__(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
+        self.views = dict(bodies)
+
+
 @pytest.fixture
 async def pipeline(clock: ManualClock):
     market = CountingMarket(clock)
     settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")
-    pipeline = Pipeline(settings, market, LatestViews(), clock=clock)
+    pipeline = Pipeline(settings, market, Published(), clock=clock)
     await pipeline.start()
     assert await pipeline.wait_ready(30)
     yield pipeline
@@ -57,9 +66,7 @@ async def pipeline(clock: ManualClock):
 
 
 def view(pipeline: Pipeline, name: str) -> dict:
-    stored = pipeline.store.get(name)
-    assert stored is not None
-    return orjson.loads(stored.body)
+    return orjson.loads(pipeline.publish.views[name])  # type: ignore[attr-defined]
 
 
 async def test_concurrent_refreshes_share_one_fetch(pipeline: Pipeline) -> None:

@@ -1,9 +1,11 @@
-"""The refresher: source → Snapshot → Analysis → views → store, on a schedule and on demand.
+"""The refresher: source → Snapshot → Analysis → views → cache, on a schedule and on demand.
 
-Request handlers never touch the exchange: they read the store. A refresh is
-single-flight (callers during a refresh share it). A source that cannot start
-(exchange unreachable) is retried with back-off while the service keeps
-answering: not ready, 503 on data, until the first snapshot lands.
+Request handlers never touch the exchange: they read the cache, whose cold
+misses call ``refresh(force=True)``. A refresh is single-flight in the process
+(callers during a refresh share it) and, with a RefreshCoordinator, across
+replicas. A source that cannot start (exchange unreachable) is retried with
+back-off while the service keeps answering: not ready, 503 on data, until the
+first snapshot lands.
 """
 
 from __future__ import annotations
@@ -11,20 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import orjson
 
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.services.analysis import analyse
+from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
-from app.services.view_store import StoredView, ViewStore
-from app.services.views import build_views
+from app.services.views import build_views, candles_view
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 60.0
+
+# Receives every view of a snapshot: JSON bytes by view name, and the data's time.
+Publish = Callable[[dict[str, bytes], int], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -44,18 +51,22 @@ class Pipeline:
         self,
         settings: Settings,
         source: MarketSource,
-        store: ViewStore,
+        publish: Publish,
+        coordinator: RefreshCoordinator | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.source = source
-        self.store = store
+        self.publish = publish
+        self.coordinator = coordinator
         self.clock = clock
+        self.latest: Snapshot | None = None
         self.status = PipelineStatus()
         self.collector: SnapshotCollector | None = None
-        self._inflight: asyncio.Task[Snapshot] | None = None
+        self._inflight: asyncio.Task[Snapshot | None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._published = asyncio.Event()
+        self.source_started = asyncio.Event()
 
     async def start(self) -> None:
         """Starts the background loop; returns at once (data arrives when it can)."""
@@ -76,11 +87,28 @@ class Pipeline:
             return False
         return True
 
-    async def refresh(self) -> Snapshot:
-        """One refresh, shared by every concurrent caller. Raises MarketDataError."""
+    async def refresh(self, force: bool = False) -> Snapshot | None:
+        """One refresh, shared by every concurrent caller; None when another replica
+        did it (its views are then in the shared tiers). Raises MarketDataError.
+        ``force`` refreshes even if another replica did so moments ago (cold reads)."""
         if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.create_task(self._refresh_once())
+            if force and self._backing_off():
+                raise MarketDataError(f"backing off after failures: {self.status.last_error}")
+            self._inflight = asyncio.create_task(self._coordinated(force))
         return await asyncio.shield(self._inflight)
+
+    def _backing_off(self) -> bool:
+        """After a failure, on-demand refreshes wait out the same back-off as the schedule,
+        so readers of stale views cannot hammer a failing exchange."""
+        status = self.status
+        if status.consecutive_failures == 0 or status.last_attempt_ms is None:
+            return False
+        return self.clock() * 1000 - status.last_attempt_ms < self._next_delay() * 1000
+
+    async def _coordinated(self, force: bool) -> Snapshot | None:
+        if self.coordinator is None:
+            return await self._refresh_once()
+        return await self.coordinator.run(self._refresh_once, force)
 
     async def _run(self) -> None:
         await self._start_source()
@@ -135,6 +163,7 @@ class Pipeline:
             clock=self.clock,
         )
         self.status.source_started = True
+        self.source_started.set()
 
     async def _refresh_once(self) -> Snapshot:
         if self.collector is None:
@@ -147,8 +176,9 @@ class Pipeline:
             self._record_failure(str(error))
             log.warning("refresh failed: %s", error)
             raise
-        views = await asyncio.to_thread(self._encode_views, snapshot)
-        self.store.publish(views)
+        bodies = await asyncio.to_thread(self._encode_views, snapshot)
+        await self.publish(bodies, snapshot.fetched_at_ms)
+        self.latest = snapshot
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
         self.status.last_error = None
@@ -157,11 +187,25 @@ class Pipeline:
         self._published.set()
         return snapshot
 
-    def _encode_views(self, snapshot: Snapshot) -> dict[str, StoredView]:
+    def _encode_views(self, snapshot: Snapshot) -> dict[str, bytes]:
         payloads = build_views(snapshot, analyse(snapshot, self.settings), self.settings)
-        return {name: StoredView.encode(payload) for name, payload in payloads.items()}
+        return {name: _json(payload) for name, payload in payloads.items()}
+
+    async def candles(self, symbol: str, timeframe: str) -> tuple[bytes, int]:
+        """The on-demand candles view of one symbol and timeframe (for charts): from the
+        collector's candles, fetched through the source only when due."""
+        if self.collector is None:
+            raise MarketDataError(f"{self.source.name} has not started yet")
+        candles = await self.collector.candles(symbol, timeframe)
+        now_ms = int(self.clock() * 1000)
+        payload = candles_view(candles, self.source.name, now_ms)
+        return _json(payload), now_ms
 
     def _record_failure(self, reason: str) -> None:
         self.status.last_error = reason
         self.status.consecutive_failures += 1
         self.status.last_attempt_ms = int(self.clock() * 1000)
+
+
+def _json(payload: dict) -> bytes:
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -87,6 +87,17 @@ class SnapshotCollector:
             missing=missing,
         )
 
+    async def candles(self, symbol: str, timeframe: str) -> Candles:
+        """One symbol's candles, fetched only when due (raises MarketDataError)."""
+        if symbol not in self.symbols or timeframe not in self.candle_limits:
+            raise ValueError(f"{symbol}/{timeframe} is not collected")
+        if self._due(symbol, timeframe):
+            missing: dict[str, str] = {}
+            await self._fetch_candles(symbol, timeframe, missing)
+            if missing and (symbol, timeframe) not in self._candles:
+                raise MarketDataError(next(iter(missing.values())))
+        return self._candles[(symbol, timeframe)].candles
+
     def _due(self, symbol: str, timeframe: str) -> bool:
         cached = self._candles.get((symbol, timeframe))
         if cached is None:

@@ -3,14 +3,14 @@
 Nothing is computed here that the Analysis already holds; desktop and mobile
 are two arrangements of the same results. Each view gets the common freshness
 fields ``generated_at``, ``source``, ``exchange``, ``version`` and ``errors``
-(``age_ms`` and ``stale`` are added when served, see ``app.services.view_store``).
+(``age_ms`` and ``stale`` are added when served, see ``app.web.responses``).
 """
 
 from __future__ import annotations
 
 from app.market.beta import BetaStats
 from app.market.confluence import ConfluenceResult
-from app.market.models import split_symbol
+from app.market.models import Candles, split_symbol
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
 from app.settings import Settings
@@ -216,4 +216,29 @@ def _confluence_view(
         "price": ticker.last,
         "change_24h": round(ticker.change_24h_pct, 4),
         **result.to_dict(),
+    }
+
+
+def candles_view(candles: Candles, exchange: str, generated_at_ms: int) -> dict:
+    """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first."""
+    rows = [
+        [int(t), float(o), float(h), float(lo), float(c), float(v)]
+        for t, o, h, lo, c, v in zip(
+            candles.timestamp_ms,
+            candles.open,
+            candles.high,
+            candles.low,
+            candles.close,
+            candles.volume,
+            strict=True,
+        )
+    ]
+    return {
+        "generated_at": generated_at_ms,
+        "source": "simulated" if exchange == "simulated" else "ccxt",
+        "exchange": exchange,
+        "errors": {},
+        "symbol": candles.symbol,
+        "timeframe": candles.timeframe,
+        "candles": rows,
     }

@@ -36,7 +36,7 @@ def api_blueprint(settings: Settings) -> Blueprint:
         api.add_url_rule(
             path, endpoint=view_name.replace(":", "_"), view_func=endpoint, methods=["GET"]
         )
-    _add_confluence_route(api, settings)
+    _add_symbol_routes(api, settings)
     return api
 
 
@@ -52,13 +52,13 @@ def _documented(model: type[BaseModel]) -> Callable[[Callable], Callable]:
 def _view_endpoint(view_name: str, model: type[BaseModel]) -> Callable:
     @_documented(model)
     async def endpoint() -> Response:
-        return serve_view(view_name)
+        return await serve_view(view_name)
 
     endpoint.__doc__ = f"The `{view_name}` view of the latest market snapshot."
     return endpoint
 
 
-def _add_confluence_route(api: Blueprint, settings: Settings) -> None:
+def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
     query_model = schemas.confluence_query_model([*settings.confluence.timeframes, "all"])
 
     @api.get("/api/confluence/<symbol>")
@@ -67,16 +67,34 @@ def _add_confluence_route(api: Blueprint, settings: Settings) -> None:
     @_documented(schemas.ConfluenceResponse)
     async def confluence(symbol: str, query_args: BaseModel) -> Response:
         """Confluence score of one symbol on one timeframe (``all``: across timeframes)."""
-        state = service_state()
-        try:
-            canonical = canonical_symbol(symbol)
-        except ValueError:
-            canonical = ""
-        if canonical not in state.known_symbols:
-            return json_error(
-                404,
-                "unknown_symbol",
-                f"unknown symbol {symbol!r}",
-                valid=state.known_symbols,
-            )
-        return serve_view(view_name_confluence(canonical, query_args.timeframe))
+        canonical = known_symbol(symbol)
+        if canonical is None:
+            return unknown_symbol(symbol)
+        return await serve_view(view_name_confluence(canonical, query_args.timeframe))
+
+    @api.get("/api/market/candles/<symbol>")
+    @validate_querystring(schemas.CandlesQuery)
+    @document_response(schemas.ErrorResponse, 404)
+    @_documented(schemas.CandlesResponse)
+    async def candles(symbol: str, query_args: schemas.CandlesQuery) -> Response:
+        """OHLCV candles of one symbol (charts), computed on demand and cached."""
+        canonical = known_symbol(symbol)
+        if canonical is None:
+            return unknown_symbol(symbol)
+        view = f"candles:{canonical}:{query_args.timeframe}"
+        service_state().warmer.note_read(view)
+        return await serve_view(view)
+
+
+def known_symbol(text: str) -> str | None:
+    """The canonical symbol if it is one this service serves."""
+    try:
+        canonical = canonical_symbol(text)
+    except ValueError:
+        return None
+    return canonical if canonical in service_state().known_symbols else None
+
+
+def unknown_symbol(text: str) -> Response:
+    valid = service_state().known_symbols
+    return json_error(404, "unknown_symbol", f"unknown symbol {text!r}", valid=valid)

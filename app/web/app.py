@@ -1,30 +1,48 @@
-"""The Quart application factory."""
+"""The Quart application factory: wires the source, cache tiers, pipeline and routes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
+from app.cache.adaptive import AdaptiveTtl
+from app.cache.layered import NothingToServe
+from app.cache.policy import load_policy
+from app.cache.runtime import build_cache
+from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.market.sources import make_source
+from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline
-from app.services.view_store import LatestViews
+from app.services.sessions import MemorySessionStore, RedisSessionStore, SessionCookies
+from app.services.view_cache import ViewCache
+from app.services.warming import Warmer
 from app.settings import Settings
+from app.web.admin import admin
 from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
+from app.web.session_routes import sessions
 from app.web.state import EXTENSION_KEY, ServiceState
 
 log = logging.getLogger(__name__)
 
+ADAPTIVE_TTL_SECONDS = 60.0
+WARM_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between warm attempts
+
 
 def create_app(
-    settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
+    settings: Settings,
+    source: MarketSource | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Quart:
     """``source`` defaults to what the settings name; tests pass their own."""
     app = Quart(__name__)
@@ -36,35 +54,110 @@ def create_app(
         scalar_ui_path=None,
     )
     serve_docs_locally(app)
-    store = LatestViews()
-    pipeline = Pipeline(settings, source or make_source(settings), store, clock=clock)
-    app.extensions[EXTENSION_KEY] = ServiceState(settings, pipeline, store, clock, clock())
-    app.register_blueprint(api_blueprint(settings))
-    app.register_blueprint(health)
+    state = _build_state(settings, source or make_source(settings), clock)
+    app.extensions[EXTENSION_KEY] = state
+    for blueprint in (api_blueprint(settings), health, admin, sessions):
+        app.register_blueprint(blueprint)
     register_error_handlers(app)
+    background: list[asyncio.Task[None]] = []
 
     @app.before_serving
-    async def start_pipeline() -> None:
-        _announce(settings)
-        await pipeline.start()
+    async def start() -> None:
+        _announce(settings, state)
+        await state.runtime.start()
+        await state.pipeline.start()
+        background.append(asyncio.create_task(_warm_until_done(state), name="cache-warming"))
+        background.append(asyncio.create_task(_tune_ttls(state), name="adaptive-ttl"))
 
     @app.after_serving
-    async def stop_pipeline() -> None:
-        await pipeline.stop()
+    async def stop() -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await state.pipeline.stop()
+        await state.runtime.close()
 
     return app
 
 
-def _announce(settings: Settings) -> None:
+def _build_state(
+    settings: Settings, source: MarketSource, clock: Callable[[], float]
+) -> ServiceState:
+    policy = load_policy(settings.cache_policy_path)
+    runtime = build_cache(settings, policy, clock)
+    coordinator = None
+    if runtime.redis is not None and runtime.locks is not None:
+        coordinator = RefreshCoordinator(
+            runtime.redis,
+            runtime.locks,
+            settings.refresh_seconds,
+            runtime.replica_id,
+            policy.namespace,
+        )
+    views: ViewCache
+    pipeline = Pipeline(settings, source, lambda b, t: views.publish(b, t), coordinator, clock)
+    views = ViewCache(runtime.cache, runtime.coherence, pipeline, policy.namespace)
+    if runtime.redis is not None:
+        session_store = RedisSessionStore(runtime.redis, guard=runtime.redis_guard)
+    else:
+        session_store = MemorySessionStore()
+    cookies = SessionCookies(settings.secret_key or secrets.token_urlsafe(32))
+    return ServiceState(
+        settings,
+        pipeline,
+        views,
+        runtime,
+        session_store,
+        cookies,
+        Warmer(views),
+        AdaptiveTtl(runtime.cache, clock),
+        clock,
+        clock(),
+    )
+
+
+async def _warm_until_done(state: ServiceState) -> None:
+    """Readiness waits for this: the hot views computed and stored."""
+    delay, longest = WARM_RETRY_SECONDS
+    await state.pipeline.source_started.wait()
+    while True:
+        with contextlib.suppress(NothingToServe, MarketDataError):
+            report = await state.warmer.warm(state.known_symbols)
+            state.warmed = True
+            log.info(
+                "cache warm: %d views in %.0f ms", len(report["warmed"]), report["duration_ms"]
+            )
+            return
+        await asyncio.sleep(delay)
+        delay = min(longest, delay * 2)
+
+
+async def _tune_ttls(state: ServiceState) -> None:
+    while True:
+        await asyncio.sleep(ADAPTIVE_TTL_SECONDS)
+        for decision in state.adaptive.tick():
+            log.info(
+                "ttl of %s: %.0f s → %.0f s (%s)",
+                decision.family,
+                decision.old_ttl,
+                decision.new_ttl,
+                decision.reason,
+            )
+
+
+def _announce(settings: Settings, state: ServiceState) -> None:
+    tiers = ", ".join(state.runtime.tiers)
     if settings.exchange == "simulated":
         log.warning(
             "market data is SIMULATED (seed %d): set VIRTUOSO_EXCHANGE for a real "
-            "exchange; cache: in-process only",
+            "exchange; cache tiers: %s",
             settings.seed,
+            tiers,
         )
     else:
         log.info(
-            "market data from %s%s; cache: in-process only",
+            "market data from %s%s; cache tiers: %s",
             settings.exchange,
             f" at {settings.exchange_url}" if settings.exchange_url else "",
+            tiers,
         )

@@ -1,4 +1,4 @@
-"""Liveness (``/health``) and readiness (``/health/ready``: data present and fresh)."""
+"""Liveness (``/health``) and readiness (``/health/ready``: warm, fresh data present)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,21 @@ from app.web.state import ServiceState, service_state
 
 health = Blueprint("health", __name__)
 
+READINESS_VIEW = "dashboard:desktop"
+
 
 @health.get("/health")
 @tag(["operations"])
 @document_response(schemas.Health)
 async def liveness() -> Response:
-    """The process answers; says which exchange and cache it runs on."""
+    """The process answers; says which exchange and cache tiers it runs on."""
     state = service_state()
     body = {
         "status": "ok",
         "exchange": state.settings.exchange,
         "simulated": state.settings.exchange == "simulated",
-        "cache": "in-process",
+        "cache": cache_summary(state),
+        "replica": state.runtime.replica_id,
         "uptime_seconds": round(state.clock() - state.started_at, 1),
         "pipeline": _pipeline_status(state),
     }
@@ -36,22 +39,34 @@ async def liveness() -> Response:
 @document_response(schemas.Readiness)
 @document_response(schemas.Readiness, 503)
 async def readiness() -> Response:
-    """200 when a snapshot exists and is younger than stale_after_seconds, else 503."""
+    """200 once the hot views are warm and the dashboard data is servable, else 503."""
     state = service_state()
-    reason = not_ready_reason(state)
+    reason = await not_ready_reason(state)
     body = {"ready": reason is None, "reason": reason, "pipeline": _pipeline_status(state)}
     return _json(200 if reason is None else 503, body)
 
 
-def not_ready_reason(state: ServiceState) -> str | None:
+async def not_ready_reason(state: ServiceState) -> str | None:
     status = state.pipeline.status
-    if status.last_success_ms is None:
-        return f"no market data yet: {status.last_error or 'first snapshot in progress'}"
-    age_ms = state.now_ms() - status.last_success_ms
-    if age_ms > state.stale_after_ms:
+    if not state.warmed:
+        return f"cache not warm yet: {status.last_error or 'first snapshot in progress'}"
+    entry = await state.views.peek(READINESS_VIEW)
+    now = state.now_ms()
+    if entry is None or not (entry.is_fresh(now) or entry.in_grace(now)):
+        age = "missing" if entry is None else f"{entry.age_ms(now) / 1000:.0f}s old"
         detail = f" (last error: {status.last_error})" if status.last_error else ""
-        return f"market data is stale: {age_ms / 1000:.0f}s old{detail}"
+        return f"market data is stale: {age}{detail}"
     return None
+
+
+def cache_summary(state: ServiceState) -> dict:
+    runtime = state.runtime
+    tiers = {"l1": True}
+    if runtime.memcached is not None:
+        tiers["memcached"] = runtime.memcached.available
+    if runtime.backup is not None:
+        tiers["redis"] = runtime.backup.available
+    return {"tiers": tiers, "embedded": len(tiers) == 1}
 
 
 def _pipeline_status(state: ServiceState) -> dict:

@@ -1,9 +1,12 @@
-"""Serving stored views: ETag, Cache-Control, 304, and a JSON 503 when there is no data."""
+"""Serving cached views: ETag, Cache-Control, 304, zstd for clients that take it,
+freshness fields spliced in, and a JSON 503 when there is nothing to serve."""
 
 from __future__ import annotations
 
 from quart import Response, request
 
+from app.cache.codec import zstd_frame
+from app.cache.layered import CacheRead, NothingToServe
 from app.web.errors import json_error
 from app.web.state import ServiceState, service_state
 
@@ -11,16 +14,40 @@ from app.web.state import ServiceState, service_state
 CACHE_CONTROL = "public, no-cache"
 
 
-def serve_view(name: str) -> Response:
+async def serve_view(name: str) -> Response:
     state = service_state()
-    view = state.store.get(name)
-    if view is None:
-        return data_unavailable(state)
-    headers = {"ETag": view.etag, "Cache-Control": CACHE_CONTROL}
-    if etag_matches(request.headers.get("If-None-Match", ""), view.etag):
+    try:
+        read = await state.views.read(name)
+    except NothingToServe as error:
+        return data_unavailable(state, str(error))
+    return view_response(read, state.now_ms())
+
+
+def view_response(read: CacheRead, now_ms: int) -> Response:
+    entry = read.entry
+    headers = {
+        "ETag": entry.etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Vary": "Accept-Encoding",
+        "X-Cache": f"{read.tier}{' stale' if read.stale else ''}",
+    }
+    if etag_matches(request.headers.get("If-None-Match", ""), entry.etag):
         return Response(b"", status=304, headers=headers)
-    body = view.body_at(state.now_ms(), state.stale_after_ms)
+    head = b'{"age_ms":%d,"stale":%s,' % (entry.age_ms(now_ms), b"true" if read.stale else b"false")
+    if entry.compressed is not None and accepts_zstd(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "zstd"
+        body = zstd_frame(head) + entry.compressed  # concatenated zstd frames are one stream
+    else:
+        body = head + entry.body[1:]
     return Response(body, status=200, content_type="application/json", headers=headers)
+
+
+def accepts_zstd(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "zstd":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:
@@ -33,14 +60,14 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return False
 
 
-def data_unavailable(state: ServiceState) -> Response:
+def data_unavailable(state: ServiceState, reason: str | None = None) -> Response:
     status = state.pipeline.status
-    reason = status.last_error or "the first market snapshot is still being built"
+    reason = reason or status.last_error or "the first market snapshot is still being built"
     retry = max(1, int(state.settings.refresh_seconds))
     return json_error(
         503,
         "data_unavailable",
-        f"no market data yet: {reason}",
+        f"no market data to serve: {reason}",
         headers={"Retry-After": str(retry)},
         retry_after_seconds=retry,
     )

@@ -165,6 +165,29 @@ class ConfluenceResponse(Freshness):
     weights_used: dict[str, float]
 
 
+class CandlesResponse(_Doc):
+    age_ms: int
+    stale: bool
+    generated_at: int
+    source: Literal["simulated", "ccxt"]
+    exchange: str
+    symbol: str
+    timeframe: str
+    candles: list[list[float]] = Field(
+        description="[open time ms, open, high, low, close, volume], oldest first"
+    )
+
+
+class CacheMetrics(_Doc):
+    tiers: dict[str, Any] = Field(description="tier → family → hit/miss/stale/error/corrupt")
+    families: dict[str, Any] = Field(description="what callers got, computations, writes")
+    hit_ratio: float | None
+    l1: dict[str, Any]
+    memcached: dict[str, Any] | None
+    redis: dict[str, Any] | None
+    adaptive_ttl: dict[str, Any]
+
+
 class ErrorResponse(BaseModel):
     error: str
     message: str
@@ -180,6 +203,11 @@ class Health(_Doc):
 class Readiness(_Doc):
     ready: bool
     reason: str | None
+
+
+class CandlesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeframe: Literal["1m", "5m", "30m", "1h", "4h", "1d"] = "1h"
 
 
 def confluence_query_model(timeframes: list[str]) -> type[BaseModel]:

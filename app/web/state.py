@@ -1,4 +1,4 @@
-"""What the routes share: settings, the pipeline and the view store of this process."""
+"""What the routes share: settings, the pipeline, the view cache of this process."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 
 from quart import current_app
 
+from app.cache.adaptive import AdaptiveTtl
+from app.cache.runtime import CacheRuntime
 from app.services.pipeline import Pipeline
-from app.services.view_store import ViewStore
+from app.services.sessions import SessionCookies, SessionStore
+from app.services.view_cache import ViewCache
+from app.services.warming import Warmer
 from app.settings import Settings
 
 EXTENSION_KEY = "virtuoso"
@@ -19,16 +23,18 @@ EXTENSION_KEY = "virtuoso"
 class ServiceState:
     settings: Settings
     pipeline: Pipeline
-    store: ViewStore
+    views: ViewCache
+    runtime: CacheRuntime
+    sessions: SessionStore
+    cookies: SessionCookies
+    warmer: Warmer
+    adaptive: AdaptiveTtl
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
+    warmed: bool = False
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
-
-    @property
-    def stale_after_ms(self) -> int:
-        return int(self.settings.stale_after_seconds * 1000)
 
     @property
     def known_symbols(self) -> list[str]:

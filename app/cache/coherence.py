@@ -1,0 +1,61 @@
+"""Keeps this replica's L1 coherent with the others, through the InvalidationBus.
+
+Two kinds of message: ``l1`` — another replica published newer entries of these
+families (drop our L1 copies, the shared tiers hold the new ones); ``all`` — an
+invalidation (generations were bumped in Redis: reload them, drop L1 copies).
+A reconnect means messages may have been missed: reload and clear L1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from app.cache.layered import LayeredCache
+from app.cache.pubsub import Invalidation, InvalidationBus
+from app.cache.tier import TierUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Coherence:
+    def __init__(self, cache: LayeredCache) -> None:
+        self.cache = cache
+        self.bus: InvalidationBus | None = None
+        self.applied = 0
+
+    async def handle(self, message: Invalidation) -> None:
+        if message.scope == "all":
+            await self.cache.generations.load()
+        self.cache.drop_local(message.families)
+        for key in message.keys:
+            self.cache.l1.delete(key)
+        self.applied += 1
+
+    async def resync(self) -> None:
+        await self.cache.generations.load()
+        self.cache.l1.clear()
+
+    async def announce_landed(self, families: Sequence[str]) -> None:
+        await self._publish(families, scope="l1")
+
+    async def invalidate_families(self, families: Sequence[str]) -> list[str]:
+        affected = await self.cache.invalidate_families(families)
+        await self._publish(affected, scope="all")
+        return affected
+
+    async def invalidate_key(self, key: str, family: str) -> list[str]:
+        physical = self.cache.physical_key(key, family)
+        affected = await self.cache.invalidate_key(key, family)
+        await self._publish(affected, keys=[physical], scope="all")
+        return affected
+
+    async def _publish(
+        self, families: Sequence[str], keys: Sequence[str] = (), scope: str = "all"
+    ) -> None:
+        if self.bus is None:
+            return
+        try:
+            await self.bus.publish(families=families, keys=keys, scope=scope)  # type: ignore[arg-type]
+        except TierUnavailable:
+            log.debug("redis down: %s message for %s not sent", scope, ", ".join(families))

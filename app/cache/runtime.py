@@ -1,0 +1,113 @@
+"""Builds the cache tiers the settings ask for, and closes them.
+
+Embedded default: L1 alone. ``memcached_url`` adds the shared L2; ``redis_url``
+adds the backup tier, locks, generations, the invalidation bus and the refresh
+coordination. One Redis client and one breaker serve all of Redis's uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.cache.coherence import Coherence
+from app.cache.generations import Generations
+from app.cache.l1 import L1Cache
+from app.cache.layered import LayeredCache
+from app.cache.locks import RedisLock
+from app.cache.policy import CachePolicy
+from app.cache.pubsub import InvalidationBus
+from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
+from app.cache.tier import SharedTier
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_SECONDS = 0.5
+MEMCACHED_TIMEOUT_SECONDS = 0.25
+
+
+@dataclass
+class CacheRuntime:
+    cache: LayeredCache
+    coherence: Coherence
+    replica_id: str
+    redis: Redis | None = None
+    redis_guard: RedisGuard | None = None
+    memcached: SharedTier | None = None
+    backup: RedisTier | None = None
+    locks: RedisLock | None = None
+    bus: InvalidationBus | None = None
+
+    @property
+    def tiers(self) -> list[str]:
+        names = ["l1"]
+        names += ["memcached"] if self.memcached else []
+        names += ["redis"] if self.backup else []
+        return names
+
+    async def start(self) -> None:
+        if self.memcached is not None:
+            await self.memcached.start()
+        await self.cache.generations.load()
+        if self.bus is not None:
+            self.bus.start()
+
+    async def close(self) -> None:
+        await self.cache.close()
+        if self.bus is not None:
+            await self.bus.close()
+        if self.memcached is not None:
+            await self.memcached.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
+    replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    l1 = L1Cache(int(settings.l1_max_mb * 1024 * 1024))
+    memcached = None
+    if settings.memcached_servers:
+        from app.cache.memcached import MemcachedTier
+
+        memcached = MemcachedTier(
+            settings.memcached_servers, timeout_seconds=MEMCACHED_TIMEOUT_SECONDS
+        )
+    redis = guard = backup = locks = None
+    generations = Generations()
+    if settings.redis_url:
+        redis = connect_redis(settings.redis_url, REDIS_TIMEOUT_SECONDS)
+        guard = RedisGuard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        backup = RedisTier(redis, guard=guard)
+        locks = RedisLock(redis, guard=guard)
+        generations = Generations(redis, f"{policy.namespace}:generations")
+    cache = LayeredCache(
+        policy,
+        l1,
+        memcached=memcached,
+        backup=backup,
+        locks=locks,
+        generations=generations,
+        clock=clock,
+    )
+    coherence = Coherence(cache)
+    bus = None
+    if redis is not None:
+        bus = InvalidationBus(
+            redis,
+            replica_id,
+            coherence.handle,
+            on_reconnect=coherence.resync,
+            guard=guard,
+            channel=f"{policy.namespace}:invalidate",
+        )
+        coherence.bus = bus
+    log.info(
+        "cache tiers: %s",
+        ", ".join(["l1"] + (["memcached"] if memcached else []) + (["redis"] if redis else [])),
+    )
+    return CacheRuntime(cache, coherence, replica_id, redis, guard, memcached, backup, locks, bus)

@@ -1,0 +1,120 @@
+"""Operator endpoints: cache metrics, invalidation, warming. Writes need the admin token."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from quart import Blueprint, Response, request
+from quart_schema import document_request, document_response, tag, validate_request
+
+from app.cache.keys import FAMILIES
+from app.cache.layered import NothingToServe
+from app.web import schemas
+from app.web.errors import json_error
+from app.web.state import service_state
+
+admin = Blueprint("admin", __name__)
+
+
+class InvalidateRequest(BaseModel):
+    """Exactly one of ``family`` (a cache family) or ``view`` (a view name)."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str | None = Field(default=None, max_length=64)
+    view: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InvalidateRequest:
+        if (self.family is None) == (self.view is None):
+            raise ValueError("give exactly one of 'family' or 'view'")
+        if self.family is not None and self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
+        return self
+
+
+def require_admin(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Any]]:
+    """Bearer VIRTUOSO_ADMIN_TOKEN, compared in constant time; 401 otherwise."""
+
+    @wraps(handler)
+    async def guarded(*args: Any, **kwargs: Any) -> Response:
+        token = service_state().settings.admin_token
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if token is None:
+            return _unauthorized("operator endpoints are disabled: VIRTUOSO_ADMIN_TOKEN is not set")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return _unauthorized("a valid operator token is required (Authorization: Bearer …)")
+        return await handler(*args, **kwargs)
+
+    return guarded
+
+
+def _unauthorized(message: str) -> Response:
+    return json_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@admin.get("/api/cache/metrics")
+@tag(["operations"])
+@document_response(schemas.CacheMetrics)
+async def cache_metrics() -> Response:
+    """Hits, misses, stale serves, errors and hit ratio per tier and family; tier memory."""
+    state = service_state()
+    runtime = state.runtime
+    cache = runtime.cache
+    body = cache.stats.summary() | {
+        "l1": {
+            "bytes": cache.l1.bytes,
+            "max_bytes": cache.l1.max_bytes,
+            "items": len(cache.l1),
+            "items_by_family": cache.l1.items_by_family(),
+            "evictions": cache.l1.evictions,
+        },
+        "memcached": await runtime.memcached.stats() if runtime.memcached else None,
+        "redis": await runtime.backup.stats() if runtime.backup else None,
+        "adaptive_ttl": state.adaptive.report(),
+        "generations": cache.generations.snapshot(),
+        "coherence": {
+            "messages_applied": runtime.coherence.applied,
+            "bus": runtime.bus.snapshot() if runtime.bus else None,
+        },
+    }
+    return Response(
+        orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+@admin.post("/api/cache/invalidate")
+@tag(["operations"])
+@document_request(InvalidateRequest)
+@validate_request(InvalidateRequest)
+@require_admin
+async def invalidate(data: InvalidateRequest) -> Response:
+    """Invalidates a family (or one view) and everything downstream, on every replica."""
+    state = service_state()
+    coherence = state.runtime.coherence
+    if data.family is not None:
+        affected = await coherence.invalidate_families([data.family])
+    else:
+        try:
+            key, family = state.views.locate(data.view or "")
+        except ValueError as error:
+            return json_error(400, "unknown_view", str(error))
+        affected = await coherence.invalidate_key(key, family)
+    return Response(orjson.dumps({"invalidated": affected}), content_type="application/json")
+
+
+@admin.post("/api/cache/warm")
+@tag(["operations"])
+@require_admin
+async def warm() -> Response:
+    """Computes and stores the hot views now."""
+    state = service_state()
+    try:
+        report = await state.warmer.warm(state.known_symbols)
+    except NothingToServe as error:
+        return json_error(503, "data_unavailable", str(error))
+    return Response(orjson.dumps(report), content_type="application/json")

@@ -1,0 +1,86 @@
+"""The user's session: a signed cookie naming server-side data (Redis or in-process).
+Holds the watchlist and view preferences the dashboards use."""
+
+from __future__ import annotations
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response, request
+from quart_schema import document_response, tag, validate_request
+
+from app.cache.tier import TierUnavailable
+from app.services.sessions import MAX_WATCHLIST, validate_watchlist
+from app.web.errors import json_error
+from app.web.state import ServiceState, service_state
+
+sessions = Blueprint("sessions", __name__)
+
+COOKIE = "virtuoso_session"
+
+
+class Watchlist(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    watchlist: list[str] = Field(max_length=MAX_WATCHLIST)
+
+
+@sessions.get("/api/session/watchlist")
+@tag(["session"])
+@document_response(Watchlist)
+async def get_watchlist() -> Response:
+    """This session's watchlist (empty for a new session)."""
+    state = service_state()
+    session_id, is_new = _session_id(state)
+    try:
+        data = {} if is_new else await state.sessions.load(session_id)
+    except TierUnavailable:
+        return _store_down()
+    return _with_cookie(state, {"watchlist": data.get("watchlist", [])}, session_id)
+
+
+@sessions.put("/api/session/watchlist")
+@tag(["session"])
+@validate_request(Watchlist)
+@document_response(Watchlist)
+async def put_watchlist(data: Watchlist) -> Response:
+    """Replaces the watchlist: known symbols only (any spelling), at most 50."""
+    state = service_state()
+    try:
+        watchlist = validate_watchlist(data.watchlist, set(state.known_symbols))
+    except ValueError as error:
+        return json_error(400, "invalid_watchlist", str(error))
+    session_id, is_new = _session_id(state)
+    try:
+        stored = {} if is_new else await state.sessions.load(session_id)
+        await state.sessions.save(session_id, stored | {"watchlist": watchlist})
+    except TierUnavailable:
+        return _store_down()
+    return _with_cookie(state, {"watchlist": watchlist}, session_id)
+
+
+def _session_id(state: ServiceState) -> tuple[str, bool]:
+    session_id = state.cookies.unsign(request.cookies.get(COOKIE))
+    return (session_id, False) if session_id else (state.cookies.new_id(), True)
+
+
+def _with_cookie(state: ServiceState, body: dict, session_id: str) -> Response:
+    response = Response(
+        orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+    response.set_cookie(
+        COOKIE,
+        state.cookies.sign(session_id),
+        max_age=state.cookies.max_age_seconds,
+        httponly=True,
+        samesite="Lax",
+        secure=request.scheme == "https",
+    )
+    return response
+
+
+def _store_down() -> Response:
+    return json_error(
+        503,
+        "session_store_unavailable",
+        "sessions cannot be read or saved right now; nothing was changed",
+        headers={"Retry-After": "5"},
+    )

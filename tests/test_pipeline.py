@@ -3,45 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Sequence
 
 import orjson
 import pytest
 
 from app.market.errors import ExchangeUnavailable
-from app.market.models import Candles, OrderBook, Ticker
-from app.market.simulated import SimulatedMarket
 from app.services.pipeline import Pipeline
 from tests.conftest import ManualClock, make_settings
-
-
-class CountingMarket(SimulatedMarket):
-    """The simulated market, counting calls and failing on demand."""
-
-    def __init__(self, clock: ManualClock) -> None:
-        super().__init__(seed=7, clock=clock)
-        self.calls: Counter[str] = Counter()
-        self.fail_tickers = False
-        self.fail_books_for: set[str] = set()
-        self.ticker_delay = 0.0
-
-    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
-        self.calls["tickers"] += 1
-        await asyncio.sleep(self.ticker_delay)
-        if self.fail_tickers:
-            raise ExchangeUnavailable("simulated outage")
-        return await super().fetch_tickers(symbols)
-
-    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
-        self.calls[f"candles/{timeframe}"] += 1
-        return await super().fetch_candles(symbol, timeframe, limit)
-
-    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
-        self.calls["books"] += 1
-        if symbol in self.fail_books_for:
-            raise ExchangeUnavailable(f"no book for {symbol}")
-        return await super().fetch_order_book(symbol, depth)
+from tests.markets import CountingMarket
 
 
 class Published:

@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 XFETCH_BETA = 1.0
 LOCK_WAIT_SECONDS = 10.0
+TRACKED_ETAGS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class LayeredCache:
         self.ttl_seconds: dict[str, float] = {f: policy.family(f).ttl for f in policy.families}
         self._flights: dict[str, asyncio.Task[CacheEntry]] = {}
         self._background: set[asyncio.Task[CacheEntry]] = set()
+        self._last_etags: OrderedDict[str, str] = OrderedDict()  # change tracking, bounded
 
     # --- reading ------------------------------------------------------------------------
 
@@ -305,10 +308,15 @@ class LayeredCache:
         await asyncio.gather(*writes)
 
     def _count_write(self, physical: str, family: str, entry: CacheEntry) -> None:
+        """Counts writes and those whose bytes differ from the key's previous write
+        (how often the data really changes: an input of adaptive TTL)."""
         self.stats.writes[family] += 1
-        previous = self.l1.get(physical)
-        if previous is None or previous.etag != entry.etag:
+        if self._last_etags.get(physical) != entry.etag:
             self.stats.changed_writes[family] += 1
+        self._last_etags[physical] = entry.etag
+        self._last_etags.move_to_end(physical)
+        if len(self._last_etags) > TRACKED_ETAGS:
+            self._last_etags.popitem(last=False)
 
     async def _tier_set(self, tier: SharedTier, items: dict[str, bytes], ttl: int) -> None:
         if not tier.available:

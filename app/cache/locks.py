@@ -124,7 +124,7 @@ class RedisLock:
         value = await self._guard.run(
             lambda: self._redis.get(self.key(lease.name)), "lock check", self._counters
         )
-        return value is not None and value.decode() == lease.token
+        return value == lease.token.encode()
 
     async def is_locked(self, name: str) -> bool:
         exists = await self._guard.run(

@@ -331,11 +331,8 @@ class _Server:
                         if "SERVER_ERROR" in str(exc) or "CLIENT_ERROR" in str(exc):
                             raise _ServerReply(str(exc)) from exc
                         raise
-            except TimeoutError:
-                self._failed(f"timed out after {self.timeout_seconds:g} s", timeout=True)
-                raise
             except Exception as exc:
-                self._failed(repr(exc))
+                self._failed(exc)
                 raise
 
         try:
@@ -348,12 +345,19 @@ class _Server:
             log.info("memcached %s is back", self.id)
         return result
 
-    def _failed(self, reason: str, *, timeout: bool = False) -> None:
+    def describe(self, exc: BaseException) -> str:
+        if isinstance(exc, BreakerOpen):
+            return f"skipped while it recovers (retry in {exc.retry_after_seconds:.2g} s)"
+        if isinstance(exc, TimeoutError):
+            return f"timed out after {self.timeout_seconds:g} s"
+        return repr(exc)
+
+    def _failed(self, exc: Exception) -> None:
         # Before the breaker sees the outcome, so the "down" line can say why.
         self.counters.errors += 1
-        self.counters.timeouts += timeout
-        self.last_error = reason
-        log.debug("memcached %s: %s", self.id, reason)
+        self.counters.timeouts += isinstance(exc, TimeoutError)
+        self.last_error = self.describe(exc)
+        log.debug("memcached %s: %s", self.id, self.last_error)
 
     def mark_down(self, reason: str) -> None:
         if not self.down:
@@ -510,10 +514,13 @@ class MemcachedTier:
             return {}
         groups = self._group(raw_keys)
 
+        failures: dict[str, str] = {}
+
         async def fetch(server: _Server, group: list[bytes]) -> dict[bytes, bytes] | None:
             try:
                 values = await server.call(lambda: server.client.get_values(group))
-            except Exception:
+            except Exception as exc:
+                failures[server.id] = server.describe(exc)
                 return None
             server.counters.hits += len(values)
             server.counters.misses += len(group) - len(values)
@@ -521,7 +528,7 @@ class MemcachedTier:
 
         answers = await asyncio.gather(*(fetch(s, g) for s, g in groups.items()))
         if all(answer is None for answer in answers):
-            raise TierUnavailable(self._failure_message("get", groups))
+            raise TierUnavailable(_failure_message("get", failures))
         found: dict[str, bytes] = {}
         for answer in answers:
             for raw, value in (answer or {}).items():
@@ -554,6 +561,8 @@ class MemcachedTier:
         if not groups:
             return
 
+        failures: dict[str, str] = {}
+
         async def store(server: _Server, group: list[bytes]) -> int:
             limit = asyncio.Semaphore(self.pool_size)
 
@@ -563,7 +572,8 @@ class MemcachedTier:
                         await server.call(
                             lambda: server.client.set_value(raw, prepared[raw], exptime)
                         )
-                    except Exception:
+                    except Exception as exc:
+                        failures.setdefault(server.id, server.describe(exc))
                         return False
                     return True
 
@@ -571,7 +581,7 @@ class MemcachedTier:
 
         stored = await asyncio.gather(*(store(s, g) for s, g in groups.items()))
         if not any(stored):
-            raise TierUnavailable(self._failure_message("set", groups))
+            raise TierUnavailable(_failure_message("set", failures))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         """Deletes the keys (absent keys are fine). TierUnavailable when any delete could
@@ -582,23 +592,23 @@ class MemcachedTier:
             return
         groups = self._group(raw_keys)
 
-        async def remove(server: _Server, group: list[bytes]) -> bool:
+        failures: dict[str, str] = {}
+
+        async def remove(server: _Server, group: list[bytes]) -> None:
             limit = asyncio.Semaphore(self.pool_size)
 
-            async def one(raw: bytes) -> bool:
+            async def one(raw: bytes) -> None:
                 async with limit:
                     try:
                         await server.call(lambda: server.client.delete_key(raw))
-                    except Exception:
-                        return False
-                    return True
+                    except Exception as exc:
+                        failures.setdefault(server.id, server.describe(exc))
 
-            return all(await asyncio.gather(*(one(raw) for raw in group)))
+            await asyncio.gather(*(one(raw) for raw in group))
 
-        confirmed = await asyncio.gather(*(remove(s, g) for s, g in groups.items()))
-        failed = {s: g for (s, g), ok in zip(groups.items(), confirmed, strict=True) if not ok}
-        if failed:
-            raise TierUnavailable(self._failure_message("delete", failed))
+        await asyncio.gather(*(remove(s, g) for s, g in groups.items()))
+        if failures:
+            raise TierUnavailable(_failure_message("delete", failures))
 
     async def get(self, key: str) -> bytes | None:
         return (await self.get_many([key])).get(key)
@@ -620,11 +630,8 @@ class MemcachedTier:
                 return {"up": False, "breaker": server.breaker.state, "error": "closed", **entry}
             try:
                 raw = await server.call(server.client.server_stats)
-            except BreakerOpen as exc:
-                reason = f"skipped while it recovers (retry in {exc.retry_after_seconds:.2g} s)"
-                return {"up": False, "breaker": server.breaker.state, "error": reason, **entry}
             except Exception as exc:
-                reason = server.last_error if server.last_error else repr(exc)
+                reason = server.describe(exc)
                 return {"up": False, "breaker": server.breaker.state, "error": reason, **entry}
             used, limit = _as_int(raw.get(b"bytes")), _as_int(raw.get(b"limit_maxbytes"))
             return {
@@ -661,9 +668,7 @@ class MemcachedTier:
             "servers": dict(zip(self.servers, per_server, strict=True)),
         }
 
-    def _failure_message(self, what: str, groups: Mapping[_Server, list[bytes]]) -> str:
-        reasons = []
-        for server in groups:
-            reason = "skipped while it recovers" if not server.available else server.last_error
-            reasons.append(f"{server.id}: {reason}")
-        return f"memcached {what} failed ({'; '.join(reasons)})"
+
+def _failure_message(what: str, failures: Mapping[str, str]) -> str:
+    reasons = "; ".join(f"{server}: {reason}" for server, reason in sorted(failures.items()))
+    return f"memcached {what} failed ({reasons})"

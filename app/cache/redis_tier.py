@@ -274,11 +274,6 @@ class RedisTier:
         Never raises: while Redis is down the answer says ``available: False``.
         ``items`` counts every key of the database (views, sessions, locks).
         """
-        summary: dict[str, Any] = {
-            "tier": self.name,
-            "breaker": self._guard.snapshot(),
-            "counters": self.counters,
-        }
 
         async def fetch() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -290,12 +285,11 @@ class RedisTier:
         try:
             memory, server_stats, items = await self._guard.run(fetch, "INFO")
         except TierUnavailable as exc:
-            summary["breaker"] = self._guard.snapshot()
-            return {**summary, "available": False, "error": str(exc)}
+            return {**self._summary(), "available": False, "error": str(exc)}
         used = int(memory.get("used_memory", 0))
         limit = int(memory.get("maxmemory", 0))
         return {
-            **summary,
+            **self._summary(),
             "available": True,
             "used_memory": used,
             "maxmemory": limit,  # 0: no limit
@@ -304,6 +298,9 @@ class RedisTier:
             "evicted_keys": int(server_stats.get("evicted_keys", 0)),
             "items": int(items),
         }
+
+    def _summary(self) -> dict[str, Any]:
+        return {"tier": self.name, "breaker": self._guard.snapshot(), "counters": self.counters}
 
     async def close(self) -> None:
         """Closes the client only when this tier created it (``from_url``)."""

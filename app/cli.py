@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+from quart import Quart
+
 from app.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("virtuoso")
@@ -34,21 +36,22 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+    from app.web.app import create_app
+
     try:
         settings = load_settings(flags)
+        app = create_app(settings)  # also validates the cache policy
     except ConfigError as error:
         print(f"virtuoso: {error}", file=sys.stderr)
         return 2
-    serve(settings)
+    serve(app, settings)
     return 0
 
 
-def serve(settings: Settings) -> None:
+def serve(app: Quart, settings: Settings) -> None:
     import uvloop
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
-
-    from app.web.app import create_app
 
     config = Config()
     config.bind = [settings.bind]
@@ -56,7 +59,6 @@ def serve(settings: Settings) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our handlers, no second copy
     config.graceful_timeout = 5
-    app = create_app(settings)
     log.info("serving on http://%s", settings.bind)
     uvloop.run(hypercorn_serve(app, config, shutdown_trigger=_shutdown_signal()))
 

@@ -3,8 +3,11 @@ and bad input answered with a clear 4xx JSON error."""
 
 from __future__ import annotations
 
+import io
+
 import orjson
 import pytest
+import zstandard
 from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.market.errors import ExchangeUnavailable
@@ -89,6 +92,30 @@ async def test_mobile_dashboard_is_reduced_and_small(simulated_app: QuartTestApp
         "moderate",
         "high",
     }
+
+
+async def test_mobile_is_served_zstd_compressed_to_clients_that_accept_it(
+    simulated_app: QuartTestApp, clock: ManualClock
+) -> None:
+    client = simulated_app.test_client()
+    plain = await client.get("/api/dashboard/mobile")
+    clock.advance(1.5)
+    packed = await client.get("/api/dashboard/mobile", headers={"Accept-Encoding": "gzip, zstd"})
+    assert (
+        packed.headers["Content-Encoding"] == "zstd" and "Accept-Encoding" in packed.headers["Vary"]
+    )
+    raw = await packed.get_data()
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
+    unpacked = orjson.loads(reader.read())
+    assert len(raw) < len(await plain.get_data()) / 3
+    assert unpacked["age_ms"] == 1500 and unpacked["stale"] is False
+    assert (
+        unpacked["confluence_scores"] == orjson.loads(await plain.get_data())["confluence_scores"]
+    )
+    refused = await client.get("/api/dashboard/mobile", headers={"Accept-Encoding": "zstd;q=0"})
+    assert "Content-Encoding" not in refused.headers
+    desktop = await client.get("/api/dashboard/data", headers={"Accept-Encoding": "zstd"})
+    assert "Content-Encoding" not in desktop.headers  # only the mobile view is kept compressed
 
 
 async def test_desktop_and_mobile_agree(simulated_app: QuartTestApp) -> None:

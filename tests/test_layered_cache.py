@@ -190,7 +190,7 @@ async def test_mobile_entries_carry_a_compressed_variant(cache: LayeredCache) ->
     desktop = cache.make_entry("dash:desktop", body, 0)
     assert mobile.compressed is not None and len(mobile.compressed) < len(body) / 4
     assert desktop.compressed is None
-    assert mobile.ttl_ms == 25_000 and desktop.ttl_ms == 15_000
+    assert mobile.ttl_ms == 25_000 and desktop.ttl_ms == 20_000
 
 
 def test_l1_is_bounded_by_bytes_with_lru_eviction() -> None:

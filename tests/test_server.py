@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,22 @@ def test_serves_the_api_and_stops_on_sigterm(server: tuple[str, subprocess.Popen
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
     assert "SIMULATED" in process.stderr.read()
+
+
+def test_an_inconsistent_cache_policy_stops_start_up(tmp_path) -> None:
+    policy = tmp_path / "cache.yaml"
+    shipped = (Path(__file__).parents[1] / "config" / "cache.yaml").read_text()
+    policy.write_text(
+        shipped.replace(
+            "  signals:            # dashboard:signals\n    ttl: 30",
+            "  signals:            # dashboard:signals\n    ttl: 90",
+        )
+    )
+    env = os.environ | {"VIRTUOSO_CACHE_POLICY": str(policy)}
+    result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "signals ttl 90 s outlives confluence ttl 30 s" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_invalid_configuration_stops_start_up_with_one_message() -> None:

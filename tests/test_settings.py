@@ -102,3 +102,13 @@ def test_invalid_yaml_names_the_setting(tmp_path: Path, yaml_text: str, expected
     with pytest.raises(ConfigError, match="invalid configuration") as raised:
         load_settings(environ={"VIRTUOSO_CONFIG": str(config)})
     assert expected in str(raised.value)
+
+
+def test_cache_policy_must_outlast_the_refresh_interval() -> None:
+    from app.cache.policy import load_policy
+    from app.web.app import check_policy_fits_refresh
+
+    policy = load_policy()
+    check_policy_fits_refresh(policy, 10)  # the shipped defaults fit
+    with pytest.raises(ConfigError, match=r"dash:desktop min_ttl 15 s is under 1.5 × refresh"):
+        check_policy_fits_refresh(policy, 11)

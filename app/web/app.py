@@ -14,7 +14,7 @@ from quart_schema import Info, QuartSchema
 
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
-from app.cache.policy import load_policy
+from app.cache.policy import CachePolicy, load_policy
 from app.cache.runtime import build_cache
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
@@ -24,7 +24,7 @@ from app.services.pipeline import Pipeline
 from app.services.sessions import MemorySessionStore, RedisSessionStore, SessionCookies
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
-from app.settings import Settings
+from app.settings import ConfigError, Settings
 from app.web.admin import admin
 from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
@@ -84,6 +84,7 @@ def _build_state(
     settings: Settings, source: MarketSource, clock: Callable[[], float]
 ) -> ServiceState:
     policy = load_policy(settings.cache_policy_path)
+    check_policy_fits_refresh(policy, settings.refresh_seconds)
     runtime = build_cache(settings, policy, clock)
     coordinator = None
     if runtime.redis is not None and runtime.locks is not None:
@@ -114,6 +115,19 @@ def _build_state(
         clock,
         clock(),
     )
+
+
+def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:
+    """Views the pipeline owns are rewritten every refresh: a TTL that can drop below
+    1.5 refresh intervals would mark them stale between two on-time refreshes."""
+    floor = 1.5 * refresh_seconds
+    for name in policy.families:
+        rules = policy.family(name)
+        if rules.owner == "pipeline" and rules.min_ttl < floor:
+            raise ConfigError(
+                f"invalid configuration: cache family {name} min_ttl {rules.min_ttl} s is "
+                f"under 1.5 × refresh_seconds ({floor:g} s); raise it or refresh more often"
+            )
 
 
 async def _warm_until_done(state: ServiceState) -> None:

@@ -265,3 +265,22 @@ async def test_warm_needs_the_token_and_rebuilds_the_hot_views(one: QuartTestApp
     report = orjson.loads(await response.get_data())
     assert response.status_code == 200
     assert "dashboard:desktop" in report["warmed"] and report["failed"] == {}
+
+
+@pytest.mark.parametrize("tiers", ["memcached", "redis"])
+async def test_each_shared_tier_works_alone(memcached, redis, clock, tiers: str) -> None:
+    environ = {"VIRTUOSO_SYMBOLS": SYMBOLS}
+    if tiers == "memcached":
+        environ["VIRTUOSO_MEMCACHED_URL"] = memcached.address
+    else:
+        environ["VIRTUOSO_REDIS_URL"] = f"redis://{redis.address}/0"
+    app = create_app(make_settings(**environ), CountingMarket(clock), clock)
+    async with app.test_app() as test_app:
+        await eventually(lambda: state_of(test_app).warmed, seconds=30)
+        state = state_of(test_app)
+        assert state.runtime.tiers == ["l1", tiers]
+        state.runtime.cache.l1.clear()
+        response, body = await get(test_app, "/api/dashboard/overview")
+        assert response.status_code == 200 and response.headers["X-Cache"] == tiers
+        health = orjson.loads((await get(test_app, "/health"))[1])
+        assert health["cache"] == {"tiers": {"l1": True, tiers: True}, "embedded": False}

@@ -17,10 +17,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import pytest_asyncio
 
 
 def free_port() -> int:
@@ -169,3 +170,18 @@ def redis() -> Iterator[LocalServer | ContainerServer]:
         yield server
     finally:
         server.stop()
+
+
+REDIS_CLIENT_TIMEOUT = 0.3
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis) -> AsyncIterator:
+    """The app's Redis client factory, on the test server; closed after the test."""
+    from app.cache.redis_tier import connect_redis
+
+    client = connect_redis(f"redis://{redis.address}/0", REDIS_CLIENT_TIMEOUT)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -280,7 +280,7 @@ async def test_each_shared_tier_works_alone(memcached, redis, clock, tiers: str)
         state = state_of(test_app)
         assert state.runtime.tiers == ["l1", tiers]
         state.runtime.cache.l1.clear()
-        response, body = await get(test_app, "/api/dashboard/overview")
+        response, _ = await get(test_app, "/api/dashboard/overview")
         assert response.status_code == 200 and response.headers["X-Cache"] == tiers
         health = orjson.loads((await get(test_app, "/health"))[1])
         assert health["cache"] == {"tiers": {"l1": True, tiers: True}, "embedded": False}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from app.cache.locks import LOCK_PREFIX, LockLease, RedisLock
 from app.cache.redis_tier import RedisGuard, connect_redis
@@ -17,13 +15,9 @@ from tests.servers import free_port
 TIMEOUT = 0.3
 
 
-@pytest_asyncio.fixture
-async def client(redis) -> AsyncIterator:
-    client = connect_redis(f"redis://{redis.address}/0", TIMEOUT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+@pytest.fixture
+def client(redis_client):
+    return redis_client
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from app.cache.redis_tier import (
     VIEW_PREFIX,
@@ -24,13 +22,9 @@ from tests.servers import free_port
 TIMEOUT = 0.3
 
 
-@pytest_asyncio.fixture
-async def client(redis) -> AsyncIterator:
-    client = connect_redis(f"redis://{redis.address}/0", TIMEOUT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+@pytest.fixture
+def client(redis_client):
+    return redis_client
 
 
 @pytest.fixture

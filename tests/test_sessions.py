@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.cache.redis_tier import RedisGuard, connect_redis
+from app.cache.redis_tier import RedisGuard
 from app.cache.tier import TierUnavailable
 from app.services.sessions import (
     MAX_SESSION_BYTES,
@@ -29,13 +26,9 @@ KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
 DATA = {"watchlist": ["BTCUSDT", "ETHUSDT"], "preferences": {"theme": "dark", "timeframe": "1h"}}
 
 
-@pytest_asyncio.fixture
-async def client(redis) -> AsyncIterator:
-    client = connect_redis(f"redis://{redis.address}/0", TIMEOUT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
+@pytest.fixture
+def client(redis_client):
+    return redis_client
 
 
 @pytest.fixture

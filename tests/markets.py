@@ -19,6 +19,7 @@ class CountingMarket(SimulatedMarket):
         self.calls: Counter[str] = Counter()
         self.fail_tickers = False
         self.fail_books_for: set[str] = set()
+        self.fail_candles_for: set[str] = set()
         self.ticker_delay = 0.0
 
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
@@ -30,6 +31,8 @@ class CountingMarket(SimulatedMarket):
 
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
         self.calls[f"candles/{timeframe}"] += 1
+        if symbol in self.fail_candles_for:
+            raise ExchangeUnavailable(f"no candles for {symbol}")
         return await super().fetch_candles(symbol, timeframe, limit)
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:

@@ -107,3 +107,27 @@ async def test_refresh_backs_off_after_failures(pipeline: Pipeline) -> None:
     assert pipeline._next_delay() == 40
     pipeline.status.consecutive_failures = 10
     assert pipeline._next_delay() == 60
+
+
+async def test_a_missing_section_leaves_a_partial_dashboard(clock: ManualClock) -> None:
+    market = CountingMarket(clock)
+    market.fail_candles_for = {"BTCUSDT"}  # no BTC candles: no beta can be measured
+    settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")
+    published = Published()
+    pipeline = Pipeline(settings, market, published, clock=clock)
+    await pipeline.start()
+    try:
+        assert await pipeline.wait_ready(30)
+    finally:
+        await pipeline.stop()
+    desktop = orjson.loads(published.views["dashboard:desktop"])
+    assert desktop["beta"] is None
+    assert desktop["errors"]["beta"] == "LookupError: no BTC candles to measure beta against"
+    assert desktop["errors"]["BTCUSDT/candles/4h"] == "no candles for BTCUSDT"
+    assert desktop["overview"]["symbols"] == 3 and desktop["movers"] is not None
+    eth = next(row for row in desktop["symbols"] if row["symbol"] == "ETHUSDT")
+    assert eth["confluence"]["score"] is not None and eth["beta"] is None
+    mobile = orjson.loads(published.views["dashboard:mobile"])
+    assert mobile["beta_summary"] is None and len(mobile["confluence_scores"]) == 3
+    assert "beta" not in published.views  # its last good version stays served, marked stale
+    assert "confluence:ETHUSDT:all" in published.views

@@ -1,8 +1,16 @@
-"""Every analytic of one Snapshot, computed once: the views only arrange these results."""
+"""Every analytic of one Snapshot, computed once: the views only arrange these results.
+
+Each section (confluence per symbol, beta, overview, movers, signals) is computed
+on its own: one that cannot be had is None and named in ``errors`` with the
+reason, and the others are still served — a partial dashboard, not a blank one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, compute_beta
 from app.market.confluence import (
@@ -15,6 +23,10 @@ from app.market.overview import BTC, market_overview, top_movers
 from app.services.snapshot import Snapshot
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 COMBINED = "all"  # the confluence across timeframes
 PRIMARY_BETA_WINDOWS = tuple(BETA_WINDOWS)  # preference order for a symbol's headline beta
 
@@ -22,33 +34,72 @@ PRIMARY_BETA_WINDOWS = tuple(BETA_WINDOWS)  # preference order for a symbol's he
 @dataclass(frozen=True, slots=True)
 class Analysis:
     confluence: dict[str, dict[str, ConfluenceResult]]  # symbol → timeframe | "all"
-    beta: dict[str, dict[str, BetaStats]]  # symbol → timeframe
-    beta_overview: dict
-    overview: dict
-    movers: dict
-    signals: list[dict]
+    beta: dict[str, dict[str, BetaStats]] | None  # symbol → timeframe
+    beta_overview: dict | None
+    overview: dict | None
+    movers: dict | None
+    signals: list[dict] | None
+    errors: dict[str, str] = field(default_factory=dict)  # section → why it is missing
 
     def headline_beta(self, symbol: str) -> BetaStats | None:
-        return _first(self.beta.get(symbol, {}))
+        return _first((self.beta or {}).get(symbol, {}))
 
 
 def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
     """CPU-bound (TA-Lib + numpy): run it in a worker thread."""
+    errors: dict[str, str] = {}
     weights = settings.confluence.as_weights()
-    confluence = {s: _confluence(snapshot, s, weights) for s in snapshot.symbols}
-    beta = {s: _betas(snapshot, s) for s in snapshot.symbols if s != BTC}
-    btc = snapshot.tickers.get(BTC)
-    headline = {s: stats for s in beta if (stats := _first(beta[s])) is not None}
+    confluence = {}
+    for symbol in snapshot.symbols:
+        result = _section(
+            errors, f"confluence/{symbol}", lambda s=symbol: _confluence(snapshot, s, weights)
+        )
+        if result:
+            confluence[symbol] = result
+    beta = _section(errors, "beta", lambda: _all_betas(snapshot))
     return Analysis(
         confluence=confluence,
         beta=beta,
-        beta_overview=beta_overview(headline, btc.change_24h_pct if btc else 0.0),
-        overview=market_overview(snapshot.tickers, snapshot.candles.get(BTC, {}).get("5m")),
-        movers=top_movers(
-            snapshot.tickers, settings.movers.count, settings.movers.min_quote_volume
+        beta_overview=None
+        if beta is None
+        else _section(errors, "beta", lambda: _beta_overview(snapshot, beta)),
+        overview=_section(
+            errors,
+            "overview",
+            lambda: market_overview(snapshot.tickers, snapshot.candles.get(BTC, {}).get("5m")),
         ),
-        signals=_signals(snapshot, confluence),
+        movers=_section(
+            errors,
+            "movers",
+            lambda: top_movers(
+                snapshot.tickers, settings.movers.count, settings.movers.min_quote_volume
+            ),
+        ),
+        signals=_section(errors, "signals", lambda: _signals(snapshot, confluence)),
+        errors=errors,
     )
+
+
+def _section(errors: dict[str, str], name: str, compute: Callable[[], T]) -> T | None:
+    """The section's value, or None with the reason recorded (never an exception)."""
+    try:
+        return compute()
+    except Exception as error:
+        log.warning("section %s unavailable: %s", name, error, exc_info=True)
+        errors[name] = f"{type(error).__name__}: {error}"
+        return None
+
+
+def _all_betas(snapshot: Snapshot) -> dict[str, dict[str, BetaStats]]:
+    if not snapshot.candles.get(BTC):
+        raise LookupError("no BTC candles to measure beta against")
+    return {s: _betas(snapshot, s) for s in snapshot.symbols if s != BTC}
+
+
+def _beta_overview(snapshot: Snapshot, beta: dict[str, dict[str, BetaStats]]) -> dict:
+    btc = snapshot.tickers.get(BTC)
+    headline = {s: stats for s in beta if (stats := _first(beta[s])) is not None}
+    return beta_overview(headline, btc.change_24h_pct if btc else 0.0)
 
 
 def _confluence(

@@ -24,9 +24,11 @@ def view_name_confluence(symbol: str, timeframe: str) -> str:
 
 
 def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> dict[str, dict]:
-    """Every view of this snapshot, by name."""
+    """Every view of this snapshot, by name. Dashboards always come, with a missing
+    section as null; a view that is only that section is left out (its last good
+    version keeps being served, marked stale)."""
     rows = [_symbol_row(snapshot, analysis, s) for s in _by_volume(snapshot)]
-    beta_summary = _beta_summary(analysis)
+    beta_summary = None if analysis.beta_overview is None else _beta_summary(analysis)
     views = {
         "dashboard:desktop": {
             "overview": analysis.overview,
@@ -35,25 +37,29 @@ def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> d
             "signals": analysis.signals,
             "beta": beta_summary,
         },
-        "dashboard:mobile": _mobile(snapshot, analysis, rows, beta_summary, settings),
+        "dashboard:mobile": _mobile(analysis, rows, beta_summary, settings),
         "dashboard:overview": {
             "overview": analysis.overview,
             "movers": analysis.movers,
             "signal_counts": _signal_counts(analysis),
             "beta": beta_summary,
         },
-        "dashboard:signals": {
+        "symbols": _symbols_view(snapshot, settings),
+    }
+    if analysis.signals is not None:
+        views["dashboard:signals"] = {
             "signals": analysis.signals,
             "thresholds": {
                 "long": settings.confluence.long_threshold,
                 "short": settings.confluence.short_threshold,
             },
-        },
-        "market:overview": {"overview": analysis.overview},
-        "market:movers": analysis.movers,
-        "beta": _beta_view(analysis),
-        "symbols": _symbols_view(snapshot, settings),
-    }
+        }
+    if analysis.overview is not None:
+        views["market:overview"] = {"overview": analysis.overview}
+    if analysis.movers is not None:
+        views["market:movers"] = analysis.movers
+    if analysis.beta is not None and analysis.beta_overview is not None:
+        views["beta"] = _beta_view(analysis)
     for symbol, results in analysis.confluence.items():
         for timeframe, result in results.items():
             views[view_name_confluence(symbol, timeframe)] = _confluence_view(
@@ -64,7 +70,7 @@ def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> d
         "source": snapshot.source,
         "exchange": snapshot.exchange,
         "version": snapshot.version,
-        "errors": snapshot.missing,
+        "errors": snapshot.missing | analysis.errors,
     }
     return {name: meta | payload for name, payload in views.items()}
 
@@ -132,14 +138,16 @@ def _beta_brief(stats: BetaStats | None) -> dict | None:
     }
 
 
-def _signal_counts(analysis: Analysis) -> dict[str, int]:
+def _signal_counts(analysis: Analysis) -> dict[str, int] | None:
+    if analysis.signals is None:
+        return None
     longs = sum(1 for s in analysis.signals if s["signal"] == "long")
     return {"long": longs, "short": len(analysis.signals) - longs}
 
 
 def _beta_summary(analysis: Analysis) -> dict:
     ranked = sorted(
-        ((s, b) for s in analysis.beta if (b := analysis.headline_beta(s)) is not None),
+        ((s, b) for s in analysis.beta or {} if (b := analysis.headline_beta(s)) is not None),
         key=lambda item: item[1].beta,
     )
     brief = [{"symbol": s, **(_beta_brief(b) or {})} for s, b in ranked]
@@ -154,13 +162,13 @@ def _beta_view(analysis: Analysis) -> dict:
         "overview": analysis.beta_overview,
         "symbols": [
             {"symbol": symbol, "windows": {tf: stats.to_dict() for tf, stats in windows.items()}}
-            for symbol, windows in analysis.beta.items()
+            for symbol, windows in (analysis.beta or {}).items()
         ],
     }
 
 
 def _mobile(
-    snapshot: Snapshot, analysis: Analysis, rows: list[dict], beta_summary: dict, settings: Settings
+    analysis: Analysis, rows: list[dict], beta_summary: dict | None, settings: Settings
 ) -> dict:
     """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
     cards = []
@@ -184,8 +192,10 @@ def _mobile(
     return {
         "market_overview": analysis.overview,
         "confluence_scores": cards,
-        "top_movers": {"gainers": analysis.movers["gainers"], "losers": analysis.movers["losers"]},
-        "signals": analysis.signals[:MOBILE_SIGNALS],
+        "top_movers": None
+        if analysis.movers is None
+        else {"gainers": analysis.movers["gainers"], "losers": analysis.movers["losers"]},
+        "signals": None if analysis.signals is None else analysis.signals[:MOBILE_SIGNALS],
         "critical_alerts": [],  # alert rules and their triggers arrive with the alert engine
         "beta_summary": beta_summary,
     }

@@ -249,11 +249,13 @@ async def test_exchange_outage_serves_stale_then_503(
     stale = await get_json(simulated_app, "/api/market/overview")
     assert stale["stale"] is True and stale["age_ms"] == 61_000
     assert stale["overview"] == before["overview"]
-    ready = await get_json(simulated_app, "/health/ready", status=503)
-    assert ready["ready"] is False and "stale" in ready["reason"]
+    ready = await get_json(simulated_app, "/health/ready")  # degraded, not dead
+    assert ready["status"] == "degraded" and "stale" in ready["reasons"][0]
     clock.advance(900)  # beyond max_stale: nothing honest is left to serve
     gone = await get_json(simulated_app, "/api/market/overview", status=503)
     assert gone["error"] == "data_unavailable" and "exchange down" in gone["message"]
+    dead = await get_json(simulated_app, "/health/ready", status=503)
+    assert dead["status"] == "unavailable" and dead["ready"] is False
 
 
 async def test_health_says_simulated(simulated_app: QuartTestApp) -> None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 import numpy as np
-from ccxt.base.errors import BadSymbol, BaseError, NetworkError
+from ccxt.base.errors import BadSymbol, BaseError, DDoSProtection, NetworkError, RateLimitExceeded
 
 from app.market.errors import (
+    ExchangeRateLimited,
     ExchangeRejected,
     ExchangeUnavailable,
     MarketDataError,
@@ -35,12 +39,55 @@ MAX_DETAIL_CHARS = 200
 """ccxt puts whole response bodies (sometimes HTML pages) into its messages."""
 
 
-def map_ccxt_error(exc: BaseError, exchange_id: str, operation: str) -> MarketDataError:
-    """Translate a ccxt exception into the source-independent error hierarchy."""
+_DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds (``"3"``; a decimal
+    such as ``"1.5"`` is accepted too) or an HTTP date (``"Wed, 21 Oct 2015 07:28:00 GMT"``,
+    measured from ``now``, epoch seconds, default the wall clock; a date in the past
+    gives 0). None when absent or unparsable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        seconds = float(text)
+        return seconds if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    reference = time.time() if now is None else now
+    return max(0.0, when.timestamp() - reference)
+
+
+def retry_after_from_headers(headers: Mapping[str, str] | None) -> float | None:
+    """``parse_retry_after`` of the ``Retry-After`` header in ``headers`` (any case)."""
+    for name, value in (headers or {}).items():
+        if isinstance(name, str) and name.lower() == "retry-after":
+            return parse_retry_after(str(value))
+    return None
+
+
+def map_ccxt_error(
+    exc: BaseError, exchange_id: str, operation: str, retry_after: float | None = None
+) -> MarketDataError:
+    """Translate a ccxt exception into the source-independent error hierarchy.
+
+    A rate limit or ban (``RateLimitExceeded``, ``DDoSProtection``) becomes
+    :class:`ExchangeRateLimited` carrying ``retry_after`` (seconds, the exchange's
+    Retry-After) when known.
+    """
     detail = " ".join(str(exc).split())
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
     message = f"{exchange_id} {operation} failed ({type(exc).__name__}): {detail}"
+    if isinstance(exc, (RateLimitExceeded, DDoSProtection)):
+        if retry_after is not None:
+            message += f" [Retry-After {retry_after:g} s]"
+        return ExchangeRateLimited(message, retry_after)
     if isinstance(exc, BadSymbol):
         return SymbolNotListed(message)
     if isinstance(exc, NetworkError):
@@ -254,7 +301,12 @@ class CcxtMarketSource:
         try:
             return await request
         except BaseError as exc:
-            raise map_ccxt_error(exc, self.name, operation) from exc
+            retry_after = None
+            if isinstance(exc, (RateLimitExceeded, DDoSProtection)):
+                # Set by ccxt from the response that raised, before it raised: no other
+                # task can have run in between.
+                retry_after = retry_after_from_headers(self._exchange.last_response_headers)
+            raise map_ccxt_error(exc, self.name, operation, retry_after) from exc
 
     async def _ensure_started(self) -> None:
         """Load markets on first use, so a source whose ``start`` failed recovers later."""

@@ -17,3 +17,14 @@ class ExchangeRejected(MarketDataError):
 
 class SymbolNotListed(ExchangeRejected):
     """The symbol is not traded on this exchange."""
+
+
+class ExchangeRateLimited(ExchangeUnavailable):
+    """The exchange refused the request because of its rate limit or an IP ban
+    (HTTP 429/418, or a rate-limit code in its own envelope). ``retry_after_seconds`` is
+    the exchange's ``Retry-After`` in seconds when it sent one, else None; retrying
+    before then only prolongs the ban."""
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

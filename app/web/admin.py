@@ -16,6 +16,7 @@ from app.cache.keys import FAMILIES
 from app.cache.layered import NothingToServe
 from app.web import schemas
 from app.web.errors import json_error
+from app.web.health import breakers
 from app.web.state import service_state
 
 admin = Blueprint("admin", __name__)
@@ -77,6 +78,7 @@ async def cache_metrics() -> Response:
         "redis": await runtime.backup.stats() if runtime.backup else None,
         "adaptive_ttl": state.adaptive.report(),
         "generations": cache.generations.snapshot(),
+        "breakers": breakers(state),
         "coherence": {
             "messages_applied": runtime.coherence.applied,
             "bus": runtime.bus.snapshot() if runtime.bus else None,

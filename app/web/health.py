@@ -28,6 +28,7 @@ async def liveness() -> Response:
         "simulated": state.settings.exchange == "simulated",
         "cache": cache_summary(state),
         "replica": state.runtime.replica_id,
+        "breakers": {name: b["state"] for name, b in breakers(state).items()},
         "uptime_seconds": round(state.clock() - state.started_at, 1),
         "pipeline": _pipeline_status(state),
     }
@@ -39,24 +40,57 @@ async def liveness() -> Response:
 @document_response(schemas.Readiness)
 @document_response(schemas.Readiness, 503)
 async def readiness() -> Response:
-    """200 once the hot views are warm and the dashboard data is servable, else 503."""
+    """200 while data can be served: ``status`` ``ok``, or ``degraded`` (stale data, an
+    open breaker, a cache tier down) with the reasons; 503 ``unavailable`` when nothing
+    can be served (not warm yet, or data older than its max_stale)."""
     state = service_state()
-    reason = await not_ready_reason(state)
-    body = {"ready": reason is None, "reason": reason, "pipeline": _pipeline_status(state)}
-    return _json(200 if reason is None else 503, body)
+    status, reasons = await readiness_verdict(state)
+    body = {
+        "ready": status != "unavailable",
+        "status": status,
+        "reasons": reasons,
+        "pipeline": _pipeline_status(state),
+    }
+    return _json(503 if status == "unavailable" else 200, body)
 
 
-async def not_ready_reason(state: ServiceState) -> str | None:
+async def readiness_verdict(state: ServiceState) -> tuple[str, list[str]]:
     status = state.pipeline.status
+    last_error = f" (last error: {status.last_error})" if status.last_error else ""
     if not state.warmed:
-        return f"cache not warm yet: {status.last_error or 'first snapshot in progress'}"
+        return "unavailable", [f"cache not warm yet{last_error or ': first snapshot in progress'}"]
     entry = await state.views.peek(READINESS_VIEW)
     now = state.now_ms()
-    if entry is None or not (entry.is_fresh(now) or entry.in_grace(now)):
-        age = "missing" if entry is None else f"{entry.age_ms(now) / 1000:.0f}s old"
-        detail = f" (last error: {status.last_error})" if status.last_error else ""
-        return f"market data is stale: {age}{detail}"
-    return None
+    if entry is None or not entry.usable_if_error(now):
+        return "unavailable", [f"no market data young enough to serve{last_error}"]
+    reasons = []
+    if not entry.is_fresh(now):
+        reasons.append(f"market data is stale: {entry.age_ms(now) / 1000:.0f}s old{last_error}")
+    reasons += [
+        f"circuit {name} is {b['state']}"
+        for name, b in breakers(state).items()
+        if b["state"] != "closed"
+    ]
+    reasons += [
+        f"cache tier {tier} is down" for tier, up in cache_summary(state)["tiers"].items() if not up
+    ]
+    return ("degraded" if reasons else "ok"), reasons
+
+
+def breakers(state: ServiceState) -> dict[str, dict]:
+    """Every circuit breaker of this process: exchange operations, Memcached servers, Redis."""
+    found: dict[str, dict] = {}
+    source_breakers = getattr(state.pipeline.source, "breakers", None)
+    if callable(source_breakers):
+        found |= {name: b.snapshot() for name, b in source_breakers().items()}
+    runtime = state.runtime
+    if runtime.memcached is not None:
+        found |= {
+            f"memcached:{name}": b.snapshot() for name, b in runtime.memcached.breakers.items()
+        }
+    if runtime.redis_guard is not None:
+        found["redis"] = runtime.redis_guard.breaker.snapshot()
+    return found
 
 
 def cache_summary(state: ServiceState) -> dict:

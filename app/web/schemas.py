@@ -202,7 +202,8 @@ class Health(_Doc):
 
 class Readiness(_Doc):
     ready: bool
-    reason: str | None
+    status: Literal["ok", "degraded", "unavailable"]
+    reasons: list[str]
 
 
 class CandlesQuery(BaseModel):

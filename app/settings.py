@@ -40,6 +40,7 @@ ENVIRONMENT: dict[str, str] = {
     "memcached_url": "VIRTUOSO_MEMCACHED_URL",
     "redis_url": "VIRTUOSO_REDIS_URL",
     "cache_policy": "VIRTUOSO_CACHE_POLICY",
+    "rate_limits": "VIRTUOSO_RATE_LIMITS",
     "l1_max_mb": "VIRTUOSO_L1_MAX_MB",
     "admin_token": "VIRTUOSO_ADMIN_TOKEN",
     "secret_key": "VIRTUOSO_SECRET_KEY",
@@ -102,6 +103,7 @@ class Settings(_Section):
     memcached_url: str | None = None
     redis_url: str | None = None
     cache_policy: str | None = None
+    rate_limits: str | None = None
     l1_max_mb: float = Field(default=64, gt=0, le=4096)
     admin_token: str | None = None
     secret_key: str | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -24,8 +25,14 @@ SECRET = "session-secret-for-tests-0123456789"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
 
-def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str):
+RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
+
+
+def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str, **extra: str):
+    """Rate limits are off here (these tests send hundreds of requests from one
+    client) unless a test passes VIRTUOSO_RATE_LIMITS itself."""
     return make_settings(
+        **({"VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF} | extra),
         VIRTUOSO_MEMCACHED_URL=memcached.address,
         VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
         VIRTUOSO_ADMIN_TOKEN=TOKEN,
@@ -269,7 +276,7 @@ async def test_warm_needs_the_token_and_rebuilds_the_hot_views(one: QuartTestApp
 
 @pytest.mark.parametrize("tiers", ["memcached", "redis"])
 async def test_each_shared_tier_works_alone(memcached, redis, clock, tiers: str) -> None:
-    environ = {"VIRTUOSO_SYMBOLS": SYMBOLS}
+    environ = {"VIRTUOSO_SYMBOLS": SYMBOLS, "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF}
     if tiers == "memcached":
         environ["VIRTUOSO_MEMCACHED_URL"] = memcached.address
     else:
@@ -284,3 +291,32 @@ async def test_each_shared_tier_works_alone(memcached, redis, clock, tiers: str)
         assert response.status_code == 200 and response.headers["X-Cache"] == tiers
         health = orjson.loads((await get(test_app, "/health"))[1])
         assert health["cache"] == {"tiers": {"l1": True, tiers: True}, "embedded": False}
+
+
+async def test_rate_limit_is_per_client_and_shared_by_replicas(
+    memcached, redis, clock: ManualClock
+) -> None:
+    settings = {"VIRTUOSO_RATE_LIMITS": ""}  # the shipped limits: data 20/s, burst 40
+    apps = [
+        create_app(
+            tiered_settings(memcached, redis, name, **settings), CountingMarket(clock), clock
+        )
+        for name in ("a", "b")
+    ]
+    async with apps[0].test_app() as a, apps[1].test_app() as b:
+        await eventually(lambda: state_of(a).warmed and state_of(b).warmed, seconds=30)
+        greedy = {"client": ("127.0.0.2", 40000)}
+        answers = []
+        for i in range(50):  # one client, alternating replicas: one shared bucket
+            app = (a, b)[i % 2]
+            answers.append(await app.test_client().get("/api/symbols", scope_base=greedy))
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == 40 and codes.count(429) == 10
+        limited = answers[-1]
+        assert int(limited.headers["Retry-After"]) >= 1
+        body = orjson.loads(await limited.get_data())
+        assert body["error"] == "rate_limited" and body["retry_after_seconds"] >= 1
+        other = await b.test_client().get("/api/symbols", scope_base={"client": ("127.0.0.3", 1)})
+        assert other.status_code == 200  # another client is unaffected
+        health = await a.test_client().get("/health", scope_base=greedy)
+        assert health.status_code == 200  # health is never limited

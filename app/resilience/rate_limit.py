@@ -279,12 +279,17 @@ class MemoryBuckets:
     def __len__(self) -> int:
         return len(self._tats)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._tats
+
     async def hit(self, key: str, family: Family) -> Decision:
         now = round(self._clock() * MICROS)
-        new_tat, decision = gcra(self._tats.get(key), now, family)
+        tat = self._tats.pop(key, None)  # re-inserted at the end: the dict's order is recency
+        new_tat, decision = gcra(tat, now, family)
         if new_tat is not None:
-            self._tats.pop(key, None)  # re-insert at the end: the dict's order is recency
-            self._tats[key] = new_tat
+            tat = new_tat
+        if tat is not None:
+            self._tats[key] = tat
             if len(self._tats) > self._max:
                 self._prune(now)
         return decision

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import secrets
 import time
@@ -19,6 +20,7 @@ from app.cache.runtime import build_cache
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.market.sources import make_source
+from app.resilience.rate_limit import install_rate_limits, load_rate_limits
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline
 from app.services.sessions import MemorySessionStore, RedisSessionStore, SessionCookies
@@ -56,6 +58,13 @@ def create_app(
     serve_docs_locally(app)
     state = _build_state(settings, source or make_source(settings), clock)
     app.extensions[EXTENSION_KEY] = state
+    install_rate_limits(
+        app,
+        load_rate_limits(settings.rate_limits),
+        state.runtime.redis,
+        guard=state.runtime.redis_guard,
+        token_is_valid=_known_token(settings),
+    )
     for blueprint in (api_blueprint(settings), health, admin, sessions):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
@@ -115,6 +124,16 @@ def _build_state(
         clock,
         clock(),
     )
+
+
+def _known_token(settings: Settings) -> Callable[[str], bool]:
+    """Only a token this service issued names a client; any other is just its IP."""
+    known = [t.encode() for t in (settings.admin_token,) if t]
+
+    def is_known(token: str) -> bool:
+        return any(hmac.compare_digest(token.encode(), k) for k in known)
+
+    return is_known
 
 
 def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:

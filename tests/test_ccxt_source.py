@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
+from email.utils import formatdate
 from typing import Any, TypeVar
 
 import ccxt.async_support as ccxt_async
@@ -12,8 +13,19 @@ import numpy as np
 import pytest
 from ccxt.base import errors as ccxt_errors
 
-from app.market.ccxt_source import CcxtMarketSource, map_ccxt_error, ticker_from_ccxt
-from app.market.errors import ExchangeRejected, ExchangeUnavailable, SymbolNotListed
+from app.market.ccxt_source import (
+    CcxtMarketSource,
+    map_ccxt_error,
+    parse_retry_after,
+    retry_after_from_headers,
+    ticker_from_ccxt,
+)
+from app.market.errors import (
+    ExchangeRateLimited,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    SymbolNotListed,
+)
 from app.market.models import TIMEFRAME_SECONDS
 from tests.fake_bybit import (
     INSTRUMENTS_PATH,
@@ -333,8 +345,8 @@ async def test_unreachable_exchange_is_unavailable() -> None:
         (ccxt_errors.BadSymbol("x"), SymbolNotListed),
         (ccxt_errors.RequestTimeout("x"), ExchangeUnavailable),
         (ccxt_errors.ExchangeNotAvailable("x"), ExchangeUnavailable),
-        (ccxt_errors.DDoSProtection("x"), ExchangeUnavailable),
-        (ccxt_errors.RateLimitExceeded("x"), ExchangeUnavailable),
+        (ccxt_errors.DDoSProtection("x"), ExchangeRateLimited),
+        (ccxt_errors.RateLimitExceeded("x"), ExchangeRateLimited),
         (ccxt_errors.NetworkError("x"), ExchangeUnavailable),
         (ccxt_errors.BadRequest("x"), ExchangeRejected),
         (ccxt_errors.AuthenticationError("x"), ExchangeRejected),
@@ -346,6 +358,100 @@ def test_map_ccxt_error_classes(exc: ccxt_errors.BaseError, expected: type) -> N
     mapped = map_ccxt_error(exc, "bybit", "fetch_tickers")
     assert type(mapped) is expected
     assert str(mapped) == f"bybit fetch_tickers failed ({type(exc).__name__}): x"
+
+
+# ----- rate limits and Retry-After ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "ccxt_class"),
+    [
+        (429, "bybit", ccxt_errors.RateLimitExceeded),  # Bybit envelope, retCode 10006
+        (429, "cloudfront", ccxt_errors.RateLimitExceeded),  # HTML: by the HTTP status
+        (418, "cloudfront", ccxt_errors.DDoSProtection),
+        (403, "cloudfront", ccxt_errors.RateLimitExceeded),  # bybit's IP limit status
+    ],
+)
+async def test_rate_limit_carries_retry_after_seconds(
+    fake: FakeBybit, source: CcxtMarketSource, status: int, body: str, ccxt_class: type
+) -> None:
+    fake.rate_limit_next(retry_after=3, status=status, body=body, path=TICKERS_PATH)
+    with pytest.raises(ExchangeRateLimited) as caught:
+        await within(source.fetch_tickers(["BTCUSDT"]))
+    error = caught.value
+    assert error.retry_after_seconds == 3.0
+    assert type(error.__cause__) is ccxt_class
+    assert str(error).startswith(f"bybit fetch_tickers failed ({ccxt_class.__name__}): ")
+    assert str(error).endswith("[Retry-After 3 s]")
+    assert len(str(error)) < 300
+    assert "BTCUSDT" in await within(source.fetch_tickers(["BTCUSDT"]))
+
+
+async def test_rate_limit_retry_after_as_http_date(
+    fake: FakeBybit, source: CcxtMarketSource
+) -> None:
+    fake.rate_limit_next(retry_after=formatdate(time.time() + 30, usegmt=True), path=KLINE_PATH)
+    with pytest.raises(ExchangeRateLimited) as caught:
+        await within(source.fetch_candles("BTCUSDT", "1h", 5))
+    assert caught.value.retry_after_seconds is not None
+    assert 25.0 < caught.value.retry_after_seconds <= 31.0
+
+
+async def test_rate_limit_without_retry_after(fake: FakeBybit, source: CcxtMarketSource) -> None:
+    fake.rate_limit_next(retry_after=None, status=418, body="cloudfront", path=ORDERBOOK_PATH)
+    with pytest.raises(ExchangeRateLimited) as caught:
+        await within(source.fetch_order_book("BTCUSDT", 5))
+    assert caught.value.retry_after_seconds is None
+    fake.rate_limit_next(retry_after=3, path=ORDERBOOK_PATH)
+    with pytest.raises(ExchangeRateLimited):
+        await within(source.fetch_order_book("BTCUSDT", 5))
+    # The Retry-After of the previous response is not mistaken for this one's.
+    fake.fail_next(10006, "Too many visits!", path=ORDERBOOK_PATH)  # HTTP 200, no header
+    with pytest.raises(ExchangeRateLimited) as caught:
+        await within(source.fetch_order_book("BTCUSDT", 5))
+    assert caught.value.retry_after_seconds is None
+
+
+async def test_other_errors_are_not_rate_limits(fake: FakeBybit, source: CcxtMarketSource) -> None:
+    fake.http_error_next(503, path=TICKERS_PATH)
+    with pytest.raises(ExchangeUnavailable) as caught:
+        await within(source.fetch_tickers(["BTCUSDT"]))
+    assert type(caught.value) is ExchangeUnavailable
+
+
+NOW = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3", 3.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # in the past: go ahead
+        ("Wed, 21 Oct 2015 07:29:00 -0000", 60.0),
+        ("Wed, 21 Oct 2015 09:29:00 +0200", 60.0),
+        ("-1", None),
+        ("soon", None),
+        ("", None),
+        ("inf", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    result = parse_retry_after(value, now=NOW)
+    assert result == (None if expected is None else pytest.approx(expected))
+
+
+def test_retry_after_header_name_is_case_insensitive() -> None:
+    assert retry_after_from_headers({"Retry-After": "4"}) == 4.0
+    assert retry_after_from_headers({"retry-after": "5", "Content-Type": "text/html"}) == 5.0
+    assert retry_after_from_headers({"RETRY-AFTER": "6"}) == 6.0
+    assert retry_after_from_headers({"Content-Type": "text/html"}) is None
+    assert retry_after_from_headers(None) is None
 
 
 def test_map_ccxt_error_truncates_and_flattens_bodies() -> None:

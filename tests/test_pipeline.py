@@ -100,15 +100,6 @@ async def test_a_missing_part_is_reported_not_fatal(pipeline: Pipeline) -> None:
     assert len(desktop["symbols"]) == 3
 
 
-async def test_refresh_backs_off_after_failures(pipeline: Pipeline) -> None:
-    pipeline.status.consecutive_failures = 0
-    assert pipeline._next_delay() == 10
-    pipeline.status.consecutive_failures = 3
-    assert pipeline._next_delay() == 40
-    pipeline.status.consecutive_failures = 10
-    assert pipeline._next_delay() == 60
-
-
 async def test_a_missing_section_leaves_a_partial_dashboard(clock: ManualClock) -> None:
     market = CountingMarket(clock)
     market.fail_candles_for = {"BTCUSDT"}  # no BTC candles: no beta can be measured

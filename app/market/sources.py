@@ -1,4 +1,5 @@
-"""Choose the market source the settings ask for."""
+"""Choose the market source the settings ask for. A real exchange is wrapped in
+GuardedSource: timeouts, bounded jittered retries and a breaker per operation family."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ def make_source(settings: Settings) -> MarketSource:
 
         return SimulatedMarket(seed=settings.seed)
     from app.market.ccxt_source import CcxtMarketSource  # ccxt is slow to import
+    from app.resilience.guarded_source import GuardedSource
 
-    return CcxtMarketSource(
+    exchange = CcxtMarketSource(
         settings.exchange,
         base_url=settings.exchange_url,
         timeout_ms=int(settings.exchange_timeout_seconds * 1000),
         symbols_hint=settings.symbols,
     )
+    # ccxt times out first; the guard's bound only catches what ccxt's does not.
+    return GuardedSource(exchange, timeout_seconds=settings.exchange_timeout_seconds + 1)

@@ -92,18 +92,8 @@ class Pipeline:
         did it (its views are then in the shared tiers). Raises MarketDataError.
         ``force`` refreshes even if another replica did so moments ago (cold reads)."""
         if self._inflight is None or self._inflight.done():
-            if force and self._backing_off():
-                raise MarketDataError(f"backing off after failures: {self.status.last_error}")
             self._inflight = asyncio.create_task(self._coordinated(force))
         return await asyncio.shield(self._inflight)
-
-    def _backing_off(self) -> bool:
-        """After a failure, on-demand refreshes wait out the same back-off as the schedule,
-        so readers of stale views cannot hammer a failing exchange."""
-        status = self.status
-        if status.consecutive_failures == 0 or status.last_attempt_ms is None:
-            return False
-        return self.clock() * 1000 - status.last_attempt_ms < self._next_delay() * 1000
 
     async def _coordinated(self, force: bool) -> Snapshot | None:
         if self.coordinator is None:
@@ -120,13 +110,9 @@ class Pipeline:
             except Exception as error:  # a defect must not stop the refresher
                 log.exception("refresh crashed")
                 self._record_failure(f"internal error: {type(error).__name__}")
-            await asyncio.sleep(self._next_delay())
-
-    def _next_delay(self) -> float:
-        failures = self.status.consecutive_failures
-        if failures == 0:
-            return self.settings.refresh_seconds
-        return min(MAX_RETRY_SECONDS, self.settings.refresh_seconds * 2 ** (failures - 1))
+            # A steady cadence even while failing: a real exchange sits behind circuit
+            # breakers (GuardedSource), which turn these attempts into the probe rate.
+            await asyncio.sleep(self.settings.refresh_seconds)
 
     async def _start_source(self) -> None:
         attempt = 0

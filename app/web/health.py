@@ -82,7 +82,8 @@ def breakers(state: ServiceState) -> dict[str, dict]:
     found: dict[str, dict] = {}
     source_breakers = getattr(state.pipeline.source, "breakers", None)
     if callable(source_breakers):
-        found |= {name: b.snapshot() for name, b in source_breakers().items()}
+        exchange = state.pipeline.source.name
+        found |= {f"{exchange}:{name}": b.snapshot() for name, b in source_breakers().items()}
     runtime = state.runtime
     if runtime.memcached is not None:
         found |= {

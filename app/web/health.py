@@ -67,9 +67,9 @@ async def readiness_verdict(state: ServiceState) -> tuple[str, list[str]]:
     if not entry.is_fresh(now):
         reasons.append(f"market data is stale: {entry.age_ms(now) / 1000:.0f}s old{last_error}")
     reasons += [
-        f"circuit {name} is {b['state']}"
+        f"circuit {name} is open"
         for name, b in breakers(state).items()
-        if b["state"] != "closed"
+        if b["state"] == "open"  # half-open: the next probe decides
     ]
     reasons += [
         f"cache tier {tier} is down" for tier, up in cache_summary(state)["tiers"].items() if not up

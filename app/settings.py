@@ -43,6 +43,8 @@ ENVIRONMENT: dict[str, str] = {
     "rate_limits": "VIRTUOSO_RATE_LIMITS",
     "l1_max_mb": "VIRTUOSO_L1_MAX_MB",
     "admin_token": "VIRTUOSO_ADMIN_TOKEN",
+    "api_token": "VIRTUOSO_API_TOKEN",
+    "data_dir": "VIRTUOSO_DATA_DIR",
     "secret_key": "VIRTUOSO_SECRET_KEY",
     "replica_id": "VIRTUOSO_REPLICA_ID",
     "bind": "VIRTUOSO_BIND",
@@ -106,6 +108,8 @@ class Settings(_Section):
     rate_limits: str | None = None
     l1_max_mb: float = Field(default=64, gt=0, le=4096)
     admin_token: str | None = None
+    api_token: str | None = None
+    data_dir: str = "data"
     secret_key: str | None = None
     replica_id: str | None = None
 
@@ -132,7 +136,7 @@ class Settings(_Section):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return url
 
-    @field_validator("admin_token", "secret_key")
+    @field_validator("admin_token", "api_token", "secret_key")
     @classmethod
     def _long_secret(cls, secret: str | None) -> str | None:
         if not secret:

@@ -20,7 +20,7 @@ import orjson
 
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
-from app.services.analysis import analyse
+from app.services.analysis import Analysis, analyse
 from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
 from app.services.views import build_views, candles_view
@@ -61,6 +61,11 @@ class Pipeline:
         self.coordinator = coordinator
         self.clock = clock
         self.latest: Snapshot | None = None
+        self.latest_analysis: Analysis | None = None
+        # Called with every new snapshot this replica produced (alert rules, live updates).
+        self.on_snapshot: list[Callable[[Snapshot, Analysis], Awaitable[None]]] = []
+        # The critical alerts the mobile dashboard shows (set by the alert service).
+        self.critical_alerts: Callable[[], Awaitable[list[dict]]] = _no_alerts
         self.status = PipelineStatus()
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
@@ -163,9 +168,11 @@ class Pipeline:
                 log.warning("refresh failed: %s", error)
             self._record_failure(str(error))
             raise
-        bodies = await asyncio.to_thread(self._encode_views, snapshot)
+        alerts = await self.critical_alerts()
+        analysis = await asyncio.to_thread(analyse, snapshot, self.settings)
+        bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
         await self.publish(bodies, snapshot.fetched_at_ms)
-        self.latest = snapshot
+        self.latest, self.latest_analysis = snapshot, analysis
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
         if self.status.consecutive_failures:
@@ -176,11 +183,32 @@ class Pipeline:
         self.status.consecutive_failures = 0
         self.status.last_duration_ms = round((time.perf_counter() - started) * 1000, 1)
         self._published.set()
+        await self._announce(snapshot, analysis)
         return snapshot
 
-    def _encode_views(self, snapshot: Snapshot) -> dict[str, bytes]:
-        payloads = build_views(snapshot, analyse(snapshot, self.settings), self.settings)
+    def _encode_views(
+        self, snapshot: Snapshot, analysis: Analysis, alerts: list[dict]
+    ) -> dict[str, bytes]:
+        payloads = build_views(snapshot, analysis, self.settings, alerts)
         return {name: _json(payload) for name, payload in payloads.items()}
+
+    async def republish(self) -> bool:
+        """Rebuilds the views of the latest snapshot (e.g. after alerts changed) without
+        fetching; False when this replica holds no snapshot (the next refresh will)."""
+        snapshot, analysis = self.latest, self.latest_analysis
+        if snapshot is None or analysis is None:
+            return False
+        alerts = await self.critical_alerts()
+        bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
+        await self.publish(bodies, snapshot.fetched_at_ms)
+        return True
+
+    async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:
+        for listener in self.on_snapshot:
+            try:
+                await listener(snapshot, analysis)
+            except Exception:  # a listener's defect must not stop the refresher
+                log.exception("snapshot listener failed")
 
     async def candles(self, symbol: str, timeframe: str) -> tuple[bytes, int]:
         """The on-demand candles view of one symbol and timeframe (for charts): from the
@@ -200,3 +228,7 @@ class Pipeline:
 
 def _json(payload: dict) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def _no_alerts() -> list[dict]:
+    return []

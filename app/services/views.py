@@ -16,6 +16,7 @@ from app.services.snapshot import Snapshot
 from app.settings import Settings
 
 MOBILE_SIGNALS = 10
+MOBILE_ALERTS = 10
 BETA_EXTREMES = 3
 
 
@@ -23,7 +24,12 @@ def view_name_confluence(symbol: str, timeframe: str) -> str:
     return f"confluence:{symbol}:{timeframe}"
 
 
-def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> dict[str, dict]:
+def build_views(
+    snapshot: Snapshot,
+    analysis: Analysis,
+    settings: Settings,
+    critical_alerts: list[dict] | None = None,
+) -> dict[str, dict]:
     """Every view of this snapshot, by name. Dashboards always come, with a missing
     section as null; a view that is only that section is left out (its last good
     version keeps being served, marked stale)."""
@@ -37,7 +43,7 @@ def build_views(snapshot: Snapshot, analysis: Analysis, settings: Settings) -> d
             "signals": analysis.signals,
             "beta": beta_summary,
         },
-        "dashboard:mobile": _mobile(analysis, rows, beta_summary, settings),
+        "dashboard:mobile": _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
         "dashboard:overview": {
             "overview": analysis.overview,
             "movers": analysis.movers,
@@ -168,7 +174,11 @@ def _beta_view(analysis: Analysis) -> dict:
 
 
 def _mobile(
-    analysis: Analysis, rows: list[dict], beta_summary: dict | None, settings: Settings
+    analysis: Analysis,
+    rows: list[dict],
+    beta_summary: dict | None,
+    settings: Settings,
+    critical_alerts: list[dict],
 ) -> dict:
     """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
     cards = []
@@ -196,7 +206,7 @@ def _mobile(
         if analysis.movers is None
         else {"gainers": analysis.movers["gainers"], "losers": analysis.movers["losers"]},
         "signals": None if analysis.signals is None else analysis.signals[:MOBILE_SIGNALS],
-        "critical_alerts": [],  # alert rules and their triggers arrive with the alert engine
+        "critical_alerts": critical_alerts[:MOBILE_ALERTS],
         "beta_summary": beta_summary,
     }
 

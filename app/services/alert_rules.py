@@ -1,0 +1,166 @@
+"""Alert rules and alerts: what a user asks to be told about, and what was told.
+
+``RuleInput`` is what ``POST /api/alerts/rules`` accepts; ``validate_rule`` checks it
+against the symbols the service knows and turns it into a stored ``AlertRule``. An
+``Alert`` is one firing of a rule for one symbol. Every model round-trips through
+``to_dict()`` / ``from_dict()`` (plain JSON types).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Collection, Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.market.models import canonical_symbol
+
+Kind = Literal[
+    "price_above",
+    "price_below",
+    "change_above",
+    "change_below",
+    "confluence_long",
+    "confluence_short",
+    "beta_band_change",
+]
+Level = Literal["info", "warning", "critical"]
+Status = Literal["pending", "acknowledged", "resolved"]
+
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
+STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
+THRESHOLD_KINDS = frozenset({"price_above", "price_below", "change_above", "change_below"})
+MAX_COOLDOWN_SECONDS = 86_400
+
+
+def new_id() -> str:
+    """12 hex characters (48 random bits)."""
+    return secrets.token_hex(6)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Model(BaseModel):
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        return cls.model_validate(data)
+
+
+class RuleInput(_Model):
+    """A rule as a client submits it. ``symbol=None`` watches every symbol."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Kind
+    symbol: str | None = None
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    level: Level = "warning"
+    cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS)
+    title: str | None = Field(default=None, max_length=80)
+    note: str | None = Field(default=None, max_length=500)
+    webhook_url: str | None = Field(default=None, max_length=500)
+
+    @field_validator("symbol")
+    @classmethod
+    def _canonical(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_symbol(value)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {value!r}")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _threshold_matches_kind(self) -> RuleInput:
+        if self.kind in THRESHOLD_KINDS:
+            if self.threshold is None:
+                raise ValueError(f"threshold is required for {self.kind}")
+            if self.kind.startswith("price_") and not self.threshold > 0:
+                raise ValueError(f"threshold of {self.kind} must be a price > 0")
+        elif self.threshold is not None:
+            raise ValueError(
+                f"threshold is not allowed for {self.kind} "
+                "(confluence rules use the configured long/short thresholds)"
+            )
+        return self
+
+
+class AlertRule(RuleInput):
+    """A stored rule."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    created_at_ms: int
+
+
+class Alert(_Model):
+    """One firing of a rule for one symbol. ``values``: the numbers at trigger time."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    rule_id: str
+    kind: Kind
+    symbol: str
+    level: Level
+    title: str
+    message: str
+    values: dict[str, Any] = Field(default_factory=dict)
+    status: Status = "pending"
+    created_at_ms: int
+    acknowledged_at_ms: int | None = None
+    resolved_at_ms: int | None = None
+
+    def with_status(self, status: str, at_ms: int) -> Alert:
+        """pending → acknowledged → resolved, or pending → resolved; else ValueError."""
+        allowed = {"pending": ("acknowledged", "resolved"), "acknowledged": ("resolved",)}
+        if status not in allowed.get(self.status, ()):
+            raise ValueError(f"alert {self.id} cannot go from {self.status} to {status}")
+        changes: dict[str, Any] = {"status": status, f"{status}_at_ms": at_ms}
+        return self.model_copy(update=changes)
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "rule"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "invalid alert rule: " + "; ".join(problems)
+
+
+def validate_rule(
+    data: RuleInput | Mapping[str, Any],
+    known_symbols: Collection[str],
+    *,
+    created_at_ms: int | None = None,
+) -> AlertRule:
+    """An ``AlertRule`` with a fresh id, or ValueError naming the problem (and, for a bad
+    kind, level or symbol, the valid values)."""
+    try:
+        rule = data if isinstance(data, RuleInput) else RuleInput.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ValueError(_describe(exc)) from None
+    if rule.symbol is not None and rule.symbol not in known_symbols:
+        known = ", ".join(sorted(known_symbols)) or "none"
+        raise ValueError(f"unknown symbol {rule.symbol!r}; known symbols: {known}")
+    if rule.threshold is not None and not math.isfinite(rule.threshold):
+        raise ValueError("threshold must be a finite number")  # a RuleInput built unvalidated
+    stamp = now_ms() if created_at_ms is None else created_at_ms
+    return AlertRule(**rule.model_dump(), id=new_id(), created_at_ms=stamp)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any
-
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 from quart_schema import document_request, document_response, tag, validate_request
 
 from app.cache.keys import FAMILIES
 from app.cache.layered import NothingToServe
 from app.web import schemas
+from app.web.auth import require_admin
 from app.web.errors import json_error
 from app.web.health import breakers
 from app.web.state import service_state
@@ -36,26 +32,6 @@ class InvalidateRequest(BaseModel):
         if self.family is not None and self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; valid: {', '.join(FAMILIES)}")
         return self
-
-
-def require_admin(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Any]]:
-    """Bearer VIRTUOSO_ADMIN_TOKEN, compared in constant time; 401 otherwise."""
-
-    @wraps(handler)
-    async def guarded(*args: Any, **kwargs: Any) -> Response:
-        token = service_state().settings.admin_token
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if token is None:
-            return _unauthorized("operator endpoints are disabled: VIRTUOSO_ADMIN_TOKEN is not set")
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return _unauthorized("a valid operator token is required (Authorization: Bearer …)")
-        return await handler(*args, **kwargs)
-
-    return guarded
-
-
-def _unauthorized(message: str) -> Response:
-    return json_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
 @admin.get("/api/cache/metrics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -46,8 +47,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+_DATA_DIR = tempfile.mkdtemp(prefix="virtuoso-test-data-")
+
+
 def make_settings(**environ: str) -> Settings:
-    return load_settings(environ=environ)
+    """Settings from these variables; alerts kept in a throwaway directory unless given."""
+    return load_settings(environ={"VIRTUOSO_DATA_DIR": _DATA_DIR} | environ)
 
 
 def state_of(test_app: QuartTestApp) -> ServiceState:

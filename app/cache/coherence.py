@@ -44,6 +44,13 @@ class Coherence:
         await self._publish(affected, scope="all")
         return affected
 
+    async def invalidate_alone(self, families: Sequence[str]) -> None:
+        """Invalidates exactly these families, on every replica, without the cascade:
+        for a producer that rebuilds the dependents itself (alerts → dashboards)."""
+        await self.cache.generations.bump(families)
+        self.cache.drop_local(families)
+        await self._publish(families, scope="all")
+
     async def invalidate_key(self, key: str, family: str) -> list[str]:
         physical = self.cache.physical_key(key, family)
         affected = await self.cache.invalidate_key(key, family)

@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from quart import Quart
 from quart_schema import Info, QuartSchema
@@ -16,18 +17,23 @@ from quart_schema import Info, QuartSchema
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy, load_policy
-from app.cache.runtime import build_cache
+from app.cache.runtime import CacheRuntime, build_cache
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.market.sources import make_source
 from app.resilience.rate_limit import install_rate_limits, load_rate_limits
+from app.services.alert_engine import AlertEngine
+from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
+from app.services.alerts import AlertService
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline
 from app.services.sessions import MemorySessionStore, RedisSessionStore, SessionCookies
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
+from app.services.webhooks import WebhookSender
 from app.settings import ConfigError, Settings
 from app.web.admin import admin
+from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
@@ -65,7 +71,7 @@ def create_app(
         guard=state.runtime.redis_guard,
         token_is_valid=_known_token(settings),
     )
-    for blueprint in (api_blueprint(settings), health, admin, sessions):
+    for blueprint in (api_blueprint(settings), health, admin, sessions, alerts):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     background: list[asyncio.Task[None]] = []
@@ -74,6 +80,7 @@ def create_app(
     async def start() -> None:
         _announce(settings, state)
         await state.runtime.start()
+        await state.alerts.webhooks.start()
         await state.pipeline.start()
         background.append(asyncio.create_task(_warm_until_done(state), name="cache-warming"))
         background.append(asyncio.create_task(_tune_ttls(state), name="adaptive-ttl"))
@@ -84,6 +91,7 @@ def create_app(
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await state.pipeline.stop()
+        await state.alerts.webhooks.close()
         await state.runtime.close()
 
     return app
@@ -121,14 +129,34 @@ def _build_state(
         cookies,
         Warmer(views),
         AdaptiveTtl(runtime.cache, clock),
+        _alert_service(settings, runtime, pipeline, clock),
         clock,
         clock(),
     )
 
 
+def _alert_service(
+    settings: Settings, runtime: CacheRuntime, pipeline: Pipeline, clock: Callable[[], float]
+) -> AlertService:
+    """Rules and alerts in Redis when configured, else in a local file; evaluated on
+    every snapshot this replica makes."""
+    store: AlertStore
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        prefix = f"{runtime.cache.policy.namespace}:alerts"
+        store = RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
+    else:
+        store = FileAlertStore(Path(settings.data_dir) / "alerts.json")
+    thresholds = settings.confluence
+    engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
+    service = AlertService(store, engine, pipeline, runtime.coherence, WebhookSender())
+    pipeline.on_snapshot.append(service.on_snapshot)
+    pipeline.critical_alerts = service.critical_alerts
+    return service
+
+
 def _known_token(settings: Settings) -> Callable[[str], bool]:
     """Only a token this service issued names a client; any other is just its IP."""
-    known = [t.encode() for t in (settings.admin_token,) if t]
+    known = [t.encode() for t in (settings.admin_token, settings.api_token) if t]
 
     def is_known(token: str) -> bool:
         return any(hmac.compare_digest(token.encode(), k) for k in known)

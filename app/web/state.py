@@ -10,6 +10,7 @@ from quart import current_app
 
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.runtime import CacheRuntime
+from app.services.alerts import AlertService
 from app.services.pipeline import Pipeline
 from app.services.sessions import SessionCookies, SessionStore
 from app.services.view_cache import ViewCache
@@ -29,6 +30,7 @@ class ServiceState:
     cookies: SessionCookies
     warmer: Warmer
     adaptive: AdaptiveTtl
+    alerts: AlertService
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     warmed: bool = False

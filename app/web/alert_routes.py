@@ -1,0 +1,154 @@
+"""Alert rules and alerts: reads are open (the list is cached and invalidated on
+every change), writes need VIRTUOSO_API_TOKEN. A store that cannot be written
+(Redis down, disk full) answers 503 and changes nothing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response
+from quart_schema import document_response, tag, validate_querystring, validate_request
+
+from app.cache.keys import make_key
+from app.cache.layered import Computed, NothingToServe
+from app.cache.tier import TierUnavailable
+from app.services.alert_rules import RuleInput, validate_rule
+from app.web import schemas
+from app.web.auth import require_api_token
+from app.web.errors import json_error
+from app.web.responses import view_response
+from app.web.state import service_state
+
+alerts = Blueprint("alerts", __name__)
+
+STORE_ERRORS = (TierUnavailable, OSError)
+
+
+class AlertQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["pending", "acknowledged", "resolved"] | None = None
+    symbol: str | None = Field(default=None, max_length=24)
+    level: Literal["info", "warning", "critical"] | None = None
+    offset: int = Field(default=0, ge=0, le=100_000)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+def _json(body: dict, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _store_down(error: Exception) -> Response:
+    return json_error(
+        503,
+        "alert_store_unavailable",
+        f"alerts cannot be read or saved right now, nothing was changed ({error})",
+        headers={"Retry-After": "5"},
+    )
+
+
+@alerts.get("/api/alerts/rules")
+@tag(["alerts"])
+async def list_rules() -> Response:
+    """Every alert rule."""
+    try:
+        rules = await service_state().alerts.store.list_rules()
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    return _json({"rules": [rule.to_dict() for rule in rules]})
+
+
+@alerts.post("/api/alerts/rules")
+@tag(["alerts"])
+@validate_request(RuleInput)
+@require_api_token
+async def create_rule(data: RuleInput) -> Response:
+    """Creates a rule: a known symbol (or none: every symbol), finite numbers, bounded text."""
+    state = service_state()
+    try:
+        rule = validate_rule(data, state.known_symbols)
+    except ValueError as error:
+        return json_error(400, "invalid_rule", str(error))
+    try:
+        await state.alerts.store.add_rule(rule)
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    await state.alerts.changed()
+    return _json({"rule": rule.to_dict()}, status=201)
+
+
+@alerts.delete("/api/alerts/rules/<rule_id>")
+@tag(["alerts"])
+@require_api_token
+async def delete_rule(rule_id: str) -> Response:
+    state = service_state()
+    try:
+        deleted = await state.alerts.store.delete_rule(rule_id)
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    if not deleted:
+        return json_error(404, "unknown_rule", f"no rule {rule_id!r}")
+    await state.alerts.changed()
+    return _json({"deleted": rule_id})
+
+
+@alerts.get("/api/alerts")
+@tag(["alerts"])
+@validate_querystring(AlertQuery)
+@document_response(schemas.ErrorResponse, 503)
+async def list_alerts(query_args: AlertQuery) -> Response:
+    """Alerts, newest first, filtered by status, symbol and level; paginated; cached."""
+    state = service_state()
+    parts = [str(v) for v in query_args.model_dump().values()]
+    key = make_key("alerts", *parts, namespace=state.runtime.cache.policy.namespace)
+
+    async def compute() -> Computed:
+        items, total = await state.alerts.store.list_alerts(**query_args.model_dump())
+        body = {
+            "generated_at": state.now_ms(),
+            "alerts": [alert.to_dict() for alert in items],
+            "total": total,
+            "offset": query_args.offset,
+            "limit": query_args.limit,
+        }
+        return Computed(orjson.dumps(body), body["generated_at"])
+
+    try:
+        read = await state.runtime.cache.read(key, "alerts", compute)
+    except NothingToServe as error:
+        return _store_down(error)
+    return view_response(read, state.now_ms())
+
+
+@alerts.post("/api/alerts/<alert_id>/ack")
+@tag(["alerts"])
+@require_api_token
+async def acknowledge(alert_id: str) -> Response:
+    return await _set_status(alert_id, "acknowledged")
+
+
+@alerts.post("/api/alerts/<alert_id>/resolve")
+@tag(["alerts"])
+@require_api_token
+async def resolve(alert_id: str) -> Response:
+    return await _set_status(alert_id, "resolved")
+
+
+async def _set_status(alert_id: str, status: str) -> Response:
+    state = service_state()
+    try:
+        alert = await state.alerts.store.set_status(alert_id, status, state.now_ms())
+    except ValueError as error:
+        return json_error(409, "invalid_transition", str(error))
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    if alert is None:
+        return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
+    await state.alerts.changed()
+    return _json({"alert": alert.to_dict()})

@@ -123,6 +123,8 @@ async def test_writes_need_the_token_and_valid_input(tmp_path: Path, clock: Manu
         assert (await call(app, "post", "/api/alerts/nope/ack", headers=AUTH))[0] == 404
         assert (await call(app, "get", "/api/alerts?limit=0"))[0] == 400
         assert (await call(app, "get", "/api/alerts?status=lost"))[0] == 400
+        assert (await call(app, "get", "/api/alerts?symbol=$$$"))[0] == 400
+        assert (await call(app, "get", "/api/alerts?symbol=eth-usdt"))[1]["total"] == 0
 
 
 async def test_rules_and_alerts_persist_in_redis_and_survive_its_outage(

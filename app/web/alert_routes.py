@@ -14,6 +14,7 @@ from quart_schema import document_response, tag, validate_querystring, validate_
 from app.cache.keys import make_key
 from app.cache.layered import Computed, NothingToServe
 from app.cache.tier import TierUnavailable
+from app.market.models import canonical_symbol
 from app.services.alert_rules import RuleInput, validate_rule
 from app.web import schemas
 from app.web.auth import require_api_token
@@ -105,6 +106,11 @@ async def delete_rule(rule_id: str) -> Response:
 async def list_alerts(query_args: AlertQuery) -> Response:
     """Alerts, newest first, filtered by status, symbol and level; paginated; cached."""
     state = service_state()
+    if query_args.symbol is not None:
+        try:
+            query_args.symbol = canonical_symbol(query_args.symbol)
+        except ValueError as error:
+            return json_error(400, "invalid_request", f"symbol: {error}")
     parts = [str(v) for v in query_args.model_dump().values()]
     key = make_key("alerts", *parts, namespace=state.runtime.cache.policy.namespace)
 

@@ -1,0 +1,397 @@
+"""Where alert rules, alerts and the engine's state live: Redis or one JSON file.
+
+Both stores order alerts newest first by (created_at_ms, id), keep at most
+``max_alerts`` (the oldest go first) and allow the status moves
+pending → acknowledged → resolved and pending → resolved.
+
+Redis key layout (``P`` = prefix, default ``virtuoso:alerts``)::
+
+    P:rules                 hash    rule id → rule JSON
+    P:alert:<id>            string  alert JSON
+    P:idx:all               zset    alert id, score created_at_ms (ordering, pagination)
+    P:idx:status:<status>   zset    the same, per status   (filters; several filters
+    P:idx:level:<level>     zset    the same, per level     are intersected)
+    P:idx:symbol:<symbol>   zset    the same, per symbol
+    P:engine                string  the alert engine's state JSON
+
+Every write is one MULTI/EXEC transaction, so an outage never leaves half an alert.
+Every call goes through the ``RedisGuard``: Redis down → ``TierUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from app.cache.redis_tier import RedisGuard
+from app.market.models import canonical_symbol
+from app.services.alert_rules import LEVELS, STATUSES, Alert, AlertRule
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "virtuoso:alerts"
+MAX_LIMIT = 500
+
+
+class AlertStore(Protocol):
+    async def add_rule(self, rule: AlertRule) -> None: ...
+    async def list_rules(self) -> list[AlertRule]: ...
+    async def get_rule(self, rule_id: str) -> AlertRule | None: ...
+    async def delete_rule(self, rule_id: str) -> bool: ...
+    async def add_alerts(self, alerts: Sequence[Alert]) -> None: ...
+    async def get_alert(self, alert_id: str) -> Alert | None: ...
+    async def list_alerts(
+        self,
+        status: str | None = None,
+        symbol: str | None = None,
+        level: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Alert], int]: ...
+    async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None: ...
+    async def load_engine_state(self) -> dict[str, Any]: ...
+    async def save_engine_state(self, state: dict[str, Any]) -> None: ...
+
+
+def _check_query(
+    status: str | None, symbol: str | None, level: str | None, offset: int, limit: int
+) -> str | None:
+    """Validates the filters; returns the canonical symbol."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+    if level is not None and level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; valid: {', '.join(LEVELS)}")
+    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
+    return None if symbol is None else canonical_symbol(symbol)
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+
+
+def _dumps(model: AlertRule | Alert) -> bytes:
+    return orjson.dumps(model.to_dict())
+
+
+class RedisAlertStore:
+    def __init__(
+        self,
+        redis: Redis,
+        guard: RedisGuard,
+        prefix: str = DEFAULT_PREFIX,
+        max_alerts: int = 10_000,
+    ) -> None:
+        if max_alerts < 1:
+            raise ValueError("max_alerts must be >= 1")
+        self._redis = redis
+        self._guard = guard
+        self._p = prefix
+        self.max_alerts = max_alerts
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _alert_key(self, alert_id: str) -> str:
+        return f"{self._p}:alert:{alert_id}"
+
+    def _idx(self, field: str | None = None, value: str | None = None) -> str:
+        return f"{self._p}:idx:all" if field is None else f"{self._p}:idx:{field}:{value}"
+
+    # -- rules --------------------------------------------------------------------------
+
+    async def add_rule(self, rule: AlertRule) -> None:
+        await self._guard.run(
+            lambda: self._redis.hset(f"{self._p}:rules", rule.id, _dumps(rule)), "HSET rule"
+        )
+
+    async def list_rules(self) -> list[AlertRule]:
+        raw = await self._guard.run(lambda: self._redis.hgetall(f"{self._p}:rules"), "HGETALL")
+        rules = [AlertRule.model_validate_json(value) for value in raw.values()]
+        return sorted(rules, key=lambda r: (r.created_at_ms, r.id))
+
+    async def get_rule(self, rule_id: str) -> AlertRule | None:
+        raw = await self._guard.run(lambda: self._redis.hget(f"{self._p}:rules", rule_id), "HGET")
+        return None if raw is None else AlertRule.model_validate_json(raw)
+
+    async def delete_rule(self, rule_id: str) -> bool:
+        removed = await self._guard.run(
+            lambda: self._redis.hdel(f"{self._p}:rules", rule_id), "HDEL rule"
+        )
+        return bool(removed)
+
+    # -- alerts -------------------------------------------------------------------------
+
+    async def add_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Stores the alerts (one transaction), then trims the oldest beyond max_alerts."""
+        if not alerts:
+            return
+
+        async def store() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for alert in alerts:
+                    score = {alert.id: alert.created_at_ms}
+                    pipe.set(self._alert_key(alert.id), _dumps(alert))
+                    pipe.zadd(self._idx(), score)
+                    pipe.zadd(self._idx("status", alert.status), score)
+                    pipe.zadd(self._idx("level", alert.level), score)
+                    pipe.zadd(self._idx("symbol", alert.symbol), score)
+                await pipe.execute()
+
+        await self._guard.run(store, "add alerts")
+        await self._trim()
+
+    async def _trim(self) -> None:
+        total = await self._guard.run(lambda: self._redis.zcard(self._idx()), "ZCARD")
+        excess = total - self.max_alerts
+        if excess <= 0:
+            return
+        ids = [
+            i.decode()
+            for i in await self._guard.run(
+                lambda: self._redis.zrange(self._idx(), 0, excess - 1), "ZRANGE"
+            )
+        ]
+        raw = await self._guard.run(
+            lambda: self._redis.mget([self._alert_key(i) for i in ids]), "MGET"
+        )
+        # The symbol never changes; status may, so remove from every status and level index.
+        symbols = {Alert.model_validate_json(r).symbol for r in raw if r is not None}
+
+        async def remove() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.unlink(*(self._alert_key(i) for i in ids))
+                pipe.zrem(self._idx(), *ids)
+                for status in STATUSES:
+                    pipe.zrem(self._idx("status", status), *ids)
+                for level in LEVELS:
+                    pipe.zrem(self._idx("level", level), *ids)
+                for symbol in symbols:
+                    pipe.zrem(self._idx("symbol", symbol), *ids)
+                await pipe.execute()
+
+        await self._guard.run(remove, "trim alerts")
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        raw = await self._guard.run(lambda: self._redis.get(self._alert_key(alert_id)), "GET")
+        return None if raw is None else Alert.model_validate_json(raw)
+
+    async def list_alerts(
+        self,
+        status: str | None = None,
+        symbol: str | None = None,
+        level: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Alert], int]:
+        symbol = _check_query(status, symbol, level, offset, limit)
+        keys = [
+            self._idx(field, value)
+            for field, value in (("status", status), ("symbol", symbol), ("level", level))
+            if value is not None
+        ] or [self._idx()]
+
+        async def page() -> tuple[list[bytes], int]:
+            if len(keys) == 1:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.zcard(keys[0])
+                    pipe.zrevrange(keys[0], offset, offset + limit - 1)
+                    total, ids = await pipe.execute()
+            else:
+                members = await self._redis.zinter(keys, aggregate="MAX", withscores=True)
+                members.sort(key=lambda pair: (pair[1], pair[0]), reverse=True)
+                total, ids = len(members), [m for m, _ in members[offset : offset + limit]]
+            if not ids:
+                return [], total
+            return await self._redis.mget([self._alert_key(i.decode()) for i in ids]), total
+
+        raw, total = await self._guard.run(page, "list alerts")
+        return [Alert.model_validate_json(r) for r in raw if r is not None], total
+
+    async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None:
+        _check_status(status)
+        key = self._alert_key(alert_id)
+
+        async def update() -> Alert | None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for _ in range(20):
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.get(key)
+                        if raw is None:
+                            return None
+                        old = Alert.model_validate_json(raw)
+                        new = old.with_status(status, at_ms)  # ValueError: not allowed
+                        pipe.multi()
+                        pipe.set(key, _dumps(new))
+                        pipe.zrem(self._idx("status", old.status), alert_id)
+                        pipe.zadd(self._idx("status", status), {alert_id: new.created_at_ms})
+                        await pipe.execute()
+                        return new
+                    except WatchError:
+                        continue
+            raise RuntimeError(f"alert {alert_id} kept changing while its status was set")
+
+        return await self._guard.run(update, "set alert status")
+
+    # -- engine state -------------------------------------------------------------------
+
+    async def load_engine_state(self) -> dict[str, Any]:
+        raw = await self._guard.run(lambda: self._redis.get(f"{self._p}:engine"), "GET engine")
+        return {} if raw is None else orjson.loads(raw)
+
+    async def save_engine_state(self, state: dict[str, Any]) -> None:
+        data = orjson.dumps(state)
+        await self._guard.run(lambda: self._redis.set(f"{self._p}:engine", data), "SET engine")
+
+
+class FileAlertStore:
+    """In memory, saved to one JSON file (atomically: temp file, fsync, rename) after
+    every change, and read back at start. A corrupt file is renamed aside (a warning is
+    logged) and the store starts empty."""
+
+    def __init__(self, path: str | os.PathLike[str], max_alerts: int = 10_000) -> None:
+        if max_alerts < 1:
+            raise ValueError("max_alerts must be >= 1")
+        self.path = Path(path)
+        self.max_alerts = max_alerts
+        self._rules: dict[str, AlertRule] = {}
+        self._alerts: dict[str, Alert] = {}
+        self._engine: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            data = orjson.loads(self.path.read_bytes())
+            rules = [AlertRule.from_dict(r) for r in data["rules"]]
+            alerts = [Alert.from_dict(a) for a in data["alerts"]]
+            engine = data.get("engine_state") or {}
+            if not isinstance(engine, dict):
+                raise ValueError("engine_state is not an object")
+        except Exception as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
+            with contextlib.suppress(OSError):
+                self.path.replace(aside)
+            log.warning(
+                "alert store %s is unreadable (%s); moved to %s, starting empty",
+                self.path,
+                exc,
+                aside,
+            )
+            return
+        self._rules = {r.id: r for r in rules}
+        self._alerts = {a.id: a for a in alerts}
+        self._engine = engine
+        self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._alerts) - self.max_alerts
+        if excess > 0:
+            for alert in sorted(self._alerts.values(), key=_order)[:excess]:
+                del self._alerts[alert.id]
+
+    async def _save(self) -> None:
+        data = orjson.dumps(
+            {
+                "version": 1,
+                "rules": [r.to_dict() for r in self._rules.values()],
+                "alerts": [a.to_dict() for a in self._alerts.values()],
+                "engine_state": self._engine,
+            }
+        )
+        async with self._lock:  # writes land in the order they were made
+            await asyncio.to_thread(_write_atomically, self.path, data)
+
+    async def add_rule(self, rule: AlertRule) -> None:
+        self._rules[rule.id] = rule
+        await self._save()
+
+    async def list_rules(self) -> list[AlertRule]:
+        return sorted(self._rules.values(), key=lambda r: (r.created_at_ms, r.id))
+
+    async def get_rule(self, rule_id: str) -> AlertRule | None:
+        return self._rules.get(rule_id)
+
+    async def delete_rule(self, rule_id: str) -> bool:
+        if self._rules.pop(rule_id, None) is None:
+            return False
+        await self._save()
+        return True
+
+    async def add_alerts(self, alerts: Sequence[Alert]) -> None:
+        if not alerts:
+            return
+        for alert in alerts:
+            self._alerts[alert.id] = alert
+        self._trim()
+        await self._save()
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        return self._alerts.get(alert_id)
+
+    async def list_alerts(
+        self,
+        status: str | None = None,
+        symbol: str | None = None,
+        level: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[Alert], int]:
+        symbol = _check_query(status, symbol, level, offset, limit)
+        found = [
+            a
+            for a in self._alerts.values()
+            if (status is None or a.status == status)
+            and (symbol is None or a.symbol == symbol)
+            and (level is None or a.level == level)
+        ]
+        found.sort(key=_order, reverse=True)
+        return found[offset : offset + limit], len(found)
+
+    async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None:
+        _check_status(status)
+        alert = self._alerts.get(alert_id)
+        if alert is None:
+            return None
+        self._alerts[alert_id] = new = alert.with_status(status, at_ms)
+        await self._save()
+        return new
+
+    async def load_engine_state(self) -> dict[str, Any]:
+        return orjson.loads(orjson.dumps(self._engine))  # a copy
+
+    async def save_engine_state(self, state: dict[str, Any]) -> None:
+        self._engine = orjson.loads(orjson.dumps(state))
+        await self._save()
+
+
+def _order(alert: Alert) -> tuple[int, str]:
+    return alert.created_at_ms, alert.id
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -10,6 +10,7 @@ import sys
 
 from quart import Quart
 
+from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
 from app.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("virtuoso")
@@ -59,12 +60,14 @@ def serve(app: Quart, settings: Settings) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our handlers, no second copy
     config.graceful_timeout = 5
+    config.websocket_max_message_size = HYPERCORN_MAX_MESSAGE_BYTES
     log.info("serving on http://%s", settings.bind)
-    uvloop.run(hypercorn_serve(app, config, shutdown_trigger=_shutdown_signal()))
+    uvloop.run(hypercorn_serve(app, config, shutdown_trigger=_shutdown_signal(app)))
 
 
-def _shutdown_signal():
-    """An awaitable factory that returns when SIGINT or SIGTERM arrives."""
+def _shutdown_signal(app: Quart):
+    """An awaitable factory that returns when SIGINT or SIGTERM arrives, after telling
+    WebSocket clients (1001): hypercorn would otherwise wait for them to leave."""
 
     async def wait() -> None:
         stop = asyncio.Event()
@@ -72,6 +75,9 @@ def _shutdown_signal():
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        broadcaster = app.extensions["virtuoso"].broadcaster
+        if broadcaster is not None:
+            await broadcaster.close()
 
     return wait
 

@@ -21,7 +21,10 @@ from app.cache.runtime import CacheRuntime, build_cache
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.market.sources import make_source
-from app.resilience.rate_limit import install_rate_limits, load_rate_limits
+from app.realtime.broadcaster import Broadcaster
+from app.realtime.updates import LiveUpdates
+from app.realtime.ws_route import register_ws
+from app.resilience.rate_limit import RateLimiter, install_rate_limits, load_rate_limits
 from app.services.alert_engine import AlertEngine
 from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts import AlertService
@@ -64,13 +67,14 @@ def create_app(
     serve_docs_locally(app)
     state = _build_state(settings, source or make_source(settings), clock)
     app.extensions[EXTENSION_KEY] = state
-    install_rate_limits(
+    limiter = install_rate_limits(
         app,
         load_rate_limits(settings.rate_limits),
         state.runtime.redis,
         guard=state.runtime.redis_guard,
         token_is_valid=_known_token(settings),
     )
+    _add_realtime(app, state, limiter)
     for blueprint in (api_blueprint(settings), health, admin, sessions, alerts):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
@@ -133,6 +137,25 @@ def _build_state(
         clock,
         clock(),
     )
+
+
+def _add_realtime(app: Quart, state: ServiceState, limiter: RateLimiter) -> None:
+    """``/ws``: live updates of every new snapshot and every alert, fanned out to all
+    replicas through Redis when configured."""
+    runtime = state.runtime
+    broadcaster = Broadcaster(
+        runtime.replica_id,
+        runtime.redis,
+        runtime.redis_guard,
+        rate_limiter=limiter,
+        known_symbols=lambda: state.known_symbols,
+        redis_channel=f"{runtime.cache.policy.namespace}:realtime",
+    )
+    register_ws(app, broadcaster)
+    live = LiveUpdates(broadcaster)
+    state.pipeline.on_snapshot.append(live.on_snapshot)
+    state.alerts.announce.append(live.announce_alert)
+    state.broadcaster = broadcaster
 
 
 def _alert_service(

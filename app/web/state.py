@@ -10,6 +10,7 @@ from quart import current_app
 
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.runtime import CacheRuntime
+from app.realtime.broadcaster import Broadcaster
 from app.services.alerts import AlertService
 from app.services.pipeline import Pipeline
 from app.services.sessions import SessionCookies, SessionStore
@@ -34,6 +35,7 @@ class ServiceState:
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     warmed: bool = False
+    broadcaster: Broadcaster | None = None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

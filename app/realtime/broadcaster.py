@@ -1,0 +1,353 @@
+"""Fan-out of live updates to WebSocket clients, across replicas through Redis pub/sub.
+
+``publish`` assigns the channel's next sequence number and serializes the message once.
+With Redis, one Lua script does ``INCR virtuoso:realtime:seq:<channel>`` and
+``PUBLISH virtuoso:realtime`` atomically (so seq order is publish order on every
+replica), and every replica, this one included, delivers what it receives to its own
+clients: each client gets each update once. Without Redis, or when the publish fails
+(Redis down, breaker open), the message is delivered to this replica's clients only,
+with a sequence continuing from the last one seen here.
+
+Delivery only enqueues (see ``connection.py``): the broadcaster never waits for a
+client. Subscriptions are indexed per channel and symbol, so a fan-out costs in
+proportion to its receivers. Every replica keeps the latest message per
+(channel, symbol) it delivered, for the snapshots sent on subscribe and resync.
+
+The Redis listener reuses the invalidation bus's loop (``app.cache.pubsub``): bounded
+back-off reconnection, PING liveness, clean stop. Pub/sub does not queue: what is
+published while a replica's listener reconnects is lost to its clients, who see a
+seq gap and may resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Container
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from app.cache.pubsub import InvalidationBus
+from app.cache.redis_tier import OpCounters, RedisGuard
+from app.cache.tier import TierUnavailable
+from app.realtime import protocol
+from app.realtime.connection import Connection, RealtimeStats, WsLimits
+from app.resilience.rate_limit import ConnectionLimiter, RateLimiter, client_identity
+
+__all__ = ["Broadcaster", "Rejected", "WsLimits"]
+
+log = logging.getLogger(__name__)
+
+REDIS_CHANNEL = "virtuoso:realtime"
+SEQ_PREFIX = "virtuoso:realtime:seq:"
+
+# KEYS[1]: the channel's seq counter; ARGV: pub/sub channel, message head, message tail.
+PUBLISH_SCRIPT = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. seq .. ARGV[3])
+return seq
+"""
+
+
+class Rejected(Exception):
+    """A connection over a limit: close it with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str, cause: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.cause = code, reason, cause
+
+
+class _Listener(InvalidationBus):
+    """The invalidation bus's robust listener, handing every raw message over."""
+
+    def __init__(self, redis: Redis, replica_id: str, on_raw: Callable[[bytes], None], **kw: Any):
+        super().__init__(redis, replica_id, lambda _message: None, **kw)
+        self._on_raw = on_raw
+
+    async def _deliver(self, data: bytes) -> None:
+        try:
+            self._on_raw(data)
+        except Exception:
+            self.malformed += 1
+            log.exception("ignoring an undeliverable realtime message: %.200r", data)
+
+
+class Broadcaster:
+    """Live updates of this replica's WebSocket clients (see the module docstring)."""
+
+    def __init__(
+        self,
+        replica_id: str,
+        redis: Redis | None = None,
+        guard: RedisGuard | None = None,
+        limits: WsLimits = WsLimits(),  # noqa: B008 (frozen)
+        clock: Callable[[], float] = time.time,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        known_symbols: Callable[[], Container[str]] | None = None,
+        redis_channel: str = REDIS_CHANNEL,
+    ) -> None:
+        self.replica_id = replica_id
+        self.limits = limits
+        self.stats = RealtimeStats()
+        self.stats.latencies = type(self.stats.latencies)(maxlen=limits.latency_samples)
+        self._clock = clock
+        self._redis = redis
+        self._guard = guard or RedisGuard()
+        self._rate_limiter = rate_limiter
+        self._per_client = ConnectionLimiter(limits.max_connections_per_client)
+        self._known_symbols = known_symbols
+        self.redis_channel = redis_channel
+        self.connections: set[Connection] = set()
+        self._idle = asyncio.Event()  # set while no connection is open
+        self._idle.set()
+        # channel → symbol (None: whole-channel subscribers) → connections
+        self._index: dict[str, dict[str | None, set[Connection]]] = {
+            c: {} for c in protocol.CHANNELS
+        }
+        self._latest: dict[str, dict[str | None, dict[str, Any]]] = {
+            c: {} for c in protocol.CHANNELS
+        }
+        self._seq: dict[str, int] = dict.fromkeys(protocol.CHANNELS, 0)
+        self._counters = OpCounters()
+        self._script = redis.register_script(PUBLISH_SCRIPT) if redis is not None else None
+        self._listener = (
+            _Listener(
+                redis, replica_id, self._on_redis_message, channel=redis_channel, guard=self._guard
+            )
+            if redis is not None
+            else None
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            self._listener.start()
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """True once this replica listens to Redis (at once without Redis)."""
+        return True if self._listener is None else await self._listener.wait_subscribed(seconds)
+
+    async def close(self) -> None:
+        """Closes every client (1001) and stops listening; bounded."""
+        for conn in list(self.connections):
+            conn.request_close(protocol.CLOSE_GOING_AWAY, "server shutting down", "shutdown")
+        if self._listener is not None:
+            await self._listener.close()
+        await self.wait_released(self.limits.close_timeout + 1)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def publish(
+        self, channel: str, symbol: str | None, data: Any, generated_at_ms: int
+    ) -> int:
+        """Publishes to every replica's subscribers; returns the message's seq."""
+        if channel not in protocol.CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        head, tail = protocol.update_parts(channel, symbol, generated_at_ms, data)
+        published_at = self._clock()
+        self.stats.published[channel] += 1
+        if self._script is not None:
+            assert self._redis is not None
+            args = [self.redis_channel, f"{published_at!r} {head}", tail]
+            try:
+                seq = await self._guard.run(
+                    lambda: self._script(
+                        keys=[SEQ_PREFIX + channel], args=args, client=self._redis
+                    ),
+                    "realtime PUBLISH",
+                    self._counters,
+                )
+                return int(seq)
+            except TierUnavailable as exc:
+                self.stats.publish_fallbacks += 1
+                log.debug("realtime publish delivered locally only: %s", exc)
+        seq = self._seq[channel] + 1
+        self._deliver(head + str(seq) + tail, published_at)
+        return seq
+
+    async def publish_alert(self, alert: dict[str, Any], generated_at_ms: int) -> int:
+        """An alert (channel "alerts"; its "symbol" key, if any, is the symbol)."""
+        return await self.publish(protocol.ALERTS, alert.get("symbol"), alert, generated_at_ms)
+
+    def _on_redis_message(self, data: bytes) -> None:
+        stamp, _, text = data.decode().partition(" ")
+        self._deliver(text, float(stamp))
+
+    def _deliver(self, text: str, published_at: float) -> None:
+        message = orjson.loads(text)
+        channel, symbol, seq = message["channel"], message["symbol"], message["seq"]
+        self._seq[channel] = max(self._seq[channel], seq)
+        self._latest[channel][symbol] = message
+        self.stats.delivered[channel] += 1
+        by_symbol = self._index[channel]
+        if not by_symbol:
+            return
+        if symbol is None:
+            targets: set[Connection] = set().union(*by_symbol.values())
+        else:
+            targets = by_symbol.get(None, set()) | by_symbol.get(symbol, set())
+        if channel == protocol.ALERTS:
+            for conn in targets:
+                conn.enqueue_alert(text, published_at)
+        else:
+            for conn in targets:
+                conn.enqueue_update(channel, symbol, text, published_at)
+
+    # -- connections --------------------------------------------------------------------
+
+    def identify(self, headers: Any, remote_addr: str | None) -> str:
+        if self._rate_limiter is not None:
+            return self._rate_limiter.identify(headers, remote_addr)
+        return client_identity(headers.get("Authorization"), remote_addr)
+
+    async def connect(self, ws: Any, client_id: str) -> Connection:
+        """Registers a client; raises Rejected when over a connection limit."""
+        if len(self.connections) >= self.limits.max_connections:
+            self.stats.disconnects["rejected_server_full"] += 1
+            raise Rejected(protocol.CLOSE_TRY_LATER, "server full", "rejected_server_full")
+        if self._rate_limiter is not None:
+            allowed = await self._rate_limiter.acquire_connection(client_id)
+        else:
+            allowed = self._per_client.acquire(client_id)
+        if not allowed:
+            self.stats.disconnects["rejected_per_client"] += 1
+            raise Rejected(
+                protocol.CLOSE_POLICY,
+                "too many connections from this client",
+                "rejected_per_client",
+            )
+        conn = Connection(ws, client_id, self.limits, self.stats, self._clock)
+        self.connections.add(conn)
+        self._idle.clear()
+        self.stats.connections = len(self.connections)
+        self.stats.opened += 1
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """Unregisters a client (idempotent) and frees its per-client slot."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        if not self.connections:
+            self._idle.set()
+        for channel in list(conn.subscriptions):
+            self._unindex(conn, channel, None)
+        conn.discard_queued()
+        if self._rate_limiter is not None:
+            self._rate_limiter.release_connection(conn.client_id)
+        else:
+            self._per_client.release(conn.client_id)
+        self.stats.connections = len(self.connections)
+        self.stats.disconnects[conn.close_cause or "client"] += 1
+
+    def handle_message(self, conn: Connection, raw: str | bytes) -> None:
+        """One client message: answers it (snapshot, pong, error) through the queue."""
+        try:
+            message = protocol.parse_client_message(
+                raw, max_bytes=self.limits.max_message_bytes, known_symbols=self._known_symbols
+            )
+            if message.type == "subscribe":
+                self._subscribe(conn, message.channels, message.symbols)
+            elif message.type == "unsubscribe":
+                for channel in message.channels:
+                    self._unindex(conn, channel, message.symbols)
+            elif message.type == "resync":
+                self._resync(conn, message.channels)
+            elif message.type == "pong":
+                conn.pong(message.nonce)
+            else:
+                conn.reply(protocol.dumps({"type": "pong", "server_time": self._clock()}))
+        except protocol.ProtocolError as exc:
+            conn.reply(protocol.error(exc.code, exc.message))
+            conn.note_bad_message(time.monotonic())
+
+    def _subscribe(
+        self, conn: Connection, channels: tuple[str, ...], symbols: tuple[str, ...] | None
+    ) -> None:
+        added: dict[str, set[str] | None] = {}
+        count = conn.subscription_count
+        for channel in channels:
+            current = conn.subscriptions.get(channel, set())
+            if current is None:
+                continue  # already every symbol
+            if symbols is None:
+                added[channel] = None
+                count += 1 - len(current)
+            else:
+                fresh = set(symbols) - current
+                added[channel] = fresh
+                count += len(fresh)
+        if count > self.limits.max_subscriptions:
+            raise protocol.ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.limits.max_subscriptions} subscriptions per connection",
+            )
+        for channel, fresh in added.items():
+            index = self._index[channel]
+            if fresh is None:
+                self._unindex(conn, channel, None)
+                conn.subscriptions[channel] = None
+                index.setdefault(None, set()).add(conn)
+            else:
+                conn.subscriptions.setdefault(channel, set()).update(fresh)  # type: ignore[union-attr]
+                for symbol in fresh:
+                    index.setdefault(symbol, set()).add(conn)
+        for channel in channels:
+            self._send_snapshot(conn, channel, added.get(channel, set()))
+
+    def _unindex(self, conn: Connection, channel: str, symbols: tuple[str, ...] | None) -> None:
+        """Drops the channel (symbols None) or those symbols of it from the subscription.
+        Dropping symbols from a whole-channel subscription does nothing."""
+        current = conn.subscriptions.get(channel, set())
+        if current is None and symbols is not None:
+            return
+        keys: list[str | None] = [None] if current is None else list(current)
+        if symbols is not None:
+            keys = [s for s in symbols if s in current]  # type: ignore[operator]
+            current.difference_update(symbols)  # type: ignore[union-attr]
+        if symbols is None or not current:
+            conn.subscriptions.pop(channel, None)
+        index = self._index[channel]
+        for key in keys:
+            members = index.get(key)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del index[key]
+
+    def _resync(self, conn: Connection, channels: tuple[str, ...]) -> None:
+        missing = [c for c in channels if c not in conn.subscriptions]
+        if missing:
+            raise protocol.ProtocolError("not_subscribed", f"not subscribed to {missing}")
+        for channel in channels:
+            self._send_snapshot(conn, channel, conn.subscriptions[channel])
+
+    def _send_snapshot(self, conn: Connection, channel: str, symbols: set[str] | None) -> None:
+        latest = self._latest[channel]
+        if symbols is None:
+            messages = list(latest.values())
+        else:
+            messages = [latest[s] for s in sorted(symbols) if s in latest]
+        conn.reply(protocol.snapshot(channel, messages))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics and state, for /health or Prometheus."""
+        return {
+            "replica_id": self.replica_id,
+            "redis": None
+            if self._listener is None
+            else {**self._listener.snapshot(), "published": self._counters.as_dict()},
+            **self.stats.as_dict(),
+        }
+
+    async def wait_released(self, seconds: float) -> None:
+        """Waits (at most ``seconds``) until every connection is released."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()

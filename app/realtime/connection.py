@@ -1,0 +1,266 @@
+"""One WebSocket client: its subscriptions, its bounded send queue, its sender and heartbeat.
+
+The broadcaster only ever calls the synchronous ``enqueue_*``/``reply`` methods, which
+never wait: each connection's own sender task does the (possibly slow) sends, one at a
+time, each bounded by ``send_timeout``. Queue, by priority:
+
+* replies (snapshots, errors, pongs): a deque, answers to the client's own requests;
+* alerts: a deque, never dropped or coalesced, at most ``max_queued_alerts``;
+* updates: a dict keyed by (channel, symbol); a newer update replaces the queued one in
+  place (coalescing), at most ``max_queue`` distinct entries;
+* heartbeats: at most one pending.
+
+Overflow or a send timeout asks for the close (1013); ``closed`` is then set and the
+WebSocket route closes the socket. ``request_close`` keeps the first reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.realtime import protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WsLimits:
+    """Limits of the real-time endpoint (per replica). Times in seconds."""
+
+    max_connections: int = 10_000  # open WebSockets of this replica; more → 1013
+    max_connections_per_client: int = 5  # without a RateLimiter; more → 1008
+    max_subscriptions: int = 200  # (channel, symbol) pairs + whole channels per connection
+    max_message_bytes: int = 4096  # a bigger client message → error "too_large"
+    max_queue: int = 256  # distinct queued updates per connection; more → 1013
+    max_queued_alerts: int = 1000  # queued alerts per connection; more → 1013
+    send_timeout: float = 2.0  # one send longer than this → 1013
+    heartbeat_seconds: float = 15.0
+    pong_timeout: float = 10.0  # no pong within this after a heartbeat → 1011
+    max_bad_messages: int = 5  # invalid messages within bad_message_window → 1008
+    bad_message_window: float = 60.0
+    close_timeout: float = 1.0  # bound on sending the close frame to a stuck client
+    latency_samples: int = 10_000  # publish → send latencies kept for metrics
+
+
+@dataclass(slots=True)
+class RealtimeStats:
+    """Counters for metrics. ``latencies``: recent publish → send times (seconds)."""
+
+    connections: int = 0
+    opened: int = 0
+    sent: Counter[str] = field(default_factory=Counter)  # by channel (+ "control")
+    coalesced: Counter[str] = field(default_factory=Counter)  # by channel
+    dropped: Counter[str] = field(default_factory=Counter)  # queued, lost at close, by channel
+    disconnects: Counter[str] = field(default_factory=Counter)  # by reason
+    published: Counter[str] = field(default_factory=Counter)  # by channel, on this replica
+    delivered: Counter[str] = field(default_factory=Counter)  # by channel, fan-outs run here
+    publish_fallbacks: int = 0  # Redis unavailable: delivered to this replica only
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    on_latency: Callable[[str, float], None] | None = None  # a histogram's observe()
+
+    def record_latency(self, channel: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        if self.on_latency is not None:
+            self.on_latency(channel, seconds)
+
+    def as_dict(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def p(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 6)
+
+        return {
+            "connections": self.connections,
+            "opened": self.opened,
+            "sent": dict(self.sent),
+            "coalesced": dict(self.coalesced),
+            "dropped": dict(self.dropped),
+            "disconnects": dict(self.disconnects),
+            "published": dict(self.published),
+            "delivered": dict(self.delivered),
+            "publish_fallbacks": self.publish_fallbacks,
+            "latency_seconds": {"p50": p(0.5), "p99": p(0.99), "max": ordered[-1]}
+            if ordered
+            else None,
+        }
+
+
+# A queued message: its text, its channel ("" for control messages), and when it was
+# published (epoch seconds, None for control messages).
+Queued = tuple[str, str, float | None]
+
+
+class Connection:
+    """State of one client. ``ws``: anything with ``async send(str)`` (Quart's websocket)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        ws: Any,
+        client_id: str,
+        limits: WsLimits,
+        stats: RealtimeStats,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = next(self._ids)
+        self.ws = ws
+        self.client_id = client_id
+        self.limits = limits
+        self.stats = stats
+        self.clock = clock
+        self.subscriptions: dict[str, set[str] | None] = {}  # None: every symbol
+        self._replies: deque[Queued] = deque()
+        self._alerts: deque[Queued] = deque()
+        self._updates: dict[tuple[str, str | None], Queued] = {}
+        self._heartbeat: Queued | None = None
+        self._wake = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.close_cause = ""
+        self._bad: deque[float] = deque()
+        self._nonces = itertools.count(1)
+        self._awaited_nonce: int | None = None
+        self._pong = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.client_id}>"
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(1 if s is None else len(s) for s in self.subscriptions.values())
+
+    @property
+    def queued(self) -> int:
+        return len(self._replies) + len(self._alerts) + len(self._updates)
+
+    # -- enqueueing (never waits) -----------------------------------------------------
+
+    def enqueue_update(self, channel: str, symbol: str | None, text: str, at: float) -> None:
+        if self.closed.is_set():
+            return
+        key = (channel, symbol)
+        if key in self._updates:
+            self.stats.coalesced[channel] += 1
+        elif len(self._updates) >= self.limits.max_queue:
+            self.request_close(
+                protocol.CLOSE_TRY_LATER,
+                f"too slow: more than {self.limits.max_queue} updates waiting",
+                "queue_full",
+            )
+            return
+        self._updates[key] = (text, channel, at)  # an existing key keeps its place
+        self._wake.set()
+
+    def enqueue_alert(self, text: str, at: float) -> None:
+        if self.closed.is_set():
+            return
+        if len(self._alerts) >= self.limits.max_queued_alerts:
+            self.request_close(
+                protocol.CLOSE_TRY_LATER,
+                f"too slow: more than {self.limits.max_queued_alerts} alerts waiting",
+                "alerts_full",
+            )
+            return
+        self._alerts.append((text, protocol.ALERTS, at))
+        self._wake.set()
+
+    def reply(self, text: str) -> None:
+        if not self.closed.is_set():
+            self._replies.append((text, "", None))
+            self._wake.set()
+
+    def request_close(self, code: int, reason: str, cause: str) -> None:
+        """Asks the route to close with ``code``; the first request wins."""
+        if self.closed.is_set():
+            return
+        self.close_code, self.close_reason, self.close_cause = code, reason, cause
+        self.closed.set()
+
+    def note_bad_message(self, now: float) -> None:
+        """Counts an invalid message; too many within the window → close 1008."""
+        self._bad.append(now)
+        while self._bad and now - self._bad[0] > self.limits.bad_message_window:
+            self._bad.popleft()
+        if len(self._bad) >= self.limits.max_bad_messages:
+            self.request_close(protocol.CLOSE_POLICY, "too many invalid messages", "abuse")
+
+    def pong(self, nonce: Any) -> None:
+        if nonce == self._awaited_nonce:
+            self._awaited_nonce = None
+            self._pong.set()
+
+    def discard_queued(self) -> None:
+        """At close: counts what will never be sent as dropped."""
+        for _, channel, _ in itertools.chain(self._alerts, self._updates.values()):
+            self.stats.dropped[channel] += 1
+        self._replies.clear()
+        self._alerts.clear()
+        self._updates.clear()
+        self._heartbeat = None
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def _next(self) -> Queued | None:
+        if self._replies:
+            return self._replies.popleft()
+        if self._alerts:
+            return self._alerts.popleft()
+        if self._updates:
+            key = next(iter(self._updates))
+            return self._updates.pop(key)
+        item, self._heartbeat = self._heartbeat, None
+        return item
+
+    async def run_sender(self) -> None:
+        """Sends queued messages one at a time until cancelled or closed."""
+        timeout = self.limits.send_timeout
+        while not self.closed.is_set():
+            item = self._next()
+            if item is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            text, channel, published_at = item
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.ws.send(text)
+            except TimeoutError:
+                self.request_close(
+                    protocol.CLOSE_TRY_LATER,
+                    f"too slow: a send took over {timeout:g} s",
+                    "send_timeout",
+                )
+                return
+            self.stats.sent[channel or "control"] += 1
+            if published_at is not None:
+                self.stats.record_latency(channel, max(0.0, self.clock() - published_at))
+
+    async def run_heartbeat(self) -> None:
+        """A heartbeat every ``heartbeat_seconds``; no pong within ``pong_timeout`` → 1011."""
+        while not self.closed.is_set():
+            await asyncio.sleep(self.limits.heartbeat_seconds)
+            nonce = next(self._nonces)
+            self._awaited_nonce = nonce
+            self._pong.clear()
+            message = {"type": "heartbeat", "nonce": nonce, "server_time": self.clock()}
+            self._heartbeat = (protocol.dumps(message), "", None)
+            self._wake.set()
+            try:
+                async with asyncio.timeout(self.limits.pong_timeout):
+                    await self._pong.wait()
+            except TimeoutError:
+                self.request_close(
+                    protocol.CLOSE_HEARTBEAT,
+                    f"no pong within {self.limits.pong_timeout:g} s",
+                    "heartbeat_timeout",
+                )
+                return

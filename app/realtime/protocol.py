@@ -1,0 +1,176 @@
+"""The WebSocket protocol of ``/ws``: JSON text frames, one message per frame.
+
+Client → server::
+
+    {"type": "subscribe",   "channels": ["market", ...], "symbols": ["BTCUSDT", ...]}
+    {"type": "unsubscribe", "channels": ["market", ...], "symbols": ["BTCUSDT", ...]}
+    {"type": "resync",      "channels": ["market", ...]}
+    {"type": "pong",        "nonce": <the heartbeat's nonce>}
+    {"type": "ping"}
+
+``symbols`` is optional: without it a subscription covers every symbol of those
+channels (and ``unsubscribe`` drops the channels entirely). Symbols are accepted as
+``BTCUSDT``, ``btc/usdt`` or ``BTC-USDT`` and answered as ``BTCUSDT``. ``resync``
+re-sends a snapshot of channels already subscribed.
+
+Server → client::
+
+    {"type": "snapshot", "channel": c, "items": [{"symbol": s, "seq": n,
+                                                 "generated_at": t, "data": {...}}, ...]}
+    {"type": "update", "channel": c, "symbol": s | null, "seq": n, "generated_at": t,
+     "data": {...}}
+    {"type": "alert", "channel": "alerts", "symbol": s | null, "seq": n, "generated_at": t,
+     "data": {...}}
+    {"type": "heartbeat", "nonce": n, "server_time": t}
+    {"type": "pong", "server_time": t}                       (the answer to "ping")
+    {"type": "error", "code": "...", "message": "..."}
+
+Channels: market, confluence, signals, beta, alerts, dashboard. A snapshot answers
+every subscribe (one per channel, with the latest value of each newly subscribed
+(channel, symbol); ``items`` may be empty) and every resync. ``seq`` is per channel,
+shared by every replica, and grows by 1 per published message; ``generated_at`` is
+epoch milliseconds of the data. An update with ``"symbol": null`` concerns the whole
+channel and reaches every subscriber of the channel. A client that sees a seq that is
+not last + 1 for a channel it follows completely missed messages (or, per symbol,
+received a coalesced one): it may send ``resync``. After a Redis outage the sequence
+may restart; treat a lower seq as a reason to resync too.
+
+Slow clients: updates of one (channel, symbol) waiting to be sent are replaced by the
+newer one (coalesced); alerts are never dropped or coalesced. Sending order: replies
+(snapshot, error, pong) > alerts > updates > heartbeats.
+
+Heartbeat: every ``heartbeat_seconds`` the server sends a heartbeat; the client answers
+``{"type": "pong", "nonce": <same nonce>}`` within ``pong_timeout`` or is closed.
+
+Error codes: ``bad_json``, ``too_large``, ``bad_message`` (not an object, missing or
+wrongly typed field), ``unknown_type``, ``unknown_channel``, ``unknown_symbol``,
+``too_many_subscriptions``, ``not_subscribed``. Each invalid message counts towards
+the abuse limit.
+
+Close codes: 1008 policy violation (too many connections from this client, too many
+invalid messages), 1013 try again later (server full; client too slow: send queue
+full or a send took longer than ``send_timeout``), 1011 heartbeat timeout (no pong;
+the same code the ``websockets`` library uses for its keepalive timeout), 1001 server
+shutting down, 1009 message above the server's frame limit (hypercorn's
+``websocket_max_message_size``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.market.models import canonical_symbol
+
+CHANNELS: tuple[str, ...] = ("market", "confluence", "signals", "beta", "alerts", "dashboard")
+ALERTS = "alerts"
+CLIENT_TYPES = ("subscribe", "unsubscribe", "resync", "pong", "ping")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_HEARTBEAT = 1011
+CLOSE_TRY_LATER = 1013
+
+
+class ProtocolError(ValueError):
+    """An invalid client message: ``code`` is the error message's code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    type: str
+    channels: tuple[str, ...] = ()
+    symbols: tuple[str, ...] | None = None  # None: every symbol of the channels
+    nonce: Any = None
+
+
+def parse_client_message(
+    raw: str | bytes,
+    *,
+    max_bytes: int,
+    known_symbols: Callable[[], Container[str]] | None = None,
+) -> ClientMessage:
+    """Validates one client frame; raises ProtocolError with the error code."""
+    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"message of {size} bytes; the limit is {max_bytes}")
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_message", "a message is a JSON object")
+    kind = message.get("type")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown type {kind!r}; known: {CLIENT_TYPES}")
+    if kind == "ping":
+        return ClientMessage("ping")
+    if kind == "pong":
+        if "nonce" not in message:
+            raise ProtocolError("bad_message", "pong needs the heartbeat's nonce")
+        return ClientMessage("pong", nonce=message["nonce"])
+    channels = message.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise ProtocolError("bad_message", f"{kind} needs a non-empty list of channels")
+    for channel in channels:
+        if channel not in CHANNELS:
+            raise ProtocolError(
+                "unknown_channel", f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}"
+            )
+    symbols = message.get("symbols")
+    if kind == "resync" or symbols is None:
+        return ClientMessage(kind, tuple(dict.fromkeys(channels)))
+    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+        raise ProtocolError("bad_message", "symbols must be a list of strings")
+    known = known_symbols() if known_symbols is not None else None
+    canonical = []
+    for text in symbols:
+        try:
+            symbol = canonical_symbol(text)
+        except ValueError:
+            symbol = None
+        if symbol is None or (known is not None and symbol not in known):
+            raise ProtocolError("unknown_symbol", f"unknown symbol {text[:40]!r}")
+        canonical.append(symbol)
+    return ClientMessage(kind, tuple(dict.fromkeys(channels)), tuple(dict.fromkeys(canonical)))
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+def error(code: str, message: str) -> str:
+    return dumps({"type": "error", "code": code, "message": message})
+
+
+def update_parts(
+    channel: str, symbol: str | None, generated_at_ms: int, data: Any
+) -> tuple[str, str]:
+    """The update serialized once, split around its seq: ``head + str(seq) + tail``
+    (so Redis can insert the seq it assigns without decoding the message)."""
+    kind = "alert" if channel == ALERTS else "update"
+    head = dumps({"type": kind, "channel": channel, "symbol": symbol})[:-1] + ',"seq":'
+    tail = "," + dumps({"generated_at": generated_at_ms, "data": data})[1:]
+    return head, tail
+
+
+def snapshot(channel: str, messages: list[dict[str, Any]]) -> str:
+    """A snapshot from the latest parsed update messages of the channel."""
+    items = [
+        {
+            "symbol": m["symbol"],
+            "seq": m["seq"],
+            "generated_at": m["generated_at"],
+            "data": m["data"],
+        }
+        for m in messages
+    ]
+    return dumps({"type": "snapshot", "channel": channel, "items": items})

@@ -275,3 +275,21 @@ async def test_redis_store_survives_a_restart_and_an_outage(persistent_redis) ->
         assert (await store.list_alerts(limit=1))[0] == [new]
     finally:
         await client.aclose()
+
+
+async def test_file_store_creates_its_directory_and_a_failed_write_changes_nothing(
+    tmp_path,
+) -> None:
+    from app.services.alert_rules import validate_rule
+    from app.services.alert_store import FileAlertStore
+
+    store = FileAlertStore(tmp_path / "new" / "dir" / "alerts.json")
+    rule = validate_rule({"kind": "price_above", "symbol": "BTCUSDT", "threshold": 1}, {"BTCUSDT"})
+    await store.add_rule(rule)
+    assert (tmp_path / "new" / "dir" / "alerts.json").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    broken = FileAlertStore(blocker / "alerts.json")  # its directory cannot exist
+    with pytest.raises(OSError):
+        await broken.add_rule(rule)
+    assert await broken.list_rules() == []

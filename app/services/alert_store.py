@@ -295,29 +295,27 @@ class FileAlertStore:
         self._rules = {r.id: r for r in rules}
         self._alerts = {a.id: a for a in alerts}
         self._engine = engine
-        self._trim()
+        self._alerts = _trimmed(self._alerts, self.max_alerts)
 
-    def _trim(self) -> None:
-        excess = len(self._alerts) - self.max_alerts
-        if excess > 0:
-            for alert in sorted(self._alerts.values(), key=_order)[:excess]:
-                del self._alerts[alert.id]
-
-    async def _save(self) -> None:
+    async def _write(
+        self, rules: dict[str, AlertRule], alerts: dict[str, Alert], engine: dict[str, Any]
+    ) -> None:
+        """Writes this state, then adopts it: a failed write (OSError) changes nothing.
+        Callers hold ``_lock``, so changes land in order and none is lost."""
         data = orjson.dumps(
             {
                 "version": 1,
-                "rules": [r.to_dict() for r in self._rules.values()],
-                "alerts": [a.to_dict() for a in self._alerts.values()],
-                "engine_state": self._engine,
+                "rules": [r.to_dict() for r in rules.values()],
+                "alerts": [a.to_dict() for a in alerts.values()],
+                "engine_state": engine,
             }
         )
-        async with self._lock:  # writes land in the order they were made
-            await asyncio.to_thread(_write_atomically, self.path, data)
+        await asyncio.to_thread(_write_atomically, self.path, data)
+        self._rules, self._alerts, self._engine = rules, alerts, engine
 
     async def add_rule(self, rule: AlertRule) -> None:
-        self._rules[rule.id] = rule
-        await self._save()
+        async with self._lock:
+            await self._write({**self._rules, rule.id: rule}, self._alerts, self._engine)
 
     async def list_rules(self) -> list[AlertRule]:
         return sorted(self._rules.values(), key=lambda r: (r.created_at_ms, r.id))
@@ -326,18 +324,19 @@ class FileAlertStore:
         return self._rules.get(rule_id)
 
     async def delete_rule(self, rule_id: str) -> bool:
-        if self._rules.pop(rule_id, None) is None:
-            return False
-        await self._save()
-        return True
+        async with self._lock:
+            if rule_id not in self._rules:
+                return False
+            rules = {k: v for k, v in self._rules.items() if k != rule_id}
+            await self._write(rules, self._alerts, self._engine)
+            return True
 
     async def add_alerts(self, alerts: Sequence[Alert]) -> None:
         if not alerts:
             return
-        for alert in alerts:
-            self._alerts[alert.id] = alert
-        self._trim()
-        await self._save()
+        async with self._lock:
+            merged = {**self._alerts, **{alert.id: alert for alert in alerts}}
+            await self._write(self._rules, _trimmed(merged, self.max_alerts), self._engine)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         return self._alerts.get(alert_id)
@@ -363,19 +362,29 @@ class FileAlertStore:
 
     async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None:
         _check_status(status)
-        alert = self._alerts.get(alert_id)
-        if alert is None:
-            return None
-        self._alerts[alert_id] = new = alert.with_status(status, at_ms)
-        await self._save()
-        return new
+        async with self._lock:
+            alert = self._alerts.get(alert_id)
+            if alert is None:
+                return None
+            new = alert.with_status(status, at_ms)
+            await self._write(self._rules, {**self._alerts, alert_id: new}, self._engine)
+            return new
 
     async def load_engine_state(self) -> dict[str, Any]:
         return orjson.loads(orjson.dumps(self._engine))  # a copy
 
     async def save_engine_state(self, state: dict[str, Any]) -> None:
-        self._engine = orjson.loads(orjson.dumps(state))
-        await self._save()
+        async with self._lock:
+            await self._write(self._rules, self._alerts, orjson.loads(orjson.dumps(state)))
+
+
+def _trimmed(alerts: dict[str, Alert], max_alerts: int) -> dict[str, Alert]:
+    """The newest ``max_alerts`` alerts."""
+    excess = len(alerts) - max_alerts
+    if excess <= 0:
+        return alerts
+    doomed = {alert.id for alert in sorted(alerts.values(), key=_order)[:excess]}
+    return {k: v for k, v in alerts.items() if k not in doomed}
 
 
 def _order(alert: Alert) -> tuple[int, str]:
@@ -383,6 +392,7 @@ def _order(alert: Alert) -> tuple[int, str]:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)

@@ -10,6 +10,7 @@ import orjson
 from app.realtime.broadcaster import Broadcaster
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
+from app.services.views import beta_brief, component_scores, ticker_fields
 
 
 class LiveUpdates:
@@ -34,64 +35,26 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
     """(channel, symbol or None for the whole channel, data) of one snapshot."""
     updates: list[tuple[str, str | None, Any]] = []
     for symbol, ticker in snapshot.tickers.items():
-        updates.append(
-            (
-                "market",
-                symbol,
-                {
-                    "price": ticker.last,
-                    "bid": ticker.bid,
-                    "ask": ticker.ask,
-                    "change_24h": round(ticker.change_24h_pct, 4),
-                    "high_24h": ticker.high_24h,
-                    "low_24h": ticker.low_24h,
-                    "volume_24h": round(ticker.quote_volume_24h, 2),
-                },
-            )
-        )
+        updates.append(("market", symbol, ticker_fields(ticker)))
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         if combined is not None:
-            updates.append(
-                (
-                    "confluence",
-                    symbol,
-                    {
-                        "score": round(combined.score, 2),
-                        "signal": combined.signal,
-                        "reliability": round(combined.reliability, 3),
-                        "components": {
-                            n: None if c.score is None else round(c.score, 1)
-                            for n, c in combined.components.items()
-                        },
-                    },
-                )
-            )
-        beta = analysis.headline_beta(symbol)
+            confluence = {
+                "score": round(combined.score, 2),
+                "signal": combined.signal,
+                "reliability": round(combined.reliability, 3),
+                "components": component_scores(combined),
+            }
+            updates.append(("confluence", symbol, confluence))
+        beta = beta_brief(analysis.headline_beta(symbol))
         if beta is not None:
-            updates.append(
-                (
-                    "beta",
-                    symbol,
-                    {
-                        "beta": round(beta.beta, 3),
-                        "correlation": round(beta.correlation, 3),
-                        "risk_band": beta.risk_band,
-                        "timeframe": beta.timeframe,
-                    },
-                )
-            )
+            updates.append(("beta", symbol, beta))
     if analysis.signals is not None:
         updates.append(("signals", None, {"signals": analysis.signals}))
-    updates.append(
-        (
-            "dashboard",
-            None,
-            {
-                "overview": analysis.overview,
-                "movers": analysis.movers,
-                "beta": analysis.beta_overview,
-                "errors": snapshot.missing | analysis.errors,
-            },
-        )
-    )
+    dashboard = {
+        "overview": analysis.overview,
+        "movers": analysis.movers,
+        "beta": analysis.beta_overview,
+        "errors": snapshot.missing | analysis.errors,
+    }
+    updates.append(("dashboard", None, dashboard))
     return updates

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from app.market.beta import BetaStats
 from app.market.confluence import ConfluenceResult
-from app.market.models import Candles, split_symbol
+from app.market.models import Candles, Ticker, split_symbol
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
 from app.settings import Settings
@@ -93,6 +93,16 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
     combined = results.get(COMBINED)
     return {
         "symbol": symbol,
+        **ticker_fields(ticker),
+        "base_volume_24h": round(ticker.base_volume_24h, 6),
+        "confluence": _confluence_summary(combined, results),
+        "beta": beta_brief(analysis.headline_beta(symbol)),
+    }
+
+
+def ticker_fields(ticker: Ticker) -> dict:
+    """A ticker as the dashboards and live updates show it."""
+    return {
         "price": ticker.last,
         "bid": ticker.bid,
         "ask": ticker.ask,
@@ -100,9 +110,6 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
         "high_24h": ticker.high_24h,
         "low_24h": ticker.low_24h,
         "volume_24h": round(ticker.quote_volume_24h, 2),
-        "base_volume_24h": round(ticker.base_volume_24h, 6),
-        "confluence": _confluence_summary(combined, results),
-        "beta": _beta_brief(analysis.headline_beta(symbol)),
     }
 
 
@@ -116,12 +123,12 @@ def _confluence_summary(
         "signal": combined.signal,
         "sentiment": _sentiment(combined.signal),
         "reliability": round(combined.reliability, 3),
-        "components": _component_scores(combined),
+        "components": component_scores(combined),
         "timeframes": {tf: round(r.score, 2) for tf, r in results.items() if tf != COMBINED},
     }
 
 
-def _component_scores(result: ConfluenceResult) -> dict[str, float | None]:
+def component_scores(result: ConfluenceResult) -> dict[str, float | None]:
     return {
         name: None if c.score is None else round(c.score, 1)
         for name, c in result.components.items()
@@ -132,7 +139,7 @@ def _sentiment(signal: str) -> str:
     return {"long": "bullish", "short": "bearish"}.get(signal, "neutral")
 
 
-def _beta_brief(stats: BetaStats | None) -> dict | None:
+def beta_brief(stats: BetaStats | None) -> dict | None:
     if stats is None:
         return None
     return {
@@ -156,7 +163,7 @@ def _beta_summary(analysis: Analysis) -> dict:
         ((s, b) for s in analysis.beta or {} if (b := analysis.headline_beta(s)) is not None),
         key=lambda item: item[1].beta,
     )
-    brief = [{"symbol": s, **(_beta_brief(b) or {})} for s, b in ranked]
+    brief = [{"symbol": s, **(beta_brief(b) or {})} for s, b in ranked]
     return analysis.beta_overview | {
         "highest": brief[::-1][:BETA_EXTREMES],
         "lowest": brief[:BETA_EXTREMES],

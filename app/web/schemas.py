@@ -197,7 +197,9 @@ class Health(_Doc):
     status: Literal["ok"]
     exchange: str
     simulated: bool
-    cache: str
+    cache: dict[str, Any] = Field(description="tiers configured → available; embedded")
+    replica: str
+    breakers: dict[str, str] = Field(description="circuit breaker → closed/open/half_open")
 
 
 class Readiness(_Doc):

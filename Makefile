@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-services lint format clean
+.PHONY: run test test-services frontend lint format clean
 
-run: $(STAMP)
+run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
 
-test: $(STAMP) test-services
+test: $(STAMP) test-services frontend
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
@@ -20,6 +20,12 @@ test: $(STAMP) test-services
 # Debian packages of the servers the integration tests start (installed when missing).
 test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server
+
+# The browser bundle (app/web/static/dist/chart.js); node and npm come from Debian
+# when missing.
+frontend:
+	@scripts/ensure-debian-packages.sh nodejs:node npm:npm
+	scripts/build-frontend.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests

@@ -1,0 +1,1 @@
+"""Metrics the service exposes (Prometheus)."""

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the browser bundle: frontend/src/chart.js -> app/web/static/dist/chart.js.
+# Installs the locked npm packages first, only when node_modules is missing or
+# package-lock.json changed since the last install (stamp file in node_modules).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+frontend="$root/frontend"
+stamp="$frontend/node_modules/.virtuoso-lock.sha256"
+
+for tool in node npm; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "build-frontend: '$tool' not found; install Node.js 20 or newer with npm" \
+            "(Debian/Ubuntu: apt-get install nodejs npm, or https://nodejs.org)" >&2
+        exit 1
+    fi
+done
+
+cd "$frontend"
+lock_sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
+    echo "build-frontend: installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund
+    echo "$lock_sum" >"$stamp"
+fi
+
+npx --no-install esbuild src/chart.js --bundle --minify --format=iife \
+    --outfile=../app/web/static/dist/chart.js

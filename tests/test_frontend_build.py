@@ -1,0 +1,126 @@
+"""The browser bundle: built by scripts/build-frontend.sh, served at /static/ with the
+security headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from quart.typing import TestAppProtocol as QuartTestApp
+
+from app.market.simulated import SimulatedMarket
+from app.web.app import create_app
+from app.web.rum import rum
+from app.web.security import content_security_policy, install_security_headers
+from tests.conftest import ManualClock, make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "build-frontend.sh"
+BUNDLE = ROOT / "app" / "web" / "static" / "dist" / "chart.js"
+EXPECTED_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    """Runs the build (a no-op install when node_modules matches the lock)."""
+    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"build-frontend.sh failed:\n{result.stdout}\n{result.stderr}"
+    return BUNDLE
+
+
+@pytest.fixture(scope="module")
+def bundle_bytes(bundle: Path) -> bytes:
+    return bundle.read_bytes()
+
+
+@pytest_asyncio.fixture
+async def web_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    app = create_app(make_settings(), source=SimulatedMarket(seed=7, clock=clock), clock=clock)
+    if "rum" not in app.blueprints:  # until create_app wires them itself
+        app.register_blueprint(rum)
+    if not app.extensions.get("security_headers"):
+        install_security_headers(app)
+    async with app.test_app() as test_app:
+        yield test_app
+
+
+def test_expected_policy_text() -> None:
+    assert content_security_policy() == EXPECTED_CSP
+
+
+def test_build_produces_the_bundle(bundle: Path) -> None:
+    assert bundle.is_file()
+    text = bundle.read_text()
+    assert len(text) > 50_000  # lightweight-charts itself is in it
+    assert "mountCandles" in text and "Virtuoso" in text
+    assert "import " not in text[:200]  # an IIFE, not an ES module
+
+
+def test_build_says_what_to_install_without_node(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink("/usr/bin/dirname", bin_dir / "dirname")
+    result = subprocess.run(
+        ["/bin/bash", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "node" in result.stderr and "install Node.js" in result.stderr
+
+
+async def test_bundle_served_with_headers(bundle_bytes: bytes, web_app: QuartTestApp) -> None:
+    client = web_app.test_client()
+    response = await client.get("/static/dist/chart.js")
+    assert response.status_code == 200
+    assert response.mimetype in ("text/javascript", "application/javascript")
+    assert await response.get_data() == bundle_bytes
+    assert response.headers["Content-Security-Policy"] == EXPECTED_CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    etag = response.headers["ETag"]
+    assert "max-age=" in response.headers.get("Cache-Control", "")
+    again = await client.get("/static/dist/chart.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+
+
+async def test_missing_static_file_still_has_headers(web_app: QuartTestApp) -> None:
+    response = await web_app.test_client().get("/static/dist/nope.js")
+    assert response.status_code == 404
+    assert response.headers["Content-Security-Policy"] == EXPECTED_CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_json_responses_get_nosniff_and_referrer_policy(web_app: QuartTestApp) -> None:
+    response = await web_app.test_client().get("/health")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_docs_allows_only_its_own_inline_script(web_app: QuartTestApp) -> None:
+    response = await web_app.test_client().get("/docs")
+    assert response.status_code == 200
+    body = await response.get_data(as_text=True)
+    inline = re.findall(r"<script>(.*?)</script>", body, re.DOTALL)
+    assert inline, "the Swagger UI page no longer has an inline script"
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    csp = response.headers["Content-Security-Policy"]
+    directives = dict(d.split(" ", 1) for d in csp.split("; "))
+    assert directives["script-src"] == f"'self' 'sha256-{digest}'"
+    assert "'unsafe-inline'" not in csp
+    expected = dict(d.split(" ", 1) for d in EXPECTED_CSP.split("; "))
+    assert {k: v for k, v in directives.items() if k != "script-src"} == {
+        k: v for k, v in expected.items() if k != "script-src"
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -48,6 +49,8 @@ def clock() -> ManualClock:
 
 
 _DATA_DIR = tempfile.mkdtemp(prefix="virtuoso-test-data-")
+# For tests that send hundreds of requests from one client: rate limits off.
+RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
 
 
 def make_settings(**environ: str) -> Settings:

@@ -9,6 +9,7 @@ service does through an outage.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -188,3 +189,24 @@ async def redis_client(redis) -> AsyncIterator:
         yield client
     finally:
         await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def unresponsive_server() -> AsyncIterator[int]:
+    """A TCP server on a free loopback port that accepts connections and never answers
+    (a hung backend); yields its port and closes every connection on exit."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        with contextlib.suppress(Exception):
+            await reader.read(-1)
+
+    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -13,12 +13,11 @@ import orjson
 from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.web.app import create_app
-from tests.conftest import ManualClock, eventually, make_settings, state_of
+from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket
 
 TOKEN = "alerts-api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -16,16 +15,13 @@ from redis.asyncio import Redis
 
 from app.cache.keys import view_key
 from app.web.app import create_app
-from tests.conftest import ManualClock, eventually, make_settings, state_of
+from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket
 from tests.servers import LocalServer
 
 TOKEN = "operator-token-for-tests"
 SECRET = "session-secret-for-tests-0123456789"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
-
-
-RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
 
 
 def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str, **extra: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest_asyncio
@@ -16,11 +15,10 @@ from app.market.ccxt_source import CcxtMarketSource
 from app.resilience.breaker import BreakerConfig
 from app.resilience.guarded_source import GuardedSource, RetryPolicy
 from app.web.app import create_app
-from tests.conftest import ManualClock, eventually, make_settings, state_of
+from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.fake_bybit import TICKERS_PATH, FakeBybit
 from tests.markets import CountingMarket
 
-RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 # A quick breaker so the test sees every transition within seconds.
 QUICK = BreakerConfig(

@@ -4,7 +4,6 @@ fail-open through a Redis outage, and the WebSocket connection cap."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -32,6 +31,7 @@ from app.resilience.rate_limit import (
 from app.settings import ConfigError
 from app.web.errors import register_error_handlers
 from tests.conftest import ManualClock
+from tests.servers import unresponsive_server
 
 TIMEOUT = 0.3
 TOKEN = "live-token-7f3a9c2e51b84d06"
@@ -369,29 +369,17 @@ async def test_redis_outage_fails_open_and_limits_return(
 
 async def test_an_unresponsive_redis_is_bounded_and_fails_open() -> None:
     """A server that accepts connections and never answers: requests still go through."""
-    connections: list[asyncio.StreamWriter] = []
-
-    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        with contextlib.suppress(Exception):
-            await reader.read(-1)
-
-    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = connect_redis(f"redis://127.0.0.1:{port}/0", 1.0)
-    try:
-        app = build_app(limits(redis_timeout_ms=100), client)
-        started = time.monotonic()
-        response = await call(app)
-        assert response.status_code == 200
-        assert time.monotonic() - started < 0.5  # the limiter's 100 ms, not the client's 1 s
-        assert limiter_of(app).stats()["failed_open"] == 1
-    finally:
-        await client.aclose()
-        for writer in connections:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with unresponsive_server() as port:
+        client = connect_redis(f"redis://127.0.0.1:{port}/0", 1.0)
+        try:
+            app = build_app(limits(redis_timeout_ms=100), client)
+            started = time.monotonic()
+            response = await call(app)
+            assert response.status_code == 200
+            assert time.monotonic() - started < 0.5  # the limiter's 100 ms, not the client's 1 s
+            assert limiter_of(app).stats()["failed_open"] == 1
+        finally:
+            await client.aclose()
 
 
 # -- configuration --------------------------------------------------------------------

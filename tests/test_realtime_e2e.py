@@ -11,16 +11,15 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import websockets
 
+from tests.conftest import RATE_LIMITS_OFF
 from tests.servers import free_port
 from tests.test_server import wait_until_ready
 
 TOKEN = "alerts-api-token-for-tests"
-RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from app.cache.redis_tier import (
     connect_redis,
 )
 from app.cache.tier import SharedTier, TierUnavailable
-from tests.servers import free_port
+from tests.servers import free_port, unresponsive_server
 
 TIMEOUT = 0.3
 
@@ -96,31 +96,19 @@ async def test_stats_reports_memory_limit_evictions_and_items(tier: RedisTier, c
 
 async def test_unresponsive_server_times_out_as_tier_unavailable() -> None:
     """A server that accepts connections and never answers: every call is bounded."""
-    connections: list[asyncio.StreamWriter] = []
-
-    async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        with contextlib.suppress(Exception):
-            await reader.read(-1)
-
-    server = await asyncio.start_server(black_hole, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = connect_redis(f"redis://127.0.0.1:{port}/0", TIMEOUT)
-    tier = RedisTier(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
-    try:
-        started = time.monotonic()
-        with pytest.raises(TierUnavailable):
-            await tier.get_many(["a"])
-        assert time.monotonic() - started < 3 * TIMEOUT
-        assert tier.counters == {"ops": 1, "errors": 1, "skipped": 0}
-        stats = await tier.stats()
-        assert stats["available"] is False
-    finally:
-        await client.aclose()
-        for writer in connections:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with unresponsive_server() as port:
+        client = connect_redis(f"redis://127.0.0.1:{port}/0", TIMEOUT)
+        tier = RedisTier(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+        try:
+            started = time.monotonic()
+            with pytest.raises(TierUnavailable):
+                await tier.get_many(["a"])
+            assert time.monotonic() - started < 3 * TIMEOUT
+            assert tier.counters == {"ops": 1, "errors": 1, "skipped": 0}
+            stats = await tier.stats()
+            assert stats["available"] is False
+        finally:
+            await client.aclose()
 
 
 async def test_nothing_listening_is_tier_unavailable() -> None:

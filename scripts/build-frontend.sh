@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the browser bundle: frontend/src/chart.js -> app/web/static/dist/chart.js.
-# Installs the locked npm packages first, only when node_modules is missing or
-# package-lock.json changed since the last install (stamp file in node_modules).
+# Builds the browser bundles: frontend/src/{desktop,mobile}.{js,css} ->
+# app/web/static/dist/. Installs the locked npm packages first, only when
+# node_modules is missing or package-lock.json changed since the last install
+# (stamp file in node_modules).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,5 +25,4 @@ if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_s
     echo "$lock_sum" >"$stamp"
 fi
 
-npx --no-install esbuild src/chart.js --bundle --minify --format=iife \
-    --outfile=../app/web/static/dist/chart.js
+npm run --silent build

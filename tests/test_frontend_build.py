@@ -17,13 +17,13 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.market.simulated import SimulatedMarket
 from app.web.app import create_app
-from app.web.rum import rum
-from app.web.security import content_security_policy, install_security_headers
+from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "build-frontend.sh"
-BUNDLE = ROOT / "app" / "web" / "static" / "dist" / "chart.js"
+DIST = ROOT / "app" / "web" / "static" / "dist"
+BUNDLES = ("desktop.js", "mobile.js", "desktop.css", "mobile.css")
 EXPECTED_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
@@ -31,25 +31,21 @@ EXPECTED_CSP = (
 
 
 @pytest.fixture(scope="module")
-def bundle() -> Path:
+def dist() -> Path:
     """Runs the build (a no-op install when node_modules matches the lock)."""
     result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"build-frontend.sh failed:\n{result.stdout}\n{result.stderr}"
-    return BUNDLE
+    return DIST
 
 
 @pytest.fixture(scope="module")
-def bundle_bytes(bundle: Path) -> bytes:
-    return bundle.read_bytes()
+def bundle_bytes(dist: Path) -> bytes:
+    return (dist / "desktop.js").read_bytes()
 
 
 @pytest_asyncio.fixture
 async def web_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     app = create_app(make_settings(), source=SimulatedMarket(seed=7, clock=clock), clock=clock)
-    if "rum" not in app.blueprints:  # until create_app wires them itself
-        app.register_blueprint(rum)
-    if not app.extensions.get("security_headers"):
-        install_security_headers(app)
     async with app.test_app() as test_app:
         yield test_app
 
@@ -58,12 +54,25 @@ def test_expected_policy_text() -> None:
     assert content_security_policy() == EXPECTED_CSP
 
 
-def test_build_produces_the_bundle(bundle: Path) -> None:
-    assert bundle.is_file()
-    text = bundle.read_text()
-    assert len(text) > 50_000  # lightweight-charts itself is in it
-    assert "mountCandles" in text and "Virtuoso" in text
-    assert "import " not in text[:200]  # an IIFE, not an ES module
+def test_build_produces_the_bundles(dist: Path) -> None:
+    for name in BUNDLES:
+        assert (dist / name).is_file(), name
+    desktop = (dist / "desktop.js").read_text()
+    mobile = (dist / "mobile.js").read_text()
+    assert len(desktop) > 50_000  # lightweight-charts itself is in it
+    assert "attributionLogo" in desktop
+    assert len(mobile) < 30_000  # the phone page does without the chart library
+    assert "attributionLogo" not in mobile
+    for text in (desktop, mobile):
+        assert "import " not in text[:200]  # an IIFE, not an ES module
+
+
+def test_page_scripts_never_write_html() -> None:
+    """Values reach the pages through textContent only: no HTML parsing of data."""
+    for source in (ROOT / "frontend" / "src").glob("*.js"):
+        text = source.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in text, f"{source.name} uses {sink}"
 
 
 def test_build_says_what_to_install_without_node(tmp_path: Path) -> None:
@@ -83,7 +92,7 @@ def test_build_says_what_to_install_without_node(tmp_path: Path) -> None:
 
 async def test_bundle_served_with_headers(bundle_bytes: bytes, web_app: QuartTestApp) -> None:
     client = web_app.test_client()
-    response = await client.get("/static/dist/chart.js")
+    response = await client.get("/static/dist/desktop.js")
     assert response.status_code == 200
     assert response.mimetype in ("text/javascript", "application/javascript")
     assert await response.get_data() == bundle_bytes
@@ -92,7 +101,7 @@ async def test_bundle_served_with_headers(bundle_bytes: bytes, web_app: QuartTes
     assert response.headers["Referrer-Policy"] == "no-referrer"
     etag = response.headers["ETag"]
     assert "max-age=" in response.headers.get("Cache-Control", "")
-    again = await client.get("/static/dist/chart.js", headers={"If-None-Match": etag})
+    again = await client.get("/static/dist/desktop.js", headers={"If-None-Match": etag})
     assert again.status_code == 304
 
 

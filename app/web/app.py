@@ -41,6 +41,7 @@ from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
+from app.web.pages import pages
 from app.web.rum import rum
 from app.web.security import install_security_headers
 from app.web.session_routes import sessions
@@ -77,7 +78,7 @@ def create_app(
         token_is_valid=_known_token(settings),
     )
     _add_realtime(app, state, limiter)
-    for blueprint in (api_blueprint(settings), health, admin, sessions, alerts, rum):
+    for blueprint in (api_blueprint(settings), pages, health, admin, sessions, alerts, rum):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     install_security_headers(app)

@@ -1,0 +1,195 @@
+// Alerts: the live list with acknowledge, and the rule form (create, list, delete).
+
+import { ApiError, apiToken, callApi, setApiToken } from './api.js';
+import { byId, el, formatTime, setChoiceClass, setText, syncList } from './dom.js';
+
+const LEVELS = ['info', 'warning', 'critical'];
+const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
+const SHOWN_ALERTS = 50;
+
+/** Creates the node of one alert (its text set by updateAlertItem). */
+export function createAlertItem(onAck) {
+  const item = el('li', 'alert');
+  const head = el('div', 'alert-head');
+  head.append(el('span', 'alert-level'), el('span', 'alert-title'), el('time', 'alert-time'));
+  const foot = el('div', 'alert-foot');
+  foot.append(el('span', 'alert-status'));
+  if (onAck) {
+    const ack = el('button', 'alert-ack', 'Acknowledge');
+    ack.type = 'button';
+    ack.addEventListener('click', () => onAck(item.dataset.key, ack));
+    foot.append(ack);
+  }
+  item.append(head, el('p', 'alert-message'), foot);
+  return item;
+}
+
+export function updateAlertItem(item, alert) {
+  setChoiceClass(item, 'level-', LEVELS, alert.level);
+  item.classList.toggle('is-pending', alert.status === 'pending');
+  setText(item.querySelector('.alert-level'), alert.level.toUpperCase());
+  setText(item.querySelector('.alert-title'), alert.title);
+  setText(item.querySelector('.alert-time'), formatTime(alert.created_at_ms));
+  setText(item.querySelector('.alert-message'), alert.message);
+  setText(item.querySelector('.alert-status'), alert.status);
+  const ack = item.querySelector('.alert-ack');
+  if (ack) ack.hidden = alert.status !== 'pending';
+}
+
+/** Newest first, at most `limit`. */
+export function newestFirst(alertsById, limit = SHOWN_ALERTS) {
+  return [...alertsById.values()].sort((a, b) => b.created_at_ms - a.created_at_ms).slice(0, limit);
+}
+
+export class AlertsPanel {
+  constructor() {
+    this.alerts = new Map();
+    this.list = byId('alerts-list');
+    this.rulesStatus = byId('rules-status');
+  }
+
+  async start(symbols) {
+    this.fillSymbols(symbols);
+    this.bindForms();
+    await Promise.all([this.loadAlerts(), this.loadRules()]);
+  }
+
+  async loadAlerts() {
+    try {
+      const body = await callApi('GET', `/api/alerts?limit=${SHOWN_ALERTS}`);
+      for (const alert of body.alerts) this.alerts.set(alert.id, alert);
+      this.render();
+    } catch (error) {
+      this.say(`Alerts unavailable: ${error.message}`);
+    }
+  }
+
+  /** A new or changed alert (from /ws or from an acknowledge). */
+  upsert(alert) {
+    this.alerts.set(alert.id, alert);
+    this.render();
+  }
+
+  render() {
+    const shown = newestFirst(this.alerts);
+    syncList(this.list, shown, (a) => a.id, () => createAlertItem((id, button) => this.ack(id, button)), updateAlertItem);
+    byId('alerts-empty').hidden = shown.length > 0;
+  }
+
+  async ack(id, button) {
+    button.disabled = true;
+    try {
+      const body = await callApi('POST', `/api/alerts/${encodeURIComponent(id)}/ack`, undefined, { authorized: true });
+      this.upsert(body.alert);
+      this.say('');
+    } catch (error) {
+      this.say(this.explain(error, 'acknowledge'));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // --- rules -------------------------------------------------------------------------
+
+  fillSymbols(symbols) {
+    const select = byId('rule-symbol');
+    for (const symbol of symbols) {
+      const option = el('option', '', symbol);
+      option.value = symbol;
+      select.append(option);
+    }
+  }
+
+  bindForms() {
+    const token = byId('api-token');
+    token.value = apiToken();
+    byId('token-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      setApiToken(token.value.trim());
+      this.say(token.value.trim() ? 'Token kept for this tab.' : 'Token cleared.');
+    });
+    const kind = byId('rule-kind');
+    const showThreshold = () => {
+      byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind.value);
+    };
+    kind.addEventListener('change', showThreshold);
+    showThreshold();
+    byId('rule-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.createRule();
+    });
+  }
+
+  ruleFromForm() {
+    const kind = byId('rule-kind').value;
+    const rule = {
+      kind,
+      level: byId('rule-level').value,
+      cooldown_seconds: Number(byId('rule-cooldown').value || 0),
+    };
+    const symbol = byId('rule-symbol').value;
+    if (symbol) rule.symbol = symbol;
+    const title = byId('rule-title').value.trim();
+    if (title) rule.title = title;
+    if (THRESHOLD_KINDS.has(kind)) {
+      const threshold = byId('rule-threshold').value;
+      rule.threshold = threshold === '' ? null : Number(threshold);
+    }
+    return rule;
+  }
+
+  async createRule() {
+    try {
+      const body = await callApi('POST', '/api/alerts/rules', this.ruleFromForm(), { authorized: true });
+      this.say(`Rule created: ${body.rule.title || body.rule.kind}`);
+      await this.loadRules();
+    } catch (error) {
+      this.say(this.explain(error, 'create the rule'));
+    }
+  }
+
+  async loadRules() {
+    try {
+      const body = await callApi('GET', '/api/alerts/rules');
+      this.renderRules(body.rules);
+    } catch (error) {
+      this.say(`Rules unavailable: ${error.message}`);
+    }
+  }
+
+  renderRules(rules) {
+    syncList(byId('rules-list'), rules, (r) => r.id, (rule) => {
+      const item = el('li', 'rule');
+      const remove = el('button', 'rule-delete', 'Delete');
+      remove.type = 'button';
+      remove.addEventListener('click', () => this.deleteRule(rule.id));
+      item.append(el('span', 'rule-text'), remove);
+      return item;
+    }, (item, rule) => {
+      const target = rule.symbol || 'every symbol';
+      const threshold = rule.threshold == null ? '' : ` ${rule.threshold}`;
+      setText(item.querySelector('.rule-text'), `${rule.level} · ${rule.kind}${threshold} · ${target}${rule.title ? ` · ${rule.title}` : ''}`);
+    });
+  }
+
+  async deleteRule(id) {
+    try {
+      await callApi('DELETE', `/api/alerts/rules/${encodeURIComponent(id)}`, undefined, { authorized: true });
+      this.say('Rule deleted.');
+      await this.loadRules();
+    } catch (error) {
+      this.say(this.explain(error, 'delete the rule'));
+    }
+  }
+
+  explain(error, action) {
+    if (error instanceof ApiError && error.status === 401) {
+      return `Could not ${action}: enter the API token first.`;
+    }
+    return `Could not ${action}: ${error.message}`;
+  }
+
+  say(text) {
+    setText(this.rulesStatus, text);
+  }
+}

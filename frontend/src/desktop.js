@@ -1,0 +1,101 @@
+// The desktop dashboard: header, symbol table, chart, movers, signals, beta,
+// watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
+
+import { AlertsPanel } from './alerts.js';
+import { CandlesChart } from './candles.js';
+import { byId, el, formatPercent, formatPrice, setDirectionClass, setText, syncList } from './dom.js';
+import { startPage, pageSettings } from './page.js';
+import { BetaTable, renderBetaSummary, renderMovers, renderSignals } from './panels.js';
+import { SymbolTable } from './table.js';
+import { Watchlist } from './watchlist.js';
+
+const settings = pageSettings();
+const chart = new CandlesChart(byId('chart'));
+const alerts = new AlertsPanel();
+const betaTable = new BetaTable(byId('beta-body'));
+const table = new SymbolTable(byId('symbols-table'), settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
+const watchlist = new Watchlist((symbols, problem) => {
+  table.setWatchlist(symbols);
+  renderWatchlist();
+  if (problem) setText(byId('watchlist-empty'), problem);
+});
+
+function selectSymbol(symbol) {
+  table.select(symbol);
+  chart.show(symbol, chart.timeframe);
+}
+
+function renderWatchlist() {
+  const watched = [...watchlist.symbols].map((symbol) => ({ symbol, ...(table.data(symbol) || {}) }));
+  syncList(byId('watchlist'), watched, (w) => w.symbol, () => {
+    const item = el('li', 'watch-item');
+    item.append(el('span', 'watch-symbol'), el('span', 'watch-price num'), el('span', 'watch-change num'));
+    item.addEventListener('click', () => selectSymbol(item.dataset.key));
+    return item;
+  }, (item, w) => {
+    setText(item.querySelector('.watch-symbol'), w.symbol);
+    setText(item.querySelector('.watch-price'), formatPrice(w.price));
+    const change = item.querySelector('.watch-change');
+    setText(change, formatPercent(w.change_24h));
+    setDirectionClass(change, w.change_24h);
+  });
+  byId('watchlist-empty').hidden = watched.length > 0;
+}
+
+/** A full payload: the first load, or a poll while the socket is down. */
+function render(body) {
+  table.setAll(body.symbols);
+  for (const row of body.symbols) betaTable.set(row.symbol, row.beta);
+  betaTable.render();
+  renderMovers(body.movers);
+  renderSignals(body.signals);
+  renderBetaSummary(body.beta);
+  renderWatchlist();
+}
+
+const handlers = {
+  update(channel, symbol, data) {
+    switch (channel) {
+      case 'market':
+        table.applyMarket(symbol, data);
+        if (watchlist.has(symbol)) renderWatchlist();
+        break;
+      case 'confluence':
+        table.applyConfluence(symbol, data);
+        break;
+      case 'beta':
+        betaTable.set(symbol, data);
+        betaTable.render();
+        break;
+      case 'signals':
+        renderSignals(data.signals);
+        break;
+      case 'dashboard':
+        renderMovers(data.movers);
+        renderBetaSummary(data.beta);
+        chart.refresh();
+        break;
+      default:
+        break;
+    }
+  },
+  alert(alert) {
+    alerts.upsert(alert);
+  },
+};
+
+async function main() {
+  byId('symbol-filter').addEventListener('input', (e) => table.filter(e.target.value, byId('watchlist-only').checked));
+  byId('watchlist-only').addEventListener('change', (e) => table.filter(byId('symbol-filter').value, e.target.checked));
+  await startPage({
+    dataUrl: '/api/dashboard/data',
+    subscriptions: () => [{ channels: ['market', 'confluence', 'beta', 'signals', 'dashboard', 'alerts'] }],
+    render,
+    handlers,
+  });
+  const symbols = [...table.rows.keys()];
+  selectSymbol(symbols.includes('BTCUSDT') ? 'BTCUSDT' : symbols[0]);
+  await Promise.all([watchlist.load(), alerts.start([...table.rows.keys()])]);
+}
+
+main();

@@ -1,0 +1,107 @@
+// DOM helpers shared by the pages. Every value reaches the page through
+// textContent (HTML is never parsed), so exchange data and user text are always escaped.
+
+export const byId = (id) => document.getElementById(id);
+
+/** A new element with an optional class and text. */
+export function el(tag, className = '', text = '') {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== '') node.textContent = text;
+  return node;
+}
+
+/** Sets a node's text only when it differs; tells whether it changed. */
+export function setText(node, text) {
+  const value = String(text);
+  if (node.textContent === value) return false;
+  node.textContent = value;
+  return true;
+}
+
+/** Briefly marks a node as having moved up or down (CSS animation). */
+export function flash(node, direction) {
+  node.classList.remove('flash-up', 'flash-down');
+  void node.offsetWidth; // restart the animation
+  node.classList.add(direction > 0 ? 'flash-up' : 'flash-down');
+}
+
+/** Sets the class among `choices` that matches `value` on `node` (others removed). */
+export function setChoiceClass(node, prefix, choices, value) {
+  for (const choice of choices) node.classList.toggle(`${prefix}${choice}`, choice === value);
+}
+
+/**
+ * Makes `container`'s children match `items`, reusing the child of each key:
+ * existing nodes are updated in place and moved, never rebuilt.
+ */
+export function syncList(container, items, keyOf, create, update) {
+  const existing = new Map();
+  for (const child of container.children) existing.set(child.dataset.key, child);
+  let previous = null;
+  for (const item of items) {
+    const key = String(keyOf(item));
+    let node = existing.get(key);
+    if (node) existing.delete(key);
+    else {
+      node = create(item);
+      node.dataset.key = key;
+    }
+    update(node, item);
+    const wanted = previous ? previous.nextSibling : container.firstChild;
+    if (wanted !== node) container.insertBefore(node, wanted);
+    previous = node;
+  }
+  for (const stale of existing.values()) stale.remove();
+}
+
+// --- formatting ---------------------------------------------------------------------
+
+export function formatPrice(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  const magnitude = Math.abs(value);
+  const digits = magnitude >= 1000 ? 2 : magnitude >= 1 ? 4 : magnitude >= 0.01 ? 6 : 8;
+  return value.toLocaleString('en-US', { minimumFractionDigits: Math.min(digits, 2), maximumFractionDigits: digits });
+}
+
+export function formatPercent(value, digits = 2) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  return `${value > 0 ? '+' : ''}${value.toFixed(digits)}%`;
+}
+
+export function formatVolume(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  for (const [size, unit] of [[1e9, 'B'], [1e6, 'M'], [1e3, 'K']]) {
+    if (Math.abs(value) >= size) return `${(value / size).toFixed(2)}${unit}`;
+  }
+  return value.toFixed(0);
+}
+
+export function formatNumber(value, digits = 1) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  return value.toFixed(digits);
+}
+
+export function formatAge(ms) {
+  if (!Number.isFinite(ms)) return '—';
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m ${seconds % 60}s`;
+  return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
+}
+
+export function formatTime(epochMs) {
+  return new Date(epochMs).toLocaleTimeString('en-GB', { hour12: false });
+}
+
+/** -1, 0 or 1: the sign class of a change. */
+export function direction(value) {
+  return !Number.isFinite(value) || value === 0 ? 0 : value > 0 ? 1 : -1;
+}
+
+export function setDirectionClass(node, value) {
+  const sign = direction(value);
+  node.classList.toggle('up', sign > 0);
+  node.classList.toggle('down', sign < 0);
+}

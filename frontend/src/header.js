@@ -1,0 +1,82 @@
+// The header both pages share: market overview, data age, the SIMULATED and STALE
+// badges, the connection indicator and the list of data parts that are missing.
+
+import {
+  byId, formatAge, formatPercent, formatPrice, formatNumber, setDirectionClass, setText,
+} from './dom.js';
+
+const CONNECTION_TEXT = {
+  connecting: 'connecting…',
+  live: 'live',
+  reconnecting: 'reconnecting…',
+  polling: 'polling',
+};
+
+export class Header {
+  /** clock: ServerClock; staleAfterMs: data older than this is flagged STALE. */
+  constructor(clock, staleAfterMs) {
+    this.clock = clock;
+    this.staleAfterMs = staleAfterMs;
+    this.generatedAt = null;
+    this.servedStaleAt = null; // generated_at of data the server itself called stale
+  }
+
+  start() {
+    setInterval(() => this.renderAge(), 1000);
+  }
+
+  /** A payload fetched over HTTP: its freshness fields and source. */
+  noteFetched(payload, receivedAt) {
+    this.clock.observe(payload.generated_at + payload.age_ms, receivedAt);
+    this.servedStaleAt = payload.stale ? payload.generated_at : null;
+    this.noteGenerated(payload.generated_at);
+    byId('badge-simulated').hidden = payload.source !== 'simulated';
+    byId('badge-simulated').title = `Data source: ${payload.exchange}`;
+    this.showErrors(payload.errors);
+  }
+
+  noteGenerated(generatedAt) {
+    if (Number.isFinite(generatedAt) && (this.generatedAt === null || generatedAt > this.generatedAt)) {
+      this.generatedAt = generatedAt;
+    }
+    this.renderAge();
+  }
+
+  renderAge() {
+    if (this.generatedAt === null) return;
+    const age = this.clock.ageOf(this.generatedAt);
+    setText(byId('hd-age'), formatAge(age));
+    const stale = age > this.staleAfterMs || this.servedStaleAt === this.generatedAt;
+    byId('badge-stale').hidden = !stale;
+    if (stale) setText(byId('stale-age'), formatAge(age));
+  }
+
+  renderOverview(overview) {
+    if (!overview) return;
+    const set = (id, text) => {
+      const node = byId(id);
+      if (node) setText(node, text);
+      return node;
+    };
+    set('hd-regime', overview.market_regime);
+    set('hd-breadth', `${overview.gainers}↑ ${overview.losers}↓`);
+    set('hd-btc-price', formatPrice(overview.btc_price));
+    const change = set('hd-btc-change', formatPercent(overview.btc_change_24h));
+    if (change) setDirectionClass(change, overview.btc_change_24h);
+    set('hd-btc-vol', overview.btc_volatility == null ? '—' : `${formatNumber(overview.btc_volatility)}%`);
+  }
+
+  showConnection(state) {
+    const node = byId('connection');
+    node.dataset.state = state;
+    setText(node, CONNECTION_TEXT[state] || state);
+  }
+
+  /** errors: {part: reason} of the latest snapshot. */
+  showErrors(errors) {
+    const node = byId('data-errors');
+    const parts = Object.entries(errors || {});
+    node.hidden = parts.length === 0;
+    setText(node, parts.length ? `Missing data: ${parts.map(([p, why]) => `${p} (${why})`).join('; ')}` : '');
+  }
+}

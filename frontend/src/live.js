@@ -1,0 +1,204 @@
+// One WebSocket to /ws per page: a single subscribe, snapshots and updates handed to
+// the page, heartbeats answered, automatic reconnect with exponential back-off and
+// jitter, resync on a sequence gap, and polling with If-None-Match while the socket
+// is down. Protocol: README, "Live updates: WebSocket /ws".
+
+const PING_EVERY_MS = 5000; // measures the server clock and detects a dead socket
+const PONG_WITHIN_MS = 10000;
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 30000;
+const RESYNC_SPACING_MS = 2000;
+
+export class LiveFeed {
+  /**
+   * options: url (ws URL), subscriptions ([{channels, symbols?}], sent on every
+   * connect), clock (ServerClock),
+   * onSnapshot(channel, items), onUpdate(message), onAlert(message), onState(state),
+   * poll: {url, everyMs, onData(json)} used while the socket is down.
+   */
+  constructor(options) {
+    this.options = options;
+    this.socket = null;
+    this.attempt = 0;
+    this.lastSeq = new Map();
+    this.lastResync = 0;
+    this.pingTimer = null;
+    this.pongTimer = null;
+    this.pingSentAt = 0;
+    this.reconnectTimer = null;
+    this.pollTimer = null;
+    this.etag = null;
+    this.state = 'connecting';
+    // Channels followed for every symbol: there a seq gap means missed messages.
+    this.everySymbol = new Set(
+      options.subscriptions.filter((s) => !s.symbols).flatMap((s) => s.channels),
+    );
+  }
+
+  start(initialEtag = null) {
+    this.etag = initialEtag;
+    this.connect();
+  }
+
+  connect() {
+    this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    let socket;
+    try {
+      socket = new WebSocket(this.options.url);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    socket.onopen = () => this.onOpen();
+    socket.onmessage = (event) => this.onMessage(event.data);
+    socket.onclose = () => this.onClose(socket);
+    socket.onerror = () => {}; // onclose follows and handles it
+  }
+
+  onOpen() {
+    this.attempt = 0;
+    this.lastSeq.clear();
+    for (const subscription of this.options.subscriptions) {
+      this.send({ type: 'subscribe', ...subscription });
+    }
+    this.stopPolling();
+    this.setState('live');
+    this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
+    this.ping();
+  }
+
+  onClose(socket) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    this.startPolling();
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    this.attempt += 1;
+    this.setState('reconnecting');
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(message));
+    }
+  }
+
+  ping() {
+    this.pingSentAt = Date.now();
+    this.send({ type: 'ping' });
+    clearTimeout(this.pongTimer);
+    this.pongTimer = setTimeout(() => this.socket && this.socket.close(), PONG_WITHIN_MS);
+  }
+
+  onMessage(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      return;
+    }
+    const { clock } = this.options;
+    switch (message.type) {
+      case 'snapshot':
+        for (const item of message.items) this.noteSeq(message.channel, item.seq, true);
+        this.options.onSnapshot(message.channel, message.items);
+        break;
+      case 'update':
+        this.noteSeq(message.channel, message.seq, false);
+        this.options.onUpdate(message);
+        break;
+      case 'alert':
+        this.noteSeq(message.channel, message.seq, false);
+        this.options.onAlert(message);
+        break;
+      case 'heartbeat':
+        clock.observe(message.server_time);
+        this.send({ type: 'pong', nonce: message.nonce });
+        break;
+      case 'pong':
+        clearTimeout(this.pongTimer);
+        clock.observe(message.server_time, Date.now(), Date.now() - this.pingSentAt);
+        break;
+      case 'error':
+        console.warn(`live updates: ${message.code}: ${message.message}`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * Sequence bookkeeping. On a channel followed for every symbol, a gap means missed
+   * messages; on any channel a lower seq means the sequence restarted (Redis outage):
+   * both ask for a resync. A symbol-filtered channel has gaps by design.
+   */
+  noteSeq(channel, seq, fromSnapshot) {
+    if (!Number.isFinite(seq)) return;
+    const last = this.lastSeq.get(channel);
+    if (fromSnapshot) {
+      this.lastSeq.set(channel, Math.max(seq, last ?? 0));
+      return;
+    }
+    this.lastSeq.set(channel, seq);
+    if (last === undefined) return;
+    const gap = this.everySymbol.has(channel) && seq > last + 1;
+    if (seq < last || gap) this.resync(channel);
+  }
+
+  resync(channel) {
+    const now = Date.now();
+    if (now - this.lastResync < RESYNC_SPACING_MS) return;
+    this.lastResync = now;
+    this.lastSeq.delete(channel);
+    this.send({ type: 'resync', channels: [channel] });
+  }
+
+  // --- polling while the socket is down ----------------------------------------------
+
+  startPolling() {
+    if (this.pollTimer || !this.options.poll) return;
+    const { everyMs } = this.options.poll;
+    this.pollTimer = setInterval(() => this.pollOnce(), everyMs);
+    this.pollOnce();
+  }
+
+  stopPolling() {
+    clearInterval(this.pollTimer);
+    this.pollTimer = null;
+  }
+
+  async pollOnce() {
+    const { url, onData } = this.options.poll;
+    const headers = this.etag ? { 'If-None-Match': this.etag } : {};
+    try {
+      const response = await fetch(url, { headers, cache: 'no-store' });
+      if (response.status === 304 || !response.ok) return;
+      this.etag = response.headers.get('ETag');
+      onData(await response.json(), Date.now());
+    } catch {
+      // the server is unreachable too: the next tick tries again
+    }
+  }
+
+  setState(state) {
+    if (this.state === state && state !== 'connecting') return;
+    this.state = state;
+    const shown = state !== 'live' && this.pollTimer ? 'polling' : state;
+    this.options.onState(shown);
+  }
+}
+
+/** ws:// or wss:// URL of `path` on this page's host. */
+export function socketUrl(path = '/ws') {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}${path}`;
+}

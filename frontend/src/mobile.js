@@ -1,0 +1,102 @@
+// The mobile dashboard: cards for the top symbols, signals, critical alerts and the
+// beta summary — filled from /api/dashboard/mobile (≤ 50 KB), then kept live by /ws.
+
+import { createAlertItem, newestFirst, updateAlertItem } from './alerts.js';
+import {
+  byId, el, flash, formatNumber, formatPercent, formatPrice, setChoiceClass, setDirectionClass, setText, syncList,
+} from './dom.js';
+import { pageSettings, startPage } from './page.js';
+import { renderBetaSummary, renderSignals } from './panels.js';
+
+const settings = pageSettings();
+const cards = new Map(); // symbol → {node, data}
+const criticalAlerts = new Map();
+
+function createCard(symbol) {
+  const node = el('article', 'card');
+  node.dataset.key = symbol;
+  const top = el('div', 'card-top');
+  top.append(el('span', 'card-symbol', symbol), el('span', 'card-signal'));
+  const prices = el('div', 'card-prices');
+  prices.append(el('span', 'card-price num'), el('span', 'card-change num'));
+  const score = el('div', 'card-score');
+  const meter = el('meter');
+  meter.min = 0;
+  meter.max = 100;
+  meter.low = settings.thresholds.short;
+  meter.high = settings.thresholds.long;
+  meter.optimum = 50;
+  score.append(el('span', 'card-score-label', 'Confluence'), meter, el('span', 'card-score-value num'));
+  node.append(top, prices, score);
+  return { node, data: { symbol } };
+}
+
+function patchCard(symbol, fields) {
+  const card = cards.get(symbol);
+  if (!card) return; // not among the top symbols of this page
+  const before = card.data.price;
+  Object.assign(card.data, fields);
+  const { node, data } = card;
+  const price = node.querySelector('.card-price');
+  if (setText(price, formatPrice(data.price)) && Number.isFinite(before)) flash(price, data.price - before);
+  const change = node.querySelector('.card-change');
+  setText(change, formatPercent(data.change_24h));
+  setDirectionClass(change, data.change_24h);
+  const signal = node.querySelector('.card-signal');
+  setText(signal, data.signal || '—');
+  setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);
+  if (Number.isFinite(data.score)) node.querySelector('meter').value = data.score;
+  setText(node.querySelector('.card-score-value'), formatNumber(data.score));
+}
+
+function renderCards(scores) {
+  const container = byId('cards');
+  for (const row of scores) {
+    if (!cards.has(row.symbol)) cards.set(row.symbol, createCard(row.symbol));
+    patchCard(row.symbol, {
+      price: row.price, change_24h: row.change_24h, score: row.score, signal: row.signal,
+    });
+  }
+  const order = scores.map((row) => cards.get(row.symbol).node);
+  order.forEach((node, index) => {
+    if (container.children[index] !== node) container.insertBefore(node, container.children[index] || null);
+  });
+}
+
+function renderCriticalAlerts() {
+  const pending = newestFirst(criticalAlerts, 10).filter((a) => a.status === 'pending');
+  syncList(byId('critical-alerts'), pending, (a) => a.id, () => createAlertItem(null), updateAlertItem);
+  byId('critical-empty').hidden = pending.length > 0;
+}
+
+function render(body) {
+  renderCards(body.confluence_scores);
+  renderSignals(body.signals);
+  renderBetaSummary(body.beta_summary);
+  for (const alert of body.critical_alerts) criticalAlerts.set(alert.id, alert);
+  renderCriticalAlerts();
+}
+
+const handlers = {
+  update(channel, symbol, data) {
+    if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h });
+    else if (channel === 'confluence') patchCard(symbol, { score: data.score, signal: data.signal });
+    else if (channel === 'signals') renderSignals(data.signals);
+    else if (channel === 'dashboard') renderBetaSummary(data.beta);
+  },
+  alert(alert) {
+    if (alert.level !== 'critical') return;
+    criticalAlerts.set(alert.id, alert);
+    renderCriticalAlerts();
+  },
+};
+
+startPage({
+  dataUrl: '/api/dashboard/mobile',
+  subscriptions: (body) => [
+    { channels: ['market', 'confluence'], symbols: body.confluence_scores.map((row) => row.symbol) },
+    { channels: ['signals', 'dashboard', 'alerts'] },
+  ],
+  render,
+  handlers,
+});

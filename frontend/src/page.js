@@ -1,0 +1,90 @@
+// What both pages do at start: read their settings, fetch the first data (the
+// <link rel=preload> has already started that request), and open the live feed.
+
+import { ServerClock } from './clock.js';
+import { Header } from './header.js';
+import { LiveFeed, socketUrl } from './live.js';
+import { reportPageLoad } from './rum.js';
+
+export function pageSettings() {
+  const data = document.body.dataset;
+  return {
+    device: data.device,
+    page: data.page,
+    refreshMs: Number(data.refreshSeconds) * 1000,
+    staleAfterMs: Number(data.staleAfterSeconds) * 1000,
+    thresholds: { long: Number(data.longThreshold), short: Number(data.shortThreshold) },
+  };
+}
+
+/** The data of `url` and its ETag; retried every few seconds until the service answers. */
+export async function fetchFirst(url) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      // Same options as the preload, so the browser reuses its response.
+      const response = await fetch(url);
+      if (response.ok) return { body: await response.json(), etag: response.headers.get('ETag'), at: Date.now() };
+    } catch {
+      // not reachable yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 500 * 2 ** attempt)));
+  }
+}
+
+/**
+ * Starts a page: `render(body)` draws a full payload (first load and polls);
+ * `handlers` receives live messages. Returns once the first data is on screen.
+ */
+export async function startPage({ dataUrl, subscriptions, render, handlers }) {
+  const settings = pageSettings();
+  const clock = new ServerClock();
+  const header = new Header(clock, settings.staleAfterMs);
+  const first = await fetchFirst(dataUrl);
+  header.noteFetched(first.body, first.at);
+  header.renderOverview(overviewOf(first.body));
+  render(first.body);
+  reportPageLoad(settings.device, settings.page);
+  header.start();
+  const feed = new LiveFeed({
+    url: socketUrl(),
+    subscriptions: subscriptions(first.body),
+    clock,
+    onSnapshot: (channel, items) => {
+      for (const item of items) {
+        if (channel === 'alerts') {
+          handlers.alert(item.data); // an alert's time is not the market data's age
+          continue;
+        }
+        header.noteGenerated(item.generated_at);
+        handlers.update(channel, item.symbol, item.data);
+        if (channel === 'dashboard') header.renderOverview(item.data.overview);
+      }
+    },
+    onUpdate: (message) => {
+      header.noteGenerated(message.generated_at);
+      handlers.update(message.channel, message.symbol, message.data);
+      if (message.channel === 'dashboard') {
+        header.renderOverview(message.data.overview);
+        header.showErrors(message.data.errors);
+      }
+    },
+    onAlert: (message) => handlers.alert(message.data),
+    onState: (state) => header.showConnection(state),
+    poll: {
+      url: dataUrl,
+      everyMs: settings.refreshMs,
+      onData: (body, at) => {
+        header.noteFetched(body, at);
+        header.renderOverview(overviewOf(body));
+        render(body);
+      },
+    },
+  });
+  feed.start(first.etag);
+  return { settings, header, feed };
+}
+
+/** The market overview of a desktop or a mobile payload. */
+function overviewOf(body) {
+  return body.overview || body.market_overview;
+}

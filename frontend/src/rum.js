@@ -1,0 +1,41 @@
+// Real-user monitoring: once the first data is on screen, the page reports its
+// load timings to POST /api/rum (the page-load KPIs' source).
+
+const MAX_MS = 120000;
+
+function clamp(ms) {
+  return Math.round(Math.min(MAX_MS, Math.max(0, ms)) * 10) / 10;
+}
+
+function domReady() {
+  return new Promise((resolve) => {
+    const navigation = performance.getEntriesByType('navigation')[0];
+    if (navigation && navigation.domContentLoadedEventEnd > 0) resolve();
+    else window.addEventListener('load', () => setTimeout(resolve, 0), { once: true });
+  });
+}
+
+/** Call when the first data was rendered: measures now, reports once the DOM is ready. */
+export async function reportPageLoad(device, page) {
+  const firstDataMs = performance.now();
+  await domReady();
+  const navigation = performance.getEntriesByType('navigation')[0];
+  if (!navigation) return;
+  const beacon = {
+    device,
+    page,
+    ttfb_ms: clamp(navigation.responseStart - navigation.startTime),
+    dom_ready_ms: clamp(navigation.domContentLoadedEventEnd - navigation.startTime),
+    first_data_ms: clamp(firstDataMs - navigation.startTime),
+  };
+  try {
+    await fetch('/api/rum', {
+      method: 'POST',
+      keepalive: true,
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(beacon),
+    });
+  } catch {
+    // monitoring must never disturb the page
+  }
+}

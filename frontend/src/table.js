@@ -1,0 +1,186 @@
+// The desktop symbol table: one row per symbol, created once and patched in place by
+// every update; sortable by any column, filterable by text and by watchlist.
+
+import {
+  el, flash, formatNumber, formatPercent, formatPrice, formatVolume, setChoiceClass, setDirectionClass, setText,
+} from './dom.js';
+
+const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
+const SIGNALS = ['long', 'short', 'neutral'];
+
+function scoreClass(node, score, { long, short }) {
+  node.classList.toggle('score-long', score >= long);
+  node.classList.toggle('score-short', score <= short);
+}
+
+export class SymbolTable {
+  /** thresholds: {long, short}; onSelect(symbol); onStar(symbol). */
+  constructor(table, thresholds, onSelect, onStar) {
+    this.table = table;
+    this.body = table.tBodies[0];
+    this.thresholds = thresholds;
+    this.onSelect = onSelect;
+    this.onStar = onStar;
+    this.rows = new Map(); // symbol → {tr, cells, data}
+    this.sortKey = 'volume_24h';
+    this.descending = true;
+    this.filterText = '';
+    this.watchlistOnly = false;
+    this.watchlist = new Set();
+    this.sortPending = false;
+    for (const button of table.querySelectorAll('th button[data-sort]')) {
+      button.addEventListener('click', () => this.sortBy(button.dataset.sort));
+    }
+  }
+
+  /** The full list (initial load or poll): rows patched, new ones created. */
+  setAll(symbols) {
+    for (const row of symbols) {
+      this.patch(row.symbol, {
+        price: row.price, change_24h: row.change_24h, volume_24h: row.volume_24h,
+        ...(row.confluence ? confluenceFields(row.confluence) : {}),
+      });
+    }
+    this.sortSoon();
+  }
+
+  /** A `market` update of one symbol. */
+  applyMarket(symbol, market) {
+    this.patch(symbol, { price: market.price, change_24h: market.change_24h, volume_24h: market.volume_24h });
+    this.sortSoon();
+  }
+
+  /** A `confluence` update of one symbol. */
+  applyConfluence(symbol, confluence) {
+    this.patch(symbol, confluenceFields(confluence));
+    this.sortSoon();
+  }
+
+  data(symbol) {
+    const row = this.rows.get(symbol);
+    return row ? row.data : null;
+  }
+
+  patch(symbol, fields) {
+    let row = this.rows.get(symbol);
+    if (!row) row = this.createRow(symbol);
+    const before = row.data.price;
+    Object.assign(row.data, fields);
+    const { cells, data } = row;
+    if (setText(cells.price, formatPrice(data.price)) && Number.isFinite(before)) {
+      flash(cells.price, data.price - before);
+    }
+    setText(cells.change_24h, formatPercent(data.change_24h));
+    setDirectionClass(cells.change_24h, data.change_24h);
+    setText(cells.volume_24h, formatVolume(data.volume_24h));
+    setText(cells.score, formatNumber(data.score));
+    scoreClass(cells.score, data.score, this.thresholds);
+    for (const name of COMPONENTS) {
+      setText(cells[name], formatNumber(data[name], 0));
+      scoreClass(cells[name], data[name], this.thresholds);
+    }
+    setText(cells.signal, data.signal || '—');
+    setChoiceClass(cells.signal, 'signal-', SIGNALS, data.signal);
+  }
+
+  createRow(symbol) {
+    const tr = el('tr');
+    tr.dataset.symbol = symbol;
+    const star = el('button', 'star', '☆');
+    star.type = 'button';
+    star.title = `Watch ${symbol}`;
+    star.addEventListener('click', (event) => {
+      event.stopPropagation();
+      this.onStar(symbol);
+    });
+    const starCell = el('td', 'star-col');
+    starCell.append(star);
+    const cells = { star };
+    tr.append(starCell);
+    for (const name of ['symbol', 'price', 'change_24h', 'volume_24h', 'score', ...COMPONENTS, 'signal']) {
+      const cell = el('td', name === 'symbol' || name === 'signal' ? name : `num ${name}`);
+      cells[name] = cell;
+      tr.append(cell);
+    }
+    cells.symbol.textContent = symbol;
+    tr.addEventListener('click', () => this.onSelect(symbol));
+    const row = { tr, cells, data: { symbol } };
+    this.rows.set(symbol, row);
+    this.body.append(tr);
+    this.applyFilterTo(row);
+    return row;
+  }
+
+  select(symbol) {
+    for (const [name, row] of this.rows) row.tr.classList.toggle('selected', name === symbol);
+  }
+
+  // --- sorting and filtering -----------------------------------------------------------
+
+  sortBy(key) {
+    this.descending = key === this.sortKey ? !this.descending : key !== 'symbol';
+    this.sortKey = key;
+    for (const th of this.table.tHead.rows[0].cells) {
+      const button = th.querySelector('button');
+      if (button && button.dataset.sort === key) th.setAttribute('aria-sort', this.descending ? 'descending' : 'ascending');
+      else th.removeAttribute('aria-sort');
+    }
+    this.sort();
+  }
+
+  sortSoon() {
+    if (this.sortPending) return;
+    this.sortPending = true;
+    requestAnimationFrame(() => {
+      this.sortPending = false;
+      this.sort();
+    });
+  }
+
+  /** Reorders the existing rows (moves nodes; nothing is rebuilt). */
+  sort() {
+    const key = this.sortKey;
+    const sign = this.descending ? -1 : 1;
+    const ordered = [...this.rows.values()].sort((a, b) => compare(a.data[key], b.data[key], sign));
+    ordered.forEach((row, index) => {
+      if (this.body.children[index] !== row.tr) this.body.insertBefore(row.tr, this.body.children[index] || null);
+    });
+  }
+
+  filter(text, watchlistOnly) {
+    this.filterText = text.trim().toUpperCase();
+    this.watchlistOnly = watchlistOnly;
+    for (const row of this.rows.values()) this.applyFilterTo(row);
+  }
+
+  setWatchlist(symbols) {
+    this.watchlist = symbols;
+    for (const [symbol, row] of this.rows) {
+      const watched = symbols.has(symbol);
+      setText(row.cells.star, watched ? '★' : '☆');
+      row.cells.star.classList.toggle('watched', watched);
+      row.cells.star.title = `${watched ? 'Unwatch' : 'Watch'} ${symbol}`;
+      this.applyFilterTo(row);
+    }
+  }
+
+  applyFilterTo(row) {
+    const symbol = row.data.symbol;
+    const matches = symbol.includes(this.filterText) && (!this.watchlistOnly || this.watchlist.has(symbol));
+    row.tr.hidden = !matches;
+  }
+}
+
+function confluenceFields(confluence) {
+  const fields = { score: confluence.score, signal: confluence.signal };
+  for (const name of COMPONENTS) fields[name] = confluence.components ? confluence.components[name] : null;
+  return fields;
+}
+
+/** Numbers or strings in the direction `sign` (1 or -1); missing values always last. */
+function compare(a, b, sign) {
+  const missingA = a === null || a === undefined;
+  const missingB = b === null || b === undefined;
+  if (missingA || missingB) return missingA === missingB ? 0 : missingA ? 1 : -1;
+  return sign * (typeof a === 'string' ? a.localeCompare(b) : a - b);
+}

@@ -1,0 +1,39 @@
+// The user's watchlist, kept on the server under the session cookie
+// (GET/PUT /api/session/watchlist).
+
+import { callApi } from './api.js';
+
+export class Watchlist {
+  constructor(onChange) {
+    this.symbols = new Set();
+    this.onChange = onChange;
+  }
+
+  async load() {
+    try {
+      const body = await callApi('GET', '/api/session/watchlist');
+      this.symbols = new Set(body.watchlist);
+    } catch {
+      this.symbols = new Set();
+    }
+    this.onChange(this.symbols, null);
+  }
+
+  has(symbol) {
+    return this.symbols.has(symbol);
+  }
+
+  /** Adds or removes `symbol`; the server's answer is the truth. */
+  async toggle(symbol) {
+    const wanted = new Set(this.symbols);
+    if (wanted.has(symbol)) wanted.delete(symbol);
+    else wanted.add(symbol);
+    try {
+      const body = await callApi('PUT', '/api/session/watchlist', { watchlist: [...wanted] });
+      this.symbols = new Set(body.watchlist);
+      this.onChange(this.symbols, null);
+    } catch (error) {
+      this.onChange(this.symbols, `Watchlist not saved: ${error.message}`);
+    }
+  }
+}

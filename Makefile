@@ -17,9 +17,10 @@ test: $(STAMP) test-services frontend
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
-# Debian packages of the servers the integration tests start (installed when missing).
+# Debian packages of the servers and the browser the tests start (installed when missing).
 test-services:
-	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server
+	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
+		chromium:chromium
 
 # The browser bundle (app/web/static/dist/chart.js); node and npm come from Debian
 # when missing.

@@ -90,12 +90,16 @@ class Broadcaster:
         rate_limiter: RateLimiter | None = None,
         known_symbols: Callable[[], Container[str]] | None = None,
         redis_channel: str = REDIS_CHANNEL,
+        server_clock: Callable[[], float] | None = None,
     ) -> None:
         self.replica_id = replica_id
         self.limits = limits
         self.stats = RealtimeStats()
         self.stats.latencies = type(self.stats.latencies)(maxlen=limits.latency_samples)
-        self._clock = clock
+        self._clock = clock  # wall time of publish and send: delivery latency
+        # What "server_time" reports: the clock of the data's generated_at, so pages
+        # can tell the data's age whatever their own clock says.
+        self._server_clock = server_clock or clock
         self._redis = redis
         self._guard = guard or RedisGuard()
         self._rate_limiter = rate_limiter
@@ -222,7 +226,9 @@ class Broadcaster:
                 "too many connections from this client",
                 "rejected_per_client",
             )
-        conn = Connection(ws, client_id, self.limits, self.stats, self._clock)
+        conn = Connection(
+            ws, client_id, self.limits, self.stats, self._clock, server_clock=self._server_clock
+        )
         self.connections.add(conn)
         self._idle.clear()
         self.stats.connections = len(self.connections)
@@ -262,7 +268,7 @@ class Broadcaster:
             elif message.type == "pong":
                 conn.pong(message.nonce)
             else:
-                conn.reply(protocol.dumps({"type": "pong", "server_time": self._clock()}))
+                conn.reply(protocol.dumps({"type": "pong", "server_time": self._server_clock()}))
         except protocol.ProtocolError as exc:
             conn.reply(protocol.error(exc.code, exc.message))
             conn.note_bad_message(time.monotonic())

@@ -109,6 +109,8 @@ class Connection:
         limits: WsLimits,
         stats: RealtimeStats,
         clock: Callable[[], float] = time.time,
+        *,
+        server_clock: Callable[[], float] | None = None,
     ) -> None:
         self.id = next(self._ids)
         self.ws = ws
@@ -116,6 +118,7 @@ class Connection:
         self.limits = limits
         self.stats = stats
         self.clock = clock
+        self.server_clock = server_clock or clock
         self.subscriptions: dict[str, set[str] | None] = {}  # None: every symbol
         self._replies: deque[Queued] = deque()
         self._alerts: deque[Queued] = deque()
@@ -251,7 +254,7 @@ class Connection:
             nonce = next(self._nonces)
             self._awaited_nonce = nonce
             self._pong.clear()
-            message = {"type": "heartbeat", "nonce": nonce, "server_time": self.clock()}
+            message = {"type": "heartbeat", "nonce": nonce, "server_time": self.server_clock()}
             self._heartbeat = (protocol.dumps(message), "", None)
             self._wake.set()
             try:

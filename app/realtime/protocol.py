@@ -29,7 +29,9 @@ Channels: market, confluence, signals, beta, alerts, dashboard. A snapshot answe
 every subscribe (one per channel, with the latest value of each newly subscribed
 (channel, symbol); ``items`` may be empty) and every resync. ``seq`` is per channel,
 shared by every replica, and grows by 1 per published message; ``generated_at`` is
-epoch milliseconds of the data. An update with ``"symbol": null`` concerns the whole
+epoch milliseconds of the data; ``server_time`` is the server's clock in epoch
+seconds — the same clock as ``generated_at``, so a client can tell the data's age
+whatever its own clock says. An update with ``"symbol": null`` concerns the whole
 channel and reaches every subscriber of the channel. A client that sees a seq that is
 not last + 1 for a channel it follows completely missed messages (or, per symbol,
 received a coalesced one): it may send ``resync``. After a Redis outage the sequence

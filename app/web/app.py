@@ -8,7 +8,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from quart import Quart
@@ -97,12 +97,25 @@ def create_app(
     async def stop() -> None:
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        await state.pipeline.stop()
-        await state.alerts.webhooks.close()
-        await state.runtime.close()
+        await _bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
+        await _bounded("pipeline", state.pipeline.stop())
+        await _bounded("webhooks", state.alerts.webhooks.close())
+        await _bounded("cache tiers", state.runtime.close())
 
     return app
+
+
+# A shutdown step waiting on a backend that is down (a lock release, a pool close)
+# must not hold the process: each step gets this long, then shutdown moves on.
+SHUTDOWN_STEP_SECONDS = 3.0
+
+
+async def _bounded(step: str, awaitable: Awaitable[object]) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await awaitable
+    except TimeoutError:
+        log.warning("shutdown: %s took over %.0f s; moving on", step, SHUTDOWN_STEP_SECONDS)
 
 
 def _build_state(
@@ -153,6 +166,7 @@ def _add_realtime(app: Quart, state: ServiceState, limiter: RateLimiter) -> None
         runtime.redis_guard,
         rate_limiter=limiter,
         known_symbols=lambda: state.known_symbols,
+        server_clock=state.clock,
         redis_channel=f"{runtime.cache.policy.namespace}:realtime",
     )
     register_ws(app, broadcaster)

@@ -77,6 +77,7 @@ export class AlertsPanel {
   }
 
   async ack(id, button) {
+    if (!this.hasToken('acknowledge')) return;
     button.disabled = true;
     try {
       const body = await callApi('POST', `/api/alerts/${encodeURIComponent(id)}/ack`, undefined, { authorized: true });
@@ -139,6 +140,7 @@ export class AlertsPanel {
   }
 
   async createRule() {
+    if (!this.hasToken('create the rule')) return;
     try {
       const body = await callApi('POST', '/api/alerts/rules', this.ruleFromForm(), { authorized: true });
       this.say(`Rule created: ${body.rule.title || body.rule.kind}`);
@@ -173,6 +175,7 @@ export class AlertsPanel {
   }
 
   async deleteRule(id) {
+    if (!this.hasToken('delete the rule')) return;
     try {
       await callApi('DELETE', `/api/alerts/rules/${encodeURIComponent(id)}`, undefined, { authorized: true });
       this.say('Rule deleted.');
@@ -182,9 +185,16 @@ export class AlertsPanel {
     }
   }
 
+  /** Writes need the API token: without one, say so instead of sending a doomed request. */
+  hasToken(action) {
+    if (apiToken()) return true;
+    this.say(`Could not ${action}: enter the API token first.`);
+    return false;
+  }
+
   explain(error, action) {
     if (error instanceof ApiError && error.status === 401) {
-      return `Could not ${action}: enter the API token first.`;
+      return `Could not ${action}: the API token was refused.`;
     }
     return `Could not ${action}: ${error.message}`;
   }

@@ -121,12 +121,12 @@ export class LiveFeed {
         this.options.onAlert(message);
         break;
       case 'heartbeat':
-        clock.observe(message.server_time);
+        clock.observe(message.server_time * 1000); // server_time: epoch seconds
         this.send({ type: 'pong', nonce: message.nonce });
         break;
       case 'pong':
         clearTimeout(this.pongTimer);
-        clock.observe(message.server_time, Date.now(), Date.now() - this.pingSentAt);
+        clock.observe(message.server_time * 1000, Date.now(), Date.now() - this.pingSentAt);
         break;
       case 'error':
         console.warn(`live updates: ${message.code}: ${message.message}`);

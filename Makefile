@@ -12,8 +12,8 @@ run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
 
 test: $(STAMP) test-services frontend
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests dashboards
+	$(BIN)/ruff format --check app tests dashboards
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
@@ -29,11 +29,11 @@ frontend:
 	scripts/build-frontend.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests dashboards
 
 format: $(STAMP)
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests dashboards
+	$(BIN)/ruff check --fix app tests dashboards
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -12,7 +12,6 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, WebSocketRoute
 
 from app.market.errors import ExchangeUnavailable
-from app.observability.metrics import REGISTRY
 from tests.browser import IPHONE, PageProblems, ServedApp, chromium, screenshot, served_app
 from tests.conftest import eventually
 
@@ -348,7 +347,8 @@ async def test_rum_beacon_feeds_the_page_load_histogram(
 ) -> None:
     def count(device: str, phase: str) -> float:
         labels = {"device": device, "phase": phase}
-        return REGISTRY.get_sample_value("virtuoso_page_load_seconds_count", labels) or 0.0
+        registry = served.state.metrics.registry
+        return registry.get_sample_value("virtuoso_page_load_seconds_count", labels) or 0.0
 
     phases = ("ttfb", "dom_ready", "first_data")
     before = {(d, p): count(d, p) for d in ("desktop", "mobile") for p in phases}

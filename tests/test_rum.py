@@ -8,7 +8,7 @@ import pytest
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app.observability.metrics import REGISTRY
+from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.web.errors import register_error_handlers
 from app.web.rum import rum
 
@@ -17,9 +17,14 @@ VALID = {"device": "mobile", "page": "/mobile", "ttfb_ms": 120, "dom_ready_ms": 
          "first_data_ms": 900}  # fmt: skip
 
 
+METRICS = Metrics()
+REGISTRY = METRICS.registry
+
+
 @pytest.fixture
 def client():
     app = Quart(__name__)
+    app.extensions[EXTENSION_KEY] = METRICS
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
     QuartSchema(app)
     app.register_blueprint(rum)

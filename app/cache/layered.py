@@ -35,6 +35,7 @@ from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.stats import CacheStats
 from app.cache.tier import SharedTier, TierUnavailable
+from app.observability.tracing import cache_lookup_span, record_cache_result
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,14 @@ class LayeredCache:
     async def _lookup(self, physical: str, family: str, now: int) -> tuple[CacheEntry | None, str]:
         """The newest copy and its tier: L1 first; the shared tiers only when L1 has
         nothing fresh. Fills the tiers above the one it came from."""
-        best = self.l1.get(physical)
+        with cache_lookup_span("l1", family) as span:
+            started = time.perf_counter()
+            best = self.l1.get(physical)
+            self.stats.timed("l1", "get", time.perf_counter() - started)
+            result = _result(best, now)
+            record_cache_result(span, result)
         best_tier = "l1"
-        self.stats.lookup("l1", family, _result(best, now))
+        self.stats.lookup("l1", family, result)
         if best is not None and best.is_fresh(now):
             return best, best_tier
         for tier in (self.memcached, self.backup):
@@ -154,24 +160,32 @@ class LayeredCache:
     async def _tier_get(
         self, tier: SharedTier, physical: str, family: str, now: int
     ) -> CacheEntry | None:
+        with cache_lookup_span(tier.name, family) as span:
+            entry, result = await self._tier_read(tier, physical, now)
+            record_cache_result(span, "error" if result == "corrupt" else result)
+        self.stats.lookup(tier.name, family, result)
+        return entry
+
+    async def _tier_read(
+        self, tier: SharedTier, physical: str, now: int
+    ) -> tuple[CacheEntry | None, str]:
+        """The entry in ``tier`` and the lookup's result (hit, stale, miss, error, corrupt)."""
         if not tier.available:
-            self.stats.lookup(tier.name, family, "error")
-            return None
+            return None, "error"
+        started = time.perf_counter()
         try:
             raw = (await tier.get_many([physical])).get(physical)
         except TierUnavailable:
-            self.stats.lookup(tier.name, family, "error")
-            return None
+            return None, "error"
+        finally:
+            self.stats.timed(tier.name, "get", time.perf_counter() - started)
         if raw is None:
-            self.stats.lookup(tier.name, family, "miss")
-            return None
+            return None, "miss"
         try:
             entry = decode(raw)
         except CorruptEntry:
-            self.stats.lookup(tier.name, family, "corrupt")
-            return None
-        self.stats.lookup(tier.name, family, _result(entry, now))
-        return entry
+            return None, "corrupt"
+        return entry, _result(entry, now)
 
     async def _fill_above(
         self, source: SharedTier, physical: str, family: str, entry: CacheEntry
@@ -321,10 +335,12 @@ class LayeredCache:
     async def _tier_set(self, tier: SharedTier, items: dict[str, bytes], ttl: int) -> None:
         if not tier.available:
             return
+        started = time.perf_counter()
         with contextlib.suppress(
             TierUnavailable
         ):  # the tier logs its own outage once; L1 and the other tier still hold it
             await tier.set_many(items, ttl)
+        self.stats.timed(tier.name, "set", time.perf_counter() - started)
 
     def _l2_ttl(self, family: str) -> int:
         """Memcached keeps an entry while it is servable (TTL + grace)."""

@@ -14,6 +14,7 @@ TIERS = ("l1", "memcached", "redis")
 RESULTS = ("hit", "miss", "stale", "error", "corrupt")
 
 Listener = Callable[[str, str, str], None]  # (tier, family, result)
+TimingListener = Callable[[str, str, float], None]  # (tier, operation, seconds)
 
 
 @dataclass
@@ -27,11 +28,17 @@ class CacheStats:
     invalidations: Counter[str] = field(default_factory=Counter)
     served: Counter[tuple[str, str]] = field(default_factory=Counter)  # (family, outcome)
     listeners: list[Listener] = field(default_factory=list)
+    timing_listeners: list[TimingListener] = field(default_factory=list)
 
     def lookup(self, tier: str, family: str, result: str) -> None:
         self.lookups[(tier, family, result)] += 1
         for listener in self.listeners:
             listener(tier, family, result)
+
+    def timed(self, tier: str, operation: str, seconds: float) -> None:
+        """One operation (get, set) on one tier took ``seconds``."""
+        for listener in self.timing_listeners:
+            listener(tier, operation, seconds)
 
     def serve(self, family: str, outcome: str) -> None:
         """What the caller got: ``hit`` (fresh from any tier), ``stale``, ``miss`` (computed)

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from app.market.errors import ExchangeRateLimited, ExchangeRejected, ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
 from app.market.source import MarketSource
+from app.observability.tracing import exchange_call_span, record_outcome
 from app.resilience.breaker import (
     BreakerConfig,
     BreakerOpen,
@@ -170,6 +171,9 @@ class GuardedSource:
             for family in FAMILIES
         }
         self._stats = {family: _Stats() for family in FAMILIES}
+        # Called for every call: (endpoint family, outcome, seconds or None when the
+        # breaker refused it). Outcomes: ok, error, timeout, rate_limited, rejected.
+        self.on_call: list[Callable[[str, str, float | None], None]] = []
 
     # -- introspection -------------------------------------------------------------------
 
@@ -273,6 +277,7 @@ class GuardedSource:
                 continue
             # Refused by our breaker (outside the except block, so that re-raising
             # last_error does not rewrite its context).
+            self._called(family, "rejected", None)
             if last_error is not None:
                 raise last_error
             raise CircuitOpen(self.name, family, refused.retry_after_seconds) from refused
@@ -280,14 +285,32 @@ class GuardedSource:
         raise last_error
 
     async def _attempt(self, family: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await call()
-        except TimeoutError as exc:
-            self._stats[family].timeouts += 1
-            raise ExchangeUnavailable(
-                f"{self.name} {operation} timed out after {self._timeout:g} s"
-            ) from exc
+        started = time.perf_counter()
+        with exchange_call_span(self.name, family) as span:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    result = await call()
+            except TimeoutError as exc:
+                self._stats[family].timeouts += 1
+                self._called(family, "timeout", started, span)
+                raise ExchangeUnavailable(
+                    f"{self.name} {operation} timed out after {self._timeout:g} s"
+                ) from exc
+            except ExchangeRateLimited:
+                self._called(family, "rate_limited", started, span)
+                raise
+            except Exception:
+                self._called(family, "error", started, span)
+                raise
+            self._called(family, "ok", started, span)
+            return result
+
+    def _called(self, family: str, outcome: str, started: float | None, span=None) -> None:
+        if span is not None:
+            record_outcome(span, outcome)
+        seconds = None if started is None else time.perf_counter() - started
+        for listener in self.on_call:
+            listener(family, outcome, seconds)
 
     def _rate_limited(self, family: str, exc: ExchangeRateLimited) -> None:
         """Honour the exchange: no retry; this family open for at least Retry-After (else

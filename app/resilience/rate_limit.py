@@ -50,6 +50,7 @@ import logging
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,6 +476,7 @@ class RateLimiter:
         self.connections = ConnectionLimiter(limits.websocket.max_connections_per_client)
         self.allowed = 0
         self.limited = 0
+        self.limited_by_family: Counter[str] = Counter()  # 429s by route family (metrics)
         self.failed_open = 0
         self._failing_open = False
 
@@ -519,6 +521,7 @@ class RateLimiter:
             self.allowed += 1
         else:
             self.limited += 1
+            self.limited_by_family[family.name] += 1
         return decision
 
     async def acquire_connection(self, client_id: str) -> bool:

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
+from app.observability.tracing import step_span
 from app.services.analysis import Analysis, analyse
 from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
@@ -44,6 +45,9 @@ class PipelineStatus:
     consecutive_failures: int = 0
     last_duration_ms: float | None = None
     unlisted_symbols: tuple[str, ...] = ()
+    # ok | error | skipped; a plain dict (dataclasses.asdict mangles a Counter)
+    refreshes: dict[str, int] = field(default_factory=dict)
+    views_built: int = 0
 
 
 class Pipeline:
@@ -66,6 +70,8 @@ class Pipeline:
         self.on_snapshot: list[Callable[[Snapshot, Analysis], Awaitable[None]]] = []
         # The critical alerts the mobile dashboard shows (set by the alert service).
         self.critical_alerts: Callable[[], Awaitable[list[dict]]] = _no_alerts
+        # Called after every refresh with its outcome (ok, error, skipped) and seconds.
+        self.on_refresh: list[Callable[[str, float], None]] = []
         self.status = PipelineStatus()
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
@@ -101,9 +107,25 @@ class Pipeline:
         return await asyncio.shield(self._inflight)
 
     async def _coordinated(self, force: bool) -> Snapshot | None:
-        if self.coordinator is None:
-            return await self._refresh_once()
-        return await self.coordinator.run(self._refresh_once, force)
+        started = time.perf_counter()
+        with step_span("pipeline.refresh", force=force) as span:
+            try:
+                if self.coordinator is None:
+                    snapshot = await self._refresh_once()
+                else:
+                    snapshot = await self.coordinator.run(self._refresh_once, force)
+            except Exception:
+                self._refreshed("error", started, span)
+                raise
+            self._refreshed("ok" if snapshot is not None else "skipped", started, span)
+            return snapshot
+
+    def _refreshed(self, outcome: str, started: float, span) -> None:
+        span.set_attribute("pipeline.outcome", outcome)
+        self.status.refreshes[outcome] = self.status.refreshes.get(outcome, 0) + 1
+        seconds = time.perf_counter() - started
+        for listener in self.on_refresh:
+            listener(outcome, seconds)
 
     async def _run(self) -> None:
         await self._start_source()
@@ -162,16 +184,19 @@ class Pipeline:
         started = time.perf_counter()
         self.status.last_attempt_ms = int(self.clock() * 1000)
         try:
-            snapshot = await self.collector.collect()
+            with step_span("market.fetch", exchange=self.source.name):
+                snapshot = await self.collector.collect()
         except MarketDataError as error:
             if self.status.consecutive_failures == 0:  # one line per outage, not per attempt
                 log.warning("refresh failed: %s", error)
             self._record_failure(str(error))
             raise
         alerts = await self.critical_alerts()
-        analysis = await asyncio.to_thread(analyse, snapshot, self.settings)
-        bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
-        await self.publish(bodies, snapshot.fetched_at_ms)
+        with step_span("analysis", symbols=len(snapshot.tickers)):
+            analysis = await asyncio.to_thread(analyse, snapshot, self.settings)
+        with step_span("views.build"):
+            bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
+        await self._publish(bodies, snapshot.fetched_at_ms)
         self.latest, self.latest_analysis = snapshot, analysis
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
@@ -183,8 +208,14 @@ class Pipeline:
         self.status.consecutive_failures = 0
         self.status.last_duration_ms = round((time.perf_counter() - started) * 1000, 1)
         self._published.set()
-        await self._announce(snapshot, analysis)
+        with step_span("snapshot.announce"):
+            await self._announce(snapshot, analysis)
         return snapshot
+
+    async def _publish(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
+        with step_span("views.publish", views=len(bodies)):
+            await self.publish(bodies, generated_at_ms)
+        self.status.views_built += len(bodies)
 
     def _encode_views(
         self, snapshot: Snapshot, analysis: Analysis, alerts: list[dict]
@@ -200,7 +231,7 @@ class Pipeline:
             return False
         alerts = await self.critical_alerts()
         bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
-        await self.publish(bodies, snapshot.fetched_at_ms)
+        await self._publish(bodies, snapshot.fetched_at_ms)
         return True
 
     async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
@@ -21,6 +22,8 @@ from app.cache.runtime import CacheRuntime, build_cache
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.market.sources import make_source
+from app.observability.install import install_observability
+from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
 from app.realtime.updates import LiveUpdates
 from app.realtime.ws_route import register_ws
@@ -41,6 +44,7 @@ from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
+from app.web.metrics_route import metrics_endpoint
 from app.web.pages import pages
 from app.web.rum import rum
 from app.web.security import install_security_headers
@@ -57,8 +61,11 @@ def create_app(
     settings: Settings,
     source: MarketSource | None = None,
     clock: Callable[[], float] = time.time,
+    tracer_provider: TracerProvider | None = None,
 ) -> Quart:
-    """``source`` defaults to what the settings name; tests pass their own."""
+    """``source`` defaults to what the settings name; tests pass their own.
+    ``tracer_provider`` defaults to the one the ``OTEL_*`` variables describe (none
+    without an OTLP endpoint); tests pass one with an in-memory exporter."""
     app = Quart(__name__)
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
     QuartSchema(
@@ -77,9 +84,12 @@ def create_app(
         guard=state.runtime.redis_guard,
         token_is_valid=_known_token(settings),
     )
+    state.rate_limiter = limiter
     _add_realtime(app, state, limiter)
     for blueprint in (api_blueprint(settings), pages, health, admin, sessions, alerts, rum):
         app.register_blueprint(blueprint)
+    app.register_blueprint(metrics_endpoint)
+    poller = install_observability(app, state, tracer_provider or provider_from_env())
     register_error_handlers(app)
     install_security_headers(app)
     background: list[asyncio.Task[None]] = []
@@ -92,6 +102,7 @@ def create_app(
         await state.pipeline.start()
         background.append(asyncio.create_task(_warm_until_done(state), name="cache-warming"))
         background.append(asyncio.create_task(_tune_ttls(state), name="adaptive-ttl"))
+        background.append(asyncio.create_task(poller.run(), name="backend-metrics"))
 
     @app.after_serving
     async def stop() -> None:

@@ -10,7 +10,9 @@ from quart import current_app
 
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.runtime import CacheRuntime
+from app.observability.metrics import Metrics
 from app.realtime.broadcaster import Broadcaster
+from app.resilience.rate_limit import RateLimiter
 from app.services.alerts import AlertService
 from app.services.pipeline import Pipeline
 from app.services.sessions import SessionCookies, SessionStore
@@ -36,6 +38,8 @@ class ServiceState:
     started_at: float = field(default_factory=time.time)
     warmed: bool = False
     broadcaster: Broadcaster | None = None
+    rate_limiter: RateLimiter | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -1,0 +1,182 @@
+"""Scrape-time metrics read from the counters the service keeps anyway (cache
+statistics, circuit breakers, rate limiter, WebSocket broadcaster, pipeline) and
+from the backend poller: nothing is counted twice and the hot paths pay nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from app.observability.backends import BackendPoller
+from app.resilience.breaker import STATE_CODES
+from app.web.health import breakers
+from app.web.state import ServiceState
+
+# A corrupt entry is a tier error as far as operators are concerned.
+LOOKUP_RESULTS = {
+    "hit": "hit", "miss": "miss", "stale": "stale", "error": "error", "corrupt": "error",
+}  # fmt: skip
+
+
+class ServiceCollector(Collector):
+    def __init__(self, state: ServiceState, poller: BackendPoller) -> None:
+        self.state = state
+        self.poller = poller
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield from self._cache()
+        yield from self._tiers()
+        yield from self._breakers()
+        yield from self._rate_limits()
+        yield from self._pipeline()
+        yield from self._realtime()
+
+    # --- cache -------------------------------------------------------------------------
+
+    def _cache(self) -> Iterator[CounterMetricFamily]:
+        stats = self.state.runtime.cache.stats
+        operations = CounterMetricFamily(
+            "virtuoso_cache_operations",
+            "Lookups in each cache tier by family and result",
+            labels=("tier", "family", "result"),
+        )
+        merged: Counter[tuple[str, str, str]] = Counter()
+        for (tier, family, result), count in stats.lookups.items():
+            merged[(tier, family, LOOKUP_RESULTS.get(result, "error"))] += count
+        for labels, count in sorted(merged.items()):
+            operations.add_metric(labels, count)
+        yield operations
+        requests = CounterMetricFamily(
+            "virtuoso_cache_requests",
+            "What callers got: hit (fresh, any tier), stale, miss (computed), error",
+            labels=("family", "outcome"),
+        )
+        for labels, count in sorted(stats.served.items()):
+            requests.add_metric(labels, count)
+        yield requests
+        for name, counts, text in (
+            ("singleflight_waits", stats.singleflight_waits, "Waits for another's computation"),
+            ("invalidations", stats.invalidations, "Invalidations by family"),
+            ("computations", stats.computations, "Values computed by family"),
+        ):
+            family = CounterMetricFamily(f"virtuoso_cache_{name}", text, labels=("family",))
+            for key, count in sorted(counts.items()):
+                family.add_metric((key,), count)
+            yield family
+
+    def _tiers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        l1 = self.state.runtime.cache.l1
+        items = GaugeMetricFamily("virtuoso_cache_items", "Items held", labels=("tier",))
+        used = GaugeMetricFamily(
+            "virtuoso_cache_memory_used_bytes", "Memory used", labels=("tier",)
+        )
+        limit = GaugeMetricFamily(
+            "virtuoso_cache_memory_limit_bytes", "Memory limit", labels=("tier",)
+        )
+        evictions = CounterMetricFamily(
+            "virtuoso_cache_evictions", "Entries evicted for room", labels=("tier",)
+        )
+        items.add_metric(("l1",), len(l1))
+        used.add_metric(("l1",), l1.bytes)
+        limit.add_metric(("l1",), l1.max_bytes)
+        evictions.add_metric(("l1",), l1.evictions)
+        for tier, numbers in sorted(self.poller.tiers.items()):
+            items.add_metric((tier,), numbers.items)
+            used.add_metric((tier,), numbers.used_bytes)
+            if numbers.limit_bytes is not None:
+                limit.add_metric((tier,), numbers.limit_bytes)
+            evictions.add_metric((tier,), numbers.evictions)
+        yield from (items, used, limit, evictions)
+
+    # --- resilience --------------------------------------------------------------------
+
+    def _breakers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = GaugeMetricFamily(
+            "virtuoso_breaker_state", "0 closed, 1 open, 2 half-open", labels=("breaker",)
+        )
+        transitions = CounterMetricFamily(
+            "virtuoso_breaker_transitions",
+            "Circuit breaker transitions by the state entered",
+            labels=("breaker", "state"),
+        )
+        for name, snapshot in sorted(breakers(self.state).items()):
+            state.add_metric((name,), STATE_CODES[snapshot["state"]])
+            entered: Counter[str] = Counter()
+            for change, count in snapshot["transitions"].items():
+                entered[change.split("->")[1]] += count
+            for new_state, count in sorted(entered.items()):
+                transitions.add_metric((name, new_state), count)
+        yield from (state, transitions)
+
+    def _rate_limits(self) -> Iterator[CounterMetricFamily]:
+        rejections = CounterMetricFamily(
+            "virtuoso_rate_limit_rejections",
+            "Requests answered 429 (and WebSocket connections refused) by route family",
+            labels=("family",),
+        )
+        limiter = self.state.rate_limiter
+        if limiter is not None:
+            for family, count in sorted(limiter.limited_by_family.items()):
+                rejections.add_metric((family,), count)
+            rejections.add_metric(("ws",), limiter.connections.rejected)
+        yield rejections
+
+    # --- pipeline and realtime ---------------------------------------------------------
+
+    def _pipeline(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        generated = self.poller.snapshot_generated_ms()
+        if generated is not None:
+            yield GaugeMetricFamily(
+                "virtuoso_snapshot_age_seconds",
+                "Age of the newest market snapshot this replica can serve",
+                value=max(0.0, (self.state.now_ms() - generated) / 1000),
+            )
+        yield GaugeMetricFamily(
+            "virtuoso_refresh_interval_seconds",
+            "Configured refresh interval",
+            value=self.state.settings.refresh_seconds,
+        )
+        status = self.state.pipeline.status
+        yield CounterMetricFamily(
+            "virtuoso_views_built", "Views built from snapshots", value=status.views_built
+        )
+        refreshes = CounterMetricFamily(
+            "virtuoso_pipeline_refreshes",
+            "Refreshes by outcome (skipped: another replica refreshed)",
+            labels=("outcome",),
+        )
+        for outcome, count in sorted(status.refreshes.items()):
+            refreshes.add_metric((outcome,), count)
+        yield refreshes
+
+    def _realtime(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        broadcaster = self.state.broadcaster
+        if broadcaster is None:
+            return
+        stats = broadcaster.stats
+        yield GaugeMetricFamily(
+            "virtuoso_ws_connections", "Open WebSocket connections", value=stats.connections
+        )
+        messages = CounterMetricFamily(
+            "virtuoso_ws_messages",
+            "Messages to WebSocket clients: sent, coalesced (replaced by a newer one), "
+            "dropped (lost at close)",
+            labels=("channel", "result"),
+        )
+        for result, counts in (
+            ("sent", stats.sent),
+            ("coalesced", stats.coalesced),
+            ("dropped", stats.dropped),
+        ):
+            for channel, count in sorted(counts.items()):
+                messages.add_metric((channel, result), count)
+        yield messages
+        disconnects = CounterMetricFamily(
+            "virtuoso_ws_disconnects", "WebSocket connections closed, by reason", labels=("reason",)
+        )
+        for reason, count in sorted(stats.disconnects.items()):
+            disconnects.add_metric((reason,), count)
+        yield disconnects

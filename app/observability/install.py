@@ -1,0 +1,70 @@
+"""Wires the app's metrics and traces: the /metrics collectors, the hot-path
+observations (cache tier timings, exchange calls, refreshes, WebSocket delivery,
+alerts) and the HTTP middleware."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from quart import Quart
+
+from app.observability import tracing
+from app.observability.backends import BackendPoller
+from app.observability.collectors import ServiceCollector
+from app.observability.http import install_http_observability
+from app.observability.metrics import EXTENSION_KEY, Metrics
+from app.web.state import ServiceState
+
+
+def install_observability(
+    app: Quart, state: ServiceState, tracer_provider: trace.TracerProvider | None
+) -> BackendPoller:
+    """Returns the backend poller, for the app to run in the background."""
+    metrics = state.metrics
+    app.extensions[EXTENSION_KEY] = metrics
+    tracing.use(tracer_provider)
+    if tracer_provider is not None:
+        _instrument_redis(tracer_provider)
+    install_http_observability(app, metrics, tracer_provider)
+    poller = BackendPoller(state)
+    metrics.registry.register(ServiceCollector(state, poller))
+    _observe_hot_paths(state, metrics)
+    return poller
+
+
+def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
+    state.runtime.cache.stats.timing_listeners.append(
+        lambda tier, operation, seconds: metrics.cache_duration.labels(tier, operation).observe(
+            seconds
+        )
+    )
+    state.pipeline.on_refresh.append(
+        lambda outcome, seconds: metrics.refresh_duration.labels(outcome).observe(seconds)
+    )
+    source = state.pipeline.source
+    on_call = getattr(source, "on_call", None)
+    if on_call is not None:  # a guarded exchange (the simulated market is in-process)
+        exchange = source.name
+
+        def exchange_call(endpoint: str, outcome: str, seconds: float | None) -> None:
+            metrics.exchange_requests.labels(exchange, endpoint, outcome).inc()
+            if seconds is not None:
+                metrics.exchange_duration.labels(exchange, endpoint).observe(seconds)
+
+        on_call.append(exchange_call)
+    if state.broadcaster is not None:
+        state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
+            channel
+        ).observe(seconds)
+
+    async def alert_fired(alert: dict, _generated_at_ms: int) -> None:
+        metrics.alerts_triggered.labels(alert["level"]).inc()
+
+    state.alerts.announce.append(alert_fired)
+
+
+def _instrument_redis(provider: trace.TracerProvider) -> None:
+    """Spans for every Redis command (process-wide: redis-py's client is patched once)."""
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=provider)

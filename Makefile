@@ -20,7 +20,7 @@ test: $(STAMP) test-services frontend
 # Debian packages of the servers and the browser the tests start (installed when missing).
 test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
-		chromium:chromium
+		chromium:chromium prometheus:promtool
 
 # The browser bundle (app/web/static/dist/chart.js); node and npm come from Debian
 # when missing.

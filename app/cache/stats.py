@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 TIERS = ("l1", "memcached", "redis")
 RESULTS = ("hit", "miss", "stale", "error", "corrupt")
+SERVED_OUTCOMES = ("hit", "stale", "miss", "error")  # what a caller gets
 
 Listener = Callable[[str, str, str], None]  # (tier, family, result)
 TimingListener = Callable[[str, str, float], None]  # (tier, operation, seconds)

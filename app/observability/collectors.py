@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.cache.stats import SERVED_OUTCOMES
 from app.observability.backends import BackendPoller
+from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
 from app.web.health import breakers
 from app.web.state import ServiceState
@@ -49,13 +51,17 @@ class ServiceCollector(Collector):
         for labels, count in sorted(merged.items()):
             operations.add_metric(labels, count)
         yield operations
+        # Every known family is reported, zero until it happens: a rate over a series
+        # that does not exist yet would be "no data" rather than 0.
+        families = self.state.runtime.cache.policy.families
         requests = CounterMetricFamily(
             "virtuoso_cache_requests",
             "What callers got: hit (fresh, any tier), stale, miss (computed), error",
             labels=("family", "outcome"),
         )
-        for labels, count in sorted(stats.served.items()):
-            requests.add_metric(labels, count)
+        for family in families:
+            for outcome in SERVED_OUTCOMES:
+                requests.add_metric((family, outcome), stats.served[(family, outcome)])
         yield requests
         for name, counts, text in (
             ("singleflight_waits", stats.singleflight_waits, "Waits for another's computation"),
@@ -63,8 +69,8 @@ class ServiceCollector(Collector):
             ("computations", stats.computations, "Values computed by family"),
         ):
             family = CounterMetricFamily(f"virtuoso_cache_{name}", text, labels=("family",))
-            for key, count in sorted(counts.items()):
-                family.add_metric((key,), count)
+            for name in families:
+                family.add_metric((name,), counts[name])
             yield family
 
     def _tiers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -107,8 +113,8 @@ class ServiceCollector(Collector):
             entered: Counter[str] = Counter()
             for change, count in snapshot["transitions"].items():
                 entered[change.split("->")[1]] += count
-            for new_state, count in sorted(entered.items()):
-                transitions.add_metric((name, new_state), count)
+            for new_state in STATE_CODES:
+                transitions.add_metric((name, new_state), entered[new_state])
         yield from (state, transitions)
 
     def _rate_limits(self) -> Iterator[CounterMetricFamily]:
@@ -127,13 +133,14 @@ class ServiceCollector(Collector):
     # --- pipeline and realtime ---------------------------------------------------------
 
     def _pipeline(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        generated = self.poller.snapshot_generated_ms()
-        if generated is not None:
-            yield GaugeMetricFamily(
-                "virtuoso_snapshot_age_seconds",
-                "Age of the newest market snapshot this replica can serve",
-                value=max(0.0, (self.state.now_ms() - generated) / 1000),
-            )
+        # Before any snapshot, the time since start: a replica that never gets one
+        # must still trip the staleness alert.
+        generated = self.poller.snapshot_generated_ms() or int(self.state.started_at * 1000)
+        yield GaugeMetricFamily(
+            "virtuoso_snapshot_age_seconds",
+            "Age of the newest market snapshot this replica can serve (since start if none)",
+            value=max(0.0, (self.state.now_ms() - generated) / 1000),
+        )
         yield GaugeMetricFamily(
             "virtuoso_refresh_interval_seconds",
             "Configured refresh interval",
@@ -171,8 +178,8 @@ class ServiceCollector(Collector):
             ("coalesced", stats.coalesced),
             ("dropped", stats.dropped),
         ):
-            for channel, count in sorted(counts.items()):
-                messages.add_metric((channel, result), count)
+            for channel in CHANNELS:
+                messages.add_metric((channel, result), counts[channel])
         yield messages
         disconnects = CounterMetricFamily(
             "virtuoso_ws_disconnects", "WebSocket connections closed, by reason", labels=("reason",)

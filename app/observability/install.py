@@ -13,7 +13,12 @@ from app.observability.backends import BackendPoller
 from app.observability.collectors import ServiceCollector
 from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
+from app.realtime.protocol import CHANNELS
+from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
+from app.services.alert_rules import LEVELS
 from app.web.state import ServiceState
+
+EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")
 
 
 def install_observability(
@@ -29,6 +34,7 @@ def install_observability(
     poller = BackendPoller(state)
     metrics.registry.register(ServiceCollector(state, poller))
     _observe_hot_paths(state, metrics)
+    _start_at_zero(state, metrics)
     return poller
 
 
@@ -61,6 +67,29 @@ def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
         metrics.alerts_triggered.labels(alert["level"]).inc()
 
     state.alerts.announce.append(alert_fired)
+
+
+def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
+    """Creates every known label set at zero, so a rate over something that has not
+    happened yet is 0 rather than "no data" on the boards and in the alert rules."""
+    for level in LEVELS:
+        metrics.alerts_triggered.labels(level)
+    for device in ("desktop", "mobile"):
+        for phase in ("ttfb", "dom_ready", "first_data"):
+            metrics.page_load.labels(device, phase)
+    for channel in CHANNELS:
+        metrics.ws_latency.labels(channel)
+    for outcome in ("ok", "error", "skipped"):
+        metrics.refresh_duration.labels(outcome)
+    for tier in state.runtime.tiers:
+        for operation in ("get", "set"):
+            metrics.cache_duration.labels(tier, operation)
+    if getattr(state.pipeline.source, "on_call", None) is not None:
+        exchange = state.pipeline.source.name
+        for endpoint in EXCHANGE_FAMILIES:
+            metrics.exchange_duration.labels(exchange, endpoint)
+            for outcome in EXCHANGE_OUTCOMES:
+                metrics.exchange_requests.labels(exchange, endpoint, outcome)
 
 
 def _instrument_redis(provider: trace.TracerProvider) -> None:

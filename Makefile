@@ -6,34 +6,39 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-services frontend lint format clean
+.PHONY: run test test-services frontend stack lint format clean
 
 run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
 
 test: $(STAMP) test-services frontend
-	$(BIN)/ruff check app tests dashboards
-	$(BIN)/ruff format --check app tests dashboards
+	$(BIN)/ruff check app tests dashboards tools
+	$(BIN)/ruff format --check app tests dashboards tools
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
 # Debian packages of the servers and the browser the tests start (installed when missing).
 test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
-		chromium:chromium prometheus:promtool
+		chromium:chromium prometheus:promtool nginx:nginx docker-compose:docker-compose
 
-# The browser bundle (app/web/static/dist/chart.js); node and npm come from Debian
+# The compose topology with local processes: nginx on :8003 in front of two replicas,
+# Memcached, Redis and Prometheus (:8303). Ctrl-C stops it all.
+stack: $(STAMP) test-services frontend
+	$(BIN)/python -m tools.local_stack
+
+# The pages' bundles (app/web/static/dist/); node and npm come from Debian
 # when missing.
 frontend:
 	@scripts/ensure-debian-packages.sh nodejs:node npm:npm
 	scripts/build-frontend.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests dashboards
+	$(BIN)/ruff check app tests dashboards tools
 
 format: $(STAMP)
-	$(BIN)/ruff format app tests dashboards
-	$(BIN)/ruff check --fix app tests dashboards
+	$(BIN)/ruff format app tests dashboards tools
+	$(BIN)/ruff check --fix app tests dashboards tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -49,6 +49,7 @@ ENVIRONMENT: dict[str, str] = {
     "replica_id": "VIRTUOSO_REPLICA_ID",
     "bind": "VIRTUOSO_BIND",
     "seed": "VIRTUOSO_SEED",
+    "trusted_proxy_hops": "VIRTUOSO_TRUSTED_PROXY_HOPS",
 }
 
 
@@ -112,6 +113,9 @@ class Settings(_Section):
     data_dir: str = "data"
     secret_key: str | None = None
     replica_id: str | None = None
+    # Behind this many proxies of our own, the client is the address the nearest one
+    # appended to X-Forwarded-For (overrides the rate-limit file); None: the file says.
+    trusted_proxy_hops: int | None = Field(default=None, ge=0, le=10)
 
     @field_validator("memcached_url")
     @classmethod

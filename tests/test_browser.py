@@ -17,6 +17,7 @@ from tests.conftest import eventually
 
 API_TOKEN = "browser-test-token"
 WAIT_MS = 15_000
+BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
 
 
 @pytest_asyncio.fixture
@@ -46,6 +47,15 @@ async def text_of(page: Page, selector: str) -> str:
 def price_text(value: float) -> str:
     """The page's formatting of a price of BTC's magnitude."""
     return f"{value:,.2f}"
+
+
+async def wait_text(page: Page, selector: str, text: str, wait_ms: float = WAIT_MS) -> None:
+    """Until the element's text is ``text`` (patched in place by a live update)."""
+    await page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector)?.textContent === text",
+        arg=[selector, text],
+        timeout=wait_ms,
+    )
 
 
 async def wait_rows(page: Page, count: int) -> None:
@@ -89,12 +99,7 @@ async def test_desktop_renders_data_and_patches_updates_in_place(
     await served.next_snapshot()
     new_btc = served.state.pipeline.latest.tickers["BTCUSDT"].last
     assert new_btc != btc
-    await page.wait_for_function(
-        "(text) => document.querySelector(\"#symbols-body tr[data-symbol='BTCUSDT'] td.price\")"
-        ".textContent === text",
-        arg=price_text(new_btc),
-        timeout=WAIT_MS,
-    )
+    await wait_text(page, BTC_PRICE, price_text(new_btc))
     assert await page.evaluate("window.__sameDocument === true")
     assert await page.locator(f"{btc_row}[data-mark='kept']").count() == 1
     assert await text_of(page, "#hd-btc-price") == price_text(new_btc)
@@ -249,12 +254,7 @@ async def test_mobile_page_fits_a_phone(browser: Browser, served: ServedApp) -> 
 
     await served.next_snapshot()
     new = served.state.pipeline.latest.tickers["BTCUSDT"].last
-    await page.wait_for_function(
-        "(text) => document.querySelector(\"#cards .card[data-key='BTCUSDT'] .card-price\")"
-        ".textContent === text",
-        arg=price_text(new),
-        timeout=WAIT_MS,
-    )
+    await wait_text(page, "#cards .card[data-key='BTCUSDT'] .card-price", price_text(new))
     assert problems.messages == []
 
 
@@ -289,12 +289,8 @@ async def test_polls_with_if_none_match_while_the_websocket_is_down(
     )
     await served.next_snapshot()
     new = served.state.pipeline.latest.tickers["BTCUSDT"].last
-    await page.wait_for_function(
-        "(text) => document.querySelector(\"#symbols-body tr[data-symbol='BTCUSDT'] td.price\")"
-        ".textContent === text",
-        arg=price_text(new),
-        timeout=WAIT_MS + served.state.settings.refresh_seconds * 1000,
-    )
+    poll_ms = served.state.settings.refresh_seconds * 1000  # one poll interval more
+    await wait_text(page, BTC_PRICE, price_text(new), WAIT_MS + poll_ms)
     assert any(conditional), "polls never sent If-None-Match"
     assert refused >= 1
     assert problems.messages == []
@@ -333,12 +329,7 @@ async def test_reconnects_and_resyncs_after_the_socket_drops(
     await page.wait_for_function(live, timeout=WAIT_MS)
     await served.next_snapshot()
     new = served.state.pipeline.latest.tickers["BTCUSDT"].last
-    await page.wait_for_function(
-        "(text) => document.querySelector(\"#symbols-body tr[data-symbol='BTCUSDT'] td.price\")"
-        ".textContent === text",
-        arg=price_text(new),
-        timeout=WAIT_MS,
-    )
+    await wait_text(page, BTC_PRICE, price_text(new))
     assert problems.messages == []
 
 

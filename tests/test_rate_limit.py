@@ -16,6 +16,7 @@ import pytest
 from quart import Quart
 
 from app.cache.redis_tier import RedisGuard, connect_redis
+from app.market.simulated import SimulatedMarket
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
     EXTENSION_KEY,
@@ -29,8 +30,10 @@ from app.resilience.rate_limit import (
     parse_rate_limits,
 )
 from app.settings import ConfigError
+from app.web.app import create_app
 from app.web.errors import register_error_handlers
-from tests.conftest import ManualClock
+from app.web.state import EXTENSION_KEY as STATE_KEY
+from tests.conftest import ManualClock, make_settings
 from tests.servers import unresponsive_server
 
 TIMEOUT = 0.3
@@ -541,3 +544,17 @@ async def test_connection_limit_per_client() -> None:
 def test_connection_limiter_rejects_a_zero_max() -> None:
     with pytest.raises(ValueError):
         ConnectionLimiter(0)
+
+
+@pytest.mark.parametrize(
+    ("hops", "trusted", "proxy_hops"), [(None, False, 1), ("0", False, 1), ("2", True, 2)]
+)
+async def test_trusted_proxy_hops_setting_overrides_the_file(
+    hops: str | None, trusted: bool, proxy_hops: int
+) -> None:
+    """VIRTUOSO_TRUSTED_PROXY_HOPS: the compose stack trusts the one nginx in front."""
+    clock = ManualClock()
+    environ = {} if hops is None else {"VIRTUOSO_TRUSTED_PROXY_HOPS": hops}
+    app = create_app(make_settings(**environ), SimulatedMarket(seed=7, clock=clock), clock)
+    limiter = app.extensions[STATE_KEY].rate_limiter
+    assert (limiter.limits.trust_forwarded_for, limiter.limits.proxy_hops) == (trusted, proxy_hops)

@@ -27,7 +27,12 @@ from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
 from app.realtime.updates import LiveUpdates
 from app.realtime.ws_route import register_ws
-from app.resilience.rate_limit import RateLimiter, install_rate_limits, load_rate_limits
+from app.resilience.rate_limit import (
+    RateLimiter,
+    RateLimits,
+    install_rate_limits,
+    load_rate_limits,
+)
 from app.services.alert_engine import AlertEngine
 from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts import AlertService
@@ -79,7 +84,7 @@ def create_app(
     app.extensions[EXTENSION_KEY] = state
     limiter = install_rate_limits(
         app,
-        load_rate_limits(settings.rate_limits),
+        _rate_limits(settings),
         state.runtime.redis,
         guard=state.runtime.redis_guard,
         token_is_valid=_known_token(settings),
@@ -127,6 +132,14 @@ async def _bounded(step: str, awaitable: Awaitable[object]) -> None:
             await awaitable
     except TimeoutError:
         log.warning("shutdown: %s took over %.0f s; moving on", step, SHUTDOWN_STEP_SECONDS)
+
+
+def _rate_limits(settings: Settings) -> RateLimits:
+    limits = load_rate_limits(settings.rate_limits)
+    hops = settings.trusted_proxy_hops
+    if hops is None:
+        return limits
+    return limits.model_copy(update={"trust_forwarded_for": hops > 0, "proxy_hops": max(1, hops)})
 
 
 def _build_state(

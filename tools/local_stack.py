@@ -1,0 +1,297 @@
+"""The compose topology with local processes: nginx in front of two ``virtuoso serve``
+replicas sharing one Memcached and one Redis, and Prometheus scraping both replicas
+with the repository's rules. ``make stack`` runs it for a person to try (Ctrl-C stops
+everything); the end-to-end tests start it on free ports.
+
+Needs Debian's ``nginx``, ``memcached``, ``redis-server`` and ``prometheus``
+(``make stack`` installs them when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_SITE = ROOT / "deploy" / "nginx" / "virtuoso.conf"
+RULES = sorted(str(path) for path in (ROOT / "prometheus" / "rules").glob("*.yml"))
+STARTUP_SECONDS = 60.0
+STOP_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Ports:
+    proxy: int
+    replicas: list[int]
+    memcached: int
+    redis: int
+    prometheus: int
+
+    @classmethod
+    def fixed(cls, base: int = 8003) -> Ports:
+        """For a person: the proxy on ``base`` (8003), the rest above it."""
+        return cls(base, [base + 100, base + 101], base + 200, base + 201, base + 300)
+
+    @classmethod
+    def free(cls, replicas: int = 2) -> Ports:
+        return cls(
+            free_port(),
+            [free_port() for _ in range(replicas)],
+            free_port(),
+            free_port(),
+            free_port(),
+        )
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+
+    def start(self, log_dir: Path) -> None:
+        binary = shutil.which(self.argv[0]) or self.argv[0]
+        log = (log_dir / f"{self.name}.log").open("ab")
+        self.popen = subprocess.Popen(
+            [binary, *self.argv[1:]],
+            env=os.environ | self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the stack, which stops us in order
+        )
+
+    def wait_listening(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} is not listening on {self.port}")
+
+    def stop(self) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(STOP_SECONDS)
+
+
+class LocalStack:
+    """Start with ``start()`` (blocks until every part listens), stop with ``stop()``."""
+
+    def __init__(
+        self, ports: Ports, app_env: dict[str, str] | None = None, work_dir: Path | None = None
+    ) -> None:
+        self.ports = ports
+        self.app_env = app_env or {}
+        self.dir = work_dir or Path(tempfile.mkdtemp(prefix="virtuoso-stack-"))
+        self.processes: list[Process] = []
+        self.admin_token = self.app_env.get("VIRTUOSO_ADMIN_TOKEN", "stack-admin-token-0123456789")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.proxy}"
+
+    def replica_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports.replicas]
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    def start(self) -> LocalStack:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        check_nginx(self.write_nginx_config())
+        backends = [self._memcached(), self._redis()]
+        replicas = [self._replica(index, port) for index, port in enumerate(self.ports.replicas)]
+        try:
+            for group in (backends, replicas, [self._nginx(), self._prometheus()]):
+                for process in group:
+                    process.start(self.dir)
+                    self.processes.append(process)
+                deadline = time.monotonic() + STARTUP_SECONDS
+                for process in group:
+                    process.wait_listening(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stops every part, the proxy first and the stores last."""
+        for process in reversed(self.processes):
+            process.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- the parts ---------------------------------------------------------------------
+
+    def _memcached(self) -> Process:
+        argv = ["memcached", "-l", "127.0.0.1", "-p", str(self.ports.memcached), "-m", "64"]
+        argv += ["-U", "0"] + (["-u", "root"] if os.geteuid() == 0 else [])
+        return Process("memcached", argv, self.ports.memcached)
+
+    def _redis(self) -> Process:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.ports.redis)]
+        argv += ["--save", "", "--appendonly", "yes", "--dir", str(self.dir)]
+        argv += ["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"]
+        return Process("redis", argv, self.ports.redis)
+
+    def _replica(self, index: int, port: int) -> Process:
+        env = {
+            "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+            "VIRTUOSO_MEMCACHED_URL": f"127.0.0.1:{self.ports.memcached}",
+            "VIRTUOSO_REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
+            "VIRTUOSO_REPLICA_ID": f"app-{index + 1}",
+            "VIRTUOSO_SECRET_KEY": "stack-secret-key-0123456789abcdef",
+            "VIRTUOSO_ADMIN_TOKEN": self.admin_token,
+            "VIRTUOSO_TRUSTED_PROXY_HOPS": "1",
+            "VIRTUOSO_DATA_DIR": str(self.dir / f"data-{index + 1}"),
+        } | self.app_env
+        virtuoso = str(Path(sys.executable).with_name("virtuoso"))
+        return Process(f"app-{index + 1}", [virtuoso, "serve"], port, env)
+
+    def write_nginx_config(self) -> Path:
+        """nginx.conf (process settings) + the compose stack's site with this stack's
+        listen address and replicas; returns the main file."""
+        site = NGINX_SITE.read_text()
+        site, found = re.subn(r"listen 8003;", f"listen 127.0.0.1:{self.ports.proxy};", site)
+        if found != 1:
+            raise RuntimeError(f"{NGINX_SITE} has no `listen 8003;` line to place")
+        (self.dir / "virtuoso.conf").write_text(site)
+        servers = "".join(
+            f"server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;\n"
+            for port in self.ports.replicas
+        )
+        (self.dir / "virtuoso-upstream.conf").write_text(servers)
+        temp = self.dir / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        main = self.dir / "nginx.conf"
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        main.write_text(
+            f"{user}worker_processes 1;\npid {self.dir}/nginx.pid;\n"
+            f"error_log {self.dir}/nginx-error.log warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            f"  access_log off;\n  client_body_temp_path {temp}/body;\n"
+            f"  proxy_temp_path {temp}/proxy;\n  fastcgi_temp_path {temp}/fastcgi;\n"
+            f"  uwsgi_temp_path {temp}/uwsgi;\n  scgi_temp_path {temp}/scgi;\n"
+            "  include virtuoso.conf;\n}\n"
+        )
+        return main
+
+    def _nginx(self) -> Process:
+        main = self.dir / "nginx.conf"
+        argv = ["nginx", "-p", str(self.dir), "-c", str(main), "-g", "daemon off;"]
+        return Process("nginx", argv, self.ports.proxy)
+
+    def _prometheus(self) -> Process:
+        config = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "rule_files": RULES,
+            "scrape_configs": [
+                {
+                    "job_name": "virtuoso",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{port}" for port in self.ports.replicas]}
+                    ],
+                },
+                {
+                    "job_name": "prometheus",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.ports.prometheus}"]}],
+                },
+            ],
+        }
+        config_file = self.dir / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        argv = [
+            "prometheus",
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={self.dir / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
+            "--enable-feature=exemplar-storage",
+            "--log.level=warn",
+        ]
+        return Process("prometheus", argv, self.ports.prometheus)
+
+
+def check_nginx(main: Path) -> None:
+    """``nginx -t`` on the written configuration; raises with nginx's words."""
+    result = subprocess.run(
+        ["nginx", "-t", "-p", str(main.parent), "-c", str(main)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"nginx -t failed:\n{result.stderr}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8003, help="the proxy's port (8003)")
+    args = parser.parse_args(argv)
+    stack = LocalStack(Ports.fixed(args.port))
+    stop = {"asked": False}
+
+    def ask_stop(_signum: int, _frame: object) -> None:
+        stop["asked"] = True
+
+    signal.signal(signal.SIGINT, ask_stop)
+    signal.signal(signal.SIGTERM, ask_stop)
+    print(f"starting the local stack in {stack.dir} …", flush=True)
+    stack.start()
+    replicas = ", ".join(stack.replica_urls())
+    print(
+        f"dashboards  {stack.url}  (nginx → {replicas})\n"
+        f"prometheus  {stack.prometheus_url}\n"
+        f"logs        {stack.dir}/*.log\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+    try:
+        while not stop["asked"]:
+            for process in stack.processes:
+                if process.popen is not None and process.popen.poll() is not None:
+                    print(f"{process.name} exited ({process.popen.returncode}); stopping")
+                    stop["asked"] = True
+            time.sleep(0.5)
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+    print("stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

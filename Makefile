@@ -12,8 +12,8 @@ run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
 
 test: $(STAMP) test-services frontend
-	$(BIN)/ruff check app tests dashboards tools
-	$(BIN)/ruff format --check app tests dashboards tools
+	$(BIN)/ruff check app tests dashboards tools bench
+	$(BIN)/ruff format --check app tests dashboards tools bench
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
@@ -34,16 +34,16 @@ frontend:
 	scripts/build-frontend.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests dashboards tools
+	$(BIN)/ruff check app tests dashboards tools bench
 
 format: $(STAMP)
-	$(BIN)/ruff format app tests dashboards tools
-	$(BIN)/ruff check --fix app tests dashboards tools
+	$(BIN)/ruff format app tests dashboards tools bench
+	$(BIN)/ruff check --fix app tests dashboards tools bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
 clean:

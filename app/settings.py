@@ -50,7 +50,15 @@ ENVIRONMENT: dict[str, str] = {
     "bind": "VIRTUOSO_BIND",
     "seed": "VIRTUOSO_SEED",
     "trusted_proxy_hops": "VIRTUOSO_TRUSTED_PROXY_HOPS",
+    "optimizations_off": "VIRTUOSO_OPTIMIZATIONS_OFF",
 }
+
+# What the benchmark's ablation switches off, one at a time (all on in production):
+# l1 the in-process tier; single_flight one computation per key however many ask;
+# serialize_once views stored as bytes (off: decoded and re-encoded per request);
+# compression zstd for the mobile view; refresh_ahead the scheduled pipeline refresh
+# and early (XFetch) refresh of on-demand keys (off: views recomputed when read expired).
+OPTIMIZATIONS = ("l1", "single_flight", "serialize_once", "compression", "refresh_ahead")
 
 
 class ConfigError(Exception):
@@ -116,6 +124,21 @@ class Settings(_Section):
     # Behind this many proxies of our own, the client is the address the nearest one
     # appended to X-Forwarded-For (overrides the rate-limit file); None: the file says.
     trusted_proxy_hops: int | None = Field(default=None, ge=0, le=10)
+    optimizations_off: tuple[str, ...] = ()
+
+    def optimized(self, name: str) -> bool:
+        """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""
+        return name not in self.optimizations_off
+
+    @field_validator("optimizations_off", mode="before")
+    @classmethod
+    def _optimization_list(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        names = tuple(str(item).strip() for item in items if str(item).strip())
+        unknown = [name for name in names if name not in OPTIMIZATIONS]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; known: {', '.join(OPTIMIZATIONS)}")
+        return names
 
     @field_validator("memcached_url")
     @classmethod

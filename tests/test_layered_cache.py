@@ -236,3 +236,16 @@ async def test_adaptive_ttl_keeps_dependents_below_dependencies(cache: LayeredCa
     for family in cache.policy.families:
         for dependency in cache.policy.family(family).depends_on:
             assert cache.ttl_seconds[family] <= cache.ttl_seconds[dependency]
+
+
+async def test_without_single_flight_every_cold_reader_computes(
+    source: Source, clock: ManualClock
+) -> None:
+    """The benchmark's ablation: what single-flight saves."""
+    cache = LayeredCache(load_policy(), L1Cache(1 << 20), clock=clock, single_flight=False)
+    source.gate = asyncio.Event()
+    readers = [asyncio.create_task(cache.read(KEY, CANDLES, source)) for _ in range(20)]
+    await settle()
+    source.gate.set()
+    await asyncio.gather(*readers)
+    assert source.calls == 20

@@ -11,8 +11,8 @@ from app.cache.entry import CacheEntry
 
 class L1Cache:
     def __init__(self, max_bytes: int) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
+        if max_bytes < 0:  # 0: holds nothing (the benchmark's ablation of this tier)
+            raise ValueError("max_bytes must not be negative")
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evictions = 0

@@ -81,8 +81,15 @@ class LayeredCache:
         stats: CacheStats | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        single_flight: bool = True,
+        compression: bool = True,
+        refresh_ahead: bool = True,
     ) -> None:
+        """The last three switch optimisations off for the benchmark's ablation."""
         self.policy = policy
+        self.single_flight = single_flight
+        self.compression = compression
+        self.refresh_ahead = refresh_ahead
         self.l1 = l1
         self.memcached = memcached
         self.backup = backup
@@ -199,6 +206,8 @@ class LayeredCache:
     async def _compute_once(
         self, physical: str, key: str, family: str, compute: Compute
     ) -> CacheEntry:
+        if not self.single_flight:  # ablation: every caller computes
+            return await self._run_compute(physical, key, family, compute)
         task = self._flights.get(physical)
         if task is None:
             task = asyncio.create_task(self._compute_and_store(physical, key, family, compute))
@@ -281,7 +290,7 @@ class LayeredCache:
         self, physical: str, key: str, family: str, entry: CacheEntry, compute: Compute, now: int
     ) -> None:
         """XFetch: refresh when now − δ·β·ln(rand) ≥ expiry (δ = compute time)."""
-        if self.policy.family(family).owner != "on_demand":
+        if not self.refresh_ahead or self.policy.family(family).owner != "on_demand":
             return
         delta = max(entry.compute_ms, 1.0)
         if now - delta * XFETCH_BETA * math.log(max(self.rng(), 1e-12)) >= entry.expires_at_ms:
@@ -301,7 +310,7 @@ class LayeredCache:
             grace_ms=int(rules.grace * 1000),
             max_stale_ms=int(rules.max_stale * 1000),
             compute_ms=compute_ms,
-            compressed=compress_body_tail(body) if rules.compress else None,
+            compressed=compress_body_tail(body) if rules.compress and self.compression else None,
         )
 
     async def write_many(self, items: Mapping[str, tuple[str, CacheEntry]]) -> None:

@@ -69,7 +69,8 @@ class CacheRuntime:
 
 def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
     replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    l1 = L1Cache(int(settings.l1_max_mb * 1024 * 1024))
+    l1_bytes = int(settings.l1_max_mb * 1024 * 1024) if settings.optimized("l1") else 0
+    l1 = L1Cache(l1_bytes)
     memcached = None
     if settings.memcached_servers:
         from app.cache.memcached import MemcachedTier
@@ -93,6 +94,9 @@ def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
         locks=locks,
         generations=generations,
         clock=clock,
+        single_flight=settings.optimized("single_flight"),
+        compression=settings.optimized("compression"),
+        refresh_ahead=settings.optimized("refresh_ahead"),
     )
     coherence = Coherence(cache)
     bus = None

@@ -153,8 +153,8 @@ class Broadcaster:
         """Publishes to every replica's subscribers; returns the message's seq."""
         if channel not in protocol.CHANNELS:
             raise ValueError(f"unknown channel {channel!r}")
-        head, tail = protocol.update_parts(channel, symbol, generated_at_ms, data)
         published_at = self._clock()
+        head, tail = protocol.update_parts(channel, symbol, generated_at_ms, data, published_at)
         self.stats.published[channel] += 1
         if self._script is not None:
             assert self._redis is not None

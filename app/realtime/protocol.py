@@ -18,9 +18,9 @@ Server → client::
     {"type": "snapshot", "channel": c, "items": [{"symbol": s, "seq": n,
                                                  "generated_at": t, "data": {...}}, ...]}
     {"type": "update", "channel": c, "symbol": s | null, "seq": n, "generated_at": t,
-     "data": {...}}
+     "published_at": p, "data": {...}}
     {"type": "alert", "channel": "alerts", "symbol": s | null, "seq": n, "generated_at": t,
-     "data": {...}}
+     "published_at": p, "data": {...}}
     {"type": "heartbeat", "nonce": n, "server_time": t}
     {"type": "pong", "server_time": t}                       (the answer to "ping")
     {"type": "error", "code": "...", "message": "..."}
@@ -31,7 +31,9 @@ every subscribe (one per channel, with the latest value of each newly subscribed
 shared by every replica, and grows by 1 per published message; ``generated_at`` is
 epoch milliseconds of the data; ``server_time`` is the server's clock in epoch
 seconds — the same clock as ``generated_at``, so a client can tell the data's age
-whatever its own clock says. An update with ``"symbol": null`` concerns the whole
+whatever its own clock says; ``published_at`` is when the message was published
+(epoch seconds, wall clock), for measuring delivery latency. An update with
+``"symbol": null`` concerns the whole
 channel and reaches every subscriber of the channel. A client that sees a seq that is
 not last + 1 for a channel it follows completely missed messages (or, per symbol,
 received a coalesced one): it may send ``resync``. After a Redis outage the sequence
@@ -154,13 +156,14 @@ def error(code: str, message: str) -> str:
 
 
 def update_parts(
-    channel: str, symbol: str | None, generated_at_ms: int, data: Any
+    channel: str, symbol: str | None, generated_at_ms: int, data: Any, published_at: float
 ) -> tuple[str, str]:
     """The update serialized once, split around its seq: ``head + str(seq) + tail``
     (so Redis can insert the seq it assigns without decoding the message)."""
     kind = "alert" if channel == ALERTS else "update"
     head = dumps({"type": kind, "channel": channel, "symbol": symbol})[:-1] + ',"seq":'
-    tail = "," + dumps({"generated_at": generated_at_ms, "data": data})[1:]
+    fields = {"generated_at": generated_at_ms, "published_at": published_at, "data": data}
+    tail = "," + dumps(fields)[1:]
     return head, tail
 
 

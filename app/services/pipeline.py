@@ -102,6 +102,8 @@ class Pipeline:
         """One refresh, shared by every concurrent caller; None when another replica
         did it (its views are then in the shared tiers). Raises MarketDataError.
         ``force`` refreshes even if another replica did so moments ago (cold reads)."""
+        if not self.settings.optimized("single_flight"):  # ablation: every caller fetches
+            return await self._coordinated(force)
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.create_task(self._coordinated(force))
         return await asyncio.shield(self._inflight)
@@ -137,6 +139,8 @@ class Pipeline:
             except Exception as error:  # a defect must not stop the refresher
                 log.exception("refresh crashed")
                 self._record_failure(f"internal error: {type(error).__name__}")
+            if self._published.is_set() and not self.settings.optimized("refresh_ahead"):
+                return  # ablation: later snapshots only when a reader finds views expired
             # A steady cadence even while failing: a real exchange sits behind circuit
             # breakers (GuardedSource), which turn these attempts into the probe rate.
             await asyncio.sleep(self.settings.refresh_seconds)

@@ -149,7 +149,8 @@ def _build_state(
     check_policy_fits_refresh(policy, settings.refresh_seconds)
     runtime = build_cache(settings, policy, clock)
     coordinator = None
-    if runtime.redis is not None and runtime.locks is not None:
+    shared = runtime.redis is not None and runtime.locks is not None
+    if shared and settings.optimized("single_flight"):
         coordinator = RefreshCoordinator(
             runtime.redis,
             runtime.locks,

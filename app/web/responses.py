@@ -3,6 +3,7 @@ freshness fields spliced in, and a JSON 503 when there is nothing to serve."""
 
 from __future__ import annotations
 
+import orjson
 from quart import Response, request
 
 from app.cache.codec import zstd_frame
@@ -20,10 +21,13 @@ async def serve_view(name: str) -> Response:
         read = await state.views.read(name)
     except NothingToServe as error:
         return data_unavailable(state, str(error))
-    return view_response(read, state.now_ms())
+    reencode = not state.settings.optimized("serialize_once")
+    return view_response(read, state.now_ms(), reencode=reencode)
 
 
-def view_response(read: CacheRead, now_ms: int) -> Response:
+def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Response:
+    """``reencode`` (benchmark ablation of serialize-once): decode the stored view and
+    encode it again for this request, compressing per request too."""
     entry = read.entry
     headers = {
         "ETag": entry.etag,
@@ -34,7 +38,15 @@ def view_response(read: CacheRead, now_ms: int) -> Response:
     if etag_matches(request.headers.get("If-None-Match", ""), entry.etag):
         return Response(b"", status=304, headers=headers)
     head = b'{"age_ms":%d,"stale":%s,' % (entry.age_ms(now_ms), b"true" if read.stale else b"false")
-    if entry.compressed is not None and accepts_zstd(request.headers.get("Accept-Encoding", "")):
+    wants_zstd = accepts_zstd(request.headers.get("Accept-Encoding", ""))
+    if reencode:
+        fields = {"age_ms": entry.age_ms(now_ms), "stale": read.stale}
+        body = orjson.dumps(fields | orjson.loads(entry.body))
+        if entry.compressed is not None and wants_zstd:
+            headers["Content-Encoding"] = "zstd"
+            body = zstd_frame(body)
+        return Response(body, status=200, content_type="application/json", headers=headers)
+    if entry.compressed is not None and wants_zstd:
         headers["Content-Encoding"] = "zstd"
         body = zstd_frame(head) + entry.compressed  # concatenated zstd frames are one stream
     else:

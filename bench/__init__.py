@@ -1,0 +1,1 @@
+"""`make bench`: the KPI benchmark (see bench/run.py)."""

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-services frontend stack lint format clean
+.PHONY: run test test-services frontend stack bench lint format clean
 
 run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
@@ -26,6 +26,12 @@ test-services:
 # Memcached, Redis and Prometheus (:8303). Ctrl-C stops it all.
 stack: $(STAMP) test-services frontend
 	$(BIN)/python -m tools.local_stack
+
+# The KPI benchmark (about 8 minutes; QUICK=1: about 2): bench/results/<date>/report.md.
+# wrk comes from Debian when missing (the load generator falls back to asyncio without).
+bench: $(STAMP) test-services frontend
+	@scripts/ensure-debian-packages.sh wrk:wrk || echo "bench: wrk not installed; using the asyncio load generator"
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 # The pages' bundles (app/web/static/dist/); node and npm come from Debian
 # when missing.

@@ -16,6 +16,7 @@ from collections import Counter
 import orjson
 from aiohttp import web
 
+from bench.symbols import SYMBOLS
 from tests.fake_bybit import FakeBybit
 
 MOVE_EVERY_SECONDS = 1.0
@@ -53,7 +54,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with FakeBybit() as fake:
+    async with FakeBybit(symbols=SYMBOLS) as fake:  # the service's 25 default symbols
         runner = web.AppRunner(control_app(fake), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -30,7 +30,7 @@ class Usage:
     rss_bytes: int
 
 
-def usage(process: Process) -> Usage:
+def usage(process: Process | Exchange) -> Usage:
     assert process.popen is not None
     ps = psutil.Process(process.popen.pid)
     times = ps.cpu_times()

@@ -157,7 +157,8 @@ def _sections(results: dict[str, Any]) -> list[str]:
             f"(tickers {steady['ticker_calls_per_minute']:g}/min)",
             f"- server CPU {steady['server_cpu_percent']:g}% of one core, RSS "
             f"{steady['server_rss_mb']:g} MB; load generator CPU "
-            f"{http['loadgen_cpu_share']} cores",
+            f"{http['loadgen_cpu_share']} cores; exchange simulator CPU "
+            f"{steady.get('exchange_simulator_cpu_percent', '—')}% of one core",
             f"- WebSocket: reach {_pct(ws['reach'])}, delivery p99 "
             f"{_ms(ws['latency_ms']['p99'])} ms",
             "",

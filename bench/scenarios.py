@@ -34,16 +34,11 @@ from bench.metrics import (
     memcached_stats,
     scrape,
 )
+from bench.symbols import SYMBOLS
 from tools.local_stack import Process
 
 DESKTOP = "/api/dashboard/data"
 TICKERS = "/v5/market/tickers"
-SYMBOLS = [
-    "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "AVAXUSDT",
-    "LINKUSDT", "DOTUSDT", "TRXUSDT", "TONUSDT", "LTCUSDT", "BCHUSDT", "NEARUSDT", "APTUSDT",
-    "SUIUSDT", "ARBUSDT", "OPUSDT", "PEPEUSDT", "ATOMUSDT", "FILUSDT", "INJUSDT", "SEIUSDT",
-    "WLDUSDT",
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,26 +132,26 @@ def desktop(_: int) -> Request:
 
 async def measured(bench: Bench, run) -> dict[str, Any]:
     """Runs ``run()`` and adds what the server did meanwhile: CPU, RSS, exchange calls,
-    cache hit ratios."""
+    cache hit ratios; and the CPU the exchange simulator took from the same cores."""
     assert bench.app is not None
-    before, calls_before = (
-        await scrape(bench.session, bench.base),
-        await exchange_counts(bench.session, bench.exchange.control),
-    )
-    usage_before, started = procs.usage(bench.app), time.monotonic()
+    before = await scrape(bench.session, bench.base)
+    calls_before = await exchange_counts(bench.session, bench.exchange.control)
+    server_before, exchange_before = procs.usage(bench.app), procs.usage(bench.exchange)
+    started = time.monotonic()
     result = await run()
     elapsed = time.monotonic() - started
-    usage_after = procs.usage(bench.app)
+    server_after, exchange_after = procs.usage(bench.app), procs.usage(bench.exchange)
     after = await scrape(bench.session, bench.base)
-    calls = calls_between(
-        calls_before, await exchange_counts(bench.session, bench.exchange.control)
-    )
+    calls = await exchange_calls_since(bench, calls_before)
+
+    def cpu_percent(start: procs.Usage, end: procs.Usage) -> float:
+        return round(100 * (end.cpu_seconds - start.cpu_seconds) / elapsed, 1)
+
     return {
         **result,
-        "server_cpu_percent": round(
-            100 * (usage_after.cpu_seconds - usage_before.cpu_seconds) / elapsed, 1
-        ),
-        "server_rss_mb": round(usage_after.rss_bytes / 2**20, 1),
+        "server_cpu_percent": cpu_percent(server_before, server_after),
+        "exchange_simulator_cpu_percent": cpu_percent(exchange_before, exchange_after),
+        "server_rss_mb": round(server_after.rss_bytes / 2**20, 1),
         "exchange_calls": calls,
         "exchange_calls_per_minute": round(sum(calls.values()) * 60 / elapsed, 1),
         "ticker_calls_per_minute": round(calls.get(TICKERS, 0) * 60 / elapsed, 1),

@@ -2,7 +2,6 @@
 // watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
 
 import { AlertsPanel } from './alerts.js';
-import { CandlesChart } from './candles.js';
 import { byId, el, formatPercent, formatPrice, setDirectionClass, setText, syncList } from './dom.js';
 import { startPage, pageSettings } from './page.js';
 import { BetaTable, renderBetaSummary, renderMovers, renderSignals } from './panels.js';
@@ -10,7 +9,16 @@ import { SymbolTable } from './table.js';
 import { Watchlist } from './watchlist.js';
 
 const settings = pageSettings();
-const chart = new CandlesChart(byId('chart'));
+// The chart library is the bulk of this page's code: it loads after the first data is
+// on screen (a separate chunk), and the chart draws the selected symbol then.
+let chart = null;
+let chartedSymbol = null;
+
+async function loadChart() {
+  const { CandlesChart } = await import('./candles.js');
+  chart = new CandlesChart(byId('chart'));
+  if (chartedSymbol) chart.show(chartedSymbol, chart.timeframe);
+}
 const alerts = new AlertsPanel();
 const betaTable = new BetaTable(byId('beta-body'));
 const table = new SymbolTable(byId('symbols-table'), settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
@@ -22,7 +30,8 @@ const watchlist = new Watchlist((symbols, problem) => {
 
 function selectSymbol(symbol) {
   table.select(symbol);
-  chart.show(symbol, chart.timeframe);
+  chartedSymbol = symbol;
+  if (chart) chart.show(symbol, chart.timeframe);
 }
 
 function renderWatchlist() {
@@ -73,7 +82,7 @@ const handlers = {
       case 'dashboard':
         renderMovers(data.movers);
         renderBetaSummary(data.beta);
-        chart.refresh();
+        if (chart) chart.refresh();
         break;
       default:
         break;
@@ -95,6 +104,7 @@ async function main() {
   });
   const symbols = [...table.rows.keys()];
   selectSymbol(symbols.includes('BTCUSDT') ? 'BTCUSDT' : symbols[0]);
+  loadChart();
   await Promise.all([watchlist.load(), alerts.start([...table.rows.keys()])]);
 }
 

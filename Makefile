@@ -27,7 +27,7 @@ test-services:
 stack: $(STAMP) test-services frontend
 	$(BIN)/python -m tools.local_stack
 
-# The KPI benchmark (about 8 minutes; QUICK=1: about 2): bench/results/<date>/report.md.
+# The KPI benchmark (about 10 minutes; QUICK=1: about 3): bench/results/<date>/report.md.
 # wrk comes from Debian when missing (the load generator falls back to asyncio without).
 bench: $(STAMP) test-services frontend
 	@scripts/ensure-debian-packages.sh wrk:wrk || echo "bench: wrk not installed; using the asyncio load generator"

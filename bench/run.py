@@ -4,7 +4,7 @@ writes bench/results/<date>/report.md, results.json and the plots.
 
     python -m bench.run [--quick] [--out DIR]
 
-Full: about 8 minutes on 2 cores; --quick: about 2.
+Full: about 10 minutes on 2 cores; --quick: about 3.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ async def both_outages(bench: Bench) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="about 3 minutes")
     parser.add_argument("--out", type=Path, help="default: bench/results/<date>")
     parser.add_argument(
         "--report-from", type=Path, metavar="DIR", help="rewrite DIR's report from its results.json"

@@ -61,10 +61,11 @@ class Profile:
     ablation_seconds: float
 
 
-# WebSocket windows are longer than the refresh interval (10 s): updates come per refresh.
-FULL = Profile("full", 60, 300, 100, 500, (1, 10, 100, 200, 1000), 8, (100, 1000, 2000), 15,
-               20, 60, 200, 5, 10, 64, 8)  # fmt: skip
-QUICK = Profile("quick", 12, 200, 50, 200, (1, 10, 100, 200), 2, (100, 500), 11,
+# WebSocket windows are longer than a refresh cycle (10 s interval + the refresh itself,
+# 3–5 s with 25 symbols through ccxt's rate limiter): updates come once per refresh.
+FULL = Profile("full", 45, 300, 100, 500, (1, 10, 100, 200, 1000), 8, (100, 1000, 2000), 22,
+               15, 45, 200, 5, 10, 64, 6)  # fmt: skip
+QUICK = Profile("quick", 16, 200, 50, 200, (1, 10, 100, 200), 2, (100, 500), 16,
                 9, 12, 150, 2, 3, 64, 3)  # fmt: skip
 
 
@@ -330,7 +331,7 @@ async def outage(bench: Bench, what: str) -> dict[str, Any]:
 
     load, timeline, _ = await asyncio.gather(
         open_loop(bench.base, workload, rps, seconds),
-        probe(bench, seconds + (5 if what == "memcached" else 15)),  # and the recovery
+        probe(bench, seconds + (5 if what == "memcached" else RECOVERY_WATCH_SECONDS)),
         inject(),
     )
     summary = load.summary()
@@ -352,6 +353,11 @@ async def outage(bench: Bench, what: str) -> dict[str, Any]:
         "marks": marks,
         "timeline": timeline,
     }
+
+
+# How long the probe keeps watching after the exchange comes back: its breakers wait
+# out their back-off, then one refresh brings fresh data.
+RECOVERY_WATCH_SECONDS = 30
 
 
 def stale_ratio(timeline: list[dict], start: float, end: float) -> float | None:
@@ -475,7 +481,7 @@ async def ablation(bench: Bench) -> list[dict[str, Any]]:
             return {"http": http.summary()}
 
         row = await measured(bench, run)
-        row["herd"] = await herd(bench, clients=100)
+        row["herd"] = await herd(bench, clients=20)
         row["mobile_bytes"] = await mobile_bytes(bench)
         rows.append({"off": switched_off, **row})
     return rows

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import time
 
 import pytest
 
 from app.cache.locks import LOCK_PREFIX, LockLease, RedisLock
-from app.cache.redis_tier import RedisGuard, connect_redis
+from app.cache.redis_tier import (
+    RedisGuard,
+    connect_redis,
+    is_connection_failure,
+    redis_breaker_config,
+)
 from app.cache.tier import TierUnavailable
+from app.resilience.breaker import CircuitBreaker
 from tests.servers import free_port
 
 TIMEOUT = 0.3
@@ -22,7 +30,11 @@ def client(redis_client):
 
 @pytest.fixture
 def locks(client) -> RedisLock:
-    return RedisLock(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    """Lock semantics, not breaker behaviour: a loaded test machine makes 50 concurrent
+    calls slow, and the production breaker would (rightly) trip on slow calls."""
+    config = dataclasses.replace(redis_breaker_config(TIMEOUT), slow_call_seconds=math.inf)
+    breaker = CircuitBreaker("redis", config=config, is_failure=is_connection_failure)
+    return RedisLock(client, guard=RedisGuard(breaker, timeout_seconds=TIMEOUT))
 
 
 async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> None:

@@ -25,4 +25,6 @@ if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_s
     echo "$lock_sum" >"$stamp"
 fi
 
+# Chunks have content-hashed names: start from an empty directory so old ones go.
+rm -rf "$root/app/web/static/dist"
 npm run --silent build

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from tests.servers import LocalServer, free_port
+from tools.local_stack import prometheus_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted(str(path) for path in (ROOT / "prometheus" / "rules").glob("*.yml"))
@@ -22,21 +22,8 @@ RULE_FILES = sorted(str(path) for path in (ROOT / "prometheus" / "rules").glob("
 @contextlib.contextmanager
 def prometheus(config: dict[str, Any], directory: Path) -> Iterator[str]:
     """Starts Prometheus with ``config`` (exemplar storage on); yields its base URL."""
-    config_file = directory / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config))
     port = free_port()
-    server = LocalServer(
-        "prometheus",
-        [
-            "prometheus",
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--enable-feature=exemplar-storage",
-            "--log.level=warn",
-        ],
-        port,
-    ).start()
+    server = LocalServer("prometheus", prometheus_command(config, directory, port), port).start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

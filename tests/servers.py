@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 import pytest
 import pytest_asyncio
 
+from tools.local_stack import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]  # the tests' port picker, shared with the local stack
 
 
 def wait_for_port(port: int, seconds: float = 10.0) -> None:

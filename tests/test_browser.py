@@ -58,6 +58,15 @@ async def wait_text(page: Page, selector: str, text: str, wait_ms: float = WAIT_
     )
 
 
+async def wait_connection(page: Page, state: str) -> None:
+    """Until the header's connection indicator says ``state`` (live, polling, …)."""
+    await page.wait_for_function(
+        "(state) => document.getElementById('connection').dataset.state === state",
+        arg=state,
+        timeout=WAIT_MS,
+    )
+
+
 async def wait_rows(page: Page, count: int) -> None:
     await page.wait_for_function(
         f"() => document.querySelectorAll('#symbols-body tr').length === {count}",
@@ -82,9 +91,7 @@ async def test_desktop_renders_data_and_patches_updates_in_place(
     assert await text_of(page, "#hd-btc-price") == price_text(btc)
     assert await page.locator("#badge-simulated").is_visible()
     assert not await page.locator("#badge-stale").is_visible()
-    await page.wait_for_function(
-        "() => document.getElementById('connection').dataset.state === 'live'", timeout=WAIT_MS
-    )
+    await wait_connection(page, "live")
     # beta table: every alt with a band; chart drawn; movers listed
     assert await page.locator("#beta-body tr").count() == len(symbols) - 1
     await page.wait_for_selector("#chart canvas", timeout=WAIT_MS)
@@ -284,9 +291,7 @@ async def test_polls_with_if_none_match_while_the_websocket_is_down(
     )
     await page.goto(served.base + "/")
     await wait_rows(page, len(served.state.known_symbols))
-    await page.wait_for_function(
-        "() => document.getElementById('connection').dataset.state === 'polling'", timeout=WAIT_MS
-    )
+    await wait_connection(page, "polling")
     await served.next_snapshot()
     new = served.state.pipeline.latest.tickers["BTCUSDT"].last
     poll_ms = served.state.settings.refresh_seconds * 1000  # one poll interval more
@@ -321,12 +326,11 @@ async def test_reconnects_and_resyncs_after_the_socket_drops(
     await page.goto(served.base + "/")
     await wait_rows(page, len(served.state.known_symbols))
     await eventually(lambda: len(subscribes) == 1)
-    live = "() => document.getElementById('connection').dataset.state === 'live'"
-    await page.wait_for_function(live, timeout=WAIT_MS)
+    await wait_connection(page, "live")
 
     await sockets[0].close(code=1001, reason="test: server restart")
     await eventually(lambda: len(sockets) == 2 and len(subscribes) == 2, seconds=15)
-    await page.wait_for_function(live, timeout=WAIT_MS)
+    await wait_connection(page, "live")
     await served.next_snapshot()
     new = served.state.pipeline.latest.tickers["BTCUSDT"].last
     await wait_text(page, BTC_PRICE, price_text(new))

@@ -232,17 +232,23 @@ class LocalStack:
                 },
             ],
         }
-        config_file = self.dir / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(config))
-        argv = [
-            "prometheus",
-            f"--config.file={config_file}",
-            f"--storage.tsdb.path={self.dir / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{self.ports.prometheus}",
-            "--enable-feature=exemplar-storage",
-            "--log.level=warn",
-        ]
+        argv = prometheus_command(config, self.dir, self.ports.prometheus)
         return Process("prometheus", argv, self.ports.prometheus)
+
+
+def prometheus_command(config: dict, directory: Path, port: int) -> list[str]:
+    """Writes ``config`` into ``directory``; the command serving it on 127.0.0.1:port
+    with its data there and exemplar storage on."""
+    config_file = directory / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    return [
+        "prometheus",
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={directory / 'prometheus'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--enable-feature=exemplar-storage",
+        "--log.level=warn",
+    ]
 
 
 def check_nginx(main: Path) -> None:

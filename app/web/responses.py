@@ -37,7 +37,6 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
     }
     if etag_matches(request.headers.get("If-None-Match", ""), entry.etag):
         return Response(b"", status=304, headers=headers)
-    head = b'{"age_ms":%d,"stale":%s,' % (entry.age_ms(now_ms), b"true" if read.stale else b"false")
     wants_zstd = accepts_zstd(request.headers.get("Accept-Encoding", ""))
     if reencode:
         fields = {"age_ms": entry.age_ms(now_ms), "stale": read.stale}
@@ -46,6 +45,7 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
             headers["Content-Encoding"] = "zstd"
             body = zstd_frame(body)
         return Response(body, status=200, content_type="application/json", headers=headers)
+    head = b'{"age_ms":%d,"stale":%s,' % (entry.age_ms(now_ms), b"true" if read.stale else b"false")
     if entry.compressed is not None and wants_zstd:
         headers["Content-Encoding"] = "zstd"
         body = zstd_frame(head) + entry.compressed  # concatenated zstd frames are one stream

@@ -2,9 +2,11 @@
 // watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
 
 import { AlertsPanel } from './alerts.js';
-import { byId, el, formatPercent, formatPrice, setDirectionClass, setText, syncList } from './dom.js';
+import { byId, syncList } from './dom.js';
 import { startPage, pageSettings } from './page.js';
-import { BetaTable, renderBetaSummary, renderMovers, renderSignals } from './panels.js';
+import {
+  BetaTable, quoteItem, renderBetaSummary, renderMovers, renderSignals, updateQuote,
+} from './panels.js';
 import { SymbolTable } from './table.js';
 import { Watchlist } from './watchlist.js';
 
@@ -37,17 +39,10 @@ function selectSymbol(symbol) {
 function renderWatchlist() {
   const watched = [...watchlist.symbols].map((symbol) => ({ symbol, ...(table.data(symbol) || {}) }));
   syncList(byId('watchlist'), watched, (w) => w.symbol, () => {
-    const item = el('li', 'watch-item');
-    item.append(el('span', 'watch-symbol'), el('span', 'watch-price num'), el('span', 'watch-change num'));
+    const item = quoteItem('watch-item');
     item.addEventListener('click', () => selectSymbol(item.dataset.key));
     return item;
-  }, (item, w) => {
-    setText(item.querySelector('.watch-symbol'), w.symbol);
-    setText(item.querySelector('.watch-price'), formatPrice(w.price));
-    const change = item.querySelector('.watch-change');
-    setText(change, formatPercent(w.change_24h));
-    setDirectionClass(change, w.change_24h);
-  });
+  }, updateQuote);
   byId('watchlist-empty').hidden = watched.length > 0;
 }
 

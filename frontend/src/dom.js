@@ -105,3 +105,14 @@ export function setDirectionClass(node, value) {
   node.classList.toggle('up', sign > 0);
   node.classList.toggle('down', sign < 0);
 }
+
+/** A 24h change in %, coloured up or down. */
+export function showChange(node, value) {
+  setText(node, formatPercent(value));
+  setDirectionClass(node, value);
+}
+
+/** A price; flashes up or down when it moved from `previous`. */
+export function showPrice(node, price, previous) {
+  if (setText(node, formatPrice(price)) && Number.isFinite(previous)) flash(node, price - previous);
+}

@@ -2,7 +2,7 @@
 // badges, the connection indicator and the list of data parts that are missing.
 
 import {
-  byId, formatAge, formatPercent, formatPrice, formatNumber, setDirectionClass, setText,
+  byId, formatAge, formatPrice, formatNumber, setText, showChange,
 } from './dom.js';
 
 const CONNECTION_TEXT = {
@@ -25,7 +25,8 @@ export class Header {
     setInterval(() => this.renderAge(), 1000);
   }
 
-  /** A payload fetched over HTTP: its freshness fields and source. */
+  /** A payload fetched over HTTP: its freshness fields, source, errors and overview
+   * (``overview`` on desktop, ``market_overview`` on mobile). */
   noteFetched(payload, receivedAt) {
     this.clock.observe(payload.generated_at + payload.age_ms, receivedAt);
     this.servedStaleAt = payload.stale ? payload.generated_at : null;
@@ -33,6 +34,7 @@ export class Header {
     byId('badge-simulated').hidden = payload.source !== 'simulated';
     byId('badge-simulated').title = `Data source: ${payload.exchange}`;
     this.showErrors(payload.errors);
+    this.renderOverview(payload.overview || payload.market_overview);
   }
 
   noteGenerated(generatedAt) {
@@ -61,8 +63,8 @@ export class Header {
     set('hd-regime', overview.market_regime);
     set('hd-breadth', `${overview.gainers}↑ ${overview.losers}↓`);
     set('hd-btc-price', formatPrice(overview.btc_price));
-    const change = set('hd-btc-change', formatPercent(overview.btc_change_24h));
-    if (change) setDirectionClass(change, overview.btc_change_24h);
+    const change = byId('hd-btc-change');
+    if (change) showChange(change, overview.btc_change_24h);
     set('hd-btc-vol', overview.btc_volatility == null ? '—' : `${formatNumber(overview.btc_volatility)}%`);
   }
 

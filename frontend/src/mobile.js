@@ -3,7 +3,7 @@
 
 import { createAlertItem, newestFirst, updateAlertItem } from './alerts.js';
 import {
-  byId, el, flash, formatNumber, formatPercent, formatPrice, setChoiceClass, setDirectionClass, setText, syncList,
+  byId, el, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
 import { pageSettings, startPage } from './page.js';
 import { renderBetaSummary, renderSignals } from './panels.js';
@@ -37,11 +37,8 @@ function patchCard(symbol, fields) {
   const before = card.data.price;
   Object.assign(card.data, fields);
   const { node, data } = card;
-  const price = node.querySelector('.card-price');
-  if (setText(price, formatPrice(data.price)) && Number.isFinite(before)) flash(price, data.price - before);
-  const change = node.querySelector('.card-change');
-  setText(change, formatPercent(data.change_24h));
-  setDirectionClass(change, data.change_24h);
+  showPrice(node.querySelector('.card-price'), data.price, before);
+  showChange(node.querySelector('.card-change'), data.change_24h);
   const signal = node.querySelector('.card-signal');
   setText(signal, data.signal || '—');
   setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);

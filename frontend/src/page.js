@@ -41,7 +41,6 @@ export async function startPage({ dataUrl, subscriptions, render, handlers }) {
   const header = new Header(clock, settings.staleAfterMs);
   const first = await fetchFirst(dataUrl);
   header.noteFetched(first.body, first.at);
-  header.renderOverview(overviewOf(first.body));
   render(first.body);
   reportPageLoad(settings.device, settings.page);
   header.start();
@@ -75,16 +74,10 @@ export async function startPage({ dataUrl, subscriptions, render, handlers }) {
       everyMs: settings.refreshMs,
       onData: (body, at) => {
         header.noteFetched(body, at);
-        header.renderOverview(overviewOf(body));
         render(body);
       },
     },
   });
   feed.start(first.etag);
   return { settings, header, feed };
-}
-
-/** The market overview of a desktop or a mobile payload. */
-function overviewOf(body) {
-  return body.overview || body.market_overview;
 }

@@ -2,30 +2,29 @@
 // desktop beta table. Each list keeps one node per key and patches it in place.
 
 import {
-  byId, el, formatNumber, formatPercent, formatPrice, setChoiceClass, setDirectionClass, setText, syncList,
+  byId, el, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
 
 export const BANDS = ['defensive', 'low', 'neutral', 'moderate', 'high'];
 
-function moverItem() {
-  const item = el('li', 'mover');
-  item.append(el('span', 'mover-symbol'), el('span', 'mover-price num'), el('span', 'mover-change num'));
+/** A list item of symbol, price and 24h change (movers, watchlist). */
+export function quoteItem(className) {
+  const item = el('li', className);
+  item.append(el('span', 'quote-symbol'), el('span', 'quote-price num'), el('span', 'quote-change num'));
   return item;
 }
 
-function updateMover(item, mover) {
-  setText(item.querySelector('.mover-symbol'), mover.symbol);
-  setText(item.querySelector('.mover-price'), formatPrice(mover.price));
-  const change = item.querySelector('.mover-change');
-  setText(change, formatPercent(mover.change_24h));
-  setDirectionClass(change, mover.change_24h);
+export function updateQuote(item, quote) {
+  setText(item.querySelector('.quote-symbol'), quote.symbol);
+  showPrice(item.querySelector('.quote-price'), quote.price);
+  showChange(item.querySelector('.quote-change'), quote.change_24h);
 }
 
 export function renderMovers(movers) {
   if (!movers) return;
   for (const side of ['gainers', 'losers']) {
     const list = byId(`movers-${side}`);
-    if (list) syncList(list, movers[side], (m) => m.symbol, moverItem, updateMover);
+    if (list) syncList(list, movers[side], (m) => m.symbol, () => quoteItem('mover'), updateQuote);
   }
 }
 

@@ -2,7 +2,7 @@
 // every update; sortable by any column, filterable by text and by watchlist.
 
 import {
-  el, flash, formatNumber, formatPercent, formatPrice, formatVolume, setChoiceClass, setDirectionClass, setText,
+  el, formatNumber, formatVolume, setChoiceClass, setText, showChange, showPrice,
 } from './dom.js';
 
 const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
@@ -67,11 +67,8 @@ export class SymbolTable {
     const before = row.data.price;
     Object.assign(row.data, fields);
     const { cells, data } = row;
-    if (setText(cells.price, formatPrice(data.price)) && Number.isFinite(before)) {
-      flash(cells.price, data.price - before);
-    }
-    setText(cells.change_24h, formatPercent(data.change_24h));
-    setDirectionClass(cells.change_24h, data.change_24h);
+    showPrice(cells.price, data.price, before);
+    showChange(cells.change_24h, data.change_24h);
     setText(cells.volume_24h, formatVolume(data.volume_24h));
     setText(cells.score, formatNumber(data.score));
     scoreClass(cells.score, data.score, this.thresholds);

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -51,7 +52,18 @@ ENVIRONMENT: dict[str, str] = {
     "seed": "VIRTUOSO_SEED",
     "trusted_proxy_hops": "VIRTUOSO_TRUSTED_PROXY_HOPS",
     "optimizations_off": "VIRTUOSO_OPTIMIZATIONS_OFF",
+    "monitoring_bind": "VIRTUOSO_MONITORING_BIND",
+    "allowed_origins": "VIRTUOSO_ALLOWED_ORIGINS",
+    "webhook_allow": "VIRTUOSO_WEBHOOK_ALLOW",
+    "public_details": "VIRTUOSO_PUBLIC_DETAILS",
 }
+
+# Secrets: never shown in an error message, a log line or an endpoint.
+SECRET_SETTINGS = frozenset({"admin_token", "api_token", "secret_key"})
+
+# Tokens that are placeholders, not secrets: the examples' wording, and any value made
+# of one repeated character. A value containing one of these words is refused.
+PLACEHOLDER_WORDS = ("replace", "changeme", "change-me", "example", "placeholder", "your-")
 
 # What the benchmark's ablation switches off, one at a time (all on in production):
 # l1 the in-process tier; single_flight one computation per key however many ask;
@@ -125,6 +137,17 @@ class Settings(_Section):
     # appended to X-Forwarded-For (overrides the rate-limit file); None: the file says.
     trusted_proxy_hops: int | None = Field(default=None, ge=0, le=10)
     optimizations_off: tuple[str, ...] = ()
+    # A second listener (host:port) for /metrics, the detailed /health and the cache
+    # operator endpoints; when set, the public listener stops serving them.
+    monitoring_bind: str | None = None
+    # Origins allowed to open /ws besides the page's own (scheme://host[:port]).
+    allowed_origins: tuple[str, ...] = ()
+    # Internal webhook destinations an operator allows (host names, IP addresses or
+    # CIDR networks); every other non-global address is refused.
+    webhook_allow: tuple[str, ...] = ()
+    # Backend addresses, versions and breaker details in /health for anyone (off: only
+    # with the admin token or on the monitoring listener).
+    public_details: bool = False
 
     def optimized(self, name: str) -> bool:
         """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""
@@ -170,7 +193,44 @@ class Settings(_Section):
             return None
         if len(secret) < 16:
             raise ValueError("must be at least 16 characters")
+        lowered = secret.lower()
+        if len(set(secret)) < 6 or any(word in lowered for word in PLACEHOLDER_WORDS):
+            raise ValueError(
+                "is a placeholder, not a secret: set a random value "
+                "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return secret
+
+    @field_validator("monitoring_bind")
+    @classmethod
+    def _optional_bind(cls, bind: str | None) -> str | None:
+        if not bind:
+            return None
+        parse_bind(bind)
+        return bind
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        origins = []
+        for item in (str(i).strip() for i in items):
+            if not item:
+                continue
+            parts = urlsplit(item)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+                raise ValueError(
+                    f"{item!r} is not an origin: give scheme://host[:port], "
+                    "e.g. https://dash.example.com"
+                )
+            origins.append(item.lower().rstrip("/"))
+        return tuple(origins)
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        return tuple(str(i).strip().lower() for i in items if str(i).strip())
 
     @property
     def cache_policy_path(self) -> Path:
@@ -308,4 +368,6 @@ def _describe(error: ValidationError, values: Mapping[str, Any], origin: Mapping
         return f"invalid configuration: unknown setting {where}; valid: {valid}"
     message = str(first["msg"]).removeprefix("Value error, ")
     shown = values.get(top, "")
+    if top in SECRET_SETTINGS:  # never echo a secret, not even a bad one
+        return f"invalid configuration: {where} (value hidden): {message}"
     return f"invalid configuration: {where}={shown!r}: {message}"

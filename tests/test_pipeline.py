@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
 import pytest
@@ -122,3 +123,67 @@ async def test_a_missing_section_leaves_a_partial_dashboard(clock: ManualClock) 
     assert mobile["beta_summary"] is None and len(mobile["confluence_scores"]) == 3
     assert "beta" not in published.views  # its last good version stays served, marked stale
     assert "confluence:ETHUSDT:all" in published.views
+
+
+async def test_a_listener_whose_backend_is_down_logs_one_warning_per_outage(
+    redis, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down under the alert service: each refresh's listener fails, but the log
+    says so once (a warning, no traceback), and once more when it works again."""
+    from app.web.app import create_app
+    from tests.conftest import RATE_LIMITS_OFF, eventually, state_of
+
+    settings = make_settings(
+        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT",
+        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
+        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
+    )
+    app = create_app(settings, CountingMarket(clock), clock)
+    async with app.test_app() as test_app:
+        await eventually(lambda: state_of(test_app).warmed, seconds=30)
+        pipeline = state_of(test_app).pipeline
+        redis.kill()
+        caplog.clear()
+        for _ in range(4):
+            clock.advance(10)
+            await pipeline.refresh(force=True)
+        about_listeners = [r for r in caplog.records if "snapshot listener" in r.getMessage()]
+        loud = [r for r in about_listeners if r.levelno >= logging.WARNING]
+        assert len(loud) == 1, [r.getMessage() for r in about_listeners]
+        assert loud[0].levelno == logging.WARNING and loud[0].exc_info is None
+        assert "cannot reach its backend" in loud[0].getMessage()
+        redis.restart()
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="app.services.pipeline")
+
+        async def recovered() -> bool:
+            clock.advance(10)
+            await pipeline.refresh(force=True)
+            return any("works again" in r.getMessage() for r in caplog.records)
+
+        for _ in range(60):  # the Redis breaker lets a probe through after its back-off
+            if await recovered():
+                break
+            await asyncio.sleep(0.5)
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in loud if "snapshot listener" in r.getMessage()]
+        assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_defective_listener_gets_one_traceback_per_episode(
+    pipeline: Pipeline, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def defective(snapshot, analysis) -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyError("a bug")
+
+    pipeline.on_snapshot.append(defective)
+    for _ in range(3):
+        clock.advance(10)
+        await pipeline.refresh(force=True)
+    assert calls == 3  # it keeps being called: the refresher is not stopped by it
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None

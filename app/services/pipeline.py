@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from app.cache.tier import TierUnavailable
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
 from app.observability.tracing import step_span
@@ -78,6 +79,7 @@ class Pipeline:
         self._loop_task: asyncio.Task[None] | None = None
         self._published = asyncio.Event()
         self.source_started = asyncio.Event()
+        self._failing_listeners: set[str] = set()  # names of listeners in a failure episode
 
     async def start(self) -> None:
         """Starts the background loop; returns at once (data arrives when it can)."""
@@ -240,10 +242,28 @@ class Pipeline:
 
     async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:
         for listener in self.on_snapshot:
+            name = getattr(listener, "__qualname__", repr(listener))
             try:
                 await listener(snapshot, analysis)
-            except Exception:  # a listener's defect must not stop the refresher
-                log.exception("snapshot listener failed")
+            except Exception as error:  # a listener's failure must not stop the refresher
+                self._listener_failed(name, error)
+            else:
+                if name in self._failing_listeners:
+                    self._failing_listeners.discard(name)
+                    log.info("snapshot listener %s works again", name)
+
+    def _listener_failed(self, name: str, error: Exception) -> None:
+        """One log line per failure episode of a listener: a backend that is down
+        (Redis, the disk) is a warning without a traceback; a defect gets its traceback
+        once. Later failures of the same episode are logged at debug level only."""
+        if name in self._failing_listeners:
+            log.debug("snapshot listener %s still failing: %s", name, error)
+            return
+        self._failing_listeners.add(name)
+        if isinstance(error, TierUnavailable | OSError):
+            log.warning("snapshot listener %s cannot reach its backend: %s", name, error)
+        else:
+            log.exception("snapshot listener %s failed", name)
 
     async def candles(self, symbol: str, timeframe: str) -> tuple[bytes, int]:
         """The on-demand candles view of one symbol and timeframe (for charts): from the

@@ -218,7 +218,8 @@ class Settings(_Section):
             if not item:
                 continue
             parts = urlsplit(item)
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            bare = parts.path in ("", "/") and not (parts.query or parts.fragment)
+            if parts.scheme not in ("http", "https") or not parts.hostname or not bare:
                 raise ValueError(
                     f"{item!r} is not an origin: give scheme://host[:port], "
                     "e.g. https://dash.example.com"

@@ -112,3 +112,100 @@ def test_cache_policy_must_outlast_the_refresh_interval() -> None:
     check_policy_fits_refresh(policy, 10)  # the shipped defaults fit
     with pytest.raises(ConfigError, match=r"dash:desktop min_ttl 15 s is under 1.5 × refresh"):
         check_policy_fits_refresh(policy, 11)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_example() -> dict[str, str]:
+    """The variables .env.example sets (KEY=value lines)."""
+    pairs = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@pytest.mark.parametrize("variable", ["VIRTUOSO_API_TOKEN", "VIRTUOSO_ADMIN_TOKEN"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "short-token",  # under 16 characters
+        "replace-with-an-api-token-00000",  # the example's wording
+        "CHANGEME-CHANGEME-2024",
+        "my-example-token-1234",
+        "aaaaaaaaaaaaaaaaaaaaaaaa",  # one repeated character
+        "abababababababababab",  # too few distinct characters
+    ],
+)
+def test_placeholder_and_short_tokens_are_refused_without_echoing_them(
+    variable: str, token: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ={variable: token})
+    message = str(raised.value)
+    assert message.startswith(f"invalid configuration: {variable} (value hidden): ")
+    assert token not in message and "\n" not in message
+
+
+def test_the_example_environment_file_does_not_start_the_service() -> None:
+    """Copying .env.example without setting the secrets must not give a service whose
+    write endpoints open to the published placeholders."""
+    example = env_example()
+    for variable in ("VIRTUOSO_SECRET_KEY", "VIRTUOSO_ADMIN_TOKEN", "VIRTUOSO_API_TOKEN"):
+        with pytest.raises(ConfigError, match=f"{variable} .value hidden.: is a placeholder"):
+            load_settings(environ={variable: example[variable]})
+
+
+def test_real_random_tokens_are_accepted() -> None:
+    settings = load_settings(
+        environ={
+            "VIRTUOSO_API_TOKEN": "k3J9x_Qm2vT8pL0wZr5",
+            "VIRTUOSO_ADMIN_TOKEN": "0f3a9c2e51b84d06e7aa",
+            "VIRTUOSO_SECRET_KEY": "Zx81-nB4q0pRt7Lm2Ws9",
+        }
+    )
+    assert settings.api_token == "k3J9x_Qm2vT8pL0wZr5"
+
+
+def test_a_placeholder_token_stops_virtuoso_serve_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    environ = os.environ | {"VIRTUOSO_API_TOKEN": env_example()["VIRTUOSO_API_TOKEN"]}
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--bind", "127.0.0.1:1"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "VIRTUOSO_API_TOKEN (value hidden): is a placeholder" in lines[0]
+    assert env_example()["VIRTUOSO_API_TOKEN"] not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"VIRTUOSO_ALLOWED_ORIGINS": "dash.example.com"}, "is not an origin"),
+        ({"VIRTUOSO_ALLOWED_ORIGINS": "https://a.example/path"}, "is not an origin"),
+        ({"VIRTUOSO_MONITORING_BIND": "8001"}, "must be host:port"),
+    ],
+)
+def test_invalid_hardening_settings_name_the_setting(
+    environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(environ=environ)
+
+
+def test_allowed_origins_are_normalised() -> None:
+    settings = load_settings(
+        environ={"VIRTUOSO_ALLOWED_ORIGINS": " https://Dash.Example.com/ ,http://127.0.0.1:9000"}
+    )
+    assert settings.allowed_origins == ("https://dash.example.com", "http://127.0.0.1:9000")

@@ -211,3 +211,77 @@ async def test_redis_killed_writes_fail_cleanly_and_nothing_stored_is_lost(
             await asyncio.sleep(0.25)
         else:
             raise AssertionError("the session store did not come back after the restart")
+
+
+async def readiness_samples(app: QuartTestApp, count: int, every: float) -> list[dict]:
+    samples = []
+    for _ in range(count):
+        samples.append((await get_json(app, "/health/ready"))[1])
+        await asyncio.sleep(every)
+    return samples
+
+
+async def test_readiness_stays_degraded_through_half_open_probes(
+    exchange_app: QuartTestApp, fake: FakeBybit
+) -> None:
+    """A half-open breaker is not a recovered backend: with every exchange call
+    failing, readiness never says "ok", whether a breaker is open or probing."""
+    breaker = tickers_breaker(exchange_app)
+    fake.error_rate(1.0, status=503)
+    await eventually(lambda: breaker.state != "closed", seconds=15)
+    samples = await readiness_samples(exchange_app, count=20, every=0.25)  # spans probes
+    assert [s["status"] for s in samples] == ["degraded"] * 20, samples
+    # A breaker whose open time has run out probes on the next call: reading it now
+    # shows it half-open, and readiness says so rather than "ok".
+    breaker.open_for(0)
+    _, ready = await get_json(exchange_app, "/health/ready")
+    assert ready["status"] == "degraded", ready
+    assert any("half-open" in r or "is open" in r for r in ready["reasons"]), ready
+    fake.clear_faults()
+    await eventually(lambda: breaker.state == "closed", seconds=15)
+
+
+async def test_readiness_stays_degraded_while_memcached_is_down(
+    memcached, redis, clock: ManualClock
+) -> None:
+    settings = make_settings(
+        VIRTUOSO_SYMBOLS=SYMBOLS,
+        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
+        VIRTUOSO_MEMCACHED_URL=memcached.address,
+        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
+    )
+    app = create_app(settings, CountingMarket(clock), clock)
+    async with app.test_app() as test_app:
+        await eventually(lambda: state_of(test_app).warmed, seconds=30)
+        runtime = state_of(test_app).runtime
+        (breaker,) = runtime.memcached.breakers.values()
+        memcached.kill()
+        for _ in range(40):  # reads through the tiers trip the Memcached breaker
+            runtime.cache.l1.clear()
+            await test_app.test_client().get("/api/dashboard/data")
+            if breaker.state != "closed":
+                break
+            await asyncio.sleep(0.1)
+        assert breaker.state != "closed"
+        samples = []
+        for _ in range(16):  # open, then half-open as its back-off runs out, probes fail
+            runtime.cache.l1.clear()
+            await test_app.test_client().get("/api/dashboard/data")
+            samples.append((await get_json(test_app, "/health/ready"))[1])
+            await asyncio.sleep(0.25)
+        assert [s["status"] for s in samples] == ["degraded"] * 16, samples
+        public = " ".join(r for s in samples for r in s["reasons"])
+        assert memcached.address not in public  # no backend address without details
+        memcached.restart()
+
+        async def ready_ok() -> bool:
+            runtime.cache.l1.clear()
+            await test_app.test_client().get("/api/dashboard/data")
+            return (await get_json(test_app, "/health/ready"))[1]["status"] == "ok"
+
+        for _ in range(80):
+            if await ready_ok():
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError("readiness did not return to ok after Memcached came back")

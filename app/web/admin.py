@@ -1,4 +1,4 @@
-"""Operator endpoints: cache metrics, invalidation, warming. Writes need the admin token."""
+"""Operator endpoints: cache metrics, invalidation, warming; all need the admin token."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ class InvalidateRequest(BaseModel):
 @admin.get("/api/cache/metrics")
 @tag(["operations"])
 @document_response(schemas.CacheMetrics)
+@require_admin
 async def cache_metrics() -> Response:
-    """Hits, misses, stale serves, errors and hit ratio per tier and family; tier memory."""
+    """Hits, misses, stale serves, errors and hit ratio per tier and family; tier memory.
+    Names backend servers and versions: admin token only."""
     state = service_state()
     runtime = state.runtime
     cache = runtime.cache

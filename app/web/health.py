@@ -1,14 +1,23 @@
-"""Liveness (``/health``) and readiness (``/health/ready``: warm, fresh data present)."""
+"""Liveness (``/health``) and readiness (``/health/ready``: warm, fresh data present).
+
+Anyone may ask both, but only the *details* — backend addresses, replica name,
+breakers by server, the last exchange error's text — are operational secrets: they are
+shown on the monitoring listener, to a caller with the admin token, or to everyone when
+``VIRTUOSO_PUBLIC_DETAILS`` is on. Everyone else gets the verdict and public facts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 
 import orjson
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
 
 from app.web import schemas
+from app.web.auth import bearer_credentials
+from app.web.listeners import is_monitoring_request
 from app.web.state import ServiceState, service_state
 
 health = Blueprint("health", __name__)
@@ -20,19 +29,39 @@ READINESS_VIEW = "dashboard:desktop"
 @tag(["operations"])
 @document_response(schemas.Health)
 async def liveness() -> Response:
-    """The process answers; says which exchange and cache tiers it runs on."""
+    """The process answers; says which exchange and cache tiers it runs on (with
+    details: the replica, every breaker by name, the last error)."""
     state = service_state()
+    details = shows_details(state)
     body = {
         "status": "ok",
         "exchange": state.settings.exchange,
         "simulated": state.settings.exchange == "simulated",
         "cache": cache_summary(state),
-        "replica": state.runtime.replica_id,
-        "breakers": {name: b["state"] for name, b in breakers(state).items()},
         "uptime_seconds": round(state.clock() - state.started_at, 1),
-        "pipeline": _pipeline_status(state),
+        "pipeline": _pipeline_status(state, details),
+        "details": details,
     }
+    if details:
+        body["replica"] = state.runtime.replica_id
+        body["breakers"] = {name: b["state"] for name, b in breakers(state).items()}
     return _json(200, body)
+
+
+def shows_details(state: ServiceState) -> bool:
+    """Whether this request may see operational details (see the module docstring)."""
+    if state.settings.public_details or is_monitoring_request():
+        return True
+    return _admin_token_given(state.settings.admin_token)
+
+
+def _admin_token_given(token: str | None) -> bool:
+    given = bearer_credentials(request.headers.get("Authorization"))
+    return (
+        token is not None
+        and given is not None
+        and hmac.compare_digest(given.encode(), token.encode())
+    )
 
 
 @health.get("/health/ready")
@@ -44,19 +73,23 @@ async def readiness() -> Response:
     open breaker, a cache tier down) with the reasons; 503 ``unavailable`` when nothing
     can be served (not warm yet, or data older than its max_stale)."""
     state = service_state()
-    status, reasons = await readiness_verdict(state)
+    details = shows_details(state)
+    status, reasons = await readiness_verdict(state, details)
     body = {
         "ready": status != "unavailable",
         "status": status,
         "reasons": reasons,
-        "pipeline": _pipeline_status(state),
+        "pipeline": _pipeline_status(state, details),
     }
     return _json(503 if status == "unavailable" else 200, body)
 
 
-async def readiness_verdict(state: ServiceState) -> tuple[str, list[str]]:
+async def readiness_verdict(state: ServiceState, details: bool = True) -> tuple[str, list[str]]:
+    """``(ok | degraded | unavailable, reasons)``. A breaker that is not closed —
+    open, or half-open while it probes — is a backend that has not answered again
+    yet: degraded. ``details`` adds the last error's text and backend addresses."""
     status = state.pipeline.status
-    last_error = f" (last error: {status.last_error})" if status.last_error else ""
+    last_error = f" (last error: {status.last_error})" if status.last_error and details else ""
     if not state.warmed:
         return "unavailable", [f"cache not warm yet{last_error or ': first snapshot in progress'}"]
     entry = await state.views.peek(READINESS_VIEW)
@@ -66,15 +99,26 @@ async def readiness_verdict(state: ServiceState) -> tuple[str, list[str]]:
     reasons = []
     if not entry.is_fresh(now):
         reasons.append(f"market data is stale: {entry.age_ms(now) / 1000:.0f}s old{last_error}")
-    reasons += [
-        f"circuit {name} is open"
+    not_closed = {
+        (name if details else public_breaker_name(name)): b["state"]
         for name, b in breakers(state).items()
-        if b["state"] == "open"  # half-open: the next probe decides
+        if b["state"] != "closed"
+    }
+    reasons += [
+        f"circuit {name} is {'open' if s == 'open' else 'half-open (probing)'}"
+        for name, s in not_closed.items()
     ]
     reasons += [
         f"cache tier {tier} is down" for tier, up in cache_summary(state)["tiers"].items() if not up
     ]
     return ("degraded" if reasons else "ok"), reasons
+
+
+def public_breaker_name(name: str) -> str:
+    """A breaker's name without a server address: ``memcached:10.0.0.5:11211`` →
+    ``memcached``; exchange operations (``bybit:tickers``) and ``redis`` unchanged."""
+    family = name.partition(":")[0]
+    return family if family == "memcached" else name
 
 
 def breakers(state: ServiceState) -> dict[str, dict]:
@@ -104,8 +148,10 @@ def cache_summary(state: ServiceState) -> dict:
     return {"tiers": tiers, "embedded": len(tiers) == 1}
 
 
-def _pipeline_status(state: ServiceState) -> dict:
+def _pipeline_status(state: ServiceState, details: bool) -> dict:
     status = dataclasses.asdict(state.pipeline.status)
+    if not details:  # the exchange's error text can name hosts and URLs
+        status["last_error"] = None if status["last_error"] is None else "hidden"
     last = state.pipeline.status.last_success_ms
     status["data_age_ms"] = None if last is None else state.now_ms() - last
     return status

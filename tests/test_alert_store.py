@@ -12,8 +12,9 @@ import pytest
 
 from app.cache.redis_tier import RedisGuard, connect_redis
 from app.cache.tier import TierUnavailable
+from app.services import alert_store
 from app.services.alert_rules import Alert, validate_rule
-from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
+from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore, TooManyRules
 
 TIMEOUT = 0.3
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
@@ -293,3 +294,51 @@ async def test_file_store_creates_its_directory_and_a_failed_write_changes_nothi
     with pytest.raises(OSError):
         await broken.add_rule(rule)
     assert await broken.list_rules() == []
+
+
+async def test_the_rule_cap_stores_nothing_beyond_it(open_store: StoreFactory) -> None:
+    store = open_store()
+    rules = [make_rule(at_ms=i) for i in range(3)]
+    for rule in rules:
+        await store.add_rule(rule, max_rules=3)
+    with pytest.raises(TooManyRules, match="at most 3 alert rules") as caught:
+        await store.add_rule(make_rule(at_ms=9), max_rules=3)
+    assert caught.value.max_rules == 3
+    assert await store.list_rules() == rules
+    await store.add_rule(rules[0], max_rules=3)  # storing a rule again is no new rule
+    assert await store.delete_rule(rules[0].id)
+    newer = make_rule(at_ms=10)
+    await store.add_rule(newer, max_rules=3)  # room again after a delete
+    assert await store.list_rules() == [*rules[1:], newer]
+
+
+async def test_concurrent_adds_cannot_pass_the_cap(open_store: StoreFactory) -> None:
+    store = open_store()
+    adds = [store.add_rule(make_rule(at_ms=i), max_rules=5) for i in range(20)]
+    results = await asyncio.gather(*adds, return_exceptions=True)
+    assert sum(r is None for r in results) == 5
+    assert all(isinstance(r, TooManyRules) for r in results if r is not None)
+    assert len(await store.list_rules()) == 5
+
+
+async def test_file_store_writes_the_engine_state_only_when_it_changed(
+    tmp_path, monkeypatch
+) -> None:
+    writes: list[int] = []
+    real = alert_store._write_atomically
+
+    def counted(path, data: bytes) -> None:
+        writes.append(len(data))
+        real(path, data)
+
+    monkeypatch.setattr(alert_store, "_write_atomically", counted)
+    store = FileAlertStore(tmp_path / "alerts.json")
+    state = {"version": 1, "entries": {"r|BTCUSDT": {"armed": False, "last_fired_ms": 5}}}
+    await store.save_engine_state(state)
+    for _ in range(5):
+        await store.save_engine_state(json.loads(json.dumps(state)))  # equal, not identical
+    assert len(writes) == 1
+    state["entries"]["r|BTCUSDT"]["armed"] = True
+    await store.save_engine_state(state)
+    assert len(writes) == 2
+    assert await FileAlertStore(tmp_path / "alerts.json").load_engine_state() == state

@@ -13,11 +13,11 @@ import secrets
 import time
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.market.models import canonical_symbol
+from app.services.destinations import DestinationRefused, mask_url, parse_webhook_url
 
 Kind = Literal[
     "price_above",
@@ -36,6 +36,7 @@ LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 THRESHOLD_KINDS = frozenset({"price_above", "price_below", "change_above", "change_below"})
 MAX_COOLDOWN_SECONDS = 86_400
+DEFAULT_MAX_RULES = 200  # rules stored at most (every rule is evaluated on every snapshot)
 
 
 def new_id() -> str:
@@ -80,9 +81,10 @@ class RuleInput(_Model):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"webhook_url must be an http:// or https:// URL, not {value!r}")
+        try:  # the message never repeats the URL: it may hold a token
+            parse_webhook_url(value.strip())
+        except DestinationRefused as error:
+            raise ValueError(f"must be an http:// or https:// URL ({error})") from None
         return value.strip()
 
     @model_validator(mode="after")
@@ -107,6 +109,11 @@ class AlertRule(RuleInput):
 
     id: str
     created_at_ms: int
+
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict()`` with ``webhook_url`` masked to ``scheme://host/…``: what any
+        response may show (the stored rule keeps the full URL for delivery)."""
+        return {**self.to_dict(), "webhook_url": mask_url(self.webhook_url)}
 
 
 class Alert(_Model):

@@ -43,8 +43,18 @@ DEFAULT_PREFIX = "virtuoso:alerts"
 MAX_LIMIT = 500
 
 
+class TooManyRules(Exception):
+    """The store holds ``max_rules`` rules already: the new one was not stored."""
+
+    def __init__(self, max_rules: int) -> None:
+        super().__init__(
+            f"at most {max_rules} alert rules can be stored; delete one to add another"
+        )
+        self.max_rules = max_rules
+
+
 class AlertStore(Protocol):
-    async def add_rule(self, rule: AlertRule) -> None: ...
+    async def add_rule(self, rule: AlertRule, max_rules: int | None = None) -> None: ...
     async def list_rules(self) -> list[AlertRule]: ...
     async def get_rule(self, rule_id: str) -> AlertRule | None: ...
     async def delete_rule(self, rule_id: str) -> bool: ...
@@ -81,6 +91,18 @@ def _check_status(status: str) -> None:
         raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
 
 
+# KEYS[1] rules hash; ARGV: rule id, rule JSON, cap (0: none). 1 stored, 0 refused.
+_ADD_RULE = """
+local cap = tonumber(ARGV[3])
+if cap > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= cap then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
 def _dumps(model: AlertRule | Alert) -> bytes:
     return orjson.dumps(model.to_dict())
 
@@ -110,10 +132,16 @@ class RedisAlertStore:
 
     # -- rules --------------------------------------------------------------------------
 
-    async def add_rule(self, rule: AlertRule) -> None:
-        await self._guard.run(
-            lambda: self._redis.hset(f"{self._p}:rules", rule.id, _dumps(rule)), "HSET rule"
+    async def add_rule(self, rule: AlertRule, max_rules: int | None = None) -> None:
+        """Stores ``rule``; TooManyRules (nothing stored) when ``max_rules`` are there
+        already. Count and write are one Lua script, so concurrent adds cannot pass it."""
+        limit = 0 if max_rules is None else max_rules
+        key, data = f"{self._p}:rules", _dumps(rule)
+        stored = await self._guard.run(
+            lambda: self._redis.eval(_ADD_RULE, 1, key, rule.id, data, limit), "add rule"
         )
+        if not stored:
+            raise TooManyRules(limit)
 
     async def list_rules(self) -> list[AlertRule]:
         raw = await self._guard.run(lambda: self._redis.hgetall(f"{self._p}:rules"), "HGETALL")
@@ -313,8 +341,12 @@ class FileAlertStore:
         await asyncio.to_thread(_write_atomically, self.path, data)
         self._rules, self._alerts, self._engine = rules, alerts, engine
 
-    async def add_rule(self, rule: AlertRule) -> None:
+    async def add_rule(self, rule: AlertRule, max_rules: int | None = None) -> None:
+        """Stores ``rule``; TooManyRules (nothing stored) when ``max_rules`` are there."""
         async with self._lock:
+            full = max_rules is not None and len(self._rules) >= max_rules
+            if full and rule.id not in self._rules:
+                raise TooManyRules(max_rules or 0)
             await self._write({**self._rules, rule.id: rule}, self._alerts, self._engine)
 
     async def list_rules(self) -> list[AlertRule]:
@@ -374,8 +406,12 @@ class FileAlertStore:
         return orjson.loads(orjson.dumps(self._engine))  # a copy
 
     async def save_engine_state(self, state: dict[str, Any]) -> None:
+        """Saves the engine's state; an unchanged state writes nothing (the engine's
+        state changes only when a rule fires or re-arms, not on every snapshot)."""
         async with self._lock:
-            await self._write(self._rules, self._alerts, orjson.loads(orjson.dumps(state)))
+            copy = orjson.loads(orjson.dumps(state))
+            if copy != self._engine:
+                await self._write(self._rules, self._alerts, copy)
 
 
 def _trimmed(alerts: dict[str, Alert], max_alerts: int) -> dict[str, Alert]:

@@ -9,12 +9,12 @@ alert fires once; its announcement reaches every replica through the broadcaster
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from app.cache.coherence import Coherence
 from app.cache.tier import TierUnavailable
 from app.services.alert_engine import AlertEngine, MarketFacts
-from app.services.alert_rules import Alert
+from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alert_store import AlertStore
 from app.services.analysis import COMBINED, Analysis
 from app.services.pipeline import Pipeline
@@ -28,6 +28,9 @@ Announce = Callable[[dict, int], Awaitable[None]]  # (alert, generated_at_ms)
 
 
 class AlertService:
+    """Rules, their evaluation and the alerts' delivery. ``max_rules``: how many rules
+    the store may hold (``create_rule`` refuses more)."""
+
     def __init__(
         self,
         store: AlertStore,
@@ -35,7 +38,11 @@ class AlertService:
         pipeline: Pipeline,
         coherence: Coherence,
         webhooks: WebhookSender,
+        max_rules: int = DEFAULT_MAX_RULES,
     ) -> None:
+        if max_rules < 1:
+            raise ValueError("max_rules must be >= 1")
+        self.max_rules = max_rules
         self.store = store
         self.engine = engine
         self.pipeline = pipeline
@@ -44,15 +51,28 @@ class AlertService:
         self.announce: list[Announce] = []
         self.fired = 0
 
+    async def create_rule(self, data: RuleInput, known_symbols: Collection[str]) -> AlertRule:
+        """Validates, checks the webhook destination (resolving its host), stores the
+        rule under the cap and invalidates the lists. Raises ValueError (invalid rule),
+        DestinationRefused (webhook_url refused), TooManyRules, or the store's errors
+        (TierUnavailable, OSError); nothing is stored when it raises."""
+        rule = validate_rule(data, known_symbols)
+        if rule.webhook_url:
+            await self.webhooks.check_destination(rule.webhook_url)
+        await self.store.add_rule(rule, self.max_rules)
+        await self.changed()
+        return rule
+
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
         rules = await self.store.list_rules()
         if not rules:
             return
-        state = await self.store.load_engine_state()
-        alerts, state = self.engine.evaluate(rules, market_facts(snapshot, analysis), state)
+        before = await self.store.load_engine_state()
+        alerts, state = self.engine.evaluate(rules, market_facts(snapshot, analysis), before)
         if alerts:
             await self.store.add_alerts(alerts)
-        await self.store.save_engine_state(state)
+        if state != before:  # most snapshots change nothing: no write
+            await self.store.save_engine_state(state)
         if not alerts:
             return
         self.fired += len(alerts)

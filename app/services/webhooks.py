@@ -5,6 +5,14 @@ One aiohttp session (``start``/``close``), a total timeout per attempt, at most
 on 2xx-4xx answers), and one circuit breaker per URL host so a dead receiver is not
 hammered. ``send`` never raises: it returns a ``DeliveryResult``. A host that starts
 failing is logged once (a warning), and once more (info) when it delivers again.
+
+Destinations pass the ``DestinationPolicy`` (app.services.destinations) twice: when a
+rule is created (``check_destination``) and on every connection — numeric hosts before
+the request, host names in the session's resolver (``GuardedResolver``), so the address
+checked is the address connected to and a name that re-resolves elsewhere (DNS
+rebinding) is refused. Redirects are never followed. A refused delivery makes no
+connection, is counted (``refused``) and logged once per host. Nothing shown — results,
+log lines, breaker names — carries a URL's userinfo, path or query (``mask_url``).
 """
 
 from __future__ import annotations
@@ -12,27 +20,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from app.resilience.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
+from app.services.destinations import (
+    DestinationPolicy,
+    DestinationRefused,
+    IPAddress,
+    mask_url,
+    parse_numeric_host,
+    parse_webhook_url,
+)
 
 log = logging.getLogger(__name__)
+
+MAX_TRACKED_HOSTS = 1024  # hosts remembered as failing (log once each); bounded
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
+    """One delivery: ``url`` masked (``scheme://host/…``), ``status`` the last HTTP
+    status if any answer came, ``attempts`` the requests actually made, ``refused``
+    whether the destination policy refused it (no connection made)."""
+
     url: str
     ok: bool
-    status: int | None = None  # the last HTTP status, if any answer came
-    attempts: int = 0  # requests actually made
+    status: int | None = None
+    attempts: int = 0
     error: str | None = None
+    refused: bool = False
 
 
 class _ServerError(Exception):
@@ -43,11 +68,72 @@ class _ServerError(Exception):
         self.status = status
 
 
+class _Refused(Exception):
+    """The resolver refused the destination: not retried, not a breaker failure."""
+
+    breaker_failure = False
+
+    def __init__(self, refusal: DestinationRefused) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
 def webhook_breaker_config() -> BreakerConfig:
+    """Three consecutive failures open a host's breaker for 30 s (backing off to 10 min)."""
     return BreakerConfig(consecutive_failures=3, open_seconds=30.0, max_open_seconds=600.0)
 
 
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that resolves with ``inner`` (default: aiohttp's
+    ThreadedResolver, i.e. getaddrinfo) and raises DestinationRefused when the host is
+    not allowed by name and any address it resolves to is refused by ``policy``. The
+    session's connector connects only to addresses this returned, so the check holds at
+    connection time (no DNS-rebinding window). aiohttp does not call a resolver for
+    numeric hosts: ``WebhookSender`` checks those itself before each request."""
+
+    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self._inner = inner
+
+    def inner(self) -> AbstractResolver:
+        """The resolver that does the lookups (created on first use: it needs a loop)."""
+        if self._inner is None:
+            self._inner = ThreadedResolver()
+        return self._inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The inner resolver's results, once they all pass the policy; a numeric host
+        (``0x7f.1``…) is read here, never looked up."""
+        allowed = self.policy.check_literal(host)  # raises DestinationRefused
+        address = parse_numeric_host(host)
+        if address is not None:
+            return [_result(host, address, port)]
+        results = await self.inner().resolve(host, port, family)
+        if allowed:
+            return results
+        self.policy.check_resolved(host, [result["host"] for result in results])
+        return results
+
+    async def lookup(self, host: str, port: int) -> list[str]:
+        """The addresses ``host`` resolves to (any family), unchecked; OSError on failure."""
+        results = await self.inner().resolve(host, port, socket.AF_UNSPEC)
+        return [result["host"] for result in results]
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
 class WebhookSender:
+    """POSTs alerts to webhook URLs under the destination policy.
+
+    ``allow``: the operator's allow-list (``Settings.webhook_allow``: host names, IP
+    addresses, CIDR networks; ValueError if malformed); ``resolver``: the aiohttp
+    resolver doing the lookups (default getaddrinfo; tests pass their own). Times in
+    seconds."""
+
     def __init__(
         self,
         timeout_seconds: float = 5.0,
@@ -57,12 +143,17 @@ class WebhookSender:
         backoff_seconds: float = 0.5,
         max_concurrency: int = 16,
         breaker_config: BreakerConfig | None = None,
+        allow: Iterable[str] = (),
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if timeout_seconds <= 0 or max_retries < 0 or backoff_seconds < 0:
             raise ValueError("timeout_seconds > 0, max_retries >= 0, backoff_seconds >= 0")
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self.policy = DestinationPolicy(tuple(allow))
+        self.resolver = GuardedResolver(self.policy, resolver)
+        self.refused = 0  # deliveries the policy refused (no connection made)
         self._clock = clock
         self._breaker_config = breaker_config or webhook_breaker_config()
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -73,9 +164,14 @@ class WebhookSender:
         self._closed = False
 
     async def start(self) -> None:
+        """Opens the session: every connection resolves through ``self.resolver``, with
+        no DNS cache (each connection is checked) and no proxy from the environment."""
         if self._session is None and not self._closed:
             timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout, connector=connector, trust_env=False
+            )
 
     async def close(self) -> None:
         """Cancels the pending background sends and closes the session."""
@@ -88,14 +184,28 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self.resolver.close()
 
     @property
     def pending(self) -> int:
         """Background sends not finished yet."""
         return len(self._tasks)
 
+    async def check_destination(self, url: str) -> None:
+        """The policy check of a rule's URL at creation: scheme, host spelling, and the
+        addresses its host resolves to now (within ``timeout_seconds``). Raises
+        DestinationRefused."""
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self.policy.check_url(url, self.resolver.lookup)
+        except TimeoutError:
+            host = parse_webhook_url(url).raw_host or ""
+            message = f"{host} cannot be resolved (no answer in {self.timeout_seconds:g} s)"
+            raise DestinationRefused(host, message, internal=False) from None
+
     def breaker(self, url: str) -> CircuitBreaker:
-        host = urlsplit(url).netloc
+        """The breaker of ``url``'s host and port (never its userinfo)."""
+        host = _host_key(url)
         if host not in self._breakers:
             self._breakers[host] = CircuitBreaker(
                 f"webhook {host}", config=self._breaker_config, clock=self._clock
@@ -115,59 +225,129 @@ class WebhookSender:
 
     async def send(self, url: str, payload: Mapping[str, Any]) -> DeliveryResult:
         """POSTs ``payload`` as JSON; never raises (except cancellation)."""
+        shown = mask_url(url) or ""
         try:
             body = orjson.dumps(payload)
         except TypeError as exc:
-            return DeliveryResult(url, ok=False, error=f"payload is not JSON: {exc}")
+            return DeliveryResult(shown, ok=False, error=f"payload is not JSON: {exc}")
+        try:
+            parsed = parse_webhook_url(url)
+            self.policy.check_literal(parsed.raw_host or "")
+        except DestinationRefused as refusal:
+            return self._refused(url, refusal)
         await self.start()
         if self._session is None:
-            return DeliveryResult(url, ok=False, error="sender is closed")
-        host = urlsplit(url).netloc
-        breaker = self.breaker(url)
-        attempts, status, error = 0, None, None
+            return DeliveryResult(shown, ok=False, error="sender is closed")
         async with self._slots:
-            for attempt in range(self.max_retries + 1):
-                if attempt:
-                    base = self.backoff_seconds * 2 ** (attempt - 1)
-                    await asyncio.sleep(base * random.uniform(0.5, 1.5))
-                try:
-                    attempts += 1
-                    status = await breaker.call(lambda: self._post(url, body))
-                except BreakerOpen as exc:
-                    attempts -= 1
-                    error = f"circuit open for {host}; retry in {exc.retry_after_seconds:.0f} s"
-                    break
-                except _ServerError as exc:
-                    status, error = exc.status, str(exc)
-                    continue
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    continue
-                except Exception as exc:  # e.g. a URL aiohttp cannot use: do not retry
-                    error = f"{type(exc).__name__}: {exc}"
-                    break
-                if 200 <= status < 300:
-                    if host in self._failing:
-                        self._failing.discard(host)
-                        log.info("webhook host %s delivers again", host)
-                    return DeliveryResult(url, ok=True, status=status, attempts=attempts)
-                error = f"HTTP {status}"
-                break  # a 3xx/4xx answer: the receiver is up but refuses, retrying won't help
-        if host not in self._failing:
-            self._failing.add(host)
-            log.warning("webhook delivery to %s failed: %s", host, error)
-        return DeliveryResult(url, ok=False, status=status, attempts=attempts, error=error)
+            return await self._attempts(url, body)
+
+    async def _attempts(self, url: str, body: bytes) -> DeliveryResult:
+        host, shown, breaker = _host_key(url), mask_url(url) or "", self.breaker(url)
+        attempts, status, error = 0, None, None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                base = self.backoff_seconds * 2 ** (attempt - 1)
+                await asyncio.sleep(base * random.uniform(0.5, 1.5))
+            try:
+                attempts += 1
+                status = await breaker.call(lambda: self._post(url, body))
+            except BreakerOpen as exc:
+                attempts -= 1
+                error = f"circuit open for {host}; retry in {exc.retry_after_seconds:.0f} s"
+                break
+            except _Refused as exc:
+                return self._refused(url, exc.refusal)
+            except _ServerError as exc:
+                status, error = exc.status, str(exc)
+                continue
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else "", url)
+                error = error or type(exc).__name__
+                continue
+            except Exception as exc:  # e.g. a URL aiohttp cannot use: do not retry
+                error = _scrub(f"{type(exc).__name__}: {exc}", url)
+                break
+            if 200 <= status < 300:
+                if host in self._failing:
+                    self._failing.discard(host)
+                    log.info("webhook host %s delivers again", host)
+                return DeliveryResult(shown, ok=True, status=status, attempts=attempts)
+            error = f"HTTP {status}"
+            break  # a 3xx/4xx answer: the receiver is up but refuses, retrying won't help
+        self._note_failing(host, "webhook delivery to %s failed: %s", error)
+        return DeliveryResult(shown, ok=False, status=status, attempts=attempts, error=error)
+
+    def _refused(self, url: str, refusal: DestinationRefused) -> DeliveryResult:
+        self.refused += 1
+        reason = _scrub(str(refusal), url)
+        self._note_failing(_host_key(url), "webhook delivery to %s refused: %s", reason)
+        return DeliveryResult(mask_url(url) or "", ok=False, error=reason, refused=True)
+
+    def _note_failing(self, host: str, message: str, error: str | None) -> None:
+        """Logs ``message`` once per failing host (bounded memory of them)."""
+        if host in self._failing:
+            return
+        if len(self._failing) >= MAX_TRACKED_HOSTS:
+            self._failing.clear()
+        self._failing.add(host)
+        log.warning(message, host, error)
 
     async def _post(self, url: str, body: bytes) -> int:
         assert self._session is not None
-        async with asyncio.timeout(self.timeout_seconds + 1):  # belt and braces
-            async with self._session.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                allow_redirects=False,
-            ) as response:
-                await response.read()
-                if response.status >= 500:
-                    raise _ServerError(response.status)
-                return response.status
+        try:
+            async with asyncio.timeout(self.timeout_seconds + 1):  # belt and braces
+                async with self._session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    allow_redirects=False,
+                ) as response:
+                    await response.read()
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, DestinationRefused):
+                raise _Refused(exc.os_error) from None
+            raise
+        if response.status >= 500:
+            raise _ServerError(response.status)
+        return response.status
+
+
+def _result(host: str, address: IPAddress, port: int) -> ResolveResult:
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return ResolveResult(
+        hostname=host, host=str(address), port=port, family=family, proto=0,
+        flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+    )  # fmt: skip
+
+
+def _host_key(url: str) -> str:
+    """``host[:port]`` of a URL, lower case, without userinfo ("?" when unparsable)."""
+    try:
+        parsed = parse_webhook_url(url)
+    except DestinationRefused:
+        return "?"
+    host = parsed.raw_host or "?"
+    shown = f"[{host}]" if ":" in host else host
+    return shown if parsed.explicit_port is None else f"{shown}:{parsed.explicit_port}"
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` without the URL or its secret-bearing parts (userinfo, path, query,
+    fragment), each replaced by "…"."""
+    try:
+        parsed = parse_webhook_url(url)
+        parts = [
+            url,
+            parsed.raw_user,
+            parsed.raw_password,
+            parsed.raw_path_qs,
+            parsed.raw_query_string,
+            parsed.raw_fragment,
+            parsed.path,
+            parsed.query_string,
+        ]
+    except DestinationRefused:
+        parts = [url]
+    for part in sorted({p for p in parts if p and len(p) > 1}, key=len, reverse=True):
+        text = text.replace(part, "…")
+    return text

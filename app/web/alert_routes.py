@@ -1,6 +1,8 @@
 """Alert rules and alerts: reads are open (the list is cached and invalidated on
-every change), writes need VIRTUOSO_API_TOKEN. A store that cannot be written
-(Redis down, disk full) answers 503 and changes nothing."""
+every change), writes need VIRTUOSO_API_TOKEN (checked before the body is read). A
+store that cannot be written (Redis down, disk full) answers 503 and changes nothing.
+Rules are shown with their webhook URL masked (``scheme://host/…``); a webhook whose
+destination the policy refuses is a 400, a rule beyond the cap a 409."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from app.cache.keys import make_key
 from app.cache.layered import Computed, NothingToServe
 from app.cache.tier import TierUnavailable
 from app.market.models import canonical_symbol
-from app.services.alert_rules import RuleInput, validate_rule
+from app.services.alert_rules import RuleInput
+from app.services.alert_store import TooManyRules
+from app.services.destinations import DestinationRefused
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
@@ -32,6 +36,12 @@ class AlertQuery(BaseModel):
     status: Literal["pending", "acknowledged", "resolved"] | None = None
     symbol: str | None = Field(default=None, max_length=24)
     level: Literal["info", "warning", "critical"] | None = None
+    offset: int = Field(default=0, ge=0, le=100_000)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class RuleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     offset: int = Field(default=0, ge=0, le=100_000)
     limit: int = Field(default=50, ge=1, le=200)
 
@@ -56,32 +66,46 @@ def _store_down(error: Exception) -> Response:
 
 @alerts.get("/api/alerts/rules")
 @tag(["alerts"])
-async def list_rules() -> Response:
-    """Every alert rule."""
+@validate_querystring(RuleQuery)
+@document_response(schemas.ErrorResponse, 503)
+async def list_rules(query_args: RuleQuery) -> Response:
+    """Alert rules, oldest first, paginated; webhook URLs masked to scheme and host."""
     try:
         rules = await service_state().alerts.store.list_rules()
     except STORE_ERRORS as error:
         return _store_down(error)
-    return _json({"rules": [rule.to_dict() for rule in rules]})
+    page = rules[query_args.offset : query_args.offset + query_args.limit]
+    return _json(
+        {
+            "rules": [rule.public_dict() for rule in page],
+            "total": len(rules),
+            "offset": query_args.offset,
+            "limit": query_args.limit,
+        }
+    )
 
 
 @alerts.post("/api/alerts/rules")
 @tag(["alerts"])
-@validate_request(RuleInput)
 @require_api_token
+@validate_request(RuleInput)
+@document_response(schemas.ErrorResponse, 409)
+@document_response(schemas.ErrorResponse, 503)
 async def create_rule(data: RuleInput) -> Response:
-    """Creates a rule: a known symbol (or none: every symbol), finite numbers, bounded text."""
+    """Creates a rule: a known symbol (or none: every symbol), finite numbers, bounded
+    text, a webhook to a public destination; at most the rule cap (409 beyond)."""
     state = service_state()
     try:
-        rule = validate_rule(data, state.known_symbols)
+        rule = await state.alerts.create_rule(data, state.known_symbols)
     except ValueError as error:
         return json_error(400, "invalid_rule", str(error))
-    try:
-        await state.alerts.store.add_rule(rule)
+    except DestinationRefused as error:
+        return json_error(400, "webhook_refused", f"webhook_url: {error}")
+    except TooManyRules as error:
+        return json_error(409, "too_many_rules", str(error), max_rules=error.max_rules)
     except STORE_ERRORS as error:
         return _store_down(error)
-    await state.alerts.changed()
-    return _json({"rule": rule.to_dict()}, status=201)
+    return _json({"rule": rule.public_dict()}, status=201)
 
 
 @alerts.delete("/api/alerts/rules/<rule_id>")

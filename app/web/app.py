@@ -214,7 +214,8 @@ def _alert_service(
         store = FileAlertStore(Path(settings.data_dir) / "alerts.json")
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
-    service = AlertService(store, engine, pipeline, runtime.coherence, WebhookSender())
+    webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
+    service = AlertService(store, engine, pipeline, runtime.coherence, webhooks)
     pipeline.on_snapshot.append(service.on_snapshot)
     pipeline.critical_alerts = service.critical_alerts
     return service

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.services import alert_store
 from app.web.app import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket
@@ -40,7 +44,7 @@ async def call(app: QuartTestApp, method: str, path: str, json=None, headers=Non
     return response.status_code, orjson.loads(await response.get_data())
 
 
-async def price_rule(app: QuartTestApp, level: str = "critical") -> dict:
+async def price_rule(app: QuartTestApp, level: str = "critical", **extra: str) -> dict:
     _, desktop = await call(app, "get", "/api/dashboard/data")
     btc = next(row["price"] for row in desktop["symbols"] if row["symbol"] == "BTCUSDT")
     status, body = await call(
@@ -55,6 +59,7 @@ async def price_rule(app: QuartTestApp, level: str = "critical") -> dict:
             "level": level,
             "cooldown_seconds": 600,
             "title": "BTC holds above half",
+            **extra,
         },
     )
     assert status == 201, body
@@ -165,3 +170,173 @@ async def test_the_alert_list_is_cached_and_invalidated_on_change(
         changed = await client.get("/api/alerts")
         assert changed.headers["ETag"] != first.headers["ETag"]
         assert orjson.loads(await changed.get_data())["total"] == 1
+
+
+LOOPBACK_REFUSED = (
+    "webhook_url: 127.0.0.1 is a loopback address; destinations must be public "
+    "(VIRTUOSO_WEBHOOK_ALLOW lists internal ones)"
+)
+
+
+async def test_internal_webhook_destinations_are_refused_at_creation(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    rule = {"kind": "price_below", "symbol": "ETHUSDT", "threshold": 1000}
+    refused = [
+        ("http://127.0.0.1:9090/-/quit", "loopback"),  # Prometheus' lifecycle API
+        ("http://127.0.0.1:6379/", "loopback"),  # Redis
+        ("http://127.0.0.1:11211/", "loopback"),  # Memcached
+        ("http://169.254.169.254/latest/meta-data/iam", "link-local"),
+        ("http://2130706433/", "(127.0.0.1) is a loopback"),
+        ("http://0177.0.0.1/", "(127.0.0.1) is a loopback"),
+        ("http://0x7f.1/", "(127.0.0.1) is a loopback"),
+        ("http://127.1/", "(127.0.0.1) is a loopback"),
+        ("http://[::1]/", "::1 is a loopback"),
+        ("http://[::ffff:127.0.0.1]/", "IPv4-mapped form of 127.0.0.1"),
+        ("http://[0:0:0:0:0:ffff:7f00:1]/", "IPv4-mapped form of 127.0.0.1"),
+        ("http://localhost:8003/", "localhost is a loopback name"),
+        ("http://LOCALHOST./", "localhost is a loopback name"),
+        ("http://good.example@127.0.0.1/", "127.0.0.1 is a loopback"),
+        ("http://10.0.0.5/", "private"),
+        ("http://100.64.0.1/", "shared address space"),
+    ]
+    async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+        for url, why in refused:
+            body = {**rule, "webhook_url": url}
+            status, error = await call(app, "post", "/api/alerts/rules", json=body, headers=AUTH)
+            assert status == 400 and error["error"] == "webhook_refused", (url, error)
+            assert error["message"].startswith("webhook_url: ") and why in error["message"]
+        status, error = await call(
+            app,
+            "post",
+            "/api/alerts/rules",
+            json={**rule, "webhook_url": "http://127.0.0.1:9090/-/quit"},
+            headers=AUTH,
+        )
+        assert error["message"] == LOOPBACK_REFUSED
+        bad = {**rule, "webhook_url": "ftp://hooks.example.com/t0ken"}
+        status, error = await call(app, "post", "/api/alerts/rules", json=bad, headers=AUTH)
+        assert status == 400 and "t0ken" not in str(error)
+        assert (await call(app, "get", "/api/alerts/rules"))[1]["total"] == 0  # nothing stored
+
+
+async def test_the_allow_list_admits_an_internal_receiver_and_no_secret_leaves(
+    tmp_path: Path, clock: ManualClock, caplog
+) -> None:
+    """A real receiver on 127.0.0.1 (allowed by VIRTUOSO_WEBHOOK_ALLOW) gets the alert;
+    it answers 500, so delivery fails and is logged. No response of the alert endpoints
+    and no log line of the service carries the URL's userinfo, path or query."""
+    posts: list[str] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        posts.append(request.path_qs)
+        return web.Response(status=500)
+
+    receiver_app = web.Application()
+    receiver_app.router.add_post("/{tail:.*}", receive)
+    receiver = TestServer(receiver_app, host="127.0.0.1")
+    await receiver.start_server()
+    secrets = ("hook-user", "hunter2", "T0KEN-PATH", "s1gnature")
+    url = f"http://hook-user:hunter2@127.0.0.1:{receiver.port}/T0KEN-PATH?sig=s1gnature"
+    bodies: list[bytes] = []
+    try:
+        with caplog.at_level(logging.INFO):
+            async with running(
+                clock, VIRTUOSO_DATA_DIR=str(tmp_path), VIRTUOSO_WEBHOOK_ALLOW="127.0.0.1"
+            ) as app:
+                client = app.test_client()
+                rule = await price_rule(app, webhook_url=url)
+                assert rule["webhook_url"] == "http://127.0.0.1/…"
+                await fire(app, clock)
+                webhooks = state_of(app).alerts.webhooks
+                await eventually(lambda: webhooks.pending == 0 and len(posts) >= 1)
+                _, listed = await call(app, "get", "/api/alerts")
+                alert_id = listed["alerts"][0]["id"]
+                for method, path, headers in [
+                    ("get", "/api/alerts/rules", {}),
+                    ("get", "/api/alerts/rules?offset=0&limit=200", AUTH),
+                    ("get", "/api/alerts", {}),
+                    ("get", "/api/dashboard/mobile", {}),
+                    ("post", f"/api/alerts/{alert_id}/ack", AUTH),
+                ]:
+                    response = await getattr(client, method)(path, headers=headers)
+                    assert response.status_code == 200, path
+                    bodies.append(await response.get_data())
+                other = {"kind": "confluence_long", "webhook_url": url.replace(".1:", ".2:")}
+                status, error = await call(
+                    app, "post", "/api/alerts/rules", json=other, headers=AUTH
+                )
+                assert status == 400 and "127.0.0.2 is a loopback" in error["message"]
+                bodies.append(orjson.dumps(error))
+    finally:
+        await receiver.close()
+    assert posts and posts[0] == "/T0KEN-PATH?sig=s1gnature"  # delivered with the full URL
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("app.")]
+    assert any("webhook delivery to 127.0.0.1" in line for line in ours)
+    shown = b"".join(bodies).decode() + "\n".join(ours)
+    for secret in secrets:
+        assert secret not in shown, secret
+
+
+async def test_rules_are_capped_and_listed_by_page(tmp_path: Path, clock: ManualClock) -> None:
+    async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+        alerts = state_of(app).alerts
+        assert alerts.max_rules == 200  # the default
+        alerts.max_rules = 3
+        created = []
+        for n in range(3):
+            body = {"kind": "change_above", "threshold": 10 + n}
+            status, answer = await call(app, "post", "/api/alerts/rules", json=body, headers=AUTH)
+            assert status == 201
+            created.append(answer["rule"]["id"])
+        extra = {"kind": "change_above", "threshold": 99}
+        status, error = await call(app, "post", "/api/alerts/rules", json=extra, headers=AUTH)
+        assert status == 409 and error["error"] == "too_many_rules"
+        assert error["max_rules"] == 3 and "at most 3" in error["message"]
+        _, page = await call(app, "get", "/api/alerts/rules?offset=1&limit=1")
+        assert [r["id"] for r in page["rules"]] == created[1:2]
+        assert (page["total"], page["offset"], page["limit"]) == (3, 1, 1)
+        _, everything = await call(app, "get", "/api/alerts/rules")
+        assert [r["id"] for r in everything["rules"]] == created and everything["limit"] == 50
+        assert (await call(app, "get", "/api/alerts/rules?offset=9"))[1]["rules"] == []
+        for bad in ("limit=0", "limit=201", "offset=-1", "limit=x", "sort=id"):
+            assert (await call(app, "get", f"/api/alerts/rules?{bad}"))[0] == 400, bad
+        assert (await call(app, "delete", f"/api/alerts/rules/{created[0]}", headers=AUTH))[
+            0
+        ] == 200
+        status, _ = await call(app, "post", "/api/alerts/rules", json=extra, headers=AUTH)
+        assert status == 201  # room again
+
+
+async def test_rule_writes_check_the_token_before_the_body(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+        client = app.test_client()
+        for body in ({"kind": "moon"}, {"webhook_url": "http://127.0.0.1/"}, {}):
+            assert (await call(app, "post", "/api/alerts/rules", json=body))[0] == 401
+        response = await client.post(
+            "/api/alerts/rules", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 401
+
+
+async def test_snapshots_that_change_nothing_write_nothing(
+    tmp_path: Path, clock: ManualClock, monkeypatch
+) -> None:
+    writes: list[int] = []
+    real = alert_store._write_atomically
+
+    def counted(path, data: bytes) -> None:
+        writes.append(len(data))
+        real(path, data)
+
+    monkeypatch.setattr(alert_store, "_write_atomically", counted)
+    async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+        await price_rule(app)
+        await fire(app, clock)  # fires: the alert and the engine's state are written
+        written = len(writes)
+        for _ in range(3):  # the price stays above: nothing changes, nothing is written
+            await fire(app, clock)
+        assert len(writes) == written
+        assert (await call(app, "get", "/api/alerts"))[1]["total"] == 1

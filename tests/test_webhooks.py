@@ -387,3 +387,34 @@ async def test_no_secret_of_the_url_in_results_or_logs(receiver: Receiver, caplo
     assert len(ours) == 5 and all("webhook delivery to" in line for line in ours)
     for secret in SECRETS:
         assert secret not in shown, secret
+
+
+async def test_a_huge_answer_is_not_read_whole() -> None:
+    """A receiver answering 200 with 64 MB: delivered, reading at most 64 KB of it (the
+    rest is cut off; what was sent is bounded by the socket buffers)."""
+    sent: list[int] = []
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            for _ in range(1024):
+                await response.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionResetError, RuntimeError):
+            pass  # the sender hung up: good
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", huge)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sender = make_sender()
+    try:
+        result = await sender.send(str(server.make_url("/hook")), PAYLOAD)
+    finally:
+        await sender.close()
+        await server.close()
+    assert result.ok and result.status == 200
+    assert sum(sent) < 32 * 1024 * 1024, sum(sent)

@@ -44,6 +44,7 @@ from app.services.destinations import (
 log = logging.getLogger(__name__)
 
 MAX_TRACKED_HOSTS = 1024  # hosts remembered as failing (log once each); bounded
+MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer body read (never kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +303,7 @@ class WebhookSender:
                     headers={"Content-Type": "application/json"},
                     allow_redirects=False,
                 ) as response:
-                    await response.read()
+                    await response.content.read(MAX_ANSWER_BYTES)  # the rest is dropped
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, DestinationRefused):
                 raise _Refused(exc.os_error) from None

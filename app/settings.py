@@ -230,8 +230,15 @@ class Settings(_Section):
     @field_validator("webhook_allow", mode="before")
     @classmethod
     def _allow_list(cls, value: Any) -> tuple[str, ...]:
+        from app.services.destinations import parse_allow_list  # pure; names what is wrong
+
         items = value.split(",") if isinstance(value, str) else list(value or ())
-        return tuple(str(i).strip().lower() for i in items if str(i).strip())
+        entries = tuple(str(i).strip().lower() for i in items if str(i).strip())
+        try:
+            parse_allow_list(entries)
+        except ValueError as error:  # its message starts with the variable: named already
+            raise ValueError(str(error).partition(": ")[2]) from None
+        return entries
 
     @property
     def cache_policy_path(self) -> Path:

@@ -195,6 +195,8 @@ def test_a_placeholder_token_stops_virtuoso_serve_with_one_line(tmp_path: Path) 
         ({"VIRTUOSO_ALLOWED_ORIGINS": "dash.example.com"}, "is not an origin"),
         ({"VIRTUOSO_ALLOWED_ORIGINS": "https://a.example/path"}, "is not an origin"),
         ({"VIRTUOSO_MONITORING_BIND": "8001"}, "must be host:port"),
+        ({"VIRTUOSO_WEBHOOK_ALLOW": "10.0.0.0/33"}, "'10.0.0.0/33' is neither a host name"),
+        ({"VIRTUOSO_WEBHOOK_ALLOW": "alertmanager,http://x"}, "'http://x' is neither"),
     ],
 )
 def test_invalid_hardening_settings_name_the_setting(

@@ -282,3 +282,13 @@ async def test_shared_tier_lookups_and_redis_commands_are_spans(
             operation="get",
         )
         assert timing >= 1
+
+
+async def test_refused_webhook_deliveries_are_counted(traced_app) -> None:
+    test_app, _ = traced_app
+    webhooks = state_of(test_app).alerts.webhooks
+    before = sample(test_app, "virtuoso_webhook_refused_total")
+    for url in ("http://127.0.0.1:9/hook", "http://[::1]:9/x", "http://169.254.169.254/"):
+        result = await webhooks.send(url, {"alert": "x"})
+        assert result.refused and not result.ok
+    assert sample(test_app, "virtuoso_webhook_refused_total") == before + 3

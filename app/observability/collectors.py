@@ -35,6 +35,7 @@ class ServiceCollector(Collector):
         yield from self._rate_limits()
         yield from self._pipeline()
         yield from self._realtime()
+        yield from self._webhooks()
 
     # --- cache -------------------------------------------------------------------------
 
@@ -187,3 +188,10 @@ class ServiceCollector(Collector):
         for reason, count in sorted(stats.disconnects.items()):
             disconnects.add_metric((reason,), count)
         yield disconnects
+
+    def _webhooks(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "virtuoso_webhook_refused",
+            "Webhook deliveries refused by the destination policy (no connection made)",
+            value=self.state.alerts.webhooks.refused,
+        )

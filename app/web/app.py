@@ -51,6 +51,7 @@ from app.web.errors import register_error_handlers
 from app.web.health import health
 from app.web.metrics_route import metrics_endpoint
 from app.web.pages import pages
+from app.web.request_guards import install_request_guards
 from app.web.rum import rum
 from app.web.security import install_security_headers
 from app.web.session_routes import sessions
@@ -97,6 +98,7 @@ def create_app(
     poller = install_observability(app, state, tracer_provider or provider_from_env())
     register_error_handlers(app)
     install_security_headers(app)
+    install_request_guards(app)  # after the blueprints: auth first, strict JSON bodies
     background: list[asyncio.Task[None]] = []
 
     @app.before_serving

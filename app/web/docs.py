@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quart import Blueprint, Quart, Response, send_from_directory
+from quart_schema import hide
 from swagger_ui_bundle import swagger_ui_path
 
 ASSETS_URL = "/docs/assets"
@@ -14,6 +15,7 @@ docs_assets = Blueprint("docs_assets", __name__)
 
 
 @docs_assets.get(f"{ASSETS_URL}/<path:filename>")
+@hide  # the docs page's scripts and styles, not part of the API
 async def asset(filename: str) -> Response:
     return await send_from_directory(Path(swagger_ui_path), filename)
 

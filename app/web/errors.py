@@ -17,9 +17,24 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 
+# Codes for statuses whose werkzeug name is dated (RFC 9110 §15.5.14 renamed 413).
+_CODES = {413: "content_too_large"}
+
+
+class ApiError(HTTPException):
+    """An HTTP error with its own ``error`` code, raised where returning is awkward
+    (inside the request object, deep in a helper); answered as JSON like the rest."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(description=message)
+        self.code = status
+        self.error_code = code
+
+
 def json_error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
+    """``{"error": code, "message": message, **extra}`` with ``status``."""
     body = orjson.dumps({"error": code, "message": message, **extra})
     return Response(body, status=status, content_type="application/json", headers=headers)
 
@@ -32,8 +47,10 @@ def register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        return json_error(error.code or 500, code, error.description or error.name or "error")
+        status = error.code or 500
+        code = getattr(error, "error_code", None) or _CODES.get(status)
+        code = code or (error.name or "error").lower().replace(" ", "_")
+        return json_error(status, code, error.description or error.name or "error")
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

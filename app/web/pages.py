@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from quart import Blueprint, Response, render_template, request
+from quart_schema import hide
 
 from app.web.assets import AssetVersions
 from app.web.state import service_state
@@ -28,6 +29,7 @@ def is_phone(user_agent: str) -> bool:
 
 
 @pages.get("/")
+@hide  # pages are HTML, not part of the JSON API
 async def home() -> Response:
     """The desktop dashboard, or the mobile one for a phone (``?view=desktop`` keeps
     the desktop page on a phone)."""
@@ -38,6 +40,7 @@ async def home() -> Response:
 
 
 @pages.get("/mobile")
+@hide
 async def mobile() -> Response:
     """The mobile dashboard."""
     return await _page("mobile.html", device="mobile", page="/mobile", vary=False)

@@ -10,6 +10,7 @@ from quart import Blueprint, Response, abort, current_app, request
 from quart_schema import tag, validate_request
 
 from app.observability.metrics import EXTENSION_KEY
+from app.web.request_guards import no_content
 
 MAX_BODY_BYTES = 1024  # a valid beacon is about 120 bytes
 
@@ -40,6 +41,7 @@ async def limit_body() -> None:
 
 @rum.post("/api/rum")
 @tag(["operations"])
+@no_content
 @validate_request(RumBeacon)
 async def record(data: RumBeacon) -> Response:
     """Records one page load's timings; 204, or 400 for a malformed beacon."""

@@ -188,9 +188,70 @@ class CacheMetrics(_Doc):
     adaptive_ttl: dict[str, Any]
 
 
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
+class AlertRuleView(_Doc):
+    id: str
+    kind: str
+    symbol: str | None = Field(description="null: every symbol")
+    level: Literal["info", "warning", "critical"]
+    webhook_url: str | None = Field(
+        default=None, description="masked to scheme://host/…; never the full URL"
+    )
+
+
+class AlertView(_Doc):
+    id: str
+    rule_id: str
+    symbol: str
+    level: Literal["info", "warning", "critical"]
+    status: Literal["pending", "acknowledged", "resolved"]
+    created_at_ms: int
+
+
+class RuleCreated(_Doc):
+    rule: AlertRuleView
+
+
+class RulesPage(_Doc):
+    rules: list[AlertRuleView]
+    total: int
+    offset: int
+    limit: int
+
+
+class RuleDeleted(_Doc):
+    deleted: str = Field(description="the id of the rule deleted")
+
+
+class AlertsPage(_Doc):
+    generated_at: int
+    alerts: list[AlertView]
+    total: int
+    offset: int
+    limit: int
+
+
+class AlertChanged(_Doc):
+    alert: AlertView
+
+
+class WarmReport(_Doc):
+    warmed: list[str]
+    failed: dict[str, str]
+    duration_ms: float
+
+
+class Invalidated(_Doc):
+    invalidated: list[str] = Field(description="the families invalidated, downstream included")
+
+
+class ErrorResponse(_Doc):
+    """An error: a stable code and a human message; some errors add fields."""
+
+    error: str = Field(description="stable, machine-readable code, e.g. invalid_json")
+    message: str = Field(description="what went wrong, for a human")
+    problems: list[str] | None = Field(
+        default=None, description="invalid_request: one 'field: problem' line per problem"
+    )
 
 
 class Health(_Doc):
@@ -198,8 +259,18 @@ class Health(_Doc):
     exchange: str
     simulated: bool
     cache: dict[str, Any] = Field(description="tiers configured → available; embedded")
-    replica: str
-    breakers: dict[str, str] = Field(description="circuit breaker → closed/open/half_open")
+    uptime_seconds: float
+    pipeline: dict[str, Any] = Field(
+        description="refresh status; last_error 'hidden' without details"
+    )
+    details: bool = Field(
+        description="true on the monitoring listener, with the admin token, or when "
+        "VIRTUOSO_PUBLIC_DETAILS is on: replica and breakers are then present"
+    )
+    replica: str | None = Field(default=None, description="only with details")
+    breakers: dict[str, str] | None = Field(
+        default=None, description="only with details: circuit breaker → closed/open/half_open"
+    )
 
 
 class Readiness(_Doc):

@@ -7,13 +7,20 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
+from hypercorn.config import Config
 from quart import Quart
 
 from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
 from app.settings import ConfigError, Settings, load_settings
+from app.web.listeners import listener_apps
 
 log = logging.getLogger("virtuoso")
+
+GRACEFUL_SECONDS = 5  # hypercorn's wait for open connections once asked to stop
+# After a listener failed, how long the others get to stop before they are cancelled.
+SHUTDOWN_SECONDS = 15.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the dashboards and the API")
     serve.add_argument("--bind", help="host:port (VIRTUOSO_BIND, default 127.0.0.1:8003)")
+    serve.add_argument(
+        "--monitoring-bind",
+        help="host:port of the monitoring listener (VIRTUOSO_MONITORING_BIND, default none)",
+    )
     serve.add_argument("--exchange", help="simulated or a ccxt id (VIRTUOSO_EXCHANGE)")
     serve.add_argument("--exchange-url", help="REST base URL override (VIRTUOSO_EXCHANGE_URL)")
     serve.add_argument("--symbols", help="comma-separated symbols (VIRTUOSO_SYMBOLS)")
@@ -45,35 +56,71 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"virtuoso: {error}", file=sys.stderr)
         return 2
-    serve(app, settings)
-    return 0
+    return serve(app, settings)
 
 
-def serve(app: Quart, settings: Settings) -> None:
+def serve(app: Quart, settings: Settings) -> int:
+    """Serves until SIGINT or SIGTERM: the public listener on ``settings.bind`` and,
+    when set, the monitoring listener on ``settings.monitoring_bind``. Returns the exit
+    code (1 when a listener failed, e.g. its address is taken)."""
     import uvloop
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
 
+    return uvloop.run(_serve_listeners(app, settings))
+
+
+def hypercorn_config(bind: str) -> Config:
     config = Config()
-    config.bind = [settings.bind]
+    config.bind = [bind]
     config.workers = 1
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our handlers, no second copy
-    config.graceful_timeout = 5
+    config.graceful_timeout = GRACEFUL_SECONDS
     config.websocket_max_message_size = HYPERCORN_MAX_MESSAGE_BYTES
+    return config
+
+
+async def _serve_listeners(app: Quart, settings: Settings) -> int:
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    stop = _stop_on_signals()
+    public, monitoring = listener_apps(app, monitoring=settings.monitoring_bind is not None)
+    servers = [
+        hypercorn_serve(
+            public, hypercorn_config(settings.bind), shutdown_trigger=_public_trigger(app, stop)
+        )
+    ]
     log.info("serving on http://%s", settings.bind)
-    uvloop.run(hypercorn_serve(app, config, shutdown_trigger=_shutdown_signal(app)))
+    if monitoring is not None and settings.monitoring_bind is not None:
+        config = hypercorn_config(settings.monitoring_bind)
+        servers.append(hypercorn_serve(monitoring, config, shutdown_trigger=stop.wait))
+        log.info("monitoring endpoints on http://%s", settings.monitoring_bind)
+    tasks = [asyncio.create_task(server) for server in servers]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    failed = [task.exception() for task in done if task.exception() is not None]
+    if pending:  # a listener failed: the others stop as on SIGTERM, within bounds
+        stop.set()
+        _, late = await asyncio.wait(pending, timeout=SHUTDOWN_SECONDS)
+        for task in late:  # e.g. still waiting for a start-up that will not come
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    for error in failed:
+        log.error("a listener failed: %s", error)
+    return 1 if failed else 0
 
 
-def _shutdown_signal(app: Quart):
-    """An awaitable factory that returns when SIGINT or SIGTERM arrives, after telling
-    WebSocket clients (1001): hypercorn would otherwise wait for them to leave."""
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _public_trigger(app: Quart, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """Returns when ``stop`` is set, after telling WebSocket clients (1001): hypercorn
+    would otherwise wait for them to leave."""
 
     async def wait() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         broadcaster = app.extensions["virtuoso"].broadcaster
         if broadcaster is not None:

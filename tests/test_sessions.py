@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from werkzeug.datastructures import Headers
 
 from app.cache.redis_tier import RedisGuard
 from app.cache.tier import TierUnavailable
@@ -19,7 +23,8 @@ from app.services.sessions import (
     SessionStore,
     validate_watchlist,
 )
-from tests.conftest import ManualClock
+from app.web.app import create_app
+from tests.conftest import ManualClock, make_settings
 
 TIMEOUT = 0.3
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
@@ -264,3 +269,42 @@ def test_watchlist_property(entries: list[tuple[str, str, bool]]) -> None:
     result = validate_watchlist(symbols, KNOWN)
     expected = list(dict.fromkeys(symbol for symbol, _, _ in entries))
     assert result == expected
+
+
+# -- the cookie's Secure flag -----------------------------------------------------------
+
+
+def secure_cookie(hops: str | None, scheme: str = "http", forwarded: Sequence[str] = ()) -> bool:
+    """Whether GET /api/session/watchlist, as described, sets a ``Secure`` cookie."""
+    environ = {"VIRTUOSO_TRUSTED_PROXY_HOPS": hops} if hops is not None else {}
+    app = create_app(make_settings(**environ))
+    headers = Headers([("X-Forwarded-Proto", value) for value in forwarded])
+
+    async def fetch() -> str:
+        response = await app.test_client().get(
+            "/api/session/watchlist", headers=headers, scheme=scheme
+        )
+        assert response.status_code == 200
+        return response.headers["Set-Cookie"]
+
+    cookie = asyncio.run(fetch())
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    return "; Secure" in cookie
+
+
+def test_cookie_is_secure_on_https_through_the_trusted_proxy() -> None:
+    assert secure_cookie("1", forwarded=["https"])
+    assert secure_cookie("1", forwarded=["HTTPS"])
+    # the nearest proxy's value is the last one: what a client added before it is not
+    assert secure_cookie("1", forwarded=["http, https"])
+    assert secure_cookie("1", forwarded=["http", "https"])
+    assert not secure_cookie("1", forwarded=["https, http"])
+    assert not secure_cookie("1", forwarded=["http"])
+    assert not secure_cookie("1")  # no header from the proxy: the request's own scheme
+
+
+def test_a_forwarded_proto_without_trusted_proxies_does_not_count() -> None:
+    assert not secure_cookie(None, forwarded=["https"])
+    assert not secure_cookie("0", forwarded=["https"])
+    assert secure_cookie(None, scheme="https")
+    assert secure_cookie("0", scheme="https", forwarded=["http"])

@@ -1,6 +1,6 @@
 """The compose topology with local processes (tools/local_stack.py): nginx in front of
-two `virtuoso serve` replicas sharing Memcached and Redis, Prometheus scraping both,
-the replicas on ccxt against the loopback fake Bybit."""
+two `virtuoso serve` replicas sharing Memcached and Redis, Prometheus scraping both on
+their monitoring listeners, the replicas on ccxt against the loopback fake Bybit."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ async def stack() -> AsyncIterator[tuple[LocalStack, FakeBybit]]:
 
 
 async def metric(http: aiohttp.ClientSession, base: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples with these labels, read from a replica's /metrics."""
+    """The sum of a metric's samples with these labels, read from /metrics at ``base``
+    (a replica's monitoring listener)."""
     async with http.get(f"{base}/metrics") as response:
         text = await response.text()
     total = 0.0
@@ -81,16 +82,19 @@ async def test_the_stack_behaves_as_one_service(stack) -> None:
 async def requests_reach_both_replicas(http: aiohttp.ClientSession, local: LocalStack) -> None:
     route = {"route": "/api/dashboard/data", "status": "200"}
     name = "virtuoso_http_request_duration_seconds_count"
-    before = [await metric(http, base, name, **route) for base in local.replica_urls()]
+    before = [await metric(http, base, name, **route) for base in local.monitoring_urls()]
     for _ in range(20):
         async with http.get(f"{local.url}/api/dashboard/data") as response:
             assert response.status == 200
             assert (await response.json())["source"] == "ccxt"
-    after = [await metric(http, base, name, **route) for base in local.replica_urls()]
+    after = [await metric(http, base, name, **route) for base in local.monitoring_urls()]
     served = [a - b for a, b in zip(after, before, strict=True)]
     assert sum(served) == 20 and all(n > 0 for n in served), served
     async with http.get(f"{local.url}/metrics") as response:
         assert response.status == 404  # not published through the proxy
+    for base in local.replica_urls():  # nor on a replica's public listener
+        async with http.get(f"{base}/metrics") as response:
+            assert response.status == 404
 
 
 async def websockets_get_updates_made_on_either_replica(
@@ -106,7 +110,8 @@ async def websockets_get_updates_made_on_either_replica(
             await socket.send(orjson.dumps({"type": "subscribe", "channels": ["market"]}))
             clients.append(socket)
             counts = [
-                await metric(http, base, "virtuoso_ws_connections") for base in local.replica_urls()
+                await metric(http, base, "virtuoso_ws_connections")
+                for base in local.monitoring_urls()
             ]
             if all(count >= 1 for count in counts):
                 break
@@ -147,7 +152,7 @@ async def one_exchange_refresh_per_interval_for_the_stack(fake: FakeBybit) -> No
 async def invalidation_reaches_the_other_replica(
     http: aiohttp.ClientSession, local: LocalStack
 ) -> None:
-    first, second = local.replica_urls()
+    first, second = local.monitoring_urls()  # where the operator endpoints are
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     async with http.get(f"{second}/api/cache/metrics", headers=headers) as response:
         generation = (await response.json())["generations"].get("confluence", 0)
@@ -169,7 +174,7 @@ async def invalidation_reaches_the_other_replica(
 
 
 async def prometheus_sees_both_replicas(http: aiohttp.ClientSession, local: LocalStack) -> None:
-    wanted = {f"127.0.0.1:{port}" for port in local.ports.replicas}
+    wanted = {f"127.0.0.1:{port}" for port in local.ports.monitoring}
     for _ in range(100):
         async with http.get(f"{local.prometheus_url}/api/v1/targets") as response:
             targets = (await response.json())["data"]["activeTargets"]

@@ -1,7 +1,9 @@
 """The compose topology with local processes: nginx in front of two ``virtuoso serve``
-replicas sharing one Memcached and one Redis, and Prometheus scraping both replicas
-with the repository's rules. ``make stack`` runs it for a person to try (Ctrl-C stops
-everything); the end-to-end tests start it on free ports.
+replicas sharing one Memcached and one Redis, and Prometheus scraping both replicas on
+their monitoring listeners with the repository's rules. ``make stack`` runs it for a
+person to try (Ctrl-C stops everything); the end-to-end tests start it on free ports.
+With ``--tls-cert`` and ``--tls-key`` nginx serves the TLS site (HTTPS, plain HTTP
+redirecting to it), as ``docker-compose.tls.yml`` does.
 
 Needs Debian's ``nginx``, ``memcached``, ``redis-server`` and ``prometheus``
 (``make stack`` installs them when missing).
@@ -25,7 +27,14 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-NGINX_SITE = ROOT / "deploy" / "nginx" / "virtuoso.conf"
+NGINX_DIR = ROOT / "deploy" / "nginx"
+NGINX_SITE = NGINX_DIR / "virtuoso.conf"
+NGINX_TLS_SITE = NGINX_DIR / "virtuoso-tls.conf"
+# What the sites include (the replicas' list, virtuoso-upstream.conf, is written here).
+NGINX_INCLUDES = ("virtuoso-shared.conf", "virtuoso-proxy.conf")
+# Where the TLS site reads the certificate and key (compose mounts them there).
+TLS_CERT_IN_SITE = "/etc/nginx/tls/cert.pem"
+TLS_KEY_IN_SITE = "/etc/nginx/tls/key.pem"
 RULES = sorted(str(path) for path in (ROOT / "prometheus" / "rules").glob("*.yml"))
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 10.0
@@ -44,21 +53,35 @@ class Ports:
     memcached: int
     redis: int
     prometheus: int
+    monitoring: list[int]  # each replica's monitoring listener
+    tls: int  # the proxy's HTTPS port (used when the stack runs with TLS)
 
     @classmethod
     def fixed(cls, base: int = 8003) -> Ports:
         """For a person: the proxy on ``base`` (8003), the rest above it."""
-        return cls(base, [base + 100, base + 101], base + 200, base + 201, base + 300)
+        replicas, monitoring = [base + 100, base + 101], [base + 110, base + 111]
+        return cls(base, replicas, base + 200, base + 201, base + 300, monitoring, base + 440)
 
     @classmethod
     def free(cls, replicas: int = 2) -> Ports:
+        """Every port free on the loopback interface."""
         return cls(
             free_port(),
             [free_port() for _ in range(replicas)],
             free_port(),
             free_port(),
             free_port(),
+            [free_port() for _ in range(replicas)],
+            free_port(),
         )
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain) and its key, for the proxy's HTTPS server."""
+
+    cert: Path
+    key: Path
 
 
 @dataclass
@@ -68,6 +91,7 @@ class Process:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen | None = None
+    more_ports: list[int] = field(default_factory=list)  # also waited for
 
     def start(self, log_dir: Path) -> None:
         binary = shutil.which(self.argv[0]) or self.argv[0]
@@ -81,15 +105,19 @@ class Process:
         )
 
     def wait_listening(self, deadline: float) -> None:
+        for port in (self.port, *self.more_ports):
+            self._wait_port(port, deadline)
+
+    def _wait_port(self, port: int, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.popen.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.name} is not listening on {self.port}")
+        raise RuntimeError(f"{self.name} is not listening on {port}")
 
     def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -106,20 +134,33 @@ class LocalStack:
     """Start with ``start()`` (blocks until every part listens), stop with ``stop()``."""
 
     def __init__(
-        self, ports: Ports, app_env: dict[str, str] | None = None, work_dir: Path | None = None
+        self,
+        ports: Ports,
+        app_env: dict[str, str] | None = None,
+        work_dir: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.ports = ports
         self.app_env = app_env or {}
+        self.tls = tls
         self.dir = work_dir or Path(tempfile.mkdtemp(prefix="virtuoso-stack-"))
         self.processes: list[Process] = []
         self.admin_token = self.app_env.get("VIRTUOSO_ADMIN_TOKEN", "stack-admin-token-0123456789")
 
     @property
     def url(self) -> str:
+        """The proxy (with TLS: its HTTPS server; plain HTTP only redirects there)."""
+        if self.tls is not None:
+            return f"https://127.0.0.1:{self.ports.tls}"
         return f"http://127.0.0.1:{self.ports.proxy}"
 
     def replica_urls(self) -> list[str]:
+        """Each replica's public listener."""
         return [f"http://127.0.0.1:{port}" for port in self.ports.replicas]
+
+    def monitoring_urls(self) -> list[str]:
+        """Each replica's monitoring listener (/metrics, /api/cache/…, /health)."""
+        return [f"http://127.0.0.1:{port}" for port in self.ports.monitoring]
 
     @property
     def prometheus_url(self) -> str:
@@ -168,8 +209,10 @@ class LocalStack:
         return Process("redis", argv, self.ports.redis)
 
     def _replica(self, index: int, port: int) -> Process:
+        monitoring = self.ports.monitoring[index]
         env = {
             "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+            "VIRTUOSO_MONITORING_BIND": f"127.0.0.1:{monitoring}",
             "VIRTUOSO_MEMCACHED_URL": f"127.0.0.1:{self.ports.memcached}",
             "VIRTUOSO_REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
             "VIRTUOSO_REPLICA_ID": f"app-{index + 1}",
@@ -179,16 +222,15 @@ class LocalStack:
             "VIRTUOSO_DATA_DIR": str(self.dir / f"data-{index + 1}"),
         } | self.app_env
         virtuoso = str(Path(sys.executable).with_name("virtuoso"))
-        return Process(f"app-{index + 1}", [virtuoso, "serve"], port, env)
+        return Process(f"app-{index + 1}", [virtuoso, "serve"], port, env, more_ports=[monitoring])
 
     def write_nginx_config(self) -> Path:
-        """nginx.conf (process settings) + the compose stack's site with this stack's
-        listen address and replicas; returns the main file."""
-        site = NGINX_SITE.read_text()
-        site, found = re.subn(r"listen 8003;", f"listen 127.0.0.1:{self.ports.proxy};", site)
-        if found != 1:
-            raise RuntimeError(f"{NGINX_SITE} has no `listen 8003;` line to place")
-        (self.dir / "virtuoso.conf").write_text(site)
+        """nginx.conf (process settings) + the compose stack's site (the TLS one when
+        this stack has TLS files) with this stack's listen addresses, certificate and
+        replicas; returns the main file."""
+        (self.dir / "virtuoso.conf").write_text(self._site())
+        for name in NGINX_INCLUDES:
+            shutil.copyfile(NGINX_DIR / name, self.dir / name)
         servers = "".join(
             f"server 127.0.0.1:{port} max_fails=2 fail_timeout=5s;\n"
             for port in self.ports.replicas
@@ -210,20 +252,37 @@ class LocalStack:
         )
         return main
 
+    def _site(self) -> str:
+        """The shipped site with this stack's addresses (the compose ones are fixed)."""
+        if self.tls is None:
+            return _place(NGINX_SITE, {"listen 8003;": f"listen 127.0.0.1:{self.ports.proxy};"})
+        tls = self.ports.tls
+        return _place(
+            NGINX_TLS_SITE,
+            {
+                "listen 8003;": f"listen 127.0.0.1:{self.ports.proxy};",
+                "listen 8443 ssl;": f"listen 127.0.0.1:{tls} ssl;",
+                "https://$host$request_uri": f"https://$host:{tls}$request_uri",
+                TLS_CERT_IN_SITE: str(self.tls.cert),
+                TLS_KEY_IN_SITE: str(self.tls.key),
+            },
+        )
+
     def _nginx(self) -> Process:
         main = self.dir / "nginx.conf"
         argv = ["nginx", "-p", str(self.dir), "-c", str(main), "-g", "daemon off;"]
-        return Process("nginx", argv, self.ports.proxy)
+        more = [self.ports.tls] if self.tls is not None else []
+        return Process("nginx", argv, self.ports.proxy, more_ports=more)
 
     def _prometheus(self) -> Process:
         config = {
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
             "rule_files": RULES,
             "scrape_configs": [
-                {
+                {  # each replica's monitoring listener, as in compose
                     "job_name": "virtuoso",
                     "static_configs": [
-                        {"targets": [f"127.0.0.1:{port}" for port in self.ports.replicas]}
+                        {"targets": [f"127.0.0.1:{port}" for port in self.ports.monitoring]}
                     ],
                 },
                 {
@@ -234,6 +293,52 @@ class LocalStack:
         }
         argv = prometheus_command(config, self.dir, self.ports.prometheus)
         return Process("prometheus", argv, self.ports.prometheus)
+
+
+def self_signed_tls(directory: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 and localhost, valid for a day, and its
+    key, written into ``directory`` (for tests and trying the TLS site locally)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / "cert.pem", directory / "key.pem")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    private = serialization.PrivateFormat.PKCS8
+    pem = key.private_bytes(serialization.Encoding.PEM, private, serialization.NoEncryption())
+    files.key.touch(mode=0o600)
+    files.key.write_bytes(pem)
+    return files
+
+
+def _place(site: Path, replacements: dict[str, str]) -> str:
+    """``site``'s text with each fixed string replaced exactly once."""
+    text = site.read_text()
+    for fixed, local in replacements.items():
+        text, found = re.subn(re.escape(fixed), lambda _match, value=local: value, text)
+        if found != 1:
+            raise RuntimeError(f"{site} has no single `{fixed}` to place")
+    return text
 
 
 def prometheus_command(config: dict, directory: Path, port: int) -> list[str]:
@@ -266,8 +371,13 @@ def check_nginx(main: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8003, help="the proxy's port (8003)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate: the proxy on HTTPS")
+    parser.add_argument("--tls-key", type=Path, help="its PEM key")
     args = parser.parse_args(argv)
-    stack = LocalStack(Ports.fixed(args.port))
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = TlsFiles(args.tls_cert.resolve(), args.tls_key.resolve()) if args.tls_cert else None
+    stack = LocalStack(Ports.fixed(args.port), tls=tls)
     stop = {"asked": False}
 
     def ask_stop(_signum: int, _frame: object) -> None:
@@ -280,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     replicas = ", ".join(stack.replica_urls())
     print(
         f"dashboards  {stack.url}  (nginx → {replicas})\n"
+        f"monitoring  {', '.join(stack.monitoring_urls())}  (/metrics, /api/cache/…)\n"
         f"prometheus  {stack.prometheus_url}\n"
         f"logs        {stack.dir}/*.log\n"
         "Ctrl-C stops everything.",

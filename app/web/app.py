@@ -49,6 +49,7 @@ from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
+from app.web.listeners import install_listener_split
 from app.web.metrics_route import metrics_endpoint
 from app.web.pages import pages
 from app.web.request_guards import install_request_guards
@@ -83,6 +84,7 @@ def create_app(
     serve_docs_locally(app)
     state = _build_state(settings, source or make_source(settings), clock)
     app.extensions[EXTENSION_KEY] = state
+    install_listener_split(app, settings)  # before the rate limits: a 404 costs nothing
     limiter = install_rate_limits(
         app,
         _rate_limits(settings),

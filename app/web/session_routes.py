@@ -72,9 +72,20 @@ def _with_cookie(state: ServiceState, body: dict, session_id: str) -> Response:
         max_age=state.cookies.max_age_seconds,
         httponly=True,
         samesite="Lax",
-        secure=request.scheme == "https",
+        secure=client_uses_https(state),
     )
     return response
+
+
+def client_uses_https(state: ServiceState) -> bool:
+    """Whether the client's own connection is HTTPS. Behind trusted proxies that is what
+    the nearest one says in X-Forwarded-Proto (nginx sets it: the last entry); without
+    them a client could claim anything there, so only the request's scheme counts."""
+    hops = state.settings.trusted_proxy_hops
+    forwarded = ",".join(request.headers.getlist("X-Forwarded-Proto"))
+    if hops and forwarded.strip():
+        return forwarded.split(",")[-1].strip().lower() == "https"
+    return request.scheme == "https"
 
 
 def _store_down() -> Response:

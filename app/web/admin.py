@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from quart import Blueprint, Response
-from quart_schema import document_request, document_response, tag, validate_request
+from quart_schema import document_response, tag, validate_request
 
 from app.cache.keys import FAMILIES
 from app.cache.layered import NothingToServe
@@ -69,8 +69,8 @@ async def cache_metrics() -> Response:
 
 @admin.post("/api/cache/invalidate")
 @tag(["operations"])
-@document_request(InvalidateRequest)
 @validate_request(InvalidateRequest)
+@document_response(schemas.Invalidated)
 @require_admin
 async def invalidate(data: InvalidateRequest) -> Response:
     """Invalidates a family (or one view) and everything downstream, on every replica."""
@@ -89,6 +89,8 @@ async def invalidate(data: InvalidateRequest) -> Response:
 
 @admin.post("/api/cache/warm")
 @tag(["operations"])
+@document_response(schemas.WarmReport)
+@document_response(schemas.ErrorResponse, 503)
 @require_admin
 async def warm() -> Response:
     """Computes and stores the hot views now."""

@@ -67,6 +67,7 @@ def _store_down(error: Exception) -> Response:
 @alerts.get("/api/alerts/rules")
 @tag(["alerts"])
 @validate_querystring(RuleQuery)
+@document_response(schemas.RulesPage)
 @document_response(schemas.ErrorResponse, 503)
 async def list_rules(query_args: RuleQuery) -> Response:
     """Alert rules, oldest first, paginated; webhook URLs masked to scheme and host."""
@@ -89,6 +90,7 @@ async def list_rules(query_args: RuleQuery) -> Response:
 @tag(["alerts"])
 @require_api_token
 @validate_request(RuleInput)
+@document_response(schemas.RuleCreated, 201)
 @document_response(schemas.ErrorResponse, 409)
 @document_response(schemas.ErrorResponse, 503)
 async def create_rule(data: RuleInput) -> Response:
@@ -111,6 +113,9 @@ async def create_rule(data: RuleInput) -> Response:
 @alerts.delete("/api/alerts/rules/<rule_id>")
 @tag(["alerts"])
 @require_api_token
+@document_response(schemas.RuleDeleted)
+@document_response(schemas.ErrorResponse, 404)
+@document_response(schemas.ErrorResponse, 503)
 async def delete_rule(rule_id: str) -> Response:
     state = service_state()
     try:
@@ -126,6 +131,7 @@ async def delete_rule(rule_id: str) -> Response:
 @alerts.get("/api/alerts")
 @tag(["alerts"])
 @validate_querystring(AlertQuery)
+@document_response(schemas.AlertsPage)
 @document_response(schemas.ErrorResponse, 503)
 async def list_alerts(query_args: AlertQuery) -> Response:
     """Alerts, newest first, filtered by status, symbol and level; paginated; cached."""
@@ -159,6 +165,10 @@ async def list_alerts(query_args: AlertQuery) -> Response:
 @alerts.post("/api/alerts/<alert_id>/ack")
 @tag(["alerts"])
 @require_api_token
+@document_response(schemas.AlertChanged)
+@document_response(schemas.ErrorResponse, 404)
+@document_response(schemas.ErrorResponse, 409)
+@document_response(schemas.ErrorResponse, 503)
 async def acknowledge(alert_id: str) -> Response:
     return await _set_status(alert_id, "acknowledged")
 
@@ -166,6 +176,10 @@ async def acknowledge(alert_id: str) -> Response:
 @alerts.post("/api/alerts/<alert_id>/resolve")
 @tag(["alerts"])
 @require_api_token
+@document_response(schemas.AlertChanged)
+@document_response(schemas.ErrorResponse, 404)
+@document_response(schemas.ErrorResponse, 409)
+@document_response(schemas.ErrorResponse, 503)
 async def resolve(alert_id: str) -> Response:
     return await _set_status(alert_id, "resolved")
 

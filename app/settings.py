@@ -7,6 +7,7 @@ setting (as the user wrote it) and the valid values.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,20 @@ SECRET_SETTINGS = frozenset({"admin_token", "api_token", "secret_key"})
 
 # Tokens that are placeholders, not secrets: the examples' wording, and any value made
 # of one repeated character. A value containing one of these words is refused.
-PLACEHOLDER_WORDS = ("replace", "changeme", "change-me", "example", "placeholder", "your-")
+PLACEHOLDER_WORDS = (
+    "replace",
+    "changeme",
+    "change-me",
+    "example",
+    "placeholder",
+    "your-",
+    "password",
+)
+# What a bearer token can hold and still be sent: visible ASCII, no blanks (RFC 6750 §2.1
+# b68token is narrower; this refuses only what could never authenticate).
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")
+# userinfo in a URL-looking value: hidden when a configuration error shows the value.
+_USERINFO = re.compile(r"(//)[^/@\s]*@")
 
 # What the benchmark's ablation switches off, one at a time (all on in production):
 # l1 the in-process tier; single_flight one computation per key however many ask;
@@ -194,12 +208,33 @@ class Settings(_Section):
         if len(secret) < 16:
             raise ValueError("must be at least 16 characters")
         lowered = secret.lower()
-        if len(set(secret)) < 6 or any(word in lowered for word in PLACEHOLDER_WORDS):
+        periodic = (secret + secret).find(secret, 1) < len(secret)  # "abcabcabc…"
+        placeholder = any(word in lowered for word in PLACEHOLDER_WORDS)
+        if len(set(secret)) < 6 or periodic or placeholder:
             raise ValueError(
                 "is a placeholder, not a secret: set a random value "
                 "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
         return secret
+
+    @field_validator("admin_token", "api_token")
+    @classmethod
+    def _sendable_token(cls, token: str | None) -> str | None:
+        if token is not None and not _TOKEN_CHARACTERS.fullmatch(token):
+            raise ValueError(
+                "must be visible ASCII without blanks: a client could never send it "
+                "in Authorization: Bearer <token>"
+            )
+        return token
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> Settings:
+        if self.api_token is not None and self.api_token == self.admin_token:
+            raise ValueError(
+                "VIRTUOSO_API_TOKEN and VIRTUOSO_ADMIN_TOKEN must differ: an alert "
+                "writer must not be an operator"
+            )
+        return self
 
     @field_validator("monitoring_bind")
     @classmethod
@@ -219,10 +254,18 @@ class Settings(_Section):
                 continue
             parts = urlsplit(item)
             bare = parts.path in ("", "/") and not (parts.query or parts.fragment)
-            if parts.scheme not in ("http", "https") or not parts.hostname or not bare:
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            userinfo = parts.username is not None or parts.password is not None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                bare = False
+            if not (bare and port_ok) or userinfo:
+                shown = _USERINFO.sub(r"\1…@", item)
                 raise ValueError(
-                    f"{item!r} is not an origin: give scheme://host[:port], "
-                    "e.g. https://dash.example.com"
+                    f"{shown!r} is not an origin: give "
+                    "scheme://host[:port] (no user, path or query), e.g. https://dash.example.com"
                 )
             origins.append(item.lower().rstrip("/"))
         return tuple(origins)
@@ -235,9 +278,15 @@ class Settings(_Section):
         items = value.split(",") if isinstance(value, str) else list(value or ())
         entries = tuple(str(i).strip().lower() for i in items if str(i).strip())
         try:
-            parse_allow_list(entries)
+            _, networks = parse_allow_list(entries)
         except ValueError as error:  # its message starts with the variable: named already
-            raise ValueError(str(error).partition(": ")[2]) from None
+            raise ValueError(_USERINFO.sub(r"\1…@", str(error).partition(": ")[2])) from None
+        for network in networks:
+            if network.prefixlen < (8 if network.version == 4 else 7):
+                raise ValueError(
+                    f"{network} is too broad: list the internal hosts or networks to allow "
+                    "(at most a /8, or a /7 for IPv6 such as fc00::/7)"
+                )
         return entries
 
     @property
@@ -375,7 +424,11 @@ def _describe(error: ValidationError, values: Mapping[str, Any], origin: Mapping
         valid = ", ".join(Settings.model_fields)
         return f"invalid configuration: unknown setting {where}; valid: {valid}"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not top:  # a rule across settings: its message names them
+        return f"invalid configuration: {message}"
     shown = values.get(top, "")
+    if isinstance(shown, str):  # a URL's userinfo may hold a password
+        shown = _USERINFO.sub(r"\1…@", shown)
     if top in SECRET_SETTINGS:  # never echo a secret, not even a bad one
         return f"invalid configuration: {where} (value hidden): {message}"
     return f"invalid configuration: {where}={shown!r}: {message}"

@@ -211,3 +211,52 @@ def test_allowed_origins_are_normalised() -> None:
         environ={"VIRTUOSO_ALLOWED_ORIGINS": " https://Dash.Example.com/ ,http://127.0.0.1:9000"}
     )
     assert settings.allowed_origins == ("https://dash.example.com", "http://127.0.0.1:9000")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected", "never_shown"),
+    [
+        (
+            {"VIRTUOSO_ALLOWED_ORIGINS": "https://u:SECRETPW@dash.example.com"},
+            "is not an origin",
+            "SECRETPW",
+        ),
+        ({"VIRTUOSO_ALLOWED_ORIGINS": "https://dash.example.com:99999"}, "is not an origin", ""),
+        ({"VIRTUOSO_ALLOWED_ORIGINS": "https://dash.example.com:abc"}, "is not an origin", ""),
+        (
+            {"VIRTUOSO_WEBHOOK_ALLOW": "https://user:S3CRETPASS@hooks.example/x"},
+            "is neither a host name",
+            "S3CRETPASS",
+        ),
+        ({"VIRTUOSO_WEBHOOK_ALLOW": "0.0.0.0/0"}, "0.0.0.0/0 is too broad", ""),
+        ({"VIRTUOSO_WEBHOOK_ALLOW": "::/0"}, "::/0 is too broad", ""),
+        ({"VIRTUOSO_EXCHANGE_URL": "ftp://me:hunter2@x"}, "must be an http", "hunter2"),
+        (
+            {
+                "VIRTUOSO_API_TOKEN": "k3J9x_Qm2vT8pL0wZr5",
+                "VIRTUOSO_ADMIN_TOKEN": "k3J9x_Qm2vT8pL0wZr5",
+            },
+            "VIRTUOSO_API_TOKEN and VIRTUOSO_ADMIN_TOKEN must differ",
+            "k3J9x",
+        ),
+        ({"VIRTUOSO_API_TOKEN": "password1234567890"}, "is a placeholder", "password1"),
+        ({"VIRTUOSO_API_TOKEN": "abcdefabcdefabcdefabcdef"}, "is a placeholder", "abcdefabc"),
+        ({"VIRTUOSO_ADMIN_TOKEN": "tok en with spaces 123"}, "visible ASCII", "spaces"),
+        ({"VIRTUOSO_ADMIN_TOKEN": "k3J9x_Qm2vT8pL0wZr5\u00e9"}, "visible ASCII", "k3J9x"),
+    ],
+)
+def test_bad_values_are_named_without_showing_secrets(
+    environ: dict[str, str], expected: str, never_shown: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(environ=environ)
+    message = str(raised.value)
+    assert message.startswith("invalid configuration: ") and "\n" not in message
+    assert expected in message
+    assert not never_shown or never_shown not in message
+
+
+def test_internal_networks_can_be_allowed() -> None:
+    allowed = "alertmanager,10.0.0.0/8,172.16.0.0/12,fc00::/7,10.0.0.7"
+    settings = load_settings(environ={"VIRTUOSO_WEBHOOK_ALLOW": allowed})
+    assert settings.webhook_allow == tuple(allowed.split(","))

@@ -777,3 +777,25 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+async def test_one_warning_per_outage_and_one_line_at_recovery(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend that stays down through many probes logs one warning (when the breaker
+    opens), not one per failed probe; its recovery logs one info line."""
+    caplog.set_level("DEBUG", logger="app.resilience.breaker")
+    breaker = make(clock)
+    await open_breaker(breaker)
+    for _ in range(6):  # six probe windows, each probe failing
+        clock.advance(breaker.retry_after() + 0.01)
+        await fail(breaker)
+        assert breaker.state == OPEN
+    clock.advance(breaker.retry_after() + 0.01)
+    await succeed(breaker)
+    assert breaker.state == "closed"
+    records = [r for r in caplog.records if r.name == "app.resilience.breaker"]
+    warnings = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    infos = [r.getMessage() for r in records if r.levelname == "INFO"]
+    assert warnings == ["circuit breaker test: closed -> open"]
+    assert infos == ["circuit breaker test: half_open -> closed"]

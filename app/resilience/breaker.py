@@ -53,6 +53,21 @@ HALF_OPEN = "half_open"
 STATE_CODES: dict[str, int] = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 
 Listener = Callable[[str, str, str], None]
+
+# One warning per outage: when it starts (closed → open). A failed probe (half-open →
+# open) and each probe window (open → half-open) say nothing new while the backend
+# stays down; the recovery (half-open → closed) is worth one line.
+_LOG_LEVELS: dict[tuple[str, str], int] = {
+    (CLOSED, OPEN): logging.WARNING,
+    (HALF_OPEN, OPEN): logging.DEBUG,
+    (OPEN, HALF_OPEN): logging.DEBUG,
+    (HALF_OPEN, CLOSED): logging.INFO,
+    (OPEN, CLOSED): logging.INFO,
+    (CLOSED, HALF_OPEN): logging.DEBUG,
+    (OPEN, OPEN): logging.DEBUG,
+    (CLOSED, CLOSED): logging.DEBUG,
+    (HALF_OPEN, HALF_OPEN): logging.DEBUG,
+}
 """``listener(breaker_name, old_state, new_state)``, called after each transition."""
 
 
@@ -355,8 +370,7 @@ class CircuitBreaker:
         self._probe_successes = 0
         if new == CLOSED:
             self._last_wait = 0.0  # recovered: the next trip starts at open_seconds again
-        level = logging.WARNING if new == OPEN else logging.INFO
-        log.log(level, "circuit breaker %s: %s -> %s", self.name, old, new)
+        log.log(_LOG_LEVELS[(old, new)], "circuit breaker %s: %s -> %s", self.name, old, new)
         for listener in list(self._listeners):
             try:
                 listener(self.name, old, new)

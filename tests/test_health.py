@@ -25,12 +25,14 @@ SECRET_ERROR = "GET http://user:pw@10.1.2.3:9000/v5/market/tickers refused"
 @contextlib.asynccontextmanager
 async def running(clock: ManualClock, memcached, **environ: str) -> AsyncIterator[QuartTestApp]:
     settings = make_settings(
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT",
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_ADMIN_TOKEN=ADMIN,
-        VIRTUOSO_REPLICA_ID="replica-on-host-17",
-        **environ,
+        **{
+            "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT",
+            "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,
+            "VIRTUOSO_MEMCACHED_URL": memcached.address,
+            "VIRTUOSO_ADMIN_TOKEN": ADMIN,
+            "VIRTUOSO_REPLICA_ID": "replica-on-host-17",
+        }
+        | environ
     )
     market = CountingMarket(clock)
     app = create_app(settings, market, clock)
@@ -122,3 +124,24 @@ async def test_cache_metrics_need_the_admin_token(app: QuartTestApp, memcached) 
     assert orjson.loads(raw)["error"] == "unauthorized"
     status, raw = await get(app, "/api/cache/metrics", {"Authorization": f"Bearer {ADMIN}"})
     assert status == 200 and memcached.address in orjson.loads(raw)["memcached"]["servers"]
+
+
+async def test_health_is_no_token_guessing_oracle(clock: ManualClock, memcached) -> None:
+    """Guessed tokens shown to /health count against the admin rate limit (burst 5):
+    past it even the right token shows nothing, and /health still answers 200."""
+    async with running(clock, memcached, VIRTUOSO_RATE_LIMITS="") as app:  # shipped limits
+        guesser = {"client": ("127.0.0.9", 40000)}
+        answers = []
+        for i in range(12):
+            guess = ADMIN if i == 11 else f"guess-{i:02d}-Qm2vT8pL0wZr5"
+            headers = {"Authorization": f"Bearer {guess}"}
+            status, raw = await get(app, "/health", headers=headers, scope_base=guesser)
+            answers.append((status, orjson.loads(raw)["details"]))
+        assert {status for status, _ in answers} == {200}
+        assert answers[-1] == (200, False)  # the right token, but over the limit
+        other = {"client": ("127.0.0.10", 40000)}
+        right = {"Authorization": f"Bearer {ADMIN}"}
+        body = orjson.loads((await get(app, "/health", headers=right, scope_base=other))[1])
+        assert body["details"] is True  # another client is unaffected
+        plain = await get(app, "/health", scope_base=guesser)
+        assert plain[0] == 200  # without a token /health is never limited

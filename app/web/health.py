@@ -23,6 +23,7 @@ from app.web.state import ServiceState, service_state
 health = Blueprint("health", __name__)
 
 READINESS_VIEW = "dashboard:desktop"
+TOKEN_FAMILY = "admin"  # the rate-limit family a token shown to /health counts against
 
 
 @health.get("/health")
@@ -32,7 +33,7 @@ async def liveness() -> Response:
     """The process answers; says which exchange and cache tiers it runs on (with
     details: the replica, every breaker by name, the last error)."""
     state = service_state()
-    details = shows_details(state)
+    details = await shows_details(state)
     body = {
         "status": "ok",
         "exchange": state.settings.exchange,
@@ -48,11 +49,27 @@ async def liveness() -> Response:
     return _json(200, body)
 
 
-def shows_details(state: ServiceState) -> bool:
-    """Whether this request may see operational details (see the module docstring)."""
+async def shows_details(state: ServiceState) -> bool:
+    """Whether this request may see operational details (see the module docstring).
+    A token presented here counts against the client's ``admin`` rate limit, as on the
+    operator endpoints: over it, no details, so /health is no token-guessing oracle."""
     if state.settings.public_details or is_monitoring_request():
         return True
+    if "Authorization" not in request.headers or not await _may_try_token(state):
+        return False
     return _admin_token_given(state.settings.admin_token)
+
+
+async def _may_try_token(state: ServiceState) -> bool:
+    limiter = state.rate_limiter
+    family = None if limiter is None else limiter.families.get(TOKEN_FAMILY)
+    if limiter is None or family is None or not limiter.limits.enabled:
+        return True
+    # The caller's address, not its token: a right guess must not earn a fresh bucket.
+    forwarded = {"X-Forwarded-For": request.headers.get("X-Forwarded-For")}
+    client = limiter.identify(forwarded, request.remote_addr)
+    decision = await limiter.check(client, family)
+    return decision is None or decision.allowed
 
 
 def _admin_token_given(token: str | None) -> bool:
@@ -73,7 +90,7 @@ async def readiness() -> Response:
     open breaker, a cache tier down) with the reasons; 503 ``unavailable`` when nothing
     can be served (not warm yet, or data older than its max_stale)."""
     state = service_state()
-    details = shows_details(state)
+    details = await shows_details(state)
     status, reasons = await readiness_verdict(state, details)
     body = {
         "ready": status != "unavailable",

@@ -2,7 +2,7 @@
 
 1. **No redirects.** A path the router would redirect (``//`` merged, a trailing
    slash added) is 404: werkzeug builds such a ``Location`` from the request's
-   ``Host``, which a client chooses.
+   ``Host``, which a client chooses. Any path holding ``//`` is 404 too.
 2. **Authentication first** (after the rate limiter, so guessing tokens is
    throttled). An endpoint guarded by ``require_admin`` / ``require_api_token``
    answers 401 before its body is looked at (no 400, 413 or 415 tells an
@@ -128,7 +128,9 @@ def takes_json_body(view: Callable[..., Any] | None) -> bool:
 
 async def guard_request() -> Response | None:
     """The ``before_request`` hook: the checks 1–3 of the module docstring, in order."""
-    if isinstance(request.routing_exception, RequestRedirect):
+    if isinstance(request.routing_exception, RequestRedirect) or "//" in request.scope["path"]:
+        # werkzeug would redirect "/a//b" (merged) and silently serve "//a" (its
+        # request.path drops leading slashes, so the raw scope path is checked): neither.
         return json_error(404, "not_found", "no such path (paths are never redirected)")
     if request.method == "OPTIONS":
         return None

@@ -33,10 +33,14 @@ class RumBeacon(BaseModel):
 @rum.before_request
 async def limit_body() -> None:
     """A beacon is tiny: a larger declared Content-Length is refused (413) before the
-    body is read. A body sent without a length (chunked) is bounded by the app-wide
-    MAX_CONTENT_LENGTH only, and then by validation: nothing else is recorded."""
+    body is read; a body sent without a length (chunked) is read — bounded by the
+    app-wide limit — and refused (413) when it turns out larger."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         abort(413)
+    if request.content_length is None and request.method == "POST":
+        body = await request.get_data(cache=True)  # kept for the validation that follows
+        if len(body) > MAX_BODY_BYTES:
+            abort(413)
 
 
 @rum.post("/api/rum")

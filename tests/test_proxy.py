@@ -318,6 +318,42 @@ def test_a_websocket_through_nginx_still_works(proxy: LocalStack) -> None:
     assert message["type"]
 
 
+def test_the_page_origin_opens_the_websocket_through_nginx(proxy: LocalStack) -> None:
+    """A browser sends its page's origin, port included: nginx must pass the Host the
+    browser used (with the port) so the app sees the page as same-origin."""
+    url = proxy.url.replace("http://", "ws://") + "/ws"
+    for page in (proxy.url, proxy.url.replace("127.0.0.1", "localhost")):
+        host = page.removeprefix("http://")
+        with ws_connect(
+            url.replace("127.0.0.1", host.split(":")[0]),
+            origin=page,
+            open_timeout=READ_SECONDS,
+            close_timeout=READ_SECONDS,
+        ) as socket_:
+            socket_.send(json.dumps({"type": "ping"}))
+            assert json.loads(socket_.recv(timeout=30))["type"] == "pong"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [("X-Forwarded-Host", "evil.example")],  # nginx drops it: no one of ours sets it
+        [("X-Forwarded-Host", "evil.example"), ("Forwarded", "host=evil.example")],
+    ],
+)
+def test_a_foreign_origin_is_refused_through_nginx(
+    proxy: LocalStack, extra: list[tuple[str, str]]
+) -> None:
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), *extra]
+    headers += [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+    headers += [("Origin", "http://evil.example")]
+    with socket.create_connection(("127.0.0.1", proxy.ports.proxy), READ_SECONDS) as sock:
+        sock.sendall(request_bytes("/ws", headers))
+        status, head, _ = read_head(sock)
+    assert status == 403, head
+
+
 def test_the_websocket_upgrade_is_case_insensitive(proxy: LocalStack) -> None:
     headers = [("Upgrade", "WebSocket"), ("Connection", "keep-alive, Upgrade")]
     headers += [("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]

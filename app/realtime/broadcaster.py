@@ -11,7 +11,15 @@ with a sequence continuing from the last one seen here.
 Delivery only enqueues (see ``connection.py``): the broadcaster never waits for a
 client. Subscriptions are indexed per channel and symbol, so a fan-out costs in
 proportion to its receivers. Every replica keeps the latest message per
-(channel, symbol) it delivered, for the snapshots sent on subscribe and resync.
+(channel, symbol) it delivered, for the snapshots sent on subscribe and resync. Each
+snapshot item, and each channel's whole-channel snapshot, is serialized once per
+version and the same string is queued for every client that asks (``_deliver``
+invalidates what a message changes): a client asking again and again builds nothing.
+
+Hostile clients: every client message takes a token from its connection's bucket
+(over: error ``rate_limited``, counted as an invalid message), and handshakes take one
+from their client's bucket (``admit_handshake``; the buckets of at most
+``max_handshake_clients`` clients are remembered).
 
 The Redis listener reuses the invalidation bus's loop (``app.cache.pubsub``): bounded
 back-off reconnection, PING liveness, clean stop. Pub/sub does not queue: what is
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Container
@@ -35,8 +44,15 @@ from app.cache.pubsub import InvalidationBus
 from app.cache.redis_tier import OpCounters, RedisGuard
 from app.cache.tier import TierUnavailable
 from app.realtime import protocol
-from app.realtime.connection import Connection, RealtimeStats, WsLimits
-from app.resilience.rate_limit import ConnectionLimiter, RateLimiter, client_identity
+from app.realtime.connection import Connection, RealtimeStats, WsLimits, token_bucket
+from app.resilience.rate_limit import (
+    ConnectionLimiter,
+    Decision,
+    MemoryBuckets,
+    RateLimiter,
+    RateLimits,
+    client_identity,
+)
 
 __all__ = ["Broadcaster", "Rejected", "WsLimits"]
 
@@ -77,7 +93,11 @@ class _Listener(InvalidationBus):
 
 
 class Broadcaster:
-    """Live updates of this replica's WebSocket clients (see the module docstring)."""
+    """Live updates of this replica's WebSocket clients (see the module docstring).
+
+    With a ``rate_limiter``, its file's ``websocket`` section sets the per-client
+    limits of ``limits`` (connections, handshakes, messages; handshakes unlimited when
+    the file says ``enabled: false``)."""
 
     def __init__(
         self,
@@ -93,6 +113,8 @@ class Broadcaster:
         server_clock: Callable[[], float] | None = None,
     ) -> None:
         self.replica_id = replica_id
+        if rate_limiter is not None:
+            limits = with_rate_limits(limits, rate_limiter.limits)
         self.limits = limits
         self.stats = RealtimeStats()
         self.stats.latencies = type(self.stats.latencies)(maxlen=limits.latency_samples)
@@ -117,6 +139,16 @@ class Broadcaster:
             c: {} for c in protocol.CHANNELS
         }
         self._seq: dict[str, int] = dict.fromkeys(protocol.CHANNELS, 0)
+        # Serialized once per version: snapshot items per (channel, symbol) and the
+        # whole-channel snapshot per channel; dropped by _deliver when they change.
+        self._items: dict[str, dict[str | None, str]] = {c: {} for c in protocol.CHANNELS}
+        self._whole: dict[str, str] = {}
+        self._handshakes = MemoryBuckets(time.monotonic, max(100, limits.max_handshake_clients))
+        self._handshake_family = (
+            token_bucket("ws_handshake", limits.handshake_rate, limits.handshake_burst)
+            if limits.handshake_burst > 0
+            else None
+        )
         self._counters = OpCounters()
         self._script = redis.register_script(PUBLISH_SCRIPT) if redis is not None else None
         self._listener = (
@@ -126,6 +158,12 @@ class Broadcaster:
             if redis is not None
             else None
         )
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The HTTP rate limiter this broadcaster shares (its client identity, its
+        trusted-proxy setting), if any."""
+        return self._rate_limiter
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -188,6 +226,8 @@ class Broadcaster:
         channel, symbol, seq = message["channel"], message["symbol"], message["seq"]
         self._seq[channel] = max(self._seq[channel], seq)
         self._latest[channel][symbol] = message
+        self._items[channel].pop(symbol, None)
+        self._whole.pop(channel, None)
         self.stats.delivered[channel] += 1
         by_symbol = self._index[channel]
         if not by_symbol:
@@ -209,6 +249,17 @@ class Broadcaster:
         if self._rate_limiter is not None:
             return self._rate_limiter.identify(headers, remote_addr)
         return client_identity(headers.get("Authorization"), remote_addr)
+
+    async def admit_handshake(self, client_id: str) -> Decision | None:
+        """Counts one handshake of ``client_id``: None when allowed (or unlimited), else
+        the refusal (its ``retry_after_seconds`` for the Retry-After header)."""
+        if self._handshake_family is None:
+            return None
+        decision = await self._handshakes.hit(client_id, self._handshake_family)
+        if decision.allowed:
+            return None
+        self.stats.disconnects["rejected_handshake_rate"] += 1
+        return decision
 
     async def connect(self, ws: Any, client_id: str) -> Connection:
         """Registers a client; raises Rejected when over a connection limit."""
@@ -252,9 +303,16 @@ class Broadcaster:
         self.stats.connections = len(self.connections)
         self.stats.disconnects[conn.close_cause or "client"] += 1
 
-    def handle_message(self, conn: Connection, raw: str | bytes) -> None:
-        """One client message: answers it (snapshot, pong, error) through the queue."""
+    def handle_message(self, conn: Connection, raw: str | bytes | None) -> None:
+        """One client message (a text or binary frame's payload): answers it (snapshot,
+        pong, error) through the connection's queue. Never raises for any input."""
         try:
+            if not conn.take_message_token(time.monotonic()):
+                raise protocol.ProtocolError(
+                    "rate_limited",
+                    f"more than {self.limits.message_burst} messages at once or "
+                    f"{self.limits.message_rate:g} per second",
+                )
             message = protocol.parse_client_message(
                 raw, max_bytes=self.limits.max_message_bytes, known_symbols=self._known_symbols
             )
@@ -268,7 +326,8 @@ class Broadcaster:
             elif message.type == "pong":
                 conn.pong(message.nonce)
             else:
-                conn.reply(protocol.dumps({"type": "pong", "server_time": self._server_clock()}))
+                pong = protocol.dumps({"type": "pong", "server_time": self._server_clock()})
+                conn.reply_keyed(("pong",), pong)
         except protocol.ProtocolError as exc:
             conn.reply(protocol.error(exc.code, exc.message))
             conn.note_bad_message(time.monotonic())
@@ -335,12 +394,26 @@ class Broadcaster:
             self._send_snapshot(conn, channel, conn.subscriptions[channel])
 
     def _send_snapshot(self, conn: Connection, channel: str, symbols: set[str] | None) -> None:
-        latest = self._latest[channel]
+        """Queues the channel's snapshot (replacing one still waiting for the channel):
+        every symbol (None) or those symbols (sorted), from the serialized items."""
         if symbols is None:
-            messages = list(latest.values())
+            text = self._whole.get(channel)
+            if text is None:
+                text = self._whole[channel] = self._snapshot_text(channel, None)
         else:
-            messages = [latest[s] for s in sorted(symbols) if s in latest]
-        conn.reply(protocol.snapshot(channel, messages))
+            text = self._snapshot_text(channel, sorted(symbols))
+        conn.reply_keyed(("snapshot", channel), text)
+
+    def _snapshot_text(self, channel: str, symbols: list[str] | None) -> str:
+        latest, items = self._latest[channel], self._items[channel]
+        keys = list(latest) if symbols is None else [s for s in symbols if s in latest]
+        parts = []
+        for key in keys:
+            part = items.get(key)
+            if part is None:
+                part = items[key] = protocol.snapshot_item(latest[key])
+            parts.append(part)
+        return protocol.snapshot_from_items(channel, parts)
 
     def snapshot(self) -> dict[str, Any]:
         """Metrics and state, for /health or Prometheus."""
@@ -357,3 +430,16 @@ class Broadcaster:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._idle.wait()
+
+
+def with_rate_limits(limits: WsLimits, rate_limits: RateLimits) -> WsLimits:
+    """``limits`` with the per-client values of the rate-limit file's ``websocket``."""
+    ws = rate_limits.websocket
+    return dataclasses.replace(
+        limits,
+        max_connections_per_client=ws.max_connections_per_client,
+        handshake_rate=ws.handshake_rate,
+        handshake_burst=ws.handshake_burst if rate_limits.enabled else 0,
+        message_rate=ws.message_rate,
+        message_burst=ws.message_burst,
+    )

@@ -4,14 +4,23 @@ The broadcaster only ever calls the synchronous ``enqueue_*``/``reply`` methods,
 never wait: each connection's own sender task does the (possibly slow) sends, one at a
 time, each bounded by ``send_timeout``. Queue, by priority:
 
-* replies (snapshots, errors, pongs): a deque, answers to the client's own requests;
+* replies (snapshots, errors, pongs): answers to the client's own requests, at most
+  ``max_queued_replies``; a snapshot of a channel replaces the one of the same channel
+  still waiting, in place, and a pong the waiting pong (coalescing: a client that asks
+  again and again before reading costs one reply per channel, not one per request);
 * alerts: a deque, never dropped or coalesced, at most ``max_queued_alerts``;
 * updates: a dict keyed by (channel, symbol); a newer update replaces the queued one in
   place (coalescing), at most ``max_queue`` distinct entries;
 * heartbeats: at most one pending.
 
-Overflow or a send timeout asks for the close (1013); ``closed`` is then set and the
-WebSocket route closes the socket. ``request_close`` keeps the first reason.
+Every queue is bounded in count, and all of them together in size:
+``max_queued_bytes`` characters of queued text (the frames are JSON, nearly all
+ASCII: characters ≈ bytes on the wire). Overflow or a send timeout asks for the
+close (1013); ``closed`` is then set and the WebSocket route closes the socket.
+``request_close`` keeps the first reason.
+
+Client messages of any kind are rate-limited per connection by a token bucket
+(``message_rate`` per second, ``message_burst`` at once): see ``take_message_token``.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.realtime import protocol
+from app.resilience.rate_limit import MICROS, Family, gcra
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,13 @@ class WsLimits:
     max_message_bytes: int = 4096  # a bigger client message → error "too_large"
     max_queue: int = 256  # distinct queued updates per connection; more → 1013
     max_queued_alerts: int = 1000  # queued alerts per connection; more → 1013
+    max_queued_replies: int = 16  # queued snapshots/errors/pongs per connection; more → 1013
+    max_queued_bytes: int = 1 << 20  # characters queued per connection, all queues; more → 1013
+    message_rate: float = 5.0  # client messages per second per connection, sustained
+    message_burst: int = 20  # ... and at once; over → error "rate_limited" (counts as bad)
+    handshake_rate: float = 1.0  # WebSocket handshakes per second per client, sustained
+    handshake_burst: int = 10  # ... and at once (0: unlimited); over → HTTP 429
+    max_handshake_clients: int = 10_000  # clients whose handshake buckets are remembered
     send_timeout: float = 2.0  # one send longer than this → 1013
     heartbeat_seconds: float = 15.0
     pong_timeout: float = 10.0  # no pong within this after a heartbeat → 1011
@@ -120,7 +137,12 @@ class Connection:
         self.clock = clock
         self.server_clock = server_clock or clock
         self.subscriptions: dict[str, set[str] | None] = {}  # None: every symbol
-        self._replies: deque[Queued] = deque()
+        # key: ("snapshot", channel) | ("pong",) | ("error", n) — see reply_keyed
+        self._replies: dict[tuple[Any, ...], Queued] = {}
+        self._reply_ids = itertools.count()
+        self._bytes = 0  # characters of every queued text (replies, alerts, updates)
+        self._message_tat: int | None = None  # the message bucket's GCRA state (µs)
+        self._message_family = token_bucket("messages", limits.message_rate, limits.message_burst)
         self._alerts: deque[Queued] = deque()
         self._updates: dict[tuple[str, str | None], Queued] = {}
         self._heartbeat: Queued | None = None
@@ -143,7 +165,25 @@ class Connection:
 
     @property
     def queued(self) -> int:
+        """Messages waiting to be sent (replies, alerts, updates; not the heartbeat)."""
         return len(self._replies) + len(self._alerts) + len(self._updates)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Characters of the messages waiting to be sent (≈ bytes on the wire)."""
+        return self._bytes
+
+    def _fits(self, added: int) -> bool:
+        """Whether ``added`` more characters stay within ``max_queued_bytes``; if not,
+        asks for the close (1013) and returns False."""
+        if self._bytes + added <= self.limits.max_queued_bytes:
+            return True
+        self.request_close(
+            protocol.CLOSE_TRY_LATER,
+            f"too slow: more than {self.limits.max_queued_bytes} bytes waiting",
+            "bytes_full",
+        )
+        return False
 
     # -- enqueueing (never waits) -----------------------------------------------------
 
@@ -151,16 +191,21 @@ class Connection:
         if self.closed.is_set():
             return
         key = (channel, symbol)
-        if key in self._updates:
-            self.stats.coalesced[channel] += 1
-        elif len(self._updates) >= self.limits.max_queue:
+        old = self._updates.get(key)
+        if old is None and len(self._updates) >= self.limits.max_queue:
             self.request_close(
                 protocol.CLOSE_TRY_LATER,
                 f"too slow: more than {self.limits.max_queue} updates waiting",
                 "queue_full",
             )
             return
+        freed = 0 if old is None else len(old[0])
+        if not self._fits(len(text) - freed):
+            return
+        if old is not None:
+            self.stats.coalesced[channel] += 1
         self._updates[key] = (text, channel, at)  # an existing key keeps its place
+        self._bytes += len(text) - freed
         self._wake.set()
 
     def enqueue_alert(self, text: str, at: float) -> None:
@@ -173,13 +218,46 @@ class Connection:
                 "alerts_full",
             )
             return
+        if not self._fits(len(text)):
+            return
         self._alerts.append((text, protocol.ALERTS, at))
+        self._bytes += len(text)
         self._wake.set()
 
     def reply(self, text: str) -> None:
-        if not self.closed.is_set():
-            self._replies.append((text, "", None))
-            self._wake.set()
+        """Queues an answer that is never coalesced (an error)."""
+        self.reply_keyed(("error", next(self._reply_ids)), text)
+
+    def reply_keyed(self, key: tuple[Any, ...], text: str) -> None:
+        """Queues an answer; one already waiting under ``key`` is replaced in place
+        (keys: ``("snapshot", channel)``, ``("pong",)``). More than
+        ``max_queued_replies`` waiting, or the byte bound → close 1013."""
+        if self.closed.is_set():
+            return
+        old = self._replies.get(key)
+        if old is None and len(self._replies) >= self.limits.max_queued_replies:
+            self.request_close(
+                protocol.CLOSE_TRY_LATER,
+                f"too slow: more than {self.limits.max_queued_replies} replies waiting",
+                "replies_full",
+            )
+            return
+        freed = 0 if old is None else len(old[0])
+        if not self._fits(len(text) - freed):
+            return
+        if old is not None:
+            self.stats.coalesced["control"] += 1
+        self._replies[key] = (text, "", None)
+        self._bytes += len(text) - freed
+        self._wake.set()
+
+    def take_message_token(self, now: float) -> bool:
+        """Counts one client message against the connection's bucket (``now``: a
+        monotonic clock, seconds). False: over ``message_rate``/``message_burst``."""
+        new_tat, decision = gcra(self._message_tat, round(now * MICROS), self._message_family)
+        if new_tat is not None:
+            self._message_tat = new_tat
+        return decision.allowed
 
     def request_close(self, code: int, reason: str, cause: str) -> None:
         """Asks the route to close with ``code``; the first request wins."""
@@ -209,18 +287,22 @@ class Connection:
         self._alerts.clear()
         self._updates.clear()
         self._heartbeat = None
+        self._bytes = 0
 
     # -- tasks ------------------------------------------------------------------------
 
     def _next(self) -> Queued | None:
+        item: Queued | None
         if self._replies:
-            return self._replies.popleft()
-        if self._alerts:
-            return self._alerts.popleft()
-        if self._updates:
-            key = next(iter(self._updates))
-            return self._updates.pop(key)
-        item, self._heartbeat = self._heartbeat, None
+            item = self._replies.pop(next(iter(self._replies)))
+        elif self._alerts:
+            item = self._alerts.popleft()
+        elif self._updates:
+            item = self._updates.pop(next(iter(self._updates)))
+        else:
+            item, self._heartbeat = self._heartbeat, None
+            return item
+        self._bytes -= len(item[0])
         return item
 
     async def run_sender(self) -> None:
@@ -267,3 +349,11 @@ class Connection:
                     "heartbeat_timeout",
                 )
                 return
+
+
+def token_bucket(name: str, rate: float, burst: int) -> Family:
+    """A GCRA family of ``rate`` per second sustained and ``burst`` at once."""
+    if rate <= 0 or burst < 1:
+        raise ValueError(f"{name}: rate must be > 0 and burst >= 1 (got {rate}, {burst})")
+    interval = max(1, round(MICROS / rate))
+    return Family(name, rate, burst, interval, interval * burst)

@@ -1,4 +1,5 @@
-"""The WebSocket protocol of ``/ws``: JSON text frames, one message per frame.
+"""The WebSocket protocol of ``/ws``: JSON text frames, one message per frame (a binary
+frame holding the same UTF-8 JSON is read the same way).
 
 Client → server::
 
@@ -48,15 +49,30 @@ Heartbeat: every ``heartbeat_seconds`` the server sends a heartbeat; the client 
 
 Error codes: ``bad_json``, ``too_large``, ``bad_message`` (not an object, missing or
 wrongly typed field), ``unknown_type``, ``unknown_channel``, ``unknown_symbol``,
-``too_many_subscriptions``, ``not_subscribed``. Each invalid message counts towards
-the abuse limit.
+``too_many_subscriptions``, ``not_subscribed``, ``rate_limited`` (more client messages
+than ``message_burst`` at once or ``message_rate`` per second; every message, of any
+type, counts). Each of these messages counts towards the abuse limit
+(``max_bad_messages`` within ``bad_message_window`` → close 1008).
+
+Replies are coalesced: a snapshot of a channel still waiting to be sent is replaced
+by the newer one (a pong by the newer pong), so repeated requests never pile up.
+
+Handshakes refused before the upgrade, with an HTTP status and a JSON body
+``{"error": code, "message": text}``: 403 ``origin_not_allowed`` (a browser page of
+another origin: allowed are the page's own origin and ``VIRTUOSO_ALLOWED_ORIGINS``;
+a request without ``Origin`` is not a browser's and is allowed), 429 ``rate_limited``
+with ``Retry-After`` (more than ``handshake_burst`` handshakes at once or
+``handshake_rate`` per second from one client).
 
 Close codes: 1008 policy violation (too many connections from this client, too many
-invalid messages), 1013 try again later (server full; client too slow: send queue
-full or a send took longer than ``send_timeout``), 1011 heartbeat timeout (no pong;
-the same code the ``websockets`` library uses for its keepalive timeout), 1001 server
+invalid messages), 1013 try again later (server full; client too slow: more than
+``max_queue`` updates, ``max_queued_alerts`` alerts, ``max_queued_replies`` replies
+or ``max_queued_bytes`` characters waiting, or a send took longer than
+``send_timeout``; the reason says which), 1011 heartbeat timeout (no pong; the same
+code the ``websockets`` library uses for its keepalive timeout), 1001 server
 shutting down, 1009 message above the server's frame limit (hypercorn's
-``websocket_max_message_size``).
+``websocket_max_message_size``), 1007 a text frame that is not UTF-8 and 1002 a
+malformed frame (RFC 6455 §7.4.1; sent by ``hypercorn_close.py``'s stream).
 """
 
 from __future__ import annotations
@@ -97,13 +113,18 @@ class ClientMessage:
 
 
 def parse_client_message(
-    raw: str | bytes,
+    raw: str | bytes | None,
     *,
     max_bytes: int,
     known_symbols: Callable[[], Container[str]] | None = None,
 ) -> ClientMessage:
     """Validates one client frame; raises ProtocolError with the error code."""
-    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+    if not isinstance(raw, str | bytes):
+        # Quart hands an empty binary frame over as None (b"" is falsy there).
+        raise ProtocolError("bad_json", "not JSON: an empty or unreadable frame")
+    # surrogatepass: a str from a caller other than the server may hold lone surrogates
+    # (a frame cannot); orjson then refuses it as bad_json.
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
     if size > max_bytes:
         raise ProtocolError("too_large", f"message of {size} bytes; the limit is {max_bytes}")
     try:
@@ -167,15 +188,23 @@ def update_parts(
     return head, tail
 
 
+def snapshot_item(message: dict[str, Any]) -> str:
+    """One snapshot item (JSON text) from a parsed update message."""
+    return dumps(
+        {
+            "symbol": message["symbol"],
+            "seq": message["seq"],
+            "generated_at": message["generated_at"],
+            "data": message["data"],
+        }
+    )
+
+
+def snapshot_from_items(channel: str, items: list[str]) -> str:
+    """A snapshot message from serialized items (``snapshot_item``), joined once."""
+    return f'{{"type":"snapshot","channel":{dumps(channel)},"items":[{",".join(items)}]}}'
+
+
 def snapshot(channel: str, messages: list[dict[str, Any]]) -> str:
     """A snapshot from the latest parsed update messages of the channel."""
-    items = [
-        {
-            "symbol": m["symbol"],
-            "seq": m["seq"],
-            "generated_at": m["generated_at"],
-            "data": m["data"],
-        }
-        for m in messages
-    ]
-    return dumps({"type": "snapshot", "channel": channel, "items": items})
+    return snapshot_from_items(channel, [snapshot_item(m) for m in messages])

@@ -1,15 +1,19 @@
 """The Quart WebSocket route of the live updates (``/ws`` by default).
 
-Per connection: accept, identify the client, take a slot (over a limit: close 1008 or
-1013 with the reason), then three tasks — receive loop, sender, heartbeat — until the
-connection asks to close (slow, silent, abusive, shutdown) or the client leaves (Quart
-cancels the handler: the CancelledError is re-raised after clean-up). The slot and
-subscriptions are always released. Closing a stuck client is bounded by
-``close_timeout``: its close frame then stays in the socket's buffer.
+Per connection: check the ``Origin`` (a foreign browser page: HTTP 403), identify the
+client, count the handshake in its bucket (too many: HTTP 429 with Retry-After) — both
+refused before the upgrade, with a JSON body — then accept, take a slot (over a
+limit: close 1008 or 1013 with the reason), then three tasks — receive loop, sender,
+heartbeat — until the connection asks to close (slow, silent, abusive, shutdown) or the
+client leaves (Quart cancels the handler: the CancelledError is re-raised after
+clean-up). The slot and subscriptions are always released. Closing a stuck client is
+bounded by ``close_timeout``: its close frame then stays in the socket's buffer.
 
 hypercorn: set ``websocket_max_message_size`` above ``WsLimits.max_message_bytes``
 (e.g. 64 KiB against 4 KiB) so an oversized message gets an ``error`` answer and only
-a huge one is closed by hypercorn itself (1009).
+a huge one is closed by hypercorn itself (1009). Registering the route also installs
+``hypercorn_close`` (a malformed frame gets a close frame, 1007 or 1002, not a dropped
+connection).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from quart import Quart, websocket
+import orjson
+from quart import Quart, Response, websocket
 
+from app.realtime import hypercorn_close
 from app.realtime.broadcaster import Broadcaster, Rejected
 from app.realtime.connection import Connection
+from app.realtime.origin import OriginPolicy
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +46,37 @@ def register_ws(
     identify: Identify | None = None,
     *,
     manage_lifecycle: bool = True,
+    origins: OriginPolicy | None = None,
+    allowed_origins: Iterable[str] = (),
 ) -> None:
     """Adds the route. ``identify(headers, remote_addr) -> client id`` defaults to the
     broadcaster's (its rate limiter's, else bearer token or IP). ``manage_lifecycle``:
-    start the broadcaster before serving and close it (clients get 1001) after."""
+    start the broadcaster before serving and close it (clients get 1001) after.
+    ``origins``: the Origin check; by default the page's own origin and
+    ``allowed_origins``, trusting forwarded headers as the broadcaster's rate limiter
+    trusts ``X-Forwarded-For``."""
     identify = identify or broadcaster.identify
+    if origins is None:
+        limits = broadcaster.rate_limiter.limits if broadcaster.rate_limiter else None
+        origins = OriginPolicy(
+            allowed_origins,
+            trust_forwarded=limits is not None and limits.trust_forwarded_for,
+            proxy_hops=limits.proxy_hops if limits is not None else 1,
+        )
+    hypercorn_close.install()
 
-    async def realtime_websocket() -> None:
+    async def realtime_websocket() -> Response | None:
         ws = websocket._get_current_object()
+        refusal = origins.refusal(ws.headers, ws.scheme)
+        if refusal is not None:
+            broadcaster.stats.disconnects["rejected_origin"] += 1
+            return refuse(403, "origin_not_allowed", refusal)
         client_id = identify(ws.headers, ws.remote_addr)
+        limited = await broadcaster.admit_handshake(client_id)
+        if limited is not None:
+            retry = str(limited.retry_after_seconds)
+            message = f"too many WebSocket handshakes from this client; retry in {retry} s"
+            return refuse(429, "rate_limited", message, {"Retry-After": retry})
         await ws.accept()
         try:
             conn = await broadcaster.connect(ws, client_id)
@@ -55,11 +84,18 @@ def register_ws(
             await _close(ws, rejected.code, rejected.reason, broadcaster.limits.close_timeout)
             return
         await serve(broadcaster, conn)
+        return None
 
     app.add_websocket(path, "realtime_websocket", realtime_websocket)
     if manage_lifecycle:
         app.before_serving(broadcaster.start)
         app.after_serving(broadcaster.close)
+
+
+def refuse(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A handshake refused before the upgrade: the service's JSON error body."""
+    body = orjson.dumps({"error": code, "message": message})
+    return Response(body, status=status, content_type="application/json", headers=headers)
 
 
 async def serve(broadcaster: Broadcaster, conn: Connection) -> None:
@@ -74,8 +110,10 @@ async def serve(broadcaster: Broadcaster, conn: Connection) -> None:
     finally:  # also when Quart cancels us: the client left
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        broadcaster.release(conn)
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # Quart may cancel us while we wait here too: release regardless
+            broadcaster.release(conn)
     assert conn.close_code is not None
     await _close(conn.ws, conn.close_code, conn.close_reason, broadcaster.limits.close_timeout)
 

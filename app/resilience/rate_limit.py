@@ -121,7 +121,15 @@ class FamilyLimit(_Strict):
 
 
 class WebsocketLimits(_Strict):
+    """``/ws`` per client: open connections, handshakes (``handshake_rate`` per second
+    sustained, ``handshake_burst`` at once; off with the file's ``enabled: false``),
+    and per connection the client's messages (``message_rate``/``message_burst``)."""
+
     max_connections_per_client: int = Field(default=5, ge=1, le=10_000)
+    handshake_rate: float = Field(default=1.0, gt=0, le=MICROS)
+    handshake_burst: int = Field(default=10, ge=1, le=MICROS)
+    message_rate: float = Field(default=5.0, gt=0, le=MICROS)
+    message_burst: int = Field(default=20, ge=1, le=MICROS)
 
 
 class RateLimits(_Strict):

@@ -198,7 +198,7 @@ def _add_realtime(app: Quart, state: ServiceState, limiter: RateLimiter) -> None
         server_clock=state.clock,
         redis_channel=f"{runtime.cache.policy.namespace}:realtime",
     )
-    register_ws(app, broadcaster)
+    register_ws(app, broadcaster, allowed_origins=state.settings.allowed_origins)
     live = LiveUpdates(broadcaster)
     state.pipeline.on_snapshot.append(live.on_snapshot)
     state.alerts.announce.append(live.announce_alert)

@@ -212,7 +212,12 @@ class InvalidationBus:
             except (RedisError, OSError, TimeoutError) as exc:
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "invalidation listener lost Redis (%s); retrying", describe(exc))
+                log.log(  # one line per listener (invalidations, live updates) per outage
+                    level,
+                    "pub/sub listener of %s lost Redis (%s); retrying",
+                    self.channel,
+                    describe(exc),
+                )
             except Exception:
                 failures += 1
                 log.exception("invalidation listener failed; restarting it")

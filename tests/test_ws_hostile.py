@@ -11,6 +11,7 @@ import base64
 import contextlib
 import os
 import struct
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -790,3 +791,91 @@ async def test_arbitrary_frames_over_a_real_socket(sent: list[bytes]) -> None:
         stop.set()
         await watcher
         assert broadcaster.stats.disconnects.get("error", 0) == 0  # the handler never failed
+
+
+async def handshake(url: str, extra: str) -> tuple[asyncio.StreamReader, Any, bytes]:
+    """A hand-made handshake with ``extra`` header lines: (reader, writer, response head)."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+        ).encode()
+    )
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, head
+
+
+def deflate_bomb(inflated_bytes: int) -> bytes:
+    """A permessage-deflate payload (RFC 7692 §7.2.1) that inflates to that many bytes."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = packer.compress(b"[" + b"0," * (inflated_bytes // 2)) + packer.flush(zlib.Z_SYNC_FLUSH)
+    return body[:-4]  # the sync flush's 00 00 ff ff tail is left out on the wire
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        "permessage-deflate; server_no_context_takeover, x-webkit-deflate-frame",
+    ],
+)
+async def test_no_compression_is_negotiated_so_a_deflate_bomb_is_a_protocol_error(
+    offer: str,
+) -> None:
+    """hypercorn would accept permessage-deflate, and wsproto inflate a whole frame
+    before any size check: a 64 KB frame could cost 64 MB. No extension is taken, so a
+    compressed frame (RSV1) is a protocol error, closed 1002 before it is inflated."""
+    async with served() as (broadcaster, url):
+        reader, writer, head = await handshake(url, f"Sec-WebSocket-Extensions: {offer}\r\n")
+        try:
+            assert head.startswith(b"HTTP/1.1 101"), head
+            assert b"sec-websocket-extensions" not in head.lower(), head
+            bomb = deflate_bomb(32 * 1024 * 1024)
+            assert len(bomb) < 64 * 1024
+            writer.write(frame(0x1, bomb, rsv=0b100))
+            await writer.drain()
+            assert await close_code_of(reader) == 1002
+        finally:
+            writer.close()
+        await eventually(lambda: not broadcaster.connections)
+
+
+async def test_a_websockets_client_asking_for_compression_gets_none() -> None:
+    async with served() as (_, url), connect(url, compression="deflate") as ws:
+        assert ws.protocol.extensions == []
+        await send(ws, {"type": "ping"})
+        assert (await recv(ws))["type"] == "pong"
+
+
+async def test_a_ping_frame_flood_is_closed_1008() -> None:
+    """Ping frames are answered by the server itself, out of the application's sight:
+    they have their own limit (a burst, then a rate), past which the client is closed."""
+    async with served() as (broadcaster, url), client(url) as good:
+        async with raw_socket(url) as (reader, writer):
+            for i in range(200):
+                writer.write(frame(0x9, b"p%03d" % i))
+            await writer.drain()
+            assert await close_code_of(reader) == 1008
+        await send(good, {"type": "ping"})
+        assert (await recv(good))["type"] == "pong"
+        await eventually(lambda: len(broadcaster.connections) == 1)
+
+
+async def test_pings_at_a_normal_pace_are_answered() -> None:
+    async with served() as (_, url), raw_socket(url) as (reader, writer):
+        for i in range(10):  # under the burst: every one gets its pong
+            writer.write(frame(0x9, b"p%d" % i))
+        await writer.drain()
+        pongs = []
+        for _ in range(10):
+            got = await read_frame(reader)
+            assert got is not None
+            pongs.append(got)
+        assert [opcode for opcode, _ in pongs] == [0xA] * 10
+        assert [payload for _, payload in pongs] == [b"p%d" % i for i in range(10)]

@@ -72,7 +72,7 @@ or ``max_queued_bytes`` characters waiting, or a send took longer than
 code the ``websockets`` library uses for its keepalive timeout), 1001 server
 shutting down, 1009 message above the server's frame limit (hypercorn's
 ``websocket_max_message_size``), 1007 a text frame that is not UTF-8 and 1002 a
-malformed frame (RFC 6455 §7.4.1; sent by ``hypercorn_close.py``'s stream).
+malformed frame (RFC 6455 §7.4.1; sent by ``hypercorn_stream.py``'s stream).
 """
 
 from __future__ import annotations

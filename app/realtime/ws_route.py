@@ -12,7 +12,7 @@ bounded by ``close_timeout``: its close frame then stays in the socket's buffer.
 hypercorn: set ``websocket_max_message_size`` above ``WsLimits.max_message_bytes``
 (e.g. 64 KiB against 4 KiB) so an oversized message gets an ``error`` answer and only
 a huge one is closed by hypercorn itself (1009). Registering the route also installs
-``hypercorn_close`` (a malformed frame gets a close frame, 1007 or 1002, not a dropped
+``hypercorn_stream`` (a malformed frame gets a close frame, 1007 or 1002, not a dropped
 connection).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from quart import Quart, Response, websocket
 
-from app.realtime import hypercorn_close
+from app.realtime import hypercorn_stream
 from app.realtime.broadcaster import Broadcaster, Rejected
 from app.realtime.connection import Connection
 from app.realtime.origin import OriginPolicy
@@ -63,7 +63,7 @@ def register_ws(
             trust_forwarded=limits is not None and limits.trust_forwarded_for,
             proxy_hops=limits.proxy_hops if limits is not None else 1,
         )
-    hypercorn_close.install()
+    hypercorn_stream.install()
 
     async def realtime_websocket() -> Response | None:
         ws = websocket._get_current_object()

@@ -1,4 +1,6 @@
-"""A close frame for malformed WebSocket frames (RFC 6455 §7.1.7, §8.1), under hypercorn.
+"""The service's WebSocket stream under hypercorn: a close frame for malformed frames
+(RFC 6455 §7.1.7, §8.1), no compression, control frames rate-limited, and nothing fed
+to an application that has finished.
 
 hypercorn 0.18 hands the bytes of a WebSocket to wsproto, which turns a frame it cannot
 accept (a text frame that is not UTF-8, a control frame above 125 bytes or
@@ -19,6 +21,16 @@ application's receive queue (``max_app_queue_size``, 10), which nobody reads any
 read loop forever, and so does the final ``websocket.disconnect``: the socket, its
 buffers and tasks stay until the server stops — one leak per hostile connection.
 
+Two more faults of the kind "a frame the application never sees costs the server
+without bound": hypercorn always accepts ``permessage-deflate``, and wsproto inflates a
+whole compressed frame before hypercorn's size check — a 64 KB frame inflating to
+64 MB costs that much memory (a "deflate bomb") before the 1009 close; and hypercorn
+answers ping frames itself, so a ping flood escapes the application's message rate
+limit. The stream therefore never negotiates an extension (the client's
+``Sec-WebSocket-Extensions`` is ignored, RFC 6455 §9.1: the server may decline), and
+answers at most ``PING_BURST`` pings at once, then ``PING_RATE`` a second, closing
+with 1008 past that.
+
 ``install()`` therefore swaps in a subclass of ``WSStream`` (for the HTTP/1.1 and HTTP/2
 protocols: ``hypercorn.protocol.h11``/``h2`` import ``WSStream`` by name) whose
 ``_handle_events`` is hypercorn's own plus one branch — when wsproto reports a failure
@@ -33,12 +45,14 @@ the 0.18 series it was written against.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import logging
+import time
 from typing import Any
 
 from hypercorn.protocol import h2, h11
-from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
@@ -46,14 +60,44 @@ from wsproto.frame_protocol import CloseReason
 
 log = logging.getLogger(__name__)
 
+EXTENSIONS_HEADER = b"sec-websocket-extensions"
+
 SUPPORTED_SERIES = "0.18."
+PING_BURST = 20  # ping frames answered at once …
+PING_RATE = 5.0  # … then this many a second; past that: close 1008
 
 # Short fixed reasons: wsproto's own text (a codec message) says nothing more useful.
-REASONS = {1002: "malformed frame", 1007: "text frame is not valid UTF-8"}
+REASONS = {
+    1002: "malformed frame",
+    1007: "text frame is not valid UTF-8",
+    1008: "too many ping frames",
+}
 
 
 class FailingWSStream(WSStream):
-    """hypercorn's WebSocket stream that fails a connection with a close frame."""
+    """hypercorn's WebSocket stream that fails a connection with a close frame, takes
+    no extension and limits ping frames (see the module docstring)."""
+
+    _ping_tokens: float = float(PING_BURST)
+    _ping_at: float | None = None
+
+    async def handle(self, event: Any) -> None:
+        if isinstance(event, Request):  # no permessage-deflate (nor any extension)
+            headers = [(n, v) for n, v in event.headers if n.lower() != EXTENSIONS_HEADER]
+            event = dataclasses.replace(event, headers=headers)
+        await super().handle(event)
+
+    def _ping_allowed(self) -> bool:
+        """A token bucket: ``PING_BURST`` at once, refilled at ``PING_RATE`` a second."""
+        now = time.monotonic()
+        if self._ping_at is not None:
+            elapsed = now - self._ping_at
+            self._ping_tokens = min(PING_BURST, self._ping_tokens + elapsed * PING_RATE)
+        self._ping_at = now
+        if self._ping_tokens < 1:
+            return False
+        self._ping_tokens -= 1
+        return True
 
     async def app_send(self, message: Any) -> None:
         if message is None:  # the application has finished: nobody reads its queue
@@ -85,6 +129,9 @@ class FailingWSStream(WSStream):
                     await self.app_put(self.buffer.to_message())  # type: ignore[misc]
                     self.buffer.clear()
             elif isinstance(event, Ping):
+                if not self._ping_allowed():
+                    await self._fail(1008)
+                    return
                 await self._send_wsproto_event(event.response())
             elif isinstance(event, CloseConnection):
                 if self.connection.state == ConnectionState.REMOTE_CLOSING:

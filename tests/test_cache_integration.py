@@ -270,8 +270,9 @@ async def test_invalidate_needs_the_operator_token_and_valid_input(
     response = await one.test_client().post("/api/cache/invalidate", json=body, headers=headers)
     payload = orjson.loads(await response.get_data())
     assert response.status_code == status, payload
-    if status == 401:
-        assert response.headers["WWW-Authenticate"] == "Bearer"
+    if status == 401:  # RFC 6750 §3: invalid_token when a wrong token was given
+        wrong = 'Bearer error="invalid_token"' if "Authorization" in headers else "Bearer"
+        assert response.headers["WWW-Authenticate"] == wrong
     if status == 400:
         assert payload["error"] in ("invalid_request", "unknown_view")
     if status == 200:

@@ -10,6 +10,7 @@ import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.web.app import create_app
+from app.web.listeners import LISTENER_KEY, MONITORING
 from tests.conftest import ManualClock, eventually, make_settings, started_app, state_of
 from tests.fake_bybit import INSTRUMENTS_PATH, TICKERS_PATH, FakeBybit
 
@@ -94,4 +95,9 @@ async def test_exchange_outage_serves_the_last_data_marked_stale(
     assert after["stale"] is True and after["overview"] == before["overview"]
     status, ready, _ = await get(bybit_app, "/health/ready")
     assert status == 200 and ready["status"] == "degraded"
-    assert "bybit fetch_tickers failed" in ready["reasons"][0]
+    assert ready["reasons"][0].startswith("market data is stale: 90s old")
+    assert "fetch_tickers" not in str(ready)  # the error's text is a detail: not public
+    monitoring = {"extensions": {LISTENER_KEY: MONITORING}}
+    response = await bybit_app.test_client().get("/health/ready", scope_base=monitoring)
+    detailed = orjson.loads(await response.get_data())
+    assert "bybit fetch_tickers failed" in detailed["reasons"][0]

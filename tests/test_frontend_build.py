@@ -26,7 +26,7 @@ DIST = ROOT / "app" / "web" / "static" / "dist"
 BUNDLES = ("desktop.js", "mobile.js", "desktop.css", "mobile.css")
 EXPECTED_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 

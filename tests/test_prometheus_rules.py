@@ -102,7 +102,8 @@ def test_config_scrapes_the_stack() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"virtuoso", "memcached", "redis", "prometheus"}
     (dns,) = jobs["virtuoso"]["dns_sd_configs"]
-    assert (dns["names"], dns["type"], dns["port"]) == (["app"], "A", 8003)
+    # Each replica's monitoring listener (VIRTUOSO_MONITORING_BIND in compose).
+    assert (dns["names"], dns["type"], dns["port"]) == (["app"], "A", 8001)
     assert jobs["virtuoso"]["metrics_path"] == "/metrics"
     (alertmanagers,) = config["alerting"]["alertmanagers"]
     assert alertmanagers["static_configs"] == [{"targets": ["alertmanager:9093"]}]

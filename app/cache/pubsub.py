@@ -202,10 +202,10 @@ class InvalidationBus:
                 self._subscribed.set()
                 if connected_before:
                     self.reconnects += 1
-                    log.info("invalidation listener reconnected to %s", self.channel)
+                    log.info("pub/sub listener of %s reconnected", self.channel)
                     await self._call(self._on_reconnect, "on_reconnect")
                 else:
-                    log.debug("invalidation listener subscribed to %s", self.channel)
+                    log.debug("pub/sub listener of %s subscribed", self.channel)
                 connected_before = True
                 failures = 0
                 await self._receive(pubsub)
@@ -220,7 +220,7 @@ class InvalidationBus:
                 )
             except Exception:
                 failures += 1
-                log.exception("invalidation listener failed; restarting it")
+                log.exception("pub/sub listener of %s failed; restarting it", self.channel)
             finally:
                 self._subscribed.clear()
                 if pubsub.connection is not None:
@@ -250,7 +250,7 @@ class InvalidationBus:
                 # redis-py reconnected and re-subscribed under us: messages may be lost.
                 self._silently_reconnected = False
                 self.reconnects += 1
-                log.info("invalidation listener reconnected to %s", self.channel)
+                log.info("pub/sub listener of %s reconnected", self.channel)
                 await self._call(self._on_reconnect, "on_reconnect")
             if now - last_ping >= self._ping_interval:
                 last_ping = now

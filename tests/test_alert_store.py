@@ -321,9 +321,8 @@ async def test_concurrent_adds_cannot_pass_the_cap(open_store: StoreFactory) -> 
     assert len(await store.list_rules()) == 5
 
 
-async def test_file_store_writes_the_engine_state_only_when_it_changed(
-    tmp_path, monkeypatch
-) -> None:
+def count_file_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of every file the file store writes from now on (the writes still happen)."""
     writes: list[int] = []
     real = alert_store._write_atomically
 
@@ -332,6 +331,13 @@ async def test_file_store_writes_the_engine_state_only_when_it_changed(
         real(path, data)
 
     monkeypatch.setattr(alert_store, "_write_atomically", counted)
+    return writes
+
+
+async def test_file_store_writes_the_engine_state_only_when_it_changed(
+    tmp_path, monkeypatch
+) -> None:
+    writes = count_file_writes(monkeypatch)
     store = FileAlertStore(tmp_path / "alerts.json")
     state = {"version": 1, "entries": {"r|BTCUSDT": {"armed": False, "last_fired_ms": 5}}}
     await store.save_engine_state(state)

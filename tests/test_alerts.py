@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.services import alert_store
 from app.web.app import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket
+from tests.test_alert_store import count_file_writes
 
 TOKEN = "alerts-api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -324,14 +324,7 @@ async def test_rule_writes_check_the_token_before_the_body(
 async def test_snapshots_that_change_nothing_write_nothing(
     tmp_path: Path, clock: ManualClock, monkeypatch
 ) -> None:
-    writes: list[int] = []
-    real = alert_store._write_atomically
-
-    def counted(path, data: bytes) -> None:
-        writes.append(len(data))
-        real(path, data)
-
-    monkeypatch.setattr(alert_store, "_write_atomically", counted)
+    writes = count_file_writes(monkeypatch)
     async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
         await price_rule(app)
         await fire(app, clock)  # fires: the alert and the engine's state are written

@@ -53,19 +53,28 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest_asyncio.fixture
 async def exchange_app(fake, memcached, redis, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
-    settings = make_settings(
+    settings = tiered_settings(
+        memcached,
+        redis,
         VIRTUOSO_EXCHANGE="bybit",
         VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=SYMBOLS,
         VIRTUOSO_REFRESH_SECONDS="1",
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
     )
     app = create_app(settings, guarded(fake), clock)
     async with app.test_app() as test_app:
         await eventually(lambda: state_of(test_app).warmed, seconds=30)
         yield test_app
+
+
+def tiered_settings(memcached, redis, **extra: str):
+    """The simulated market's three symbols over real Memcached and Redis."""
+    return make_settings(
+        VIRTUOSO_SYMBOLS=SYMBOLS,
+        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
+        VIRTUOSO_MEMCACHED_URL=memcached.address,
+        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
+        **extra,
+    )
 
 
 def tickers_breaker(app: QuartTestApp):
@@ -150,13 +159,7 @@ async def test_a_slow_exchange_opens_the_breaker(
 async def test_memcached_killed_and_restarted_under_load(
     memcached, redis, clock: ManualClock
 ) -> None:
-    settings = make_settings(
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-    )
-    app = create_app(settings, CountingMarket(clock), clock)
+    app = create_app(tiered_settings(memcached, redis), CountingMarket(clock), clock)
     paths = [
         "/api/dashboard/data",
         "/api/dashboard/mobile",
@@ -187,12 +190,8 @@ async def test_memcached_killed_and_restarted_under_load(
 async def test_redis_killed_writes_fail_cleanly_and_nothing_stored_is_lost(
     memcached, persistent_redis, clock: ManualClock
 ) -> None:
-    settings = make_settings(
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{persistent_redis.address}/0",
-        VIRTUOSO_SECRET_KEY="session-secret-for-tests-0123456789",
+    settings = tiered_settings(
+        memcached, persistent_redis, VIRTUOSO_SECRET_KEY="session-secret-for-tests-0123456789"
     )
     app = create_app(settings, CountingMarket(clock), clock)
     async with app.test_app() as test_app:
@@ -255,13 +254,7 @@ async def test_readiness_stays_degraded_through_half_open_probes(
 async def test_readiness_stays_degraded_while_memcached_is_down(
     memcached, redis, clock: ManualClock
 ) -> None:
-    settings = make_settings(
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-    )
-    app = create_app(settings, CountingMarket(clock), clock)
+    app = create_app(tiered_settings(memcached, redis), CountingMarket(clock), clock)
     async with app.test_app() as test_app:
         await eventually(lambda: state_of(test_app).warmed, seconds=30)
         runtime = state_of(test_app).runtime

@@ -642,9 +642,8 @@ def frame(
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-@contextlib.asynccontextmanager
-async def raw_socket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, Any]]:
-    """A WebSocket opened by hand (so any frame can be sent): (reader, writer)."""
+async def handshake(url: str, extra: str) -> tuple[asyncio.StreamReader, Any, bytes]:
+    """A hand-made handshake with ``extra`` header lines: (reader, writer, response head)."""
     host, port = url.removeprefix("ws://").split("/")[0].split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     key = base64.b64encode(os.urandom(16)).decode()
@@ -652,13 +651,21 @@ async def raw_socket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, Any]
         (
             f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer raw-{key}\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
         ).encode()
     )
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, head
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, Any]]:
+    """A WebSocket opened by hand (so any frame can be sent): (reader, writer)."""
+    token = base64.b64encode(os.urandom(12)).decode()
+    reader, writer, head = await handshake(url, f"Authorization: Bearer raw-{token}\r\n")
     try:
-        async with asyncio.timeout(10):
-            status = await reader.readuntil(b"\r\n\r\n")
-        assert status.startswith(b"HTTP/1.1 101"), status
+        assert head.startswith(b"HTTP/1.1 101"), head
         yield reader, writer
     finally:
         writer.close()
@@ -791,23 +798,6 @@ async def test_arbitrary_frames_over_a_real_socket(sent: list[bytes]) -> None:
         stop.set()
         await watcher
         assert broadcaster.stats.disconnects.get("error", 0) == 0  # the handler never failed
-
-
-async def handshake(url: str, extra: str) -> tuple[asyncio.StreamReader, Any, bytes]:
-    """A hand-made handshake with ``extra`` header lines: (reader, writer, response head)."""
-    host, port = url.removeprefix("ws://").split("/")[0].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-        ).encode()
-    )
-    async with asyncio.timeout(10):
-        head = await reader.readuntil(b"\r\n\r\n")
-    return reader, writer, head
 
 
 def deflate_bomb(inflated_bytes: int) -> bytes:

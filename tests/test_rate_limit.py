@@ -281,6 +281,8 @@ async def test_forwarded_for_is_ignored_unless_trusted() -> None:
 def test_client_identity() -> None:
     assert client_identity(f"Bearer {TOKEN}", "10.0.0.1") == f"tok:{TOKEN_HASH}"
     assert client_identity(f"bearer   {TOKEN} ", "10.0.0.1") == f"tok:{TOKEN_HASH}"
+    assert client_identity(f"Bearer\t{TOKEN}", "10.0.0.1") == f"tok:{TOKEN_HASH}"
+    assert client_identity(f"\tBEARER \t {TOKEN}\t", "10.0.0.1") == f"tok:{TOKEN_HASH}"
     assert client_identity("Basic dXNlcjpwYXNz", "10.0.0.1") == "ip:10.0.0.1"
     assert client_identity("Bearer ", "10.0.0.1") == "ip:10.0.0.1"
     assert client_identity(None, None) == "ip:unknown"

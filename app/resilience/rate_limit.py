@@ -387,8 +387,8 @@ def client_identity(
     token_is_valid: Callable[[str], bool] | None = None,
 ) -> str:
     """``tok:<sha256 prefix>`` for a bearer token, else ``ip:<address>``."""
-    if authorization:
-        scheme, _, token = authorization.strip().partition(" ")
+    if authorization:  # "Bearer <token>", blanks (spaces or tabs) as the auth guard allows
+        scheme, _, token = authorization.strip().replace("\t", " ").partition(" ")
         token = token.strip()
         bearer = scheme.lower() == "bearer" and bool(token)
         if bearer and (token_is_valid is None or token_is_valid(token)):

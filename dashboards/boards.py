@@ -781,6 +781,7 @@ def backends_board() -> dm.Dashboard:
     the process."""
     exchange = "virtuoso_exchange_requests_total"
     exchange_latency = "virtuoso_exchange_request_duration_seconds"
+    ratelimit_wait = "virtuoso_exchange_ratelimit_wait_seconds"
     refresh = "virtuoso_pipeline_refresh_duration_seconds"
     board = (
         _board(
@@ -798,17 +799,38 @@ def backends_board() -> dm.Dashboard:
                 "breaker open, no call made).",
                 units.RequestsPerSecond,
                 [Q(total(rate(exchange), by="endpoint, outcome"), "{{endpoint}} {{outcome}}")],
+                w=8,
             )
         )
         .with_panel(
             timeseries(
                 "Exchange latency p50 / p99",
-                "p50 and p99 of exchange call latency per endpoint, all replicas.",
+                "p50 and p99 of the exchange's own time per endpoint (the requests, from "
+                "send to answer), all replicas. The wait in our rate limiter before a "
+                "request is not in it: see the panel beside.",
                 units.Seconds,
                 [
                     Q(quantile(0.5, exchange_latency, by="endpoint"), "{{endpoint}} p50"),
                     Q(quantile(0.99, exchange_latency, by="endpoint"), "{{endpoint}} p99"),
                 ],
+                w=8,
+                table=True,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Rate-limiter wait p50 / p99",
+                "p50 and p99 per endpoint of the time a call waited in the client-side "
+                "rate limiter (ccxt's throttle) before its request was sent, all replicas: "
+                "our own queue, not the exchange. High here with a low exchange latency "
+                "means too many calls for the exchange's rate limit (symbols × timeframes "
+                "per refresh), not a slow exchange.",
+                units.Seconds,
+                [
+                    Q(quantile(0.5, ratelimit_wait, by="endpoint"), "{{endpoint}} p50"),
+                    Q(quantile(0.99, ratelimit_wait, by="endpoint"), "{{endpoint}} p99"),
+                ],
+                w=8,
                 table=True,
             )
         )

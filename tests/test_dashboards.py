@@ -70,6 +70,10 @@ CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
         "histogram",
         {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book"}},
     ),
+    "virtuoso_exchange_ratelimit_wait_seconds": (
+        "histogram",
+        {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book"}},
+    ),
     "virtuoso_breaker_state": ("gauge", {"breaker": None}),
     "virtuoso_breaker_transitions_total": (
         "counter",

@@ -169,8 +169,14 @@ async def test_exchange_call_and_failure(bybit_app, spans: InMemorySpanExporter)
     assert ok >= 1  # the first snapshot's batch call
     latency = sample(test_app, "virtuoso_exchange_request_duration_seconds_count", **labels)
     assert latency >= ok
+    # Every call that reached the exchange also has its wait in the rate limiter (often 0).
+    waits = sample(test_app, "virtuoso_exchange_ratelimit_wait_seconds_count", **labels)
+    assert waits == latency
     calls = named(spans, "exchange tickers")
     assert calls and calls[0].attributes["exchange.outcome"] == "ok"
+    assert calls[0].attributes["exchange.ratelimit_wait_seconds"] >= 0
+    waits = named(spans, "exchange ratelimit wait")
+    assert any(w.parent and w.parent.span_id == calls[0].context.span_id for w in waits)
     assert calls[0].attributes["exchange.name"] == "bybit"
     refresh = named(spans, "pipeline.refresh")[0]
     children = {

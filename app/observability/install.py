@@ -15,6 +15,7 @@ from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
 from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
+from app.resilience.guarded_source import GuardedSource
 from app.services.alert_rules import LEVELS
 from app.web.state import ServiceState
 
@@ -48,16 +49,8 @@ def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
         lambda outcome, seconds: metrics.refresh_duration.labels(outcome).observe(seconds)
     )
     source = state.pipeline.source
-    on_call = getattr(source, "on_call", None)
-    if on_call is not None:  # a guarded exchange (the simulated market is in-process)
-        exchange = source.name
-
-        def exchange_call(endpoint: str, outcome: str, seconds: float | None) -> None:
-            metrics.exchange_requests.labels(exchange, endpoint, outcome).inc()
-            if seconds is not None:
-                metrics.exchange_duration.labels(exchange, endpoint).observe(seconds)
-
-        on_call.append(exchange_call)
+    if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
+        observe_exchange(source, metrics)
     if state.broadcaster is not None:
         state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
             channel
@@ -67,6 +60,23 @@ def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
         metrics.alerts_triggered.labels(alert["level"]).inc()
 
     state.alerts.announce.append(alert_fired)
+
+
+def observe_exchange(source: GuardedSource, metrics: Metrics) -> None:
+    """Counts ``source``'s calls by outcome and observes, apart, the exchange's time per
+    request and the wait in the client-side rate limiter before it."""
+    exchange = source.name
+
+    def exchange_call(endpoint: str, outcome: str, seconds: float | None) -> None:
+        metrics.exchange_requests.labels(exchange, endpoint, outcome).inc()
+        if seconds is not None:
+            metrics.exchange_duration.labels(exchange, endpoint).observe(seconds)
+
+    def ratelimit_wait(endpoint: str, seconds: float) -> None:
+        metrics.exchange_ratelimit_wait.labels(exchange, endpoint).observe(seconds)
+
+    source.on_call.append(exchange_call)
+    source.on_ratelimit_wait.append(ratelimit_wait)
 
 
 def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
@@ -84,10 +94,11 @@ def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
     for tier in state.runtime.tiers:
         for operation in ("get", "set"):
             metrics.cache_duration.labels(tier, operation)
-    if getattr(state.pipeline.source, "on_call", None) is not None:
+    if isinstance(state.pipeline.source, GuardedSource):
         exchange = state.pipeline.source.name
         for endpoint in EXCHANGE_FAMILIES:
             metrics.exchange_duration.labels(exchange, endpoint)
+            metrics.exchange_ratelimit_wait.labels(exchange, endpoint)
             for outcome in EXCHANGE_OUTCOMES:
                 metrics.exchange_requests.labels(exchange, endpoint, outcome)
 

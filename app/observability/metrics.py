@@ -20,7 +20,10 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.8, 1.
 CACHE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 )  # fmt: skip
-EXCHANGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Exchange requests: from a few milliseconds (a nearby exchange) to the 10 s timeout.
+EXCHANGE_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Waits in the client-side rate limiter: none at all (most calls) to a long queue.
+RATELIMIT_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REFRESH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # WebSocket delivery: the KPI is p99 < 50 ms.
 WS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -61,9 +64,18 @@ class Metrics:
         )
         self.exchange_duration = Histogram(
             "virtuoso_exchange_request_duration_seconds",
-            "Latency of calls that reached the exchange",
+            "Latency of calls that reached the exchange: the requests only, without "
+            "the wait in the client-side rate limiter",
             labelnames=("exchange", "endpoint"),
             buckets=EXCHANGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.exchange_ratelimit_wait = Histogram(
+            "virtuoso_exchange_ratelimit_wait_seconds",
+            "Time a call to the exchange waited in the client-side rate limiter (ccxt's "
+            "throttle) before its request was sent; our own queue, not the exchange",
+            labelnames=("exchange", "endpoint"),
+            buckets=RATELIMIT_WAIT_BUCKETS,
             registry=self.registry,
         )
         self.refresh_duration = Histogram(

@@ -1,5 +1,6 @@
 """OpenTelemetry traces: the provider built from the standard ``OTEL_*`` variables,
-and the spans the service makes (cache lookups, exchange calls, pipeline steps).
+and the spans the service makes (cache lookups, exchange calls and their waits in the
+client-side rate limiter, pipeline steps).
 
 With no OTLP endpoint configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), or with ``OTEL_SDK_DISABLED=true`` or
@@ -112,6 +113,30 @@ def exchange_call_span(exchange: str, endpoint: str) -> Iterator[Span]:
         record_exception=True,
     ) as span:
         yield span
+
+
+RATELIMIT_WAIT_SPAN = "exchange ratelimit wait"
+
+
+@contextlib.contextmanager
+def ratelimit_wait_span(exchange: str, cost: float | None) -> Iterator[Span]:
+    """The wait in the client-side rate limiter before one HTTP request to the exchange
+    (a child of the ``exchange <endpoint>`` span when there is one). Internal: no request
+    is on the wire while it lasts."""
+    attributes: dict[str, str | float] = {"exchange.name": exchange}
+    if cost is not None:
+        attributes["ratelimit.cost"] = float(cost)
+    with _tracer.start_as_current_span(
+        RATELIMIT_WAIT_SPAN, kind=trace.SpanKind.INTERNAL, attributes=attributes
+    ) as span:
+        yield span
+
+
+def record_timing(span: Span, request_seconds: float, wait_seconds: float) -> None:
+    """On an exchange call span: how much of it was the request itself and how much
+    the wait in the client-side rate limiter."""
+    span.set_attribute("exchange.request_seconds", request_seconds)
+    span.set_attribute("exchange.ratelimit_wait_seconds", wait_seconds)
 
 
 def record_outcome(span: Span, outcome: str) -> None:

@@ -21,6 +21,11 @@ trips its family's breaker (``trip(retry_after)``: open at least for the exchang
 Retry-After, else the next back-off step). A Retry-After is a statement about this
 client (exchanges limit and ban per IP), so the other families' breakers are held open
 that long as well (``open_for``).
+
+Timing: the latency reported to ``on_call`` is the request's own time — the attempt
+minus the waits in the client-side rate limiter, which ccxt's ``throttle`` awaits
+before it sends (see :mod:`app.market.ccxt_timing`). Those waits go to
+``on_ratelimit_wait`` separately, and both figures are attributes of the call's span.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from opentelemetry.trace import Span
+
+from app.market.ccxt_timing import RateLimitWaits, measure_waits
 from app.market.errors import ExchangeRateLimited, ExchangeRejected, ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
 from app.market.source import MarketSource
-from app.observability.tracing import exchange_call_span, record_outcome
+from app.observability.tracing import exchange_call_span, record_outcome, record_timing
 from app.resilience.breaker import (
     BreakerConfig,
     BreakerOpen,
@@ -129,6 +137,15 @@ class _Stats:
     rate_limited: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """One attempt in progress: when it started, its rate-limiter waits, its span."""
+
+    started: float
+    waits: RateLimitWaits
+    span: Span
+
+
 class GuardedSource:
     """A MarketSource that wraps ``source`` with timeouts, breakers and retries."""
 
@@ -173,7 +190,11 @@ class GuardedSource:
         self._stats = {family: _Stats() for family in FAMILIES}
         # Called for every call: (endpoint family, outcome, seconds or None when the
         # breaker refused it). Outcomes: ok, error, timeout, rate_limited, rejected.
+        # The seconds are the request's own: waits in the rate limiter are left out.
         self.on_call: list[Callable[[str, str, float | None], None]] = []
+        # Called for every call that was not refused: (endpoint family, seconds spent
+        # waiting in the client-side rate limiter before its requests, often 0).
+        self.on_ratelimit_wait: list[Callable[[str, float], None]] = []
 
     # -- introspection -------------------------------------------------------------------
 
@@ -285,30 +306,37 @@ class GuardedSource:
         raise last_error
 
     async def _attempt(self, family: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        started = time.perf_counter()
-        with exchange_call_span(self.name, family) as span:
+        """One timed attempt: its span, its outcome, its request and wait times."""
+        with exchange_call_span(self.name, family) as span, measure_waits() as waits:
+            timing = _Timing(time.perf_counter(), waits, span)
             try:
                 async with asyncio.timeout(self._timeout):
                     result = await call()
             except TimeoutError as exc:
                 self._stats[family].timeouts += 1
-                self._called(family, "timeout", started, span)
+                self._called(family, "timeout", timing)
                 raise ExchangeUnavailable(
                     f"{self.name} {operation} timed out after {self._timeout:g} s"
                 ) from exc
             except ExchangeRateLimited:
-                self._called(family, "rate_limited", started, span)
+                self._called(family, "rate_limited", timing)
                 raise
             except Exception:
-                self._called(family, "error", started, span)
+                self._called(family, "error", timing)
                 raise
-            self._called(family, "ok", started, span)
+            self._called(family, "ok", timing)
             return result
 
-    def _called(self, family: str, outcome: str, started: float | None, span=None) -> None:
-        if span is not None:
-            record_outcome(span, outcome)
-        seconds = None if started is None else time.perf_counter() - started
+    def _called(self, family: str, outcome: str, timing: _Timing | None) -> None:
+        """Reports one call (``timing`` None: refused by the breaker, nothing sent)."""
+        seconds = None
+        if timing is not None:
+            wait = timing.waits.seconds
+            seconds = max(0.0, time.perf_counter() - timing.started - wait)
+            record_outcome(timing.span, outcome)
+            record_timing(timing.span, seconds, wait)
+            for wait_listener in self.on_ratelimit_wait:
+                wait_listener(family, wait)
         for listener in self.on_call:
             listener(family, outcome, seconds)
 

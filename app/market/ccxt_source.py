@@ -215,6 +215,10 @@ class CcxtMarketSource:
         """
         self.name = exchange_id
         self._exchange = _build_exchange(exchange_id, base_url, timeout_ms)
+        # Waits in ccxt's rate limiter are timed apart from the requests (metrics, spans).
+        from app.market.ccxt_timing import instrument_throttle
+
+        instrument_throttle(self._exchange)
         self._symbols_hint = frozenset(symbols_hint or ())
         self._to_ccxt: dict[str, str] = {}
         self._listed: frozenset[str] = frozenset()

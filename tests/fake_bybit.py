@@ -17,6 +17,10 @@ optionally only on one ``path``. ``error_rate`` fails a seeded random fraction o
 matching requests. These are consulted in the order they were added; the first that
 fires answers the request.
 
+Data quirks, as real exchanges send them (until ``clear_faults``): ``kline_quirk``
+(candles with empty/null/"NaN"/zero values, duplicated, shuffled or missing rows) and
+``ticker_quirk`` (tickers with empty fields, zero prices, or none at all).
+
 Conditions that last until ``clear_faults``: ``latency`` (every matching request is
 answered that much later, faulted ones too) and ``hang`` (requests are accepted but not
 answered until ``clear_faults`` or ``stop`` releases them). Every request is logged in
@@ -80,14 +84,19 @@ NOT_SUPPORTED_SYMBOLS = "Not supported symbols"
 KLINE_DEFAULT_LIMIT, KLINE_MAX_LIMIT = 200, 1000
 BOOK_DEFAULT_LIMIT, BOOK_MAX_LIMIT = 1, 200
 
-_QUOTES = ("USDT", "USDC", "BTC", "ETH", "EUR")
+_QUOTES = ("FDUSD", "USDT", "USDC", "BTC", "ETH", "EUR", "DAI", "TRY")
 _BASE_PRICES = {
     "BTC": 65_000.0,
     "ETH": 3_200.0,
     "SOL": 150.0,
     "XRP": 0.55,
     "DOGE": 0.12,
+    "USDC": 1.0,
+    "DAI": 1.0,
 }
+_QUOTE_PER_USD = {"TRY": 34.0}
+KLINE_QUIRKS = ("empty", "null", "nan", "zero", "duplicate", "shuffle", "gap")
+TICKER_QUIRKS = ("empty", "zero", "absent", "no_change")
 RATE_LIMITED = 10006
 """Bybit's retCode for "Too many visits!"; ccxt maps it to RateLimitExceeded."""
 
@@ -225,6 +234,9 @@ class FakeBybit:
         self.requests: list[RecordedRequest] = []
         self.last_results: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
+        self._kline_quirks: list[tuple[str, str | None, str | None, tuple[int, ...]]] = []
+        self._ticker_quirks: dict[str, str] = {}
+        self._pegged: set[str] = set()
         self._latency: dict[str | None, float] = {}
         self._hangs: list[_Hang] = []
         self.hanging = 0
@@ -373,8 +385,41 @@ class FakeBybit:
         answered normally) or ``stop``. ``fake.hanging`` counts the held requests."""
         self._hangs.append(_Hang(path))
 
+    def kline_quirk(
+        self,
+        kind: str,
+        *,
+        symbol: str | None = None,
+        interval: str | None = None,
+        at: Sequence[int] = (3,),
+    ) -> None:
+        """Serve klines of ``symbol``/``interval`` (None: all) with a quirk at the rows
+        ``at`` (positions in the served newest-first list; 0 is the forming candle):
+        ``empty``/``null``/``nan``/``zero``: the row's values are ``""``/null/``"NaN"``/
+        ``"0"`` (a minute without trades, as exchanges send it); ``duplicate``: the row
+        is sent twice, the second copy revised (close +1 tick and volume x2; it comes
+        later in ccxt's order); ``shuffle``: the rows are sent in a scrambled order;
+        ``gap``: the rows are left out. Lasts until ``clear_faults``."""
+        if kind not in KLINE_QUIRKS:
+            raise ValueError(f"kind must be one of {KLINE_QUIRKS}")
+        self._kline_quirks.append((kind, symbol, interval, tuple(at)))
+
+    def ticker_quirk(self, symbol: str, kind: str) -> None:
+        """Serve ``symbol``'s ticker with ``empty`` fields (every price and volume
+        ``""``, as for a suspended pair), ``zero`` prices (``"0"``), ``no_change`` (no
+        24h change nor previous price), or ``absent`` from the list. Until ``clear_faults``."""
+        if kind not in TICKER_QUIRKS:
+            raise ValueError(f"kind must be one of {TICKER_QUIRKS}")
+        self._ticker_quirks[symbol] = kind
+
+    def peg(self, symbol: str) -> None:
+        """Make ``symbol``'s klines flat (every price the same: a pegged stablecoin)."""
+        self._pegged.add(symbol)
+
     def clear_faults(self) -> None:
-        """Remove every fault, latency and hang; hung requests are released."""
+        """Remove every fault, quirk, latency and hang; hung requests are released."""
+        self._kline_quirks.clear()
+        self._ticker_quirks.clear()
         self._faults.clear()
         self._latency.clear()
         self._release_hangs()
@@ -515,7 +560,23 @@ class FakeBybit:
         self._require_spot(request)
         symbol = self._served_symbol(request, required=False)
         chosen = [symbol] if symbol else [s for s in self.symbols if s not in self._delisted]
-        return {"category": "spot", "list": [self.tickers[s] for s in chosen]}
+        served = [self._quirky_ticker(s) for s in chosen]
+        return {"category": "spot", "list": [t for t in served if t is not None]}
+
+    def _quirky_ticker(self, symbol: str) -> dict[str, str] | None:
+        ticker, kind = dict(self.tickers[symbol]), self._ticker_quirks.get(symbol)
+        if kind == "absent":
+            return None
+        for name in ticker:
+            if name == "symbol" or name.endswith("Size"):
+                continue
+            if kind == "empty":
+                ticker[name] = ""
+            elif kind == "zero" and name.endswith("Price"):
+                ticker[name] = "0"
+            elif kind == "no_change" and name in ("price24hPcnt", "prevPrice24h"):
+                ticker[name] = ""
+        return ticker
 
     async def _kline(self, request: web.Request) -> dict[str, Any]:
         self._require_spot(request)
@@ -531,6 +592,9 @@ class FakeBybit:
             start=self._int_param(request, "start", None),
             end=self._int_param(request, "end", None),
         )
+        for kind, only_symbol, only_interval, at in self._kline_quirks:
+            if only_symbol in (None, symbol) and only_interval in (None, interval):
+                rows = _kline_quirk(rows, kind, at, self._specs[symbol].decimals)
         return {"category": "spot", "symbol": symbol, "list": rows}
 
     async def _orderbook(self, request: web.Request) -> dict[str, Any]:
@@ -565,6 +629,7 @@ class FakeBybit:
         price = _BASE_PRICES.get(base) or math.exp(rng.uniform(-3.0, 5.0))
         if quote in ("BTC", "ETH"):
             price = price / _BASE_PRICES[quote]
+        price *= _QUOTE_PER_USD.get(quote, 1.0)
         decimals = min(8, max(2, 4 - math.floor(math.log10(price))))
         return _Spec(symbol, base, quote, price, decimals, status)
 
@@ -635,6 +700,8 @@ class FakeBybit:
         return {"b": bids, "a": asks}
 
     def _level(self, symbol: str, interval: str, bucket: int) -> float:
+        if symbol in self._pegged:
+            return self._specs[symbol].price
         wave = 0.04 * math.sin(bucket / 37) + 0.015 * math.sin(bucket / 11)
         noise = self._rng("level", symbol, interval, bucket).uniform(-0.004, 0.004)
         return self._specs[symbol].price * (1 + wave + noise)
@@ -644,8 +711,9 @@ class FakeBybit:
         rng = self._rng("candle", symbol, interval, bucket)
         open_ = round(self._level(symbol, interval, bucket - 1), d)
         close = round(self._level(symbol, interval, bucket), d)
-        high = round(max(open_, close) * (1 + rng.uniform(0, 0.003)), d)
-        low = round(min(open_, close) * (1 - rng.uniform(0, 0.003)), d)
+        spread = 0.0 if symbol in self._pegged else 0.003
+        high = round(max(open_, close) * (1 + rng.uniform(0, spread)), d)
+        low = round(min(open_, close) * (1 - rng.uniform(0, spread)), d)
         volume = rng.uniform(1, 500) * 1_000 / self._specs[symbol].price
         return [
             str(bucket * INTERVAL_MS[interval]),
@@ -656,3 +724,25 @@ class FakeBybit:
             _fmt(volume, 6),
             _fmt(volume * close, 8),
         ]
+
+
+def _kline_quirk(rows: list[list[str]], kind: str, at: tuple[int, ...], decimals: int) -> list:
+    """``rows`` (newest first) with one ``FakeBybit.kline_quirk`` applied at ``at``."""
+    inside = [i for i in at if 0 <= i < len(rows)]
+    if kind == "gap":
+        return [row for i, row in enumerate(rows) if i not in inside]
+    if kind == "shuffle":
+        return rows[1::2] + rows[0::2]
+    out: list[list[Any]] = []
+    for i, row in enumerate(rows):
+        out.append(row)
+        if i not in inside:
+            continue
+        if kind == "duplicate":
+            close = float(row[4]) + 10.0**-decimals
+            revised = [*row[:2], _fmt(max(float(row[2]), close), decimals), row[3]]
+            out.append([*revised, _fmt(close, decimals), _fmt(float(row[5]) * 2, 6), row[6]])
+            continue
+        blank: Any = {"empty": "", "null": None, "nan": "NaN", "zero": "0"}[kind]
+        out[-1] = [row[0], *([blank] * 6)]
+    return out

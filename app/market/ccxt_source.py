@@ -30,6 +30,7 @@ from app.market.errors import (
     SymbolNotListed,
 )
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker, canonical_symbol
+from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,8 @@ class CcxtMarketSource:
         self._loaded = False
         self._closed = False
         self._load_lock = asyncio.Lock()
+        self.data_quality = DataQualityCounters()
+        """Per-symbol counts of bad exchange data (``app.market.quality``)."""
 
     @property
     def exchange(self) -> ccxt_async.Exchange:
@@ -283,7 +286,26 @@ class CcxtMarketSource:
         rows = await self._call(
             "fetch_candles", self._exchange.fetch_ohlcv(ccxt_symbol, timeframe, limit=limit)
         )
-        return Candles.from_rows(canonical_symbol(symbol), timeframe, rows[-limit:])
+        canonical = canonical_symbol(symbol)
+        clean, quality = clean_candle_rows(rows or [], TIMEFRAME_SECONDS[timeframe] * 1000)
+        self._note_candles(canonical, timeframe, quality)
+        return Candles.from_rows(canonical, timeframe, clean[-limit:], quality)
+
+    def _note_candles(self, symbol: str, timeframe: str, quality: CandleQuality) -> None:
+        """Count what cleaning did; one log line when a symbol's candles turn bad and one
+        when they are clean again (not one per fetch)."""
+        self.data_quality.add_candles(symbol, quality)
+        detail = f"candles/{timeframe}"
+        if not quality.clean and self.data_quality.start_episode(symbol, detail):
+            log.warning(
+                "%s sent irregular %s %s candles, cleaned: %s",
+                self.name,
+                symbol,
+                timeframe,
+                ", ".join(f"{k}={v}" for k, v in quality.to_dict().items() if v),
+            )
+        elif quality.clean and self.data_quality.end_episode(symbol, detail):
+            log.info("%s %s %s candles are regular again", self.name, symbol, timeframe)
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
         _require_positive("depth", depth)

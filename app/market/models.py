@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.market.quality import CLEAN, CandleQuality
+
 TIMEFRAME_SECONDS: dict[str, int] = {
     "1m": 60,
     "5m": 300,
@@ -78,13 +80,22 @@ class Candles:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
+    quality: CandleQuality = CLEAN
+    """What cleaning did to these candles on arrival (``app.market.quality``)."""
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
     @classmethod
-    def from_rows(cls, symbol: str, timeframe: str, rows: list[list[float]]) -> Candles:
-        """Build from ccxt-style rows ``[ts_ms, open, high, low, close, volume]``, oldest first."""
+    def from_rows(
+        cls,
+        symbol: str,
+        timeframe: str,
+        rows: list[list[float]],
+        quality: CandleQuality | None = None,
+    ) -> Candles:
+        """Build from clean ccxt-style rows ``[ts_ms, open, high, low, close, volume]``,
+        oldest first (see ``app.market.quality.clean_candle_rows``)."""
         table = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         return cls(
             symbol=symbol,
@@ -95,6 +106,7 @@ class Candles:
             low=table[:, 3].copy(),
             close=table[:, 4].copy(),
             volume=table[:, 5].copy(),
+            quality=quality or CLEAN,
         )
 
     def tail(self, count: int) -> Candles:
@@ -109,6 +121,7 @@ class Candles:
             self.low[start:],
             self.close[start:],
             self.volume[start:],
+            self.quality,
         )
 
 

@@ -8,9 +8,12 @@ fields ``generated_at``, ``source``, ``exchange``, ``version`` and ``errors``
 
 from __future__ import annotations
 
+import math
+
 from app.market.beta import BetaStats
 from app.market.confluence import ConfluenceResult
 from app.market.models import Candles, Ticker, split_symbol
+from app.market.quality import CandleQuality
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
 from app.settings import Settings
@@ -97,7 +100,40 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
         "base_volume_24h": round(ticker.base_volume_24h, 6),
         "confluence": _confluence_summary(combined, results),
         "beta": beta_brief(analysis.headline_beta(symbol)),
+        "data_quality": data_quality(snapshot, symbol),
     }
+
+
+def data_quality(snapshot: Snapshot, symbol: str) -> dict | None:
+    """The symbol's note of what the exchange sent that had to be cleaned, or None
+    when nothing had to be: candle counts summed over the timeframes held, plus
+    ``by_timeframe`` for the timeframes that were not clean (``app.market.quality``)."""
+    by_timeframe = {
+        tf: c.quality.to_dict()
+        for tf, c in snapshot.candles.get(symbol, {}).items()
+        if not c.quality.clean
+    }
+    if not by_timeframe:
+        return None
+    totals: dict[str, int] = {}
+    for counts in by_timeframe.values():
+        for kind, amount in counts.items():
+            totals[kind] = totals.get(kind, 0) + amount
+    return {**totals, "by_timeframe": by_timeframe}
+
+
+def _timeframe_quality(snapshot: Snapshot, symbol: str, timeframe: str) -> dict:
+    """One timeframe's candle note (all timeframes summed for the combined score);
+    ``gaps_bridged``: the gaps the indicators ran across (they assume continuity)."""
+    held = snapshot.candles.get(symbol, {})
+    chosen = (
+        held.values() if timeframe == COMBINED else [held[timeframe]] if timeframe in held else []
+    )
+    totals = CandleQuality().to_dict()
+    for candles in chosen:
+        for kind, amount in candles.quality.to_dict().items():
+            totals[kind] += amount
+    return {**totals, "gaps_bridged": totals["gaps"]}
 
 
 def ticker_fields(ticker: Ticker) -> dict:
@@ -243,23 +279,18 @@ def _confluence_view(
         "price": ticker.last,
         "change_24h": round(ticker.change_24h_pct, 4),
         **result.to_dict(),
+        "data_quality": _timeframe_quality(snapshot, symbol, timeframe),
     }
 
 
 def candles_view(candles: Candles, exchange: str, generated_at_ms: int) -> dict:
-    """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first."""
-    rows = [
-        [int(t), float(o), float(h), float(lo), float(c), float(v)]
-        for t, o, h, lo, c, v in zip(
-            candles.timestamp_ms,
-            candles.open,
-            candles.high,
-            candles.low,
-            candles.close,
-            candles.volume,
-            strict=True,
-        )
-    ]
+    """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first.
+
+    Never a null or non-finite value, never a non-increasing time: the sources clean
+    candles on arrival; a row that still breaks this is left out here and counted in
+    ``data_quality.rows_withheld``.
+    """
+    rows = _chart_rows(candles)
     return {
         "generated_at": generated_at_ms,
         "source": "simulated" if exchange == "simulated" else "ccxt",
@@ -268,4 +299,25 @@ def candles_view(candles: Candles, exchange: str, generated_at_ms: int) -> dict:
         "symbol": candles.symbol,
         "timeframe": candles.timeframe,
         "candles": rows,
+        "data_quality": {
+            **candles.quality.to_dict(),
+            "rows_withheld": len(candles) - len(rows),
+        },
     }
+
+
+def _chart_rows(candles: Candles) -> list[list[float]]:
+    rows: list[list[float]] = []
+    for t, o, h, lo, c, v in zip(
+        candles.timestamp_ms,
+        candles.open,
+        candles.high,
+        candles.low,
+        candles.close,
+        candles.volume,
+        strict=True,
+    ):
+        row = [int(t), float(o), float(h), float(lo), float(c), float(v)]
+        if all(math.isfinite(x) for x in row[1:]) and (not rows or row[0] > rows[-1][0]):
+            rows.append(row)
+    return rows

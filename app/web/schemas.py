@@ -94,6 +94,11 @@ class SymbolRow(_Doc):
     base_volume_24h: float
     confluence: ConfluenceSummary | None
     beta: BetaBrief | None
+    data_quality: dict[str, Any] | None = Field(
+        None,
+        description="what the exchange sent that had to be cleaned (candle counts, "
+        "by_timeframe); null when nothing had to be",
+    )
 
 
 class DesktopDashboard(Freshness):
@@ -163,6 +168,11 @@ class ConfluenceResponse(Freshness):
     reliability: float
     components: dict[str, Any]
     weights_used: dict[str, float]
+    data_quality: dict[str, Any] | None = Field(
+        None,
+        description="candle cleaning counts of this timeframe; gaps_bridged: gaps the "
+        "indicators ran across",
+    )
 
 
 class CandlesResponse(_Doc):
@@ -174,7 +184,11 @@ class CandlesResponse(_Doc):
     symbol: str
     timeframe: str
     candles: list[list[float]] = Field(
-        description="[open time ms, open, high, low, close, volume], oldest first"
+        description="[open time ms, open, high, low, close, volume], oldest first; "
+        "never null, times strictly increasing"
+    )
+    data_quality: dict[str, int] | None = Field(
+        None, description="candle cleaning counts; rows_withheld: rows left out here"
     )
 
 

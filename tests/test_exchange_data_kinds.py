@@ -1,0 +1,222 @@
+"""Bad exchange data, kind by kind: what real exchanges send, through the real ccxt and
+the loopback fake Bybit, and the cleaning rules on their own (``app.market.quality``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from itertools import pairwise
+
+import orjson
+import pytest
+import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from quart.typing import TestAppProtocol as QuartTestApp
+
+from app.market.ccxt_source import CcxtMarketSource
+from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, count_gaps
+from tests.conftest import ManualClock, make_settings, started_app
+from tests.fake_bybit import FakeBybit
+
+FROZEN_NOW_MS = 1_700_000_123_456
+MINUTE = 60_000
+
+
+# ----- the cleaning rules -------------------------------------------------------------
+
+
+def _row(minute: int, price: float = 100.0, volume: float = 5.0) -> list:
+    return [minute * MINUTE, price, price + 1, price - 1, price, volume]
+
+
+@pytest.mark.parametrize("blank", ["", None, "NaN", "nan", "inf", 0, "0", -1, "abc"])
+def test_a_no_trade_candle_carries_the_previous_close(blank: object) -> None:
+    rows = [_row(1, 100.0), [2 * MINUTE, blank, blank, blank, blank, blank], _row(3, 102.0)]
+    clean, quality = clean_candle_rows(rows, MINUTE)
+    assert clean[1] == [2 * MINUTE, 100.0, 100.0, 100.0, 100.0, 0.0]
+    assert quality == CandleQuality(filled=1)
+
+
+def test_a_bad_first_candle_is_dropped() -> None:
+    clean, quality = clean_candle_rows([[MINUTE, "", "", "", "", ""], _row(2)], MINUTE)
+    assert [r[0] for r in clean] == [2 * MINUTE]
+    assert quality.dropped == 1 and quality.filled == 0
+
+
+def test_a_bad_volume_alone_becomes_zero() -> None:
+    clean, quality = clean_candle_rows([_row(1), [*_row(2)[:5], "NaN"]], MINUTE)
+    assert clean[1][5] == 0.0 and clean[1][4] == 100.0 and quality.filled == 1
+
+
+def test_duplicates_keep_the_latest_arrival() -> None:
+    rows = [_row(1), _row(2, 100.0), _row(2, 101.0), _row(3)]
+    clean, quality = clean_candle_rows(rows, MINUTE)
+    assert [r[0] for r in clean] == [MINUTE, 2 * MINUTE, 3 * MINUTE]
+    assert clean[1][4] == 101.0 and quality.duplicates == 1
+
+
+def test_rows_are_sorted_by_open_time() -> None:
+    clean, quality = clean_candle_rows([_row(3), _row(1), _row(2)], MINUTE)
+    assert [r[0] for r in clean] == [MINUTE, 2 * MINUTE, 3 * MINUTE]
+    assert quality.reordered == 3
+
+
+def test_gaps_are_left_as_gaps_and_counted() -> None:
+    clean, quality = clean_candle_rows([_row(1), _row(2), _row(5), _row(7)], MINUTE)
+    assert [r[0] // MINUTE for r in clean] == [1, 2, 5, 7]
+    assert (quality.gaps, quality.missing) == (2, 3)
+    assert count_gaps([], MINUTE) == (0, 0)
+
+
+def test_rows_without_a_usable_time_are_dropped() -> None:
+    clean, quality = clean_candle_rows(
+        [[None, 1, 1, 1, 1, 1], ["x", *_row(1)[1:]], _row(2)], MINUTE
+    )
+    assert len(clean) == 1 and quality.dropped == 2
+
+
+_VALUE = st.one_of(
+    st.floats(min_value=0.01, max_value=1e6),
+    st.sampled_from(["", None, "NaN", float("nan"), float("inf"), 0.0, "1.5"]),
+)
+_ROW = st.tuples(st.integers(0, 40), _VALUE, _VALUE, _VALUE, _VALUE, _VALUE)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.lists(_ROW, max_size=40))
+def test_cleaned_rows_are_always_chartable(rows: list[tuple]) -> None:
+    raw = [[minute * MINUTE, *values] for minute, *values in rows]
+    clean, quality = clean_candle_rows(raw, MINUTE)
+    times = [r[0] for r in clean]
+    assert times == sorted(set(times))  # strictly increasing
+    assert all(math.isfinite(x) and x > 0 for r in clean for x in r[1:5])
+    assert all(r[5] >= 0 for r in clean)
+    assert len(clean) == len(raw) - quality.duplicates - quality.dropped
+
+
+def test_counters_count_per_symbol_and_open_one_episode() -> None:
+    counters = DataQualityCounters()
+    counters.add_candles("ETHUSDT", CandleQuality(filled=2, gaps=1, missing=3))
+    counters.add("ETHUSDT", "ticker_unpriced")
+    assert counters.snapshot() == {
+        "ETHUSDT": {"candles_filled": 2, "gaps": 1, "missing_candles": 3, "ticker_unpriced": 1}
+    }
+    assert counters.start_episode("ETHUSDT", "candles/1m") is True
+    assert counters.start_episode("ETHUSDT", "candles/1m") is False
+    assert counters.end_episode("ETHUSDT", "candles/1m") is True
+    assert counters.end_episode("ETHUSDT", "candles/1m") is False
+
+
+# ----- candles through ccxt and the fake exchange ---------------------------------------
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeBybit]:
+    async with FakeBybit(now_ms=FROZEN_NOW_MS) as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
+    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    await src.start()
+    yield src
+    await src.close()
+
+
+@pytest.mark.parametrize("kind", ["empty", "null", "nan", "zero"])
+async def test_no_trade_candles_arrive_filled(
+    fake: FakeBybit, source: CcxtMarketSource, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.kline_quirk(kind, symbol="ETHUSDT", at=(3, 7))
+    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+        candles = await source.fetch_candles("ETHUSDT", "1m", 50)
+        await source.fetch_candles("ETHUSDT", "1m", 50)  # same episode: no second line
+    assert len(candles) == 50
+    for column in (candles.open, candles.high, candles.low, candles.close, candles.volume):
+        assert all(math.isfinite(x) for x in column)
+    assert candles.quality == CandleQuality(filled=2)
+    filled = 50 - 1 - 3
+    assert candles.close[filled] == candles.close[filled - 1] and candles.volume[filled] == 0
+    assert source.data_quality.counts["ETHUSDT"]["candles_filled"] == 4
+    lines = [r for r in caplog.records if "irregular ETHUSDT 1m" in r.getMessage()]
+    assert len(lines) == 1 and "candles_filled=2" in lines[0].getMessage()
+    fake.clear_faults()
+    with caplog.at_level(logging.INFO, logger="app.market.ccxt_source"):
+        assert (await source.fetch_candles("ETHUSDT", "1m", 50)).quality.clean
+    assert any("regular again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_repeated_candle_keeps_its_latest_version(
+    fake: FakeBybit, source: CcxtMarketSource
+) -> None:
+    fake.kline_quirk("duplicate", symbol="BTCUSDT", at=(2, 4))
+    candles = await source.fetch_candles("BTCUSDT", "5m", 30)
+    served = fake.kline_rows("BTCUSDT", "5", limit=30)
+    # 32 rows sent, ccxt keeps 30 of them, of which 2 repeat a candle
+    assert len(candles) == 28 and candles.quality.duplicates == 2
+    assert all(b > a for a, b in pairwise(candles.timestamp_ms))
+    by_time = dict(zip(candles.timestamp_ms.tolist(), candles.close.tolist(), strict=True))
+    assert by_time[int(served[4][0])] == pytest.approx(float(served[4][4]) + 0.01)  # revised
+
+
+async def test_shuffled_and_missing_candles(fake: FakeBybit, source: CcxtMarketSource) -> None:
+    fake.kline_quirk("gap", symbol="SOLUSDT", at=(5, 6, 10))  # quirks apply in this order
+    fake.kline_quirk("shuffle", symbol="SOLUSDT")
+    candles = await source.fetch_candles("SOLUSDT", "1h", 40)
+    times = list(candles.timestamp_ms)
+    assert times == sorted(set(times)) and len(times) == 37
+    assert (candles.quality.gaps, candles.quality.missing) == (2, 3)
+
+
+# ----- the whole service: dashboards and the chart API ---------------------------------
+
+
+@pytest_asyncio.fixture
+async def quirky_app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    fake.kline_quirk("empty", symbol="ETHUSDT", at=(2, 9))
+    fake.kline_quirk("duplicate", symbol="ETHUSDT", at=(5,))
+    fake.kline_quirk("null", symbol="SOLUSDT", at=(0, 1))
+    settings_ = make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=fake.base_url,
+        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+    )
+    async for test_app in started_app(settings_, None, clock):
+        yield test_app
+
+
+async def _get(test_app: QuartTestApp, path: str) -> tuple[int, dict]:
+    response = await test_app.test_client().get(path)
+    return response.status_code, orjson.loads(await response.get_data())
+
+
+async def test_a_bad_candle_no_longer_removes_the_analysis(quirky_app: QuartTestApp) -> None:
+    status, view = await _get(quirky_app, "/api/confluence/ETHUSDT?timeframe=1m")
+    assert status == 200
+    for name in ("technical", "volume", "orderflow", "price_structure"):
+        assert view["components"][name]["reason"] != "candles contain non-finite values"
+        assert view["components"][name]["score"] is not None
+    assert view["data_quality"]["candles_filled"] == 2
+    assert view["data_quality"]["duplicate_candles"] == 1
+    _, desktop = await _get(quirky_app, "/api/dashboard/data")
+    rows = {row["symbol"]: row for row in desktop["symbols"]}
+    assert rows["ETHUSDT"]["data_quality"]["candles_filled"] >= 2
+    assert "1m" in rows["ETHUSDT"]["data_quality"]["by_timeframe"]
+    assert rows["BTCUSDT"]["data_quality"] is None
+
+
+@pytest.mark.parametrize("symbol", ["ETHUSDT", "SOLUSDT"])
+async def test_the_chart_api_never_sends_nulls_or_unordered_times(
+    quirky_app: QuartTestApp, symbol: str
+) -> None:
+    for timeframe in ("1m", "5m", "1h"):
+        status, body = await _get(quirky_app, f"/api/market/candles/{symbol}?timeframe={timeframe}")
+        assert status == 200 and body["candles"]
+        times = [row[0] for row in body["candles"]]
+        assert all(b > a for a, b in pairwise(times))
+        assert all(v is not None and math.isfinite(v) for row in body["candles"] for v in row)
+        assert body["data_quality"]["rows_withheld"] == 0

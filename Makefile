@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-services frontend stack bench lint format clean
+.PHONY: run test test-services frontend frontend-check stack bench lint format clean
 
 run: $(STAMP) frontend
 	$(BIN)/virtuoso serve
 
-test: $(STAMP) test-services frontend
+test: $(STAMP) test-services frontend frontend-check
 	$(BIN)/ruff check app tests dashboards tools bench
 	$(BIN)/ruff format --check app tests dashboards tools bench
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
@@ -39,7 +39,13 @@ frontend:
 	@scripts/ensure-debian-packages.sh nodejs:node npm:npm
 	scripts/build-frontend.sh
 
-lint: $(STAMP)
+# ESLint (recommended rules, no-undef) and the TypeScript check (checkJs, JSDoc types)
+# of frontend/src; the packages come from the lock, installed by the build.
+frontend-check: frontend
+	npm --prefix frontend run --silent lint
+	npm --prefix frontend run --silent typecheck
+
+lint: $(STAMP) frontend-check
 	$(BIN)/ruff check app tests dashboards tools bench
 
 format: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -65,6 +66,63 @@ def test_build_produces_the_bundles(dist: Path) -> None:
     # the desktop page loads the chart chunk after its first data; the phone never does
     assert f'import("./{chart_chunk.name}")' in desktop and len(desktop) < 30_000
     assert chart_chunk.name not in mobile and len(mobile) < 30_000
+
+
+def npm_run(script: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["npm", "--prefix", str(ROOT / "frontend"), "run", "--silent", script, "--", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=180,
+    )
+
+
+@pytest.mark.parametrize("script", ["lint", "typecheck"])
+def test_page_scripts_pass_eslint_and_the_type_check(dist: Path, script: str) -> None:
+    """ESLint (recommended, no-undef) and tsc --noEmit (checkJs, strict) find nothing."""
+    result = npm_run(script)
+    assert result.returncode == 0, f"npm run {script}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_eslint_reports_an_undefined_name(dist: Path) -> None:
+    """The check that would have caught desktop.js calling setText without importing it."""
+    source = "export function show(node) {\n  setText(node, 'x');\n}\n"
+    result = npm_run("lint", "--stdin", "--stdin-filename", "src/probe.js", stdin=source)
+    assert result.returncode != 0
+    assert "'setText' is not defined" in result.stdout and "no-undef" in result.stdout
+
+
+def test_chart_candles_are_cleaned_of_anything_the_chart_cannot_draw() -> None:
+    """candle-data.js: nulls, NaN, strings and short rows dropped; times increasing; a
+    repeated time keeps its last row (lightweight-charts throws on the first two)."""
+    rows = [
+        [3000, 1, 2, 0, 1.5, 9],
+        [1000, None, None, None, None, 0],
+        [1000, 1, 1, 1, 1, 0],
+        [2000, 1, 3, 1, 2, 1],
+        [2000, 1, 4, 1, 3, 1],
+        [4000, "1", 1, 1, 1, 1],
+        [5000, 1, 1, 1],
+        None,
+        "x",
+    ]
+    script = (
+        "import { cleanCandles } from './src/candle-data.js';"
+        "const rows = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify([cleanCandles(rows), cleanCandles(null), cleanCandles({})]));"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script, json.dumps(rows)],
+        cwd=ROOT / "frontend",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    cleaned, of_null, of_object = json.loads(result.stdout)
+    assert [(c["time"], c["close"]) for c in cleaned] == [(1, 1), (2, 3), (3, 1.5)]
+    assert of_null == of_object == []
 
 
 def test_page_scripts_never_write_html() -> None:

@@ -1,13 +1,26 @@
 // Alerts: the live list with acknowledge, and the rule form (create, list, delete).
 
-import { ApiError, apiToken, callApi, setApiToken } from './api.js';
-import { byId, el, formatTime, setChoiceClass, setText, syncList } from './dom.js';
+import {
+  ApiError, apiToken, callApi, errorText, setApiToken,
+} from './api.js';
+import {
+  byId, el, find, formatTime, inputById, setChoiceClass, setText, syncList,
+} from './dom.js';
 
 const LEVELS = ['info', 'warning', 'critical'];
 const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
 const SHOWN_ALERTS = 50;
 
-/** Creates the node of one alert (its text set by updateAlertItem). */
+/**
+ * An alert as the API and /ws send it.
+ * @typedef {{id: string, level: string, title: string, message: string, status: string, created_at_ms: number}} Alert
+ */
+
+/**
+ * Creates the node of one alert (its text set by updateAlertItem).
+ * @param {((id: string, button: HTMLButtonElement) => void) | null} onAck null: no button
+ * @returns {HTMLLIElement}
+ */
 export function createAlertItem(onAck) {
   const item = el('li', 'alert');
   const head = el('div', 'alert-head');
@@ -17,26 +30,38 @@ export function createAlertItem(onAck) {
   if (onAck) {
     const ack = el('button', 'alert-ack', 'Acknowledge');
     ack.type = 'button';
-    ack.addEventListener('click', () => onAck(item.dataset.key, ack));
+    ack.addEventListener('click', () => onAck(item.dataset.key || '', ack));
     foot.append(ack);
   }
   item.append(head, el('p', 'alert-message'), foot);
   return item;
 }
 
+/**
+ * @param {HTMLElement} item a node of createAlertItem
+ * @param {Alert} alert
+ */
 export function updateAlertItem(item, alert) {
   setChoiceClass(item, 'level-', LEVELS, alert.level);
   item.classList.toggle('is-pending', alert.status === 'pending');
-  setText(item.querySelector('.alert-level'), alert.level.toUpperCase());
-  setText(item.querySelector('.alert-title'), alert.title);
-  setText(item.querySelector('.alert-time'), formatTime(alert.created_at_ms));
-  setText(item.querySelector('.alert-message'), alert.message);
-  setText(item.querySelector('.alert-status'), alert.status);
-  const ack = item.querySelector('.alert-ack');
-  if (ack) ack.hidden = alert.status !== 'pending';
+  setText(find(item, '.alert-level'), alert.level.toUpperCase());
+  setText(find(item, '.alert-title'), alert.title);
+  setText(find(item, '.alert-time'), formatTime(alert.created_at_ms));
+  setText(find(item, '.alert-message'), alert.message);
+  setText(find(item, '.alert-status'), alert.status);
+  const ack = /** @type {HTMLButtonElement | null} */ (item.querySelector('.alert-ack'));
+  if (ack) {
+    ack.hidden = alert.status !== 'pending';
+    ack.setAttribute('aria-label', `Acknowledge ${alert.title}`); // one of many "Acknowledge"
+  }
 }
 
-/** Newest first, at most `limit`. */
+/**
+ * Newest first, at most `limit`.
+ * @param {Map<string, Alert>} alertsById
+ * @param {number} [limit]
+ * @returns {Alert[]}
+ */
 export function newestFirst(alertsById, limit = SHOWN_ALERTS) {
   return [...alertsById.values()].sort((a, b) => b.created_at_ms - a.created_at_ms).slice(0, limit);
 }
@@ -60,7 +85,7 @@ export class AlertsPanel {
       for (const alert of body.alerts) this.alerts.set(alert.id, alert);
       this.render();
     } catch (error) {
-      this.say(`Alerts unavailable: ${error.message}`);
+      this.say(`Alerts unavailable: ${errorText(error)}`);
     }
   }
 
@@ -93,7 +118,7 @@ export class AlertsPanel {
   // --- rules -------------------------------------------------------------------------
 
   fillSymbols(symbols) {
-    const select = byId('rule-symbol');
+    const select = inputById('rule-symbol');
     for (const symbol of symbols) {
       const option = el('option', '', symbol);
       option.value = symbol;
@@ -102,14 +127,14 @@ export class AlertsPanel {
   }
 
   bindForms() {
-    const token = byId('api-token');
+    const token = inputById('api-token');
     token.value = apiToken();
     byId('token-form').addEventListener('submit', (event) => {
       event.preventDefault();
       setApiToken(token.value.trim());
       this.say(token.value.trim() ? 'Token kept for this tab.' : 'Token cleared.');
     });
-    const kind = byId('rule-kind');
+    const kind = inputById('rule-kind');
     const showThreshold = () => {
       byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind.value);
     };
@@ -122,18 +147,18 @@ export class AlertsPanel {
   }
 
   ruleFromForm() {
-    const kind = byId('rule-kind').value;
+    const kind = inputById('rule-kind').value;
     const rule = {
       kind,
-      level: byId('rule-level').value,
-      cooldown_seconds: Number(byId('rule-cooldown').value || 0),
+      level: inputById('rule-level').value,
+      cooldown_seconds: Number(inputById('rule-cooldown').value || 0),
     };
-    const symbol = byId('rule-symbol').value;
+    const symbol = inputById('rule-symbol').value;
     if (symbol) rule.symbol = symbol;
-    const title = byId('rule-title').value.trim();
+    const title = inputById('rule-title').value.trim();
     if (title) rule.title = title;
     if (THRESHOLD_KINDS.has(kind)) {
-      const threshold = byId('rule-threshold').value;
+      const threshold = inputById('rule-threshold').value;
       rule.threshold = threshold === '' ? null : Number(threshold);
     }
     return rule;
@@ -155,7 +180,7 @@ export class AlertsPanel {
       const body = await callApi('GET', '/api/alerts/rules');
       this.renderRules(body.rules);
     } catch (error) {
-      this.say(`Rules unavailable: ${error.message}`);
+      this.say(`Rules unavailable: ${errorText(error)}`);
     }
   }
 
@@ -170,7 +195,9 @@ export class AlertsPanel {
     }, (item, rule) => {
       const target = rule.symbol || 'every symbol';
       const threshold = rule.threshold == null ? '' : ` ${rule.threshold}`;
-      setText(item.querySelector('.rule-text'), `${rule.level} · ${rule.kind}${threshold} · ${target}${rule.title ? ` · ${rule.title}` : ''}`);
+      const text = `${rule.level} · ${rule.kind}${threshold} · ${target}${rule.title ? ` · ${rule.title}` : ''}`;
+      setText(find(item, '.rule-text'), text);
+      find(item, '.rule-delete').setAttribute('aria-label', `Delete rule ${text}`);
     });
   }
 
@@ -196,7 +223,7 @@ export class AlertsPanel {
     if (error instanceof ApiError && error.status === 401) {
       return `Could not ${action}: the API token was refused.`;
     }
-    return `Could not ${action}: ${error.message}`;
+    return `Could not ${action}: ${errorText(error)}`;
   }
 
   say(text) {

@@ -3,6 +3,7 @@
 // a refresh sends If-None-Match and redraws only when the candles changed.
 
 import { CandlestickSeries, createChart } from 'lightweight-charts';
+import { cleanCandles } from './candle-data.js';
 import { byId, setText } from './dom.js';
 
 const THEME = {
@@ -16,51 +17,78 @@ const THEME = {
   autoSize: true,
 };
 
-/** Price precision for a price's magnitude (PEPE needs 8 decimals, BTC 2). */
+/**
+ * Price precision for a price's magnitude (PEPE needs 8 decimals, BTC 2).
+ * @param {number} price
+ */
 function priceFormat(price) {
   const precision = price >= 1000 ? 2 : price >= 1 ? 4 : price >= 0.01 ? 6 : 8;
-  return { type: 'price', precision, minMove: 10 ** -precision };
+  return { type: /** @type {const} */ ('price'), precision, minMove: 10 ** -precision };
 }
 
+/** @param {unknown} error */
+const isAbort = (error) => error instanceof DOMException && error.name === 'AbortError';
+
 export class CandlesChart {
+  /** @param {HTMLElement} container */
   constructor(container) {
+    this.container = container;
     this.chart = createChart(container, THEME);
     this.series = this.chart.addSeries(CandlestickSeries, {
       upColor: '#2fbf71', downColor: '#e5534b', wickUpColor: '#2fbf71', wickDownColor: '#e5534b', borderVisible: false,
     });
     this.symbol = 'BTCUSDT';
     this.timeframe = '1h';
+    /** @type {string | null} */
     this.etag = null;
-    this.loading = false;
+    /** The request in flight, if any: a new symbol or timeframe aborts it. */
+    /** @type {AbortController | null} */
+    this.inFlight = null;
     this.bindTimeframes();
+    // Leaving the page cancels a request in flight (quietly, see refresh).
+    window.addEventListener('pagehide', () => this.inFlight?.abort());
   }
 
   bindTimeframes() {
     for (const button of byId('timeframes').querySelectorAll('button')) {
-      button.addEventListener('click', () => this.show(this.symbol, button.dataset.timeframe));
+      button.addEventListener('click', () => this.show(this.symbol, button.dataset.timeframe || this.timeframe));
     }
   }
 
+  /**
+   * Charts `symbol` in `timeframe` (e.g. '1h').
+   * @param {string} symbol
+   * @param {string} timeframe
+   */
   async show(symbol, timeframe) {
     this.symbol = symbol;
     this.timeframe = timeframe;
     this.etag = null;
     setText(byId('chart-symbol'), symbol);
+    // The canvases say nothing to assistive technology: the container is the image.
+    this.container.setAttribute('aria-label', `Candlestick chart of ${symbol}, ${timeframe} candles`);
     for (const button of byId('timeframes').querySelectorAll('button')) {
       button.setAttribute('aria-pressed', String(button.dataset.timeframe === timeframe));
     }
     await this.refresh(true);
   }
 
-  /** Fetches the candles again; `fit` recentres the chart (a new symbol or timeframe). */
+  /**
+   * Fetches the candles again; `fit` recentres the chart (a new symbol or timeframe)
+   * and replaces a request in flight, which a periodic check (no `fit`) never does.
+   * @param {boolean} [fit]
+   */
   async refresh(fit = false) {
-    if (this.loading && !fit) return;
-    this.loading = true;
+    if (this.inFlight && !fit) return;
+    this.inFlight?.abort();
+    const controller = new AbortController();
+    this.inFlight = controller;
     const { symbol, timeframe } = this;
     const url = `/api/market/candles/${encodeURIComponent(symbol)}?timeframe=${encodeURIComponent(timeframe)}`;
     try {
+      /** @type {Record<string, string>} */
       const headers = this.etag ? { 'If-None-Match': this.etag } : {};
-      const response = await fetch(url, { headers, cache: 'no-store' });
+      const response = await fetch(url, { headers, cache: 'no-store', signal: controller.signal });
       if (symbol !== this.symbol || timeframe !== this.timeframe || response.status === 304) return;
       const body = await response.json();
       if (!response.ok) {
@@ -70,15 +98,20 @@ export class CandlesChart {
       this.etag = response.headers.get('ETag');
       this.draw(body.candles, fit);
       setText(byId('chart-status'), body.stale ? 'Candles are stale.' : '');
-    } catch {
-      setText(byId('chart-status'), 'Candles unavailable.');
+    } catch (error) {
+      // An aborted request was replaced or the page is going: nothing to say.
+      if (!isAbort(error)) setText(byId('chart-status'), 'Candles unavailable.');
     } finally {
-      this.loading = false;
+      if (this.inFlight === controller) this.inFlight = null;
     }
   }
 
+  /**
+   * @param {unknown} rows the payload's candles
+   * @param {boolean} fit
+   */
   draw(rows, fit) {
-    const candles = rows.map(([t, open, high, low, close]) => ({ time: t / 1000, open, high, low, close }));
+    const candles = cleanCandles(rows);
     if (candles.length) this.series.applyOptions({ priceFormat: priceFormat(candles[candles.length - 1].close) });
     this.series.setData(candles);
     if (fit) this.chart.timeScale().fitContent();

@@ -2,7 +2,9 @@
 // watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
 
 import { AlertsPanel } from './alerts.js';
-import { byId, syncList } from './dom.js';
+import {
+  byId, find, inputById, setText, syncList,
+} from './dom.js';
 import { startPage, pageSettings } from './page.js';
 import {
   BetaTable, quoteItem, renderBetaSummary, renderMovers, renderSignals, updateQuote,
@@ -13,21 +15,25 @@ import { Watchlist } from './watchlist.js';
 const settings = pageSettings();
 // The chart library is the bulk of this page's code: it loads after the first data is
 // on screen (a separate chunk), and the chart draws the selected symbol then.
+/** @type {import('./candles.js').CandlesChart | null} */
 let chart = null;
+/** @type {string | null} */
 let chartedSymbol = null;
 
 async function loadChart() {
   const { CandlesChart } = await import('./candles.js');
-  chart = new CandlesChart(byId('chart'));
-  if (chartedSymbol) chart.show(chartedSymbol, chart.timeframe);
+  const loaded = new CandlesChart(byId('chart'));
+  chart = loaded;
+  if (chartedSymbol) loaded.show(chartedSymbol, loaded.timeframe);
 }
 const alerts = new AlertsPanel();
 const betaTable = new BetaTable(byId('beta-body'));
-const table = new SymbolTable(byId('symbols-table'), settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
+const symbolsTable = /** @type {HTMLTableElement} */ (byId('symbols-table'));
+const table = new SymbolTable(symbolsTable, settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
 const watchlist = new Watchlist((symbols, problem) => {
   table.setWatchlist(symbols);
   renderWatchlist();
-  if (problem) setText(byId('watchlist-empty'), problem);
+  setText(byId('watchlist-status'), problem || '');
 });
 
 function selectSymbol(symbol) {
@@ -38,9 +44,10 @@ function selectSymbol(symbol) {
 
 function renderWatchlist() {
   const watched = [...watchlist.symbols].map((symbol) => ({ symbol, ...(table.data(symbol) || {}) }));
-  syncList(byId('watchlist'), watched, (w) => w.symbol, () => {
-    const item = quoteItem('watch-item');
-    item.addEventListener('click', () => selectSymbol(item.dataset.key));
+  syncList(byId('watchlist'), watched, (w) => w.symbol, (w) => {
+    // The symbol is a button: a watched symbol is charted by click, Enter or Space.
+    const item = quoteItem('watch-item', `Chart ${w.symbol}`);
+    find(item, '.quote-symbol').addEventListener('click', () => selectSymbol(w.symbol));
     return item;
   }, updateQuote);
   byId('watchlist-empty').hidden = watched.length > 0;
@@ -89,8 +96,11 @@ const handlers = {
 };
 
 async function main() {
-  byId('symbol-filter').addEventListener('input', (e) => table.filter(e.target.value, byId('watchlist-only').checked));
-  byId('watchlist-only').addEventListener('change', (e) => table.filter(byId('symbol-filter').value, e.target.checked));
+  const filter = inputById('symbol-filter');
+  const watchlistOnly = inputById('watchlist-only');
+  const applyFilter = () => table.filter(filter.value, watchlistOnly.checked);
+  filter.addEventListener('input', applyFilter);
+  watchlistOnly.addEventListener('change', applyFilter);
   await startPage({
     dataUrl: '/api/dashboard/data',
     subscriptions: () => [{ channels: ['market', 'confluence', 'beta', 'signals', 'dashboard', 'alerts'] }],

@@ -1,9 +1,38 @@
 // DOM helpers shared by the pages. Every value reaches the page through
 // textContent (HTML is never parsed), so exchange data and user text are always escaped.
 
-export const byId = (id) => document.getElementById(id);
+/**
+ * The element of `id`. Typed as present: the page templates hold the ids the modules
+ * ask for (a caller that allows absence, e.g. a desktop-only panel, checks for null).
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+export const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-/** A new element with an optional class and text. */
+/**
+ * A form control of the page by id (an <input>, or a <select> that has `value` too).
+ * @param {string} id
+ * @returns {HTMLInputElement}
+ */
+export const inputById = (id) => /** @type {HTMLInputElement} */ (document.getElementById(id));
+
+/**
+ * The descendant of `root` matching `selector`, typed as present (the node was built
+ * with it, e.g. by quoteItem).
+ * @param {ParentNode} root
+ * @param {string} selector
+ * @returns {HTMLElement}
+ */
+export const find = (root, selector) => /** @type {HTMLElement} */ (root.querySelector(selector));
+
+/**
+ * A new element with an optional class and text.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 export function el(tag, className = '', text = '') {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -11,7 +40,12 @@ export function el(tag, className = '', text = '') {
   return node;
 }
 
-/** Sets a node's text only when it differs; tells whether it changed. */
+/**
+ * Sets a node's text only when it differs; tells whether it changed.
+ * @param {Node} node
+ * @param {unknown} text
+ * @returns {boolean}
+ */
 export function setText(node, text) {
   const value = String(text);
   if (node.textContent === value) return false;
@@ -19,14 +53,24 @@ export function setText(node, text) {
   return true;
 }
 
-/** Briefly marks a node as having moved up or down (CSS animation). */
+/**
+ * Briefly marks a node as having moved up or down (CSS animation).
+ * @param {HTMLElement} node
+ * @param {number} direction
+ */
 export function flash(node, direction) {
   node.classList.remove('flash-up', 'flash-down');
   void node.offsetWidth; // restart the animation
   node.classList.add(direction > 0 ? 'flash-up' : 'flash-down');
 }
 
-/** Sets the class among `choices` that matches `value` on `node` (others removed). */
+/**
+ * Sets the class among `choices` that matches `value` on `node` (others removed).
+ * @param {Element} node
+ * @param {string} prefix
+ * @param {readonly string[]} choices
+ * @param {string | null | undefined} value
+ */
 export function setChoiceClass(node, prefix, choices, value) {
   for (const choice of choices) node.classList.toggle(`${prefix}${choice}`, choice === value);
 }
@@ -34,10 +78,19 @@ export function setChoiceClass(node, prefix, choices, value) {
 /**
  * Makes `container`'s children match `items`, reusing the child of each key:
  * existing nodes are updated in place and moved, never rebuilt.
+ * @template T
+ * @template {HTMLElement} N
+ * @param {HTMLElement} container
+ * @param {readonly T[]} items
+ * @param {(item: T) => string | number} keyOf
+ * @param {(item: T) => N} create
+ * @param {(node: N, item: T) => void} update
  */
 export function syncList(container, items, keyOf, create, update) {
+  /** @type {Map<string | undefined, N>} */
   const existing = new Map();
-  for (const child of container.children) existing.set(child.dataset.key, child);
+  for (const child of /** @type {HTMLCollectionOf<N>} */ (container.children)) existing.set(child.dataset.key, child);
+  /** @type {N | null} */
   let previous = null;
   for (const item of items) {
     const key = String(keyOf(item));
@@ -57,6 +110,10 @@ export function syncList(container, items, keyOf, create, update) {
 
 // --- formatting ---------------------------------------------------------------------
 
+/**
+ * @param {number | null | undefined} value
+ * @returns {string}
+ */
 export function formatPrice(value) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '—';
   const magnitude = Math.abs(value);
@@ -64,24 +121,42 @@ export function formatPrice(value) {
   return value.toLocaleString('en-US', { minimumFractionDigits: Math.min(digits, 2), maximumFractionDigits: digits });
 }
 
+/**
+ * @param {number | null | undefined} value
+ * @param {number} [digits]
+ * @returns {string}
+ */
 export function formatPercent(value, digits = 2) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '—';
   return `${value > 0 ? '+' : ''}${value.toFixed(digits)}%`;
 }
 
+/**
+ * @param {number | null | undefined} value
+ * @returns {string}
+ */
 export function formatVolume(value) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '—';
-  for (const [size, unit] of [[1e9, 'B'], [1e6, 'M'], [1e3, 'K']]) {
+  for (const [size, unit] of /** @type {const} */ ([[1e9, 'B'], [1e6, 'M'], [1e3, 'K']])) {
     if (Math.abs(value) >= size) return `${(value / size).toFixed(2)}${unit}`;
   }
   return value.toFixed(0);
 }
 
+/**
+ * @param {number | null | undefined} value
+ * @param {number} [digits]
+ * @returns {string}
+ */
 export function formatNumber(value, digits = 1) {
   if (value === null || value === undefined || !Number.isFinite(value)) return '—';
   return value.toFixed(digits);
 }
 
+/**
+ * @param {number} ms
+ * @returns {string}
+ */
 export function formatAge(ms) {
   if (!Number.isFinite(ms)) return '—';
   const seconds = Math.max(0, Math.round(ms / 1000));
@@ -91,28 +166,53 @@ export function formatAge(ms) {
   return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
 }
 
+/**
+ * @param {number} epochMs
+ * @returns {string}
+ */
 export function formatTime(epochMs) {
   return new Date(epochMs).toLocaleTimeString('en-GB', { hour12: false });
 }
 
-/** -1, 0 or 1: the sign class of a change. */
+/**
+ * -1, 0 or 1: the sign class of a change.
+ * @param {number | null | undefined} value
+ * @returns {number}
+ */
 export function direction(value) {
-  return !Number.isFinite(value) || value === 0 ? 0 : value > 0 ? 1 : -1;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value === 0) return 0;
+  return value > 0 ? 1 : -1;
 }
 
+/**
+ * @param {Element} node
+ * @param {number | null | undefined} value
+ */
 export function setDirectionClass(node, value) {
   const sign = direction(value);
   node.classList.toggle('up', sign > 0);
   node.classList.toggle('down', sign < 0);
 }
 
-/** A 24h change in %, coloured up or down. */
+/**
+ * A 24h change in %, coloured up or down.
+ * @param {HTMLElement} node
+ * @param {number | null | undefined} value
+ */
 export function showChange(node, value) {
   setText(node, formatPercent(value));
   setDirectionClass(node, value);
 }
 
-/** A price; flashes up or down when it moved from `previous`. */
+/**
+ * A price; flashes up or down when it moved from `previous`.
+ * @param {HTMLElement} node
+ * @param {number | null | undefined} price
+ * @param {number | null | undefined} [previous]
+ */
 export function showPrice(node, price, previous) {
-  if (setText(node, formatPrice(price)) && Number.isFinite(previous)) flash(node, price - previous);
+  const changed = setText(node, formatPrice(price));
+  if (changed && typeof price === 'number' && typeof previous === 'number' && Number.isFinite(previous)) {
+    flash(node, price - previous);
+  }
 }

@@ -18,15 +18,21 @@ export class LiveFeed {
    */
   constructor(options) {
     this.options = options;
+    /** @type {WebSocket | null} */
     this.socket = null;
     this.attempt = 0;
     this.lastSeq = new Map();
     this.lastResync = 0;
-    this.pingTimer = null;
-    this.pongTimer = null;
+    /** @type {number | undefined} */
+    this.pingTimer = undefined;
+    /** @type {number | undefined} */
+    this.pongTimer = undefined;
     this.pingSentAt = 0;
-    this.reconnectTimer = null;
-    this.pollTimer = null;
+    /** @type {number | undefined} */
+    this.reconnectTimer = undefined;
+    /** @type {number | undefined} */
+    this.pollTimer = undefined;
+    /** @type {string | null} */
     this.etag = null;
     this.state = 'connecting';
     // Channels followed for every symbol: there a seq gap means missed messages.
@@ -35,6 +41,7 @@ export class LiveFeed {
     );
   }
 
+  /** @param {string | null} [initialEtag] the ETag of the first data, for the polls */
   start(initialEtag = null) {
     this.etag = initialEtag;
     this.connect();
@@ -173,11 +180,12 @@ export class LiveFeed {
 
   stopPolling() {
     clearInterval(this.pollTimer);
-    this.pollTimer = null;
+    this.pollTimer = undefined;
   }
 
   async pollOnce() {
     const { url, onData } = this.options.poll;
+    /** @type {Record<string, string>} */
     const headers = this.etag ? { 'If-None-Match': this.etag } : {};
     try {
       const response = await fetch(url, { headers, cache: 'no-store' });
@@ -198,6 +206,11 @@ export class LiveFeed {
 }
 
 /** ws:// or wss:// URL of `path` on this page's host. */
+/**
+ * The WebSocket URL of `path` on this page's origin.
+ * @param {string} [path]
+ * @returns {string}
+ */
 export function socketUrl(path = '/ws') {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${location.host}${path}`;

@@ -3,7 +3,7 @@
 
 import { createAlertItem, newestFirst, updateAlertItem } from './alerts.js';
 import {
-  byId, el, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
+  byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
 import { pageSettings, startPage } from './page.js';
 import { renderBetaSummary, renderSignals } from './panels.js';
@@ -26,6 +26,7 @@ function createCard(symbol) {
   meter.low = settings.thresholds.short;
   meter.high = settings.thresholds.long;
   meter.optimum = 50;
+  meter.setAttribute('aria-label', `${symbol} confluence score`);
   score.append(el('span', 'card-score-label', 'Confluence'), meter, el('span', 'card-score-value num'));
   node.append(top, prices, score);
   return { node, data: { symbol } };
@@ -37,13 +38,13 @@ function patchCard(symbol, fields) {
   const before = card.data.price;
   Object.assign(card.data, fields);
   const { node, data } = card;
-  showPrice(node.querySelector('.card-price'), data.price, before);
-  showChange(node.querySelector('.card-change'), data.change_24h);
-  const signal = node.querySelector('.card-signal');
+  showPrice(find(node, '.card-price'), data.price, before);
+  showChange(find(node, '.card-change'), data.change_24h);
+  const signal = find(node, '.card-signal');
   setText(signal, data.signal || '—');
   setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);
-  if (Number.isFinite(data.score)) node.querySelector('meter').value = data.score;
-  setText(node.querySelector('.card-score-value'), formatNumber(data.score));
+  if (Number.isFinite(data.score)) /** @type {HTMLMeterElement} */ (find(node, 'meter')).value = data.score;
+  setText(find(node, '.card-score-value'), formatNumber(data.score));
 }
 
 function renderCards(scores) {

@@ -6,6 +6,11 @@ import { Header } from './header.js';
 import { LiveFeed, socketUrl } from './live.js';
 import { reportPageLoad } from './rum.js';
 
+/**
+ * The page's settings from the <body> data attributes the template writes.
+ * @returns {{device: string | undefined, page: string | undefined, refreshMs: number, staleAfterMs: number,
+ *   thresholds: {long: number, short: number}}}
+ */
 export function pageSettings() {
   const data = document.body.dataset;
   return {
@@ -17,7 +22,11 @@ export function pageSettings() {
   };
 }
 
-/** The data of `url` and its ETag; retried every few seconds until the service answers. */
+/**
+ * The data of `url` and its ETag; retried every few seconds until the service answers.
+ * @param {string} url
+ * @returns {Promise<{body: any, etag: string | null, at: number}>}
+ */
 export async function fetchFirst(url) {
   for (let attempt = 0; ; attempt += 1) {
     try {
@@ -34,6 +43,12 @@ export async function fetchFirst(url) {
 /**
  * Starts a page: `render(body)` draws a full payload (first load and polls);
  * `handlers` receives live messages. Returns once the first data is on screen.
+ * @param {{
+ *   dataUrl: string,
+ *   subscriptions: (body: any) => Array<{channels: string[], symbols?: string[]}>,
+ *   render: (body: any) => void,
+ *   handlers: {update: (channel: string, symbol: string, data: any) => void, alert: (alert: any) => void},
+ * }} options
  */
 export async function startPage({ dataUrl, subscriptions, render, handlers }) {
   const settings = pageSettings();

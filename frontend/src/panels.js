@@ -2,24 +2,47 @@
 // desktop beta table. Each list keeps one node per key and patches it in place.
 
 import {
-  byId, el, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
+  byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
 
 export const BANDS = ['defensive', 'low', 'neutral', 'moderate', 'high'];
 
-/** A list item of symbol, price and 24h change (movers, watchlist). */
-export function quoteItem(className) {
+/**
+ * A list item of symbol, price and 24h change (movers, watchlist). With `action`,
+ * the symbol is a button of that accessible name (the caller handles its click).
+ * @param {string} className
+ * @param {string} [action]
+ * @returns {HTMLLIElement}
+ */
+export function quoteItem(className, action) {
   const item = el('li', className);
-  item.append(el('span', 'quote-symbol'), el('span', 'quote-price num'), el('span', 'quote-change num'));
+  /** @type {HTMLElement} */
+  let symbol = el('span', 'quote-symbol');
+  if (action) {
+    const button = el('button', 'quote-symbol link-button');
+    button.type = 'button';
+    button.setAttribute('aria-label', action);
+    symbol = button;
+  }
+  item.append(symbol, el('span', 'quote-price num'), el('span', 'quote-change num'));
   return item;
 }
 
+/**
+ * @typedef {{symbol: string, price?: number | null, change_24h?: number | null}} Quote
+ */
+
+/**
+ * @param {HTMLElement} item a node of quoteItem
+ * @param {Quote} quote
+ */
 export function updateQuote(item, quote) {
-  setText(item.querySelector('.quote-symbol'), quote.symbol);
-  showPrice(item.querySelector('.quote-price'), quote.price);
-  showChange(item.querySelector('.quote-change'), quote.change_24h);
+  setText(find(item, '.quote-symbol'), quote.symbol);
+  showPrice(find(item, '.quote-price'), quote.price);
+  showChange(find(item, '.quote-change'), quote.change_24h);
 }
 
+/** @param {{gainers: Quote[], losers: Quote[]} | null | undefined} movers */
 export function renderMovers(movers) {
   if (!movers) return;
   for (const side of ['gainers', 'losers']) {
@@ -28,6 +51,7 @@ export function renderMovers(movers) {
   }
 }
 
+/** @param {Array<{symbol: string, signal: string, score: number | null}> | null | undefined} signals */
 export function renderSignals(signals) {
   if (!signals) return;
   syncList(byId('signals-list'), signals, (s) => s.symbol, () => {
@@ -35,16 +59,20 @@ export function renderSignals(signals) {
     item.append(el('span', 'signal-symbol'), el('span', 'signal-kind'), el('span', 'signal-score num'));
     return item;
   }, (item, signal) => {
-    setText(item.querySelector('.signal-symbol'), signal.symbol);
-    const kind = item.querySelector('.signal-kind');
+    setText(find(item, '.signal-symbol'), signal.symbol);
+    const kind = find(item, '.signal-kind');
     setText(kind, signal.signal.toUpperCase());
     setChoiceClass(kind, 'signal-', ['long', 'short'], signal.signal);
-    setText(item.querySelector('.signal-score'), formatNumber(signal.score));
+    setText(find(item, '.signal-score'), formatNumber(signal.score));
   });
   byId('signals-empty').hidden = signals.length > 0;
 }
 
 /** The beta overview: market beta, correlation, regime and the count per risk band. */
+/**
+ * @param {{market_beta: number | null, average_correlation: number | null, regime: string,
+ *   bands?: Record<string, number>} | null | undefined} summary
+ */
 export function renderBetaSummary(summary) {
   if (!summary) return;
   setText(byId('beta-summary'),

@@ -7,19 +7,29 @@ function clamp(ms) {
   return Math.round(Math.min(MAX_MS, Math.max(0, ms)) * 10) / 10;
 }
 
+/** @returns {PerformanceNavigationTiming | undefined} */
+function navigationTiming() {
+  return /** @type {PerformanceNavigationTiming | undefined} */ (performance.getEntriesByType('navigation')[0]);
+}
+
+/** @returns {Promise<void>} */
 function domReady() {
   return new Promise((resolve) => {
-    const navigation = performance.getEntriesByType('navigation')[0];
+    const navigation = navigationTiming();
     if (navigation && navigation.domContentLoadedEventEnd > 0) resolve();
     else window.addEventListener('load', () => setTimeout(resolve, 0), { once: true });
   });
 }
 
-/** Call when the first data was rendered: measures now, reports once the DOM is ready. */
+/**
+ * Call when the first data was rendered: measures now, reports once the DOM is ready.
+ * @param {string | undefined} device
+ * @param {string | undefined} page
+ */
 export async function reportPageLoad(device, page) {
   const firstDataMs = performance.now();
   await domReady();
-  const navigation = performance.getEntriesByType('navigation')[0];
+  const navigation = navigationTiming();
   if (!navigation) return;
   const beacon = {
     device,

@@ -13,8 +13,22 @@ function scoreClass(node, score, { long, short }) {
   node.classList.toggle('score-short', score <= short);
 }
 
+/** The ☆ button's state: its name says what pressing it does (WCAG 4.1.2). */
+function showStar(star, symbol, watched) {
+  setText(star, watched ? '★' : '☆');
+  star.classList.toggle('watched', watched);
+  star.setAttribute('aria-pressed', String(watched));
+  star.setAttribute('aria-label', watched ? `Remove ${symbol} from watchlist` : `Add ${symbol} to watchlist`);
+  star.title = star.getAttribute('aria-label') || '';
+}
+
 export class SymbolTable {
-  /** thresholds: {long, short}; onSelect(symbol); onStar(symbol). */
+  /**
+   * @param {HTMLTableElement} table the table with its <thead> of sort buttons
+   * @param {{long: number, short: number}} thresholds
+   * @param {(symbol: string) => void} onSelect charts a symbol
+   * @param {(symbol: string) => void} onStar toggles a symbol in the watchlist
+   */
   constructor(table, thresholds, onSelect, onStar) {
     this.table = table;
     this.body = table.tBodies[0];
@@ -29,7 +43,8 @@ export class SymbolTable {
     this.watchlist = new Set();
     this.sortPending = false;
     for (const button of table.querySelectorAll('th button[data-sort]')) {
-      button.addEventListener('click', () => this.sortBy(button.dataset.sort));
+      const key = /** @type {HTMLElement} */ (button).dataset.sort || 'symbol';
+      button.addEventListener('click', () => this.sortBy(key));
     }
   }
 
@@ -83,9 +98,9 @@ export class SymbolTable {
   createRow(symbol) {
     const tr = el('tr');
     tr.dataset.symbol = symbol;
-    const star = el('button', 'star', '☆');
+    const star = el('button', 'star');
     star.type = 'button';
-    star.title = `Watch ${symbol}`;
+    showStar(star, symbol, this.watchlist.has(symbol));
     star.addEventListener('click', (event) => {
       event.stopPropagation();
       this.onStar(symbol);
@@ -99,7 +114,13 @@ export class SymbolTable {
       cells[name] = cell;
       tr.append(cell);
     }
-    cells.symbol.textContent = symbol;
+    // The row is clickable anywhere; the symbol is its control for the keyboard
+    // (Enter/Space on the button; its click bubbles to the row's handler).
+    const chartButton = el('button', 'link-button chart-symbol', symbol);
+    chartButton.type = 'button';
+    chartButton.setAttribute('aria-label', `Chart ${symbol}`);
+    cells.symbol.append(chartButton);
+    cells.chart = chartButton;
     tr.addEventListener('click', () => this.onSelect(symbol));
     const row = { tr, cells, data: { symbol } };
     this.rows.set(symbol, row);
@@ -109,15 +130,24 @@ export class SymbolTable {
   }
 
   select(symbol) {
-    for (const [name, row] of this.rows) row.tr.classList.toggle('selected', name === symbol);
+    for (const [name, row] of this.rows) {
+      row.tr.classList.toggle('selected', name === symbol);
+      if (name === symbol) row.cells.chart.setAttribute('aria-current', 'true');
+      else row.cells.chart.removeAttribute('aria-current');
+    }
   }
 
   // --- sorting and filtering -----------------------------------------------------------
 
+  /**
+   * Sorts by column `key`; the same key again reverses the order. The header cell
+   * of the key says its direction (aria-sort), the others none.
+   * @param {string} key
+   */
   sortBy(key) {
     this.descending = key === this.sortKey ? !this.descending : key !== 'symbol';
     this.sortKey = key;
-    for (const th of this.table.tHead.rows[0].cells) {
+    for (const th of this.table.rows[0].cells) {
       const button = th.querySelector('button');
       if (button && button.dataset.sort === key) th.setAttribute('aria-sort', this.descending ? 'descending' : 'ascending');
       else th.removeAttribute('aria-sort');
@@ -153,10 +183,7 @@ export class SymbolTable {
   setWatchlist(symbols) {
     this.watchlist = symbols;
     for (const [symbol, row] of this.rows) {
-      const watched = symbols.has(symbol);
-      setText(row.cells.star, watched ? '★' : '☆');
-      row.cells.star.classList.toggle('watched', watched);
-      row.cells.star.title = `${watched ? 'Unwatch' : 'Watch'} ${symbol}`;
+      showStar(row.cells.star, symbol, symbols.has(symbol));
       this.applyFilterTo(row);
     }
   }

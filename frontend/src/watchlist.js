@@ -1,7 +1,7 @@
 // The user's watchlist, kept on the server under the session cookie
 // (GET/PUT /api/session/watchlist).
 
-import { callApi } from './api.js';
+import { callApi, errorText } from './api.js';
 
 export class Watchlist {
   constructor(onChange) {
@@ -33,7 +33,7 @@ export class Watchlist {
       this.symbols = new Set(body.watchlist);
       this.onChange(this.symbols, null);
     } catch (error) {
-      this.onChange(this.symbols, `Watchlist not saved: ${error.message}`);
+      this.onChange(this.symbols, `Watchlist not saved: ${errorText(error)}`);
     }
   }
 }

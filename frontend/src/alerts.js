@@ -68,11 +68,13 @@ export function newestFirst(alertsById, limit = SHOWN_ALERTS) {
 
 export class AlertsPanel {
   constructor() {
+    /** @type {Map<string, Alert>} */
     this.alerts = new Map();
     this.list = byId('alerts-list');
     this.rulesStatus = byId('rules-status');
   }
 
+  /** @param {string[]} symbols the choices of the rule form's symbol field */
   async start(symbols) {
     this.fillSymbols(symbols);
     this.bindForms();
@@ -90,6 +92,7 @@ export class AlertsPanel {
   }
 
   /** A new or changed alert (from /ws or from an acknowledge). */
+  /** @param {Alert} alert */
   upsert(alert) {
     this.alerts.set(alert.id, alert);
     this.render();
@@ -101,6 +104,10 @@ export class AlertsPanel {
     byId('alerts-empty').hidden = shown.length > 0;
   }
 
+  /**
+   * @param {string} id
+   * @param {HTMLButtonElement} button disabled while the request runs
+   */
   async ack(id, button) {
     if (!this.hasToken('acknowledge')) return;
     button.disabled = true;
@@ -117,6 +124,7 @@ export class AlertsPanel {
 
   // --- rules -------------------------------------------------------------------------
 
+  /** @param {string[]} symbols */
   fillSymbols(symbols) {
     const select = inputById('rule-symbol');
     for (const symbol of symbols) {
@@ -148,6 +156,7 @@ export class AlertsPanel {
 
   ruleFromForm() {
     const kind = inputById('rule-kind').value;
+    /** @type {Record<string, string | number | null>} */
     const rule = {
       kind,
       level: inputById('rule-level').value,
@@ -184,6 +193,10 @@ export class AlertsPanel {
     }
   }
 
+  /**
+   * @param {Array<{id: string, kind: string, level: string, symbol?: string | null,
+   *   threshold?: number | null, title?: string | null}>} rules
+   */
   renderRules(rules) {
     syncList(byId('rules-list'), rules, (r) => r.id, (rule) => {
       const item = el('li', 'rule');
@@ -201,6 +214,7 @@ export class AlertsPanel {
     });
   }
 
+  /** @param {string} id */
   async deleteRule(id) {
     if (!this.hasToken('delete the rule')) return;
     try {
@@ -213,12 +227,21 @@ export class AlertsPanel {
   }
 
   /** Writes need the API token: without one, say so instead of sending a doomed request. */
+  /**
+   * @param {string} action what the user wanted, said in the message
+   * @returns {boolean}
+   */
   hasToken(action) {
     if (apiToken()) return true;
     this.say(`Could not ${action}: enter the API token first.`);
     return false;
   }
 
+  /**
+   * @param {unknown} error
+   * @param {string} action
+   * @returns {string}
+   */
   explain(error, action) {
     if (error instanceof ApiError && error.status === 401) {
       return `Could not ${action}: the API token was refused.`;
@@ -226,6 +249,7 @@ export class AlertsPanel {
     return `Could not ${action}: ${errorText(error)}`;
   }
 
+  /** @param {string} text */
   say(text) {
     setText(this.rulesStatus, text);
   }

@@ -8,7 +8,12 @@ export class ServerClock {
     this.known = false;
   }
 
-  /** The server said its time was `serverMs`, received locally at `receivedMs`. */
+  /**
+   * The server said its time was `serverMs`, received locally at `receivedMs`.
+   * @param {number} serverMs
+   * @param {number} [receivedMs]
+   * @param {number} [roundTripMs]
+   */
   observe(serverMs, receivedMs = Date.now(), roundTripMs = 0) {
     if (!Number.isFinite(serverMs)) return;
     this.offsetMs = serverMs + roundTripMs / 2 - receivedMs;
@@ -19,7 +24,11 @@ export class ServerClock {
     return Date.now() + this.offsetMs;
   }
 
-  /** How old data generated at `generatedAtMs` (server time) is now. */
+  /**
+   * How old data generated at `generatedAtMs` (server time) is now.
+   * @param {number} generatedAtMs
+   * @returns {number}
+   */
   ageOf(generatedAtMs) {
     return this.now() - generatedAtMs;
   }

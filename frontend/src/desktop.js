@@ -36,6 +36,7 @@ const watchlist = new Watchlist((symbols, problem) => {
   setText(byId('watchlist-status'), problem || '');
 });
 
+/** @param {string} symbol */
 function selectSymbol(symbol) {
   table.select(symbol);
   chartedSymbol = symbol;
@@ -53,7 +54,10 @@ function renderWatchlist() {
   byId('watchlist-empty').hidden = watched.length > 0;
 }
 
-/** A full payload: the first load, or a poll while the socket is down. */
+/**
+ * A full payload: the first load, or a poll while the socket is down.
+ * @param {any} body /api/dashboard/data
+ */
 function render(body) {
   table.setAll(body.symbols);
   for (const row of body.symbols) betaTable.set(row.symbol, row.beta);
@@ -64,6 +68,7 @@ function render(body) {
   renderWatchlist();
 }
 
+/** @type {import('./page.js').Handlers} */
 const handlers = {
   update(channel, symbol, data) {
     switch (channel) {

@@ -101,6 +101,7 @@ export function syncList(container, items, keyOf, create, update) {
       node.dataset.key = key;
     }
     update(node, item);
+    /** @type {ChildNode | null} */
     const wanted = previous ? previous.nextSibling : container.firstChild;
     if (wanted !== node) container.insertBefore(node, wanted);
     previous = node;

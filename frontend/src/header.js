@@ -5,6 +5,7 @@ import {
   byId, formatAge, formatPrice, formatNumber, setText, showChange,
 } from './dom.js';
 
+/** @type {Record<string, string>} */
 const CONNECTION_TEXT = {
   connecting: 'connecting…',
   live: 'live',
@@ -12,13 +13,23 @@ const CONNECTION_TEXT = {
   polling: 'polling',
 };
 
+/**
+ * @typedef {{market_regime: string, gainers: number, losers: number, btc_price: number | null,
+ *   btc_change_24h: number | null, btc_volatility: number | null}} Overview
+ */
+
 export class Header {
-  /** clock: ServerClock; staleAfterMs: data older than this is flagged STALE. */
+  /**
+   * @param {import('./clock.js').ServerClock} clock
+   * @param {number} staleAfterMs data older than this is flagged STALE
+   */
   constructor(clock, staleAfterMs) {
     this.clock = clock;
     this.staleAfterMs = staleAfterMs;
+    /** @type {number | null} */
     this.generatedAt = null;
-    this.servedStaleAt = null; // generated_at of data the server itself called stale
+    /** @type {number | null} generated_at of data the server itself called stale */
+    this.servedStaleAt = null;
   }
 
   start() {
@@ -27,6 +38,11 @@ export class Header {
 
   /** A payload fetched over HTTP: its freshness fields, source, errors and overview
    * (``overview`` on desktop, ``market_overview`` on mobile). */
+  /**
+   * @param {{generated_at: number, age_ms: number, stale: boolean, source: string, exchange: string,
+   *   errors?: Record<string, string>, overview?: Overview, market_overview?: Overview}} payload
+   * @param {number} receivedAt local epoch ms
+   */
   noteFetched(payload, receivedAt) {
     this.clock.observe(payload.generated_at + payload.age_ms, receivedAt);
     this.servedStaleAt = payload.stale ? payload.generated_at : null;
@@ -37,8 +53,10 @@ export class Header {
     this.renderOverview(payload.overview || payload.market_overview);
   }
 
+  /** @param {number | null | undefined} generatedAt server epoch ms of a piece of data */
   noteGenerated(generatedAt) {
-    if (Number.isFinite(generatedAt) && (this.generatedAt === null || generatedAt > this.generatedAt)) {
+    const known = typeof generatedAt === 'number' && Number.isFinite(generatedAt);
+    if (known && (this.generatedAt === null || generatedAt > this.generatedAt)) {
       this.generatedAt = generatedAt;
     }
     this.renderAge();
@@ -53,8 +71,13 @@ export class Header {
     if (stale) setText(byId('stale-age'), formatAge(age));
   }
 
+  /** @param {Overview | null | undefined} overview */
   renderOverview(overview) {
     if (!overview) return;
+    /**
+     * @param {string} id
+     * @param {string} text
+     */
     const set = (id, text) => {
       const node = byId(id);
       if (node) setText(node, text);
@@ -68,13 +91,14 @@ export class Header {
     set('hd-btc-vol', overview.btc_volatility == null ? '—' : `${formatNumber(overview.btc_volatility)}%`);
   }
 
+  /** @param {string} state connecting, live, reconnecting or polling */
   showConnection(state) {
     const node = byId('connection');
     node.dataset.state = state;
     setText(node, CONNECTION_TEXT[state] || state);
   }
 
-  /** errors: {part: reason} of the latest snapshot. */
+  /** @param {Record<string, string> | null | undefined} errors {part: reason} of the latest snapshot */
   showErrors(errors) {
     const node = byId('data-errors');
     const parts = Object.entries(errors || {});

@@ -9,18 +9,27 @@ const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 const RESYNC_SPACING_MS = 2000;
 
+/**
+ * @typedef {object} LiveOptions
+ * @property {string} url the ws:// URL
+ * @property {Array<{channels: string[], symbols?: string[]}>} subscriptions sent on every connect
+ * @property {import('./clock.js').ServerClock} clock
+ * @property {(channel: string, items: any[]) => void} onSnapshot
+ * @property {(message: any) => void} onUpdate
+ * @property {(message: any) => void} onAlert
+ * @property {(state: string) => void} onState
+ * @property {{url: string, everyMs: number, onData: (body: any, at: number) => void}} poll
+ *   used while the socket is down
+ */
+
 export class LiveFeed {
-  /**
-   * options: url (ws URL), subscriptions ([{channels, symbols?}], sent on every
-   * connect), clock (ServerClock),
-   * onSnapshot(channel, items), onUpdate(message), onAlert(message), onState(state),
-   * poll: {url, everyMs, onData(json)} used while the socket is down.
-   */
+  /** @param {LiveOptions} options */
   constructor(options) {
     this.options = options;
     /** @type {WebSocket | null} */
     this.socket = null;
     this.attempt = 0;
+    /** @type {Map<string, number>} */
     this.lastSeq = new Map();
     this.lastResync = 0;
     /** @type {number | undefined} */
@@ -75,6 +84,7 @@ export class LiveFeed {
     this.ping();
   }
 
+  /** @param {WebSocket} socket */
   onClose(socket) {
     if (socket !== this.socket) return;
     this.socket = null;
@@ -93,6 +103,7 @@ export class LiveFeed {
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
+  /** @param {object} message */
   send(message) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify(message));
@@ -106,6 +117,7 @@ export class LiveFeed {
     this.pongTimer = setTimeout(() => this.socket && this.socket.close(), PONG_WITHIN_MS);
   }
 
+  /** @param {string} text */
   onMessage(text) {
     let message;
     try {
@@ -147,6 +159,9 @@ export class LiveFeed {
    * Sequence bookkeeping. On a channel followed for every symbol, a gap means missed
    * messages; on any channel a lower seq means the sequence restarted (Redis outage):
    * both ask for a resync. A symbol-filtered channel has gaps by design.
+   * @param {string} channel
+   * @param {number} seq
+   * @param {boolean} fromSnapshot
    */
   noteSeq(channel, seq, fromSnapshot) {
     if (!Number.isFinite(seq)) return;
@@ -161,6 +176,7 @@ export class LiveFeed {
     if (seq < last || gap) this.resync(channel);
   }
 
+  /** @param {string} channel */
   resync(channel) {
     const now = Date.now();
     if (now - this.lastResync < RESYNC_SPACING_MS) return;
@@ -197,6 +213,7 @@ export class LiveFeed {
     }
   }
 
+  /** @param {string} state */
   setState(state) {
     if (this.state === state && state !== 'connecting') return;
     this.state = state;
@@ -205,9 +222,8 @@ export class LiveFeed {
   }
 }
 
-/** ws:// or wss:// URL of `path` on this page's host. */
 /**
- * The WebSocket URL of `path` on this page's origin.
+ * ws:// or wss:// URL of `path` on this page's host.
  * @param {string} [path]
  * @returns {string}
  */

@@ -9,9 +9,15 @@ import { pageSettings, startPage } from './page.js';
 import { renderBetaSummary, renderSignals } from './panels.js';
 
 const settings = pageSettings();
-const cards = new Map(); // symbol → {node, data}
+/** @type {Map<string, {node: HTMLElement, data: Record<string, any>}>} */
+const cards = new Map();
+/** @type {Map<string, import('./alerts.js').Alert>} */
 const criticalAlerts = new Map();
 
+/**
+ * @param {string} symbol
+ * @returns {{node: HTMLElement, data: Record<string, any>}}
+ */
 function createCard(symbol) {
   const node = el('article', 'card');
   node.dataset.key = symbol;
@@ -32,6 +38,10 @@ function createCard(symbol) {
   return { node, data: { symbol } };
 }
 
+/**
+ * @param {string} symbol
+ * @param {Record<string, any>} fields
+ */
 function patchCard(symbol, fields) {
   const card = cards.get(symbol);
   if (!card) return; // not among the top symbols of this page
@@ -47,15 +57,20 @@ function patchCard(symbol, fields) {
   setText(find(node, '.card-score-value'), formatNumber(data.score));
 }
 
+/**
+ * @param {Array<{symbol: string, price: number | null, change_24h: number | null,
+ *   score: number | null, signal: string | null}>} scores the top symbols, in order
+ */
 function renderCards(scores) {
   const container = byId('cards');
-  for (const row of scores) {
-    if (!cards.has(row.symbol)) cards.set(row.symbol, createCard(row.symbol));
+  const order = scores.map((row) => {
+    const card = cards.get(row.symbol) || createCard(row.symbol);
+    cards.set(row.symbol, card);
     patchCard(row.symbol, {
       price: row.price, change_24h: row.change_24h, score: row.score, signal: row.signal,
     });
-  }
-  const order = scores.map((row) => cards.get(row.symbol).node);
+    return card.node;
+  });
   order.forEach((node, index) => {
     if (container.children[index] !== node) container.insertBefore(node, container.children[index] || null);
   });
@@ -67,6 +82,7 @@ function renderCriticalAlerts() {
   byId('critical-empty').hidden = pending.length > 0;
 }
 
+/** @param {any} body /api/dashboard/mobile */
 function render(body) {
   renderCards(body.confluence_scores);
   renderSignals(body.signals);
@@ -75,6 +91,7 @@ function render(body) {
   renderCriticalAlerts();
 }
 
+/** @type {import('./page.js').Handlers} */
 const handlers = {
   update(channel, symbol, data) {
     if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h });
@@ -92,7 +109,7 @@ const handlers = {
 startPage({
   dataUrl: '/api/dashboard/mobile',
   subscriptions: (body) => [
-    { channels: ['market', 'confluence'], symbols: body.confluence_scores.map((row) => row.symbol) },
+    { channels: ['market', 'confluence'], symbols: body.confluence_scores.map((/** @type {{symbol: string}} */ row) => row.symbol) },
     { channels: ['signals', 'dashboard', 'alerts'] },
   ],
   render,

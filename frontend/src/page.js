@@ -41,13 +41,20 @@ export async function fetchFirst(url) {
 }
 
 /**
+ * What a page does with live messages: `update` a channel's data of one symbol (or of
+ * the market, symbol empty), and `alert` a new or changed alert.
+ * @typedef {{update: (channel: string, symbol: string, data: any) => void,
+ *   alert: (alert: import('./alerts.js').Alert) => void}} Handlers
+ */
+
+/**
  * Starts a page: `render(body)` draws a full payload (first load and polls);
  * `handlers` receives live messages. Returns once the first data is on screen.
  * @param {{
  *   dataUrl: string,
  *   subscriptions: (body: any) => Array<{channels: string[], symbols?: string[]}>,
  *   render: (body: any) => void,
- *   handlers: {update: (channel: string, symbol: string, data: any) => void, alert: (alert: any) => void},
+ *   handlers: Handlers,
  * }} options
  */
 export async function startPage({ dataUrl, subscriptions, render, handlers }) {

@@ -45,7 +45,7 @@ export function updateQuote(item, quote) {
 /** @param {{gainers: Quote[], losers: Quote[]} | null | undefined} movers */
 export function renderMovers(movers) {
   if (!movers) return;
-  for (const side of ['gainers', 'losers']) {
+  for (const side of /** @type {const} */ (['gainers', 'losers'])) {
     const list = byId(`movers-${side}`);
     if (list) syncList(list, movers[side], (m) => m.symbol, () => quoteItem('mover'), updateQuote);
   }
@@ -83,13 +83,23 @@ export function renderBetaSummary(summary) {
   });
 }
 
+/**
+ * @typedef {{beta: number, correlation: number | null, r_squared: number | null, risk_band: string}} Beta
+ */
+
 /** Desktop: every symbol's headline beta, highest first. */
 export class BetaTable {
+  /** @param {HTMLElement} body the table's <tbody> */
   constructor(body) {
     this.body = body;
+    /** @type {Map<string, Beta & {symbol: string}>} */
     this.betas = new Map();
   }
 
+  /**
+   * @param {string} symbol
+   * @param {Beta | null | undefined} beta null: none (BTC itself, or not enough data)
+   */
   set(symbol, beta) {
     if (beta) this.betas.set(symbol, { symbol, ...beta });
     else this.betas.delete(symbol);

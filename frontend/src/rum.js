@@ -3,6 +3,7 @@
 
 const MAX_MS = 120000;
 
+/** @param {number} ms */
 function clamp(ms) {
   return Math.round(Math.min(MAX_MS, Math.max(0, ms)) * 10) / 10;
 }

@@ -8,12 +8,31 @@ import {
 const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
 const SIGNALS = ['long', 'short', 'neutral'];
 
+/**
+ * What a row shows: the symbol and its latest fields (price, change_24h, volume_24h,
+ * score, signal and the component scores), any of them missing until known.
+ * @typedef {{symbol: string} & Record<string, any>} RowData
+ * @typedef {{tr: HTMLTableRowElement, cells: Record<string, HTMLElement>, star: HTMLButtonElement,
+ *   chart: HTMLButtonElement, data: RowData}} Row
+ */
+
+/**
+ * @param {HTMLElement} node
+ * @param {number | null | undefined} score
+ * @param {{long: number, short: number}} thresholds
+ */
 function scoreClass(node, score, { long, short }) {
+  if (typeof score !== 'number') score = NaN; // a missing score is neither long nor short
   node.classList.toggle('score-long', score >= long);
   node.classList.toggle('score-short', score <= short);
 }
 
 /** The ☆ button's state: its name says what pressing it does (WCAG 4.1.2). */
+/**
+ * @param {HTMLButtonElement} star
+ * @param {string} symbol
+ * @param {boolean} watched
+ */
 function showStar(star, symbol, watched) {
   setText(star, watched ? '★' : '☆');
   star.classList.toggle('watched', watched);
@@ -35,11 +54,13 @@ export class SymbolTable {
     this.thresholds = thresholds;
     this.onSelect = onSelect;
     this.onStar = onStar;
-    this.rows = new Map(); // symbol → {tr, cells, data}
+    /** @type {Map<string, Row>} */
+    this.rows = new Map();
     this.sortKey = 'volume_24h';
     this.descending = true;
     this.filterText = '';
     this.watchlistOnly = false;
+    /** @type {Set<string>} */
     this.watchlist = new Set();
     this.sortPending = false;
     for (const button of table.querySelectorAll('th button[data-sort]')) {
@@ -48,7 +69,11 @@ export class SymbolTable {
     }
   }
 
-  /** The full list (initial load or poll): rows patched, new ones created. */
+  /**
+   * The full list (initial load or poll): rows patched, new ones created.
+   * @param {Array<{symbol: string, price?: number | null, change_24h?: number | null,
+   *   volume_24h?: number | null, confluence?: Confluence | null}>} symbols
+   */
   setAll(symbols) {
     for (const row of symbols) {
       this.patch(row.symbol, {
@@ -59,23 +84,39 @@ export class SymbolTable {
     this.sortSoon();
   }
 
-  /** A `market` update of one symbol. */
+  /**
+   * A `market` update of one symbol.
+   * @param {string} symbol
+   * @param {{price?: number | null, change_24h?: number | null, volume_24h?: number | null}} market
+   */
   applyMarket(symbol, market) {
     this.patch(symbol, { price: market.price, change_24h: market.change_24h, volume_24h: market.volume_24h });
     this.sortSoon();
   }
 
-  /** A `confluence` update of one symbol. */
+  /**
+   * A `confluence` update of one symbol.
+   * @param {string} symbol
+   * @param {Confluence} confluence
+   */
   applyConfluence(symbol, confluence) {
     this.patch(symbol, confluenceFields(confluence));
     this.sortSoon();
   }
 
+  /**
+   * @param {string} symbol
+   * @returns {RowData | null}
+   */
   data(symbol) {
     const row = this.rows.get(symbol);
     return row ? row.data : null;
   }
 
+  /**
+   * @param {string} symbol
+   * @param {Record<string, any>} fields
+   */
   patch(symbol, fields) {
     let row = this.rows.get(symbol);
     if (!row) row = this.createRow(symbol);
@@ -95,6 +136,10 @@ export class SymbolTable {
     setChoiceClass(cells.signal, 'signal-', SIGNALS, data.signal);
   }
 
+  /**
+   * @param {string} symbol
+   * @returns {Row}
+   */
   createRow(symbol) {
     const tr = el('tr');
     tr.dataset.symbol = symbol;
@@ -107,7 +152,8 @@ export class SymbolTable {
     });
     const starCell = el('td', 'star-col');
     starCell.append(star);
-    const cells = { star };
+    /** @type {Record<string, HTMLElement>} */
+    const cells = {};
     tr.append(starCell);
     for (const name of ['symbol', 'price', 'change_24h', 'volume_24h', 'score', ...COMPONENTS, 'signal']) {
       const cell = el('td', name === 'symbol' || name === 'signal' ? name : `num ${name}`);
@@ -120,20 +166,20 @@ export class SymbolTable {
     chartButton.type = 'button';
     chartButton.setAttribute('aria-label', `Chart ${symbol}`);
     cells.symbol.append(chartButton);
-    cells.chart = chartButton;
     tr.addEventListener('click', () => this.onSelect(symbol));
-    const row = { tr, cells, data: { symbol } };
+    const row = { tr, cells, star, chart: chartButton, data: { symbol } };
     this.rows.set(symbol, row);
     this.body.append(tr);
     this.applyFilterTo(row);
     return row;
   }
 
+  /** @param {string} symbol */
   select(symbol) {
     for (const [name, row] of this.rows) {
       row.tr.classList.toggle('selected', name === symbol);
-      if (name === symbol) row.cells.chart.setAttribute('aria-current', 'true');
-      else row.cells.chart.removeAttribute('aria-current');
+      if (name === symbol) row.chart.setAttribute('aria-current', 'true');
+      else row.chart.removeAttribute('aria-current');
     }
   }
 
@@ -174,20 +220,26 @@ export class SymbolTable {
     });
   }
 
+  /**
+   * @param {string} text part of a symbol, any case
+   * @param {boolean} watchlistOnly
+   */
   filter(text, watchlistOnly) {
     this.filterText = text.trim().toUpperCase();
     this.watchlistOnly = watchlistOnly;
     for (const row of this.rows.values()) this.applyFilterTo(row);
   }
 
+  /** @param {Set<string>} symbols */
   setWatchlist(symbols) {
     this.watchlist = symbols;
     for (const [symbol, row] of this.rows) {
-      showStar(row.cells.star, symbol, symbols.has(symbol));
+      showStar(row.star, symbol, symbols.has(symbol));
       this.applyFilterTo(row);
     }
   }
 
+  /** @param {Row} row */
   applyFilterTo(row) {
     const symbol = row.data.symbol;
     const matches = symbol.includes(this.filterText) && (!this.watchlistOnly || this.watchlist.has(symbol));
@@ -195,13 +247,27 @@ export class SymbolTable {
   }
 }
 
+/**
+ * @typedef {{score: number | null, signal: string | null, components?: Record<string, number | null>}} Confluence
+ */
+
+/**
+ * @param {Confluence} confluence
+ * @returns {Record<string, any>}
+ */
 function confluenceFields(confluence) {
+  /** @type {Record<string, any>} */
   const fields = { score: confluence.score, signal: confluence.signal };
   for (const name of COMPONENTS) fields[name] = confluence.components ? confluence.components[name] : null;
   return fields;
 }
 
-/** Numbers or strings in the direction `sign` (1 or -1); missing values always last. */
+/**
+ * Numbers or strings in the direction `sign` (1 or -1); missing values always last.
+ * @param {any} a
+ * @param {any} b
+ * @param {number} sign
+ */
 function compare(a, b, sign) {
   const missingA = a === null || a === undefined;
   const missingB = b === null || b === undefined;

@@ -4,7 +4,12 @@
 import { callApi, errorText } from './api.js';
 
 export class Watchlist {
+  /**
+   * @param {(symbols: Set<string>, problem: string | null) => void} onChange called with
+   *   the symbols after every load or save, and what went wrong if it failed
+   */
   constructor(onChange) {
+    /** @type {Set<string>} */
     this.symbols = new Set();
     this.onChange = onChange;
   }
@@ -19,11 +24,16 @@ export class Watchlist {
     this.onChange(this.symbols, null);
   }
 
+  /**
+   * @param {string} symbol
+   * @returns {boolean}
+   */
   has(symbol) {
     return this.symbols.has(symbol);
   }
 
   /** Adds or removes `symbol`; the server's answer is the truth. */
+  /** @param {string} symbol */
   async toggle(symbol) {
     const wanted = new Set(this.symbols);
     if (wanted.has(symbol)) wanted.delete(symbol);

@@ -572,7 +572,7 @@ class FakeBybit:
                 continue
             if kind == "empty":
                 ticker[name] = ""
-            elif kind == "zero" and name.endswith("Price"):
+            elif kind == "zero" and "Price" in name:
                 ticker[name] = "0"
             elif kind == "no_change" and name in ("price24hPcnt", "prevPrice24h"):
                 ticker[name] = ""

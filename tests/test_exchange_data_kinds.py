@@ -17,7 +17,8 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.market.ccxt_source import CcxtMarketSource
 from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, count_gaps
-from tests.conftest import ManualClock, make_settings, started_app
+from app.services.alerts import market_facts
+from tests.conftest import ManualClock, make_settings, started_app, state_of
 from tests.fake_bybit import FakeBybit
 
 FROZEN_NOW_MS = 1_700_000_123_456
@@ -220,3 +221,80 @@ async def test_the_chart_api_never_sends_nulls_or_unordered_times(
         assert all(b > a for a, b in pairwise(times))
         assert all(v is not None and math.isfinite(v) for row in body["candles"] for v in row)
         assert body["data_quality"]["rows_withheld"] == 0
+
+
+# ----- tickers with empty fields, a zero price, or none -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "counter"),
+    [("empty", "ticker_unpriced"), ("zero", "ticker_unpriced"), ("absent", "ticker_missing")],
+)
+async def test_a_ticker_without_a_price_is_counted_not_priced(
+    fake: FakeBybit,
+    source: CcxtMarketSource,
+    kind: str,
+    counter: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.ticker_quirk("ETHUSDT", kind)
+    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+        for _ in range(2):
+            tickers = await source.fetch_tickers(["BTCUSDT", "ETHUSDT"])
+    assert set(tickers) == {"BTCUSDT"} and tickers["BTCUSDT"].missing == ()
+    assert source.data_quality.counts["ETHUSDT"][counter] == 2
+    assert len([r for r in caplog.records if "ETHUSDT" in r.getMessage()]) == 1
+
+
+async def test_a_ticker_without_a_change_names_it(
+    fake: FakeBybit, source: CcxtMarketSource
+) -> None:
+    fake.ticker_quirk("SOLUSDT", "no_change")
+    ticker = (await source.fetch_tickers(["SOLUSDT"]))["SOLUSDT"]
+    assert ticker.last == float(fake.tickers["SOLUSDT"]["lastPrice"])
+    assert ticker.missing == ("change_24h",) and math.isnan(ticker.change_24h_pct)
+    assert source.data_quality.counts["SOLUSDT"]["ticker_fields_missing"] == 1
+
+
+@pytest_asyncio.fixture
+async def plain_app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    settings_ = make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=fake.base_url,
+        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT",
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+    )
+    async for test_app in started_app(settings_, None, clock):
+        yield test_app
+
+
+@pytest.mark.parametrize("kind", ["empty", "zero", "absent"])
+async def test_a_symbol_without_a_price_stays_with_what_is_known(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock, kind: str
+) -> None:
+    pipeline = state_of(plain_app).pipeline
+    fake.ticker_quirk("ETHUSDT", kind)
+    fake.ticker_quirk("XRPUSDT", "no_change")
+    clock.advance(30)
+    await pipeline.refresh(force=True)
+    _, desktop = await _get(plain_app, "/api/dashboard/data")
+    rows = {row["symbol"]: row for row in desktop["symbols"]}
+    assert set(rows) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
+    eth = rows["ETHUSDT"]
+    assert eth["price"] is None and eth["bid"] is None and eth["volume_24h"] is None
+    assert "price" in eth["data_quality"]["ticker_missing"]
+    assert eth["confluence"] is not None  # candles and book are still known
+    assert "ETHUSDT/ticker" in desktop["errors"]
+    assert rows["XRPUSDT"]["change_24h"] is None and rows["XRPUSDT"]["price"] > 0
+    assert rows["XRPUSDT"]["data_quality"]["ticker_missing"] == ["change_24h"]
+    status, view = await _get(plain_app, "/api/confluence/ETHUSDT")
+    assert status == 200 and view["price"] is None and view["stale"] is False
+    assert view["generated_at"] == desktop["generated_at"]  # not the old view
+    _, mobile = await _get(plain_app, "/api/dashboard/mobile")
+    cards = {card["symbol"]: card for card in mobile["confluence_scores"]}
+    assert "ETHUSDT" not in cards or cards["ETHUSDT"]["price"] is None
+    _, symbols = await _get(plain_app, "/api/symbols")
+    assert {s["symbol"]: s["price"] for s in symbols["symbols"]}["ETHUSDT"] is None
+    facts = market_facts(pipeline.latest, pipeline.latest_analysis)
+    assert "ETHUSDT" not in {fact.symbol for fact in facts}  # no price, no price alert
+    assert all(fact.price > 0 for fact in facts)

@@ -156,35 +156,60 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _positive(value: Any) -> float | None:
+    """A finite price above zero, or None (a price of 0 is no price)."""
+    number = _number(value)
+    return number if number is not None and number > 0 else None
+
+
 def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:
-    """Convert a ccxt unified ticker; None when it carries no last price."""
-    last = _number(raw.get("last"))
-    if last is None:
-        last = _number(raw.get("close"))
+    """Convert a ccxt unified ticker; None when it carries no usable last price (empty,
+    null, NaN or 0: a suspended pair).
+
+    Missing fields are named in ``Ticker.missing`` (the views show them as null):
+    bid/ask fall back to the last price, high/low to the range of last and open, the
+    24h change is computed from the open when the exchange gives no percentage and is
+    NaN when neither is given (so no change rule can fire on it), volumes are 0.
+    """
+    last = _positive(raw.get("last")) or _positive(raw.get("close"))
     if last is None:
         return None
-    open_24h = _number(raw.get("open"))
+    missing: list[str] = []
+    open_24h = _positive(raw.get("open"))
     change_pct = _number(raw.get("percentage"))
     if change_pct is None:
-        change_pct = (last - open_24h) / open_24h * 100 if open_24h else 0.0
+        change_pct = (last - open_24h) / open_24h * 100 if open_24h else math.nan
     if open_24h is None:
         open_24h = last / (1 + change_pct / 100) if change_pct > -100 else last
-    base_volume = _number(raw.get("baseVolume")) or 0.0
+    if math.isnan(change_pct):
+        open_24h = last
+        missing.append("change_24h")
+    base_volume = _number(raw.get("baseVolume"))
     quote_volume = _number(raw.get("quoteVolume"))
+    if base_volume is None and quote_volume is None:
+        missing.append("volume_24h")
+    base_volume = base_volume or 0.0
+    extremes = {name: _positive(raw.get(key)) for name, key in _TICKER_PRICES.items()}
+    missing += [name for name, value in extremes.items() if value is None]
     timestamp = _number(raw.get("timestamp"))
     return Ticker(
         symbol=symbol,
         last=last,
-        bid=_number(raw.get("bid")) or last,
-        ask=_number(raw.get("ask")) or last,
+        bid=extremes["bid"] or last,
+        ask=extremes["ask"] or last,
         open_24h=open_24h,
-        high_24h=_number(raw.get("high")) or max(last, open_24h),
-        low_24h=_number(raw.get("low")) or min(last, open_24h),
+        high_24h=extremes["high_24h"] or max(last, open_24h),
+        low_24h=extremes["low_24h"] or min(last, open_24h),
         change_24h_pct=change_pct,
         base_volume_24h=base_volume,
         quote_volume_24h=base_volume * last if quote_volume is None else quote_volume,
         timestamp_ms=now_ms if timestamp is None else int(timestamp),
+        missing=tuple(missing),
     )
+
+
+_TICKER_PRICES = {"bid": "bid", "ask": "ask", "high_24h": "high", "low_24h": "low"}
+"""Ticker fields → ccxt's unified keys, for the prices that have a fallback."""
 
 
 def _book_side(levels: Any, depth: int) -> np.ndarray:
@@ -271,9 +296,32 @@ class CcxtMarketSource:
         for ccxt_symbol, canonical in wanted.items():
             entry = raw.get(ccxt_symbol)
             ticker = ticker_from_ccxt(canonical, entry, now_ms) if entry else None
+            self._note_ticker(canonical, entry, ticker)
             if ticker is not None:
                 tickers[canonical] = ticker
         return tickers
+
+    def _note_ticker(self, symbol: str, entry: Any, ticker: Ticker | None) -> None:
+        """Count a missing ticker (``ticker_missing``), one without a usable price
+        (``ticker_unpriced``) or one lacking fields (``ticker_fields_missing``); log one
+        line when such an episode starts and one when it ends."""
+        if not entry:
+            problem = "ticker_missing"
+        elif ticker is None:
+            problem = "ticker_unpriced"
+        elif ticker.missing:
+            problem = "ticker_fields_missing"
+        else:
+            problem = None
+        for kind in ("ticker_missing", "ticker_unpriced", "ticker_fields_missing"):
+            if kind != problem and self.data_quality.end_episode(symbol, kind):
+                log.info("%s %s ticker is complete again", self.name, symbol)
+        if problem is None:
+            return
+        self.data_quality.add(symbol, problem)
+        if self.data_quality.start_episode(symbol, problem):
+            detail = ", ".join(ticker.missing) if ticker is not None else "no usable last price"
+            log.warning("%s %s for %s: %s", self.name, problem.replace("_", " "), symbol, detail)
 
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
         """The newest ``limit`` candles, oldest first."""

@@ -43,19 +43,20 @@ def market_overview(tickers: Mapping[str, Ticker], btc_candles: Candles | None) 
     """Breadth and regime of the tracked symbols.
 
     ``trend_strength`` (0–100) is breadth agreement: |gainers − losers| / symbols.
+    Breadth counts only tickers with a known 24h change (``symbols``).
     ``btc_volume_dominance`` is BTC's share of the tracked symbols' 24h turnover — a
     volume share, not the market-cap dominance (no market-cap feed exists here).
     """
-    changes = [t.change_24h_pct for t in tickers.values()]
+    changes = [c for t in tickers.values() if math.isfinite(c := t.change_24h_pct)]
     gainers = sum(1 for c in changes if c > 0)
     losers = sum(1 for c in changes if c < 0)
     total_volume = sum(t.quote_volume_24h for t in tickers.values())
     btc = tickers.get(BTC)
     return {
-        "market_regime": market_regime(btc.change_24h_pct if btc else None),
+        "market_regime": market_regime(_finite(btc.change_24h_pct) if btc else None),
         "trend_strength": round(abs(gainers - losers) / len(changes) * 100, 2) if changes else 0.0,
         "btc_price": btc.last if btc else None,
-        "btc_change_24h": round(btc.change_24h_pct, 4) if btc else None,
+        "btc_change_24h": _rounded(_finite(btc.change_24h_pct)) if btc else None,
         "btc_volatility": _rounded(annualized_volatility(btc_candles)),
         "btc_volume_dominance": (
             round(btc.quote_volume_24h / total_volume * 100, 2) if btc and total_volume else None
@@ -70,8 +71,13 @@ def market_overview(tickers: Mapping[str, Ticker], btc_candles: Candles | None) 
 
 
 def top_movers(tickers: Mapping[str, Ticker], count: int, min_quote_volume: float) -> dict:
-    """Top gainers and losers by 24h % among symbols with enough 24h turnover."""
-    liquid = [t for t in tickers.values() if t.quote_volume_24h >= min_quote_volume]
+    """Top gainers and losers by 24h % among symbols with enough 24h turnover (a
+    symbol whose 24h change is unknown is not a mover; counted as excluded)."""
+    liquid = [
+        t
+        for t in tickers.values()
+        if t.quote_volume_24h >= min_quote_volume and math.isfinite(t.change_24h_pct)
+    ]
     by_change = sorted(liquid, key=lambda t: t.change_24h_pct, reverse=True)
     gainers = [t for t in by_change if t.change_24h_pct > 0][:count]
     losers = [t for t in reversed(by_change) if t.change_24h_pct < 0][:count]
@@ -90,6 +96,10 @@ def mover_row(ticker: Ticker) -> dict:
         "change_24h": round(ticker.change_24h_pct, 4),
         "volume_24h": round(ticker.quote_volume_24h, 2),
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:

@@ -8,6 +8,7 @@ reason, and the others are still served — a partial dashboard, not a blank one
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -19,6 +20,7 @@ from app.market.confluence import (
     combine_timeframes,
     score_timeframe,
 )
+from app.market.models import Ticker
 from app.market.overview import BTC, market_overview, top_movers
 from app.services.snapshot import Snapshot
 from app.settings import Settings
@@ -98,8 +100,9 @@ def _all_betas(snapshot: Snapshot) -> dict[str, dict[str, BetaStats]]:
 
 def _beta_overview(snapshot: Snapshot, beta: dict[str, dict[str, BetaStats]]) -> dict:
     btc = snapshot.tickers.get(BTC)
+    change = btc.change_24h_pct if btc and math.isfinite(btc.change_24h_pct) else 0.0
     headline = {s: stats for s in beta if (stats := _first(beta[s])) is not None}
-    return beta_overview(headline, btc.change_24h_pct if btc else 0.0)
+    return beta_overview(headline, change)
 
 
 def _confluence(
@@ -129,6 +132,12 @@ def _betas(snapshot: Snapshot, symbol: str) -> dict[str, BetaStats]:
     return result
 
 
+def known_change(ticker: Ticker) -> float | None:
+    """The 24h change in percent rounded to 4 decimals; None when the exchange gave none."""
+    change = ticker.change_24h_pct
+    return round(change, 4) if math.isfinite(change) else None
+
+
 def _first(windows: dict[str, BetaStats]) -> BetaStats | None:
     return next((windows[tf] for tf in PRIMARY_BETA_WINDOWS if tf in windows), None)
 
@@ -141,15 +150,15 @@ def _signals(snapshot: Snapshot, confluence: dict[str, dict[str, ConfluenceResul
         combined = results.get(COMBINED)
         if combined is None or combined.signal == "neutral":
             continue
-        ticker = snapshot.tickers[symbol]
+        ticker = snapshot.tickers.get(symbol)
         rows.append(
             {
                 "symbol": symbol,
                 "signal": combined.signal,
                 "score": round(combined.score, 2),
                 "reliability": round(combined.reliability, 3),
-                "price": ticker.last,
-                "change_24h": round(ticker.change_24h_pct, 4),
+                "price": None if ticker is None else ticker.last,
+                "change_24h": None if ticker is None else known_change(ticker),
                 "timeframes_agreeing": [
                     tf
                     for tf, r in results.items()

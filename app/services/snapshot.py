@@ -21,6 +21,7 @@ from app.market.source import MarketSource
 log = logging.getLogger(__name__)
 
 CONCURRENT_FETCHES = 8
+NO_PRICE = "the exchange sent no ticker with a usable last price (empty, 0 or none)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +34,13 @@ class Snapshot:
     candles: dict[str, dict[str, Candles]]  # symbol → timeframe → candles
     books: dict[str, OrderBook]
     missing: dict[str, str] = field(default_factory=dict)  # "SYMBOL/part" → reason
+    unpriced: dict[str, str] = field(default_factory=dict)  # symbol → why it has no ticker
 
     @property
     def symbols(self) -> list[str]:
-        return list(self.tickers)
+        """Every collected symbol: those with a ticker, then those without a price (which
+        stay in the views with what is known: candles, book, confluence)."""
+        return [*self.tickers, *self.unpriced]
 
 
 @dataclass(slots=True)
@@ -69,9 +73,12 @@ class SnapshotCollector:
 
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
-        candles or book that fail are reported in ``missing`` (older candles are kept)."""
+        candles or book that fail are reported in ``missing`` (older candles are kept),
+        and so is a symbol without a priced ticker (also listed in ``unpriced``)."""
         tickers = await self.source.fetch_tickers(self.symbols)
         missing: dict[str, str] = {}
+        unpriced = {s: NO_PRICE for s in self.symbols if s not in tickers}
+        missing |= {f"{s}/ticker": NO_PRICE for s in unpriced}
         candles, books = await asyncio.gather(
             self._all_candles(tickers, missing), self._all_books(missing)
         )
@@ -85,6 +92,7 @@ class SnapshotCollector:
             candles=candles,
             books=books,
             missing=missing,
+            unpriced=unpriced,
         )
 
     async def candles(self, symbol: str, timeframe: str) -> Candles:

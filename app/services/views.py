@@ -14,7 +14,7 @@ from app.market.beta import BetaStats
 from app.market.confluence import ConfluenceResult
 from app.market.models import Candles, Ticker, split_symbol
 from app.market.quality import CandleQuality
-from app.services.analysis import COMBINED, Analysis
+from app.services.analysis import COMBINED, Analysis, known_change
 from app.services.snapshot import Snapshot
 from app.settings import Settings
 
@@ -85,19 +85,21 @@ def build_views(
 
 
 def _by_volume(snapshot: Snapshot) -> list[str]:
-    return sorted(
+    """Symbols by 24h turnover, those without a price last."""
+    ranked = sorted(
         snapshot.tickers, key=lambda s: snapshot.tickers[s].quote_volume_24h, reverse=True
     )
+    return [*ranked, *snapshot.unpriced]
 
 
 def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
-    ticker = snapshot.tickers[symbol]
+    ticker = snapshot.tickers.get(symbol)
     results = analysis.confluence.get(symbol, {})
     combined = results.get(COMBINED)
     return {
         "symbol": symbol,
         **ticker_fields(ticker),
-        "base_volume_24h": round(ticker.base_volume_24h, 6),
+        "base_volume_24h": None if ticker is None else _known(ticker, "volume_24h", 6),
         "confluence": _confluence_summary(combined, results),
         "beta": beta_brief(analysis.headline_beta(symbol)),
         "data_quality": data_quality(snapshot, symbol),
@@ -105,21 +107,36 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
 
 
 def data_quality(snapshot: Snapshot, symbol: str) -> dict | None:
-    """The symbol's note of what the exchange sent that had to be cleaned, or None
-    when nothing had to be: candle counts summed over the timeframes held, plus
-    ``by_timeframe`` for the timeframes that were not clean (``app.market.quality``)."""
+    """The symbol's note of what the exchange sent that was missing or had to be
+    cleaned, or None when nothing: ``ticker_missing`` (the ticker fields that were
+    null/empty, ``["price"]`` when there is no usable price), candle counts summed over
+    the timeframes held, and ``by_timeframe`` for the timeframes that were not clean
+    (``app.market.quality``)."""
+    note: dict = {}
+    ticker = snapshot.tickers.get(symbol)
+    if symbol in snapshot.unpriced:
+        note["ticker_missing"] = list(TICKER_FIELDS)
+    elif ticker is not None and ticker.missing:
+        note["ticker_missing"] = list(ticker.missing)
     by_timeframe = {
         tf: c.quality.to_dict()
         for tf, c in snapshot.candles.get(symbol, {}).items()
         if not c.quality.clean
     }
-    if not by_timeframe:
-        return None
-    totals: dict[str, int] = {}
     for counts in by_timeframe.values():
         for kind, amount in counts.items():
-            totals[kind] = totals.get(kind, 0) + amount
-    return {**totals, "by_timeframe": by_timeframe}
+            note[kind] = note.get(kind, 0) + amount
+    if by_timeframe:
+        note["by_timeframe"] = by_timeframe
+    return note or None
+
+
+def data_quality_ticker(snapshot: Snapshot, symbol: str) -> list[str]:
+    """The ticker fields the exchange did not send for ``symbol`` (all when no price)."""
+    if symbol in snapshot.unpriced:
+        return list(TICKER_FIELDS)
+    ticker = snapshot.tickers.get(symbol)
+    return [] if ticker is None else list(ticker.missing)
 
 
 def _timeframe_quality(snapshot: Snapshot, symbol: str, timeframe: str) -> dict:
@@ -136,17 +153,28 @@ def _timeframe_quality(snapshot: Snapshot, symbol: str, timeframe: str) -> dict:
     return {**totals, "gaps_bridged": totals["gaps"]}
 
 
-def ticker_fields(ticker: Ticker) -> dict:
-    """A ticker as the dashboards and live updates show it."""
-    return {
+def ticker_fields(ticker: Ticker | None) -> dict:
+    """A ticker as the dashboards and live updates show it; a field the exchange did not
+    send (``Ticker.missing``), or every field when there is no ticker, is null."""
+    if ticker is None:
+        return dict.fromkeys(TICKER_FIELDS)
+    values = {
         "price": ticker.last,
         "bid": ticker.bid,
         "ask": ticker.ask,
-        "change_24h": round(ticker.change_24h_pct, 4),
+        "change_24h": known_change(ticker),
         "high_24h": ticker.high_24h,
         "low_24h": ticker.low_24h,
         "volume_24h": round(ticker.quote_volume_24h, 2),
     }
+    return {name: None if name in ticker.missing else value for name, value in values.items()}
+
+
+TICKER_FIELDS = ("price", "bid", "ask", "change_24h", "high_24h", "low_24h", "volume_24h")
+
+
+def _known(ticker: Ticker, name: str, digits: int) -> float | None:
+    return None if name in ticker.missing else round(ticker.base_volume_24h, digits)
 
 
 def _confluence_summary(
@@ -261,9 +289,9 @@ def _symbols_view(snapshot: Snapshot, settings: Settings) -> dict:
                 "symbol": symbol,
                 "base": split_symbol(symbol)[0],
                 "quote": split_symbol(symbol)[1],
-                "price": ticker.last,
+                "price": ticker.last if (ticker := snapshot.tickers.get(symbol)) else None,
             }
-            for symbol, ticker in snapshot.tickers.items()
+            for symbol in snapshot.symbols
         ],
         "timeframes": [*settings.confluence.timeframes, COMBINED],
     }
@@ -272,12 +300,13 @@ def _symbols_view(snapshot: Snapshot, settings: Settings) -> dict:
 def _confluence_view(
     snapshot: Snapshot, symbol: str, timeframe: str, result: ConfluenceResult
 ) -> dict:
-    ticker = snapshot.tickers[symbol]
+    ticker = snapshot.tickers.get(symbol)
     return {
         "symbol": symbol,
         "timeframe": timeframe,
-        "price": ticker.last,
-        "change_24h": round(ticker.change_24h_pct, 4),
+        "price": None if ticker is None else ticker.last,
+        "change_24h": None if ticker is None else known_change(ticker),
+        "ticker_missing": data_quality_ticker(snapshot, symbol),
         **result.to_dict(),
         "data_quality": _timeframe_quality(snapshot, symbol, timeframe),
     }

@@ -60,8 +60,8 @@ class Signal(_Doc):
     signal: Literal["long", "short"]
     score: float
     reliability: float
-    price: float
-    change_24h: float
+    price: float | None = Field(description="null when the exchange did not send it")
+    change_24h: float | None = Field(description="null when the exchange did not send it")
     timeframes_agreeing: list[str]
 
 
@@ -84,14 +84,14 @@ class ConfluenceSummary(_Doc):
 
 class SymbolRow(_Doc):
     symbol: str
-    price: float
-    bid: float
-    ask: float
-    change_24h: float
-    high_24h: float
-    low_24h: float
-    volume_24h: float
-    base_volume_24h: float
+    price: float | None = Field(description="null when the exchange did not send it")
+    bid: float | None = Field(description="null when the exchange did not send it")
+    ask: float | None = Field(description="null when the exchange did not send it")
+    change_24h: float | None = Field(description="null when the exchange did not send it")
+    high_24h: float | None = Field(description="null when the exchange did not send it")
+    low_24h: float | None = Field(description="null when the exchange did not send it")
+    volume_24h: float | None = Field(description="null when the exchange did not send it")
+    base_volume_24h: float | None = Field(description="null when the exchange did not send it")
     confluence: ConfluenceSummary | None
     beta: BetaBrief | None
     data_quality: dict[str, Any] | None = Field(
@@ -115,11 +115,11 @@ class MobileCard(_Doc):
     sentiment: str | None
     signal: str | None
     reliability: float | None
-    price: float
-    change_24h: float
-    volume_24h: float
-    high_24h: float
-    low_24h: float
+    price: float | None = Field(description="null when the exchange did not send it")
+    change_24h: float | None = Field(description="null when the exchange did not send it")
+    volume_24h: float | None = Field(description="null when the exchange did not send it")
+    high_24h: float | None = Field(description="null when the exchange did not send it")
+    low_24h: float | None = Field(description="null when the exchange did not send it")
     components: dict[str, float | None] | None
 
 
@@ -161,8 +161,8 @@ class SymbolsResponse(Freshness):
 class ConfluenceResponse(Freshness):
     symbol: str
     timeframe: str
-    price: float
-    change_24h: float
+    price: float | None = Field(description="null when the exchange did not send it")
+    change_24h: float | None = Field(description="null when the exchange did not send it")
     score: float
     signal: Literal["long", "short", "neutral"]
     reliability: float

@@ -799,3 +799,19 @@ async def test_one_warning_per_outage_and_one_line_at_recovery(
     infos = [r.getMessage() for r in records if r.levelname == "INFO"]
     assert warnings == ["circuit breaker test: closed -> open"]
     assert infos == ["circuit breaker test: half_open -> closed"]
+
+
+async def test_excluded_time_does_not_make_a_call_slow(clock: FakeClock) -> None:
+    """Time a guarded call spent in our own queue (excluded) is not the backend's."""
+    breaker = make(clock, minimum_calls=3)
+    for _ in range(5):
+        async with breaker.guard() as guard:
+            clock.advance(1.5)  # over slow_call_seconds (1.0) …
+            guard.exclude(1.2)  # … of which 1.2 s were a wait in our rate limiter
+    assert breaker.snapshot()["slow_calls_in_window"] == 0 and breaker.state == "closed"
+    breaker = make(clock, minimum_calls=3)
+    for _ in range(3):  # the third slow call trips it
+        async with breaker.guard() as guard:
+            clock.advance(1.5)
+            guard.exclude(0.2)  # the backend itself took 1.3 s: slow
+    assert breaker.state == OPEN

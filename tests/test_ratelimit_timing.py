@@ -27,6 +27,7 @@ from app.observability import tracing
 from app.observability.install import observe_exchange
 from app.observability.metrics import Metrics
 from app.observability.tracing import RATELIMIT_WAIT_SPAN
+from app.resilience.breaker import BreakerConfig
 from app.resilience.guarded_source import GuardedSource, RetryPolicy
 from tests.fake_bybit import KLINE_PATH, ORDERBOOK_PATH, FakeBybit
 
@@ -264,3 +265,18 @@ async def test_request_time_excludes_the_wait() -> None:
     (request,) = recorded.requests["ohlcv"]
     assert wait >= 0.3
     assert 0.05 <= request < wait
+
+
+async def test_a_queue_in_the_rate_limiter_does_not_make_the_breaker_see_slow_calls() -> None:
+    """The breaker counts the request's time only: waits of 0.6 s in our own queue with
+    a slow-call threshold of 0.5 s leave it closed with no slow call."""
+    config = BreakerConfig(slow_call_seconds=0.5, minimum_calls=3, slow_call_rate=0.5)
+    source = GuardedSource(QueuedSource(wait=0.6, request=0.01), breaker_config=config)  # type: ignore[arg-type]
+    for _ in range(4):
+        await source.fetch_candles("BTCUSDT", "1m", 10)
+    breaker = source.breakers()["ohlcv"]
+    assert breaker.state == "closed" and breaker.snapshot()["slow_calls_in_window"] == 0
+    slow = GuardedSource(QueuedSource(wait=0.0, request=0.6), breaker_config=config)  # type: ignore[arg-type]
+    for _ in range(3):
+        await slow.fetch_candles("BTCUSDT", "1m", 10)
+    assert slow.breakers()["ohlcv"].state == "open"  # a slow exchange still trips it

@@ -37,6 +37,7 @@ __all__ = [
     "OPEN",
     "STATE_CODES",
     "BreakerConfig",
+    "BreakerGuard",
     "BreakerOpen",
     "CircuitBreaker",
     "Listener",
@@ -251,10 +252,10 @@ class CircuitBreaker:
         async with self.guard():
             return await fn()
 
-    def guard(self) -> _Guard:
+    def guard(self) -> BreakerGuard:
         """``async with breaker.guard(): ...``: the body is the call (same rules as
         :meth:`call`); entering raises BreakerOpen. One guard object per call."""
-        return _Guard(self)
+        return BreakerGuard(self)
 
     # -- forcing it open -----------------------------------------------------------------------
 
@@ -378,22 +379,30 @@ class CircuitBreaker:
                 log.exception("circuit breaker %s: listener %r failed", self.name, listener)
 
 
-class _Guard:
+class BreakerGuard:
     """The async context manager behind :meth:`CircuitBreaker.guard`. Neither method
     awaits, so the permit is taken and given back without a cancellation point between."""
 
-    __slots__ = ("_breaker", "_permit", "_started")
+    __slots__ = ("_breaker", "_excluded", "_permit", "_started")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._permit: _Permit | None = None
         self._started = 0.0
+        self._excluded = 0.0
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> BreakerGuard:
         if self._permit is not None:
             raise RuntimeError("a breaker guard can be entered only once")
         self._permit = self._breaker._acquire()
         self._started = self._breaker._clock()
+        return self
+
+    def exclude(self, seconds: float) -> None:
+        """Leaves ``seconds`` of the guarded time out of the call's duration (time that
+        was not the backend's, e.g. a wait in our own client-side rate limiter), so it
+        never makes the call slow."""
+        self._excluded += max(0.0, seconds)
 
     async def __aexit__(
         self,
@@ -402,6 +411,6 @@ class _Guard:
         tb: TracebackType | None,
     ) -> bool:
         assert self._permit is not None
-        duration = self._breaker._clock() - self._started
+        duration = max(0.0, self._breaker._clock() - self._started - self._excluded)
         self._breaker._release(self._permit, exc, duration)
         return False  # never swallow

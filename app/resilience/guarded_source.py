@@ -47,6 +47,7 @@ from app.market.source import MarketSource
 from app.observability.tracing import exchange_call_span, record_outcome, record_timing
 from app.resilience.breaker import (
     BreakerConfig,
+    BreakerGuard,
     BreakerOpen,
     CircuitBreaker,
     Listener,
@@ -282,8 +283,8 @@ class GuardedSource:
                 self._stats[family].retries += 1
                 await self._sleep(self._retry.delay(attempt, self._rng))
             try:
-                async with breaker.guard():
-                    return await self._attempt(family, operation, call)
+                async with breaker.guard() as guard:
+                    return await self._attempt(family, operation, call, guard)
             except BreakerOpen as exc:
                 if exc.name != breaker.name:
                     raise  # from some other breaker inside the wrapped source
@@ -305,27 +306,40 @@ class GuardedSource:
         assert last_error is not None
         raise last_error
 
-    async def _attempt(self, family: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One timed attempt: its span, its outcome, its request and wait times."""
+    async def _attempt(
+        self, family: str, operation: str, call: Callable[[], Awaitable[T]], guard: BreakerGuard
+    ) -> T:
+        """One timed attempt: its span, its outcome, its request and wait times. The
+        breaker counts the request's time only: a queue in our rate limiter is not a
+        slow exchange."""
         with exchange_call_span(self.name, family) as span, measure_waits() as waits:
             timing = _Timing(time.perf_counter(), waits, span)
             try:
-                async with asyncio.timeout(self._timeout):
-                    result = await call()
-            except TimeoutError as exc:
-                self._stats[family].timeouts += 1
-                self._called(family, "timeout", timing)
-                raise ExchangeUnavailable(
-                    f"{self.name} {operation} timed out after {self._timeout:g} s"
-                ) from exc
-            except ExchangeRateLimited:
-                self._called(family, "rate_limited", timing)
-                raise
-            except Exception:
-                self._called(family, "error", timing)
-                raise
-            self._called(family, "ok", timing)
-            return result
+                return await self._timed(family, operation, call, timing)
+            finally:
+                guard.exclude(waits.seconds)
+
+    async def _timed(
+        self, family: str, operation: str, call: Callable[[], Awaitable[T]], timing: _Timing
+    ) -> T:
+        """``call()`` within the timeout, its outcome reported."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await call()
+        except TimeoutError as exc:
+            self._stats[family].timeouts += 1
+            self._called(family, "timeout", timing)
+            raise ExchangeUnavailable(
+                f"{self.name} {operation} timed out after {self._timeout:g} s"
+            ) from exc
+        except ExchangeRateLimited:
+            self._called(family, "rate_limited", timing)
+            raise
+        except Exception:
+            self._called(family, "error", timing)
+            raise
+        self._called(family, "ok", timing)
+        return result
 
     def _called(self, family: str, outcome: str, timing: _Timing | None) -> None:
         """Reports one call (``timing`` None: refused by the breaker, nothing sent)."""

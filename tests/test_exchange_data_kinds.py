@@ -298,3 +298,78 @@ async def test_a_symbol_without_a_price_stays_with_what_is_known(
     facts = market_facts(pipeline.latest, pipeline.latest_analysis)
     assert "ETHUSDT" not in {fact.symbol for fact in facts}  # no price, no price alert
     assert all(fact.price > 0 for fact in facts)
+
+
+# ----- quote assets beyond a fixed list -----------------------------------------------
+
+UNUSUAL = ("BTCDAI", "ETHTRY", "BTCFDUSD", "SOLUSDC")
+UNUSUAL_ASSETS = {
+    "BTCDAI": ("BTC", "DAI"),
+    "ETHTRY": ("ETH", "TRY"),
+    "BTCFDUSD": ("BTC", "FDUSD"),
+    "SOLUSDC": ("SOL", "USDC"),
+}
+
+
+@pytest_asyncio.fixture
+async def wide_fake() -> AsyncIterator[FakeBybit]:
+    async with FakeBybit(symbols=("BTCUSDT", "ETHUSDT", *UNUSUAL)) as server:
+        yield server
+
+
+async def test_base_and_quote_come_from_the_market_definitions(wide_fake: FakeBybit) -> None:
+    source = CcxtMarketSource("bybit", base_url=wide_fake.base_url, timeout_ms=3_000)
+    await source.start()
+    try:
+        assets = source.market_assets()
+        assert {s: assets[s] for s in UNUSUAL} == UNUSUAL_ASSETS
+        tickers = await source.fetch_tickers(list(UNUSUAL))
+        assert set(tickers) == set(UNUSUAL)
+    finally:
+        await source.close()
+
+
+@pytest_asyncio.fixture
+async def wide_app(wide_fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    settings_ = make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=wide_fake.base_url,
+        VIRTUOSO_SYMBOLS=",".join(("BTCUSDT", "ETHUSDT", *UNUSUAL)),
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+    )
+    async for test_app in started_app(settings_, None, clock):
+        yield test_app
+
+
+async def test_unusual_quote_assets_are_served(wide_app: QuartTestApp) -> None:
+    status, symbols = await _get(wide_app, "/api/symbols")
+    assert status == 200
+    served = {row["symbol"]: (row["base"], row["quote"]) for row in symbols["symbols"]}
+    assert {s: served[s] for s in UNUSUAL} == UNUSUAL_ASSETS
+    assert not [key for key in symbols["errors"] if key.endswith("/assets")]
+    status, desktop = await _get(wide_app, "/api/dashboard/data")
+    assert status == 200 and set(UNUSUAL) <= {row["symbol"] for row in desktop["symbols"]}
+    for symbol in UNUSUAL:
+        status, view = await _get(wide_app, f"/api/confluence/{symbol}")
+        assert status == 200 and view["price"] > 0
+
+
+async def test_a_symbol_that_fails_in_the_views_is_its_own_error(
+    wide_app: QuartTestApp, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import views
+
+    real = views.data_quality
+
+    def failing(snapshot, symbol):
+        if symbol == "ETHTRY":
+            raise ValueError("unknown quote asset in 'ETHTRY'")
+        return real(snapshot, symbol)
+
+    monkeypatch.setattr(views, "data_quality", failing)
+    clock.advance(30)
+    await state_of(wide_app).pipeline.refresh(force=True)
+    status, desktop = await _get(wide_app, "/api/dashboard/data")
+    assert status == 200 and desktop["stale"] is False
+    assert "unknown quote asset" in desktop["errors"]["ETHTRY/row"]
+    assert "BTCDAI" in {row["symbol"] for row in desktop["symbols"]}

@@ -247,6 +247,7 @@ class CcxtMarketSource:
         instrument_throttle(self._exchange)
         self._symbols_hint = frozenset(symbols_hint or ())
         self._to_ccxt: dict[str, str] = {}
+        self._assets: dict[str, tuple[str, str]] = {}
         self._listed: frozenset[str] = frozenset()
         self._loaded = False
         self._closed = False
@@ -398,16 +399,26 @@ class CcxtMarketSource:
         ``active`` None means the exchange does not say; such markets are kept.
         """
         to_ccxt: dict[str, str] = {}
+        assets: dict[str, tuple[str, str]] = {}
         for market in markets.values():
             if not market.get("spot") or market.get("active") is False:
                 continue
             try:
-                canonical = canonical_symbol(f"{market['base']}{market['quote']}")
+                base, quote = str(market["base"]).upper(), str(market["quote"]).upper()
+                canonical = canonical_symbol(f"{base}{quote}")
             except (KeyError, TypeError, ValueError):
                 continue
-            to_ccxt.setdefault(canonical, market["symbol"])
+            if canonical not in to_ccxt:
+                to_ccxt[canonical] = market["symbol"]
+                assets[canonical] = (base, quote)
         self._to_ccxt = to_ccxt
+        self._assets = assets
         self._listed = frozenset(to_ccxt)
+
+    def market_assets(self) -> dict[str, tuple[str, str]]:
+        """(base, quote) of every listed symbol, from the exchange's market definitions
+        (ccxt's ``markets``: any quote asset, DAI, TRY, FDUSD...); valid after ``start``."""
+        return dict(self._assets)
 
     def _ccxt_symbol(self, symbol: str) -> str:
         try:

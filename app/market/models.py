@@ -39,7 +39,9 @@ def canonical_symbol(text: str) -> str:
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
-    """``BTCUSDT`` → (``BTC``, ``USDT``) using the known quote assets."""
+    """``BTCUSDT`` → (``BTC``, ``USDT``) guessed from common quote assets: a fallback
+    only — base and quote come from the exchange's market definitions (see
+    ``app.market.source.market_assets``). Raises ValueError when no suffix matches."""
     for quote in QUOTE_ASSETS:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return symbol[: -len(quote)], quote

@@ -174,6 +174,10 @@ class SimulatedMarket:
     def listed_symbols(self) -> frozenset[str]:
         return frozenset(self._index)
 
+    def market_assets(self) -> dict[str, tuple[str, str]]:
+        """(base, quote) of every simulated symbol: all are quoted in USDT."""
+        return {symbol: (symbol.removesuffix("USDT"), "USDT") for symbol in self._index}
+
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         self._advance()
         return {symbol: self._ticker(self._column(symbol)) for symbol in symbols}

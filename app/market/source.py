@@ -31,3 +31,17 @@ class MarketSource(Protocol):
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles: ...
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook: ...
+
+
+def market_assets(source: object) -> dict[str, tuple[str, str]]:
+    """(base, quote) by canonical symbol from the source's market definitions, looking
+    through wrappers (``GuardedSource.source``); empty when no source in the chain
+    knows them. Sources that can, implement ``market_assets()`` (optional: not part of
+    the MarketSource protocol)."""
+    seen = 0
+    while source is not None and seen < 8:
+        method = getattr(source, "market_assets", None)
+        if callable(method):
+            return dict(method())
+        source, seen = getattr(source, "source", None), seen + 1
+    return {}

@@ -58,7 +58,7 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
         )
         if result:
             confluence[symbol] = result
-    beta = _section(errors, "beta", lambda: _all_betas(snapshot))
+    beta = _section(errors, "beta", lambda: _all_betas(snapshot, errors))
     return Analysis(
         confluence=confluence,
         beta=beta,
@@ -92,10 +92,19 @@ def _section(errors: dict[str, str], name: str, compute: Callable[[], T]) -> T |
         return None
 
 
-def _all_betas(snapshot: Snapshot) -> dict[str, dict[str, BetaStats]]:
+def _all_betas(snapshot: Snapshot, errors: dict[str, str]) -> dict[str, dict[str, BetaStats]]:
+    """Betas of every symbol; one that cannot be computed is named in ``errors`` under
+    ``beta/SYMBOL`` and left out, never the whole section."""
     if not snapshot.candles.get(BTC):
         raise LookupError("no BTC candles to measure beta against")
-    return {s: _betas(snapshot, s) for s in snapshot.symbols if s != BTC}
+    betas = {}
+    for symbol in snapshot.symbols:
+        if symbol == BTC:
+            continue
+        result = _section(errors, f"beta/{symbol}", lambda s=symbol: _betas(snapshot, s))
+        if result is not None:
+            betas[symbol] = result
+    return betas
 
 
 def _beta_overview(snapshot: Snapshot, beta: dict[str, dict[str, BetaStats]]) -> dict:

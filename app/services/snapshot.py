@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from app.market.errors import MarketDataError
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
-from app.market.source import MarketSource
+from app.market.source import MarketSource, market_assets
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Snapshot:
     books: dict[str, OrderBook]
     missing: dict[str, str] = field(default_factory=dict)  # "SYMBOL/part" → reason
     unpriced: dict[str, str] = field(default_factory=dict)  # symbol → why it has no ticker
+    assets: dict[str, tuple[str, str]] = field(default_factory=dict)  # symbol → (base, quote)
 
     @property
     def symbols(self) -> list[str]:
@@ -70,6 +71,7 @@ class SnapshotCollector:
         self._candles: dict[tuple[str, str], _CachedCandles] = {}
         self._version = 0
         self._gate = asyncio.Semaphore(CONCURRENT_FETCHES)
+        self._market_assets: dict[str, tuple[str, str]] | None = None
 
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
@@ -93,7 +95,14 @@ class SnapshotCollector:
             books=books,
             missing=missing,
             unpriced=unpriced,
+            assets=self._assets(),
         )
+
+    def _assets(self) -> dict[str, tuple[str, str]]:
+        """(base, quote) of the collected symbols from the exchange's market definitions."""
+        if self._market_assets is None:
+            self._market_assets = market_assets(self.source)
+        return {s: self._market_assets[s] for s in self.symbols if s in self._market_assets}
 
     async def candles(self, symbol: str, timeframe: str) -> Candles:
         """One symbol's candles, fetched only when due (raises MarketDataError)."""

@@ -8,7 +8,10 @@ fields ``generated_at``, ``source``, ``exchange``, ``version`` and ``errors``
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 from app.market.beta import BetaStats
 from app.market.confluence import ConfluenceResult
@@ -17,6 +20,9 @@ from app.market.quality import CandleQuality
 from app.services.analysis import COMBINED, Analysis, known_change
 from app.services.snapshot import Snapshot
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MOBILE_SIGNALS = 10
 MOBILE_ALERTS = 10
@@ -36,7 +42,12 @@ def build_views(
     """Every view of this snapshot, by name. Dashboards always come, with a missing
     section as null; a view that is only that section is left out (its last good
     version keeps being served, marked stale)."""
-    rows = [_symbol_row(snapshot, analysis, s) for s in _by_volume(snapshot)]
+    errors: dict[str, str] = {}
+    rows = [
+        row
+        for s in _by_volume(snapshot)
+        if (row := _per_symbol(errors, s, "row", lambda s=s: _symbol_row(snapshot, analysis, s)))
+    ]
     beta_summary = None if analysis.beta_overview is None else _beta_summary(analysis)
     views = {
         "dashboard:desktop": {
@@ -53,7 +64,7 @@ def build_views(
             "signal_counts": _signal_counts(analysis),
             "beta": beta_summary,
         },
-        "symbols": _symbols_view(snapshot, settings),
+        "symbols": _symbols_view(snapshot, settings, errors),
     }
     if analysis.signals is not None:
         views["dashboard:signals"] = {
@@ -71,17 +82,44 @@ def build_views(
         views["beta"] = _beta_view(analysis)
     for symbol, results in analysis.confluence.items():
         for timeframe, result in results.items():
-            views[view_name_confluence(symbol, timeframe)] = _confluence_view(
-                snapshot, symbol, timeframe, result
+            view = _per_symbol(
+                errors,
+                symbol,
+                f"confluence/{timeframe}",
+                lambda s=symbol, t=timeframe, r=result: _confluence_view(snapshot, s, t, r),
             )
+            if view is not None:
+                views[view_name_confluence(symbol, timeframe)] = view
     meta = {
         "generated_at": snapshot.fetched_at_ms,
         "source": snapshot.source,
         "exchange": snapshot.exchange,
         "version": snapshot.version,
-        "errors": snapshot.missing | analysis.errors,
+        "errors": snapshot.missing | analysis.errors | errors,
     }
     return {name: meta | payload for name, payload in views.items()}
+
+
+_failing: set[str] = set()  # "SYMBOL/part" whose view failed last time (log episodes)
+
+
+def _per_symbol(errors: dict[str, str], symbol: str, part: str, build: Callable[[], T]) -> T | None:
+    """One symbol's part of the views, or None with the reason in ``errors`` under
+    ``SYMBOL/part``: a symbol's failure is that symbol's error, never the refresh's.
+    Logged once per episode."""
+    key = f"{symbol}/{part}"
+    try:
+        value = build()
+    except Exception as error:
+        errors[key] = f"{type(error).__name__}: {error}"
+        if key not in _failing:
+            _failing.add(key)
+            log.warning("view part %s left out: %s", key, error, exc_info=True)
+        return None
+    if key in _failing:
+        _failing.discard(key)
+        log.info("view part %s works again", key)
+    return value
 
 
 def _by_volume(snapshot: Snapshot) -> list[str]:
@@ -282,19 +320,35 @@ def _mobile(
     }
 
 
-def _symbols_view(snapshot: Snapshot, settings: Settings) -> dict:
-    return {
-        "symbols": [
+def _symbols_view(snapshot: Snapshot, settings: Settings, errors: dict[str, str]) -> dict:
+    """Every symbol with its base and quote asset as the exchange defines them."""
+    rows = []
+    for symbol in snapshot.symbols:
+        base, quote = assets_of(snapshot, symbol, errors)
+        ticker = snapshot.tickers.get(symbol)
+        rows.append(
             {
                 "symbol": symbol,
-                "base": split_symbol(symbol)[0],
-                "quote": split_symbol(symbol)[1],
-                "price": ticker.last if (ticker := snapshot.tickers.get(symbol)) else None,
+                "base": base,
+                "quote": quote,
+                "price": None if ticker is None else ticker.last,
             }
-            for symbol in snapshot.symbols
-        ],
-        "timeframes": [*settings.confluence.timeframes, COMBINED],
-    }
+        )
+    return {"symbols": rows, "timeframes": [*settings.confluence.timeframes, COMBINED]}
+
+
+def assets_of(
+    snapshot: Snapshot, symbol: str, errors: dict[str, str]
+) -> tuple[str | None, str | None]:
+    """(base, quote) from the exchange's market definitions; else guessed from common
+    quote suffixes; else (None, None) with the reason in ``errors[SYMBOL/assets]``."""
+    if symbol in snapshot.assets:
+        return snapshot.assets[symbol]
+    try:
+        return split_symbol(symbol)
+    except ValueError as error:
+        errors[f"{symbol}/assets"] = str(error)
+        return None, None
 
 
 def _confluence_view(

@@ -5,6 +5,7 @@
 import { CandlestickSeries, createChart } from 'lightweight-charts';
 import { cleanCandles } from './candle-data.js';
 import { byId, setText } from './dom.js';
+import { chartPriceFormat, formatPrice, tickOf } from './prices.js';
 
 const THEME = {
   layout: {
@@ -17,23 +18,29 @@ const THEME = {
   autoSize: true,
 };
 
-/**
- * Price precision for a price's magnitude (PEPE needs 8 decimals, BTC 2).
- * @param {number} price
- */
-function priceFormat(price) {
-  const precision = price >= 1000 ? 2 : price >= 1 ? 4 : price >= 0.01 ? 6 : 8;
-  return { type: /** @type {const} */ ('price'), precision, minMove: 10 ** -precision };
-}
-
 /** @param {unknown} error */
 const isAbort = (error) => error instanceof DOMException && error.name === 'AbortError';
 
 export class CandlesChart {
-  /** @param {HTMLElement} container */
-  constructor(container) {
+  /**
+   * @param {HTMLElement} container
+   * @param {(symbol: string) => number | null} [tickFor] a symbol's tick size, if known
+   */
+  constructor(container, tickFor = () => null) {
     this.container = container;
-    this.chart = createChart(container, THEME);
+    this.tickFor = tickFor;
+    /** The tick size the axis and crosshair format by (null: significant digits). */
+    /** @type {number | null} */
+    this.tickSize = null;
+    // Axis labels and the crosshair's price use the page's price format (0.0₇114 for
+    // tiny prices); the labels last drawn are kept on the container (data-axis-labels).
+    this.chart = createChart(container, {
+      ...THEME,
+      localization: {
+        priceFormatter: (/** @type {number} */ price) => formatPrice(price, this.tickSize),
+        tickmarksPriceFormatter: (/** @type {number[]} */ prices) => this.axisLabels(prices),
+      },
+    });
     this.series = this.chart.addSeries(CandlestickSeries, {
       upColor: '#2fbf71', downColor: '#e5534b', wickUpColor: '#2fbf71', wickDownColor: '#e5534b', borderVisible: false,
     });
@@ -47,6 +54,18 @@ export class CandlesChart {
     this.bindTimeframes();
     // Leaving the page cancels a request in flight (quietly, see refresh).
     window.addEventListener('pagehide', () => this.inFlight?.abort());
+  }
+
+  /**
+   * The price axis's labels for its tick marks.
+   * @param {number[]} prices
+   * @returns {string[]}
+   */
+  axisLabels(prices) {
+    const labels = prices.map((price) => formatPrice(price, this.tickSize));
+    const joined = labels.join('|');
+    if (this.container.dataset.axisLabels !== joined) this.container.dataset.axisLabels = joined;
+    return labels;
   }
 
   bindTimeframes() {
@@ -96,7 +115,7 @@ export class CandlesChart {
         return;
       }
       this.etag = response.headers.get('ETag');
-      this.draw(body.candles, fit);
+      this.draw(body.candles, fit, tickOf(body) ?? this.tickFor(symbol));
       setText(byId('chart-status'), body.stale ? 'Candles are stale.' : '');
     } catch (error) {
       // An aborted request was replaced or the page is going: nothing to say.
@@ -109,10 +128,19 @@ export class CandlesChart {
   /**
    * @param {unknown} rows the payload's candles
    * @param {boolean} fit
+   * @param {number | null} tickSize the market's tick size (the payload's or the table's)
    */
-  draw(rows, fit) {
+  draw(rows, fit, tickSize) {
     const candles = cleanCandles(rows);
-    if (candles.length) this.series.applyOptions({ priceFormat: priceFormat(candles[candles.length - 1].close) });
+    if (candles.length) {
+      // The price step: the tick's decimals, or 5 significant digits of the last close;
+      // a step coarser than the prices' range leaves the axis without labels.
+      this.tickSize = tickSize;
+      const format = chartPriceFormat(candles[candles.length - 1].close, tickSize);
+      this.series.applyOptions({ priceFormat: format });
+      this.container.dataset.minMove = String(format.minMove);
+      this.container.dataset.precision = String(format.precision);
+    }
     this.series.setData(candles);
     if (fit) this.chart.timeScale().fitContent();
   }

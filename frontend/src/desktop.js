@@ -3,7 +3,7 @@
 
 import { AlertsPanel } from './alerts.js';
 import {
-  byId, find, inputById, setText, syncList,
+  byId, find, inputById, setText, syncList, tickOf,
 } from './dom.js';
 import { startPage, pageSettings } from './page.js';
 import {
@@ -22,7 +22,7 @@ let chartedSymbol = null;
 
 async function loadChart() {
   const { CandlesChart } = await import('./candles.js');
-  const loaded = new CandlesChart(byId('chart'));
+  const loaded = new CandlesChart(byId('chart'), tickFor);
   chart = loaded;
   if (chartedSymbol) loaded.show(chartedSymbol, loaded.timeframe);
 }
@@ -35,6 +35,15 @@ const watchlist = new Watchlist((symbols, problem) => {
   renderWatchlist();
   setText(byId('watchlist-status'), problem || '');
 });
+
+/**
+ * A symbol's tick size as the last payload gave it, or null.
+ * @param {string} symbol
+ * @returns {number | null}
+ */
+function tickFor(symbol) {
+  return tickOf(table.data(symbol));
+}
 
 /** @param {string} symbol */
 function selectSymbol(symbol) {
@@ -62,7 +71,7 @@ function render(body) {
   table.setAll(body.symbols);
   for (const row of body.symbols) betaTable.set(row.symbol, row.beta);
   betaTable.render();
-  renderMovers(body.movers);
+  renderMovers(body.movers, tickFor);
   renderSignals(body.signals);
   renderBetaSummary(body.beta);
   renderWatchlist();
@@ -87,7 +96,7 @@ const handlers = {
         renderSignals(data.signals);
         break;
       case 'dashboard':
-        renderMovers(data.movers);
+        renderMovers(data.movers, tickFor);
         renderBetaSummary(data.beta);
         if (chart) chart.refresh();
         break;

@@ -1,6 +1,8 @@
 // DOM helpers shared by the pages. Every value reaches the page through
 // textContent (HTML is never parsed), so exchange data and user text are always escaped.
 
+import { formatPrice } from './prices.js';
+
 /**
  * The element of `id`. Typed as present: the page templates hold the ids the modules
  * ask for (a caller that allows absence, e.g. a desktop-only panel, checks for null).
@@ -111,16 +113,8 @@ export function syncList(container, items, keyOf, create, update) {
 
 // --- formatting ---------------------------------------------------------------------
 
-/**
- * @param {number | null | undefined} value
- * @returns {string}
- */
-export function formatPrice(value) {
-  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
-  const magnitude = Math.abs(value);
-  const digits = magnitude >= 1000 ? 2 : magnitude >= 1 ? 4 : magnitude >= 0.01 ? 6 : 8;
-  return value.toLocaleString('en-US', { minimumFractionDigits: Math.min(digits, 2), maximumFractionDigits: digits });
-}
+// Prices: by tick size or significant digits, tiny ones as 0.0ₙ… (prices.js).
+export { formatPrice, tickOf } from './prices.js';
 
 /**
  * @param {number | null | undefined} value
@@ -206,13 +200,19 @@ export function showChange(node, value) {
 }
 
 /**
- * A price; flashes up or down when it moved from `previous`.
+ * A price (by the market's tick size when known); flashes up or down when it moved
+ * from `previous`. The exact price is the node's title (the text may be rounded or
+ * compact).
  * @param {HTMLElement} node
  * @param {number | null | undefined} price
  * @param {number | null | undefined} [previous]
+ * @param {number | null} [tickSize]
  */
-export function showPrice(node, price, previous) {
-  const changed = setText(node, formatPrice(price));
+export function showPrice(node, price, previous, tickSize = null) {
+  const changed = setText(node, formatPrice(price, tickSize));
+  const exact = typeof price === 'number' && Number.isFinite(price)
+    ? price.toLocaleString('en-US', { maximumFractionDigits: 20, useGrouping: false }) : '';
+  if (node.title !== exact) node.title = exact;
   if (changed && typeof price === 'number' && typeof previous === 'number' && Number.isFinite(previous)) {
     flash(node, price - previous);
   }

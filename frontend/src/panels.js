@@ -2,7 +2,7 @@
 // desktop beta table. Each list keeps one node per key and patches it in place.
 
 import {
-  byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
+  byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList, tickOf,
 } from './dom.js';
 
 export const BANDS = ['defensive', 'low', 'neutral', 'moderate', 'high'];
@@ -29,7 +29,8 @@ export function quoteItem(className, action) {
 }
 
 /**
- * @typedef {{symbol: string, price?: number | null, change_24h?: number | null}} Quote
+ * @typedef {{symbol: string, price?: number | null, change_24h?: number | null,
+ *   tick_size?: number | null, price_precision?: number | null}} Quote
  */
 
 /**
@@ -38,16 +39,22 @@ export function quoteItem(className, action) {
  */
 export function updateQuote(item, quote) {
   setText(find(item, '.quote-symbol'), quote.symbol);
-  showPrice(find(item, '.quote-price'), quote.price);
+  showPrice(find(item, '.quote-price'), quote.price, undefined, tickOf(quote));
   showChange(find(item, '.quote-change'), quote.change_24h);
 }
 
-/** @param {{gainers: Quote[], losers: Quote[]} | null | undefined} movers */
-export function renderMovers(movers) {
+/**
+ * @param {{gainers: Quote[], losers: Quote[]} | null | undefined} movers
+ * @param {(symbol: string) => number | null} [tickFor] a symbol's tick size when the
+ *   movers themselves do not carry it (e.g. from the symbol table)
+ */
+export function renderMovers(movers, tickFor = () => null) {
   if (!movers) return;
+  /** @param {Quote} m */
+  const withTick = (m) => (tickOf(m) === null ? { ...m, tick_size: tickFor(m.symbol) } : m);
   for (const side of /** @type {const} */ (['gainers', 'losers'])) {
     const list = byId(`movers-${side}`);
-    if (list) syncList(list, movers[side], (m) => m.symbol, () => quoteItem('mover'), updateQuote);
+    if (list) syncList(list, movers[side].map(withTick), (m) => m.symbol, () => quoteItem('mover'), updateQuote);
   }
 }
 

@@ -2,7 +2,7 @@
 // every update; sortable by any column, filterable by text and by watchlist.
 
 import {
-  el, formatNumber, formatVolume, setChoiceClass, setText, showChange, showPrice,
+  el, formatNumber, formatVolume, setChoiceClass, setText, showChange, showPrice, tickOf,
 } from './dom.js';
 
 const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
@@ -10,7 +10,8 @@ const SIGNALS = ['long', 'short', 'neutral'];
 
 /**
  * What a row shows: the symbol and its latest fields (price, change_24h, volume_24h,
- * score, signal and the component scores), any of them missing until known.
+ * score, signal and the component scores), any of them missing until known, and the
+ * market's tick_size once a payload gave it (tick_size or price_precision).
  * @typedef {{symbol: string} & Record<string, any>} RowData
  * @typedef {{tr: HTMLTableRowElement, cells: Record<string, HTMLElement>, star: HTMLButtonElement,
  *   chart: HTMLButtonElement, data: RowData}} Row
@@ -72,12 +73,15 @@ export class SymbolTable {
   /**
    * The full list (initial load or poll): rows patched, new ones created.
    * @param {Array<{symbol: string, price?: number | null, change_24h?: number | null,
-   *   volume_24h?: number | null, confluence?: Confluence | null}>} symbols
+   *   volume_24h?: number | null, confluence?: Confluence | null,
+   *   tick_size?: number | null, price_precision?: number | null}>} symbols
    */
   setAll(symbols) {
     for (const row of symbols) {
+      const tick = tickOf(row);
       this.patch(row.symbol, {
         price: row.price, change_24h: row.change_24h, volume_24h: row.volume_24h,
+        ...(tick !== null ? { tick_size: tick } : {}),
         ...(row.confluence ? confluenceFields(row.confluence) : {}),
       });
     }
@@ -87,10 +91,15 @@ export class SymbolTable {
   /**
    * A `market` update of one symbol.
    * @param {string} symbol
-   * @param {{price?: number | null, change_24h?: number | null, volume_24h?: number | null}} market
+   * @param {{price?: number | null, change_24h?: number | null, volume_24h?: number | null,
+   *   tick_size?: number | null, price_precision?: number | null}} market
    */
   applyMarket(symbol, market) {
-    this.patch(symbol, { price: market.price, change_24h: market.change_24h, volume_24h: market.volume_24h });
+    const tick = tickOf(market);
+    this.patch(symbol, {
+      price: market.price, change_24h: market.change_24h, volume_24h: market.volume_24h,
+      ...(tick !== null ? { tick_size: tick } : {}),
+    });
     this.sortSoon();
   }
 
@@ -123,7 +132,7 @@ export class SymbolTable {
     const before = row.data.price;
     Object.assign(row.data, fields);
     const { cells, data } = row;
-    showPrice(cells.price, data.price, before);
+    showPrice(cells.price, data.price, before, data.tick_size);
     showChange(cells.change_24h, data.change_24h);
     setText(cells.volume_24h, formatVolume(data.volume_24h));
     setText(cells.score, formatNumber(data.score));

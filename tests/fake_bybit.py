@@ -413,8 +413,15 @@ class FakeBybit:
         self._ticker_quirks[symbol] = kind
 
     def peg(self, symbol: str) -> None:
-        """Make ``symbol``'s klines flat (every price the same: a pegged stablecoin)."""
+        """Make ``symbol``'s klines and ticker flat (every price the same, 0 % change:
+        a pegged stablecoin)."""
         self._pegged.add(symbol)
+        spec = self._specs[symbol]
+        price = _fmt(spec.price, spec.decimals)
+        ticker = self.tickers[symbol]
+        for name in ("lastPrice", "prevPrice24h", "highPrice24h", "lowPrice24h"):
+            ticker[name] = price
+        ticker["price24hPcnt"] = "0"
 
     def clear_faults(self) -> None:
         """Remove every fault, quirk, latency and hang; hung requests are released."""

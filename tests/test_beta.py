@@ -16,6 +16,7 @@ from app.market.beta import (
     aligned_returns,
     beta_overview,
     compute_beta,
+    explain_beta,
     risk_band,
 )
 from app.market.models import TIMEFRAME_SECONDS, Candles
@@ -143,12 +144,25 @@ def test_zero_btc_variance_gives_none() -> None:
     assert compute_beta(candles(asset), candles(np.full(101, 60_000.0)), 100) is None
 
 
-def test_constant_asset_has_zero_beta_and_no_correlation() -> None:
+def test_constant_asset_has_zero_beta_and_an_undefined_correlation() -> None:
     _, btc = factor_model(1.0, 100, seed=2)
     stats = compute_beta(candles(np.full(101, 1.0)), candles(btc), 100)
     assert stats is not None
-    assert stats.beta == 0.0 and stats.correlation == 0.0 and stats.r_squared == 0.0
+    assert stats.beta == 0.0 and stats.correlation is None and stats.r_squared is None
+    assert "zero variance" in stats.undefined["correlation"]
     assert stats.risk_band == "defensive"
+    assert stats.to_dict()["correlation"] is None
+    assert json.loads(json.dumps(stats.to_dict()))["undefined"]["r_squared"]
+
+
+def test_undefined_beta_says_why() -> None:
+    asset, btc = factor_model(1.0, 100, seed=2)
+    few = explain_beta(candles(asset[:20]), candles(btc[:20]), 100)
+    assert few[0] is None and "too few aligned points: 19" in few[1]
+    flat = explain_beta(candles(asset), candles(np.full(101, 60_000.0)), 100)
+    assert flat[0] is None and "BTC" in flat[1]
+    fine = explain_beta(candles(asset), candles(btc), 100)
+    assert fine[0] is not None and fine[1] == ""
 
 
 def test_non_positive_prices_are_skipped() -> None:
@@ -240,3 +254,19 @@ def test_to_dict_is_json_friendly() -> None:
     data = json.loads(json.dumps(stats.to_dict()))
     assert data["beta"] == round(stats.beta, 4)
     assert data["timeframe"] == "5m" and data["points"] == 100
+
+
+def test_a_pegged_asset_is_left_out_of_the_average_correlation() -> None:
+    """The issue's case: three correlated alts at 0.9 and a stablecoin; the average
+    stays 0.9 and the regime stays CORRELATED_CRASH."""
+    stats = {f"S{i}": stat(1.2, 0.9) for i in range(3)}
+    _, btc = factor_model(1.0, 100, seed=2)
+    pegged = compute_beta(candles(np.full(101, 1.0)), candles(btc), 100)
+    assert pegged is not None
+    overview = beta_overview({**stats, "USDCUSDT": pegged}, -6.0)
+    assert overview["average_correlation"] == pytest.approx(0.9)
+    assert overview["correlation_symbols"] == 3 and overview["symbols"] == 4
+    assert "zero variance" in overview["excluded"]["USDCUSDT"]
+    assert overview["regime"] == "CORRELATED_CRASH"
+    only_pegged = beta_overview({"USDCUSDT": pegged}, -6.0)
+    assert only_pegged["average_correlation"] is None and only_pegged["regime"] == "RISK_OFF"

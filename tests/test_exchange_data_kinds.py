@@ -373,3 +373,57 @@ async def test_a_symbol_that_fails_in_the_views_is_its_own_error(
     assert status == 200 and desktop["stale"] is False
     assert "unknown quote asset" in desktop["errors"]["ETHTRY/row"]
     assert "BTCDAI" in {row["symbol"] for row in desktop["symbols"]}
+
+
+# ----- statistics undefined on the data -------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def pegged_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    async with FakeBybit(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT")) as server:
+        server.peg("USDCUSDT")
+        settings_ = make_settings(
+            VIRTUOSO_EXCHANGE="bybit",
+            VIRTUOSO_EXCHANGE_URL=server.base_url,
+            VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,USDCUSDT",
+            VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+        )
+        async for test_app in started_app(settings_, None, clock):
+            yield test_app
+
+
+async def test_a_pegged_coin_has_no_correlation_and_stays_out_of_the_average(
+    pegged_app: QuartTestApp,
+) -> None:
+    status, beta = await _get(pegged_app, "/api/bitcoin-beta")
+    assert status == 200
+    windows = {row["symbol"]: row["windows"] for row in beta["symbols"]}
+    assert windows["USDCUSDT"], "the pegged coin's beta windows are missing"
+    for stats in windows["USDCUSDT"].values():
+        assert stats["beta"] == 0.0 and stats["correlation"] is None
+        assert stats["r_squared"] is None and "zero variance" in stats["undefined"]["correlation"]
+    overview = beta["overview"]
+    assert "USDCUSDT" in overview["excluded"] and overview["correlation_symbols"] == 2
+    headline = [next(iter(windows[s].values()))["correlation"] for s in ("ETHUSDT", "SOLUSDT")]
+    assert overview["average_correlation"] == pytest.approx(sum(headline) / 2, abs=1e-3)
+    _, desktop = await _get(pegged_app, "/api/dashboard/data")
+    row = next(r for r in desktop["symbols"] if r["symbol"] == "USDCUSDT")
+    assert row["beta"]["correlation"] is None and row["beta"]["undefined"]
+
+
+async def test_too_few_aligned_points_are_a_reason_not_a_number(
+    fake: FakeBybit, clock: ManualClock
+) -> None:
+    fake.kline_quirk("gap", symbol="ETHUSDT", at=tuple(range(1, 1000, 2)))
+    settings_ = make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=fake.base_url,
+        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+    )
+    async for test_app in started_app(settings_, None, clock):
+        _, beta = await _get(test_app, "/api/bitcoin-beta")
+        eth = next(row for row in beta["symbols"] if row["symbol"] == "ETHUSDT")
+        assert eth["windows"] == {}
+        assert all("too few aligned points" in r for r in eth["unavailable"].values())
+        assert eth["unavailable"]

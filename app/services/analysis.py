@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, compute_beta
+from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
 from app.market.confluence import (
     ConfluenceResult,
     ConfluenceWeights,
@@ -42,6 +42,8 @@ class Analysis:
     movers: dict | None
     signals: list[dict] | None
     errors: dict[str, str] = field(default_factory=dict)  # section → why it is missing
+    # symbol → timeframe → why beta is undefined there (too few aligned points, ...)
+    beta_unavailable: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def headline_beta(self, symbol: str) -> BetaStats | None:
         return _first((self.beta or {}).get(symbol, {}))
@@ -58,7 +60,8 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
         )
         if result:
             confluence[symbol] = result
-    beta = _section(errors, "beta", lambda: _all_betas(snapshot, errors))
+    unavailable: dict[str, dict[str, str]] = {}
+    beta = _section(errors, "beta", lambda: _all_betas(snapshot, errors, unavailable))
     return Analysis(
         confluence=confluence,
         beta=beta,
@@ -79,6 +82,7 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
         ),
         signals=_section(errors, "signals", lambda: _signals(snapshot, confluence)),
         errors=errors,
+        beta_unavailable=unavailable,
     )
 
 
@@ -92,16 +96,21 @@ def _section(errors: dict[str, str], name: str, compute: Callable[[], T]) -> T |
         return None
 
 
-def _all_betas(snapshot: Snapshot, errors: dict[str, str]) -> dict[str, dict[str, BetaStats]]:
-    """Betas of every symbol; one that cannot be computed is named in ``errors`` under
-    ``beta/SYMBOL`` and left out, never the whole section."""
+def _all_betas(
+    snapshot: Snapshot, errors: dict[str, str], unavailable: dict[str, dict[str, str]]
+) -> dict[str, dict[str, BetaStats]]:
+    """Betas of every symbol; one that fails is named in ``errors`` under
+    ``beta/SYMBOL`` and left out, never the whole section; a window where beta is
+    undefined on the data is named in ``unavailable`` with the reason."""
     if not snapshot.candles.get(BTC):
         raise LookupError("no BTC candles to measure beta against")
     betas = {}
     for symbol in snapshot.symbols:
         if symbol == BTC:
             continue
-        result = _section(errors, f"beta/{symbol}", lambda s=symbol: _betas(snapshot, s))
+        result = _section(
+            errors, f"beta/{symbol}", lambda s=symbol: _betas(snapshot, s, unavailable)
+        )
         if result is not None:
             betas[symbol] = result
     return betas
@@ -129,15 +138,19 @@ def _confluence(
     return per_timeframe
 
 
-def _betas(snapshot: Snapshot, symbol: str) -> dict[str, BetaStats]:
+def _betas(
+    snapshot: Snapshot, symbol: str, unavailable: dict[str, dict[str, str]]
+) -> dict[str, BetaStats]:
     asset = snapshot.candles.get(symbol, {})
     btc = snapshot.candles.get(BTC, {})
     result = {}
     for timeframe, window in BETA_WINDOWS.items():
         if timeframe in asset and timeframe in btc:
-            stats = compute_beta(asset[timeframe], btc[timeframe], window)
+            stats, reason = explain_beta(asset[timeframe], btc[timeframe], window)
             if stats is not None:
                 result[timeframe] = stats
+            else:
+                unavailable.setdefault(symbol, {})[timeframe] = reason
     return result
 
 

@@ -242,15 +242,21 @@ def _sentiment(signal: str) -> str:
 
 
 def beta_brief(stats: BetaStats | None) -> dict | None:
+    """The headline beta; an undefined statistic is null and named in ``undefined``."""
     if stats is None:
         return None
     return {
         "beta": round(stats.beta, 3),
-        "correlation": round(stats.correlation, 3),
-        "r_squared": round(stats.r_squared, 3),
+        "correlation": _round_or_none(stats.correlation, 3),
+        "r_squared": _round_or_none(stats.r_squared, 3),
         "risk_band": stats.risk_band,
         "timeframe": stats.timeframe,
+        "undefined": dict(stats.undefined),
     }
+
+
+def _round_or_none(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _signal_counts(analysis: Analysis) -> dict[str, int] | None:
@@ -276,7 +282,11 @@ def _beta_view(analysis: Analysis) -> dict:
     return {
         "overview": analysis.beta_overview,
         "symbols": [
-            {"symbol": symbol, "windows": {tf: stats.to_dict() for tf, stats in windows.items()}}
+            {
+                "symbol": symbol,
+                "windows": {tf: stats.to_dict() for tf, stats in windows.items()},
+                "unavailable": analysis.beta_unavailable.get(symbol, {}),
+            }
             for symbol, windows in (analysis.beta or {}).items()
         ],
     }

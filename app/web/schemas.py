@@ -67,8 +67,10 @@ class Signal(_Doc):
 
 class BetaBrief(_Doc):
     beta: float
-    correlation: float
-    r_squared: float
+    correlation: float | None = Field(
+        description="null when undefined on the data (zero variance); see undefined"
+    )
+    r_squared: float | None = Field(description="null when the correlation is")
     risk_band: str
     timeframe: str
 

@@ -427,3 +427,23 @@ async def test_too_few_aligned_points_are_a_reason_not_a_number(
         assert eth["windows"] == {}
         assert all("too few aligned points" in r for r in eth["unavailable"].values())
         assert eth["unavailable"]
+
+
+async def test_the_counters_are_reachable_through_the_guard(fake: FakeBybit) -> None:
+    from app.market.source import data_quality_of
+    from app.market.sources import make_source
+
+    fake.kline_quirk("nan", symbol="ETHUSDT")
+    guarded = make_source(
+        make_settings(
+            VIRTUOSO_EXCHANGE="bybit",
+            VIRTUOSO_EXCHANGE_URL=fake.base_url,
+            VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT",
+        )
+    )
+    await guarded.start()
+    try:
+        await guarded.fetch_candles("ETHUSDT", "1m", 20)
+        assert data_quality_of(guarded) == {"ETHUSDT": {"candles_filled": 1}}
+    finally:
+        await guarded.close()

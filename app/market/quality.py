@@ -154,8 +154,7 @@ class DataQualityCounters:
     Kinds: the candle kinds (``candles_filled``, ``candles_dropped``,
     ``duplicate_candles``, ``reordered_candles``, ``gaps``, ``missing_candles``), the
     ticker kinds (``ticker_missing``: no ticker at all; ``ticker_fields_missing``: a
-    ticker lacking some fields; ``ticker_unpriced``: no usable last price) and
-    ``symbol_errors`` (a symbol's part failed and was reported, not the refresh).
+    ticker lacking some fields; ``ticker_unpriced``: no usable last price, empty or 0).
 
     Each kind also opens a log *episode* per (symbol, detail): ``start_episode``
     returns True only on the first bad observation after a clean one, so the caller

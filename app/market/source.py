@@ -45,3 +45,16 @@ def market_assets(source: object) -> dict[str, tuple[str, str]]:
             return dict(method())
         source, seen = getattr(source, "source", None), seen + 1
     return {}
+
+
+def data_quality_of(source: object) -> dict[str, dict[str, int]]:
+    """The per-symbol bad-data counts of the source (``{symbol: {kind: count}}``, see
+    ``app.market.quality.DataQualityCounters``), looking through wrappers such as
+    ``GuardedSource.source``; empty for sources that keep none (the simulated market)."""
+    seen = 0
+    while source is not None and seen < 8:
+        counters = getattr(source, "data_quality", None)
+        if counters is not None and callable(getattr(counters, "snapshot", None)):
+            return counters.snapshot()
+        source, seen = getattr(source, "source", None), seen + 1
+    return {}

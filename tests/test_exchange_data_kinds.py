@@ -447,3 +447,36 @@ async def test_the_counters_are_reachable_through_the_guard(fake: FakeBybit) -> 
         assert data_quality_of(guarded) == {"ETHUSDT": {"candles_filled": 1}}
     finally:
         await guarded.close()
+
+
+# ----- prices: the market's own tick size ----------------------------------------------
+
+
+async def test_rows_carry_the_exchange_tick_size(plain_app: QuartTestApp, fake: FakeBybit) -> None:
+    """Prices are shown by the market's precision: each row carries the tick size the
+    exchange defines (Bybit's priceFilter.tickSize, read through ccxt's markets)."""
+    _, desktop = await _get(plain_app, "/api/dashboard/data")
+    ticks = {row["symbol"]: row["tick_size"] for row in desktop["symbols"]}
+    for symbol, tick in ticks.items():
+        assert tick == pytest.approx(float(fake._specs[symbol].tick)), symbol
+    assert len(set(ticks.values())) > 1  # BTC and SOL do not share a price step
+
+
+async def test_live_updates_keep_a_symbol_that_lost_its_price(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    """A symbol whose ticker goes blank gets a market update with nulls (the page shows
+    "—"), not silence that would leave its old price on screen."""
+    from app.realtime.updates import updates_of
+
+    pipeline = state_of(plain_app).pipeline
+    fake.ticker_quirk("ETHUSDT", "absent")
+    clock.advance(30)
+    await pipeline.refresh(force=True)
+    market = {
+        symbol: data
+        for channel, symbol, data in updates_of(pipeline.latest, pipeline.latest_analysis)
+        if channel == "market"
+    }
+    assert set(market) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
+    assert market["ETHUSDT"]["price"] is None and market["BTCUSDT"]["price"] > 0

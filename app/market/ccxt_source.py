@@ -248,6 +248,7 @@ class CcxtMarketSource:
         self._symbols_hint = frozenset(symbols_hint or ())
         self._to_ccxt: dict[str, str] = {}
         self._assets: dict[str, tuple[str, str]] = {}
+        self._ticks: dict[str, float] = {}
         self._listed: frozenset[str] = frozenset()
         self._loaded = False
         self._closed = False
@@ -400,6 +401,7 @@ class CcxtMarketSource:
         """
         to_ccxt: dict[str, str] = {}
         assets: dict[str, tuple[str, str]] = {}
+        ticks: dict[str, float] = {}
         for market in markets.values():
             if not market.get("spot") or market.get("active") is False:
                 continue
@@ -411,9 +413,31 @@ class CcxtMarketSource:
             if canonical not in to_ccxt:
                 to_ccxt[canonical] = market["symbol"]
                 assets[canonical] = (base, quote)
+                tick = self._tick_size(market)
+                if tick is not None:
+                    ticks[canonical] = tick
         self._to_ccxt = to_ccxt
         self._assets = assets
+        self._ticks = ticks
         self._listed = frozenset(to_ccxt)
+
+    def _tick_size(self, market: Mapping[str, Any]) -> float | None:
+        """The market's price step in quote currency: ccxt's ``precision.price`` is the
+        step itself under TICK_SIZE precision (Bybit's ``priceFilter.tickSize``) and a
+        number of decimals under DECIMAL_PLACES; None when unknown or not positive."""
+        value = _number((market.get("precision") or {}).get("price"))
+        if value is None or value <= 0:
+            return None
+        mode = getattr(self._exchange, "precisionMode", ccxt_async.TICK_SIZE)
+        if mode == ccxt_async.TICK_SIZE:
+            return value
+        if mode == ccxt_async.DECIMAL_PLACES and value == int(value):
+            return 10.0 ** -int(value)
+        return None
+
+    def market_tick_sizes(self) -> dict[str, float]:
+        """The price step of every listed symbol with a known one; valid after ``start``."""
+        return dict(self._ticks)
 
     def market_assets(self) -> dict[str, tuple[str, str]]:
         """(base, quote) of every listed symbol, from the exchange's market definitions

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.market.models import Candles, OrderBook, Ticker
 
@@ -33,28 +33,37 @@ class MarketSource(Protocol):
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook: ...
 
 
-def market_assets(source: object) -> dict[str, tuple[str, str]]:
-    """(base, quote) by canonical symbol from the source's market definitions, looking
-    through wrappers (``GuardedSource.source``); empty when no source in the chain
-    knows them. Sources that can, implement ``market_assets()`` (optional: not part of
-    the MarketSource protocol)."""
+def _through_wrappers(source: object, attribute: str) -> Any:
+    """``attribute`` of the first source in the chain that has it, looking through
+    wrappers (``GuardedSource.source``, at most 8 deep); None when none has it."""
     seen = 0
     while source is not None and seen < 8:
-        method = getattr(source, "market_assets", None)
-        if callable(method):
-            return dict(method())
+        found = getattr(source, attribute, None)
+        if found is not None:
+            return found
         source, seen = getattr(source, "source", None), seen + 1
-    return {}
+    return None
+
+
+def market_assets(source: object) -> dict[str, tuple[str, str]]:
+    """(base, quote) by canonical symbol from the source's market definitions; empty
+    when no source in the chain knows them. Sources that can, implement
+    ``market_assets()`` (optional: not part of the MarketSource protocol)."""
+    method = _through_wrappers(source, "market_assets")
+    return dict(method()) if callable(method) else {}
+
+
+def market_tick_sizes(source: object) -> dict[str, float]:
+    """The price step (tick size, quote currency) by canonical symbol from the source's
+    market definitions (``market_tick_sizes()``, optional); empty when none knows."""
+    method = _through_wrappers(source, "market_tick_sizes")
+    return dict(method()) if callable(method) else {}
 
 
 def data_quality_of(source: object) -> dict[str, dict[str, int]]:
     """The per-symbol bad-data counts of the source (``{symbol: {kind: count}}``, see
     ``app.market.quality.DataQualityCounters``), looking through wrappers such as
     ``GuardedSource.source``; empty for sources that keep none (the simulated market)."""
-    seen = 0
-    while source is not None and seen < 8:
-        counters = getattr(source, "data_quality", None)
-        if counters is not None and callable(getattr(counters, "snapshot", None)):
-            return counters.snapshot()
-        source, seen = getattr(source, "source", None), seen + 1
-    return {}
+    counters = _through_wrappers(source, "data_quality")
+    snapshot = getattr(counters, "snapshot", None)
+    return snapshot() if callable(snapshot) else {}

@@ -34,8 +34,8 @@ class LiveUpdates:
 def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | None, Any]]:
     """(channel, symbol or None for the whole channel, data) of one snapshot."""
     updates: list[tuple[str, str | None, Any]] = []
-    for symbol, ticker in snapshot.tickers.items():
-        updates.append(("market", symbol, ticker_fields(ticker)))
+    for symbol in snapshot.symbols:  # a symbol that lost its price gets nulls, not silence
+        updates.append(("market", symbol, ticker_fields(snapshot.tickers.get(symbol))))
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         if combined is not None:
             confluence = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from app.market.errors import MarketDataError
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
-from app.market.source import MarketSource, market_assets
+from app.market.source import MarketSource, market_assets, market_tick_sizes
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Snapshot:
     missing: dict[str, str] = field(default_factory=dict)  # "SYMBOL/part" → reason
     unpriced: dict[str, str] = field(default_factory=dict)  # symbol → why it has no ticker
     assets: dict[str, tuple[str, str]] = field(default_factory=dict)  # symbol → (base, quote)
+    tick_sizes: dict[str, float] = field(default_factory=dict)  # symbol → price step
 
     @property
     def symbols(self) -> list[str]:
@@ -72,6 +73,7 @@ class SnapshotCollector:
         self._version = 0
         self._gate = asyncio.Semaphore(CONCURRENT_FETCHES)
         self._market_assets: dict[str, tuple[str, str]] | None = None
+        self._market_ticks: dict[str, float] | None = None
 
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
@@ -96,7 +98,14 @@ class SnapshotCollector:
             missing=missing,
             unpriced=unpriced,
             assets=self._assets(),
+            tick_sizes=self._tick_sizes(),
         )
+
+    def _tick_sizes(self) -> dict[str, float]:
+        """The price step of the collected symbols, from the exchange's market definitions."""
+        if self._market_ticks is None:
+            self._market_ticks = market_tick_sizes(self.source)
+        return {s: self._market_ticks[s] for s in self.symbols if s in self._market_ticks}
 
     def _assets(self) -> dict[str, tuple[str, str]]:
         """(base, quote) of the collected symbols from the exchange's market definitions."""

@@ -138,6 +138,7 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
         "symbol": symbol,
         **ticker_fields(ticker),
         "base_volume_24h": None if ticker is None else _known(ticker, "volume_24h", 6),
+        "tick_size": snapshot.tick_sizes.get(symbol),
         "confluence": _confluence_summary(combined, results),
         "beta": beta_brief(analysis.headline_beta(symbol)),
         "data_quality": data_quality(snapshot, symbol),

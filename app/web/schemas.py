@@ -94,6 +94,11 @@ class SymbolRow(_Doc):
     low_24h: float | None = Field(description="null when the exchange did not send it")
     volume_24h: float | None = Field(description="null when the exchange did not send it")
     base_volume_24h: float | None = Field(description="null when the exchange did not send it")
+    tick_size: float | None = Field(
+        None,
+        description="the market's price step (quote currency) from the exchange; "
+        "null when unknown (the simulated market)",
+    )
     confluence: ConfluenceSummary | None
     beta: BetaBrief | None
     data_quality: dict[str, Any] | None = Field(

@@ -480,3 +480,22 @@ async def test_live_updates_keep_a_symbol_that_lost_its_price(
     }
     assert set(market) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
     assert market["ETHUSDT"]["price"] is None and market["BTCUSDT"]["price"] > 0
+
+
+async def test_the_counts_are_prometheus_metrics(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    pipeline = state_of(plain_app).pipeline
+    fake.ticker_quirk("ETHUSDT", "absent")
+    fake.ticker_quirk("XRPUSDT", "no_change")
+    clock.advance(30)
+    await pipeline.refresh(force=True)
+    registry = state_of(plain_app).metrics.registry
+
+    def sample(symbol: str, kind: str) -> float:
+        labels = {"symbol": symbol, "kind": kind}
+        return registry.get_sample_value("virtuoso_exchange_data_quality_total", labels) or 0
+
+    assert sample("ETHUSDT", "ticker_missing") >= 1
+    assert sample("XRPUSDT", "ticker_fields_missing") >= 1
+    assert sample("BTCUSDT", "ticker_missing") == 0

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.cache.stats import SERVED_OUTCOMES
+from app.market.source import data_quality_of
 from app.observability.backends import BackendPoller
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
@@ -36,6 +37,7 @@ class ServiceCollector(Collector):
         yield from self._pipeline()
         yield from self._realtime()
         yield from self._webhooks()
+        yield from self._data_quality()
 
     # --- cache -------------------------------------------------------------------------
 
@@ -195,3 +197,16 @@ class ServiceCollector(Collector):
             "Webhook deliveries refused by the destination policy (no connection made)",
             value=self.state.alerts.webhooks.refused,
         )
+
+    def _data_quality(self) -> Iterator[CounterMetricFamily]:
+        """Bad exchange data cleaned at the source, by symbol (configured: bounded) and
+        kind (a fixed set: candles_filled, duplicate_candles, ticker_missing, …)."""
+        family = CounterMetricFamily(
+            "virtuoso_exchange_data_quality",
+            "Exchange data that had to be cleaned or was missing, by symbol and kind",
+            labels=("symbol", "kind"),
+        )
+        for symbol, kinds in sorted(data_quality_of(self.state.pipeline.source).items()):
+            for kind, count in sorted(kinds.items()):
+                family.add_metric((symbol, kind), count)
+        yield family

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the browser bundles: frontend/src/{desktop,mobile}.{js,css} ->
-# app/web/static/dist/. Installs the locked npm packages first, only when
+# app/web/static/dist/ (content-hashed chunks), and the mobile page's service worker
+# frontend/src/sw.js -> app/web/static/dist/sw.js (one classic script under a stable
+# name: GET /sw.js serves it, prefixed with the shell's version and URLs). Installs the locked npm packages first, only when
 # node_modules is missing or package-lock.json changed since the last install
 # (stamp file in node_modules).
 set -euo pipefail

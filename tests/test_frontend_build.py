@@ -191,3 +191,12 @@ async def test_docs_allows_only_its_own_inline_script(web_app: QuartTestApp) -> 
     assert {k: v for k, v in directives.items() if k != "script-src"} == {
         k: v for k, v in expected.items() if k != "script-src"
     }
+
+
+def test_build_produces_the_service_worker(dist: Path) -> None:
+    """The mobile page's service worker: one classic script under a stable name (GET
+    /sw.js serves it), with no module syntax and no chunk to load."""
+    worker = (dist / "sw.js").read_text()
+    assert "VIRTUOSO_SHELL" in worker and "caches" in worker
+    assert not re.search(r"\bimport\s*[{(\"']|\bexport\s*[{*]", worker)
+    assert not list(dist.glob("sw-*.js"))

@@ -134,3 +134,13 @@ def test_asset_version_follows_the_content(tmp_path: Path) -> None:
 def test_missing_bundle_says_how_to_build(tmp_path: Path) -> None:
     with pytest.raises(MissingAsset, match="make frontend"):
         AssetVersions(tmp_path).url("desktop.js")
+
+
+async def test_no_secret_in_the_service_worker_or_manifest(app_with_secrets: QuartTestApp) -> None:
+    client = app_with_secrets.test_client()
+    for path in ("/sw.js", "/manifest.webmanifest"):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        body = await response.get_data(as_text=True)
+        for secret in SECRETS.values():
+            assert secret not in body

@@ -5,6 +5,9 @@ import { createAlertItem, newestFirst, updateAlertItem } from './alerts.js';
 import {
   byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
+import {
+  keepLastPayload, registerServiceWorker, refreshWhenOnline, showOfflineRead,
+} from './offline.js';
 import { pageSettings, startPage } from './page.js';
 import { renderBetaSummary, renderSignals } from './panels.js';
 
@@ -89,11 +92,22 @@ function render(body) {
   renderBetaSummary(body.beta_summary);
   for (const alert of body.critical_alerts) criticalAlerts.set(alert.id, alert);
   renderCriticalAlerts();
+  showOfflineRead(body);
+  lastPayload.fetched(body);
 }
+
+const DATA_URL = '/api/dashboard/mobile';
+// The worker keeps the last payload fetched; with live updates, it is re-read once the
+// data on screen is older than the stale threshold ahead of it.
+const lastPayload = keepLastPayload(DATA_URL, settings.staleAfterMs);
+/** @type {import('./header.js').Header | null} */
+let pageHeader = null;
 
 /** @type {import('./page.js').Handlers} */
 const handlers = {
   update(channel, symbol, data) {
+    showOfflineRead({}); // a live message: the network is back
+    if (channel === 'dashboard' && pageHeader) lastPayload.shown(pageHeader.generatedAt);
     if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h });
     else if (channel === 'confluence') patchCard(symbol, { score: data.score, signal: data.signal });
     else if (channel === 'signals') renderSignals(data.signals);
@@ -106,12 +120,21 @@ const handlers = {
   },
 };
 
+// Offline: the service worker keeps the shell and the last payload (src/sw.js).
+registerServiceWorker('/sw.js', '/mobile');
+
 startPage({
-  dataUrl: '/api/dashboard/mobile',
+  dataUrl: DATA_URL,
   subscriptions: (body) => [
     { channels: ['market', 'confluence'], symbols: body.confluence_scores.map((/** @type {{symbol: string}} */ row) => row.symbol) },
     { channels: ['signals', 'dashboard', 'alerts'] },
   ],
   render,
   handlers,
+}).then(({ header }) => {
+  pageHeader = header;
+  refreshWhenOnline(DATA_URL, (body, receivedAt) => {
+    header.noteFetched(body, receivedAt);
+    render(body);
+  });
 });

@@ -208,6 +208,16 @@ async def test_offline_reload_shows_the_last_payload_then_refreshes_online(
         served.base + "/sw.js"
     )
     assert not await page.locator("#badge-offline").is_visible()
+    # Chromium's own verdict: the manifest parses and the page is installable.
+    cdp = await context.new_cdp_session(page)
+    manifest = await cdp.send("Page.getAppManifest")
+    assert manifest["url"] == served.base + "/manifest.webmanifest"
+    assert manifest["errors"] == []
+    installability = await cdp.send("Page.getInstallabilityErrors")
+    # (a Playwright context is an incognito profile, where Chromium never offers install)
+    errors = [e["errorId"] for e in installability["installabilityErrors"]]
+    assert [e for e in errors if e != "in-incognito"] == []
+    await cdp.detach()
 
     # A new snapshot arrives live (WebSocket): the page re-reads the payload through the
     # worker, which keeps it — the offline page will show this one.
@@ -253,5 +263,49 @@ async def test_desktop_page_is_never_controlled(browser: Browser, served: Served
     await page.goto(served.base + "/?view=desktop")
     await page.wait_for_selector("#symbols-body tr", timeout=WAIT_MS)
     assert await page.evaluate("navigator.serviceWorker.controller") is None
+    assert problems.messages == []
+    await context.close()
+
+
+async def test_a_deploy_replaces_the_cached_shell(
+    browser: Browser, served: ServedApp, tmp_path, monkeypatch
+) -> None:
+    """A new build gives /sw.js new bytes: the browser installs the new worker, which
+    keeps the new shell under a new version and deletes the old caches on activate."""
+    context, page, problems = await phone(browser)
+    await page.goto(served.base + "/mobile")
+    await page.wait_for_function(
+        "() => navigator.serviceWorker.controller !== null", timeout=WAIT_MS
+    )
+    before = sorted(await page.evaluate("() => caches.keys()"))
+    assert len(before) == 2 and all(name.startswith("virtuoso-mobile-") for name in before)
+    old_version = before[0].rsplit("-", 1)[1]
+
+    for path in assets.directory.iterdir():  # the "deploy": mobile.js rebuilt
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    rebuilt = tmp_path / "mobile.js"
+    rebuilt.write_text(rebuilt.read_text() + "\n// rebuilt\n")
+    monkeypatch.setattr(assets, "directory", tmp_path)
+    monkeypatch.setattr(assets, "_versions", {})
+    new_url = assets.url("mobile.js")
+
+    await page.evaluate(
+        "async () => (await navigator.serviceWorker.getRegistration('/mobile')).update()"
+    )
+    after: list[str] = []
+    for _ in range(WAIT_MS // 100):
+        after = await page.evaluate("() => caches.keys()")
+        if after and not any(name.endswith(old_version) for name in after):
+            break
+        await page.wait_for_timeout(100)
+    assert after and not any(name.endswith(old_version) for name in after), after
+    shell_cache = next(name for name in after if "-shell-" in name)
+    cached = await page.evaluate(
+        "async (name) => (await (await caches.open(name)).keys()).map((r) => r.url)",
+        shell_cache,
+    )
+    assert served.base + new_url in cached
+    await page.reload()
+    assert await page.locator(f"script[src='{new_url}']").count() == 1
     assert problems.messages == []
     await context.close()

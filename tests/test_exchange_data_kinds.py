@@ -499,3 +499,47 @@ async def test_the_counts_are_prometheus_metrics(
     assert sample("ETHUSDT", "ticker_missing") >= 1
     assert sample("XRPUSDT", "ticker_fields_missing") >= 1
     assert sample("BTCUSDT", "ticker_missing") == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price24hPcnt", "NaN"),
+        ("price24hPcnt", "abc"),
+        ("lastPrice", "abc"),
+        ("volume24h", "Infinity"),
+        ("turnover24h", "-"),
+        ("prevPrice24h", "NaN"),
+    ],
+)
+async def test_a_ticker_ccxt_cannot_parse_is_that_symbols_problem(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock, field: str, value: str
+) -> None:
+    """ccxt raises a plain ValueError on such a field and would fail the whole batch:
+    the refresh goes on, the symbol stays without a price, counted and named."""
+    pipeline = state_of(plain_app).pipeline
+    fake.tickers["XRPUSDT"][field] = value
+    clock.advance(30)
+    snapshot = await pipeline.refresh(force=True)
+    assert snapshot is not None and set(snapshot.tickers) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    _, desktop = await _get(plain_app, "/api/dashboard/data")
+    rows = {row["symbol"]: row for row in desktop["symbols"]}
+    assert rows["XRPUSDT"]["price"] is None and rows["BTCUSDT"]["price"] > 0
+    assert "XRPUSDT/ticker" in desktop["errors"]
+    counts = state_of(plain_app).pipeline.source.source.data_quality.counts
+    assert counts["XRPUSDT"]["ticker_unparsable"] >= 1
+
+
+async def test_an_impossible_24h_change_is_not_taken(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    fake.tickers["XRPUSDT"]["price24hPcnt"] = "-2"  # -200%: no price falls below zero
+    clock.advance(30)
+    await state_of(plain_app).pipeline.refresh(force=True)
+    _, desktop = await _get(plain_app, "/api/dashboard/data")
+    xrp = next(row for row in desktop["symbols"] if row["symbol"] == "XRPUSDT")
+    # The impossible percentage is dropped; the change comes from the 24h open instead.
+    prev = float(fake.tickers["XRPUSDT"]["prevPrice24h"])
+    expected = (xrp["price"] - prev) / prev * 100
+    assert xrp["price"] > 0 and xrp["change_24h"] == pytest.approx(expected, abs=0.01)
+    assert xrp["change_24h"] > -100

@@ -162,6 +162,34 @@ def _positive(value: Any) -> float | None:
     return number if number is not None and number > 0 else None
 
 
+UNPARSABLE = "unparsable"
+TICKER_PROBLEMS = (
+    "ticker_missing",
+    "ticker_unparsable",
+    "ticker_unpriced",
+    "ticker_fields_missing",
+)  # key of a stand-in ticker ccxt could not parse: the error
+
+
+def _tolerate_bad_tickers(exchange: ccxt_async.Exchange) -> None:
+    """ccxt parses a batch of tickers in one go, and one field it cannot read
+    (``"NaN"``, ``"abc"`` in a price or a percentage) raises a plain ValueError that
+    fails the whole batch — every symbol's refresh for one symbol's data. The instance's
+    ``parse_ticker`` is wrapped so that such a ticker becomes a stand-in holding only
+    its symbol and the error: that symbol has no usable ticker (counted, noted), the
+    others are served."""
+    parse = exchange.parse_ticker
+
+    def tolerant(ticker: dict, market: Any = None) -> dict:
+        try:
+            return parse(ticker, market)
+        except Exception as error:  # any parse failure of one entry is that entry's
+            known = exchange.safe_market(ticker.get("symbol"), market, None, "spot")
+            return {"symbol": known["symbol"], "info": ticker, UNPARSABLE: str(error)[:200]}
+
+    exchange.parse_ticker = tolerant  # type: ignore[method-assign]
+
+
 def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:
     """Convert a ccxt unified ticker; None when it carries no usable last price (empty,
     null, NaN or 0: a suspended pair).
@@ -177,6 +205,8 @@ def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker
     missing: list[str] = []
     open_24h = _positive(raw.get("open"))
     change_pct = _number(raw.get("percentage"))
+    if change_pct is not None and change_pct <= -100:  # a price cannot fall 100% or more
+        change_pct = None
     if change_pct is None:
         change_pct = (last - open_24h) / open_24h * 100 if open_24h else math.nan
     if open_24h is None:
@@ -245,6 +275,7 @@ class CcxtMarketSource:
         from app.market.ccxt_timing import instrument_throttle
 
         instrument_throttle(self._exchange)
+        _tolerate_bad_tickers(self._exchange)
         self._symbols_hint = frozenset(symbols_hint or ())
         self._to_ccxt: dict[str, str] = {}
         self._assets: dict[str, tuple[str, str]] = {}
@@ -309,20 +340,27 @@ class CcxtMarketSource:
         line when such an episode starts and one when it ends."""
         if not entry:
             problem = "ticker_missing"
+        elif entry.get(UNPARSABLE):
+            problem = "ticker_unparsable"
         elif ticker is None:
             problem = "ticker_unpriced"
         elif ticker.missing:
             problem = "ticker_fields_missing"
         else:
             problem = None
-        for kind in ("ticker_missing", "ticker_unpriced", "ticker_fields_missing"):
+        for kind in TICKER_PROBLEMS:
             if kind != problem and self.data_quality.end_episode(symbol, kind):
                 log.info("%s %s ticker is complete again", self.name, symbol)
         if problem is None:
             return
         self.data_quality.add(symbol, problem)
         if self.data_quality.start_episode(symbol, problem):
-            detail = ", ".join(ticker.missing) if ticker is not None else "no usable last price"
+            if problem == "ticker_unparsable":
+                detail = f"ccxt could not parse it ({entry[UNPARSABLE]})"
+            elif ticker is not None:
+                detail = ", ".join(ticker.missing)
+            else:
+                detail = "no usable last price"
             log.warning("%s %s for %s: %s", self.name, problem.replace("_", " "), symbol, detail)
 
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:

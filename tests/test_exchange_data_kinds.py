@@ -543,3 +543,17 @@ async def test_an_impossible_24h_change_is_not_taken(
     expected = (xrp["price"] - prev) / prev * 100
     assert xrp["price"] > 0 and xrp["change_24h"] == pytest.approx(expected, abs=0.01)
     assert xrp["change_24h"] > -100
+
+
+async def test_an_empty_candle_answer_is_said_not_silent(
+    fake: FakeBybit, source: CcxtMarketSource, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.kline_quirk("gap", symbol="SOLUSDT", interval="240", at=range(1001))  # no rows
+    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+        for _ in range(3):
+            candles = await source.fetch_candles("SOLUSDT", "4h", 50)
+    assert len(candles) == 0 and candles.quality.empty == 1
+    assert source.data_quality.counts["SOLUSDT"]["candles_empty"] == 3
+    lines = [r for r in caplog.records if "SOLUSDT 4h" in r.getMessage()]
+    assert len(lines) == 1 and "candles_empty=1" in lines[0].getMessage()
+    assert (await source.fetch_candles("SOLUSDT", "1h", 50)).quality.clean  # others fine

@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -376,6 +377,8 @@ class CcxtMarketSource:
         )
         canonical = canonical_symbol(symbol)
         clean, quality = clean_candle_rows(rows or [], TIMEFRAME_SECONDS[timeframe] * 1000)
+        if not clean:  # nothing usable came back: said, not silently an empty series
+            quality = replace(quality, empty=1)
         self._note_candles(canonical, timeframe, quality)
         return Candles.from_rows(canonical, timeframe, clean[-limit:], quality)
 

@@ -43,6 +43,7 @@ class CandleQuality:
     reordered: int = 0
     gaps: int = 0
     missing: int = 0
+    empty: int = 0  # 1 when the fetch left no usable candle at all (an empty answer)
 
     @property
     def clean(self) -> bool:
@@ -58,6 +59,7 @@ class CandleQuality:
             "reordered_candles": self.reordered,
             "gaps": self.gaps,
             "missing_candles": self.missing,
+            "candles_empty": self.empty,
         }
 
 

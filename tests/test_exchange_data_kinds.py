@@ -460,6 +460,10 @@ async def test_rows_carry_the_exchange_tick_size(plain_app: QuartTestApp, fake: 
     for symbol, tick in ticks.items():
         assert tick == pytest.approx(float(fake._specs[symbol].tick)), symbol
     assert len(set(ticks.values())) > 1  # BTC and SOL do not share a price step
+    _, mobile = await _get(plain_app, "/api/dashboard/mobile")
+    assert {card["symbol"]: card["tick_size"] for card in mobile["confluence_scores"]} == {
+        symbol: ticks[symbol] for symbol in (c["symbol"] for c in mobile["confluence_scores"])
+    }
 
 
 async def test_live_updates_keep_a_symbol_that_lost_its_price(

@@ -312,6 +312,7 @@ def _mobile(
                 "signal": confluence.get("signal"),
                 "reliability": confluence.get("reliability"),
                 "price": row["price"],
+                "tick_size": row.get("tick_size"),
                 "change_24h": row["change_24h"],
                 "volume_24h": row["volume_24h"],
                 "high_24h": row["high_24h"],

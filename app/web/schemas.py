@@ -123,6 +123,7 @@ class MobileCard(_Doc):
     signal: str | None
     reliability: float | None
     price: float | None = Field(description="null when the exchange did not send it")
+    tick_size: float | None = Field(None, description="the market's price step, if known")
     change_24h: float | None = Field(description="null when the exchange did not send it")
     volume_24h: float | None = Field(description="null when the exchange did not send it")
     high_24h: float | None = Field(description="null when the exchange did not send it")

@@ -10,6 +10,7 @@ import {
 } from './offline.js';
 import { pageSettings, startPage } from './page.js';
 import { renderBetaSummary, renderSignals } from './panels.js';
+import { tickOf } from './prices.js';
 
 const settings = pageSettings();
 /** @type {Map<string, {node: HTMLElement, data: Record<string, any>}>} */
@@ -51,7 +52,7 @@ function patchCard(symbol, fields) {
   const before = card.data.price;
   Object.assign(card.data, fields);
   const { node, data } = card;
-  showPrice(find(node, '.card-price'), data.price, before);
+  showPrice(find(node, '.card-price'), data.price, before, tickOf(data));
   showChange(find(node, '.card-change'), data.change_24h);
   const signal = find(node, '.card-signal');
   setText(signal, data.signal || '—');
@@ -62,7 +63,8 @@ function patchCard(symbol, fields) {
 
 /**
  * @param {Array<{symbol: string, price: number | null, change_24h: number | null,
- *   score: number | null, signal: string | null}>} scores the top symbols, in order
+ *   score: number | null, signal: string | null, tick_size?: number | null}>} scores
+ *   the top symbols, in order
  */
 function renderCards(scores) {
   const container = byId('cards');
@@ -71,6 +73,7 @@ function renderCards(scores) {
     cards.set(row.symbol, card);
     patchCard(row.symbol, {
       price: row.price, change_24h: row.change_24h, score: row.score, signal: row.signal,
+      tick_size: row.tick_size,
     });
     return card.node;
   });

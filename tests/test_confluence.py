@@ -15,11 +15,14 @@ from hypothesis.extra import numpy as hnp
 from app.market.confluence import (
     COMPONENTS,
     DEFAULT_COMPONENT_WEIGHTS,
+    MIN_SIGNAL_COVERAGE,
     SUB_WEIGHTS,
     ComponentScore,
     ConfluenceResult,
     ConfluenceWeights,
     combine_timeframes,
+    coverage,
+    evidenced_signal,
     score_timeframe,
     signal_for,
 )
@@ -57,7 +60,9 @@ def book(mid: float, bid_qty: float, ask_qty: float, step: float = 1e-4) -> Orde
 def assert_bounded(result: ConfluenceResult) -> None:
     assert 0.0 <= result.score <= 100.0
     assert 0.0 <= result.reliability <= 1.0
-    assert result.signal == signal_for(result.score, WEIGHTS)
+    assert result.signal == evidenced_signal(result.score, result.components, WEIGHTS)
+    if coverage(result.components, WEIGHTS) < MIN_SIGNAL_COVERAGE:
+        assert result.signal == "neutral"
     assert list(result.components) == list(COMPONENTS)
     for component in result.components.values():
         assert component.score is None or 0.0 <= component.score <= 100.0
@@ -354,20 +359,39 @@ def test_combine_renormalises_over_present_timeframes() -> None:
     assert combined.weights_used == pytest.approx(
         {"technical": w1 * 0.5 + w5 * 1.0, "volume": w1 * 0.5}
     )
-    assert combined.signal == signal_for(combined.score, WEIGHTS)
+    # technical and volume alone carry 28% of the weight: not enough for a signal
+    assert combined.signal == "neutral" and combined.score > WEIGHTS.long_threshold - 20
     assert combined.reliability == pytest.approx(2 / len(COMPONENTS))
 
 
 def test_combine_ignores_unweighted_and_empty_timeframes() -> None:
     empty = score_timeframe(flat_candles(5, 1.0), None, WEIGHTS)
     per_tf = {
-        "1m": synthetic(90.0, {"technical": 90.0}),
+        "1m": synthetic(90.0, {"technical": 90.0, "orderflow": 90.0, "orderbook": 90.0}),
         "4h": empty,
         "1d": synthetic(10.0, {"technical": 10.0}),  # not in the timeframe weights
     }
     combined = combine_timeframes(per_tf, WEIGHTS)
     assert combined.score == pytest.approx(90.0)
     assert combined.signal == "long"
+
+
+@pytest.mark.parametrize(
+    ("available", "signal"),
+    [
+        ({"orderbook": 95.0}, "neutral"),  # no usable candles: the book alone, 20%
+        ({"orderbook": 95.0, "technical": 95.0}, "neutral"),  # 30%
+        ({"orderbook": 95.0, "orderflow": 95.0}, "long"),  # 50%: evidence enough
+        ({"orderbook": 5.0, "orderflow": 5.0, "volume": 5.0}, "short"),
+    ],
+)
+def test_a_signal_needs_half_the_configured_weight_behind_it(
+    available: dict[str, float], signal: str
+) -> None:
+    per_tf = {tf: synthetic(next(iter(available.values())), available) for tf in ("1m", "5m")}
+    combined = combine_timeframes(per_tf, WEIGHTS)
+    assert combined.signal == signal
+    assert all(r.signal == signal for r in per_tf.values()) or signal == "neutral"
 
 
 def test_combine_real_timeframes_is_bounded_and_consistent() -> None:

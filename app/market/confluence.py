@@ -240,6 +240,34 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+# A signal needs evidence: the available components must carry at least this share of
+# the configured weight. Without it (e.g. no usable candles: the order book alone, 20%)
+# the score is still shown, but the signal is neutral.
+MIN_SIGNAL_COVERAGE = 0.5
+
+
+def coverage(components: Mapping[str, ComponentScore], weights: ConfluenceWeights) -> float:
+    """The share (0–1) of the configured component weight whose component has a score."""
+    configured = {name: w for name, w in weights.components.items() if w > 0}
+    total = sum(configured.values())
+    available = sum(
+        w
+        for name, w in configured.items()
+        if (c := components.get(name)) is not None and c.score is not None
+    )
+    return available / total if total > 0 else 0.0
+
+
+def evidenced_signal(
+    score: float, components: Mapping[str, ComponentScore], weights: ConfluenceWeights
+) -> str:
+    """``signal_for`` when the available components carry at least
+    ``MIN_SIGNAL_COVERAGE`` of the configured weight, else ``neutral``."""
+    if coverage(components, weights) < MIN_SIGNAL_COVERAGE:
+        return "neutral"
+    return signal_for(score, weights)
+
+
 def signal_for(score: float, weights: ConfluenceWeights) -> str:
     """``long`` at or above the long threshold, ``short`` at or below the short one."""
     if score >= weights.long_threshold:
@@ -286,7 +314,7 @@ def _result(components: dict[str, ComponentScore], weights: ConfluenceWeights) -
     score = NEUTRAL if score is None else score
     return ConfluenceResult(
         score=score,
-        signal=signal_for(score, weights),
+        signal=evidenced_signal(score, components, weights),
         reliability=_reliability(components, weights),
         components=components,
         weights_used=norm,
@@ -591,7 +619,7 @@ def combine_timeframes(
             used[name] = used.get(name, 0.0) + tf_w * w
     return ConfluenceResult(
         score=score,
-        signal=signal_for(score, weights),
+        signal=evidenced_signal(score, components, weights),
         reliability=_reliability(components, weights),
         components=components,
         weights_used={name: used[name] for name in COMPONENTS if name in used},

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from quart import Quart
 
@@ -111,3 +112,34 @@ async def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# -- fixtures and helpers every page test shares (registered as a plugin by conftest) --
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium for one test."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[ServedApp]:
+    """The app on the simulated market over real HTTP (a test module may override it)."""
+    async with served_app() as app:
+        yield app
+
+
+async def open_page(browser: Browser, url: str, problems: PageProblems, **options) -> Page:
+    """A new context and page (``options``: the context's), watched for problems, at ``url``."""
+    context = await browser.new_context(**options)
+    page = await context.new_page()
+    problems.watch(page)
+    await page.goto(url)
+    return page
+
+
+async def text_of(page: Page, selector: str) -> str:
+    """The stripped text of the first element matching ``selector``."""
+    return (await page.locator(selector).first.text_content() or "").strip()

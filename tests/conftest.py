@@ -16,7 +16,7 @@ from app.settings import Settings, load_settings
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY, ServiceState
 
-pytest_plugins = ["tests.servers"]  # the memcached and redis fixtures
+pytest_plugins = ["tests.servers", "tests.browser"]  # servers; Chromium and the served app
 
 START = 1_790_000_000.0  # a fixed instant (2026-09-21) for deterministic markets
 

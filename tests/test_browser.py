@@ -12,7 +12,15 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, WebSocketRoute
 
 from app.market.errors import ExchangeUnavailable
-from tests.browser import IPHONE, PageProblems, ServedApp, chromium, screenshot, served_app
+from tests.browser import (
+    IPHONE,
+    PageProblems,
+    ServedApp,
+    open_page,
+    screenshot,
+    served_app,
+    text_of,
+)
 from tests.conftest import eventually
 
 API_TOKEN = "browser-test-token"
@@ -21,27 +29,9 @@ BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
 
 
 @pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest_asyncio.fixture
 async def served() -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN) as app:
         yield app
-
-
-async def open_page(browser: Browser, url: str, problems: PageProblems, **context_options) -> Page:
-    context = await browser.new_context(**context_options)
-    page = await context.new_page()
-    problems.watch(page)
-    await page.goto(url)
-    return page
-
-
-async def text_of(page: Page, selector: str) -> str:
-    return (await page.locator(selector).first.text_content() or "").strip()
 
 
 def price_text(value: float) -> str:

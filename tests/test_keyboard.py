@@ -11,36 +11,14 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 
-from tests.browser import IPHONE, PageProblems, ServedApp, chromium, served_app
+from tests.browser import IPHONE, PageProblems, ServedApp, open_page
 
 WAIT_MS = 15_000
 DESKTOP = {"width": 1440, "height": 1000}
 MAX_TABS = 400  # more than every focusable element of the desktop page
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest_asyncio.fixture
-async def served() -> AsyncIterator[ServedApp]:
-    async with served_app() as app:
-        yield app
-
-
-async def open_page(browser: Browser, url: str, problems: PageProblems, **options) -> Page:
-    context = await browser.new_context(**options)
-    page = await context.new_page()
-    problems.watch(page)
-    await page.goto(url)
-    return page
 
 
 async def wait_rows(page: Page, count: int) -> None:

@@ -16,7 +16,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 from app.market.simulated import SimulatedMarket
 from app.web.pages import assets
 from app.web.security import content_security_policy
-from tests.browser import IPHONE, PageProblems, ServedApp, chromium, screenshot, served_app
+from tests.browser import IPHONE, PageProblems, ServedApp, screenshot, text_of
 from tests.conftest import ManualClock, make_settings, started_app
 
 WAIT_MS = 15_000
@@ -122,22 +122,6 @@ async def test_a_new_build_changes_the_worker_version(
 
 
 # --- in Chromium, with the network switched off ------------------------------------
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest_asyncio.fixture
-async def served() -> AsyncIterator[ServedApp]:
-    async with served_app() as app:
-        yield app
-
-
-async def text_of(page: Page, selector: str) -> str:
-    return (await page.locator(selector).first.text_content() or "").strip()
 
 
 def price_text(value: float) -> str:

@@ -9,13 +9,11 @@ import json
 import math
 import re
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
 from playwright.async_api import Browser, Route
 
-from tests.browser import PageProblems, ServedApp, chromium, screenshot, served_app
+from tests.browser import PageProblems, ServedApp, screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_MS = 15_000
@@ -192,18 +190,6 @@ TINY = "TINYUSDT"
 TINY_PRICE = 1.1e-8
 TINY_TICK = 1e-10
 COMPACT = re.compile(r"^0\.0₇\d+$")
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
-
-
-@pytest_asyncio.fixture
-async def served() -> AsyncIterator[ServedApp]:
-    async with served_app() as app:
-        yield app
 
 
 def tiny_candles(count: int = 60) -> list[list[float]]:

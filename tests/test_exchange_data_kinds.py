@@ -561,3 +561,26 @@ async def test_an_empty_candle_answer_is_said_not_silent(
     lines = [r for r in caplog.records if "SOLUSDT 4h" in r.getMessage()]
     assert len(lines) == 1 and "candles_empty=1" in lines[0].getMessage()
     assert (await source.fetch_candles("SOLUSDT", "1h", 50)).quality.clean  # others fine
+
+
+async def test_a_symbol_whose_candles_stop_is_said_in_the_chart_api_and_the_log(
+    plain_app: QuartTestApp, fake: FakeBybit, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Candles kept from before a failure are served with the failure named and their
+    true age (stale once old), not as fresh; the failure is logged once per episode."""
+    pipeline = state_of(plain_app).pipeline
+    path = "/api/market/candles/SOLUSDT?timeframe=1m"
+    status, before = await _get(plain_app, path)
+    assert status == 200 and before["errors"] == {}
+    fake.delist("SOLUSDT")
+    with caplog.at_level(logging.WARNING, logger="app.services.snapshot"):
+        for _ in range(3):
+            clock.advance(120)  # past the candles' interval and the view's TTL
+            await pipeline.refresh(force=True)
+            status, after = await _get(plain_app, path)
+    assert status == 200 and "SOLUSDT/candles/1m" in after["errors"]
+    assert after["stale"] is True and after["age_ms"] >= 240_000
+    assert after["candles"] == before["candles"]  # the older candles, said to be older
+    lines = [r for r in caplog.records if "SOLUSDT/candles/1m unavailable" in r.getMessage()]
+    assert len(lines) == 1
+    assert any("SOLUSDT/orderbook unavailable" in r.getMessage() for r in caplog.records)

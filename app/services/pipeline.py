@@ -270,10 +270,14 @@ class Pipeline:
         collector's candles, fetched through the source only when due."""
         if self.collector is None:
             raise MarketDataError(f"{self.source.name} has not started yet")
-        candles = await self.collector.candles(symbol, timeframe)
+        read = await self.collector.candles(symbol, timeframe)
+        # Fresh as of now when the latest check succeeded; as old as the last success
+        # when it failed (so the view's age and stale flag tell the truth).
         now_ms = int(self.clock() * 1000)
-        payload = candles_view(candles, self.source.name, now_ms)
-        return _json(payload), now_ms
+        generated_ms = now_ms if read.error is None else int(read.fetched_at * 1000)
+        errors = {} if read.error is None else {f"{symbol}/candles/{timeframe}": read.error}
+        payload = candles_view(read.candles, self.source.name, generated_ms, errors)
+        return _json(payload), generated_ms
 
     def _record_failure(self, reason: str) -> None:
         self.status.last_error = reason

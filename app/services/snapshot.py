@@ -51,6 +51,17 @@ class _CachedCandles:
     fetched_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class CandlesRead:
+    """One symbol's candles for a chart: ``fetched_at`` (epoch seconds) of the last
+    successful fetch, and ``error`` when the latest attempt failed (the candles are
+    then the older ones kept)."""
+
+    candles: Candles
+    fetched_at: float
+    error: str | None = None
+
+
 class SnapshotCollector:
     """Builds Snapshots from a MarketSource, reusing candles that are not yet due."""
 
@@ -74,6 +85,8 @@ class SnapshotCollector:
         self._gate = asyncio.Semaphore(CONCURRENT_FETCHES)
         self._market_assets: dict[str, tuple[str, str]] | None = None
         self._market_ticks: dict[str, float] | None = None
+        self._failing: dict[str, str] = {}  # "SYMBOL/part" → the reason, while it fails
+        self._attempted: dict[tuple[str, str], float] = {}  # last failed candle fetch
 
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
@@ -113,8 +126,9 @@ class SnapshotCollector:
             self._market_assets = market_assets(self.source)
         return {s: self._market_assets[s] for s in self.symbols if s in self._market_assets}
 
-    async def candles(self, symbol: str, timeframe: str) -> Candles:
-        """One symbol's candles, fetched only when due (raises MarketDataError)."""
+    async def candles(self, symbol: str, timeframe: str) -> CandlesRead:
+        """One symbol's candles, fetched only when due (raises MarketDataError when
+        none were ever fetched); a failed fetch keeps the older ones, with its error."""
         if symbol not in self.symbols or timeframe not in self.candle_limits:
             raise ValueError(f"{symbol}/{timeframe} is not collected")
         if self._due(symbol, timeframe):
@@ -122,14 +136,20 @@ class SnapshotCollector:
             await self._fetch_candles(symbol, timeframe, missing)
             if missing and (symbol, timeframe) not in self._candles:
                 raise MarketDataError(next(iter(missing.values())))
-        return self._candles[(symbol, timeframe)].candles
+        cached = self._candles[(symbol, timeframe)]
+        error = self._failing.get(f"{symbol}/candles/{timeframe}")
+        return CandlesRead(cached.candles, cached.fetched_at, error)
 
     def _due(self, symbol: str, timeframe: str) -> bool:
+        """Due when never fetched, or when the last fetch — or the last failed attempt,
+        so a failing symbol is not asked again on every chart request — is older than
+        ``max(refresh, timeframe / 10)``."""
         cached = self._candles.get((symbol, timeframe))
         if cached is None:
             return True
         interval = max(self.refresh_seconds, TIMEFRAME_SECONDS[timeframe] / 10)
-        return self.clock() - cached.fetched_at >= interval
+        last = max(cached.fetched_at, self._attempted.get((symbol, timeframe), 0.0))
+        return self.clock() - last >= interval
 
     async def _all_candles(
         self, tickers: dict[str, Ticker], missing: dict[str, str]
@@ -150,9 +170,23 @@ class SnapshotCollector:
                     symbol, timeframe, self.candle_limits[timeframe]
                 )
             except MarketDataError as error:
-                missing[f"{symbol}/candles/{timeframe}"] = str(error)
+                self._attempted[(symbol, timeframe)] = self.clock()
+                self._part_failed(f"{symbol}/candles/{timeframe}", str(error), missing)
                 return
+        self._part_works(f"{symbol}/candles/{timeframe}")
         self._candles[(symbol, timeframe)] = _CachedCandles(candles, self.clock())
+
+    def _part_failed(self, part: str, reason: str, missing: dict[str, str]) -> None:
+        """A symbol's part (candles of a timeframe, its book) failed: named in
+        ``missing`` and logged once when the episode starts."""
+        missing[part] = reason
+        if part not in self._failing:
+            log.warning("%s unavailable: %s", part, reason)
+        self._failing[part] = reason
+
+    def _part_works(self, part: str) -> None:
+        if self._failing.pop(part, None) is not None:
+            log.info("%s available again", part)
 
     async def _all_books(self, missing: dict[str, str]) -> dict[str, OrderBook]:
         books = await asyncio.gather(*(self._fetch_book(s, missing) for s in self.symbols))
@@ -161,10 +195,12 @@ class SnapshotCollector:
     async def _fetch_book(self, symbol: str, missing: dict[str, str]) -> OrderBook | None:
         async with self._gate:
             try:
-                return await self.source.fetch_order_book(symbol, self.book_depth)
+                book = await self.source.fetch_order_book(symbol, self.book_depth)
             except MarketDataError as error:
-                missing[f"{symbol}/orderbook"] = str(error)
+                self._part_failed(f"{symbol}/orderbook", str(error), missing)
                 return None
+        self._part_works(f"{symbol}/orderbook")
+        return book
 
 
 def _patch_forming(candles: Candles, ticker: Ticker) -> Candles:

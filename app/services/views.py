@@ -378,7 +378,9 @@ def _confluence_view(
     }
 
 
-def candles_view(candles: Candles, exchange: str, generated_at_ms: int) -> dict:
+def candles_view(
+    candles: Candles, exchange: str, generated_at_ms: int, errors: dict[str, str] | None = None
+) -> dict:
     """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first.
 
     Never a null or non-finite value, never a non-increasing time: the sources clean
@@ -390,7 +392,7 @@ def candles_view(candles: Candles, exchange: str, generated_at_ms: int) -> dict:
         "generated_at": generated_at_ms,
         "source": "simulated" if exchange == "simulated" else "ccxt",
         "exchange": exchange,
-        "errors": {},
+        "errors": errors or {},
         "symbol": candles.symbol,
         "timeframe": candles.timeframe,
         "candles": rows,

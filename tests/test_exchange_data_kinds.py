@@ -175,17 +175,22 @@ async def test_shuffled_and_missing_candles(fake: FakeBybit, source: CcxtMarketS
 # ----- the whole service: dashboards and the chart API ---------------------------------
 
 
+def bybit_settings(fake: FakeBybit, symbols: str):
+    """The service on ccxt against ``fake``, for these comma-separated symbols."""
+    return make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=fake.base_url,
+        VIRTUOSO_SYMBOLS=symbols,
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+    )
+
+
 @pytest_asyncio.fixture
 async def quirky_app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     fake.kline_quirk("empty", symbol="ETHUSDT", at=(2, 9))
     fake.kline_quirk("duplicate", symbol="ETHUSDT", at=(5,))
     fake.kline_quirk("null", symbol="SOLUSDT", at=(0, 1))
-    settings_ = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    settings_ = bybit_settings(fake, "BTCUSDT,ETHUSDT,SOLUSDT")
     async for test_app in started_app(settings_, None, clock):
         yield test_app
 
@@ -258,12 +263,7 @@ async def test_a_ticker_without_a_change_names_it(
 
 @pytest_asyncio.fixture
 async def plain_app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
-    settings_ = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT",
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    settings_ = bybit_settings(fake, "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT")
     async for test_app in started_app(settings_, None, clock):
         yield test_app
 
@@ -331,12 +331,7 @@ async def test_base_and_quote_come_from_the_market_definitions(wide_fake: FakeBy
 
 @pytest_asyncio.fixture
 async def wide_app(wide_fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
-    settings_ = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=wide_fake.base_url,
-        VIRTUOSO_SYMBOLS=",".join(("BTCUSDT", "ETHUSDT", *UNUSUAL)),
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    settings_ = bybit_settings(wide_fake, ",".join(("BTCUSDT", "ETHUSDT", *UNUSUAL)))
     async for test_app in started_app(settings_, None, clock):
         yield test_app
 
@@ -382,12 +377,7 @@ async def test_a_symbol_that_fails_in_the_views_is_its_own_error(
 async def pegged_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     async with FakeBybit(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT", "USDCUSDT")) as server:
         server.peg("USDCUSDT")
-        settings_ = make_settings(
-            VIRTUOSO_EXCHANGE="bybit",
-            VIRTUOSO_EXCHANGE_URL=server.base_url,
-            VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,USDCUSDT",
-            VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        )
+        settings_ = bybit_settings(server, "BTCUSDT,ETHUSDT,SOLUSDT,USDCUSDT")
         async for test_app in started_app(settings_, None, clock):
             yield test_app
 
@@ -415,12 +405,7 @@ async def test_too_few_aligned_points_are_a_reason_not_a_number(
     fake: FakeBybit, clock: ManualClock
 ) -> None:
     fake.kline_quirk("gap", symbol="ETHUSDT", at=tuple(range(1, 1000, 2)))
-    settings_ = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    settings_ = bybit_settings(fake, "BTCUSDT,ETHUSDT,SOLUSDT")
     async for test_app in started_app(settings_, None, clock):
         _, beta = await _get(test_app, "/api/bitcoin-beta")
         eth = next(row for row in beta["symbols"] if row["symbol"] == "ETHUSDT")

@@ -31,7 +31,7 @@ from app.market.errors import (
     SymbolNotListed,
 )
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker, canonical_symbol
-from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows
+from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, finite
 
 log = logging.getLogger(__name__)
 
@@ -142,24 +142,13 @@ def _build_exchange(exchange_id: str, base_url: str | None, timeout_ms: int) -> 
     return exchange
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None for missing, empty or unparsable values."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
 def _positive(value: Any) -> float | None:
     """A finite price above zero, or None (a price of 0 is no price)."""
-    number = _number(value)
+    number = finite(value)
     return number if number is not None and number > 0 else None
 
 
@@ -205,7 +194,7 @@ def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker
         return None
     missing: list[str] = []
     open_24h = _positive(raw.get("open"))
-    change_pct = _number(raw.get("percentage"))
+    change_pct = finite(raw.get("percentage"))
     if change_pct is not None and change_pct <= -100:  # a price cannot fall 100% or more
         change_pct = None
     if change_pct is None:
@@ -215,14 +204,14 @@ def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker
     if math.isnan(change_pct):
         open_24h = last
         missing.append("change_24h")
-    base_volume = _number(raw.get("baseVolume"))
-    quote_volume = _number(raw.get("quoteVolume"))
+    base_volume = finite(raw.get("baseVolume"))
+    quote_volume = finite(raw.get("quoteVolume"))
     if base_volume is None and quote_volume is None:
         missing.append("volume_24h")
     base_volume = base_volume or 0.0
     extremes = {name: _positive(raw.get(key)) for name, key in _TICKER_PRICES.items()}
     missing += [name for name, value in extremes.items() if value is None]
-    timestamp = _number(raw.get("timestamp"))
+    timestamp = finite(raw.get("timestamp"))
     return Ticker(
         symbol=symbol,
         last=last,
@@ -405,7 +394,7 @@ class CcxtMarketSource:
         book = await self._call(
             "fetch_order_book", self._exchange.fetch_order_book(ccxt_symbol, limit=depth)
         )
-        timestamp = _number(book.get("timestamp"))
+        timestamp = finite(book.get("timestamp"))
         return OrderBook(
             symbol=canonical_symbol(symbol),
             bids=_book_side(book.get("bids"), depth),
@@ -466,7 +455,7 @@ class CcxtMarketSource:
         """The market's price step in quote currency: ccxt's ``precision.price`` is the
         step itself under TICK_SIZE precision (Bybit's ``priceFilter.tickSize``) and a
         number of decimals under DECIMAL_PLACES; None when unknown or not positive."""
-        value = _number((market.get("precision") or {}).get("price"))
+        value = finite((market.get("precision") or {}).get("price"))
         if value is None or value <= 0:
             return None
         mode = getattr(self._exchange, "precisionMode", ccxt_async.TICK_SIZE)

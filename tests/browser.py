@@ -45,6 +45,13 @@ IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
 )
+# A browser context of a 375 px phone (Playwright's new_context options).
+PHONE: dict = {
+    "viewport": {"width": 375, "height": 812},
+    "user_agent": IPHONE,
+    "is_mobile": True,
+    "has_touch": True,
+}
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, WebSocketRoute
 
 from app.market.errors import ExchangeUnavailable
 from tests.browser import (
-    IPHONE,
+    PHONE,
     PageProblems,
     ServedApp,
     open_page,
@@ -231,10 +231,7 @@ async def test_mobile_page_fits_a_phone(browser: Browser, served: ServedApp) -> 
         browser,
         served.base + "/",  # a phone on / is offered the mobile page
         problems,
-        viewport={"width": 375, "height": 812},
-        user_agent=IPHONE,
-        is_mobile=True,
-        has_touch=True,
+        **PHONE,
     )
     await page.wait_for_function(
         "() => document.querySelectorAll('#cards .card').length === 20", timeout=WAIT_MS

@@ -14,7 +14,7 @@ import re
 
 from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 
-from tests.browser import IPHONE, PageProblems, ServedApp, open_page
+from tests.browser import PHONE, PageProblems, ServedApp, open_page
 
 WAIT_MS = 15_000
 DESKTOP = {"width": 1440, "height": 1000}
@@ -267,10 +267,7 @@ async def test_phone_page_is_operable_by_keyboard(browser: Browser, served: Serv
         browser,
         served.base + "/mobile",
         problems,
-        viewport={"width": 375, "height": 812},
-        user_agent=IPHONE,
-        is_mobile=True,
-        has_touch=True,
+        **PHONE,
     )
     await page.wait_for_function(
         "() => document.querySelectorAll('#cards .card').length === 20", timeout=WAIT_MS

@@ -16,7 +16,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 from app.market.simulated import SimulatedMarket
 from app.web.pages import assets
 from app.web.security import content_security_policy
-from tests.browser import IPHONE, PageProblems, ServedApp, screenshot, text_of
+from tests.browser import PHONE, PageProblems, ServedApp, screenshot, text_of
 from tests.conftest import ManualClock, make_settings, started_app
 
 WAIT_MS = 15_000
@@ -169,9 +169,7 @@ def network_off(message: str) -> bool:
 
 
 async def phone(browser: Browser) -> tuple[BrowserContext, Page, PageProblems]:
-    context = await browser.new_context(
-        viewport={"width": 375, "height": 812}, user_agent=IPHONE, is_mobile=True, has_touch=True
-    )
+    context = await browser.new_context(**PHONE)
     page = await context.new_page()
     problems = PageProblems()
     problems.watch(page)

@@ -51,14 +51,22 @@ class TokenRequirement:
     what: str
     scheme: str
 
+    def is_met(self) -> bool:
+        """Whether the request carries the configured token (never while it is unset)."""
+        token: str | None = getattr(service_state().settings, self.setting)
+        given = bearer_credentials(request.headers.get("Authorization"))
+        if token is None or given is None:
+            return False
+        return hmac.compare_digest(given.encode(), token.encode())
+
     def refusal(self) -> Response | None:
         """None when the request carries the configured token, else the 401 to answer.
         Always 401 while the setting is empty (the endpoints are disabled)."""
         token: str | None = getattr(service_state().settings, self.setting)
         if token is None:
             return unauthorized(f"{self.what} are disabled: {self.variable} is not set")
-        given = bearer_credentials(request.headers.get("Authorization"))
-        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if not self.is_met():
+            given = bearer_credentials(request.headers.get("Authorization"))
             return unauthorized(
                 f"a valid token is required for {self.what} (Authorization: Bearer …)",
                 invalid_token=given is not None,
@@ -95,9 +103,10 @@ def unauthorized(message: str, invalid_token: bool = False) -> Response:
     return json_error(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-require_admin = bearer_token(
-    TokenRequirement("admin_token", "VIRTUOSO_ADMIN_TOKEN", "operator endpoints", "adminToken")
+ADMIN_TOKEN = TokenRequirement(
+    "admin_token", "VIRTUOSO_ADMIN_TOKEN", "operator endpoints", "adminToken"
 )
+require_admin = bearer_token(ADMIN_TOKEN)
 require_api_token = bearer_token(
     TokenRequirement("api_token", "VIRTUOSO_API_TOKEN", "alert writes", "apiToken")
 )

@@ -9,14 +9,13 @@ shown on the monitoring listener, to a caller with the admin token, or to everyo
 from __future__ import annotations
 
 import dataclasses
-import hmac
 
 import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
 
 from app.web import schemas
-from app.web.auth import bearer_credentials
+from app.web.auth import ADMIN_TOKEN
 from app.web.listeners import is_monitoring_request
 from app.web.state import ServiceState, service_state
 
@@ -57,7 +56,7 @@ async def shows_details(state: ServiceState) -> bool:
         return True
     if "Authorization" not in request.headers or not await _may_try_token(state):
         return False
-    return _admin_token_given(state.settings.admin_token)
+    return ADMIN_TOKEN.is_met()
 
 
 async def _may_try_token(state: ServiceState) -> bool:
@@ -70,15 +69,6 @@ async def _may_try_token(state: ServiceState) -> bool:
     client = limiter.identify(forwarded, request.remote_addr)
     decision = await limiter.check(client, family)
     return decision is None or decision.allowed
-
-
-def _admin_token_given(token: str | None) -> bool:
-    given = bearer_credentials(request.headers.get("Authorization"))
-    return (
-        token is not None
-        and given is not None
-        and hmac.compare_digest(given.encode(), token.encode())
-    )
 
 
 @health.get("/health/ready")

@@ -237,6 +237,7 @@ class FakeBybit:
         self._kline_quirks: list[tuple[str, str | None, str | None, tuple[int, ...]]] = []
         self._ticker_quirks: dict[str, str] = {}
         self._pegged: set[str] = set()
+        self._pins: dict[str, tuple[float, float, float]] = {}  # symbol → (last, high, low)
         self._latency: dict[str | None, float] = {}
         self._hangs: list[_Hang] = []
         self.hanging = 0
@@ -423,6 +424,36 @@ class FakeBybit:
             ticker[name] = price
         ticker["price24hPcnt"] = "0"
 
+    def pin(
+        self, symbol: str, price: float, *, high: float | None = None, low: float | None = None
+    ) -> None:
+        """Pin ``symbol``'s last price (ticker, book top and the close of every
+        timeframe's forming candle) to ``price``; ``high``/``low``: the forming candles'
+        extremes, for a move that went further and came back between two reads (default:
+        the candle's own, widened to ``price``). The 24 h change follows the new price.
+        Lasts until ``unpin`` (not ``clear_faults``: a pin is data, not a fault)."""
+        spec = self._specs[symbol]
+        d, tick = spec.decimals, 10.0**-spec.decimals
+        self._pins[symbol] = (
+            price,
+            high if high is not None else price,
+            low if low is not None else price,
+        )
+        ticker = self.tickers[symbol]
+        previous = float(ticker["prevPrice24h"])
+        ticker.update(
+            lastPrice=_fmt(price, d),
+            bid1Price=_fmt(price - tick, d),
+            ask1Price=_fmt(price + tick, d),
+            price24hPcnt=_fmt(price / previous - 1, 6),
+            highPrice24h=_fmt(max(float(ticker["highPrice24h"]), high or price), d),
+            lowPrice24h=_fmt(min(float(ticker["lowPrice24h"]), low or price), d),
+        )
+
+    def unpin(self, symbol: str) -> None:
+        """Back to generated prices for ``symbol``'s candles (the ticker keeps its pin)."""
+        self._pins.pop(symbol, None)
+
     def clear_faults(self) -> None:
         """Remove every fault, quirk, latency and hang; hung requests are released."""
         self._kline_quirks.clear()
@@ -439,6 +470,10 @@ class FakeBybit:
     def delist(self, symbol: str) -> None:
         """Stop serving ``symbol`` everywhere (as if delisted after clients loaded markets)."""
         self._delisted.add(symbol)
+
+    def relist(self, symbol: str) -> None:
+        """Serve a ``delist``-ed ``symbol`` again."""
+        self._delisted.discard(symbol)
 
     def count(self, path: str) -> int:
         """How many requests reached ``path`` (faulted ones included)."""
@@ -721,6 +756,11 @@ class FakeBybit:
         spread = 0.0 if symbol in self._pegged else 0.003
         high = round(max(open_, close) * (1 + rng.uniform(0, spread)), d)
         low = round(min(open_, close) * (1 - rng.uniform(0, spread)), d)
+        pin = self._pins.get(symbol)
+        if pin is not None and bucket == self.now_ms() // INTERVAL_MS[interval]:
+            close = round(pin[0], d)
+            high = round(max(open_, close, pin[1]), d)
+            low = round(min(open_, close, pin[2]), d)
         volume = rng.uniform(1, 500) * 1_000 / self._specs[symbol].price
         return [
             str(bucket * INTERVAL_MS[interval]),

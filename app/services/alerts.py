@@ -82,14 +82,25 @@ class AlertService:
         await self.changed()
 
     async def _deliver(self, alert: Alert, webhook_url: str | None, at_ms: int) -> None:
+        payload = await self._announce(alert, at_ms)
+        if webhook_url:
+            self.webhooks.send_in_background(webhook_url, payload)
+
+    async def status_changed(self, alert: Alert, at_ms: int) -> None:
+        """``alert`` was acknowledged or resolved (at ``at_ms``, epoch ms): announced live
+        like a new alert, so every replica and page shows the new status, and the cached
+        lists and dashboards are rebuilt."""
+        await self._announce(alert, at_ms)
+        await self.changed()
+
+    async def _announce(self, alert: Alert, at_ms: int) -> dict:
         payload = alert.to_dict()
         for announce in self.announce:
             try:
                 await announce(payload, at_ms)
             except Exception:
                 log.exception("alert announcement failed")
-        if webhook_url:
-            self.webhooks.send_in_background(webhook_url, payload)
+        return payload
 
     async def changed(self) -> None:
         """Alerts or rules changed: the cached lists go (on every replica) and the

@@ -186,13 +186,14 @@ async def resolve(alert_id: str) -> Response:
 
 async def _set_status(alert_id: str, status: str) -> Response:
     state = service_state()
+    at_ms = state.now_ms()
     try:
-        alert = await state.alerts.store.set_status(alert_id, status, state.now_ms())
+        alert = await state.alerts.store.set_status(alert_id, status, at_ms)
     except ValueError as error:
         return json_error(409, "invalid_transition", str(error))
     except STORE_ERRORS as error:
         return _store_down(error)
     if alert is None:
         return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
-    await state.alerts.changed()
+    await state.alerts.status_changed(alert, at_ms)
     return _json({"alert": alert.to_dict()})

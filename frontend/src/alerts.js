@@ -1,14 +1,11 @@
-// Alerts: the live list with acknowledge, and the rule form (create, list, delete).
+// Alerts: the live list with acknowledge (the rule form is in rules.js).
 
+import { callApi, errorText, explainFailure, needsToken } from './api.js';
 import {
-  ApiError, apiToken, callApi, errorText, setApiToken,
-} from './api.js';
-import {
-  byId, el, find, formatTime, inputById, setChoiceClass, setText, syncList,
+  byId, el, find, formatTime, setChoiceClass, setText, syncList,
 } from './dom.js';
 
 const LEVELS = ['info', 'warning', 'critical'];
-const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
 const SHOWN_ALERTS = 50;
 
 /**
@@ -67,18 +64,16 @@ export function newestFirst(alertsById, limit = SHOWN_ALERTS) {
 }
 
 export class AlertsPanel {
-  constructor() {
+  /** @param {(text: string) => void} say where messages for the user go */
+  constructor(say) {
     /** @type {Map<string, Alert>} */
     this.alerts = new Map();
     this.list = byId('alerts-list');
-    this.rulesStatus = byId('rules-status');
+    this.say = say;
   }
 
-  /** @param {string[]} symbols the choices of the rule form's symbol field */
-  async start(symbols) {
-    this.fillSymbols(symbols);
-    this.bindForms();
-    await Promise.all([this.loadAlerts(), this.loadRules()]);
+  async start() {
+    await this.loadAlerts();
   }
 
   async loadAlerts() {
@@ -109,148 +104,16 @@ export class AlertsPanel {
    * @param {HTMLButtonElement} button disabled while the request runs
    */
   async ack(id, button) {
-    if (!this.hasToken('acknowledge')) return;
+    if (!needsToken('acknowledge', this.say)) return;
     button.disabled = true;
     try {
       const body = await callApi('POST', `/api/alerts/${encodeURIComponent(id)}/ack`, undefined, { authorized: true });
       this.upsert(body.alert);
       this.say('');
     } catch (error) {
-      this.say(this.explain(error, 'acknowledge'));
+      this.say(explainFailure(error, 'acknowledge'));
     } finally {
       button.disabled = false;
     }
-  }
-
-  // --- rules -------------------------------------------------------------------------
-
-  /** @param {string[]} symbols */
-  fillSymbols(symbols) {
-    const select = inputById('rule-symbol');
-    for (const symbol of symbols) {
-      const option = el('option', '', symbol);
-      option.value = symbol;
-      select.append(option);
-    }
-  }
-
-  bindForms() {
-    const token = inputById('api-token');
-    token.value = apiToken();
-    byId('token-form').addEventListener('submit', (event) => {
-      event.preventDefault();
-      setApiToken(token.value.trim());
-      this.say(token.value.trim() ? 'Token kept for this tab.' : 'Token cleared.');
-    });
-    const kind = inputById('rule-kind');
-    const showThreshold = () => {
-      byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind.value);
-    };
-    kind.addEventListener('change', showThreshold);
-    showThreshold();
-    byId('rule-form').addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.createRule();
-    });
-  }
-
-  ruleFromForm() {
-    const kind = inputById('rule-kind').value;
-    /** @type {Record<string, string | number | null>} */
-    const rule = {
-      kind,
-      level: inputById('rule-level').value,
-      cooldown_seconds: Number(inputById('rule-cooldown').value || 0),
-    };
-    const symbol = inputById('rule-symbol').value;
-    if (symbol) rule.symbol = symbol;
-    const title = inputById('rule-title').value.trim();
-    if (title) rule.title = title;
-    if (THRESHOLD_KINDS.has(kind)) {
-      const threshold = inputById('rule-threshold').value;
-      rule.threshold = threshold === '' ? null : Number(threshold);
-    }
-    return rule;
-  }
-
-  async createRule() {
-    if (!this.hasToken('create the rule')) return;
-    try {
-      const body = await callApi('POST', '/api/alerts/rules', this.ruleFromForm(), { authorized: true });
-      this.say(`Rule created: ${body.rule.title || body.rule.kind}`);
-      await this.loadRules();
-    } catch (error) {
-      this.say(this.explain(error, 'create the rule'));
-    }
-  }
-
-  async loadRules() {
-    try {
-      const body = await callApi('GET', '/api/alerts/rules');
-      this.renderRules(body.rules);
-    } catch (error) {
-      this.say(`Rules unavailable: ${errorText(error)}`);
-    }
-  }
-
-  /**
-   * @param {Array<{id: string, kind: string, level: string, symbol?: string | null,
-   *   threshold?: number | null, title?: string | null}>} rules
-   */
-  renderRules(rules) {
-    syncList(byId('rules-list'), rules, (r) => r.id, (rule) => {
-      const item = el('li', 'rule');
-      const remove = el('button', 'rule-delete', 'Delete');
-      remove.type = 'button';
-      remove.addEventListener('click', () => this.deleteRule(rule.id));
-      item.append(el('span', 'rule-text'), remove);
-      return item;
-    }, (item, rule) => {
-      const target = rule.symbol || 'every symbol';
-      const threshold = rule.threshold == null ? '' : ` ${rule.threshold}`;
-      const text = `${rule.level} · ${rule.kind}${threshold} · ${target}${rule.title ? ` · ${rule.title}` : ''}`;
-      setText(find(item, '.rule-text'), text);
-      find(item, '.rule-delete').setAttribute('aria-label', `Delete rule ${text}`);
-    });
-  }
-
-  /** @param {string} id */
-  async deleteRule(id) {
-    if (!this.hasToken('delete the rule')) return;
-    try {
-      await callApi('DELETE', `/api/alerts/rules/${encodeURIComponent(id)}`, undefined, { authorized: true });
-      this.say('Rule deleted.');
-      await this.loadRules();
-    } catch (error) {
-      this.say(this.explain(error, 'delete the rule'));
-    }
-  }
-
-  /** Writes need the API token: without one, say so instead of sending a doomed request. */
-  /**
-   * @param {string} action what the user wanted, said in the message
-   * @returns {boolean}
-   */
-  hasToken(action) {
-    if (apiToken()) return true;
-    this.say(`Could not ${action}: enter the API token first.`);
-    return false;
-  }
-
-  /**
-   * @param {unknown} error
-   * @param {string} action
-   * @returns {string}
-   */
-  explain(error, action) {
-    if (error instanceof ApiError && error.status === 401) {
-      return `Could not ${action}: the API token was refused.`;
-    }
-    return `Could not ${action}: ${errorText(error)}`;
-  }
-
-  /** @param {string} text */
-  say(text) {
-    setText(this.rulesStatus, text);
   }
 }

@@ -60,3 +60,28 @@ export async function callApi(method, url, body = undefined, { authorized = fals
   }
   return payload;
 }
+
+/**
+ * Writes need the API token: without one, say so instead of sending a doomed request.
+ * @param {string} action what the user wanted, said in the message
+ * @param {(text: string) => void} say
+ * @returns {boolean} true when a token is there
+ */
+export function needsToken(action, say) {
+  if (apiToken()) return true;
+  say(`Could not ${action}: enter the API token first.`);
+  return false;
+}
+
+/**
+ * What to tell the user when a write failed.
+ * @param {unknown} error
+ * @param {string} action
+ * @returns {string}
+ */
+export function explainFailure(error, action) {
+  if (error instanceof ApiError && error.status === 401) {
+    return `Could not ${action}: the API token was refused.`;
+  }
+  return `Could not ${action}: ${errorText(error)}`;
+}

@@ -2,6 +2,7 @@
 // watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
 
 import { AlertsPanel } from './alerts.js';
+import { RulesPanel } from './rules.js';
 import {
   byId, find, inputById, setText, syncList, tickOf,
 } from './dom.js';
@@ -26,7 +27,8 @@ async function loadChart() {
   chart = loaded;
   if (chartedSymbol) loaded.show(chartedSymbol, loaded.timeframe);
 }
-const alerts = new AlertsPanel();
+const rules = new RulesPanel();
+const alerts = new AlertsPanel(rules.say);
 const betaTable = new BetaTable(byId('beta-body'));
 const symbolsTable = /** @type {HTMLTableElement} */ (byId('symbols-table'));
 const table = new SymbolTable(symbolsTable, settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
@@ -124,7 +126,7 @@ async function main() {
   const symbols = [...table.rows.keys()];
   selectSymbol(symbols.includes('BTCUSDT') ? 'BTCUSDT' : symbols[0]);
   loadChart();
-  await Promise.all([watchlist.load(), alerts.start([...table.rows.keys()])]);
+  await Promise.all([watchlist.load(), alerts.start(), rules.start([...table.rows.keys()])]);
 }
 
 main();

@@ -34,7 +34,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container, Iterable
 from typing import Any
 
 import orjson
@@ -92,6 +92,12 @@ class _Listener(InvalidationBus):
             log.exception("ignoring an undeliverable realtime message: %.200r", data)
 
 
+STATUS_RANK = {"pending": 0, "acknowledged": 1, "resolved": 2}
+SEED_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between seeding attempts
+
+RecentAlerts = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
 class Broadcaster:
     """Live updates of this replica's WebSocket clients (see the module docstring).
 
@@ -143,6 +149,11 @@ class Broadcaster:
         # whole-channel snapshot per channel; dropped by _deliver when they change.
         self._items: dict[str, dict[str | None, str]] = {c: {} for c in protocol.CHANNELS}
         self._whole: dict[str, str] = {}
+        # The alerts channel: alert id → message (see the module docstring).
+        self._alerts: dict[str, dict[str, Any]] = {}
+        self._recent_alerts: RecentAlerts | None = None
+        self._seeding: asyncio.Task[None] | None = None
+        self.alerts_seeded = asyncio.Event()
         self._handshakes = MemoryBuckets(time.monotonic, max(100, limits.max_handshake_clients))
         self._handshake_family = (
             token_bucket("ws_handshake", limits.handshake_rate, limits.handshake_burst)
@@ -170,6 +181,45 @@ class Broadcaster:
     async def start(self) -> None:
         if self._listener is not None:
             self._listener.start()
+        if self._recent_alerts is not None and self._seeding is None:
+            self._seeding = asyncio.create_task(self._seed_alerts(), name="seed-alerts")
+
+    def seed_alerts_from(self, recent_alerts: RecentAlerts) -> None:
+        """``recent_alerts()``: the store's newest alerts (``Alert.to_dict()`` shapes,
+        at least ``protocol.ALERTS_KEPT`` of them when there are); read by ``start``
+        in the background for the alerts snapshot, retried with back-off while it
+        raises (the store down); ``alerts_seeded`` is set once it succeeded."""
+        self._recent_alerts = recent_alerts
+
+    async def _seed_alerts(self) -> None:
+        assert self._recent_alerts is not None
+        delay, longest = SEED_RETRY_SECONDS
+        while True:
+            try:
+                alerts = await self._recent_alerts()
+            except Exception as exc:  # the store down: the snapshot waits for it
+                log.warning("alerts snapshot not seeded yet (retry in %.0f s): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(longest, delay * 2)
+                continue
+            self.seed_alerts(alerts)
+            self.alerts_seeded.set()
+            return
+
+    def seed_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
+        """Keeps these alerts (``Alert.to_dict()`` shapes) for the alerts snapshot, as
+        items with seq 0 and ``generated_at`` their latest change (epoch ms); an alert
+        already kept from a message keeps that version unless this status is further
+        along."""
+        for alert in alerts:
+            changed = alert.get("resolved_at_ms") or alert.get("acknowledged_at_ms")
+            message = {
+                "symbol": alert.get("symbol"),
+                "seq": 0,
+                "generated_at": changed or alert.get("created_at_ms") or 0,
+                "data": alert,
+            }
+            self._keep_alert(message, replace_on_tie=False)
 
     async def wait_ready(self, seconds: float) -> bool:
         """True once this replica listens to Redis (at once without Redis)."""
@@ -179,6 +229,9 @@ class Broadcaster:
         """Closes every client (1001) and stops listening; bounded."""
         for conn in list(self.connections):
             conn.request_close(protocol.CLOSE_GOING_AWAY, "server shutting down", "shutdown")
+        if self._seeding is not None:
+            self._seeding.cancel()
+            await asyncio.gather(self._seeding, return_exceptions=True)
         if self._listener is not None:
             await self._listener.close()
         await self.wait_released(self.limits.close_timeout + 1)
@@ -225,9 +278,12 @@ class Broadcaster:
         message = orjson.loads(text)
         channel, symbol, seq = message["channel"], message["symbol"], message["seq"]
         self._seq[channel] = max(self._seq[channel], seq)
-        self._latest[channel][symbol] = message
-        self._items[channel].pop(symbol, None)
-        self._whole.pop(channel, None)
+        if channel == protocol.ALERTS:
+            self._keep_alert(message, replace_on_tie=True)
+        else:
+            self._latest[channel][symbol] = message
+            self._items[channel].pop(symbol, None)
+            self._whole.pop(channel, None)
         self.stats.delivered[channel] += 1
         by_symbol = self._index[channel]
         if not by_symbol:
@@ -242,6 +298,36 @@ class Broadcaster:
         else:
             for conn in targets:
                 conn.enqueue_update(channel, symbol, text, published_at)
+
+    def _keep_alert(self, message: dict[str, Any], *, replace_on_tie: bool) -> None:
+        """Keeps an alert message for the snapshot under its alert id (one without an
+        id, under its seq), unless the kept version's status is further along (or as
+        far, with ``replace_on_tie`` False); then drops the oldest beyond the bound."""
+        key = alert_key(message)
+        kept = self._alerts.get(key)
+        if kept is not None:
+            rank, kept_rank = status_rank(message), status_rank(kept)
+            if rank < kept_rank or (rank == kept_rank and not replace_on_tie):
+                return
+        self._alerts[key] = message
+        self._items[protocol.ALERTS].pop(key, None)
+        self._whole.pop(protocol.ALERTS, None)
+        if len(self._alerts) > protocol.ALERTS_KEPT:
+            oldest = min(self._alerts, key=lambda k: alert_order(self._alerts[k], k))
+            del self._alerts[oldest]
+            self._items[protocol.ALERTS].pop(oldest, None)
+
+    def kept_alerts(self) -> list[dict[str, Any]]:
+        """The alerts the snapshot carries (their data), newest first."""
+        return [self._alerts[key]["data"] for key in self._newest_alert_keys(None)]
+
+    def _newest_alert_keys(self, symbols: list[str] | None) -> list[str]:
+        keys = [
+            key
+            for key, message in self._alerts.items()
+            if symbols is None or message["symbol"] in symbols
+        ]
+        return sorted(keys, key=lambda k: alert_order(self._alerts[k], k), reverse=True)
 
     # -- connections --------------------------------------------------------------------
 
@@ -405,8 +491,16 @@ class Broadcaster:
         conn.reply_keyed(("snapshot", channel), text)
 
     def _snapshot_text(self, channel: str, symbols: list[str] | None) -> str:
-        latest, items = self._latest[channel], self._items[channel]
-        keys = list(latest) if symbols is None else [s for s in symbols if s in latest]
+        """The snapshot of every kept value (symbols None) or of those symbols'; the
+        alerts channel's: its kept alerts of those symbols, newest first."""
+        items = self._items[channel]
+        latest: dict[Any, dict[str, Any]]
+        if channel == protocol.ALERTS:
+            latest = self._alerts
+            keys: list[Any] = self._newest_alert_keys(symbols)
+        else:
+            latest = self._latest[channel]
+            keys = list(latest) if symbols is None else [s for s in symbols if s in latest]
         parts = []
         for key in keys:
             part = items.get(key)
@@ -430,6 +524,29 @@ class Broadcaster:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._idle.wait()
+
+
+def alert_key(message: dict[str, Any]) -> str:
+    """The alert id of an alert message (``data.id``), else ``#<seq>``."""
+    data = message.get("data")
+    alert_id = data.get("id") if isinstance(data, dict) else None
+    return alert_id if isinstance(alert_id, str) else f"#{message['seq']}"
+
+
+def status_rank(message: dict[str, Any]) -> int:
+    """How far along an alert message's status is (pending 0 … resolved 2; none: 0)."""
+    data = message.get("data")
+    status = data.get("status") if isinstance(data, dict) else None
+    return STATUS_RANK.get(status, 0) if isinstance(status, str) else 0
+
+
+def alert_order(message: dict[str, Any], key: str) -> tuple[int, str]:
+    """Sort key of a kept alert: (created_at_ms, else generated_at; key)."""
+    data = message.get("data")
+    created = data.get("created_at_ms") if isinstance(data, dict) else None
+    if not isinstance(created, int):
+        created = message.get("generated_at") or 0
+    return created, key
 
 
 def with_rate_limits(limits: WsLimits, rate_limits: RateLimits) -> WsLimits:

@@ -28,7 +28,15 @@ Server → client::
 
 Channels: market, confluence, signals, beta, alerts, dashboard. A snapshot answers
 every subscribe (one per channel, with the latest value of each newly subscribed
-(channel, symbol); ``items`` may be empty) and every resync. ``seq`` is per channel,
+(channel, symbol); ``items`` may be empty) and every resync. The alerts channel is
+the exception: its snapshot holds the recent alerts themselves (at most
+``ALERTS_KEPT``, the newest by ``created_at_ms``, newest first; of the subscribed
+symbols), one item per alert with its current status — ``seq`` 0 and
+``generated_at`` its latest change for an alert known from the alert store only.
+An ``alert`` message is sent for every new alert and for every status change
+(acknowledged, resolved): ``data`` is the whole alert, and the newer status
+replaces the older one (statuses only move forward: pending → acknowledged →
+resolved, or pending → resolved). ``seq`` is per channel,
 shared by every replica, and grows by 1 per published message; ``generated_at`` is
 epoch milliseconds of the data; ``server_time`` is the server's clock in epoch
 seconds — the same clock as ``generated_at``, so a client can tell the data's age
@@ -87,6 +95,7 @@ from app.market.models import canonical_symbol
 
 CHANNELS: tuple[str, ...] = ("market", "confluence", "signals", "beta", "alerts", "dashboard")
 ALERTS = "alerts"
+ALERTS_KEPT = 200  # alerts in the alerts channel's snapshot, the newest by created_at_ms
 CLIENT_TYPES = ("subscribe", "unsubscribe", "resync", "pong", "ping")
 
 CLOSE_GOING_AWAY = 1001

@@ -2,7 +2,10 @@
 every change), writes need VIRTUOSO_API_TOKEN (checked before the body is read). A
 store that cannot be written (Redis down, disk full) answers 503 and changes nothing.
 Rules are shown with their webhook URL masked (``scheme://host/…``); a webhook whose
-destination the policy refuses is a 400, a rule beyond the cap a 409."""
+destination the policy refuses is a 400, a rule beyond the cap a 409. Every status
+change is announced live (``AlertService.status_changed``); an impossible one (e.g.
+acknowledged already, from another device) is a 409 carrying the alert's current
+state, which ``GET /api/alerts/<id>`` also answers."""
 
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ async def list_rules(query_args: RuleQuery) -> Response:
     page = rules[query_args.offset : query_args.offset + query_args.limit]
     return _json(
         {
-            "rules": [rule.public_dict() for rule in page],
+            "rules": [service_state().alerts.public_rule(rule) for rule in page],
             "total": len(rules),
             "offset": query_args.offset,
             "limit": query_args.limit,
@@ -107,7 +110,7 @@ async def create_rule(data: RuleInput) -> Response:
         return json_error(409, "too_many_rules", str(error), max_rules=error.max_rules)
     except STORE_ERRORS as error:
         return _store_down(error)
-    return _json({"rule": rule.public_dict()}, status=201)
+    return _json({"rule": state.alerts.public_rule(rule)}, status=201)
 
 
 @alerts.delete("/api/alerts/rules/<rule_id>")
@@ -162,6 +165,22 @@ async def list_alerts(query_args: AlertQuery) -> Response:
     return view_response(read, state.now_ms())
 
 
+@alerts.get("/api/alerts/<alert_id>")
+@tag(["alerts"])
+@document_response(schemas.AlertChanged)
+@document_response(schemas.ErrorResponse, 404)
+@document_response(schemas.ErrorResponse, 503)
+async def get_alert(alert_id: str) -> Response:
+    """One alert as it is now (``{"alert": {...}}``, not cached); 404 when unknown."""
+    try:
+        alert = await service_state().alerts.store.get_alert(alert_id)
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    if alert is None:
+        return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
+    return _json({"alert": alert.to_dict()})
+
+
 @alerts.post("/api/alerts/<alert_id>/ack")
 @tag(["alerts"])
 @require_api_token
@@ -185,15 +204,28 @@ async def resolve(alert_id: str) -> Response:
 
 
 async def _set_status(alert_id: str, status: str) -> Response:
+    """Moves the alert to ``status`` and announces it (live on every replica and page).
+    An impossible move (already acknowledged or resolved, maybe by someone else) is a
+    409 ``invalid_transition`` whose body also carries the alert as it is now."""
     state = service_state()
     at_ms = state.now_ms()
     try:
         alert = await state.alerts.store.set_status(alert_id, status, at_ms)
     except ValueError as error:
-        return json_error(409, "invalid_transition", str(error))
+        return await _impossible_move(alert_id, error)
     except STORE_ERRORS as error:
         return _store_down(error)
     if alert is None:
         return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
     await state.alerts.status_changed(alert, at_ms)
     return _json({"alert": alert.to_dict()})
+
+
+async def _impossible_move(alert_id: str, error: ValueError) -> Response:
+    """409 with the alert's current state (``"alert": null`` if it cannot be read)."""
+    try:
+        current = await service_state().alerts.store.get_alert(alert_id)
+    except STORE_ERRORS:
+        current = None
+    body = None if current is None else current.to_dict()
+    return json_error(409, "invalid_transition", str(error), alert=body)

@@ -25,6 +25,7 @@ from app.market.sources import make_source
 from app.observability.install import install_observability
 from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
+from app.realtime.protocol import ALERTS_KEPT
 from app.realtime.updates import LiveUpdates
 from app.realtime.ws_route import register_ws
 from app.resilience.rate_limit import (
@@ -202,6 +203,12 @@ def _add_realtime(app: Quart, state: ServiceState, limiter: RateLimiter) -> None
     live = LiveUpdates(broadcaster)
     state.pipeline.on_snapshot.append(live.on_snapshot)
     state.alerts.announce.append(live.announce_alert)
+
+    async def recent_alerts() -> list[dict]:  # the alerts snapshot's seed, at start
+        alerts, _ = await state.alerts.store.list_alerts(limit=ALERTS_KEPT)
+        return [alert.to_dict() for alert in alerts]
+
+    broadcaster.seed_alerts_from(recent_alerts)
     state.broadcaster = broadcaster
 
 

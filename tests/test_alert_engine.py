@@ -46,8 +46,14 @@ def test_price_above_fires_on_the_crossing_with_a_readable_message(clock) -> Non
     run, rules = make(clock), [rule("price_above", threshold=100_000)]
     assert run.tick(rules, facts(99_000)) == []
     [alert] = run.tick(rules, facts(100_123.5))
-    assert alert.message == "BTCUSDT above 100000: 100123.5"
-    assert alert.values == {"price": 100_123.5, "threshold": 100_000}
+    assert alert.message == "BTCUSDT at or above 100000: 100123.5"
+    assert alert.values == {
+        "price": 100_123.5,
+        "threshold": 100_000,
+        "hysteresis": 0.5,
+        "last_price": 100_123.5,
+        "observed": "last price",
+    }
     assert (alert.rule_id, alert.symbol, alert.level, alert.status) == (
         "price_above",
         "BTCUSDT",
@@ -62,12 +68,12 @@ def test_price_above_fires_on_the_crossing_with_a_readable_message(clock) -> Non
 def test_a_condition_already_true_fires_once(clock) -> None:
     run, rules = make(clock), [rule("price_below", threshold=50, title="cheap")]
     [alert] = run.tick(rules, facts(40))
-    assert alert.title == "cheap" and alert.message == "BTCUSDT below 50: 40"
+    assert alert.title == "cheap" and alert.message == "BTCUSDT at or below 50: 40"
     assert run.tick(rules, facts(39)) == []
 
 
 def test_a_price_oscillating_around_the_threshold_fires_once(clock) -> None:
-    run = make(clock, hysteresis_pct=0.5)
+    run = make(clock)
     rules = [rule("price_above", threshold=100.0, cooldown_seconds=0)]
     for i in range(100):
         run.tick(rules, facts(100.1 if i % 2 else 99.9), seconds=60)
@@ -95,19 +101,19 @@ def test_cooldown_swallows_crossings_within_it(clock) -> None:
 
 
 def test_change_rules_use_points_of_hysteresis(clock) -> None:
-    run = make(clock, hysteresis_pct=0.5)
+    run = make(clock)
     rules = [
         rule("change_above", threshold=5, cooldown_seconds=0),
         rule("change_below", threshold=-5, cooldown_seconds=0),
     ]
     [up] = run.tick(rules, facts(change=6.5))
-    assert up.message == "BTCUSDT 24h change above 5%: 6.5%"
+    assert up.message == "BTCUSDT 24h change at or above 5%: 6.5%"
     assert run.tick(rules, facts(change=4.6)) == []  # 5 − 0.5 not reached: still fired
     assert run.tick(rules, facts(change=5.5)) == []
     run.tick(rules, facts(change=4.4))
     assert [a.kind for a in run.tick(rules, facts(change=5.1))] == ["change_above"]
     [down] = run.tick(rules, facts(change=-7))
-    assert down.message == "BTCUSDT 24h change below -5%: -7%"
+    assert down.message == "BTCUSDT 24h change at or below -5%: -7%"
 
 
 def test_a_rule_without_symbol_watches_every_symbol(clock) -> None:
@@ -132,7 +138,7 @@ def test_confluence_long_and_short_use_the_configured_thresholds(clock) -> None:
     assert run.tick(rules, facts(score=50)) == []
     [long] = run.tick(rules, facts(score=72))
     assert long.kind == "confluence_long"
-    assert long.message == "BTCUSDT confluence 72 reached the long threshold 70"
+    assert long.message == "BTCUSDT confluence 72 at or above the long threshold 70"
     run.tick(rules, facts(score=66))  # above 70 − 5: still fired
     assert run.tick(rules, facts(score=71)) == []
     run.tick(rules, facts(score=64))

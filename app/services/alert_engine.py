@@ -1,51 +1,65 @@
-"""Turns market facts into alerts: edge-triggered, with hysteresis and a cooldown.
+"""Turns market facts into alerts: edge-triggered, with per-rule hysteresis, a cooldown,
+and every price seen since the last evaluation.
+
+Comparisons (``alert_conditions``): a rule is met at or beyond its threshold; after
+firing it re-arms once the value is back past its re-arm level (the rule's
+hysteresis); while not re-armed it fires again, after the cooldown, only for a deeper
+crossing (beyond the last alert's value by the hysteresis).
+
+Prices between evaluations: price and 24 h change rules walk the ``trail`` of prices
+the service saw since the last evaluation (the 1m candles' open/low/high/close,
+oldest first; see ``alerts.price_trail``), then the current price, so a spike that
+crossed a threshold and came back between two snapshots still fires. A (rule, symbol)
+seen for the first time looks at the current value only (a rule does not fire for
+what happened before it existed). At most one alert per (rule, symbol) and evaluation.
 
 For each (rule, symbol) the engine keeps a small state entry:
 
 * ``armed``: the rule may fire. A new entry starts armed, so a condition already true
-  when the rule is created fires once. Firing disarms; the entry re-arms only once the
-  condition has cleared by the hysteresis margin (price: threshold × (1 ∓ h/100);
-  24 h change: threshold ∓ h points; confluence: below long − 5 / above short + 5).
-* ``last_fired_ms``: no second alert within the rule's ``cooldown_seconds``. A crossing
-  during the cooldown is swallowed (the entry disarms as if it had fired).
+  when the rule is created fires once. Firing disarms.
+* ``last_fired_ms`` / ``fired_value``: the last alert's time and value; no second alert
+  within the rule's ``cooldown_seconds`` (a crossing during the cooldown is swallowed:
+  the entry disarms as if it had fired, and ``fired_value`` stays the reported one).
 * ``band``: the last beta band seen (``beta_band_change`` fires when it changes; the
   first observation only records it).
 
-So a price hovering at a threshold fires once, not once per tick. ``evaluate`` is pure:
-it never mutates its inputs, and the state is a plain JSON-able dict for persistence::
+``evaluate`` is pure: it never mutates its inputs, and the state is a plain JSON-able
+dict for persistence::
 
-    {"version": 1, "entries": {"<rule_id>|<symbol>": {"armed": true,
-                                                      "last_fired_ms": null, "band": null}}}
+    {"version": 1, "entries": {"<rule_id>|<symbol>": {"armed": true, "last_fired_ms": null,
+                                                      "fired_value": null, "band": null}}}
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.services.alert_conditions import Condition, condition_of, number
 from app.services.alert_rules import Alert, AlertRule, new_id
 
 STATE_VERSION = 1
+LAST = "last price"
+
+Point = tuple[float, str]  # (value, where it was seen: "1m high", "last price", ...)
 
 
 @dataclass(frozen=True, slots=True)
 class MarketFacts:
-    """What the alert rules look at for one symbol, from one market snapshot."""
+    """What the alert rules look at for one symbol, from one market snapshot.
+
+    ``trail``: prices seen since the previous evaluation, oldest first, before
+    ``price`` (the current last price), each with where it was seen."""
 
     symbol: str
     price: float
     change_24h_pct: float
     confluence_score: float | None = None
     beta_band: str | None = None
-
-
-def _num(value: float) -> str:
-    """100000 → "100000", 100123.5 → "100123.5", 0.5 → "0.5"."""
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.10g}"
+    trail: tuple[Point, ...] = ()
 
 
 class AlertEngine:
@@ -53,18 +67,14 @@ class AlertEngine:
         self,
         long_threshold: float = 70.0,
         short_threshold: float = 35.0,
-        hysteresis_pct: float = 0.5,
         clock: Callable[[], float] = time.time,
         *,
-        confluence_margin: float = 5.0,
         id_factory: Callable[[], str] = new_id,
     ) -> None:
-        if hysteresis_pct < 0 or confluence_margin < 0:
-            raise ValueError("hysteresis_pct and confluence_margin must be >= 0")
+        """``long_threshold``/``short_threshold``: the confluence scores (0–100) the
+        confluence rules compare with; ``clock``: epoch seconds."""
         self.long_threshold = long_threshold
         self.short_threshold = short_threshold
-        self.hysteresis_pct = hysteresis_pct
-        self.confluence_margin = confluence_margin
         self._clock = clock  # epoch seconds
         self._new_id = id_factory
 
@@ -97,48 +107,124 @@ class AlertEngine:
                 if fact is None:
                     continue
                 key = f"{rule.id}|{symbol}"
+                is_new = key not in entries
                 entry = entries.setdefault(
-                    key, {"armed": True, "last_fired_ms": None, "band": None}
+                    key, {"armed": True, "last_fired_ms": None, "fired_value": None, "band": None}
                 )
-                alert = self._step(rule, fact, entry, now)
+                alert = self._step(rule, fact, entry, now, is_new)
                 if alert is not None:
                     alerts.append(alert)
         return alerts, {"version": STATE_VERSION, "entries": entries}
 
     # -- one (rule, symbol) ------------------------------------------------------------
 
-    def _step(self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int) -> Alert | None:
-        if rule.kind == "beta_band_change":
-            band, last = fact.beta_band, entry.get("band")
-            if band is None:
-                return None
-            entry["band"] = band
-            if last is None or band == last:
-                return None
-            values: dict[str, Any] = {"band": band, "previous_band": last}
-            message = f"{fact.symbol} beta band changed: {last} → {band}"
-            return self._fire(rule, fact, entry, now, values, message)
-
-        judged = self._judge(rule, fact)
-        if judged is None:
-            return None  # no data for this kind (e.g. no confluence score yet)
-        condition, cleared, values, message = judged
-        if not entry.get("armed", True):
-            if cleared:
-                entry["armed"] = True
-            return None
-        if not condition:
-            return None
-        entry["armed"] = False
-        return self._fire(rule, fact, entry, now, values, message)
-
-    def _fire(
-        self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int, values: dict, message: str
+    def _step(
+        self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int, is_new: bool
     ) -> Alert | None:
+        if rule.kind == "beta_band_change":
+            return self._band_step(rule, fact, entry, now)
+        condition = condition_of(
+            rule.kind,
+            rule.threshold,
+            rule.hysteresis,
+            long_threshold=self.long_threshold,
+            short_threshold=self.short_threshold,
+        )
+        assert condition is not None
+        path = self._path(rule, fact, is_new)
+        if not path:
+            return None  # no data for this kind (e.g. no confluence score yet)
+        fired: Point | None = None
+        for point in path:
+            if fired is None and self._fires_at(condition, entry, point[0], now, rule):
+                fired = point
+            if not entry["armed"] and condition.cleared(point[0]):
+                entry["armed"] = True
+        if fired is None:
+            return None
+        return self._alert(rule, fact, now, condition, fired)
+
+    def _fires_at(
+        self, condition: Condition, entry: dict, value: float, now: int, rule: AlertRule
+    ) -> bool:
+        """Whether ``value`` makes an alert now; updates the entry (disarm, last fired)."""
+        if entry["armed"]:
+            if not condition.met(value):
+                return False
+            entry["armed"] = False
+        else:
+            last = entry.get("fired_value")
+            if last is None or not condition.deeper(value, last):
+                return False
+        if not self._cooled(entry, now, rule):
+            return False  # swallowed: disarmed, fired_value stays the reported one
+        entry["last_fired_ms"], entry["fired_value"] = now, value
+        return True
+
+    @staticmethod
+    def _cooled(entry: dict, now: int, rule: AlertRule) -> bool:
         last = entry.get("last_fired_ms")
-        if last is not None and now - last < rule.cooldown_seconds * 1000:
+        return last is None or now - last >= rule.cooldown_seconds * 1000
+
+    def _path(self, rule: AlertRule, fact: MarketFacts, is_new: bool) -> list[Point]:
+        """The values the rule compares, oldest first (only the current one for a new
+        entry); empty when the value is unknown."""
+        points = [(fact.price, LAST)] if is_new else [*fact.trail, (fact.price, LAST)]
+        if rule.kind.startswith("price_"):
+            return points
+        if rule.kind.startswith("change_"):
+            change = fact.change_24h_pct
+            if not math.isfinite(change):
+                return []
+            reference = fact.price / (1 + change / 100)  # the 24 h reference price
+            # The current point is the ticker's own change, exactly (no round trip).
+            return [
+                (change if where == LAST else (p / reference - 1) * 100, where)
+                for p, where in points
+            ]
+        score = fact.confluence_score
+        return [] if score is None else [(score, "confluence score")]
+
+    def _band_step(self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int) -> Alert | None:
+        band, last = fact.beta_band, entry.get("band")
+        if band is None:
+            return None
+        entry["band"] = band
+        if last is None or band == last or not self._cooled(entry, now, rule):
             return None
         entry["last_fired_ms"] = now
+        values: dict[str, Any] = {"band": band, "previous_band": last}
+        message = f"{fact.symbol} beta band changed: {last} → {band}"
+        return self._make(rule, fact, now, values, message)
+
+    def _alert(
+        self, rule: AlertRule, fact: MarketFacts, now: int, condition: Condition, fired: Point
+    ) -> Alert:
+        value, where = fired
+        side = "above" if condition.direction > 0 else "below"
+        t, s = condition.threshold, fact.symbol
+        values: dict[str, Any] = {"threshold": t, "hysteresis": condition.hysteresis}
+        if condition.metric == "price":
+            values.update(price=value, last_price=fact.price, observed=where)
+            message = f"{s} at or {side} {number(t)}: {number(value)}"
+            if where != LAST:
+                message += f" ({where}; last {number(fact.price)})"
+        elif condition.metric == "24h change":
+            values.update(change_24h_pct=value, last_price=fact.price, observed=where)
+            message = f"{s} 24h change at or {side} {number(t)}%: {number(round(value, 4))}%"
+            if where != LAST:
+                message += f" ({where})"
+        else:
+            values.update(confluence_score=value)
+            target = "long" if condition.direction > 0 else "short"
+            message = (
+                f"{s} confluence {number(value)} at or {side} the {target} threshold {number(t)}"
+            )
+        return self._make(rule, fact, now, values, message)
+
+    def _make(
+        self, rule: AlertRule, fact: MarketFacts, now: int, values: dict, message: str
+    ) -> Alert:
         return Alert(
             id=self._new_id(),
             rule_id=rule.id,
@@ -150,40 +236,3 @@ class AlertEngine:
             values=values,
             created_at_ms=now,
         )
-
-    def _judge(
-        self, rule: AlertRule, fact: MarketFacts
-    ) -> tuple[bool, bool, dict[str, Any], str] | None:
-        """(condition true, cleared by the hysteresis margin, values, message)."""
-        s, h, t = fact.symbol, self.hysteresis_pct, rule.threshold
-        match rule.kind:
-            case "price_above" | "price_below":
-                assert t is not None
-                p = fact.price
-                values = {"price": p, "threshold": t}
-                if rule.kind == "price_above":
-                    return p > t, p < t * (1 - h / 100), values, f"{s} above {_num(t)}: {_num(p)}"
-                return p < t, p > t * (1 + h / 100), values, f"{s} below {_num(t)}: {_num(p)}"
-            case "change_above" | "change_below":
-                assert t is not None
-                c = fact.change_24h_pct
-                values = {"change_24h_pct": c, "threshold": t}
-                if rule.kind == "change_above":
-                    text = f"{s} 24h change above {_num(t)}%: {_num(c)}%"
-                    return c > t, c < t - h, values, text
-                text = f"{s} 24h change below {_num(t)}%: {_num(c)}%"
-                return c < t, c > t + h, values, text
-            case "confluence_long" | "confluence_short":
-                score = fact.confluence_score
-                if score is None:
-                    return None
-                if rule.kind == "confluence_long":
-                    t = self.long_threshold
-                    values = {"confluence_score": score, "threshold": t}
-                    text = f"{s} confluence {_num(score)} reached the long threshold {_num(t)}"
-                    return score >= t, score < t - self.confluence_margin, values, text
-                t = self.short_threshold
-                values = {"confluence_score": score, "threshold": t}
-                text = f"{s} confluence {_num(score)} reached the short threshold {_num(t)}"
-                return score <= t, score > t + self.confluence_margin, values, text
-        return None

@@ -17,6 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.market.models import canonical_symbol
+from app.services.alert_conditions import (
+    DEFAULT_HYSTERESIS,
+    HYSTERESIS_UNITS,
+    MAX_PRICE_HYSTERESIS_PCT,
+    Condition,
+    condition_of,
+)
 from app.services.destinations import DestinationRefused, mask_url, parse_webhook_url
 
 Kind = Literal[
@@ -67,6 +74,7 @@ class RuleInput(_Model):
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     level: Level = "warning"
     cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS)
+    hysteresis: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     title: str | None = Field(default=None, max_length=80)
     note: str | None = Field(default=None, max_length=500)
     webhook_url: str | None = Field(default=None, max_length=500)
@@ -99,6 +107,14 @@ class RuleInput(_Model):
                 f"threshold is not allowed for {self.kind} "
                 "(confluence rules use the configured long/short thresholds)"
             )
+        if self.hysteresis is not None:
+            if self.kind not in DEFAULT_HYSTERESIS:
+                raise ValueError(f"hysteresis is not allowed for {self.kind}")
+            if self.kind.startswith("price_") and self.hysteresis > MAX_PRICE_HYSTERESIS_PCT:
+                raise ValueError(
+                    f"hysteresis of {self.kind} is a percentage of the threshold, "
+                    f"at most {MAX_PRICE_HYSTERESIS_PCT:g}"
+                )
         return self
 
 
@@ -110,10 +126,27 @@ class AlertRule(RuleInput):
     id: str
     created_at_ms: int
 
-    def public_dict(self) -> dict[str, Any]:
-        """``to_dict()`` with ``webhook_url`` masked to ``scheme://host/…``: what any
-        response may show (the stored rule keeps the full URL for delivery)."""
-        return {**self.to_dict(), "webhook_url": mask_url(self.webhook_url)}
+    def public_dict(self, long_threshold: float, short_threshold: float) -> dict[str, Any]:
+        """``to_dict()`` with ``webhook_url`` masked to ``scheme://host/…`` (what any
+        response may show; the stored rule keeps the full URL for delivery), the
+        hysteresis in use, its unit and the rule's ``description`` in words (e.g.
+        "price at or above 200; re-arms at or below 199 (0.5 % of the threshold)";
+        confluence rules with the configured ``long_threshold``/``short_threshold``)."""
+        condition = condition_of(
+            self.kind,
+            self.threshold,
+            self.hysteresis,
+            long_threshold=long_threshold,
+            short_threshold=short_threshold,
+        )
+        return {
+            **self.to_dict(),
+            "webhook_url": mask_url(self.webhook_url),
+            "hysteresis": None if condition is None else condition.hysteresis,
+            "hysteresis_unit": HYSTERESIS_UNITS.get(self.kind),
+            "rearm_at": None if condition is None else condition.rearm_at,
+            "description": _describe_rule(self.kind, condition),
+        }
 
 
 class Alert(_Model):
@@ -143,6 +176,12 @@ class Alert(_Model):
         return self.model_copy(update=changes)
 
 
+def _describe_rule(kind: str, condition: Condition | None) -> str:
+    if condition is None:  # beta_band_change
+        return "the beta band changes"
+    return condition.describe()
+
+
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
@@ -170,4 +209,7 @@ def validate_rule(
     if rule.threshold is not None and not math.isfinite(rule.threshold):
         raise ValueError("threshold must be a finite number")  # a RuleInput built unvalidated
     stamp = now_ms() if created_at_ms is None else created_at_ms
-    return AlertRule(**rule.model_dump(), id=new_id(), created_at_ms=stamp)
+    fields = rule.model_dump()
+    if fields["hysteresis"] is None and rule.kind in DEFAULT_HYSTERESIS:
+        fields["hysteresis"] = DEFAULT_HYSTERESIS[rule.kind]  # stored: the rule shows it
+    return AlertRule(**fields, id=new_id(), created_at_ms=stamp)

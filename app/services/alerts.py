@@ -18,6 +18,7 @@ from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleIn
 from app.services.alert_store import AlertStore
 from app.services.analysis import COMBINED, Analysis
 from app.services.pipeline import Pipeline
+from app.services.price_trail import PriceTrails
 from app.services.snapshot import Snapshot
 from app.services.webhooks import WebhookSender
 
@@ -50,6 +51,7 @@ class AlertService:
         self.webhooks = webhooks
         self.announce: list[Announce] = []
         self.fired = 0
+        self.trails = PriceTrails()  # prices between evaluations, from the 1m candles
 
     async def create_rule(self, data: RuleInput, known_symbols: Collection[str]) -> AlertRule:
         """Validates, checks the webhook destination (resolving its host), stores the
@@ -63,12 +65,18 @@ class AlertService:
         await self.changed()
         return rule
 
+    def public_rule(self, rule: AlertRule) -> dict:
+        """What any response may show of ``rule`` (``AlertRule.public_dict`` with this
+        engine's confluence thresholds)."""
+        return rule.public_dict(self.engine.long_threshold, self.engine.short_threshold)
+
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
+        facts = market_facts(snapshot, analysis, self.trails)  # every snapshot: trails move on
         rules = await self.store.list_rules()
         if not rules:
             return
         before = await self.store.load_engine_state()
-        alerts, state = self.engine.evaluate(rules, market_facts(snapshot, analysis), before)
+        alerts, state = self.engine.evaluate(rules, facts, before)
         if alerts:
             await self.store.add_alerts(alerts)
         if state != before:  # most snapshots change nothing: no write
@@ -119,11 +127,18 @@ class AlertService:
         return [alert.to_dict() for alert in alerts]
 
 
-def market_facts(snapshot: Snapshot, analysis: Analysis) -> list[MarketFacts]:
+def market_facts(
+    snapshot: Snapshot, analysis: Analysis, trails: PriceTrails | None = None
+) -> list[MarketFacts]:
+    """One ``MarketFacts`` per priced symbol; with ``trails``, each carries the 1m-candle
+    prices seen since the previous call (and the trails move on)."""
     facts = []
+    if trails is not None:
+        trails.forget(set(snapshot.tickers))
     for symbol, ticker in snapshot.tickers.items():
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         beta = analysis.headline_beta(symbol)
+        one_minute = snapshot.candles.get(symbol, {}).get("1m")
         facts.append(
             MarketFacts(
                 symbol=symbol,
@@ -131,6 +146,7 @@ def market_facts(snapshot: Snapshot, analysis: Analysis) -> list[MarketFacts]:
                 change_24h_pct=ticker.change_24h_pct,
                 confluence_score=None if combined is None else combined.score,
                 beta_band=None if beta is None else beta.risk_band,
+                trail=() if trails is None else trails.take(symbol, one_minute),
             )
         )
     return facts

@@ -218,6 +218,21 @@ class AlertRuleView(_Doc):
     webhook_url: str | None = Field(
         default=None, description="masked to scheme://host/…; never the full URL"
     )
+    threshold: float | None = Field(
+        default=None, description="met at or beyond it (≥ for above/long, ≤ for below/short)"
+    )
+    hysteresis: float | None = Field(
+        default=None, description="re-arm margin, in hysteresis_unit; null for beta_band_change"
+    )
+    hysteresis_unit: str | None = Field(
+        default=None, description="% of the threshold, percentage points or score points"
+    )
+    rearm_at: float | None = Field(
+        default=None, description="a fired rule re-arms at or past this value"
+    )
+    description: str = Field(
+        default="", description="the rule in words, e.g. price at or above 200; re-arms at…"
+    )
 
 
 class AlertView(_Doc):

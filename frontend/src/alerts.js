@@ -1,12 +1,18 @@
 // Alerts: the live list with acknowledge (the rule form is in rules.js).
 
-import { callApi, errorText, explainFailure, needsToken } from './api.js';
+import {
+  ApiError, callApi, errorText, explainFailure, needsToken,
+} from './api.js';
 import {
   byId, el, find, formatTime, setChoiceClass, setText, syncList,
 } from './dom.js';
 
 const LEVELS = ['info', 'warning', 'critical'];
 const SHOWN_ALERTS = 50;
+/** Statuses only move forward: pending → acknowledged → resolved (or pending → resolved). */
+/** @type {Record<string, number>} */
+const STATUS_RANK = { pending: 0, acknowledged: 1, resolved: 2 };
+const SETTLED_KEPT = 100;
 
 /**
  * An alert as the API and /ws send it.
@@ -54,15 +60,52 @@ export function updateAlertItem(item, alert) {
 }
 
 /**
- * Newest first, at most `limit`.
+ * Newest first, at most `limit`, those `keep` accepts.
  * @param {Map<string, Alert>} alertsById
  * @param {number} [limit]
+ * @param {(alert: Alert) => boolean} [keep]
  * @returns {Alert[]}
  */
-export function newestFirst(alertsById, limit = SHOWN_ALERTS) {
-  return [...alertsById.values()].sort((a, b) => b.created_at_ms - a.created_at_ms).slice(0, limit);
+export function newestFirst(alertsById, limit = SHOWN_ALERTS, keep = () => true) {
+  return [...alertsById.values()].filter(keep).sort((a, b) => b.created_at_ms - a.created_at_ms).slice(0, limit);
 }
 
+/**
+ * The version of one alert to show: `incoming`, unless `known` is further along
+ * (messages and answers may arrive in any order; a status never moves back).
+ * @param {Alert | undefined} known
+ * @param {Alert} incoming
+ * @returns {Alert}
+ */
+export function newerVersion(known, incoming) {
+  if (!known) return incoming;
+  const rank = (/** @type {Alert} */ a) => STATUS_RANK[a.status] ?? 0;
+  return rank(incoming) >= rank(known) ? incoming : known;
+}
+
+/**
+ * Takes a full list the server answered (a poll, a page payload) into `known`, in place:
+ * the list is authoritative — an alert `known` holds but the list lacks is dropped —
+ * except that no alert goes back to an earlier status, and alerts known to be
+ * acknowledged or resolved stay (the newest `keepSettled`) so that a list older than
+ * a live message cannot show them pending again.
+ * @param {Map<string, Alert>} known
+ * @param {Alert[]} listed
+ * @param {number} [keepSettled]
+ */
+export function takeList(known, listed, keepSettled = SETTLED_KEPT) {
+  const settled = newestFirst(known, keepSettled, (a) => a.status !== 'pending');
+  const versions = new Map(listed.map((alert) => [alert.id, newerVersion(known.get(alert.id), alert)]));
+  known.clear();
+  for (const [id, alert] of versions) known.set(id, alert);
+  for (const alert of settled) if (!known.has(alert.id)) known.set(alert.id, alert);
+}
+
+/**
+ * The desktop's alert list: the newest alerts, kept current by /ws (every new alert
+ * and status change, and the recent alerts with their statuses on every (re)connect)
+ * and, while the socket is down, by polls of `pollUrl`; with Acknowledge.
+ */
 export class AlertsPanel {
   /** @param {(text: string) => void} say where messages for the user go */
   constructor(say) {
@@ -70,6 +113,9 @@ export class AlertsPanel {
     this.alerts = new Map();
     this.list = byId('alerts-list');
     this.say = say;
+    this.renderQueued = false;
+    /** What is polled while the socket is down (the same URL as the first load). */
+    this.pollUrl = `/api/alerts?limit=${SHOWN_ALERTS}`;
   }
 
   async start() {
@@ -78,19 +124,39 @@ export class AlertsPanel {
 
   async loadAlerts() {
     try {
-      const body = await callApi('GET', `/api/alerts?limit=${SHOWN_ALERTS}`);
-      for (const alert of body.alerts) this.alerts.set(alert.id, alert);
-      this.render();
+      const body = await callApi('GET', this.pollUrl);
+      for (const alert of body.alerts) this.upsert(alert); // merged: /ws may have been faster
     } catch (error) {
       this.say(`Alerts unavailable: ${errorText(error)}`);
     }
   }
 
-  /** A new or changed alert (from /ws or from an acknowledge). */
-  /** @param {Alert} alert */
+  /**
+   * A new or changed alert (from /ws, its snapshot, or an acknowledge).
+   * @param {Alert} alert
+   */
   upsert(alert) {
-    this.alerts.set(alert.id, alert);
-    this.render();
+    this.alerts.set(alert.id, newerVersion(this.alerts.get(alert.id), alert));
+    this.scheduleRender();
+  }
+
+  /**
+   * A poll's answer (GET pollUrl): the newest alerts with their current statuses.
+   * @param {{alerts: Alert[]}} body
+   */
+  replaceAll(body) {
+    takeList(this.alerts, body.alerts, 0);
+    this.scheduleRender();
+  }
+
+  /** One render for the many alerts of a snapshot. */
+  scheduleRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    queueMicrotask(() => {
+      this.renderQueued = false;
+      this.render();
+    });
   }
 
   render() {
@@ -100,6 +166,8 @@ export class AlertsPanel {
   }
 
   /**
+   * Acknowledges alert `id`. A 409 means it was acknowledged or resolved already (on
+   * another device, say): not a failure — the alert's current state is shown instead.
    * @param {string} id
    * @param {HTMLButtonElement} button disabled while the request runs
    */
@@ -111,9 +179,24 @@ export class AlertsPanel {
       this.upsert(body.alert);
       this.say('');
     } catch (error) {
-      this.say(explainFailure(error, 'acknowledge'));
+      if (error instanceof ApiError && error.status === 409) await this.showCurrent(id);
+      else this.say(explainFailure(error, 'acknowledge'));
     } finally {
       button.disabled = false;
+    }
+  }
+
+  /**
+   * Fetches alert `id` as it is now and shows it, saying its status.
+   * @param {string} id
+   */
+  async showCurrent(id) {
+    try {
+      const body = await callApi('GET', `/api/alerts/${encodeURIComponent(id)}`);
+      this.upsert(body.alert);
+      this.say(`${body.alert.title}: already ${body.alert.status}.`);
+    } catch (error) {
+      this.say(explainFailure(error, 'acknowledge'));
     }
   }
 }

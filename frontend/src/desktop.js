@@ -122,6 +122,8 @@ async function main() {
     subscriptions: () => [{ channels: ['market', 'confluence', 'beta', 'signals', 'dashboard', 'alerts'] }],
     render,
     handlers,
+    // /api/dashboard/data has no alerts: while the socket is down, the list is polled too
+    polls: [{ url: alerts.pollUrl, onData: (body) => alerts.replaceAll(body) }],
   });
   const symbols = [...table.rows.keys()];
   selectSymbol(symbols.includes('BTCUSDT') ? 'BTCUSDT' : symbols[0]);

@@ -18,8 +18,14 @@ const RESYNC_SPACING_MS = 2000;
  * @property {(message: any) => void} onUpdate
  * @property {(message: any) => void} onAlert
  * @property {(state: string) => void} onState
- * @property {{url: string, everyMs: number, onData: (body: any, at: number) => void}} poll
- *   used while the socket is down
+ * @property {Poll[]} polls what is fetched while the socket is down, each with its own
+ *   ETag (If-None-Match: an unchanged answer is a cheap 304)
+ */
+
+/**
+ * One URL polled while the socket is down. `onData` gets each changed body (never a
+ * 304, a failure, or an answer that arrives after the socket is back).
+ * @typedef {{url: string, everyMs: number, onData: (body: any, at: number) => void}} Poll
  */
 
 export class LiveFeed {
@@ -39,10 +45,11 @@ export class LiveFeed {
     this.pingSentAt = 0;
     /** @type {number | undefined} */
     this.reconnectTimer = undefined;
-    /** @type {number | undefined} */
-    this.pollTimer = undefined;
-    /** @type {string | null} */
-    this.etag = null;
+    /** @type {number[]} one interval per poll while polling, else empty */
+    this.pollTimers = [];
+    this.pollPeriod = 0; // counts polling periods: an answer from an ended one is dropped
+    /** @type {Map<string, string | null>} the last ETag per polled URL */
+    this.etags = new Map();
     this.state = 'connecting';
     // Channels followed for every symbol: there a seq gap means missed messages.
     this.everySymbol = new Set(
@@ -50,9 +57,12 @@ export class LiveFeed {
     );
   }
 
-  /** @param {string | null} [initialEtag] the ETag of the first data, for the polls */
-  start(initialEtag = null) {
-    this.etag = initialEtag;
+  /**
+   * @param {Record<string, string | null>} [etags] the ETags of data already on screen,
+   *   by URL, for the polls
+   */
+  start(etags = {}) {
+    for (const [url, etag] of Object.entries(etags)) this.etags.set(url, etag);
     this.connect();
   }
 
@@ -187,27 +197,41 @@ export class LiveFeed {
 
   // --- polling while the socket is down ----------------------------------------------
 
+  get polling() {
+    return this.pollTimers.length > 0;
+  }
+
   startPolling() {
-    if (this.pollTimer || !this.options.poll) return;
-    const { everyMs } = this.options.poll;
-    this.pollTimer = setInterval(() => this.pollOnce(), everyMs);
-    this.pollOnce();
+    if (this.polling) return;
+    for (const poll of this.options.polls) {
+      this.pollTimers.push(setInterval(() => this.pollOnce(poll), poll.everyMs));
+      this.pollOnce(poll);
+    }
   }
 
   stopPolling() {
-    clearInterval(this.pollTimer);
-    this.pollTimer = undefined;
+    for (const timer of this.pollTimers) clearInterval(timer);
+    this.pollTimers = [];
+    this.pollPeriod += 1;
   }
 
-  async pollOnce() {
-    const { url, onData } = this.options.poll;
+  /**
+   * Fetches `poll.url` with If-None-Match; a changed body goes to `poll.onData` unless
+   * the socket came back meanwhile (its snapshots are newer than this answer).
+   * @param {Poll} poll
+   */
+  async pollOnce(poll) {
+    const period = this.pollPeriod;
+    const etag = this.etags.get(poll.url);
     /** @type {Record<string, string>} */
-    const headers = this.etag ? { 'If-None-Match': this.etag } : {};
+    const headers = etag ? { 'If-None-Match': etag } : {};
     try {
-      const response = await fetch(url, { headers, cache: 'no-store' });
+      const response = await fetch(poll.url, { headers, cache: 'no-store' });
       if (response.status === 304 || !response.ok) return;
-      this.etag = response.headers.get('ETag');
-      onData(await response.json(), Date.now());
+      const body = await response.json();
+      if (period !== this.pollPeriod) return; // live again: the snapshots are newer
+      this.etags.set(poll.url, response.headers.get('ETag'));
+      poll.onData(body, Date.now());
     } catch {
       // the server is unreachable too: the next tick tries again
     }
@@ -217,7 +241,7 @@ export class LiveFeed {
   setState(state) {
     if (this.state === state && state !== 'connecting') return;
     this.state = state;
-    const shown = state !== 'live' && this.pollTimer ? 'polling' : state;
+    const shown = state !== 'live' && this.polling ? 'polling' : state;
     this.options.onState(shown);
   }
 }

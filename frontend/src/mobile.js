@@ -1,7 +1,9 @@
 // The mobile dashboard: cards for the top symbols, signals, critical alerts and the
 // beta summary — filled from /api/dashboard/mobile (≤ 50 KB), then kept live by /ws.
 
-import { createAlertItem, newestFirst, updateAlertItem } from './alerts.js';
+import {
+  createAlertItem, newerVersion, newestFirst, takeList, updateAlertItem,
+} from './alerts.js';
 import {
   byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList,
 } from './dom.js';
@@ -82,8 +84,12 @@ function renderCards(scores) {
   });
 }
 
+/**
+ * Shows the newest 10 pending critical alerts. `criticalAlerts` holds what the last
+ * payload listed (pending then) and what /ws said since (any status, further along).
+ */
 function renderCriticalAlerts() {
-  const pending = newestFirst(criticalAlerts, 10).filter((a) => a.status === 'pending');
+  const pending = newestFirst(criticalAlerts, 10, (a) => a.status === 'pending');
   syncList(byId('critical-alerts'), pending, (a) => a.id, () => createAlertItem(null), updateAlertItem);
   byId('critical-empty').hidden = pending.length > 0;
 }
@@ -93,7 +99,7 @@ function render(body) {
   renderCards(body.confluence_scores);
   renderSignals(body.signals);
   renderBetaSummary(body.beta_summary);
-  for (const alert of body.critical_alerts) criticalAlerts.set(alert.id, alert);
+  takeList(criticalAlerts, body.critical_alerts); // the payload's pending list is authoritative
   renderCriticalAlerts();
   showOfflineRead(body);
   lastPayload.fetched(body);
@@ -117,8 +123,8 @@ const handlers = {
     else if (channel === 'dashboard') renderBetaSummary(data.beta);
   },
   alert(alert) {
-    if (alert.level !== 'critical') return;
-    criticalAlerts.set(alert.id, alert);
+    if (alert.level !== 'critical') return; // new, or acknowledged/resolved: leaves the list
+    criticalAlerts.set(alert.id, newerVersion(criticalAlerts.get(alert.id), alert));
     renderCriticalAlerts();
   },
 };

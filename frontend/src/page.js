@@ -42,22 +42,29 @@ export async function fetchFirst(url) {
 
 /**
  * What a page does with live messages: `update` a channel's data of one symbol (or of
- * the market, symbol empty), and `alert` a new or changed alert.
+ * the market, symbol empty), and `alert` a new or changed alert (an `alert` message,
+ * or an item of the alerts snapshot sent on every (re)connect: the recent alerts with
+ * their current statuses).
  * @typedef {{update: (channel: string, symbol: string, data: any) => void,
  *   alert: (alert: import('./alerts.js').Alert) => void}} Handlers
  */
 
 /**
  * Starts a page: `render(body)` draws a full payload (first load and polls);
- * `handlers` receives live messages. Returns once the first data is on screen.
+ * `handlers` receives live messages; `polls`: more URLs fetched (If-None-Match) every
+ * refresh interval while the socket is down, each changed body given to its `onData`.
+ * Returns once the first data is on screen.
  * @param {{
  *   dataUrl: string,
  *   subscriptions: (body: any) => Array<{channels: string[], symbols?: string[]}>,
  *   render: (body: any) => void,
  *   handlers: Handlers,
+ *   polls?: Array<{url: string, onData: (body: any) => void}>,
  * }} options
  */
-export async function startPage({ dataUrl, subscriptions, render, handlers }) {
+export async function startPage({
+  dataUrl, subscriptions, render, handlers, polls = [],
+}) {
   const settings = pageSettings();
   const clock = new ServerClock();
   const header = new Header(clock, settings.staleAfterMs);
@@ -91,15 +98,18 @@ export async function startPage({ dataUrl, subscriptions, render, handlers }) {
     },
     onAlert: (message) => handlers.alert(message.data),
     onState: (state) => header.showConnection(state),
-    poll: {
-      url: dataUrl,
-      everyMs: settings.refreshMs,
-      onData: (body, at) => {
-        header.noteFetched(body, at);
-        render(body);
+    polls: [
+      {
+        url: dataUrl,
+        everyMs: settings.refreshMs,
+        onData: (body, at) => {
+          header.noteFetched(body, at);
+          render(body);
+        },
       },
-    },
+      ...polls.map(({ url, onData }) => ({ url, everyMs: settings.refreshMs, onData })),
+    ],
   });
-  feed.start(first.etag);
+  feed.start({ [dataUrl]: first.etag });
   return { settings, header, feed };
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
 
-from app.realtime import Broadcaster, Rejected, WsLimits
+from app.realtime import Broadcaster, Rejected, WsLimits, protocol
 from app.realtime.connection import Connection
 
 
@@ -150,3 +151,78 @@ async def test_heartbeat_without_pong_closes_1011() -> None:
         for task in tasks:
             task.cancel()
     assert conn.close_code == 1011 and ws.sent[0]["type"] == "heartbeat"
+
+
+# -- the alerts channel: the recent alerts, keyed by id, with their current statuses --
+
+
+def alert(alert_id: str, symbol: str, created: int, status: str = "pending") -> dict:
+    return {"id": alert_id, "symbol": symbol, "created_at_ms": created, "status": status}
+
+
+def alerts_snapshot(broadcaster: Broadcaster, symbols=None) -> list[tuple[str, str]]:
+    """(id, status) of the alerts snapshot a new subscriber gets, in its order."""
+    conn = Connection(FakeSocket(), "probe", broadcaster.limits, broadcaster.stats, time.time)
+    subscribe(broadcaster, conn, ["alerts"], symbols)
+    (snapshot,) = queued_types(conn)
+    assert snapshot["type"] == "snapshot" and snapshot["channel"] == "alerts"
+    return [(item["data"]["id"], item["data"]["status"]) for item in snapshot["items"]]
+
+
+async def test_the_alerts_snapshot_holds_every_recent_alert_with_its_current_status() -> None:
+    broadcaster = Broadcaster("r1")
+    await broadcaster.publish_alert(alert("a1", "BTCUSDT", 100), 100)
+    await broadcaster.publish_alert(alert("a2", "BTCUSDT", 200), 200)  # same symbol: both kept
+    await broadcaster.publish_alert(alert("a3", "ETHUSDT", 300), 300)
+    await broadcaster.publish_alert(alert("a1", "BTCUSDT", 100, "acknowledged"), 400)
+    assert alerts_snapshot(broadcaster) == [
+        ("a3", "pending"),
+        ("a2", "pending"),
+        ("a1", "acknowledged"),
+    ]
+    assert alerts_snapshot(broadcaster, ["BTCUSDT"]) == [("a2", "pending"), ("a1", "acknowledged")]
+    await broadcaster.publish_alert(alert("a1", "BTCUSDT", 100, "resolved"), 500)
+    await broadcaster.publish_alert(alert("a1", "BTCUSDT", 100, "acknowledged"), 600)  # late
+    assert alerts_snapshot(broadcaster, ["BTCUSDT"]) == [("a2", "pending"), ("a1", "resolved")]
+
+
+async def test_the_alerts_snapshot_keeps_the_newest_by_creation() -> None:
+    broadcaster = Broadcaster("r1")
+    kept = protocol.ALERTS_KEPT
+    for n in range(kept + 5):  # published newest first: the order of creation decides
+        created = 10_000 - n
+        await broadcaster.publish_alert(alert(f"x{created}", "BTCUSDT", created), created)
+    ids = [alert_id for alert_id, _ in alerts_snapshot(broadcaster)]
+    assert ids == [f"x{10_000 - n}" for n in range(kept)]
+    await broadcaster.publish_alert({"symbol": "ETHUSDT", "n": 1}, 20_000)  # no id: kept too
+    assert len(broadcaster.kept_alerts()) == kept and broadcaster.kept_alerts()[0]["n"] == 1
+
+
+async def test_the_seed_fills_the_snapshot_and_never_undoes_a_newer_message() -> None:
+    broadcaster = Broadcaster("r1")
+    early, _ = await connected(broadcaster)
+    subscribe(broadcaster, early, ["alerts"])
+    assert queued_types(early)[0]["items"] == []  # subscribed before the seed arrived
+    await broadcaster.publish_alert(alert("a1", "BTCUSDT", 100, "acknowledged"), 150)
+    queued_types(early)
+    stored = [alert("a2", "ETHUSDT", 200), alert("a1", "BTCUSDT", 100, "pending")]
+    calls = 0
+
+    async def recent() -> list[dict]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("store down")  # retried
+        return stored
+
+    broadcaster.seed_alerts_from(recent)
+    broadcaster.seed_retry_seconds = (0.01, 0.01)
+    await broadcaster.start()
+    async with asyncio.timeout(5):
+        await broadcaster.alerts_seeded.wait()
+    assert calls == 2
+    assert alerts_snapshot(broadcaster) == [("a2", "pending"), ("a1", "acknowledged")]
+    (resent,) = queued_types(early)  # the early subscriber gets the seeded snapshot
+    assert [i["data"]["id"] for i in resent["items"]] == ["a2", "a1"]
+    assert [i["seq"] for i in resent["items"]] == [0, 1]
+    await broadcaster.close()

@@ -154,6 +154,7 @@ class Broadcaster:
         self._recent_alerts: RecentAlerts | None = None
         self._seeding: asyncio.Task[None] | None = None
         self.alerts_seeded = asyncio.Event()
+        self.seed_retry_seconds = SEED_RETRY_SECONDS
         self._handshakes = MemoryBuckets(time.monotonic, max(100, limits.max_handshake_clients))
         self._handshake_family = (
             token_bucket("ws_handshake", limits.handshake_rate, limits.handshake_burst)
@@ -188,12 +189,13 @@ class Broadcaster:
         """``recent_alerts()``: the store's newest alerts (``Alert.to_dict()`` shapes,
         at least ``protocol.ALERTS_KEPT`` of them when there are); read by ``start``
         in the background for the alerts snapshot, retried with back-off while it
-        raises (the store down); ``alerts_seeded`` is set once it succeeded."""
+        raises (the store down); ``alerts_seeded`` is set once it succeeded, and clients
+        already subscribed to alerts then get the channel's snapshot again."""
         self._recent_alerts = recent_alerts
 
     async def _seed_alerts(self) -> None:
         assert self._recent_alerts is not None
-        delay, longest = SEED_RETRY_SECONDS
+        delay, longest = self.seed_retry_seconds
         while True:
             try:
                 alerts = await self._recent_alerts()
@@ -204,7 +206,14 @@ class Broadcaster:
                 continue
             self.seed_alerts(alerts)
             self.alerts_seeded.set()
+            self._resend_alerts_snapshots()
             return
+
+    def _resend_alerts_snapshots(self) -> None:
+        """Clients that subscribed to alerts before the seed get the seeded snapshot."""
+        for conn in set().union(*self._index[protocol.ALERTS].values()):
+            if protocol.ALERTS in conn.subscriptions:
+                self._send_snapshot(conn, protocol.ALERTS, conn.subscriptions[protocol.ALERTS])
 
     def seed_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
         """Keeps these alerts (``Alert.to_dict()`` shapes) for the alerts snapshot, as

@@ -4,6 +4,7 @@
 
 import { CandlestickSeries, createChart } from 'lightweight-charts';
 import { cleanCandles } from './candle-data.js';
+import { chartTickLabel, formatZoned } from './clock.js';
 import { byId, setText } from './dom.js';
 import { chartPriceFormat, formatPrice, tickOf } from './prices.js';
 
@@ -17,6 +18,20 @@ const THEME = {
   timeScale: { timeVisible: true, secondsVisible: false },
   autoSize: true,
 };
+/** Time-axis labels kept on the container (data-time-labels), the latest last. */
+const KEPT_TIME_LABELS = 60;
+
+/**
+ * A chart time (seconds since the epoch as the candles give it, or a business day)
+ * in epoch ms.
+ * @param {import('lightweight-charts').Time} time
+ * @returns {number}
+ */
+export function timeToMs(time) {
+  if (typeof time === 'number') return time * 1000;
+  if (typeof time === 'string') return Date.parse(`${time}T00:00:00Z`);
+  return Date.UTC(time.year, time.month - 1, time.day);
+}
 
 /** @param {unknown} error */
 const isAbort = (error) => error instanceof DOMException && error.name === 'AbortError';
@@ -32,13 +47,23 @@ export class CandlesChart {
     /** The tick size the axis and crosshair format by (null: significant digits). */
     /** @type {number | null} */
     this.tickSize = null;
+    /** The time axis's latest labels: "epoch seconds=label". */
+    /** @type {Map<number, string>} */
+    this.timeLabels = new Map();
     // Axis labels and the crosshair's price use the page's price format (0.0₇114 for
     // tiny prices); the labels last drawn are kept on the container (data-axis-labels).
+    // Times, on the axis and the crosshair, are in the user's time zone like every time
+    // on the page (the library's own are UTC); kept as data-time-labels and
+    // data-crosshair-time ("epoch seconds=label").
     this.chart = createChart(container, {
       ...THEME,
+      timeScale: { ...THEME.timeScale, tickMarkFormatter: (
+        /** @type {import('lightweight-charts').Time} */ time, /** @type {number} */ type,
+      ) => this.timeLabel(time, type) },
       localization: {
         priceFormatter: (/** @type {number} */ price) => formatPrice(price, this.tickSize),
         tickmarksPriceFormatter: (/** @type {number[]} */ prices) => this.axisLabels(prices),
+        timeFormatter: (/** @type {import('lightweight-charts').Time} */ time) => this.crosshairTime(time),
       },
     });
     this.series = this.chart.addSeries(CandlestickSeries, {
@@ -66,6 +91,34 @@ export class CandlesChart {
     const joined = labels.join('|');
     if (this.container.dataset.axisLabels !== joined) this.container.dataset.axisLabels = joined;
     return labels;
+  }
+
+  /**
+   * A label of the time axis, in the user's time zone.
+   * @param {import('lightweight-charts').Time} time
+   * @param {number} type the tick mark's TickMarkType
+   * @returns {string}
+   */
+  timeLabel(time, type) {
+    const ms = timeToMs(time);
+    const label = chartTickLabel(ms, type);
+    this.timeLabels.delete(ms / 1000);
+    this.timeLabels.set(ms / 1000, label);
+    if (this.timeLabels.size > KEPT_TIME_LABELS) this.timeLabels.delete(this.timeLabels.keys().next().value ?? 0);
+    this.container.dataset.timeLabels = [...this.timeLabels].map(([s, l]) => `${s}=${l}`).join('|');
+    return label;
+  }
+
+  /**
+   * The crosshair's time, in the user's time zone.
+   * @param {import('lightweight-charts').Time} time
+   * @returns {string}
+   */
+  crosshairTime(time) {
+    const ms = timeToMs(time);
+    const label = formatZoned(ms, 'datetime');
+    this.container.dataset.crosshairTime = `${ms / 1000}=${label}`;
+    return label;
   }
 
   bindTimeframes() {

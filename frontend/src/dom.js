@@ -1,6 +1,7 @@
 // DOM helpers shared by the pages. Every value reaches the page through
 // textContent (HTML is never parsed), so exchange data and user text are always escaped.
 
+import { formatZoned, sameDay, zoneLabel } from './clock.js';
 import { formatPrice } from './prices.js';
 
 /**
@@ -126,17 +127,8 @@ export function formatPercent(value, digits = 2) {
   return `${value > 0 ? '+' : ''}${value.toFixed(digits)}%`;
 }
 
-/**
- * @param {number | null | undefined} value
- * @returns {string}
- */
-export function formatVolume(value) {
-  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
-  for (const [size, unit] of /** @type {const} */ ([[1e9, 'B'], [1e6, 'M'], [1e3, 'K']])) {
-    if (Math.abs(value) >= size) return `${(value / size).toFixed(2)}${unit}`;
-  }
-  return value.toFixed(0);
-}
+// Volumes, turnover, open interest and any large value: K, M, B, T, then ×10ⁿ (numbers.js).
+export { formatMagnitude, formatMagnitude as formatVolume } from './numbers.js';
 
 /**
  * @param {number | null | undefined} value
@@ -161,12 +153,28 @@ export function formatAge(ms) {
   return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
 }
 
+// Times: every time on a page in the user's own time zone, named once by the page's
+// #time-zone label (clock.js formatZoned and zoneLabel).
+export { formatZoned } from './clock.js';
+
 /**
+ * The time of an event (an alert) in the user's time zone: 14:05:03 today,
+ * 21 Sep 14:05:03 on another day.
  * @param {number} epochMs
+ * @param {number} [nowMs]
  * @returns {string}
  */
-export function formatTime(epochMs) {
-  return new Date(epochMs).toLocaleTimeString('en-GB', { hour12: false });
+export function formatTime(epochMs, nowMs = Date.now()) {
+  return formatZoned(epochMs, sameDay(epochMs, nowMs) ? 'time' : 'daytime');
+}
+
+/** Names the page's time zone in its #time-zone label (once per page). */
+export function showTimeZone() {
+  const node = document.getElementById('time-zone');
+  if (node) {
+    setText(node, zoneLabel());
+    node.title = 'Every time on this page (chart, alerts, data time) is in this time zone';
+  }
 }
 
 /**

@@ -2,7 +2,7 @@
 // badges, the connection indicator and the list of data parts that are missing.
 
 import {
-  byId, formatAge, formatPrice, formatNumber, setText, showChange,
+  byId, formatAge, formatPrice, formatNumber, formatZoned, setText, showChange, showTimeZone,
 } from './dom.js';
 
 /** @type {Record<string, string>} */
@@ -33,6 +33,7 @@ export class Header {
   }
 
   start() {
+    showTimeZone();
     setInterval(() => this.renderAge(), 1000);
   }
 
@@ -58,6 +59,7 @@ export class Header {
     const known = typeof generatedAt === 'number' && Number.isFinite(generatedAt);
     if (known && (this.generatedAt === null || generatedAt > this.generatedAt)) {
       this.generatedAt = generatedAt;
+      byId('hd-age').title = `Data of ${formatZoned(generatedAt, 'stamp')}`;
     }
     this.renderAge();
   }

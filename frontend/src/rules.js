@@ -1,4 +1,9 @@
 // Alert rules: the token form, the rule form (create) and the rule list (delete).
+//
+// The rule form's numbers are text fields read for the user's locale (numbers.js):
+// "86.459,5" in de-DE is 86459.5, in en-US it is refused with the reason. Under the
+// fields the form says what it is about to save ("Will save: BTCUSDT price at or above
+// 86,459.5 · …") or why it refuses, and the submit button refuses while a field does.
 
 import {
   apiToken, callApi, errorText, explainFailure, needsToken, setApiToken,
@@ -6,14 +11,53 @@ import {
 import {
   byId, el, find, inputById, setText, syncList,
 } from './dom.js';
+import { formatForLocale, parseNumber, userLocale } from './numbers.js';
 
 const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
+const DEFAULT_COOLDOWN_SECONDS = 300;
+const MAX_COOLDOWN_SECONDS = 86_400;
+
+/**
+ * The hysteresis of each kind that has one (none: beta_band_change): the server's
+ * default, its unit and the largest value the server takes.
+ * @type {Record<string, {fallback: number, unit: string, max: number}>}
+ */
+const HYSTERESIS = {
+  price_above: { fallback: 0.5, unit: '% of the threshold', max: 50 },
+  price_below: { fallback: 0.5, unit: '% of the threshold', max: 50 },
+  change_above: { fallback: 0.5, unit: 'percentage points', max: 100 },
+  change_below: { fallback: 0.5, unit: 'percentage points', max: 100 },
+  confluence_long: { fallback: 5, unit: 'score points', max: 100 },
+  confluence_short: { fallback: 5, unit: 'score points', max: 100 },
+};
+
+/**
+ * What a rule of each kind watches, in words, with its threshold as the user's locale
+ * writes it (confluence rules: the configured thresholds, from the page).
+ * @type {Record<string, (value: string) => string>}
+ */
+const KIND_WORDS = {
+  price_above: (v) => `price at or above ${v}`,
+  price_below: (v) => `price at or below ${v}`,
+  change_above: (v) => `24h change at or above ${v} %`,
+  change_below: (v) => `24h change at or below ${v} %`,
+  confluence_long: () => `confluence score at or above ${document.body.dataset.longThreshold || 'the long threshold'}`,
+  confluence_short: () => `confluence score at or below ${document.body.dataset.shortThreshold || 'the short threshold'}`,
+  beta_band_change: () => 'beta band change',
+};
+
+/**
+ * A rule the form would send, or the first field that refuses.
+ * @typedef {{rule: Record<string, string | number>, error: null, preview: string}
+ *   | {rule: null, error: {field: string, message: string}, preview: string}} FormReading
+ */
 
 export class RulesPanel {
   constructor() {
     this.status = byId('rules-status');
     /** @param {string} text */
     this.say = (text) => setText(this.status, text);
+    this.locale = userLocale();
   }
 
   /** @param {string[]} symbols the choices of the rule form's symbol field */
@@ -41,41 +85,158 @@ export class RulesPanel {
       setApiToken(token.value.trim());
       this.say(token.value.trim() ? 'Token kept for this tab.' : 'Token cleared.');
     });
-    const kind = inputById('rule-kind');
-    const showThreshold = () => {
-      byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind.value);
-    };
-    kind.addEventListener('change', showThreshold);
-    showThreshold();
-    byId('rule-form').addEventListener('submit', (event) => {
+    const form = byId('rule-form');
+    inputById('rule-kind').addEventListener('change', () => this.showKind());
+    form.addEventListener('input', () => this.showPreview());
+    form.addEventListener('change', () => this.showPreview());
+    this.showKind();
+    form.addEventListener('submit', (event) => {
       event.preventDefault();
       this.createRule();
     });
   }
 
-  ruleFromForm() {
+  /** Shows the fields of the chosen kind, with its default hysteresis as a placeholder. */
+  showKind() {
     const kind = inputById('rule-kind').value;
-    /** @type {Record<string, string | number | null>} */
-    const rule = {
-      kind,
-      level: inputById('rule-level').value,
-      cooldown_seconds: Number(inputById('rule-cooldown').value || 0),
-    };
+    byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind);
+    const hysteresis = HYSTERESIS[kind];
+    byId('rule-hysteresis-label').hidden = !hysteresis;
+    if (hysteresis) {
+      inputById('rule-hysteresis').placeholder = `default ${this.number(hysteresis.fallback)}`;
+      setText(byId('rule-hysteresis-unit'), hysteresis.unit);
+    }
+    this.showPreview();
+  }
+
+  /**
+   * @param {number} value
+   * @returns {string} the value as the user's locale writes it
+   */
+  number(value) {
+    return formatForLocale(value, this.locale);
+  }
+
+  /**
+   * A number field of the form, read for the user's locale.
+   * @param {string} id
+   * @param {string} name the field's name in messages
+   * @param {import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}} rules
+   * @returns {{value: number | null, error: string | null}}
+   */
+  readNumber(id, name, rules) {
+    const input = inputById(id);
+    const parsed = parseNumber(input.value, this.locale, rules);
+    let { error } = parsed;
+    const { value } = parsed;
+    if (!error && value !== null) error = this.outOfRange(value, rules);
+    if (error) input.setAttribute('aria-invalid', 'true');
+    else input.removeAttribute('aria-invalid');
+    return { value: error ? null : value, error: error && `${name}: ${error}` };
+  }
+
+  /**
+   * @param {number} value
+   * @param {{min?: number, max?: number, above?: number}} rules
+   * @returns {string | null}
+   */
+  outOfRange(value, { min, max, above }) {
+    if (above !== undefined && !(value > above)) return `must be above ${this.number(above)}`;
+    if (min !== undefined && value < min) return `at least ${this.number(min)}`;
+    if (max !== undefined && value > max) return `at most ${this.number(max)}`;
+    return null;
+  }
+
+  /** @returns {FormReading} what the form would send, or the first field that refuses */
+  readForm() {
+    const kind = inputById('rule-kind').value;
+    /** @type {Record<string, string | number>} */
+    const rule = { kind, level: inputById('rule-level').value };
     const symbol = inputById('rule-symbol').value;
     if (symbol) rule.symbol = symbol;
     const title = inputById('rule-title').value.trim();
     if (title) rule.title = title;
-    if (THRESHOLD_KINDS.has(kind)) {
-      const threshold = inputById('rule-threshold').value;
-      rule.threshold = threshold === '' ? null : Number(threshold);
+    const fields = this.numberFields(kind);
+    for (const [key, field] of Object.entries(fields)) {
+      const { value, error } = this.readNumber(field.id, field.name, field.rules);
+      if (error) return { rule: null, error: { field: field.id, message: error }, preview: error };
+      if (value !== null) rule[key] = value;
+      else if (field.required) {
+        const message = `${field.name}: required for ${kind.replace('_', ' ')}`;
+        return { rule: null, error: { field: field.id, message }, preview: message };
+      }
     }
-    return rule;
+    return { rule, error: null, preview: this.describe(rule) };
+  }
+
+  /**
+   * The number fields the kind uses and how each is read.
+   * @param {string} kind
+   * @returns {Record<string, {id: string, name: string, required: boolean,
+   *   rules: import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}}>}
+   */
+  numberFields(kind) {
+    /** @type {ReturnType<RulesPanel['numberFields']>} */
+    const fields = {};
+    if (THRESHOLD_KINDS.has(kind)) {
+      const price = kind.startsWith('price_');
+      fields.threshold = {
+        id: 'rule-threshold', name: 'Threshold', required: true, rules: price ? { above: 0 } : { negative: true },
+      };
+    }
+    fields.cooldown_seconds = {
+      id: 'rule-cooldown', name: 'Cooldown', required: false, rules: { integer: true, min: 0, max: MAX_COOLDOWN_SECONDS },
+    };
+    const hysteresis = HYSTERESIS[kind];
+    if (hysteresis) {
+      fields.hysteresis = { id: 'rule-hysteresis', name: 'Hysteresis', required: false, rules: { min: 0, max: hysteresis.max } };
+    }
+    return fields;
+  }
+
+  /**
+   * "Will save: BTCUSDT price at or above 86,459.5 · hysteresis 0.5 % of the threshold
+   * (default) · cooldown 300 s · warning", numbers as the user's locale writes them.
+   * @param {Record<string, string | number>} rule
+   * @returns {string}
+   */
+  describe(rule) {
+    const kind = String(rule.kind);
+    const threshold = typeof rule.threshold === 'number' ? this.number(rule.threshold) : '';
+    const parts = [`${rule.symbol || 'every symbol'}: ${KIND_WORDS[kind](threshold)}`];
+    const hysteresis = HYSTERESIS[kind];
+    if (hysteresis) {
+      const given = typeof rule.hysteresis === 'number';
+      const value = this.number(given ? Number(rule.hysteresis) : hysteresis.fallback);
+      parts.push(`hysteresis ${value} ${hysteresis.unit}${given ? '' : ' (default)'}`);
+    }
+    const cooldown = typeof rule.cooldown_seconds === 'number' ? rule.cooldown_seconds : DEFAULT_COOLDOWN_SECONDS;
+    parts.push(`cooldown ${this.number(cooldown)} s${rule.cooldown_seconds === undefined ? ' (default)' : ''}`);
+    parts.push(String(rule.level));
+    return `Will save: ${parts.join(' · ')}`;
+  }
+
+  /** @returns {FormReading} */
+  showPreview() {
+    const reading = this.readForm();
+    const preview = byId('rule-preview');
+    setText(preview, reading.error ? `Not saved: ${reading.preview}` : reading.preview);
+    preview.classList.toggle('is-error', reading.error !== null);
+    const submit = /** @type {HTMLButtonElement} */ (find(byId('rule-form'), 'button[type=submit]'));
+    submit.setAttribute('aria-disabled', String(reading.error !== null));
+    return reading;
   }
 
   async createRule() {
+    const reading = this.showPreview();
+    if (reading.error) {
+      this.say(`Not saved: ${reading.error.message}`);
+      inputById(reading.error.field).focus();
+      return;
+    }
     if (!needsToken('create the rule', this.say)) return;
     try {
-      const body = await callApi('POST', '/api/alerts/rules', this.ruleFromForm(), { authorized: true });
+      const body = await callApi('POST', '/api/alerts/rules', reading.rule, { authorized: true });
       this.say(`Rule created: ${body.rule.title || body.rule.kind}`);
       await this.loadRules();
     } catch (error) {
@@ -93,8 +254,10 @@ export class RulesPanel {
   }
 
   /**
+   * Each rule in words: the server's `description` when the rule has one, else its
+   * kind and threshold.
    * @param {Array<{id: string, kind: string, level: string, symbol?: string | null,
-   *   threshold?: number | null, title?: string | null}>} rules
+   *   threshold?: number | null, title?: string | null, description?: string | null}>} rules
    */
   renderRules(rules) {
     syncList(byId('rules-list'), rules, (r) => r.id, (rule) => {
@@ -106,8 +269,9 @@ export class RulesPanel {
       return item;
     }, (item, rule) => {
       const target = rule.symbol || 'every symbol';
-      const threshold = rule.threshold == null ? '' : ` ${rule.threshold}`;
-      const text = `${rule.level} · ${rule.kind}${threshold} · ${target}${rule.title ? ` · ${rule.title}` : ''}`;
+      const threshold = rule.threshold == null ? '' : ` ${this.number(rule.threshold)}`;
+      const what = rule.description || `${rule.kind}${threshold}`;
+      const text = `${rule.level} · ${target} · ${what}${rule.title ? ` · ${rule.title}` : ''}`;
       setText(find(item, '.rule-text'), text);
       find(item, '.rule-delete').setAttribute('aria-label', `Delete rule ${text}`);
     });

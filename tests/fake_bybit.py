@@ -227,6 +227,8 @@ class FakeBybit:
         self._specs = {s: self._make_spec(s, "Trading") for s in self.symbols}
         self._specs.update({s: self._make_spec(s, "PreLaunch") for s in self.inactive_symbols})
         self._delisted: set[str] = set()
+        self._refusals: dict[str, str] = {}  # delisted symbol → retMsg of its refusals
+        self._still_listed: set[str] = set()  # delisted, yet in instruments-info
         self.tickers: dict[str, dict[str, str]] = {s: self._make_ticker(s) for s in self.symbols}
         self.order_books: dict[str, dict[str, list[list[str]]]] = {
             s: self._make_book(s) for s in self.symbols
@@ -237,7 +239,8 @@ class FakeBybit:
         self._kline_quirks: list[tuple[str, str | None, str | None, tuple[int, ...]]] = []
         self._ticker_quirks: dict[str, str] = {}
         self._pegged: set[str] = set()
-        self._pins: dict[str, tuple[float, float, float]] = {}  # symbol → (last, high, low)
+        # symbol → pins in time order: (from epoch ms, last, high, low)
+        self._pins: dict[str, list[tuple[int, float, float, float]]] = {}
         self._latency: dict[str | None, float] = {}
         self._hangs: list[_Hang] = []
         self.hanging = 0
@@ -425,20 +428,29 @@ class FakeBybit:
         ticker["price24hPcnt"] = "0"
 
     def pin(
-        self, symbol: str, price: float, *, high: float | None = None, low: float | None = None
+        self,
+        symbol: str,
+        price: float,
+        *,
+        high: float | None = None,
+        low: float | None = None,
+        since_ms: int | None = None,
     ) -> None:
-        """Pin ``symbol``'s last price (ticker, book top and the close of every
-        timeframe's forming candle) to ``price``; ``high``/``low``: the forming candles'
-        extremes, for a move that went further and came back between two reads (default:
-        the candle's own, widened to ``price``). The 24 h change follows the new price.
+        """From now on ``symbol`` trades at ``price``: the ticker (last, book top, 24 h
+        change and range) at once, and every candle from now on, of every timeframe
+        (a candle holding several pins opens at the first, closes at the last and spans
+        them all). ``high``/``low``: how far the price went, between two reads, before
+        coming back to ``price`` (default: ``price``). ``since_ms``: when the pin took
+        effect (default now; earlier rewrites the candles since, e.g. a flat last hour).
         Lasts until ``unpin`` (not ``clear_faults``: a pin is data, not a fault)."""
         spec = self._specs[symbol]
         d, tick = spec.decimals, 10.0**-spec.decimals
-        self._pins[symbol] = (
-            price,
-            high if high is not None else price,
-            low if low is not None else price,
-        )
+        high = price if high is None else high
+        low = price if low is None else low
+        at = self.now_ms() if since_ms is None else since_ms
+        pins = self._pins.setdefault(symbol, [])
+        pins.append((at, price, high, low))
+        pins.sort(key=lambda pin: pin[0])  # a pin back in time goes before later ones
         ticker = self.tickers[symbol]
         previous = float(ticker["prevPrice24h"])
         ticker.update(
@@ -446,13 +458,35 @@ class FakeBybit:
             bid1Price=_fmt(price - tick, d),
             ask1Price=_fmt(price + tick, d),
             price24hPcnt=_fmt(price / previous - 1, 6),
-            highPrice24h=_fmt(max(float(ticker["highPrice24h"]), high or price), d),
-            lowPrice24h=_fmt(min(float(ticker["lowPrice24h"]), low or price), d),
+            highPrice24h=_fmt(max(float(ticker["highPrice24h"]), high), d),
+            lowPrice24h=_fmt(min(float(ticker["lowPrice24h"]), low), d),
         )
 
     def unpin(self, symbol: str) -> None:
         """Back to generated prices for ``symbol``'s candles (the ticker keeps its pin)."""
         self._pins.pop(symbol, None)
+
+    def _pinned_candle(
+        self, symbol: str, interval: str, bucket: int, generated: tuple[float, float, float]
+    ) -> tuple[float, float, float, float] | None:
+        """(open, high, low, close) of a candle under the pins, or None (no pin yet).
+        ``generated``: the candle's own (open, high, low), used before the first pin."""
+        step = INTERVAL_MS[interval]
+        start, end = bucket * step, (bucket + 1) * step
+        pins = [pin for pin in self._pins.get(symbol, ()) if pin[0] < end]
+        if not pins:
+            return None
+        before = [pin for pin in pins if pin[0] < start]
+        inside = [pin for pin in pins if pin[0] >= start]
+        if before:
+            carried = before[-1][1]
+            opening, highs, lows = carried, [carried], [carried]
+        else:
+            opening, highs, lows = generated[0], [generated[1]], [generated[2]]
+        highs += [pin[2] for pin in inside] + [pin[1] for pin in inside]
+        lows += [pin[3] for pin in inside] + [pin[1] for pin in inside]
+        close = pins[-1][1]
+        return opening, max(highs), min(lows), close
 
     def clear_faults(self) -> None:
         """Remove every fault, quirk, latency and hang; hung requests are released."""
@@ -467,13 +501,26 @@ class FakeBybit:
             hang.released.set()
         self._hangs.clear()
 
-    def delist(self, symbol: str) -> None:
-        """Stop serving ``symbol`` everywhere (as if delisted after clients loaded markets)."""
+    def delist(
+        self, symbol: str, *, instruments: bool = True, ret_msg: str = NOT_SUPPORTED_SYMBOLS
+    ) -> None:
+        """Stop serving ``symbol`` everywhere (as if delisted after clients loaded markets):
+        it leaves the tickers batch, and its klines and order book are refused with
+        retCode 10001 and ``ret_msg`` ("Not supported symbols" is ccxt's BadSymbol;
+        "params error: symbol invalid" a plain BadRequest). ``instruments=False``: it
+        stays in instruments-info (listed, but no longer served)."""
         self._delisted.add(symbol)
+        self._refusals[symbol] = ret_msg
+        if instruments:
+            self._still_listed.discard(symbol)
+        else:
+            self._still_listed.add(symbol)
 
     def relist(self, symbol: str) -> None:
         """Serve a ``delist``-ed ``symbol`` again."""
         self._delisted.discard(symbol)
+        self._refusals.pop(symbol, None)
+        self._still_listed.discard(symbol)
 
     def count(self, path: str) -> int:
         """How many requests reached ``path`` (faulted ones included)."""
@@ -578,7 +625,7 @@ class FakeBybit:
                 raise BybitError(PARAMS_ERROR, "params error: symbol invalid")
             return None
         if symbol not in self.tickers or symbol in self._delisted:
-            raise BybitError(PARAMS_ERROR, NOT_SUPPORTED_SYMBOLS)
+            raise BybitError(PARAMS_ERROR, self._refusals.get(symbol, NOT_SUPPORTED_SYMBOLS))
         return symbol
 
     @staticmethod
@@ -595,7 +642,11 @@ class FakeBybit:
 
     async def _instruments(self, request: web.Request) -> dict[str, Any]:
         self._require_spot(request)
-        listed = [s for s in self._specs.values() if s.symbol not in self._delisted]
+        listed = [
+            s
+            for s in self._specs.values()
+            if s.symbol not in self._delisted or s.symbol in self._still_listed
+        ]
         return {"category": "spot", "list": [self._instrument(spec) for spec in listed]}
 
     async def _tickers(self, request: web.Request) -> dict[str, Any]:
@@ -756,11 +807,9 @@ class FakeBybit:
         spread = 0.0 if symbol in self._pegged else 0.003
         high = round(max(open_, close) * (1 + rng.uniform(0, spread)), d)
         low = round(min(open_, close) * (1 - rng.uniform(0, spread)), d)
-        pin = self._pins.get(symbol)
-        if pin is not None and bucket == self.now_ms() // INTERVAL_MS[interval]:
-            close = round(pin[0], d)
-            high = round(max(open_, close, pin[1]), d)
-            low = round(min(open_, close, pin[2]), d)
+        pinned = self._pinned_candle(symbol, interval, bucket, (open_, high, low))
+        if pinned is not None:
+            open_, high, low, close = (round(value, d) for value in pinned)
         volume = rng.uniform(1, 500) * 1_000 / self._specs[symbol].price
         return [
             str(bucket * INTERVAL_MS[interval]),

@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
 import numpy as np
-from ccxt.base.errors import BadSymbol, BaseError, DDoSProtection, NetworkError, RateLimitExceeded
+from ccxt.base.errors import (
+    BadSymbol,
+    BaseError,
+    DDoSProtection,
+    ExchangeError,
+    NetworkError,
+    RateLimitExceeded,
+)
 
 from app.market.errors import (
     ExchangeRateLimited,
@@ -42,6 +49,13 @@ MAX_DETAIL_CHARS = 200
 
 
 _DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+_UNKNOWN_SYMBOL = re.compile(
+    r"symbol[^a-z]{0,3}(is )?(invalid|not (supported|exist|found))|invalid symbol"
+    r"|not supported symbol|unknown symbol",
+    re.IGNORECASE,
+)
+"""How exchanges word a refused symbol when ccxt does not map it to BadSymbol: Bybit's
+retCode 10001 "params error: symbol invalid" is a plain BadRequest in ccxt."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -90,7 +104,9 @@ def map_ccxt_error(
         if retry_after is not None:
             message += f" [Retry-After {retry_after:g} s]"
         return ExchangeRateLimited(message, retry_after)
-    if isinstance(exc, BadSymbol):
+    if isinstance(exc, BadSymbol) or (
+        isinstance(exc, ExchangeError) and _UNKNOWN_SYMBOL.search(detail)
+    ):
         return SymbolNotListed(message)
     if isinstance(exc, NetworkError):
         return ExchangeUnavailable(message)
@@ -295,6 +311,22 @@ class CcxtMarketSource:
         if missing:
             log.warning("%s does not list hinted symbols: %s", self.name, ", ".join(missing))
 
+    async def reload_markets(self) -> frozenset[str]:
+        """Loads the exchange's markets again (ccxt keeps the first load forever
+        otherwise) and returns the symbols listed now; logs the pairs that left or
+        came back. Raises MarketDataError when the exchange cannot answer (the markets
+        known before are kept)."""
+        await self._ensure_started()
+        async with self._load_lock:
+            before = self._listed
+            markets = await self._call("load_markets", self._exchange.load_markets(reload=True))
+            self._index_markets(markets)
+        for symbol in sorted(before - self._listed):
+            log.warning("%s no longer lists %s", self.name, symbol)
+        for symbol in sorted(self._listed - before):
+            log.info("%s lists %s", self.name, symbol)
+        return self._listed
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -307,7 +339,9 @@ class CcxtMarketSource:
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         """Tickers of ``symbols`` in one request.
 
-        A symbol the exchange returned no usable ticker for is absent from the result.
+        A symbol the exchange returned no usable ticker for is absent from the result;
+        one its markets do not list raises SymbolNotListed before any request (callers
+        ask for ``listed_symbols()`` only, which ``reload_markets`` keeps current).
         """
         await self._ensure_started()
         wanted = {self._ccxt_symbol(symbol): canonical_symbol(symbol) for symbol in symbols}

@@ -161,6 +161,7 @@ class SimulatedMarket:
         self._log_price = np.log([a.price for a in self.assets])
         self._last_step = -1
         self._hour_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._delisted: set[str] = set()
 
     # --- MarketSource -------------------------------------------------------------------
 
@@ -172,7 +173,18 @@ class SimulatedMarket:
         return None
 
     def listed_symbols(self) -> frozenset[str]:
-        return frozenset(self._index)
+        """Every simulated symbol but those ``delist``-ed (current at every call)."""
+        return frozenset(self._index).difference(self._delisted)
+
+    def delist(self, symbol: str) -> None:
+        """Stop serving ``symbol`` (as an exchange that delists a pair): it leaves
+        ``listed_symbols``, gets no ticker, and its candles and book raise SymbolNotListed."""
+        self._column(symbol)
+        self._delisted.add(symbol)
+
+    def relist(self, symbol: str) -> None:
+        """Serve a ``delist``-ed ``symbol`` again."""
+        self._delisted.discard(symbol)
 
     def market_assets(self) -> dict[str, tuple[str, str]]:
         """(base, quote) of every simulated symbol: all are quoted in USDT."""
@@ -180,10 +192,11 @@ class SimulatedMarket:
 
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         self._advance()
-        return {symbol: self._ticker(self._column(symbol)) for symbol in symbols}
+        served = [symbol for symbol in symbols if symbol not in self._delisted]
+        return {symbol: self._ticker(self._column(symbol)) for symbol in served}
 
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
-        column = self._column(symbol)
+        column = self._served_column(symbol)
         if timeframe not in TIMEFRAME_SECONDS:
             raise ExchangeRejected(
                 f"simulated: unknown timeframe {timeframe!r}; valid: {', '.join(TIMEFRAME_SECONDS)}"
@@ -201,7 +214,7 @@ class SimulatedMarket:
         )
 
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
-        column = self._column(symbol)
+        column = self._served_column(symbol)
         self._advance()
         return self._order_book(column, depth)
 
@@ -212,6 +225,12 @@ class SimulatedMarket:
             return self._index[symbol]
         except KeyError:
             raise SymbolNotListed(f"simulated: {symbol} is not listed") from None
+
+    def _served_column(self, symbol: str) -> int:
+        """The symbol's column; SymbolNotListed when it is unknown or delisted."""
+        if symbol in self._delisted:
+            raise SymbolNotListed(f"simulated: {symbol} is delisted")
+        return self._column(symbol)
 
     def _anchor_step(self, now: float) -> int:
         return (int(now) // DAY - HISTORY_DAYS) * DAY // STEP_SECONDS

@@ -67,3 +67,15 @@ def data_quality_of(source: object) -> dict[str, dict[str, int]]:
     counters = _through_wrappers(source, "data_quality")
     snapshot = getattr(counters, "snapshot", None)
     return snapshot() if callable(snapshot) else {}
+
+
+async def reload_markets(source: object) -> bool:
+    """Asks the source to load its market definitions again (``reload_markets()``,
+    optional: a ccxt source implements it; the simulated market's listing is always
+    current). False when no source in the chain can; raises MarketDataError when the
+    exchange cannot answer."""
+    method = _through_wrappers(source, "reload_markets")
+    if not callable(method):
+        return False
+    await method()
+    return True

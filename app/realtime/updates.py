@@ -10,7 +10,7 @@ import orjson
 from app.realtime.broadcaster import Broadcaster
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
-from app.services.views import beta_brief, component_scores, ticker_fields
+from app.services.views import beta_brief, component_scores, delisted_list, ticker_fields
 
 
 class LiveUpdates:
@@ -32,10 +32,13 @@ class LiveUpdates:
 
 
 def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | None, Any]]:
-    """(channel, symbol or None for the whole channel, data) of one snapshot."""
+    """(channel, symbol or None for the whole channel, data) of one snapshot. A market
+    update carries the symbol's ``listing`` (null while the exchange lists and serves
+    it), so open pages mark a delisted pair — and unmark it when it is back."""
     updates: list[tuple[str, str | None, Any]] = []
     for symbol in snapshot.symbols:  # a symbol that lost its price gets nulls, not silence
-        updates.append(("market", symbol, ticker_fields(snapshot.tickers.get(symbol))))
+        market = ticker_fields(snapshot.tickers.get(symbol))
+        updates.append(("market", symbol, market | {"listing": snapshot.listing_of(symbol)}))
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         if combined is not None:
             confluence = {
@@ -55,6 +58,7 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
         "movers": analysis.movers,
         "beta": analysis.beta_overview,
         "errors": snapshot.missing | analysis.errors,
+        "delisted": delisted_list(snapshot),
     }
     updates.append(("dashboard", None, dashboard))
     return updates

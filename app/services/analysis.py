@@ -50,11 +50,13 @@ class Analysis:
 
 
 def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
-    """CPU-bound (TA-Lib + numpy): run it in a worker thread."""
+    """CPU-bound (TA-Lib + numpy): run it in a worker thread. A symbol the exchange no
+    longer lists or serves (``snapshot.listing``) gets no confluence, signal or beta:
+    its candles are the older ones kept, and no one can trade it."""
     errors: dict[str, str] = {}
     weights = settings.confluence.as_weights()
     confluence = {}
-    for symbol in snapshot.symbols:
+    for symbol in traded(snapshot):
         result = _section(
             errors, f"confluence/{symbol}", lambda s=symbol: _confluence(snapshot, s, weights)
         )
@@ -86,6 +88,11 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
     )
 
 
+def traded(snapshot: Snapshot) -> list[str]:
+    """The snapshot's symbols the exchange lists and serves now."""
+    return [s for s in snapshot.symbols if s not in snapshot.listing]
+
+
 def _section(errors: dict[str, str], name: str, compute: Callable[[], T]) -> T | None:
     """The section's value, or None with the reason recorded (never an exception)."""
     try:
@@ -105,7 +112,7 @@ def _all_betas(
     if not snapshot.candles.get(BTC):
         raise LookupError("no BTC candles to measure beta against")
     betas = {}
-    for symbol in snapshot.symbols:
+    for symbol in traded(snapshot):
         if symbol == BTC:
             continue
         result = _section(

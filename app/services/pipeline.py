@@ -20,6 +20,7 @@ import orjson
 
 from app.cache.tier import TierUnavailable
 from app.market.errors import MarketDataError
+from app.market.listing import UNSERVED
 from app.market.source import MarketSource
 from app.observability.tracing import step_span
 from app.services.analysis import Analysis, analyse
@@ -45,7 +46,10 @@ class PipelineStatus:
     last_error: str | None = None
     consecutive_failures: int = 0
     last_duration_ms: float | None = None
-    unlisted_symbols: tuple[str, ...] = ()
+    unlisted_symbols: tuple[str, ...] = ()  # configured, not listed by the exchange now
+    # configured symbols the exchange does not list or serve now: symbol, status
+    # (delisted | unserved | not_listed), since (epoch ms), reason, last_price, last_seen
+    delisted: list[dict] = field(default_factory=list)
     # ok | error | skipped; a plain dict (dataclasses.asdict mangles a Counter)
     refreshes: dict[str, int] = field(default_factory=dict)
     views_built: int = 0
@@ -180,6 +184,7 @@ class Pipeline:
             self.settings.refresh_seconds,
             self.settings.order_book_depth,
             clock=self.clock,
+            configured=self.settings.symbols,
         )
         self.status.source_started = True
         self.source_started.set()
@@ -206,6 +211,7 @@ class Pipeline:
         self.latest, self.latest_analysis = snapshot, analysis
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
+        self._note_listing(snapshot)
         if self.status.consecutive_failures:
             log.info(
                 "refresh works again after %d failed attempts", self.status.consecutive_failures
@@ -217,6 +223,14 @@ class Pipeline:
         with step_span("snapshot.announce"):
             await self._announce(snapshot, analysis)
         return snapshot
+
+    def _note_listing(self, snapshot: Snapshot) -> None:
+        """The status names the configured symbols the exchange does not list or serve."""
+        issues = sorted(snapshot.listing.values(), key=lambda issue: issue.symbol)
+        self.status.delisted = [issue.to_dict() for issue in issues]
+        self.status.unlisted_symbols = tuple(
+            issue.symbol for issue in issues if issue.status != UNSERVED
+        )
 
     async def _publish(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
         with step_span("views.publish", views=len(bodies)):
@@ -276,7 +290,9 @@ class Pipeline:
         now_ms = int(self.clock() * 1000)
         generated_ms = now_ms if read.error is None else int(read.fetched_at * 1000)
         errors = {} if read.error is None else {f"{symbol}/candles/{timeframe}": read.error}
-        payload = candles_view(read.candles, self.source.name, generated_ms, errors)
+        issue = self.collector.listing.issues.get(symbol)
+        listing = None if issue is None else issue.to_dict()
+        payload = candles_view(read.candles, self.source.name, generated_ms, errors, listing)
         return _json(payload), generated_ms
 
     def _record_failure(self, reason: str) -> None:

@@ -57,14 +57,38 @@ def encode_session(data: dict) -> bytes:
 
 
 def decode_session(raw: bytes | None) -> dict:
-    """{} for nothing stored or anything that is not a JSON object."""
+    """{} for nothing stored or anything that is not a JSON object; a stored watchlist
+    comes back readable whatever was stored (see ``readable_watchlist``)."""
     if not raw:
         return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if "watchlist" in data:
+        data["watchlist"] = readable_watchlist(data["watchlist"])
+    return data
+
+
+def readable_watchlist(stored: object) -> list[str]:
+    """A stored watchlist as a list of canonical symbols: entries that cannot be a
+    symbol (not a string, empty, ``"<script>"``, 500 characters) are dropped, repeats
+    kept once, at most ``MAX_WATCHLIST``; anything but a list is an empty watchlist.
+    Symbols the service does not serve (delisted, no longer configured) are kept: the
+    pages mark them, and a save without them drops them."""
+    if not isinstance(stored, list):
+        return []
+    symbols: list[str] = []
+    for entry in stored:
+        try:
+            symbol = canonical_symbol(entry) if isinstance(entry, str) else None
+        except ValueError:
+            symbol = None
+        if symbol is not None and symbol not in symbols:
+            symbols.append(symbol)
+    return symbols[:MAX_WATCHLIST]
 
 
 class RedisSessionStore:

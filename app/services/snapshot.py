@@ -14,13 +14,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from app.market.errors import MarketDataError
+from app.market.errors import MarketDataError, SymbolNotListed
+from app.market.listing import (
+    NOT_LISTED,
+    ListingIssue,
+    ListingTracker,
+    RefreshEvidence,
+)
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
-from app.market.source import MarketSource, market_assets, market_tick_sizes
+from app.market.source import MarketSource, market_assets, market_tick_sizes, reload_markets
 
 log = logging.getLogger(__name__)
 
 CONCURRENT_FETCHES = 8
+MARKETS_RECHECK_SECONDS = 60.0
+"""While a pair is delisted or unserved, the exchange's markets are loaded again this
+often (to notice it listed again)."""
+MARKETS_MAX_AGE_SECONDS = 1800.0
+"""The markets are loaded again at least this often (pairs delisted without any other
+sign, configured pairs listed since start-up)."""
 NO_PRICE = "the exchange sent no ticker with a usable last price (empty, 0 or none)"
 
 
@@ -37,6 +49,13 @@ class Snapshot:
     unpriced: dict[str, str] = field(default_factory=dict)  # symbol → why it has no ticker
     assets: dict[str, tuple[str, str]] = field(default_factory=dict)  # symbol → (base, quote)
     tick_sizes: dict[str, float] = field(default_factory=dict)  # symbol → price step
+    # configured symbol → why the exchange does not list or serve it now
+    listing: dict[str, ListingIssue] = field(default_factory=dict)
+
+    def listing_of(self, symbol: str) -> dict | None:
+        """The symbol's listing issue as the payloads show it, None when it is served."""
+        issue = self.listing.get(symbol)
+        return None if issue is None else issue.to_dict()
 
     @property
     def symbols(self) -> list[str]:
@@ -73,9 +92,15 @@ class SnapshotCollector:
         refresh_seconds: float,
         book_depth: int,
         clock: Callable[[], float] = time.time,
+        configured: Sequence[str] | None = None,
     ) -> None:
+        """``symbols``: those the source lists at start-up (served); ``configured``: every
+        symbol asked for (default ``symbols``) — one listed later joins ``symbols``, and
+        one not listed is named in ``Snapshot.listing``."""
         self.source = source
         self.symbols = list(symbols)
+        self.listing = ListingTracker(source.name, configured or symbols)
+        self._markets_loaded_at = clock()
         self.candle_limits = candle_limits
         self.refresh_seconds = refresh_seconds
         self.book_depth = book_depth
@@ -91,14 +116,26 @@ class SnapshotCollector:
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
         candles or book that fail are reported in ``missing`` (older candles are kept),
-        and so is a symbol without a priced ticker (also listed in ``unpriced``)."""
-        tickers = await self.source.fetch_tickers(self.symbols)
+        and so is a symbol without a priced ticker (also listed in ``unpriced``). A
+        symbol the exchange no longer lists or serves is named in ``listing``."""
+        if self._markets_due():
+            await self._reload_markets()
+        listed = self._listed_now()
+        served = [s for s in self.symbols if s in listed]
+        tickers = await self.source.fetch_tickers(served)
         missing: dict[str, str] = {}
-        unpriced = {s: NO_PRICE for s in self.symbols if s not in tickers}
-        missing |= {f"{s}/ticker": NO_PRICE for s in unpriced}
+        refused: set[str] = set()
         candles, books = await asyncio.gather(
-            self._all_candles(tickers, missing), self._all_books(missing)
+            self._all_candles(tickers, missing, served, refused),
+            self._all_books(missing, served, refused),
         )
+        listing = await self._judge_listing(tickers, listed, refused)
+        unpriced = {
+            s: listing[s].reason if s in listing else NO_PRICE
+            for s in self.symbols
+            if s not in tickers
+        }
+        missing |= {f"{s}/ticker": reason for s, reason in unpriced.items()}
         self._version += 1
         return Snapshot(
             version=self._version,
@@ -112,7 +149,64 @@ class SnapshotCollector:
             unpriced=unpriced,
             assets=self._assets(),
             tick_sizes=self._tick_sizes(),
+            listing=listing,
         )
+
+    def _listed_now(self) -> frozenset[str]:
+        """The symbols the source lists now; a configured one listed since start-up
+        joins the collected symbols."""
+        listed = self.source.listed_symbols()
+        for symbol in self.listing.configured:
+            if symbol in listed and symbol not in self.symbols:
+                self.symbols.append(symbol)
+        return listed
+
+    async def _judge_listing(
+        self, tickers: dict[str, Ticker], listed: frozenset[str], refused: set[str]
+    ) -> dict[str, ListingIssue]:
+        """The listing issues after this refresh. New trouble (a served pair without a
+        ticker, or refused as unknown) makes the markets load again first, at most once
+        per refresh interval, so a delisting is named as such in the same refresh."""
+        trouble = {s for s in self.symbols if s in listed and s not in tickers} | refused
+        new_trouble = trouble - self.listing.absent()
+        if (
+            new_trouble
+            and self._since_markets() >= self.refresh_seconds
+            and (await self._reload_markets())
+        ):
+            listed = self._listed_now()
+        priced = {s: (t.last, t.timestamp_ms) for s, t in tickers.items()}
+        evidence = RefreshEvidence(listed, priced, frozenset(refused))
+        return self.listing.observe(evidence, int(self.clock() * 1000))
+
+    def _since_markets(self) -> float:
+        return self.clock() - self._markets_loaded_at
+
+    def _markets_due(self) -> bool:
+        """Whether to load the markets again before this refresh: while a served pair is
+        delisted or unserved every ``MARKETS_RECHECK_SECONDS``, else every
+        ``MARKETS_MAX_AGE_SECONDS``."""
+        troubled = any(i.status != NOT_LISTED for i in self.listing.issues.values())
+        limit = MARKETS_RECHECK_SECONDS if troubled else MARKETS_MAX_AGE_SECONDS
+        return self._since_markets() >= limit
+
+    async def _reload_markets(self) -> bool:
+        """Loads the source's markets again; False when it cannot (logged, the markets
+        known before are kept) or has none to load."""
+        self._markets_loaded_at = self.clock()
+        try:
+            reloaded = await reload_markets(self.source)
+        except MarketDataError as error:
+            if "markets" not in self._failing:
+                log.warning("markets could not be loaded again: %s", error)
+            self._failing["markets"] = str(error)
+            return False
+        self._part_works("markets")
+        if reloaded:
+            # read again; a delisted pair keeps what its market said (tick size, assets)
+            self._market_assets = (self._market_assets or {}) | market_assets(self.source)
+            self._market_ticks = (self._market_ticks or {}) | market_tick_sizes(self.source)
+        return reloaded
 
     def _tick_sizes(self) -> dict[str, float]:
         """The price step of the collected symbols, from the exchange's market definitions."""
@@ -152,10 +246,16 @@ class SnapshotCollector:
         return self.clock() - last >= interval
 
     async def _all_candles(
-        self, tickers: dict[str, Ticker], missing: dict[str, str]
+        self,
+        tickers: dict[str, Ticker],
+        missing: dict[str, str],
+        served: list[str],
+        refused: set[str],
     ) -> dict[str, dict[str, Candles]]:
-        due = [(s, tf) for s in self.symbols for tf in self.candle_limits if self._due(s, tf)]
-        await asyncio.gather(*(self._fetch_candles(s, tf, missing) for s, tf in due))
+        """Due candles of the ``served`` symbols fetched (a symbol refused as unknown is
+        added to ``refused``); every symbol's candles held, the forming one patched."""
+        due = [(s, tf) for s in served for tf in self.candle_limits if self._due(s, tf)]
+        await asyncio.gather(*(self._fetch_candles(s, tf, missing, refused) for s, tf in due))
         result: dict[str, dict[str, Candles]] = {}
         for (symbol, timeframe), cached in self._candles.items():
             ticker = tickers.get(symbol)
@@ -163,13 +263,21 @@ class SnapshotCollector:
             result.setdefault(symbol, {})[timeframe] = patched
         return result
 
-    async def _fetch_candles(self, symbol: str, timeframe: str, missing: dict[str, str]) -> None:
+    async def _fetch_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        missing: dict[str, str],
+        refused: set[str] | None = None,
+    ) -> None:
         async with self._gate:
             try:
                 candles = await self.source.fetch_candles(
                     symbol, timeframe, self.candle_limits[timeframe]
                 )
             except MarketDataError as error:
+                if isinstance(error, SymbolNotListed) and refused is not None:
+                    refused.add(symbol)
                 self._attempted[(symbol, timeframe)] = self.clock()
                 self._part_failed(f"{symbol}/candles/{timeframe}", str(error), missing)
                 return
@@ -188,15 +296,21 @@ class SnapshotCollector:
         if self._failing.pop(part, None) is not None:
             log.info("%s available again", part)
 
-    async def _all_books(self, missing: dict[str, str]) -> dict[str, OrderBook]:
-        books = await asyncio.gather(*(self._fetch_book(s, missing) for s in self.symbols))
+    async def _all_books(
+        self, missing: dict[str, str], served: list[str], refused: set[str]
+    ) -> dict[str, OrderBook]:
+        books = await asyncio.gather(*(self._fetch_book(s, missing, refused) for s in served))
         return {book.symbol: book for book in books if book is not None}
 
-    async def _fetch_book(self, symbol: str, missing: dict[str, str]) -> OrderBook | None:
+    async def _fetch_book(
+        self, symbol: str, missing: dict[str, str], refused: set[str]
+    ) -> OrderBook | None:
         async with self._gate:
             try:
                 book = await self.source.fetch_order_book(symbol, self.book_depth)
             except MarketDataError as error:
+                if isinstance(error, SymbolNotListed):
+                    refused.add(symbol)
                 self._part_failed(f"{symbol}/orderbook", str(error), missing)
                 return None
         self._part_works(f"{symbol}/orderbook")

@@ -96,8 +96,16 @@ def build_views(
         "exchange": snapshot.exchange,
         "version": snapshot.version,
         "errors": snapshot.missing | analysis.errors | errors,
+        "delisted": delisted_list(snapshot),
     }
     return {name: meta | payload for name, payload in views.items()}
+
+
+def delisted_list(snapshot: Snapshot) -> list[dict]:
+    """Every configured symbol the exchange does not list or serve now, by symbol:
+    ``{"symbol", "status", "since", "reason", "last_price", "last_seen"}`` (status
+    ``delisted``, ``unserved`` or ``not_listed``; ``since``/``last_seen`` epoch ms)."""
+    return [snapshot.listing[s].to_dict() for s in sorted(snapshot.listing)]
 
 
 _failing: set[str] = set()  # "SYMBOL/part" whose view failed last time (log episodes)
@@ -142,6 +150,7 @@ def _symbol_row(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict:
         "confluence": _confluence_summary(combined, results),
         "beta": beta_brief(analysis.headline_beta(symbol)),
         "data_quality": data_quality(snapshot, symbol),
+        "listing": snapshot.listing_of(symbol),
     }
 
 
@@ -318,6 +327,7 @@ def _mobile(
                 "high_24h": row["high_24h"],
                 "low_24h": row["low_24h"],
                 "components": confluence.get("components"),
+                "listing": row.get("listing"),
             }
         )
     return {
@@ -373,15 +383,21 @@ def _confluence_view(
         "price": None if ticker is None else ticker.last,
         "change_24h": None if ticker is None else known_change(ticker),
         "ticker_missing": data_quality_ticker(snapshot, symbol),
+        "listing": snapshot.listing_of(symbol),
         **result.to_dict(),
         "data_quality": _timeframe_quality(snapshot, symbol, timeframe),
     }
 
 
 def candles_view(
-    candles: Candles, exchange: str, generated_at_ms: int, errors: dict[str, str] | None = None
+    candles: Candles,
+    exchange: str,
+    generated_at_ms: int,
+    errors: dict[str, str] | None = None,
+    listing: dict | None = None,
 ) -> dict:
-    """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first.
+    """OHLCV rows ``[open time ms, open, high, low, close, volume]``, oldest first;
+    ``listing``: the symbol's listing issue (see ``delisted_list``), None when served.
 
     Never a null or non-finite value, never a non-increasing time: the sources clean
     candles on arrival; a row that still breaks this is left out here and counted in
@@ -395,6 +411,7 @@ def candles_view(
         "errors": errors or {},
         "symbol": candles.symbol,
         "timeframe": candles.timeframe,
+        "listing": listing,
         "candles": rows,
         "data_quality": {
             **candles.quality.to_dict(),

@@ -70,6 +70,9 @@ def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
         canonical = known_symbol(symbol)
         if canonical is None:
             return unknown_symbol(symbol)
+        issue = listing_issue(canonical)
+        if issue is not None:  # no confluence for a pair no one can trade
+            return not_listed(issue)
         return await serve_view(view_name_confluence(canonical, query_args.timeframe))
 
     @api.get("/api/market/candles/<symbol>")
@@ -93,6 +96,21 @@ def known_symbol(text: str) -> str | None:
     except ValueError:
         return None
     return canonical if canonical in service_state().known_symbols else None
+
+
+def listing_issue(symbol: str) -> dict | None:
+    """The symbol's listing issue (``delisted`` or ``unserved``) as the latest refresh
+    saw it, or None while the exchange lists and serves it."""
+    collector = service_state().pipeline.collector
+    issue = None if collector is None else collector.listing.issues.get(symbol)
+    return None if issue is None else issue.to_dict()
+
+
+def not_listed(issue: dict) -> Response:
+    """404 ``not_listed``: the exchange no longer lists or serves the symbol."""
+    label = "no longer listed" if issue["status"] == "delisted" else "no longer served"
+    message = f"{issue['symbol']} is {label}: {issue['reason']}"
+    return json_error(404, "not_listed", message, listing=issue)
 
 
 def unknown_symbol(text: str) -> Response:

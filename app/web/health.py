@@ -9,11 +9,13 @@ shown on the monitoring listener, to a caller with the admin token, or to everyo
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
 
+from app.market.listing import DELISTED, NOT_LISTED
 from app.web import schemas
 from app.web.auth import ADMIN_TOKEN
 from app.web.listeners import is_monitoring_request
@@ -33,8 +35,10 @@ async def liveness() -> Response:
     details: the replica, every breaker by name, the last error)."""
     state = service_state()
     details = await shows_details(state)
+    listing = listing_reasons(state)
     body = {
-        "status": "ok",
+        "status": "degraded" if listing else "ok",
+        "reasons": listing,
         "exchange": state.settings.exchange,
         "simulated": state.settings.exchange == "simulated",
         "cache": cache_summary(state),
@@ -118,7 +122,24 @@ async def readiness_verdict(state: ServiceState, details: bool = True) -> tuple[
     reasons += [
         f"cache tier {tier} is down" for tier, up in cache_summary(state)["tiers"].items() if not up
     ]
+    reasons += listing_reasons(state)
     return ("degraded" if reasons else "ok"), reasons
+
+
+def listing_reasons(state: ServiceState) -> list[str]:
+    """One reason per pair that was served and no longer is (delisted, or no data
+    served): ``"SOLUSDT no longer listed: bybit no longer lists it (since
+    2026-11-30T16:02:00Z)"``. Configured pairs never listed since start-up are named in
+    ``pipeline.unlisted_symbols`` only. The reasons are the service's own words: no
+    exchange error text, no address."""
+    reasons = []
+    for issue in state.pipeline.status.delisted:
+        if issue["status"] == NOT_LISTED:
+            continue
+        label = "no longer listed" if issue["status"] == DELISTED else "no longer served"
+        since = datetime.fromtimestamp(issue["since"] / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        reasons.append(f"{issue['symbol']} {label}: {issue['reason']} (since {since})")
+    return reasons
 
 
 def public_breaker_name(name: str) -> str:

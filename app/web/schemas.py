@@ -13,6 +13,21 @@ class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class ListingNote(_Doc):
+    """A symbol the exchange does not list or serve now."""
+
+    symbol: str
+    status: Literal["delisted", "unserved", "not_listed"] = Field(
+        description="delisted: no longer in the exchange's markets; unserved: listed but "
+        "no ticker for 3 refreshes, or no ticker and its candles/book refused as unknown; "
+        "not_listed: configured but not listed since start-up"
+    )
+    since: int = Field(description="epoch ms of the first refresh that showed it")
+    reason: str
+    last_price: float | None = Field(description="its last ticker's price, if any")
+    last_seen: int | None = Field(description="epoch ms of its last ticker, if any")
+
+
 class Freshness(_Doc):
     age_ms: int = Field(description="milliseconds since the data was fetched")
     stale: bool = Field(description="true when older than stale_after_seconds")
@@ -21,6 +36,10 @@ class Freshness(_Doc):
     exchange: str = Field(description="'simulated' or the ccxt exchange id")
     version: int = Field(description="snapshot version, increases with every refresh")
     errors: dict[str, str] = Field(description="parts that could not be fetched → reason")
+    delisted: list[ListingNote] = Field(
+        default_factory=list,
+        description="configured symbols the exchange does not list or serve now",
+    )
 
 
 class MarketOverview(_Doc):
@@ -106,6 +125,9 @@ class SymbolRow(_Doc):
         description="what the exchange sent that had to be cleaned (candle counts, "
         "by_timeframe); null when nothing had to be",
     )
+    listing: ListingNote | None = Field(
+        None, description="null while the exchange lists and serves it; else why not"
+    )
 
 
 class DesktopDashboard(Freshness):
@@ -129,6 +151,7 @@ class MobileCard(_Doc):
     high_24h: float | None = Field(description="null when the exchange did not send it")
     low_24h: float | None = Field(description="null when the exchange did not send it")
     components: dict[str, float | None] | None
+    listing: ListingNote | None = Field(None, description="as on the desktop rows")
 
 
 class MobileDashboard(Freshness):
@@ -197,6 +220,9 @@ class CandlesResponse(_Doc):
     )
     data_quality: dict[str, int] | None = Field(
         None, description="candle cleaning counts; rows_withheld: rows left out here"
+    )
+    listing: ListingNote | None = Field(
+        None, description="null while the exchange lists and serves the symbol"
     )
 
 
@@ -292,7 +318,12 @@ class ErrorResponse(_Doc):
 
 
 class Health(_Doc):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded while a pair that was served is delisted or no longer served"
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="one line per pair no longer listed or served"
+    )
     exchange: str
     simulated: bool
     cache: dict[str, Any] = Field(description="tiers configured → available; embedded")

@@ -189,6 +189,7 @@ def test_change_percentages_keep_their_sign() -> None:
 TINY = "TINYUSDT"
 TINY_PRICE = 1.1e-8
 TINY_TICK = 1e-10
+TINY_VOLUME = 3.34e17  # coins traded: a coin this cheap trades in these numbers
 COMPACT = re.compile(r"^0\.0₇\d+$")
 
 
@@ -223,7 +224,7 @@ async def inject_tiny_coin(route: Route) -> None:
         "symbol": TINY,
         "price": TINY_PRICE,
         "change_24h": 12.5,
-        "volume_24h": 1e6,
+        "volume_24h": TINY_VOLUME,
         "tick_size": TINY_TICK,
     }
     body["symbols"].append(row)
@@ -256,6 +257,9 @@ async def test_a_coin_priced_around_1e8_is_readable_in_the_table_and_the_chart(
     # the table by its tick size: 1.1e-8 at tick 1e-10 is 0.0000000110
     assert (await page.text_content(cell)) == "0.0₇110"
     assert await page.get_attribute(cell, "title") == "0.000000011"
+    # its volume readable too (issue 15, item 9): not "334013434.00B"
+    volume = f"#symbols-body tr[data-symbol='{TINY}'] td.volume_24h"
+    assert (await page.text_content(volume)) == "3.34×10¹⁷"
     # BTC keeps its 2 decimals
     btc = await page.text_content("#symbols-body tr[data-symbol='BTCUSDT'] td.price") or ""
     assert re.fullmatch(r"\d{1,3}(,\d{3})*\.\d\d", btc), btc

@@ -21,6 +21,7 @@ from app.services.sessions import (
     RedisSessionStore,
     SessionCookies,
     SessionStore,
+    readable_watchlist,
     validate_watchlist,
 )
 from app.web.app import create_app
@@ -250,6 +251,29 @@ def test_watchlist_size_is_bounded() -> None:
     assert len(validate_watchlist(symbols[:MAX_WATCHLIST] * 2, known)) == MAX_WATCHLIST
     with pytest.raises(ValueError, match=f"at most {MAX_WATCHLIST}"):
         validate_watchlist(symbols, known)
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        (["BTCUSDT", "SOLUSDT"], ["BTCUSDT", "SOLUSDT"]),  # a delisted pair is kept
+        (["btc/usdt", "BTCUSDT", "eth-usdt"], ["BTCUSDT", "ETHUSDT"]),
+        (["BTCUSDT", 42, None, {"s": 1}, ["ETHUSDT"], "", "<script>", "x" * 500], ["BTCUSDT"]),
+        ("BTCUSDT", []),
+        (None, []),
+        ({"watchlist": ["BTCUSDT"]}, []),
+    ],
+)
+def test_a_stored_watchlist_reads_back_as_symbols(stored: object, read: list[str]) -> None:
+    assert readable_watchlist(stored) == read
+
+
+async def test_malformed_stored_entries_never_reach_the_page(store: SessionStore) -> None:
+    await store.save("s" * 43, {"watchlist": ["GONEUSDT", 7, "eth/usdt"], "theme": "dark"})
+    assert await store.load("s" * 43) == {"watchlist": ["GONEUSDT", "ETHUSDT"], "theme": "dark"}
+    many = [f"C{i:03d}USDT" for i in range(MAX_WATCHLIST + 5)]
+    await store.save("t" * 43, {"watchlist": many})
+    assert (await store.load("t" * 43))["watchlist"] == many[:MAX_WATCHLIST]
 
 
 NOTATIONS = st.sampled_from(["{b}{q}", "{b}/{q}", "{b}-{q}", "{b}_{q}", " {b}{q} "])

@@ -1,0 +1,367 @@
+"""A pair the exchange stops listing or serving, kind by kind, through the real ccxt and
+the loopback fake Bybit (and the simulated market): it is named — on its rows and
+cards, in the top-level ``delisted`` list, in live updates, in ``/health`` — never left
+looking alive, never a 500; and it comes back unmarked when the exchange serves it again.
+A saved watchlist holding such a pair never locks the user out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import pytest_asyncio
+import websockets
+from quart.typing import TestAppProtocol as QuartTestApp
+
+from app.market.ccxt_source import CcxtMarketSource
+from app.market.errors import SymbolNotListed
+from app.market.simulated import SimulatedMarket
+from app.services.alerts import market_facts
+from app.web.app import create_app
+from tests.conftest import ManualClock, eventually, make_settings, started_app, state_of
+from tests.fake_bybit import INSTRUMENTS_PATH, FakeBybit
+from tests.ws_server import serve_app
+
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
+SYMBOL_INVALID = "params error: symbol invalid"
+
+
+def bybit_settings(fake: FakeBybit, symbols: str = SYMBOLS, **extra: str):
+    return make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=fake.base_url,
+        VIRTUOSO_SYMBOLS=symbols,
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+        **extra,
+    )
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeBybit]:
+    async with FakeBybit() as exchange:
+        yield exchange
+
+
+@pytest_asyncio.fixture
+async def app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    async for test_app in started_app(bybit_settings(fake), None, clock):
+        yield test_app
+
+
+async def get(test_app: QuartTestApp, path: str) -> tuple[int, dict]:
+    response = await test_app.test_client().get(path)
+    return response.status_code, orjson.loads(await response.get_data())
+
+
+async def refresh(test_app: QuartTestApp, clock: ManualClock, seconds: float = 61) -> None:
+    """One refresh, ``seconds`` later (past the markets' recheck and the views' TTLs)."""
+    clock.advance(seconds)
+    await state_of(test_app).pipeline.refresh(force=True)
+
+
+async def rows_of(test_app: QuartTestApp) -> dict[str, dict]:
+    _, desktop = await get(test_app, "/api/dashboard/data")
+    return {row["symbol"]: row for row in desktop["symbols"]}
+
+
+async def listing_of(test_app: QuartTestApp, symbol: str) -> dict | None:
+    return (await rows_of(test_app))[symbol]["listing"]
+
+
+# ----- delisted: gone from instruments-info, the tickers batch, klines and the book -----
+
+
+async def test_a_delisted_pair_is_named_everywhere_it_is_shown(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    assert await listing_of(app, "SOLUSDT") is None
+    last_price = (await rows_of(app))["SOLUSDT"]["price"]
+    loads = fake.count(INSTRUMENTS_PATH)
+    fake.delist("SOLUSDT")
+    await refresh(app, clock)
+    assert fake.count(INSTRUMENTS_PATH) == loads + 1  # ccxt's markets loaded again
+    status, desktop = await get(app, "/api/dashboard/data")
+    assert status == 200
+    sol = next(row for row in desktop["symbols"] if row["symbol"] == "SOLUSDT")
+    assert sol["price"] is None and sol["confluence"] is None and sol["beta"] is None
+    assert sol["listing"]["status"] == "delisted"
+    assert sol["listing"]["last_price"] == last_price
+    assert "no longer lists" in sol["listing"]["reason"]
+    assert [n["symbol"] for n in desktop["delisted"]] == ["SOLUSDT"]
+    assert desktop["delisted"][0]["since"] == sol["listing"]["since"]
+    assert "SOLUSDT" not in {s["symbol"] for s in desktop["signals"]}
+    assert "SOLUSDT" not in {m["symbol"] for side in ("gainers", "losers")
+                             for m in desktop["movers"][side]}  # fmt: skip
+    assert (await rows_of(app))["BTCUSDT"]["listing"] is None
+    _, mobile = await get(app, "/api/dashboard/mobile")
+    card = next(c for c in mobile["confluence_scores"] if c["symbol"] == "SOLUSDT")
+    assert card["listing"]["status"] == "delisted" and card["price"] is None
+    assert mobile["delisted"] == desktop["delisted"]
+    pipeline = state_of(app).pipeline
+    facts = market_facts(pipeline.latest, pipeline.latest_analysis)
+    assert "SOLUSDT" not in {fact.symbol for fact in facts}  # no price alert on it
+
+
+async def test_a_delisted_pair_never_makes_a_server_error(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    fake.delist("SOLUSDT")
+    for _ in range(2):
+        await refresh(app, clock)
+    status, chart = await get(app, "/api/market/candles/SOLUSDT?timeframe=1m")
+    assert status == 200 and chart["stale"] is True and chart["candles"]
+    assert chart["listing"]["status"] == "delisted"
+    status, confluence = await get(app, "/api/confluence/SOLUSDT?timeframe=5m")
+    assert status == 404 and confluence["error"] == "not_listed"
+    assert confluence["listing"]["symbol"] == "SOLUSDT"
+    for path in (
+        "/api/dashboard/overview",
+        "/api/dashboard/signals",
+        "/api/market/overview",
+        "/api/market/movers",
+        "/api/bitcoin-beta",
+        "/api/symbols",
+        "/api/confluence/sol-usdt",
+        "/api/market/candles/SOLUSDT?timeframe=4h",
+    ):
+        status, body = await get(app, path)
+        assert status < 500, (path, body)
+    assert (await get(app, "/api/confluence/BTCUSDT"))[0] == 200
+
+
+async def test_health_names_the_pair_without_the_exchange_text(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    _, health = await get(app, "/health")
+    assert health["status"] == "ok" and health["reasons"] == []
+    fake.delist("SOLUSDT")
+    await refresh(app, clock)
+    status, health = await get(app, "/health")
+    assert status == 200 and health["status"] == "degraded"
+    assert len(health["reasons"]) == 1 and health["reasons"][0].startswith("SOLUSDT no longer")
+    assert health["pipeline"]["unlisted_symbols"] == ["SOLUSDT"]
+    assert [n["symbol"] for n in health["pipeline"]["delisted"]] == ["SOLUSDT"]
+    status, ready = await get(app, "/health/ready")
+    assert status == 200 and ready["ready"] is True and ready["status"] == "degraded"
+    assert any(reason.startswith("SOLUSDT no longer listed") for reason in ready["reasons"])
+    for text in (json.dumps(health), json.dumps(ready)):
+        assert fake.base_url not in text and "retCode" not in text and "127.0.0.1" not in text
+
+
+async def test_a_relisted_pair_loses_its_mark(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    fake.delist("SOLUSDT")
+    await refresh(app, clock)
+    assert (await listing_of(app, "SOLUSDT"))["status"] == "delisted"
+    fake.relist("SOLUSDT")
+    await refresh(app, clock)  # a minute later: the markets are checked again
+    sol = (await rows_of(app))["SOLUSDT"]
+    assert sol["listing"] is None and sol["price"] == float(fake.tickers["SOLUSDT"]["lastPrice"])
+    assert sol["confluence"] is not None
+    _, health = await get(app, "/health")
+    assert health["status"] == "ok" and health["pipeline"]["delisted"] == []
+    _, desktop = await get(app, "/api/dashboard/data")
+    assert desktop["delisted"] == []
+    assert (await get(app, "/api/confluence/SOLUSDT"))[0] == 200
+
+
+# ----- no longer served: still listed, but no data comes ------------------------------
+
+
+async def test_a_pair_absent_from_the_tickers_batch_for_several_refreshes(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    """One missing ticker is a gap (price null, nothing more); three in a row, while its
+    market is still listed, mark it unserved; a ticker again clears the mark."""
+    fake.ticker_quirk("XRPUSDT", "absent")
+    for _ in range(2):
+        await refresh(app, clock, 30)
+        row = (await rows_of(app))["XRPUSDT"]
+        assert row["price"] is None and row["listing"] is None
+    await refresh(app, clock, 30)
+    listing = await listing_of(app, "XRPUSDT")
+    assert listing["status"] == "unserved" and "3 refreshes" in listing["reason"]
+    _, health = await get(app, "/health")
+    assert health["reasons"][0].startswith("XRPUSDT no longer served")
+    assert health["pipeline"]["unlisted_symbols"] == []  # still listed
+    fake.clear_faults()
+    await refresh(app, clock, 30)
+    assert await listing_of(app, "XRPUSDT") is None
+
+
+async def test_a_pair_refused_as_symbol_invalid_is_unserved_at_once(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    """Still in instruments-info, but no ticker, and klines and book refused with
+    Bybit's retCode 10001 "params error: symbol invalid" (a plain BadRequest in ccxt)."""
+    fake.delist("ETHUSDT", instruments=False, ret_msg=SYMBOL_INVALID)
+    await refresh(app, clock)
+    listing = await listing_of(app, "ETHUSDT")
+    assert listing["status"] == "unserved" and "unknown symbol" in listing["reason"]
+    fake.relist("ETHUSDT")
+    await refresh(app, clock)
+    assert await listing_of(app, "ETHUSDT") is None
+
+
+async def test_symbol_invalid_is_an_unknown_symbol(fake: FakeBybit) -> None:
+    source = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    await source.start()
+    try:
+        fake.delist("SOLUSDT", instruments=False, ret_msg=SYMBOL_INVALID)
+        for fetch in (
+            source.fetch_candles("SOLUSDT", "1m", 5),
+            source.fetch_order_book("SOLUSDT", 5),
+        ):
+            with pytest.raises(SymbolNotListed, match="symbol invalid"):
+                await fetch
+        assert "SOLUSDT" in await source.reload_markets()  # still listed
+        fake.delist("SOLUSDT")
+        assert "SOLUSDT" not in await source.reload_markets()
+    finally:
+        await source.close()
+
+
+# ----- at start-up ------------------------------------------------------------------
+
+
+async def test_a_pair_missing_at_start_up_is_named_and_joins_when_listed(
+    fake: FakeBybit, clock: ManualClock
+) -> None:
+    fake.delist("SOLUSDT")
+    async for test_app in started_app(bybit_settings(fake), None, clock):
+        status, desktop = await get(test_app, "/api/dashboard/data")
+        assert status == 200
+        assert "SOLUSDT" not in {row["symbol"] for row in desktop["symbols"]}
+        assert [(n["symbol"], n["status"]) for n in desktop["delisted"]] == [
+            ("SOLUSDT", "not_listed")
+        ]
+        _, health = await get(test_app, "/health")
+        assert health["pipeline"]["unlisted_symbols"] == ["SOLUSDT"]
+        assert health["status"] == "ok"  # never served: a configuration matter
+        fake.relist("SOLUSDT")
+        await refresh(test_app, clock, 1801)  # the markets are loaded again
+        sol = (await rows_of(test_app))["SOLUSDT"]
+        assert sol["listing"] is None and sol["price"] > 0
+        assert (await get(test_app, "/api/confluence/SOLUSDT"))[0] == 200
+
+
+# ----- the simulated market ---------------------------------------------------------
+
+
+async def test_the_simulated_market_can_delist_and_relist(clock: ManualClock) -> None:
+    market = SimulatedMarket(seed=7, clock=clock)
+    settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT,DOGEUSDT")
+    async for test_app in started_app(settings, market, clock):
+        market.delist("DOGEUSDT")
+        await refresh(test_app, clock)
+        listing = await listing_of(test_app, "DOGEUSDT")
+        assert listing["status"] == "delisted" and listing["last_price"] > 0
+        _, health = await get(test_app, "/health")
+        assert health["status"] == "degraded" and "DOGEUSDT" in health["reasons"][0]
+        market.relist("DOGEUSDT")
+        await refresh(test_app, clock)
+        assert await listing_of(test_app, "DOGEUSDT") is None
+
+
+# ----- live updates -----------------------------------------------------------------
+
+
+async def _next_market(ws, symbol: str) -> dict:
+    """The next market update (or snapshot item) of ``symbol``; heartbeats answered."""
+    while True:
+        message = json.loads(await ws.recv())
+        if message["type"] == "heartbeat":
+            await ws.send(json.dumps({"type": "pong", "nonce": message["nonce"]}))
+        elif message.get("channel") == "market" and message["type"] == "update":
+            if message["symbol"] == symbol:
+                return message["data"]
+        elif message.get("channel") == "market" and message["type"] == "snapshot":
+            for item in message["items"]:
+                if item["symbol"] == symbol:
+                    return item["data"]
+
+
+async def test_live_market_updates_mark_and_unmark_the_pair(
+    fake: FakeBybit, clock: ManualClock
+) -> None:
+    app = create_app(bybit_settings(fake), clock=clock)
+    async with serve_app(app) as base:
+        pipeline = app.extensions["virtuoso"].pipeline
+        await eventually(lambda: app.extensions["virtuoso"].warmed, seconds=30)
+        async with websockets.connect(f"{base}/ws", origin=base.replace("ws", "http")) as ws:
+            subscribe = {"type": "subscribe", "channels": ["market"], "symbols": ["SOLUSDT"]}
+            await ws.send(json.dumps(subscribe))
+            first = await asyncio.wait_for(_next_market(ws, "SOLUSDT"), 30)
+            assert first["listing"] is None and first["price"] > 0
+            fake.delist("SOLUSDT")
+            clock.advance(61)
+            await pipeline.refresh(force=True)
+            marked = await asyncio.wait_for(_next_market(ws, "SOLUSDT"), 30)
+            assert marked["price"] is None and marked["listing"]["status"] == "delisted"
+            fake.relist("SOLUSDT")
+            clock.advance(61)
+            await pipeline.refresh(force=True)
+            back = await asyncio.wait_for(_next_market(ws, "SOLUSDT"), 30)
+            assert back["listing"] is None and back["price"] > 0
+
+
+# ----- a watchlist holding such a pair ----------------------------------------------
+
+
+async def put_watchlist(client, symbols: list) -> tuple[int, dict]:
+    response = await client.put("/api/session/watchlist", json={"watchlist": symbols})
+    return response.status_code, orjson.loads(await response.get_data())
+
+
+async def test_a_watchlist_with_a_delisted_pair_can_still_be_changed(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    client = app.test_client()
+    assert (await put_watchlist(client, ["SOLUSDT", "BTCUSDT"]))[0] == 200
+    fake.delist("SOLUSDT")
+    await refresh(app, clock)
+    status, body = await put_watchlist(client, ["SOLUSDT", "BTCUSDT", "ETHUSDT"])
+    assert status == 200 and body["watchlist"] == ["SOLUSDT", "BTCUSDT", "ETHUSDT"]
+    status, body = await put_watchlist(client, ["BTCUSDT", "ETHUSDT"])  # SOL removed
+    assert status == 200 and body["watchlist"] == ["BTCUSDT", "ETHUSDT"]
+    response = await client.get("/api/session/watchlist")
+    assert orjson.loads(await response.get_data())["watchlist"] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_a_watchlist_survives_a_restart_without_its_symbols(
+    fake: FakeBybit, clock: ManualClock, redis
+) -> None:
+    """Saved under one configuration, read after a restart with different symbols (one
+    no longer configured, one delisted meanwhile) and malformed entries stored: the
+    watchlist reads back as symbols, and a save without the unserved ones works."""
+    shared = {
+        "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
+        "VIRTUOSO_SECRET_KEY": "a-session-key-for-the-restart-test",
+    }
+    async for first in started_app(bybit_settings(fake, **shared), None, clock):
+        client = first.test_client()
+        assert (await put_watchlist(client, ["XRPUSDT", "SOLUSDT", "BTCUSDT"]))[0] == 200
+        cookie = client.cookie_jar
+        session_id = state_of(first).cookies.unsign(
+            next(c.value for c in cookie if c.name == "virtuoso_session")
+        )
+        stored = {"watchlist": ["XRPUSDT", "SOLUSDT", 7, "<b>", "", "btc-usdt", "BTCUSDT"]}
+        await state_of(first).sessions.save(session_id, stored)
+    fake.delist("SOLUSDT")
+    restarted = bybit_settings(fake, "BTCUSDT,ETHUSDT,SOLUSDT", **shared)  # no XRPUSDT
+    async for second in started_app(restarted, None, clock):
+        client = second.test_client()
+        client.cookie_jar = cookie
+        response = await client.get("/api/session/watchlist")
+        assert response.status_code == 200
+        watched = orjson.loads(await response.get_data())["watchlist"]
+        assert watched == ["XRPUSDT", "SOLUSDT", "BTCUSDT"]  # malformed entries dropped
+        status, body = await put_watchlist(client, [*watched, "ETHUSDT"])
+        assert status == 400 and body["error"] == "invalid_watchlist"  # named, not a 500
+        assert "XRPUSDT" in body["message"] and "SOLUSDT" in body["message"]
+        status, body = await put_watchlist(client, ["BTCUSDT", "ETHUSDT"])
+        assert status == 200 and body["watchlist"] == ["BTCUSDT", "ETHUSDT"]

@@ -182,9 +182,12 @@ async def test_change_rules_take_negative_thresholds_and_the_preview_follows_the
     assert await page.locator("#rule-threshold").is_hidden()
     assert await page.get_attribute("#rule-hysteresis", "placeholder") == "default 5"
     assert await text_of(page, "#rule-hysteresis-unit") == "score points"
+    # the configured long threshold (the page's setting), as de-DE writes it
+    long = float(await page.get_attribute("body", "data-long-threshold") or "nan")
     assert (await preview(page)).startswith(
-        "Will save: every symbol: confluence score at or above "
-    )
+        f"Will save: every symbol: confluence score at or above {long:g} · ".replace(".", ",")
+        + "hysteresis 5 score points (default)"
+    ), await preview(page)
     # beta band change: no hysteresis at all
     await page.select_option("#rule-kind", "beta_band_change")
     assert await page.locator("#rule-hysteresis").is_hidden()

@@ -32,6 +32,16 @@ const HYSTERESIS = {
 };
 
 /**
+ * A threshold the page's settings carry (data-long-threshold …) as the locale writes it.
+ * @param {string} name the body's dataset key
+ * @param {string} otherwise the words when the page does not carry it
+ */
+function configured(name, otherwise) {
+  const value = Number(document.body.dataset[name]);
+  return document.body.dataset[name] && Number.isFinite(value) ? formatForLocale(value) : otherwise;
+}
+
+/**
  * What a rule of each kind watches, in words, with its threshold as the user's locale
  * writes it (confluence rules: the configured thresholds, from the page).
  * @type {Record<string, (value: string) => string>}
@@ -41,8 +51,8 @@ const KIND_WORDS = {
   price_below: (v) => `price at or below ${v}`,
   change_above: (v) => `24h change at or above ${v} %`,
   change_below: (v) => `24h change at or below ${v} %`,
-  confluence_long: () => `confluence score at or above ${document.body.dataset.longThreshold || 'the long threshold'}`,
-  confluence_short: () => `confluence score at or below ${document.body.dataset.shortThreshold || 'the short threshold'}`,
+  confluence_long: () => `confluence score at or above ${configured('longThreshold', 'the long threshold')}`,
+  confluence_short: () => `confluence score at or below ${configured('shortThreshold', 'the short threshold')}`,
   beta_band_change: () => 'beta band change',
 };
 

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
-from tests.browser import PageProblems, ServedApp, open_page, served_app, text_of
+from tests.browser import ARTIFACTS, PageProblems, ServedApp, open_page, served_app, text_of
 from tests.conftest import eventually
 
 API_TOKEN = "rule-form-test-token"
@@ -43,6 +43,12 @@ async def rule_form(
     await page.fill("#api-token", API_TOKEN)
     await page.click("#token-form button[type=submit]")
     return page
+
+
+def artifact(name: str) -> Path:
+    """A PNG path under the test artifacts directory (kept after the run)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / f"{name}.png"
 
 
 async def stored_rules(page: Page, served: ServedApp) -> list[dict]:
@@ -252,6 +258,7 @@ async def test_hysteresis_round_trips_and_the_list_shows_the_servers_description
     await page.fill("#rule-hysteresis", "0,25")
     text = await wait_preview(page, "Will save: ")
     assert "hysteresis 0,25 % of the threshold ·" in text, text
+    await page.locator(".panel-alerts").screenshot(path=str(artifact("rule-form-de-DE")))
     await page.click("#rule-form button[type=submit]")
     await page.wait_for_selector("#rules-list li", timeout=WAIT_MS)
     [rule] = await stored_rules(page, served)

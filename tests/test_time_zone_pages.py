@@ -25,6 +25,9 @@ ZONES = ["Asia/Tokyo", "America/New_York", "UTC"]
 # Hourly candles across New York's fall-back (2026-11-01 06:00 UTC: 02:00 EDT → 01:00 EST).
 CANDLES_FROM = datetime(2026, 10, 31, 12, tzinfo=UTC)
 CANDLE_COUNT = 36
+NEXT_FRAMES = (
+    "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+)
 
 
 @pytest_asyncio.fixture
@@ -206,9 +209,10 @@ async def test_the_chart_follows_a_daylight_saving_change(
     box = await page.locator("#chart").bounding_box()
     assert box is not None
     hovered: dict[int, str] = {}
-    for step in range(40):
-        x = box["x"] + box["width"] * (0.02 + 0.96 * step / 39)
+    for step in range(60):
+        x = box["x"] + box["width"] * (0.02 + 0.96 * step / 59)
         await page.mouse.move(x, box["y"] + box["height"] / 2)
+        await page.evaluate(NEXT_FRAMES)  # the crosshair is drawn on an animation frame
         for seconds, label in pairs(await page.get_attribute("#chart", "data-crosshair-time")):
             hovered[seconds] = label
     fall_back = int(datetime(2026, 11, 1, 6, tzinfo=UTC).timestamp())

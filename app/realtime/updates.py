@@ -20,6 +20,8 @@ class LiveUpdates:
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
         at = snapshot.fetched_at_ms
+        for symbol in snapshot.listing:  # when it is back, its scores are sent again
+            self._last.pop(("confluence", symbol), None)
         for channel, symbol, data in updates_of(snapshot, analysis):
             encoded = orjson.dumps(data)
             if self._last.get((channel, symbol)) == encoded:
@@ -49,7 +51,7 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
             }
             updates.append(("confluence", symbol, confluence))
         beta = beta_brief(analysis.headline_beta(symbol))
-        if beta is not None:
+        if beta is not None or symbol in snapshot.listing:  # null: its beta is gone
             updates.append(("beta", symbol, beta))
     if analysis.signals is not None:
         updates.append(("signals", None, {"signals": analysis.signals}))

@@ -11,7 +11,9 @@ import {
   keepLastPayload, registerServiceWorker, refreshWhenOnline, showOfflineRead,
 } from './offline.js';
 import { pageSettings, startPage } from './page.js';
-import { renderBetaSummary, renderSignals } from './panels.js';
+import {
+  listingBadge, listingMark, renderBetaSummary, renderSignals, showListing,
+} from './panels.js';
 import { tickOf } from './prices.js';
 
 const settings = pageSettings();
@@ -28,7 +30,7 @@ function createCard(symbol) {
   const node = el('article', 'card');
   node.dataset.key = symbol;
   const top = el('div', 'card-top');
-  top.append(el('span', 'card-symbol', symbol), el('span', 'card-signal'));
+  top.append(el('span', 'card-symbol', symbol), listingBadge(), el('span', 'card-signal'));
   const prices = el('div', 'card-prices');
   prices.append(el('span', 'card-price num'), el('span', 'card-change num'));
   const score = el('div', 'card-score');
@@ -54,6 +56,7 @@ function patchCard(symbol, fields) {
   const before = card.data.price;
   Object.assign(card.data, fields);
   const { node, data } = card;
+  if (data.listing) Object.assign(data, { score: null, signal: null }); // none for a pair no longer listed
   showPrice(find(node, '.card-price'), data.price, before, tickOf(data));
   showChange(find(node, '.card-change'), data.change_24h);
   const signal = find(node, '.card-signal');
@@ -61,11 +64,13 @@ function patchCard(symbol, fields) {
   setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);
   if (Number.isFinite(data.score)) /** @type {HTMLMeterElement} */ (find(node, 'meter')).value = data.score;
   setText(find(node, '.card-score-value'), formatNumber(data.score));
+  showListing(find(node, '.badge-listing'), node, listingMark(data.listing));
 }
 
 /**
  * @param {Array<{symbol: string, price: number | null, change_24h: number | null,
- *   score: number | null, signal: string | null, tick_size?: number | null}>} scores
+ *   score: number | null, signal: string | null, tick_size?: number | null,
+ *   listing?: import('./panels.js').Listing | null}>} scores
  *   the top symbols, in order
  */
 function renderCards(scores) {
@@ -75,7 +80,7 @@ function renderCards(scores) {
     cards.set(row.symbol, card);
     patchCard(row.symbol, {
       price: row.price, change_24h: row.change_24h, score: row.score, signal: row.signal,
-      tick_size: row.tick_size,
+      tick_size: row.tick_size, listing: row.listing || null,
     });
     return card.node;
   });
@@ -117,7 +122,7 @@ const handlers = {
   update(channel, symbol, data) {
     showOfflineRead({}); // a live message: the network is back
     if (channel === 'dashboard' && pageHeader) lastPayload.shown(pageHeader.generatedAt);
-    if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h });
+    if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h, ...('listing' in data ? { listing: data.listing } : {}) });
     else if (channel === 'confluence') patchCard(symbol, { score: data.score, signal: data.signal });
     else if (channel === 'signals') renderSignals(data.signals);
     else if (channel === 'dashboard') renderBetaSummary(data.beta);

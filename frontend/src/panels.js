@@ -2,10 +2,56 @@
 // desktop beta table. Each list keeps one node per key and patches it in place.
 
 import {
-  byId, el, find, formatNumber, setChoiceClass, setText, showChange, showPrice, syncList, tickOf,
+  byId, el, find, formatNumber, formatPrice, formatTime, setChoiceClass, setText, showChange,
+  showPrice, syncList, tickOf,
 } from './dom.js';
 
 export const BANDS = ['defensive', 'low', 'neutral', 'moderate', 'high'];
+
+/**
+ * Why the exchange does not list or serve a symbol now (a payload's `listing`).
+ * @typedef {{status: string, since: number, reason: string, last_price?: number | null,
+ *   last_seen?: number | null}} Listing
+ */
+
+/** @type {Record<string, string>} */
+const LISTING_TEXT = { delisted: 'no longer listed', unserved: 'not served', not_listed: 'not listed' };
+
+/**
+ * The mark of a pair the exchange does not list or serve: its short text and the
+ * explanation (reason, since when, last price); null while it is listed and served.
+ * @param {Listing | null | undefined} listing
+ * @returns {{text: string, title: string} | null}
+ */
+export function listingMark(listing) {
+  if (!listing || typeof listing !== 'object') return null;
+  const text = LISTING_TEXT[listing.status] || 'not served';
+  const since = Number.isFinite(listing.since) ? ` since ${formatTime(listing.since)}` : '';
+  const last = typeof listing.last_price === 'number' ? `; last price ${formatPrice(listing.last_price)}` : '';
+  return { text, title: `${listing.reason || text}${since}${last}` };
+}
+
+/**
+ * Shows the listing badge `badge` (hidden when the pair is listed and served) and marks
+ * `holder` (its row, card or item) stale with the `delisted` class.
+ * @param {HTMLElement | null} badge
+ * @param {HTMLElement | null} holder
+ * @param {{text: string, title: string} | null} mark
+ */
+export function showListing(badge, holder, mark) {
+  if (holder) holder.classList.toggle('delisted', Boolean(mark));
+  if (!badge) return;
+  badge.hidden = !mark;
+  setText(badge, mark ? mark.text : '');
+  badge.title = mark ? mark.title : '';
+}
+
+/** @returns {HTMLSpanElement} a hidden listing badge (see showListing) */
+export function listingBadge() {
+  const badge = el('span', 'badge badge-listing');
+  badge.hidden = true;
+  return badge;
+}
 
 /**
  * A list item of symbol, price and 24h change (movers, watchlist). With `action`,
@@ -24,21 +70,32 @@ export function quoteItem(className, action) {
     button.setAttribute('aria-label', action);
     symbol = button;
   }
-  item.append(symbol, el('span', 'quote-price num'), el('span', 'quote-change num'));
+  item.append(symbol, listingBadge(), el('span', 'quote-price num'), el('span', 'quote-change num'));
   return item;
 }
 
 /**
  * @typedef {{symbol: string, price?: number | null, change_24h?: number | null,
- *   tick_size?: number | null, price_precision?: number | null}} Quote
+ *   tick_size?: number | null, price_precision?: number | null,
+ *   listing?: Listing | null}} Quote
  */
+
+/** A watched symbol the page has no data of: the service does not serve it now. */
+const UNSERVED_HERE = {
+  text: 'not served',
+  title: 'This service does not serve this symbol now (delisted, or no longer configured); '
+    + 'it leaves your watchlist at your next change',
+};
 
 /**
  * @param {HTMLElement} item a node of quoteItem
- * @param {Quote} quote
+ * @param {Quote} quote a quote; one with no price field at all is a symbol the page
+ *   has no data of (marked "not served")
  */
 export function updateQuote(item, quote) {
   setText(find(item, '.quote-symbol'), quote.symbol);
+  const unknown = !('price' in quote) && !quote.listing;
+  showListing(find(item, '.badge-listing'), item, unknown ? UNSERVED_HERE : listingMark(quote.listing));
   showPrice(find(item, '.quote-price'), quote.price, undefined, tickOf(quote));
   showChange(find(item, '.quote-change'), quote.change_24h);
 }

@@ -4,14 +4,16 @@
 import {
   el, formatNumber, formatVolume, setChoiceClass, setText, showChange, showPrice, tickOf,
 } from './dom.js';
+import { listingBadge, listingMark, showListing } from './panels.js';
 
 const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
 const SIGNALS = ['long', 'short', 'neutral'];
 
 /**
  * What a row shows: the symbol and its latest fields (price, change_24h, volume_24h,
- * score, signal and the component scores), any of them missing until known, and the
- * market's tick_size once a payload gave it (tick_size or price_precision).
+ * score, signal and the component scores), any of them missing until known, the
+ * market's tick_size once a payload gave it (tick_size or price_precision), and its
+ * listing (null while the exchange lists and serves it; else the row is marked).
  * @typedef {{symbol: string} & Record<string, any>} RowData
  * @typedef {{tr: HTMLTableRowElement, cells: Record<string, HTMLElement>, star: HTMLButtonElement,
  *   chart: HTMLButtonElement, data: RowData}} Row
@@ -64,6 +66,8 @@ export class SymbolTable {
     /** @type {Set<string>} */
     this.watchlist = new Set();
     this.sortPending = false;
+    /** @type {string | null} the charted symbol */
+    this.selected = null;
     for (const button of table.querySelectorAll('th button[data-sort]')) {
       const key = /** @type {HTMLElement} */ (button).dataset.sort || 'symbol';
       button.addEventListener('click', () => this.sortBy(key));
@@ -74,15 +78,18 @@ export class SymbolTable {
    * The full list (initial load or poll): rows patched, new ones created.
    * @param {Array<{symbol: string, price?: number | null, change_24h?: number | null,
    *   volume_24h?: number | null, confluence?: Confluence | null,
-   *   tick_size?: number | null, price_precision?: number | null}>} symbols
+   *   tick_size?: number | null, price_precision?: number | null,
+   *   listing?: import('./panels.js').Listing | null}>} symbols
    */
   setAll(symbols) {
     for (const row of symbols) {
       const tick = tickOf(row);
       this.patch(row.symbol, {
         price: row.price, change_24h: row.change_24h, volume_24h: row.volume_24h,
+        listing: row.listing || null,
         ...(tick !== null ? { tick_size: tick } : {}),
-        ...(row.confluence ? confluenceFields(row.confluence) : {}),
+        // a pair no longer listed has no confluence: its old scores are not shown
+        ...(row.confluence || row.listing ? confluenceFields(row.confluence || EMPTY) : {}),
       });
     }
     this.sortSoon();
@@ -92,13 +99,17 @@ export class SymbolTable {
    * A `market` update of one symbol.
    * @param {string} symbol
    * @param {{price?: number | null, change_24h?: number | null, volume_24h?: number | null,
-   *   tick_size?: number | null, price_precision?: number | null}} market
+   *   tick_size?: number | null, price_precision?: number | null,
+   *   listing?: import('./panels.js').Listing | null}} market
    */
   applyMarket(symbol, market) {
     const tick = tickOf(market);
+    const listing = 'listing' in market ? { listing: market.listing || null } : {};
     this.patch(symbol, {
       price: market.price, change_24h: market.change_24h, volume_24h: market.volume_24h,
+      ...listing,
       ...(tick !== null ? { tick_size: tick } : {}),
+      ...(market.listing ? confluenceFields(EMPTY) : {}),
     });
     this.sortSoon();
   }
@@ -109,7 +120,7 @@ export class SymbolTable {
    * @param {Confluence} confluence
    */
   applyConfluence(symbol, confluence) {
-    this.patch(symbol, confluenceFields(confluence));
+    this.patch(symbol, confluenceFields(confluence || EMPTY));
     this.sortSoon();
   }
 
@@ -143,6 +154,9 @@ export class SymbolTable {
     }
     setText(cells.signal, data.signal || '—');
     setChoiceClass(cells.signal, 'signal-', SIGNALS, data.signal);
+    const mark = listingMark(data.listing);
+    showListing(cells.listing, row.tr, mark);
+    if (symbol === this.selected) showChartListing(mark);
   }
 
   /**
@@ -174,7 +188,8 @@ export class SymbolTable {
     const chartButton = el('button', 'link-button chart-symbol', symbol);
     chartButton.type = 'button';
     chartButton.setAttribute('aria-label', `Chart ${symbol}`);
-    cells.symbol.append(chartButton);
+    cells.listing = listingBadge();
+    cells.symbol.append(chartButton, cells.listing);
     tr.addEventListener('click', () => this.onSelect(symbol));
     const row = { tr, cells, star, chart: chartButton, data: { symbol } };
     this.rows.set(symbol, row);
@@ -185,6 +200,9 @@ export class SymbolTable {
 
   /** @param {string} symbol */
   select(symbol) {
+    this.selected = symbol;
+    const charted = this.rows.get(symbol);
+    showChartListing(listingMark(charted ? charted.data.listing : null));
     for (const [name, row] of this.rows) {
       row.tr.classList.toggle('selected', name === symbol);
       if (name === symbol) row.chart.setAttribute('aria-current', 'true');
@@ -259,6 +277,19 @@ export class SymbolTable {
 /**
  * @typedef {{score: number | null, signal: string | null, components?: Record<string, number | null>}} Confluence
  */
+
+/** No confluence (a pair no longer listed has none). */
+/** @type {Confluence} */
+const EMPTY = { score: null, signal: null };
+
+/**
+ * Marks the chart's header (#chart-listing, desktop) when the charted pair is not
+ * listed or served.
+ * @param {{text: string, title: string} | null} mark
+ */
+function showChartListing(mark) {
+  showListing(document.getElementById('chart-listing'), document.getElementById('chart-title'), mark);
+}
 
 /**
  * @param {Confluence} confluence

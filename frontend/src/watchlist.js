@@ -1,27 +1,36 @@
 // The user's watchlist, kept on the server under the session cookie
-// (GET/PUT /api/session/watchlist).
+// (GET/PUT /api/session/watchlist). A saved symbol the service no longer serves
+// (delisted before a restart, no longer configured) never locks the list: a change the
+// server refuses for such symbols is saved without them, and the user is told.
 
-import { callApi, errorText } from './api.js';
+import { ApiError, callApi, errorText } from './api.js';
+
+const URL = '/api/session/watchlist';
 
 export class Watchlist {
   /**
    * @param {(symbols: Set<string>, problem: string | null) => void} onChange called with
-   *   the symbols after every load or save, and what went wrong if it failed
+   *   the symbols after every load or save, and what went wrong (or was dropped) if anything
    */
   constructor(onChange) {
     /** @type {Set<string>} */
     this.symbols = new Set();
     this.onChange = onChange;
+    /** @type {() => void} */
+    this.markLoaded = () => {};
+    /** Settles once the saved list is known: a change made before builds on it. */
+    this.loaded = new Promise((resolve) => { this.markLoaded = () => resolve(undefined); });
   }
 
   async load() {
     try {
-      const body = await callApi('GET', '/api/session/watchlist');
-      this.symbols = new Set(body.watchlist);
+      const body = await callApi('GET', URL);
+      this.symbols = new Set(symbolsOf(body));
     } catch {
       this.symbols = new Set();
     }
-    this.onChange(this.symbols, null);
+    this.markLoaded();
+    this.tell(null);
   }
 
   /**
@@ -35,15 +44,65 @@ export class Watchlist {
   /** Adds or removes `symbol`; the server's answer is the truth. */
   /** @param {string} symbol */
   async toggle(symbol) {
+    await this.loaded; // a star pressed before the list arrived must not replace it
     const wanted = new Set(this.symbols);
     if (wanted.has(symbol)) wanted.delete(symbol);
     else wanted.add(symbol);
     try {
-      const body = await callApi('PUT', '/api/session/watchlist', { watchlist: [...wanted] });
-      this.symbols = new Set(body.watchlist);
-      this.onChange(this.symbols, null);
+      const { saved, dropped } = await save([...wanted]);
+      this.symbols = new Set(saved);
+      const note = dropped.length
+        ? `Removed from your watchlist, no longer served here: ${dropped.join(', ')}.`
+        : null;
+      this.tell(note);
     } catch (error) {
-      this.onChange(this.symbols, `Watchlist not saved: ${errorText(error)}`);
+      this.tell(`Watchlist not saved: ${errorText(error)}`);
     }
   }
+
+  /** @param {string | null} problem */
+  tell(problem) {
+    try {
+      this.onChange(this.symbols, problem);
+    } catch (error) {
+      console.warn('watchlist display failed', error); // never break the page's handlers
+    }
+  }
+}
+
+/**
+ * The symbols of a watchlist answer (strings only; anything else is no symbol).
+ * @param {any} body
+ * @returns {string[]}
+ */
+function symbolsOf(body) {
+  const list = body && Array.isArray(body.watchlist) ? body.watchlist : [];
+  return list.filter((/** @type {unknown} */ s) => typeof s === 'string');
+}
+
+/**
+ * Saves `symbols`. When the server refuses the list (400) and some of its symbols are
+ * no longer among those it serves (/api/symbols), they are left out and the rest is
+ * saved: the answer names them in `dropped`. Throws ApiError otherwise.
+ * @param {string[]} symbols
+ * @returns {Promise<{saved: string[], dropped: string[]}>}
+ */
+async function save(symbols) {
+  try {
+    return { saved: symbolsOf(await callApi('PUT', URL, { watchlist: symbols })), dropped: [] };
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 400) throw error;
+    const served = new Set(symbolsOf({ watchlist: await servedSymbols() }));
+    const dropped = symbols.filter((s) => !served.has(s));
+    if (!dropped.length) throw error;
+    const kept = symbols.filter((s) => served.has(s));
+    return { saved: symbolsOf(await callApi('PUT', URL, { watchlist: kept })), dropped };
+  }
+}
+
+/** @returns {Promise<string[]>} the symbols the service serves now */
+async function servedSymbols() {
+  const body = await callApi('GET', '/api/symbols');
+  const rows = body && Array.isArray(body.symbols) ? body.symbols : [];
+  return rows.map((/** @type {{symbol: string}} */ row) => row.symbol);
 }

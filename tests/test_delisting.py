@@ -18,6 +18,13 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.market.ccxt_source import CcxtMarketSource
 from app.market.errors import SymbolNotListed
+from app.market.listing import (
+    DELISTED,
+    NOT_LISTED,
+    UNSERVED,
+    ListingTracker,
+    RefreshEvidence,
+)
 from app.market.simulated import SimulatedMarket
 from app.services.alerts import market_facts
 from app.web.app import create_app
@@ -172,19 +179,44 @@ async def test_a_relisted_pair_loses_its_mark(
 # ----- no longer served: still listed, but no data comes ------------------------------
 
 
+def test_missing_tickers_are_a_gap_until_the_third_refresh() -> None:
+    """The rule on its own (the app's loop refreshes on its own, so it is counted here):
+    one or two refreshes without a ticker are a gap; the third marks the pair unserved;
+    a ticker clears it; no ticker and a refusal as unknown mark it at once; out of the
+    markets it is delisted, or not listed when it never was."""
+    tracker = ListingTracker("bybit", ["BTCUSDT", "XRPUSDT", "NEWUSDT"])
+    listed = frozenset({"BTCUSDT", "XRPUSDT"})
+    btc = {"BTCUSDT": (65_000.0, 1)}
+    seen = RefreshEvidence(listed, btc | {"XRPUSDT": (0.5, 1)}, frozenset())
+    gap = RefreshEvidence(listed, btc, frozenset())
+    assert set(tracker.observe(seen, 1_000)) == {"NEWUSDT"}
+    assert tracker.issues["NEWUSDT"].status == NOT_LISTED
+    assert "XRPUSDT" not in tracker.observe(gap, 2_000)
+    assert "XRPUSDT" not in tracker.observe(gap, 3_000)
+    issue = tracker.observe(gap, 4_000)["XRPUSDT"]
+    assert (issue.status, issue.since_ms, issue.last_price) == (UNSERVED, 2_000, 0.5)
+    assert "XRPUSDT" not in tracker.observe(seen, 5_000)
+    refused = RefreshEvidence(listed, btc, frozenset({"XRPUSDT"}))
+    assert tracker.observe(refused, 6_000)["XRPUSDT"].status == UNSERVED
+    gone = RefreshEvidence(frozenset({"BTCUSDT"}), btc, frozenset())
+    issue = tracker.observe(gone, 7_000)["XRPUSDT"]
+    assert issue.status == DELISTED and issue.since_ms == 6_000
+
+
 async def test_a_pair_absent_from_the_tickers_batch_for_several_refreshes(
     app: QuartTestApp, fake: FakeBybit, clock: ManualClock
 ) -> None:
-    """One missing ticker is a gap (price null, nothing more); three in a row, while its
-    market is still listed, mark it unserved; a ticker again clears the mark."""
+    """Still listed, but no ticker for several refreshes: unserved, named in /health;
+    a ticker again clears the mark."""
     fake.ticker_quirk("XRPUSDT", "absent")
-    for _ in range(2):
-        await refresh(app, clock, 30)
-        row = (await rows_of(app))["XRPUSDT"]
-        assert row["price"] is None and row["listing"] is None
     await refresh(app, clock, 30)
-    listing = await listing_of(app, "XRPUSDT")
-    assert listing["status"] == "unserved" and "3 refreshes" in listing["reason"]
+    assert (await rows_of(app))["XRPUSDT"]["price"] is None
+    for _ in range(3):  # (the app's own loop may have refreshed in between too)
+        await refresh(app, clock, 30)
+        if (listing := await listing_of(app, "XRPUSDT")) is not None:
+            break
+    assert listing is not None and listing["status"] == "unserved"
+    assert "refreshes" in listing["reason"]
     _, health = await get(app, "/health")
     assert health["reasons"][0].startswith("XRPUSDT no longer served")
     assert health["pipeline"]["unlisted_symbols"] == []  # still listed

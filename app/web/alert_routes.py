@@ -5,7 +5,7 @@ Rules are shown with their webhook URL masked (``scheme://host/…``); a webhook
 destination the policy refuses is a 400, a rule beyond the cap a 409. Every status
 change is announced live (``AlertService.status_changed``); an impossible one (e.g.
 acknowledged already, from another device) is a 409 carrying the alert's current
-state, which ``GET /api/alerts/<id>`` also answers."""
+state."""
 
 from __future__ import annotations
 
@@ -163,22 +163,6 @@ async def list_alerts(query_args: AlertQuery) -> Response:
     except NothingToServe as error:
         return _store_down(error)
     return view_response(read, state.now_ms())
-
-
-@alerts.get("/api/alerts/<alert_id>")
-@tag(["alerts"])
-@document_response(schemas.AlertChanged)
-@document_response(schemas.ErrorResponse, 404)
-@document_response(schemas.ErrorResponse, 503)
-async def get_alert(alert_id: str) -> Response:
-    """One alert as it is now (``{"alert": {...}}``, not cached); 404 when unknown."""
-    try:
-        alert = await service_state().alerts.store.get_alert(alert_id)
-    except STORE_ERRORS as error:
-        return _store_down(error)
-    if alert is None:
-        return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
-    return _json({"alert": alert.to_dict()})
 
 
 @alerts.post("/api/alerts/<alert_id>/ack")

@@ -187,14 +187,16 @@ export class AlertsPanel {
   }
 
   /**
-   * Fetches alert `id` as it is now and shows it, saying its status.
+   * After a 409: the alert list as it is now (merged in), saying alert `id`'s status.
    * @param {string} id
    */
   async showCurrent(id) {
     try {
-      const body = await callApi('GET', `/api/alerts/${encodeURIComponent(id)}`);
-      this.upsert(body.alert);
-      this.say(`${body.alert.title}: already ${body.alert.status}.`);
+      const body = await callApi('GET', this.pollUrl);
+      for (const alert of body.alerts) this.upsert(alert);
+      const current = this.alerts.get(id);
+      const status = current && current.status !== 'pending' ? current.status : 'acknowledged or resolved';
+      this.say(`${current ? current.title : 'This alert'}: already ${status}.`);
     } catch (error) {
       this.say(explainFailure(error, 'acknowledge'));
     }

@@ -334,7 +334,7 @@ class Broadcaster:
         keys = [
             key
             for key, message in self._alerts.items()
-            if symbols is None or message["symbol"] in symbols
+            if symbols is None or message["symbol"] in (None, *symbols)  # as fanned out
         ]
         return sorted(keys, key=lambda k: alert_order(self._alerts[k], k), reverse=True)
 

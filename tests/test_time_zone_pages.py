@@ -243,6 +243,7 @@ async def test_mobile_names_the_zone_and_shows_alerts_in_it(
         alert["created_at_ms"], zone
     )
     await header_data_time(page, served, zone)
+    await screenshot(page, "time-zone-mobile-Asia-Tokyo")
     # the label fits the phone: no horizontal scrolling
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert problems.messages == []

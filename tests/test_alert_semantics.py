@@ -170,7 +170,12 @@ def test_a_stored_rule_shows_its_hysteresis_and_rearm_level(
     ("data", "problem"),
     [
         ({"kind": "beta_band_change", "hysteresis": 1}, "not allowed for beta_band_change"),
-        ({"kind": "price_above", "threshold": 1, "hysteresis": 60}, "at most 50"),
+        (
+            {"kind": "price_above", "threshold": 1, "hysteresis": 60},
+            "% of the threshold, at most 50",
+        ),
+        ({"kind": "confluence_long", "hysteresis": 64}, "score points, at most 50"),
+        ({"kind": "change_below", "threshold": -1, "hysteresis": 101}, "points, at most 100"),
         ({"kind": "price_above", "threshold": 1, "hysteresis": -1}, "hysteresis"),
         ({"kind": "change_above", "threshold": 1, "hysteresis": "NaN"}, "hysteresis"),
     ],

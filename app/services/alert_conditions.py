@@ -34,7 +34,15 @@ HYSTERESIS_UNITS: dict[str, str] = {
     "confluence_long": "score points",
     "confluence_short": "score points",
 }
-MAX_PRICE_HYSTERESIS_PCT = 50.0  # a price rule re-arming beyond ±50 % never re-arms in practice
+# Beyond these a rule would practically never re-arm (a price 50 % away, a score 50 away).
+MAX_HYSTERESIS: dict[str, float] = {
+    "price_above": 50.0,
+    "price_below": 50.0,
+    "change_above": 100.0,
+    "change_below": 100.0,
+    "confluence_long": 50.0,
+    "confluence_short": 50.0,
+}
 _METRICS = {"price": "price", "change": "24h change", "confluence": "confluence score"}
 
 

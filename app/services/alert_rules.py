@@ -20,7 +20,7 @@ from app.market.models import canonical_symbol
 from app.services.alert_conditions import (
     DEFAULT_HYSTERESIS,
     HYSTERESIS_UNITS,
-    MAX_PRICE_HYSTERESIS_PCT,
+    MAX_HYSTERESIS,
     Condition,
     condition_of,
 )
@@ -110,11 +110,10 @@ class RuleInput(_Model):
         if self.hysteresis is not None:
             if self.kind not in DEFAULT_HYSTERESIS:
                 raise ValueError(f"hysteresis is not allowed for {self.kind}")
-            if self.kind.startswith("price_") and self.hysteresis > MAX_PRICE_HYSTERESIS_PCT:
-                raise ValueError(
-                    f"hysteresis of {self.kind} is a percentage of the threshold, "
-                    f"at most {MAX_PRICE_HYSTERESIS_PCT:g}"
-                )
+            limit = MAX_HYSTERESIS[self.kind]
+            if self.hysteresis > limit:
+                unit = HYSTERESIS_UNITS[self.kind]
+                raise ValueError(f"hysteresis of {self.kind} is in {unit}, at most {limit:g}")
         return self
 
 

@@ -74,7 +74,7 @@ class RuleInput(_Model):
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     level: Level = "warning"
     cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS)
-    hysteresis: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    hysteresis: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     title: str | None = Field(default=None, max_length=80)
     note: str | None = Field(default=None, max_length=500)
     webhook_url: str | None = Field(default=None, max_length=500)

@@ -150,7 +150,8 @@ async def test_desktop_is_operable_by_keyboard(browser: Browser, served: ServedA
     await tab_to(page, ".rules summary")
     await page.keyboard.press("Enter")
     assert await page.evaluate("document.querySelector('details.rules').open")
-    for label in ("API token", "Kind", "Symbol", "Threshold", "Level", "Cooldown s", "Title"):
+    labels = ("API token", "Kind", "Symbol", "Threshold", "Hysteresis", "Level", "Cooldown s")
+    for label in (*labels, "Title"):
         await expect(page.get_by_label(label, exact=True)).to_have_count(1)
     await page.keyboard.press("Tab")
     assert await focused_matches(page, "#api-token")

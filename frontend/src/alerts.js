@@ -49,7 +49,9 @@ export function updateAlertItem(item, alert) {
   item.classList.toggle('is-pending', alert.status === 'pending');
   setText(find(item, '.alert-level'), alert.level.toUpperCase());
   setText(find(item, '.alert-title'), alert.title);
-  setText(find(item, '.alert-time'), formatTime(alert.created_at_ms));
+  const time = find(item, '.alert-time');
+  setText(time, formatTime(alert.created_at_ms));
+  time.setAttribute('datetime', new Date(alert.created_at_ms).toISOString()); // machine-readable
   setText(find(item, '.alert-message'), alert.message);
   setText(find(item, '.alert-status'), alert.status);
   const ack = /** @type {HTMLButtonElement | null} */ (item.querySelector('.alert-ack'));

@@ -285,3 +285,36 @@ async def test_status_changes_cross_replicas_through_redis(redis, tmp_path: Path
             await socket.first(alert_message(alert["id"], "resolved"))
         async with alert_socket(two) as fresh:
             assert statuses(fresh.received[0]["items"]) == {alert["id"]: "resolved"}
+
+
+async def test_a_change_on_a_replica_without_the_snapshot_reaches_phones_at_once(
+    redis, tmp_path: Path
+) -> None:
+    """The replica that makes the snapshots rebuilds the phones' payload when another
+    replica changes an alert, not at its next refresh (stopped here: never)."""
+    shared = {"VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0"}
+    async with contextlib.AsyncExitStack() as stack:
+        one, two = [
+            await stack.enter_async_context(
+                served_app(**environ(tmp_path / name, VIRTUOSO_REPLICA_ID=name, **shared))
+            )
+            for name in ("one", "two")
+        ]
+        session = await stack.enter_async_context(http())
+        await add_rule(session, one, "BTCUSDT")
+        (alert,) = await fired(one, 1)
+        for replica in (one, two):
+            await until(lambda r=replica: _has_critical(session, r, alert["id"]))
+        idle = two if two.state.pipeline.latest is None else one
+        maker = one if idle is two else two
+        assert idle.state.pipeline.latest is None  # only one replica made a snapshot
+        for replica in (maker, idle):
+            await replica.state.pipeline.stop()  # no refresh will rebuild the views
+        status, _ = await set_status(session, idle, alert["id"], "ack")
+        assert status == 200
+        for replica in (maker, idle):
+            await until(lambda r=replica: no_critical(session, r))
+
+
+async def _has_critical(session: aiohttp.ClientSession, served: ServedApp, alert_id: str) -> bool:
+    return alert_id in await mobile_critical(session, served)

@@ -52,6 +52,9 @@ class AlertService:
         self.announce: list[Announce] = []
         self.fired = 0
         self.trails = PriceTrails()  # prices between evaluations, from the 1m candles
+        # Alerts changed on another replica: if this one makes the snapshots, its
+        # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
+        coherence.watch("alerts", self._changed_elsewhere)
 
     async def create_rule(self, data: RuleInput, known_symbols: Collection[str]) -> AlertRule:
         """Validates, checks the webhook destination (resolving its host), stores the
@@ -115,6 +118,9 @@ class AlertService:
         dashboards are rebuilt from the latest snapshot, if this replica holds one."""
         await self.coherence.invalidate_alone(["alerts"])
         await self.pipeline.republish()
+
+    async def _changed_elsewhere(self) -> None:
+        await self.pipeline.republish(fresh_within=2 * self.pipeline.settings.refresh_seconds)
 
     async def critical_alerts(self) -> list[dict]:
         """Pending critical alerts for the mobile dashboard (none while the store is down)."""

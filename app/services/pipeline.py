@@ -243,11 +243,16 @@ class Pipeline:
         payloads = build_views(snapshot, analysis, self.settings, alerts)
         return {name: _json(payload) for name, payload in payloads.items()}
 
-    async def republish(self) -> bool:
+    async def republish(self, fresh_within: float | None = None) -> bool:
         """Rebuilds the views of the latest snapshot (e.g. after alerts changed) without
-        fetching; False when this replica holds no snapshot (the next refresh will)."""
+        fetching; False when this replica holds no snapshot (the next refresh will) or,
+        with ``fresh_within`` (seconds), none that recent (another replica makes them:
+        an older one must not replace its views)."""
         snapshot, analysis = self.latest, self.latest_analysis
         if snapshot is None or analysis is None:
+            return False
+        age_ms = self.clock() * 1000 - snapshot.fetched_at_ms
+        if fresh_within is not None and age_ms > fresh_within * 1000:
             return False
         alerts = await self.critical_alerts()
         bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)

@@ -392,8 +392,17 @@ async def test_a_watchlist_survives_a_restart_without_its_symbols(
         assert response.status_code == 200
         watched = orjson.loads(await response.get_data())["watchlist"]
         assert watched == ["XRPUSDT", "SOLUSDT", "BTCUSDT"]  # malformed entries dropped
+        # Stored symbols no longer served are kept and named, never a lock-out.
         status, body = await put_watchlist(client, [*watched, "ETHUSDT"])
+        assert status == 200, body
+        assert body == {
+            "watchlist": ["XRPUSDT", "SOLUSDT", "BTCUSDT", "ETHUSDT"],
+            "unserved": ["XRPUSDT", "SOLUSDT"],
+        }
+        status, body = await put_watchlist(client, ["SOLUSDT", "DOGEUSDT"])  # never stored
         assert status == 400 and body["error"] == "invalid_watchlist"  # named, not a 500
-        assert "XRPUSDT" in body["message"] and "SOLUSDT" in body["message"]
+        assert "DOGEUSDT" in body["message"] and "SOLUSDT" not in body["message"].split(";")[0]
         status, body = await put_watchlist(client, ["BTCUSDT", "ETHUSDT"])
-        assert status == 200 and body["watchlist"] == ["BTCUSDT", "ETHUSDT"]
+        assert status == 200 and body == {"watchlist": ["BTCUSDT", "ETHUSDT"], "unserved": []}
+        status, body = await put_watchlist(client, ["SOLUSDT"])  # dropped once: unknown again
+        assert status == 400 and "SOLUSDT" in body["message"]

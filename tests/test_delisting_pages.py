@@ -139,8 +139,9 @@ async def test_a_watchlist_with_a_pair_no_longer_served_can_be_changed(
     browser: Browser, fake: FakeBybit, clock: ManualClock, redis
 ) -> None:
     """Saved while SOLUSDT was listed; after a restart on which the exchange no longer
-    lists it, the page shows it marked "not served", a change saves the list without
-    it and says so; with the session store down, a save says the server's reason."""
+    lists it, the page shows it marked "not served", a change keeps it (marked, and
+    says so), and it can be removed; with the session store down, a save says the
+    server's reason."""
     problems = PageProblems()
     shared = {
         "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
@@ -168,11 +169,13 @@ async def test_a_watchlist_with_a_pair_no_longer_served_can_be_changed(
         assert await badge_of(page, SOL_WATCHED) == "not served"
         await page.click("#symbols-body tr[data-symbol='ETHUSDT'] button.star")
         await page.wait_for_selector("#watchlist li[data-key='ETHUSDT']", timeout=WAIT_MS)
-        await page.wait_for_selector(SOL_WATCHED, state="detached", timeout=WAIT_MS)
-        status = await text_of(page, "#watchlist-status")
-        assert "SOLUSDT" in status and "no longer served" in status
+        status = await text_of(page, "#watchlist-status")  # kept, marked, and said so
+        assert status == "Kept in your watchlist, not served now: SOLUSDT."
+        assert await badge_of(page, SOL_WATCHED) == "not served"
         keys = await page.eval_on_selector_all("#watchlist li", WATCHED_KEYS)
-        assert keys == ["BTCUSDT", "ETHUSDT"]
+        assert sorted(keys) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+        await page.click(f"{SOL_WATCHED} .watch-remove")  # no table row: removed from here
+        await page.wait_for_selector(SOL_WATCHED, state="detached", timeout=WAIT_MS)
 
         redis.stop()  # the session store is down: the save fails, the page says why
         await page.click("#symbols-body tr[data-symbol='XRPUSDT'] button.star")

@@ -117,7 +117,7 @@ async def test_desktop_is_operable_by_keyboard(browser: Browser, served: ServedA
     await expect(page.locator(eth_star)).to_have_attribute(
         "aria-label", "Remove ETHUSDT from watchlist"
     )
-    watched = page.locator("#watchlist li[data-key='ETHUSDT'] button")
+    watched = page.locator("#watchlist li[data-key='ETHUSDT'] button.quote-symbol")
     await expect(watched).to_have_accessible_name("Chart ETHUSDT")
 
     # The timeframe switch: Enter and Space on its buttons, aria-pressed follows.
@@ -142,7 +142,7 @@ async def test_desktop_is_operable_by_keyboard(browser: Browser, served: ServedA
     await tab_to(page, "#symbols-body tr[data-symbol='SOLUSDT'] button.chart-symbol", "Shift+Tab")
     await page.keyboard.press("Enter")
     await expect(page.locator("#chart-symbol")).to_have_text("SOLUSDT")
-    await tab_to(page, "#watchlist li[data-key='ETHUSDT'] button")
+    await tab_to(page, "#watchlist li[data-key='ETHUSDT'] button.quote-symbol")
     await page.keyboard.press("Space")
     await expect(page.locator("#chart-symbol")).to_have_text("ETHUSDT")
 

@@ -23,9 +23,18 @@ class Watchlist(BaseModel):
     watchlist: list[str] = Field(max_length=MAX_WATCHLIST)
 
 
+class StoredWatchlist(Watchlist):
+    model_config = ConfigDict(extra="forbid")
+    unserved: list[str] = Field(
+        default_factory=list,
+        description="symbols of the watchlist this service does not serve now (e.g. "
+        "delisted): kept, so a later save with them still works, and shown marked",
+    )
+
+
 @sessions.get("/api/session/watchlist")
 @tag(["session"])
-@document_response(Watchlist)
+@document_response(StoredWatchlist)
 async def get_watchlist() -> Response:
     """This session's watchlist (empty for a new session)."""
     state = service_state()
@@ -34,27 +43,40 @@ async def get_watchlist() -> Response:
         data = {} if is_new else await state.sessions.load(session_id)
     except TierUnavailable:
         return _store_down()
-    return _with_cookie(state, {"watchlist": data.get("watchlist", [])}, session_id)
+    return _with_cookie(state, _shown(state, data.get("watchlist", [])), session_id)
 
 
 @sessions.put("/api/session/watchlist")
 @tag(["session"])
 @validate_request(Watchlist)
-@document_response(Watchlist)
+@document_response(StoredWatchlist)
 async def put_watchlist(data: Watchlist) -> Response:
-    """Replaces the watchlist: known symbols only (any spelling), at most 50."""
+    """Replaces the watchlist: served symbols (any spelling) and those already in it
+    that are no longer served (kept, listed in ``unserved``), at most 50."""
     state = service_state()
-    try:
-        watchlist = validate_watchlist(data.watchlist, set(state.known_symbols))
-    except ValueError as error:
-        return json_error(400, "invalid_watchlist", str(error))
     session_id, is_new = _session_id(state)
     try:
         stored = {} if is_new else await state.sessions.load(session_id)
+    except TierUnavailable:
+        return _store_down()
+    allowed = set(state.known_symbols) | set(stored.get("watchlist", []))
+    try:
+        watchlist = validate_watchlist(data.watchlist, allowed)
+    except ValueError as error:
+        return json_error(400, "invalid_watchlist", str(error))
+    try:
         await state.sessions.save(session_id, stored | {"watchlist": watchlist})
     except TierUnavailable:
         return _store_down()
-    return _with_cookie(state, {"watchlist": watchlist}, session_id)
+    return _with_cookie(state, _shown(state, watchlist), session_id)
+
+
+def _shown(state: ServiceState, watchlist: list[str]) -> dict:
+    """The body: the watchlist and which of it is not served now (not collected, or
+    delisted / unserved by the exchange)."""
+    out = {issue["symbol"] for issue in state.pipeline.status.delisted}
+    served = set(state.known_symbols) - out
+    return {"watchlist": watchlist, "unserved": [s for s in watchlist if s not in served]}
 
 
 def _session_id(state: ServiceState) -> tuple[str, bool]:

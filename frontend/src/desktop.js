@@ -4,7 +4,7 @@
 import { AlertsPanel } from './alerts.js';
 import { RulesPanel } from './rules.js';
 import {
-  byId, find, inputById, setText, syncList, tickOf,
+  byId, el, find, inputById, setText, syncList, tickOf,
 } from './dom.js';
 import { startPage, pageSettings } from './page.js';
 import {
@@ -60,6 +60,12 @@ function renderWatchlist() {
     // The symbol is a button: a watched symbol is charted by click, Enter or Space.
     const item = quoteItem('watch-item', `Chart ${w.symbol}`);
     find(item, '.quote-symbol').addEventListener('click', () => selectSymbol(w.symbol));
+    // Removable here too: a symbol no longer served has no table row (and no star).
+    const remove = el('button', 'watch-remove', '×');
+    remove.type = 'button';
+    remove.setAttribute('aria-label', `Remove ${w.symbol} from the watchlist`);
+    remove.addEventListener('click', () => watchlist.toggle(w.symbol));
+    item.append(remove);
     return item;
   }, updateQuote);
   byId('watchlist-empty').hidden = watched.length > 0;

@@ -84,7 +84,7 @@ export function quoteItem(className, action) {
 const UNSERVED_HERE = {
   text: 'not served',
   title: 'This service does not serve this symbol now (delisted, or no longer configured); '
-    + 'it leaves your watchlist at your next change',
+    + 'it stays in your watchlist until you remove it (×)',
 };
 
 /**

@@ -1,7 +1,8 @@
 // The user's watchlist, kept on the server under the session cookie
 // (GET/PUT /api/session/watchlist). A saved symbol the service no longer serves
-// (delisted before a restart, no longer configured) never locks the list: a change the
-// server refuses for such symbols is saved without them, and the user is told.
+// (delisted, no longer configured) never locks the list: the server keeps it and names
+// it in `unserved` (the page says so); should a server refuse a list for such symbols
+// anyway, it is saved without them and the user is told.
 
 import { ApiError, callApi, errorText } from './api.js';
 
@@ -49,12 +50,12 @@ export class Watchlist {
     if (wanted.has(symbol)) wanted.delete(symbol);
     else wanted.add(symbol);
     try {
-      const { saved, dropped } = await save([...wanted]);
+      const { saved, dropped, unserved } = await save([...wanted]);
       this.symbols = new Set(saved);
-      const note = dropped.length
-        ? `Removed from your watchlist, no longer served here: ${dropped.join(', ')}.`
-        : null;
-      this.tell(note);
+      const notes = [];
+      if (dropped.length) notes.push(`Removed from your watchlist, no longer served here: ${dropped.join(', ')}.`);
+      if (unserved.length) notes.push(`Kept in your watchlist, not served now: ${unserved.join(', ')}.`);
+      this.tell(notes.join(' ') || null);
     } catch (error) {
       this.tell(`Watchlist not saved: ${errorText(error)}`);
     }
@@ -81,22 +82,34 @@ function symbolsOf(body) {
 }
 
 /**
+ * The unserved symbols of a watchlist answer.
+ * @param {any} body
+ * @returns {string[]}
+ */
+function unservedOf(body) {
+  return symbolsOf({ watchlist: body && body.unserved });
+}
+
+/**
  * Saves `symbols`. When the server refuses the list (400) and some of its symbols are
  * no longer among those it serves (/api/symbols), they are left out and the rest is
- * saved: the answer names them in `dropped`. Throws ApiError otherwise.
+ * saved: the answer names them in `dropped`. `unserved`: what the server kept but does
+ * not serve now. Throws ApiError otherwise.
  * @param {string[]} symbols
- * @returns {Promise<{saved: string[], dropped: string[]}>}
+ * @returns {Promise<{saved: string[], dropped: string[], unserved: string[]}>}
  */
 async function save(symbols) {
   try {
-    return { saved: symbolsOf(await callApi('PUT', URL, { watchlist: symbols })), dropped: [] };
+    const body = await callApi('PUT', URL, { watchlist: symbols });
+    return { saved: symbolsOf(body), dropped: [], unserved: unservedOf(body) };
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 400) throw error;
     const served = new Set(symbolsOf({ watchlist: await servedSymbols() }));
     const dropped = symbols.filter((s) => !served.has(s));
     if (!dropped.length) throw error;
     const kept = symbols.filter((s) => served.has(s));
-    return { saved: symbolsOf(await callApi('PUT', URL, { watchlist: kept })), dropped };
+    const body = await callApi('PUT', URL, { watchlist: kept });
+    return { saved: symbolsOf(body), dropped, unserved: unservedOf(body) };
   }
 }
 

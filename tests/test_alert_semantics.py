@@ -313,3 +313,23 @@ def test_prices_between_evaluations_through_the_trails(clock: ManualClock) -> No
     later = trails.take("BTCUSDT", candles((0, 190, 201, 189, 190), (1, 190, 192, 188, 191)))
     [alert] = engine.evaluate([rule], trail_facts(191.0, later), state)[0]
     assert alert.values["price"] == 201.0 and np.isclose(alert.values["last_price"], 191.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "threshold", "hysteresis", "rearm"),
+    [
+        ("price_below", 1.0, 0.5, 1.005),
+        ("price_above", 0.3, 0.1, 0.2997),
+        ("change_above", 0.3, 0.1, 0.2),
+        ("change_below", -0.1, 0.2, 0.1),
+        ("price_below", 1e-8, 0.5, 1.005e-8),
+    ],
+)
+def test_the_rearm_level_is_the_decimal_a_user_reads(
+    kind: str, threshold: float, hysteresis: float, rearm: float
+) -> None:
+    """No 0.30000000000000004: the level shown is the one compared, and typing it back
+    re-arms the rule."""
+    condition = condition_of(kind, threshold, hysteresis, long_threshold=70, short_threshold=35)
+    assert condition is not None and condition.rearm_at == rearm
+    assert condition.cleared(rearm)

@@ -76,7 +76,7 @@ class Condition:
         """The level a value must reach (at or beyond) to be a deeper crossing than an
         alert that fired at ``fired``."""
         step = abs(fired) * self.hysteresis / 100 if self.relative else self.hysteresis
-        return fired + self.direction * step
+        return _tidy(fired + self.direction * step)
 
     def deeper(self, value: float, fired: float) -> bool:
         """Strictly beyond ``fired`` and at or beyond ``deeper_than(fired)``."""
@@ -118,7 +118,13 @@ def condition_of(
         raise ValueError(f"a {kind} rule needs a threshold")
     relative = family == "price"
     rearm_at = threshold * (1 - direction * h / 100) if relative else threshold - direction * h
-    return Condition(_METRICS[family], direction, threshold, h, relative, rearm_at)
+    return Condition(_METRICS[family], direction, threshold, h, relative, _tidy(rearm_at))
+
+
+def _tidy(level: float) -> float:
+    """``level`` at 12 significant digits: 0.995 rather than 0.9950000000000001 (the
+    level shown is then exactly the level compared)."""
+    return float(f"{level:.12g}")
 
 
 def number(value: float) -> str:

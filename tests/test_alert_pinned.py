@@ -6,6 +6,7 @@ minute, so the 1m candles are fetched again)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,3 +135,42 @@ async def test_a_rule_with_its_own_hysteresis_rearms_at_its_level(
         fake.pin("XRPUSDT", price)
         await refresh(app, clock)
     assert [a["values"]["price"] for a in await alerts_of(app, rule["id"])] == [0.9995, 0.999]
+
+
+async def test_a_spike_fires_once_when_another_replica_evaluates_next(
+    fake: FakeBybit, clock: ManualClock, tmp_path: Path, redis
+) -> None:
+    """The replicas share where the candles were read last (beside the engine's state):
+    a replica evaluating after another walks only what is new since then."""
+    shared = {
+        "VIRTUOSO_EXCHANGE": "bybit",
+        "VIRTUOSO_EXCHANGE_URL": fake.base_url,
+        "VIRTUOSO_SYMBOLS": ",".join(SYMBOLS),
+        "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS": "3",
+        "VIRTUOSO_API_TOKEN": TOKEN,
+        "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        one, two = [
+            await stack.enter_async_context(
+                contextlib.asynccontextmanager(started_app)(
+                    make_settings(
+                        **shared, VIRTUOSO_REPLICA_ID=name, VIRTUOSO_DATA_DIR=str(tmp_path / name)
+                    ),
+                    None,
+                    clock,
+                )
+            )
+            for name in ("one", "two")
+        ]
+        rule = await create_rule(
+            one, kind="price_above", symbol="XRPUSDT", threshold=1.2, cooldown_seconds=0
+        )
+        await refresh(one, clock)  # the rule's first look: the last price, 1.0
+        fake.pin("XRPUSDT", 1.0, high=1.3)  # up to 1.3 and back within the minute
+        await refresh(two, clock)
+        [spike] = await alerts_of(two, rule["id"])
+        assert spike["values"]["observed"] == "1m high"
+        await refresh(one, clock)  # re-armed at 1.0; the 1.3 is not new for replica one
+        await refresh(two, clock)
+        assert len(await alerts_of(one, rule["id"])) == 1

@@ -333,3 +333,16 @@ def test_the_rearm_level_is_the_decimal_a_user_reads(
     condition = condition_of(kind, threshold, hysteresis, long_threshold=70, short_threshold=35)
     assert condition is not None and condition.rearm_at == rearm
     assert condition.cleared(rearm)
+
+
+def test_the_trails_marks_round_trip_and_malformed_ones_start_afresh() -> None:
+    trails = PriceTrails()
+    trails.take("BTCUSDT", candles((5, 100, 101, 99, 100)))
+    carried = PriceTrails(json.loads(json.dumps(trails.marks())))
+    assert carried.take("BTCUSDT", candles((5, 100, 106, 99, 100))) == (
+        (106.0, "1m high"),
+        (100.0, "1m close"),
+    )
+    broken = PriceTrails({"BTCUSDT": "x", "ETHUSDT": [1, 2], "SOLUSDT": None})
+    assert broken.marks() == {}
+    assert broken.take("BTCUSDT", candles((5, 100, 106, 99, 100))) == ()

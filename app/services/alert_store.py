@@ -13,6 +13,7 @@ Redis key layout (``P`` = prefix, default ``virtuoso:alerts``)::
     P:idx:level:<level>     zset    the same, per level     are intersected)
     P:idx:symbol:<symbol>   zset    the same, per symbol
     P:engine                string  the alert engine's state JSON
+    P:trails                string  where the price trails read the 1m candles last (JSON)
 
 Every write is one MULTI/EXEC transaction, so an outage never leaves half an alert.
 Every call goes through the ``RedisGuard``: Redis down → ``TierUnavailable``.
@@ -71,6 +72,8 @@ class AlertStore(Protocol):
     async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None: ...
     async def load_engine_state(self) -> dict[str, Any]: ...
     async def save_engine_state(self, state: dict[str, Any]) -> None: ...
+    async def load_trail_marks(self) -> dict[str, Any]: ...
+    async def save_trail_marks(self, marks: dict[str, Any]) -> None: ...
 
 
 def _check_query(
@@ -282,6 +285,15 @@ class RedisAlertStore:
         data = orjson.dumps(state)
         await self._guard.run(lambda: self._redis.set(f"{self._p}:engine", data), "SET engine")
 
+    async def load_trail_marks(self) -> dict[str, Any]:
+        """Shared by the replicas: whichever evaluates next reads on from here."""
+        raw = await self._guard.run(lambda: self._redis.get(f"{self._p}:trails"), "GET trails")
+        return {} if raw is None else orjson.loads(raw)
+
+    async def save_trail_marks(self, marks: dict[str, Any]) -> None:
+        data = orjson.dumps(marks)
+        await self._guard.run(lambda: self._redis.set(f"{self._p}:trails", data), "SET trails")
+
 
 class FileAlertStore:
     """In memory, saved to one JSON file (atomically: temp file, fsync, rename) after
@@ -296,6 +308,7 @@ class FileAlertStore:
         self._rules: dict[str, AlertRule] = {}
         self._alerts: dict[str, Alert] = {}
         self._engine: dict[str, Any] = {}
+        self._trails: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._load()
 
@@ -412,6 +425,14 @@ class FileAlertStore:
             copy = orjson.loads(orjson.dumps(state))
             if copy != self._engine:
                 await self._write(self._rules, self._alerts, copy)
+
+    async def load_trail_marks(self) -> dict[str, Any]:
+        """In memory only: one process uses this store, and after a restart the first
+        evaluation looks at the current price (there is no "since")."""
+        return dict(self._trails)
+
+    async def save_trail_marks(self, marks: dict[str, Any]) -> None:
+        self._trails = dict(marks)
 
 
 def _trimmed(alerts: dict[str, Alert], max_alerts: int) -> dict[str, Alert]:

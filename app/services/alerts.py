@@ -51,7 +51,6 @@ class AlertService:
         self.webhooks = webhooks
         self.announce: list[Announce] = []
         self.fired = 0
-        self.trails = PriceTrails()  # prices between evaluations, from the 1m candles
         # Alerts changed on another replica: if this one makes the snapshots, its
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
         coherence.watch("alerts", self._changed_elsewhere)
@@ -74,16 +73,20 @@ class AlertService:
         return rule.public_dict(self.engine.long_threshold, self.engine.short_threshold)
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
-        facts = market_facts(snapshot, analysis, self.trails)  # every snapshot: trails move on
         rules = await self.store.list_rules()
         if not rules:
             return
+        # The trails' marks are shared like the engine's state: with several replicas,
+        # whichever evaluates next reads the candles on from where the last one stopped.
+        trails = PriceTrails(await self.store.load_trail_marks())
+        facts = market_facts(snapshot, analysis, trails)
         before = await self.store.load_engine_state()
         alerts, state = self.engine.evaluate(rules, facts, before)
         if alerts:
             await self.store.add_alerts(alerts)
         if state != before:  # most snapshots change nothing: no write
             await self.store.save_engine_state(state)
+        await self.store.save_trail_marks(trails.marks())
         if not alerts:
             return
         self.fired += len(alerts)

@@ -11,11 +11,16 @@ falling one open → high → low → close. For the candle that was forming at 
 previous call only what moved is new: a higher high, a lower low (ordered by whether
 the price rose since), and the close. A symbol's first call returns nothing (there is
 no "since"), and at most ``MAX_CANDLES`` candles are walked after a long gap.
+
+The marks (where each symbol was read last) are plain JSON (``marks``/``PriceTrails(marks)``)
+so that, with several replicas, whichever evaluates next continues from the same place
+(the alert store keeps them beside the engine's state).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.market.models import Candles
 
@@ -34,10 +39,23 @@ class _Mark:
 
 
 class PriceTrails:
-    """Per symbol, the 1m-candle prices seen since the previous ``take`` (in memory)."""
+    """Per symbol, the 1m-candle prices seen since the previous ``take``. ``marks``: a
+    previous ``marks()`` (ignored when malformed: the trails start afresh)."""
 
-    def __init__(self) -> None:
+    def __init__(self, marks: dict[str, Any] | None = None) -> None:
         self._marks: dict[str, _Mark] = {}
+        for symbol, mark in (marks or {}).items():
+            try:
+                open_ms, high, low, close = mark
+                self._marks[str(symbol)] = _Mark(
+                    int(open_ms), float(high), float(low), float(close)
+                )
+            except (TypeError, ValueError):
+                continue
+
+    def marks(self) -> dict[str, list[float]]:
+        """Where each symbol was read last: ``{symbol: [open_ms, high, low, close]}``."""
+        return {s: [m.open_ms, m.high, m.low, m.close] for s, m in self._marks.items()}
 
     def take(self, symbol: str, candles: Candles | None) -> tuple[Point, ...]:
         """The prices of ``candles`` (1m, oldest first) new since the previous call for

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -358,10 +359,46 @@ async def test_a_watchlist_with_a_delisted_pair_can_still_be_changed(
     await refresh(app, clock)
     status, body = await put_watchlist(client, ["SOLUSDT", "BTCUSDT", "ETHUSDT"])
     assert status == 200 and body["watchlist"] == ["SOLUSDT", "BTCUSDT", "ETHUSDT"]
+    assert body["unserved"] == ["SOLUSDT"]  # kept, and named
     status, body = await put_watchlist(client, ["BTCUSDT", "ETHUSDT"])  # SOL removed
     assert status == 200 and body["watchlist"] == ["BTCUSDT", "ETHUSDT"]
+    status, body = await put_watchlist(client, ["SOLUSDT"])  # not served: not added anew
+    assert status == 400 and "SOLUSDT" in body["message"]
+    fresh = app.test_client()  # another session cannot add it either
+    status, body = await put_watchlist(fresh, ["SOLUSDT", "BTCUSDT"])
+    assert status == 400 and body["error"] == "invalid_watchlist"
     response = await client.get("/api/session/watchlist")
     assert orjson.loads(await response.get_data())["watchlist"] == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_no_new_alert_rule_for_a_pair_not_served(
+    fake: FakeBybit, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A rule that could never fire is refused, saying why; every symbol's rules and
+    rules for served pairs are still taken."""
+    settings = bybit_settings(fake, VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path))
+    async for app in started_app(settings, None, clock):
+        await _refused_rule_for_unserved(app, fake, clock)
+
+
+TOKEN = "delisting-test-token-5b1c9e"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _refused_rule_for_unserved(
+    app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+) -> None:
+    client = app.test_client()
+    fake.delist("SOLUSDT")
+    await refresh(app, clock)
+    rule = {"kind": "price_above", "symbol": "sol-usdt", "threshold": 1}
+    response = await client.post("/api/alerts/rules", json=rule, headers=AUTH)
+    body = orjson.loads(await response.get_data())
+    assert response.status_code == 400 and body["error"] == "invalid_rule"
+    assert "SOLUSDT is not served now (bybit no longer lists it)" in body["message"]
+    for accepted in ({**rule, "symbol": "BTCUSDT"}, {"kind": "change_above", "threshold": 5}):
+        response = await client.post("/api/alerts/rules", json=accepted, headers=AUTH)
+        assert response.status_code == 201, await response.get_data()
 
 
 async def test_a_watchlist_survives_a_restart_without_its_symbols(

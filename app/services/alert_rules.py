@@ -195,9 +195,11 @@ def validate_rule(
     known_symbols: Collection[str],
     *,
     created_at_ms: int | None = None,
+    unserved: Mapping[str, str] | None = None,
 ) -> AlertRule:
     """An ``AlertRule`` with a fresh id, or ValueError naming the problem (and, for a bad
-    kind, level or symbol, the valid values)."""
+    kind, level or symbol, the valid values). ``unserved``: symbols known but not served
+    now (delisted…) → why; a rule for one is refused."""
     try:
         rule = data if isinstance(data, RuleInput) else RuleInput.model_validate(dict(data))
     except ValidationError as exc:
@@ -205,6 +207,11 @@ def validate_rule(
     if rule.symbol is not None and rule.symbol not in known_symbols:
         known = ", ".join(sorted(known_symbols)) or "none"
         raise ValueError(f"unknown symbol {rule.symbol!r}; known symbols: {known}")
+    if rule.symbol is not None and rule.symbol in (unserved or {}):
+        reason = (unserved or {})[rule.symbol]
+        raise ValueError(
+            f"{rule.symbol} is not served now ({reason}): a rule for it could not fire"
+        )
     if rule.threshold is not None and not math.isfinite(rule.threshold):
         raise ValueError("threshold must be a finite number")  # a RuleInput built unvalidated
     stamp = now_ms() if created_at_ms is None else created_at_ms

@@ -9,7 +9,7 @@ alert fires once; its announcement reaches every replica through the broadcaster
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from app.cache.coherence import Coherence
 from app.cache.tier import TierUnavailable
@@ -55,12 +55,18 @@ class AlertService:
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
         coherence.watch("alerts", self._changed_elsewhere)
 
-    async def create_rule(self, data: RuleInput, known_symbols: Collection[str]) -> AlertRule:
+    async def create_rule(
+        self,
+        data: RuleInput,
+        known_symbols: Collection[str],
+        unserved: Mapping[str, str] | None = None,
+    ) -> AlertRule:
         """Validates, checks the webhook destination (resolving its host), stores the
-        rule under the cap and invalidates the lists. Raises ValueError (invalid rule),
+        rule under the cap and invalidates the lists. ``unserved``: known symbols not
+        served now → why (a rule for one is refused). Raises ValueError (invalid rule),
         DestinationRefused (webhook_url refused), TooManyRules, or the store's errors
         (TierUnavailable, OSError); nothing is stored when it raises."""
-        rule = validate_rule(data, known_symbols)
+        rule = validate_rule(data, known_symbols, unserved=unserved)
         if rule.webhook_url:
             await self.webhooks.check_destination(rule.webhook_url)
         await self.store.add_rule(rule, self.max_rules)

@@ -101,7 +101,7 @@ async def create_rule(data: RuleInput) -> Response:
     text, a webhook to a public destination; at most the rule cap (409 beyond)."""
     state = service_state()
     try:
-        rule = await state.alerts.create_rule(data, state.known_symbols)
+        rule = await state.alerts.create_rule(data, state.known_symbols, state.unserved_symbols)
     except ValueError as error:
         return json_error(400, "invalid_rule", str(error))
     except DestinationRefused as error:

@@ -59,7 +59,8 @@ async def put_watchlist(data: Watchlist) -> Response:
         stored = {} if is_new else await state.sessions.load(session_id)
     except TierUnavailable:
         return _store_down()
-    allowed = set(state.known_symbols) | set(stored.get("watchlist", []))
+    served = set(state.known_symbols) - set(state.unserved_symbols)
+    allowed = served | set(stored.get("watchlist", []))
     try:
         watchlist = validate_watchlist(data.watchlist, allowed)
     except ValueError as error:
@@ -74,8 +75,7 @@ async def put_watchlist(data: Watchlist) -> Response:
 def _shown(state: ServiceState, watchlist: list[str]) -> dict:
     """The body: the watchlist and which of it is not served now (not collected, or
     delisted / unserved by the exchange)."""
-    out = {issue["symbol"] for issue in state.pipeline.status.delisted}
-    served = set(state.known_symbols) - out
+    served = set(state.known_symbols) - set(state.unserved_symbols)
     return {"watchlist": watchlist, "unserved": [s for s in watchlist if s not in served]}
 
 

@@ -49,6 +49,12 @@ class ServiceState:
         collector = self.pipeline.collector
         return list(collector.symbols) if collector else list(self.settings.symbols)
 
+    @property
+    def unserved_symbols(self) -> dict[str, str]:
+        """Collected symbols the exchange does not list or serve now → why (as this
+        replica last saw it)."""
+        return {issue["symbol"]: issue["reason"] for issue in self.pipeline.status.delisted}
+
 
 def service_state() -> ServiceState:
     return current_app.extensions[EXTENSION_KEY]

@@ -346,3 +346,44 @@ def test_the_trails_marks_round_trip_and_malformed_ones_start_afresh() -> None:
     broken = PriceTrails({"BTCUSDT": "x", "ETHUSDT": [1, 2], "SOLUSDT": None})
     assert broken.marks() == {}
     assert broken.take("BTCUSDT", candles((5, 100, 106, 99, 100))) == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("threshold", True),  # not 1
+        ("threshold", "2000"),  # a JSON string is not a number
+        ("threshold", "86459,5"),
+        ("hysteresis", "0.5"),
+        ("hysteresis", False),
+        ("cooldown_seconds", "300"),
+        ("cooldown_seconds", 300.5),
+        ("cooldown_seconds", True),
+    ],
+)
+def test_numbers_must_be_json_numbers(field: str, value: object) -> None:
+    data = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 2000, field: value}
+    with pytest.raises(ValueError, match=field):
+        validate_rule(data, {"BTCUSDT"})
+
+
+def test_numbers_that_mean_one_thing_are_taken_as_such() -> None:
+    rule = validate_rule(
+        {"kind": "change_below", "threshold": -0.0, "hysteresis": -0.0, "cooldown_seconds": 0},
+        {"BTCUSDT"},
+    )
+    assert math.copysign(1, rule.threshold or 0.0) == 1.0  # -0.0 stored as 0.0
+    assert math.copysign(1, rule.hysteresis or 0.0) == 1.0
+    with pytest.raises(ValueError, match="between -1,000,000 and 1,000,000"):
+        validate_rule({"kind": "change_above", "threshold": 1e15}, {"BTCUSDT"})
+
+
+def test_a_description_shows_exactly_the_value_compared() -> None:
+    rule = validate_rule(
+        {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 123456.123456789}, {"BTCUSDT"}
+    )
+    assert rule.public_dict(LONG, SHORT)["description"].startswith(
+        "price at or above 123456.123456789;"
+    )
+    odd = validate_rule({"kind": "price_above", "threshold": 0.1 + 0.2}, {"BTCUSDT"})
+    assert "at or above 0.30000000000000004;" in odd.public_dict(LONG, SHORT)["description"]

@@ -128,10 +128,12 @@ def _tidy(level: float) -> float:
 
 
 def number(value: float) -> str:
-    """100000 → "100000", 100123.5 → "100123.5", 0.5 → "0.5", 1e-07 → "1e-07"."""
+    """The shortest text that reads back as exactly ``value``: 100000 → "100000",
+    100123.5 → "100123.5", 123456.123456789 → "123456.123456789", 1e-07 → "1e-07",
+    0.30000000000000004 as itself (a rule never shows a value it does not compare)."""
     if float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return f"{value:.10g}"
+    return repr(float(value))
 
 
 def _hysteresis_text(condition: Condition) -> str:

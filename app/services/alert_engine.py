@@ -208,7 +208,8 @@ class AlertEngine:
             values.update(price=value, last_price=fact.price, observed=where)
             message = f"{s} at or {side} {number(t)}: {number(value)}"
             if where != LAST:
-                message += f" ({where}; last {number(fact.price)})"
+                last = "" if value == fact.price else f"; last {number(fact.price)}"
+                message += f" ({where}{last})"
         elif condition.metric == "24h change":
             values.update(change_24h_pct=value, last_price=fact.price, observed=where)
             message = f"{s} 24h change at or {side} {number(t)}%: {number(round(value, 4))}%"

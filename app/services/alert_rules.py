@@ -43,6 +43,7 @@ LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 THRESHOLD_KINDS = frozenset({"price_above", "price_below", "change_above", "change_below"})
 MAX_COOLDOWN_SECONDS = 86_400
+MAX_CHANGE_PCT = 1_000_000.0  # a 24h change rule beyond ±1,000,000 % could never fire
 DEFAULT_MAX_RULES = 200  # rules stored at most (every rule is evaluated on every snapshot)
 
 
@@ -71,10 +72,11 @@ class RuleInput(_Model):
 
     kind: Kind
     symbol: str | None = None
-    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    # JSON numbers only (strict): true is not 1 and "86459,5" is not a number.
+    threshold: float | None = Field(default=None, allow_inf_nan=False, strict=True)
     level: Level = "warning"
-    cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS)
-    hysteresis: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS, strict=True)
+    hysteresis: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
     title: str | None = Field(default=None, max_length=80)
     note: str | None = Field(default=None, max_length=500)
     webhook_url: str | None = Field(default=None, max_length=500)
@@ -83,6 +85,11 @@ class RuleInput(_Model):
     @classmethod
     def _canonical(cls, value: str | None) -> str | None:
         return None if value is None else canonical_symbol(value)
+
+    @field_validator("threshold", "hysteresis")
+    @classmethod
+    def _no_negative_zero(cls, value: float | None) -> float | None:
+        return None if value is None else value + 0.0  # -0.0 → 0.0
 
     @field_validator("webhook_url")
     @classmethod
@@ -102,6 +109,11 @@ class RuleInput(_Model):
                 raise ValueError(f"threshold is required for {self.kind}")
             if self.kind.startswith("price_") and not self.threshold > 0:
                 raise ValueError(f"threshold of {self.kind} must be a price > 0")
+            if self.kind.startswith("change_") and abs(self.threshold) > MAX_CHANGE_PCT:
+                raise ValueError(
+                    f"threshold of {self.kind} is a 24h change in %, "
+                    f"between -{MAX_CHANGE_PCT:,.0f} and {MAX_CHANGE_PCT:,.0f}"
+                )
         elif self.threshold is not None:
             raise ValueError(
                 f"threshold is not allowed for {self.kind} "

@@ -58,6 +58,11 @@ def _json(body: dict, status: int = 200) -> Response:
     )
 
 
+def _shown_id(text: str) -> str:
+    """An id as a message may repeat it: at most 40 characters (ids are 12)."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
 def _store_down(error: Exception) -> Response:
     return json_error(
         503,
@@ -126,7 +131,7 @@ async def delete_rule(rule_id: str) -> Response:
     except STORE_ERRORS as error:
         return _store_down(error)
     if not deleted:
-        return json_error(404, "unknown_rule", f"no rule {rule_id!r}")
+        return json_error(404, "unknown_rule", f"no rule {_shown_id(rule_id)}")
     await state.alerts.changed()
     return _json({"deleted": rule_id})
 
@@ -200,7 +205,7 @@ async def _set_status(alert_id: str, status: str) -> Response:
     except STORE_ERRORS as error:
         return _store_down(error)
     if alert is None:
-        return json_error(404, "unknown_alert", f"no alert {alert_id!r}")
+        return json_error(404, "unknown_alert", f"no alert {_shown_id(alert_id)}")
     await state.alerts.status_changed(alert, at_ms)
     return _json({"alert": alert.to_dict()})
 

@@ -180,3 +180,15 @@ def test_state_is_json_and_evaluate_is_pure(clock) -> None:
     assert list(pruned["entries"]) == ["beta_band_change|BTCUSDT"]
     # An unknown state version starts afresh.
     assert len(engine.evaluate(rules, market, {"version": 99})[0]) == 1
+
+
+def test_a_burst_goes_out_over_several_evaluations(clock) -> None:
+    """Every rule true at once for every symbol: at most max_alerts per evaluation, the
+    rest at the next ones, none lost and none twice."""
+    run = make(clock, max_alerts=4)
+    rules = [rule("price_above", symbol=None, threshold=1.0, id=f"r{i}") for i in range(3)]
+    market = [MarketFacts(s, 10.0, 0.0) for s in KNOWN]  # 3 rules × 3 symbols = 9
+    sizes = [len(run.tick(rules, market)) for _ in range(4)]
+    assert sizes == [4, 4, 1, 0]
+    fired = {(a.rule_id, a.symbol) for a in run.alerts}
+    assert len(fired) == 9 == len(run.alerts)

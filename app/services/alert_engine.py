@@ -11,7 +11,8 @@ the service saw since the last evaluation (the 1m candles' open/low/high/close,
 oldest first; see ``alerts.price_trail``), then the current price, so a spike that
 crossed a threshold and came back between two snapshots still fires. A (rule, symbol)
 seen for the first time looks at the current value only (a rule does not fire for
-what happened before it existed). At most one alert per (rule, symbol) and evaluation.
+what happened before it existed). At most one alert per (rule, symbol) and evaluation,
+and at most ``MAX_ALERTS_PER_EVALUATION`` in all (the rest fire at the next one).
 
 For each (rule, symbol) the engine keeps a small state entry:
 
@@ -42,6 +43,9 @@ from app.services.alert_conditions import Condition, condition_of, number
 from app.services.alert_rules import Alert, AlertRule, new_id
 
 STATE_VERSION = 1
+# A burst (e.g. 200 every-symbol rules all true at once) goes out over several
+# evaluations, so a page reading its alerts is never flooded past its queue (1,000).
+MAX_ALERTS_PER_EVALUATION = 250
 LAST = "last price"
 
 Point = tuple[float, str]  # (value, where it was seen: "1m high", "last price", ...)
@@ -70,9 +74,15 @@ class AlertEngine:
         clock: Callable[[], float] = time.time,
         *,
         id_factory: Callable[[], str] = new_id,
+        max_alerts: int = MAX_ALERTS_PER_EVALUATION,
     ) -> None:
         """``long_threshold``/``short_threshold``: the confluence scores (0–100) the
-        confluence rules compare with; ``clock``: epoch seconds."""
+        confluence rules compare with; ``clock``: epoch seconds; ``max_alerts``: alerts
+        one evaluation makes at most (the (rule, symbol) pairs after it are left as they
+        are, so an armed one fires at the next evaluation)."""
+        if max_alerts < 1:
+            raise ValueError("max_alerts must be >= 1")
+        self.max_alerts = max_alerts
         self.long_threshold = long_threshold
         self.short_threshold = short_threshold
         self._clock = clock  # epoch seconds
@@ -104,8 +114,8 @@ class AlertEngine:
             symbols = [rule.symbol] if rule.symbol is not None else sorted(by_symbol)
             for symbol in symbols:
                 fact = by_symbol.get(symbol)
-                if fact is None:
-                    continue
+                if fact is None or len(alerts) >= self.max_alerts:
+                    continue  # no data; or a burst: the rest waits for the next evaluation
                 key = f"{rule.id}|{symbol}"
                 is_new = key not in entries
                 entry = entries.setdefault(

@@ -156,6 +156,39 @@ def test_malformed_or_ambiguous_numbers_are_refused_with_the_reason() -> None:
             assert word in result["error"], (text, locale, result["error"])
 
 
+ZEROS_400 = "0" * 400
+# Numbers with few significant digits whose magnitude a double cannot hold as typed.
+BEYOND_A_DOUBLE = [
+    # (text, locale, words the message holds)
+    ("1" + ZEROS_400, "en-US", ["too large"]),  # Infinity
+    ("-1" + ZEROS_400, "en-US", ["too large"]),
+    ("5" + ZEROS_400 + ",0", "de-DE", ["too large"]),
+    ("1" + "0" * 309, "en-US", ["too large"]),  # just past the largest double
+    ("0." + ZEROS_400 + "1", "en-US", ["too small"]),  # 0
+    ("-0." + ZEROS_400 + "1", "en-US", ["too small"]),
+    ("0." + "0" * 320 + "5", "en-US", ["too small"]),  # a subnormal: digits lost
+]
+
+
+def test_a_magnitude_a_double_cannot_hold_is_refused() -> None:
+    got = parse([(text, locale) for text, locale, _ in BEYOND_A_DOUBLE], negative=True)
+    for (text, locale, words), result in zip(BEYOND_A_DOUBLE, got, strict=True):
+        assert result["value"] is None, (text[:12], locale, result)
+        for word in words:
+            assert word in result["error"], (text[:12], locale, result["error"])
+
+
+def test_the_largest_and_smallest_doubles_typed_out_are_read() -> None:
+    got = parse(
+        [("1" + "0" * 308, "en-US"), ("0." + "0" * 306 + "1", "en-US"), ("0." + ZEROS_400, "en-US")]
+    )
+    assert got == [
+        {"value": 1e308, "error": None},
+        {"value": 1e-307, "error": None},
+        {"value": 0, "error": None},  # zero typed with many zeros is still zero
+    ]
+
+
 def test_separators_come_from_the_locale() -> None:
     got = run_module(
         "numbers.js",

@@ -12,7 +12,8 @@
 //     decimals?), a separator in a wrong place ("86459,5" and "1,2,3" in en-US), grouping
 //     after the decimal separator ("86.459,5" in en-US), two decimal separators, exponent
 //     notation ("1e5"), more than 15 significant digits (a double would silently round
-//     them), any other character;
+//     them), a magnitude a double cannot hold as typed (above ~1.8e308 it is Infinity,
+//     below ~2.2e-308 it loses digits or becomes 0), any other character;
 //   "1,234" in en-US is 1234 (the locale's own way to write it); the form shows the value
 //     it is about to save, so a reading the user did not mean is seen before it is saved.
 //
@@ -27,6 +28,8 @@ import { compactZeros } from './prices.js';
 
 /** Significant digits a double keeps exactly: input with more is refused. */
 export const MAX_SIGNIFICANT_DIGITS = 15;
+/** The smallest normal double: below it a double keeps fewer digits (then none). */
+const MIN_NORMAL = 2.2250738585072014e-308;
 const SUPERSCRIPTS = '⁰¹²³⁴⁵⁶⁷⁸⁹';
 const UNITS = /** @type {const} */ (['', 'K', 'M', 'B', 'T']);
 
@@ -235,6 +238,19 @@ export function parseNumber(text, locale = userLocale(), options = {}) {
     return refused(`too many digits: at most ${MAX_SIGNIFICANT_DIGITS} significant digits`);
   }
   const value = Number(`${sign === '-' ? '-' : ''}${integer.digits || '0'}.${split.fraction || '0'}`);
+  return heldExactly(value, /[1-9]/.test(integer.digits + split.fraction));
+}
+
+/**
+ * The value read, unless a double cannot hold it as typed: too large (Infinity) or too
+ * small (digits lost below the smallest normal double, or 0 for a nonzero input).
+ * @param {number} value
+ * @param {boolean} nonzero whether the input had a nonzero digit
+ * @returns {Parsed}
+ */
+function heldExactly(value, nonzero) {
+  if (!Number.isFinite(value)) return refused('too large: a number this big cannot be stored');
+  if (nonzero && Math.abs(value) < MIN_NORMAL) return refused('too small: a number this close to 0 cannot be stored');
   return { value: Object.is(value, -0) ? 0 : value, error: null };
 }
 

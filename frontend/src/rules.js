@@ -16,10 +16,13 @@ import { formatForLocale, parseNumber, userLocale } from './numbers.js';
 const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
 const DEFAULT_COOLDOWN_SECONDS = 300;
 const MAX_COOLDOWN_SECONDS = 86_400;
+const RULES_PAGE = 200; // the most GET /api/alerts/rules returns at once
 
 /**
  * The hysteresis of each kind that has one (none: beta_band_change): the server's
- * default, its unit and the largest value the server takes.
+ * default, its unit and the largest value the server takes (DEFAULT_HYSTERESIS,
+ * HYSTERESIS_UNITS and MAX_HYSTERESIS of app/services/alert_conditions.py; the page
+ * test checks every kind against them).
  * @type {Record<string, {fallback: number, unit: string, max: number}>}
  */
 const HYSTERESIS = {
@@ -27,8 +30,8 @@ const HYSTERESIS = {
   price_below: { fallback: 0.5, unit: '% of the threshold', max: 50 },
   change_above: { fallback: 0.5, unit: 'percentage points', max: 100 },
   change_below: { fallback: 0.5, unit: 'percentage points', max: 100 },
-  confluence_long: { fallback: 5, unit: 'score points', max: 100 },
-  confluence_short: { fallback: 5, unit: 'score points', max: 100 },
+  confluence_long: { fallback: 5, unit: 'score points', max: 50 },
+  confluence_short: { fallback: 5, unit: 'score points', max: 50 },
 };
 
 /**
@@ -256,8 +259,7 @@ export class RulesPanel {
 
   async loadRules() {
     try {
-      const body = await callApi('GET', '/api/alerts/rules');
-      this.renderRules(body.rules);
+      this.renderRules(await fetchAllRules());
     } catch (error) {
       this.say(`Rules unavailable: ${errorText(error)}`);
     }
@@ -297,5 +299,20 @@ export class RulesPanel {
     } catch (error) {
       this.say(explainFailure(error, 'delete the rule'));
     }
+  }
+}
+
+/**
+ * Every stored rule: pages of RULES_PAGE until the server's `total` is reached (or a
+ * page comes back empty).
+ * @returns {Promise<any[]>}
+ */
+async function fetchAllRules() {
+  /** @type {any[]} */
+  const rules = [];
+  for (;;) {
+    const body = await callApi('GET', `/api/alerts/rules?limit=${RULES_PAGE}&offset=${rules.length}`);
+    rules.push(...body.rules);
+    if (body.rules.length === 0 || rules.length >= body.total) return rules;
   }
 }

@@ -230,14 +230,17 @@ async def test_sessions_live_in_redis_and_follow_the_user(
     cookie = response.headers["Set-Cookie"].split(";")[0]
     assert "HttpOnly" in response.headers["Set-Cookie"]
     response, body = await get(b, "/api/session/watchlist", Cookie=cookie)
-    assert orjson.loads(body) == {"watchlist": ["ETHUSDT", "BTCUSDT"]}
+    assert orjson.loads(body) == {"watchlist": ["ETHUSDT", "BTCUSDT"], "unserved": []}
     bad = await b.test_client().put(
         "/api/session/watchlist", json={"watchlist": ["DOGEUSDT"]}, headers={"Cookie": cookie}
     )
     assert bad.status_code == 400
     assert "DOGEUSDT" in orjson.loads(await bad.get_data())["message"]
     _, body = await get(a, "/api/session/watchlist", Cookie=cookie)
-    assert orjson.loads(body) == {"watchlist": ["ETHUSDT", "BTCUSDT"]}  # nothing changed
+    assert orjson.loads(body) == {
+        "watchlist": ["ETHUSDT", "BTCUSDT"],
+        "unserved": [],
+    }  # nothing changed
     client_redis = Redis.from_url(f"redis://{redis.address}/0")
     try:
         assert len(await client_redis.keys("virtuoso:session:*")) == 1

@@ -216,7 +216,7 @@ async def test_redis_killed_writes_fail_cleanly_and_nothing_stored_is_lost(
 
         for _ in range(60):
             if redis_guard.available and (body := await stored()) is not None:
-                assert body == {"watchlist": ["SOLUSDT"]}  # stored before the outage: kept
+                assert body == {"watchlist": ["SOLUSDT"], "unserved": []}  # stored before: kept
                 break
             await asyncio.sleep(0.25)
         else:

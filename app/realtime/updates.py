@@ -1,5 +1,10 @@
 """What a new snapshot tells the live clients: one update per (channel, symbol)
-whose value changed since the last snapshot (the first snapshot sends all)."""
+whose value changed since the last snapshot (the first snapshot sends all).
+
+A per-symbol value that stops existing (a delisted pair's confluence, a beta no longer
+computed, a symbol no longer collected) is published as null, so the kept snapshot and
+the open pages drop it instead of showing the last value; when it returns it differs
+from that null and is sent again."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from app.market.confluence import ConfluenceResult
 from app.realtime.broadcaster import Broadcaster
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
@@ -20,9 +26,11 @@ class LiveUpdates:
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
         at = snapshot.fetched_at_ms
-        for symbol in snapshot.listing:  # when it is back, its scores are sent again
-            self._last.pop(("confluence", symbol), None)
-        for channel, symbol, data in updates_of(snapshot, analysis):
+        updates = updates_of(snapshot, analysis)
+        present = {(channel, symbol) for channel, symbol, _ in updates}
+        gone = [key for key in self._last if key[1] is not None and key not in present]
+        updates += [(channel, symbol, None) for channel, symbol in gone]
+        for channel, symbol, data in updates:
             encoded = orjson.dumps(data)
             if self._last.get((channel, symbol)) == encoded:
                 continue
@@ -36,23 +44,15 @@ class LiveUpdates:
 def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | None, Any]]:
     """(channel, symbol or None for the whole channel, data) of one snapshot. A market
     update carries the symbol's ``listing`` (null while the exchange lists and serves
-    it), so open pages mark a delisted pair — and unmark it when it is back."""
+    it), so open pages mark a delisted pair — and unmark it when it is back. Every
+    collected symbol has a confluence and a beta update: null when it has none."""
     updates: list[tuple[str, str | None, Any]] = []
     for symbol in snapshot.symbols:  # a symbol that lost its price gets nulls, not silence
         market = ticker_fields(snapshot.tickers.get(symbol))
         updates.append(("market", symbol, market | {"listing": snapshot.listing_of(symbol)}))
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
-        if combined is not None:
-            confluence = {
-                "score": round(combined.score, 2),
-                "signal": combined.signal,
-                "reliability": round(combined.reliability, 3),
-                "components": component_scores(combined),
-            }
-            updates.append(("confluence", symbol, confluence))
-        beta = beta_brief(analysis.headline_beta(symbol))
-        if beta is not None or symbol in snapshot.listing:  # null: its beta is gone
-            updates.append(("beta", symbol, beta))
+        updates.append(("confluence", symbol, confluence_brief(combined)))
+        updates.append(("beta", symbol, beta_brief(analysis.headline_beta(symbol))))
     if analysis.signals is not None:
         updates.append(("signals", None, {"signals": analysis.signals}))
     dashboard = {
@@ -64,3 +64,15 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
     }
     updates.append(("dashboard", None, dashboard))
     return updates
+
+
+def confluence_brief(combined: ConfluenceResult | None) -> dict[str, Any] | None:
+    """A symbol's combined confluence as a live update carries it; None without one."""
+    if combined is None:
+        return None
+    return {
+        "score": round(combined.score, 2),
+        "signal": combined.signal,
+        "reliability": round(combined.reliability, 3),
+        "components": component_scores(combined),
+    }

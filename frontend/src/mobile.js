@@ -62,9 +62,20 @@ function patchCard(symbol, fields) {
   const signal = find(node, '.card-signal');
   setText(signal, data.signal || '—');
   setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);
-  if (Number.isFinite(data.score)) /** @type {HTMLMeterElement} */ (find(node, 'meter')).value = data.score;
+  showMeter(/** @type {HTMLMeterElement} */ (find(node, 'meter')), data.score);
   setText(find(node, '.card-score-value'), formatNumber(data.score));
   showListing(find(node, '.badge-listing'), node, listingMark(data.listing));
+}
+
+/**
+ * The card's meter at `score`; without a score it shows none (no bar; its place kept).
+ * @param {HTMLMeterElement} meter
+ * @param {number | null | undefined} score
+ */
+function showMeter(meter, score) {
+  const known = typeof score === 'number' && Number.isFinite(score);
+  meter.style.visibility = known ? '' : 'hidden';
+  if (known) meter.value = score;
 }
 
 /**
@@ -110,6 +121,16 @@ function render(body) {
   lastPayload.fetched(body);
 }
 
+/**
+ * What a card takes of a `market` update (null: no market data any more).
+ * @param {{price?: number | null, change_24h?: number | null, listing?: any} | null} data
+ * @returns {Record<string, any>}
+ */
+function marketFields(data) {
+  if (!data) return { price: null, change_24h: null };
+  return { price: data.price, change_24h: data.change_24h, ...('listing' in data ? { listing: data.listing } : {}) };
+}
+
 const DATA_URL = '/api/dashboard/mobile';
 // The worker keeps the last payload fetched; with live updates, it is re-read once the
 // data on screen is older than the stale threshold ahead of it.
@@ -122,8 +143,9 @@ const handlers = {
   update(channel, symbol, data) {
     showOfflineRead({}); // a live message: the network is back
     if (channel === 'dashboard' && pageHeader) lastPayload.shown(pageHeader.generatedAt);
-    if (channel === 'market') patchCard(symbol, { price: data.price, change_24h: data.change_24h, ...('listing' in data ? { listing: data.listing } : {}) });
-    else if (channel === 'confluence') patchCard(symbol, { score: data.score, signal: data.signal });
+    // null data: the value no longer exists (a delisted pair's confluence), shown blank
+    if (channel === 'market') patchCard(symbol, marketFields(data));
+    else if (channel === 'confluence') patchCard(symbol, { score: data?.score ?? null, signal: data?.signal ?? null });
     else if (channel === 'signals') renderSignals(data.signals);
     else if (channel === 'dashboard') renderBetaSummary(data.beta);
   },

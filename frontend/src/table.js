@@ -96,13 +96,14 @@ export class SymbolTable {
   }
 
   /**
-   * A `market` update of one symbol.
+   * A `market` update of one symbol; null: it has no market data any more (blanked).
    * @param {string} symbol
    * @param {{price?: number | null, change_24h?: number | null, volume_24h?: number | null,
    *   tick_size?: number | null, price_precision?: number | null,
-   *   listing?: import('./panels.js').Listing | null}} market
+   *   listing?: import('./panels.js').Listing | null} | null} data
    */
-  applyMarket(symbol, market) {
+  applyMarket(symbol, data) {
+    const market = data || { price: null, change_24h: null, volume_24h: null };
     const tick = tickOf(market);
     const listing = 'listing' in market ? { listing: market.listing || null } : {};
     this.patch(symbol, {
@@ -115,9 +116,10 @@ export class SymbolTable {
   }
 
   /**
-   * A `confluence` update of one symbol.
+   * A `confluence` update of one symbol; null: it has none any more (a delisted pair),
+   * so its score, components and signal are blanked.
    * @param {string} symbol
-   * @param {Confluence} confluence
+   * @param {Confluence | null} confluence
    */
   applyConfluence(symbol, confluence) {
     this.patch(symbol, confluenceFields(confluence || EMPTY));

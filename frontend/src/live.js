@@ -72,6 +72,9 @@ export class LiveFeed {
     try {
       socket = new WebSocket(this.options.url);
     } catch {
+      // No socket at all (a refused URL, a blocked constructor): poll meanwhile, as
+      // when one closes.
+      this.startPolling();
       this.scheduleReconnect();
       return;
     }

@@ -23,12 +23,12 @@ PROMETHEUS = ROOT / "prometheus"
 CONFIG = PROMETHEUS / "prometheus.yml"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
-README = PROMETHEUS.parent / "README.md"
+RUNBOOKS = PROMETHEUS.parent / "docs" / "runbooks.md"
 
 PROMTOOL_TIMEOUT = 120  # seconds; the whole suite of rule tests takes about one
 
 RECORD_NAME = re.compile(r"^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$")
-RUNBOOK_URL = re.compile(r"^README\.md#(runbook-[a-z0-9]+(?:-[a-z0-9]+)*)$")
+RUNBOOK_URL = re.compile(r"^docs/runbooks\.md#(runbook-[a-z0-9]+(?:-[a-z0-9]+)*)$")
 SEVERITIES = {"page", "ticket"}
 ANNOTATIONS = ("summary", "description", "runbook_url")
 
@@ -140,7 +140,7 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
             problems.append(f"{name}: the description does not show the value or labels")
         url = annotations.get("runbook_url", "")
         if not RUNBOOK_URL.match(url):
-            problems.append(f"{name}: runbook_url {url!r} is not README.md#runbook-<name>")
+            problems.append(f"{name}: runbook_url {url!r} is not docs/runbooks.md#runbook-<name>")
     assert not problems, "\n".join(problems)
 
 
@@ -191,13 +191,13 @@ def test_every_recording_rule_is_checked_by_a_promql_test() -> None:
     assert not unchecked, f"no promql_expr_test reads {unchecked}"
 
 
-def test_every_runbook_url_has_a_section_in_the_readme() -> None:
-    headings = re.findall(r"^#+ +(.+?) *$", README.read_text(encoding="utf-8"), re.MULTILINE)
+def test_every_runbook_url_has_a_section_in_the_runbooks() -> None:
+    headings = re.findall(r"^#+ +(.+?) *$", RUNBOOKS.read_text(encoding="utf-8"), re.MULTILINE)
     anchors = {github_anchor(heading) for heading in headings}
     urls = [(rule.get("annotations") or {}).get("runbook_url", "") for rule in rules("alert")]
     wanted = {match.group(1) for match in map(RUNBOOK_URL.match, urls) if match}
     missing = sorted(wanted - anchors)
-    assert not missing, f"no heading in {README.name} gives the anchors {missing}"
+    assert not missing, f"no heading in {RUNBOOKS.name} gives the anchors {missing}"
     orphans = sorted({anchor for anchor in anchors if anchor.startswith("runbook-")} - wanted)
     assert not orphans, f"runbook sections for alerts that do not exist: {orphans}"
 

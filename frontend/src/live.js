@@ -1,7 +1,7 @@
 // One WebSocket to /ws per page: a single subscribe, snapshots and updates handed to
 // the page, heartbeats answered, automatic reconnect with exponential back-off and
 // jitter, resync on a sequence gap, and polling with If-None-Match while the socket
-// is down. Protocol: README, "Live updates: WebSocket /ws".
+// is down. Protocol: docs/websocket.md.
 
 const PING_EVERY_MS = 5000; // measures the server clock and detects a dead socket
 const PONG_WITHIN_MS = 10000;

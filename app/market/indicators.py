@@ -58,7 +58,7 @@ def _finite(value: float) -> float | None:
 def rsi(close: np.ndarray, period: int = 14) -> float | None:
     """Relative strength index (Wilder), 0-100. Needs ``period + 1`` candles."""
     cols = _inputs(period + 1, close)
-    return None if cols is None else _last(talib.RSI(*cols, timeperiod=period))
+    return None if cols is None else _last(talib.RSI(cols[0], timeperiod=period))
 
 
 def awesome_oscillator(
@@ -79,19 +79,19 @@ def awesome_oscillator(
 def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> float | None:
     """Average true range (Wilder), price units. Needs ``period + 1`` candles."""
     cols = _inputs(period + 1, high, low, close)
-    return None if cols is None else _last(talib.ATR(*cols, timeperiod=period))
+    return None if cols is None else _last(talib.ATR(cols[0], cols[1], cols[2], timeperiod=period))
 
 
 def cci(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> float | None:
     """Commodity channel index (unbounded, ±100 is the usual band). Needs ``period`` candles."""
     cols = _inputs(period, high, low, close)
-    return None if cols is None else _last(talib.CCI(*cols, timeperiod=period))
+    return None if cols is None else _last(talib.CCI(cols[0], cols[1], cols[2], timeperiod=period))
 
 
 def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> float | None:
     """Average directional index, 0-100 (trend strength). Needs ``2 * period`` candles."""
     cols = _inputs(2 * period, high, low, close)
-    return None if cols is None else _last(talib.ADX(*cols, timeperiod=period))
+    return None if cols is None else _last(talib.ADX(cols[0], cols[1], cols[2], timeperiod=period))
 
 
 def directional_indicators(
@@ -101,8 +101,8 @@ def directional_indicators(
     cols = _inputs(period + 1, high, low, close)
     if cols is None:
         return None
-    plus = _last(talib.PLUS_DI(*cols, timeperiod=period))
-    minus = _last(talib.MINUS_DI(*cols, timeperiod=period))
+    plus = _last(talib.PLUS_DI(cols[0], cols[1], cols[2], timeperiod=period))
+    minus = _last(talib.MINUS_DI(cols[0], cols[1], cols[2], timeperiod=period))
     if plus is None or minus is None:
         return None
     return plus, minus
@@ -113,7 +113,9 @@ def williams_r(
 ) -> float | None:
     """Williams %R, -100 (close at the period low) … 0 (at the high). Needs ``period`` candles."""
     cols = _inputs(period, high, low, close)
-    return None if cols is None else _last(talib.WILLR(*cols, timeperiod=period))
+    if cols is None:
+        return None
+    return _last(talib.WILLR(cols[0], cols[1], cols[2], timeperiod=period))
 
 
 def macd_histogram(
@@ -123,7 +125,7 @@ def macd_histogram(
     cols = _inputs(slow + signal - 1, close)
     if cols is None:
         return None
-    _, _, hist = talib.MACD(*cols, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+    _, _, hist = talib.MACD(cols[0], fastperiod=fast, slowperiod=slow, signalperiod=signal)
     return _last(hist)
 
 

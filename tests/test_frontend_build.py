@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from app.market.simulated import SimulatedMarket
 from app.web.app import create_app
 from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings
+from tests.frontend_modules import call_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "build-frontend.sh"
@@ -107,20 +107,9 @@ def test_chart_candles_are_cleaned_of_anything_the_chart_cannot_draw() -> None:
         None,
         "x",
     ]
-    script = (
-        "import { cleanCandles } from './src/candle-data.js';"
-        "const rows = JSON.parse(process.argv[1]);"
-        "console.log(JSON.stringify([cleanCandles(rows), cleanCandles(null), cleanCandles({})]));"
+    cleaned, of_null, of_object = call_module(
+        "candle-data.js", [["cleanCandles", rows], ["cleanCandles", None], ["cleanCandles", {}]]
     )
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", script, json.dumps(rows)],
-        cwd=ROOT / "frontend",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    cleaned, of_null, of_object = json.loads(result.stdout)
     assert [(c["time"], c["close"]) for c in cleaned] == [(1, 1), (2, 3), (3, 1.5)]
     assert of_null == of_object == []
 

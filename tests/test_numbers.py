@@ -14,33 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.frontend_modules import INF, NAN, call_module
+
 ROOT = Path(__file__).resolve().parent.parent
-NAN = "@NaN"  # JSON has no NaN: the node script turns these strings into numbers
-INF = "@Infinity"
-
-
-def run_module(module: str, calls: list[list]) -> list:
-    """Each [function, *args] of frontend/src/<module> called under node; the results."""
-    script = (
-        f"import * as m from './src/{module}';"
-        "const calls = JSON.parse(process.argv[1]);"
-        "const special = {'@NaN': NaN, '@Infinity': Infinity, '@-Infinity': -Infinity};"
-        "const arg = (a) => (typeof a === 'string' && a in special ? special[a] : a);"
-        "console.log(JSON.stringify(calls.map(([name, ...args]) => m[name](...args.map(arg)))));"
-    )
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", script, json.dumps(calls)],
-        cwd=ROOT / "frontend",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def parse(cases: list[tuple[str, str]], **options: bool) -> list[dict]:
-    return run_module(
+    return call_module(
         "numbers.js", [["parseNumber", text, locale, options] for text, locale in cases]
     )
 
@@ -190,7 +170,7 @@ def test_the_largest_and_smallest_doubles_typed_out_are_read() -> None:
 
 
 def test_separators_come_from_the_locale() -> None:
-    got = run_module(
+    got = call_module(
         "numbers.js",
         [["separatorsOf", locale] for locale in ("en-US", "de-DE", "fr-FR", "hi-IN", "ja-JP")],
     )
@@ -212,7 +192,7 @@ def test_values_are_shown_as_the_locale_writes_them() -> None:
         ["formatForLocale", 1234567.5, "hi-IN"],
         ["formatForLocale", 0.1, "ja-JP"],
     ]
-    assert run_module("numbers.js", calls) == [
+    assert call_module("numbers.js", calls) == [
         "86,459.5",
         "86.459,5",
         f"86{NNBSP}459,5",
@@ -226,7 +206,7 @@ def test_what_is_shown_reads_back_as_the_same_value() -> None:
     values = [86459.5, 0.001, 1234567.25, 12.5, 100]
     locales = ["en-US", "de-DE", "fr-FR", "hi-IN", "ja-JP"]
     pairs = [(v, loc) for v in values for loc in locales]
-    shown = run_module("numbers.js", [["formatForLocale", v, loc] for v, loc in pairs])
+    shown = call_module("numbers.js", [["formatForLocale", v, loc] for v, loc in pairs])
     got = parse([(text, loc) for text, (_, loc) in zip(shown, pairs, strict=True)])
     assert [r["value"] for r in got] == [v for v, _ in pairs]
 
@@ -264,15 +244,17 @@ MAGNITUDES = {
 
 def test_magnitudes_are_compact_from_tiny_to_beyond_trillions() -> None:
     values = list(MAGNITUDES)
-    got = run_module("numbers.js", [["formatMagnitude", v] for v in values])
+    got = call_module("numbers.js", [["formatMagnitude", v] for v in values])
     assert got == [MAGNITUDES[v] for v in values]
 
 
 def test_missing_magnitudes_are_a_dash() -> None:
-    got = run_module("numbers.js", [["formatMagnitude", v] for v in (None, NAN, INF, "@-Infinity")])
+    got = call_module(
+        "numbers.js", [["formatMagnitude", v] for v in (None, NAN, INF, "@-Infinity")]
+    )
     assert got == ["—"] * 4
     # the table's formatVolume is the same function
-    got = run_module("dom.js", [["formatVolume", 334_013.43e9], ["formatVolume", None]])
+    got = call_module("dom.js", [["formatVolume", 334_013.43e9], ["formatVolume", None]])
     assert got == ["334.01T", "—"]
 
 
@@ -298,7 +280,7 @@ AT = ms(2026, 9, 21, 5, 5, 3)
 )
 def test_times_are_written_in_the_zone(zone: str, stamp: str) -> None:
     styles = ["stamp", "time", "minutes", "daytime", "datetime", "day", "month", "year"]
-    got = run_module("clock.js", [["formatZoned", AT, style, zone] for style in styles])
+    got = call_module("clock.js", [["formatZoned", AT, style, zone] for style in styles])
     date, time = stamp[:11], stamp[12:]
     assert got == [
         stamp,
@@ -322,9 +304,9 @@ def test_daylight_saving_changes_are_followed() -> None:
         ms(2026, 11, 1, 6, 30),  # 01:30 EST, an hour later
         ms(2026, 11, 1, 7, 30),  # 02:30 EST
     ]
-    got = run_module("clock.js", [["formatZoned", t, "minutes", zone] for t in instants])
+    got = call_module("clock.js", [["formatZoned", t, "minutes", zone] for t in instants])
     assert got == ["01:30", "03:30", "01:30", "01:30", "02:30"]
-    labels = run_module("clock.js", [["zoneLabel", zone, t] for t in (instants[0], instants[1])])
+    labels = call_module("clock.js", [["zoneLabel", zone, t] for t in (instants[0], instants[1])])
     assert labels == [
         "times in America/New_York (UTC-5)",
         "times in America/New_York (UTC-4)",
@@ -339,7 +321,7 @@ def test_the_zone_label_names_the_zone_and_its_offset() -> None:
         ["zoneLabel", "Etc/UTC", AT],
         ["zoneLabel", "Europe/London", ms(2026, 1, 15)],
     ]
-    assert run_module("clock.js", calls) == [
+    assert call_module("clock.js", calls) == [
         "times in Asia/Tokyo (UTC+9)",
         "times in Asia/Kolkata (UTC+5:30)",
         "times in UTC",
@@ -356,14 +338,14 @@ def test_chart_tick_labels_are_the_ticks_instant_in_the_zone() -> None:
         for zone in ("Asia/Tokyo", "America/New_York")
         for kind in range(5)
     ]
-    assert run_module("clock.js", calls) == [
+    assert call_module("clock.js", calls) == [
         "2026", "Jan", "01", "09:00", "09:00:00",
         "2025", "Dec", "31", "19:00", "19:00:00",
     ]  # fmt: skip
 
 
 def test_missing_times_are_a_dash() -> None:
-    got = run_module("clock.js", [["formatZoned", v, "time", "UTC"] for v in (None, NAN, INF)])
+    got = call_module("clock.js", [["formatZoned", v, "time", "UTC"] for v in (None, NAN, INF)])
     assert got == ["—"] * 3
 
 

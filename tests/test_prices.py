@@ -14,34 +14,14 @@ from pathlib import Path
 from playwright.async_api import Browser, Route
 
 from tests.browser import PageProblems, ServedApp, screenshot
+from tests.frontend_modules import INF, NAN, call_module
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_MS = 15_000
-NAN = "NaN"  # JSON has no NaN: the node script turns this string into one
-
-
-def run_prices(calls: list[list]) -> list:
-    """Each [function, *args] of prices.js called under node; the results in order."""
-    script = (
-        "import * as prices from './src/prices.js';"
-        "const calls = JSON.parse(process.argv[1]);"
-        "const arg = (a) => (a === 'NaN' ? NaN : a === 'Infinity' ? Infinity : a);"
-        "const results = calls.map(([name, ...args]) => prices[name](...args.map(arg)));"
-        "console.log(JSON.stringify(results));"
-    )
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", script, json.dumps(calls)],
-        cwd=ROOT / "frontend",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def fmt(cases: list[tuple]) -> list[str]:
-    return run_prices([["formatPrice", *case] for case in cases])
+    return call_module("prices.js", [["formatPrice", *case] for case in cases])
 
 
 # price → text without a tick size (significant digits)
@@ -77,8 +57,8 @@ def test_prices_by_magnitude_without_a_tick_size() -> None:
 
 
 def test_missing_prices_are_a_dash() -> None:
-    assert fmt([(None,), (NAN,), ("Infinity",), (NAN, 1e-8)]) == ["—"] * 4
-    assert run_prices([["formatPrice"]]) == ["—"]  # undefined
+    assert fmt([(None,), (NAN,), (INF,), (NAN, 1e-8)]) == ["—"] * 4
+    assert call_module("prices.js", [["formatPrice"]]) == ["—"]  # undefined
 
 
 # (price, tick size) → text: the tick's decimals, trailing zeros kept
@@ -122,7 +102,7 @@ def test_tick_size_of_a_payload_row() -> None:
         {},
         None,
     ]
-    got = run_prices([["tickOf", row] for row in rows])
+    got = call_module("prices.js", [["tickOf", row] for row in rows])
     want = [1e-10, 1e-8, 1, 0.5, 0.01, None, None, None, None, None]
     assert [g is None for g in got] == [w is None for w in want]
     for g, w in zip(got, want, strict=True):
@@ -132,13 +112,26 @@ def test_tick_size_of_a_payload_row() -> None:
 
 def test_tick_decimals() -> None:
     ticks = [0.5, 0.25, 0.0025, 0.1, 0.3, 1e-8, 1e-10, 5e-12, 1, 5, 10]
-    assert run_prices([["tickDecimals", t] for t in ticks]) == [1, 2, 4, 1, 1, 8, 10, 12, 0, 0, 0]
+    assert call_module("prices.js", [["tickDecimals", t] for t in ticks]) == [
+        1,
+        2,
+        4,
+        1,
+        1,
+        8,
+        10,
+        12,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_chart_price_format_has_a_step_below_the_prices_range() -> None:
     """minMove a power of ten: the tick's decimals, else 5 significant digits; the old
     fixed 8 decimals left a 1e-8 coin a single price step, and no axis labels."""
-    got = run_prices(
+    got = call_module(
+        "prices.js",
         [
             ["chartPriceFormat", 1.14e-8],
             ["chartPriceFormat", 1.14e-8, 1e-10],
@@ -149,7 +142,7 @@ def test_chart_price_format_has_a_step_below_the_prices_range() -> None:
             ["chartPriceFormat", 86459.2, 0.1],
             ["chartPriceFormat", 86459.2, 5],
             ["chartPriceFormat", None],
-        ]
+        ],
     )
     steps = [(g["precision"], g["minMove"]) for g in got]
     assert steps == [

@@ -1,0 +1,37 @@
+"""Calls the page's own ES modules (frontend/src) under node, for unit tests of the
+pure ones (number parsing and formatting, prices, candle cleaning, clocks).
+
+JSON has no NaN or infinities: pass ``NAN``, ``INF`` or ``NEG_INF`` (strings the node
+script turns into those numbers)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+NAN, INF, NEG_INF = "@NaN", "@Infinity", "@-Infinity"
+
+_SCRIPT = (
+    "const m = await import(`./src/${process.argv[1]}`);"
+    "const calls = JSON.parse(process.argv[2]);"
+    "const special = {'@NaN': NaN, '@Infinity': Infinity, '@-Infinity': -Infinity};"
+    "const arg = (a) => (typeof a === 'string' && a in special ? special[a] : a);"
+    "console.log(JSON.stringify(calls.map(([name, ...args]) => m[name](...args.map(arg)))));"
+)
+
+
+def call_module(module: str, calls: list[list[Any]]) -> list[Any]:
+    """Each ``[function, *args]`` of ``frontend/src/<module>`` called under node, in
+    order; their results (through JSON). Fails the test when node fails."""
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", _SCRIPT, module, json.dumps(calls)],
+        cwd=FRONTEND,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -58,6 +58,18 @@ def make_settings(**environ: str) -> Settings:
     return load_settings(environ={"VIRTUOSO_DATA_DIR": _DATA_DIR} | environ)
 
 
+def exchange_settings(base_url: str, symbols: str, **environ: str) -> Settings:
+    """The service on ccxt's Bybit against the loopback fake at ``base_url``, for these
+    comma-separated symbols."""
+    return make_settings(
+        VIRTUOSO_EXCHANGE="bybit",
+        VIRTUOSO_EXCHANGE_URL=base_url,
+        VIRTUOSO_SYMBOLS=symbols,
+        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
+        **environ,
+    )
+
+
 def state_of(test_app: QuartTestApp) -> ServiceState:
     return test_app.app.extensions[EXTENSION_KEY]  # type: ignore[attr-defined]
 

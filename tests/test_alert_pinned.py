@@ -14,7 +14,7 @@ import orjson
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from tests.conftest import ManualClock, make_settings, started_app, state_of
+from tests.conftest import ManualClock, exchange_settings, started_app, state_of
 from tests.fake_bybit import FakeBybit
 
 TOKEN = "pinned-prices-test-token-7f3a9c"
@@ -33,13 +33,8 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest_asyncio.fixture
 async def app(fake: FakeBybit, clock: ManualClock, tmp_path: Path) -> AsyncIterator[QuartTestApp]:
-    settings = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=",".join(SYMBOLS),
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        VIRTUOSO_API_TOKEN=TOKEN,
-        VIRTUOSO_DATA_DIR=str(tmp_path),
+    settings = exchange_settings(
+        fake.base_url, ",".join(SYMBOLS), VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)
     )
     async for test_app in started_app(settings, None, clock):
         yield test_app
@@ -142,20 +137,17 @@ async def test_a_spike_fires_once_when_another_replica_evaluates_next(
 ) -> None:
     """The replicas share where the candles were read last (beside the engine's state):
     a replica evaluating after another walks only what is new since then."""
-    shared = {
-        "VIRTUOSO_EXCHANGE": "bybit",
-        "VIRTUOSO_EXCHANGE_URL": fake.base_url,
-        "VIRTUOSO_SYMBOLS": ",".join(SYMBOLS),
-        "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS": "3",
-        "VIRTUOSO_API_TOKEN": TOKEN,
-        "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
-    }
+    shared = {"VIRTUOSO_API_TOKEN": TOKEN, "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0"}
     async with contextlib.AsyncExitStack() as stack:
         one, two = [
             await stack.enter_async_context(
                 contextlib.asynccontextmanager(started_app)(
-                    make_settings(
-                        **shared, VIRTUOSO_REPLICA_ID=name, VIRTUOSO_DATA_DIR=str(tmp_path / name)
+                    exchange_settings(
+                        fake.base_url,
+                        ",".join(SYMBOLS),
+                        **shared,
+                        VIRTUOSO_REPLICA_ID=name,
+                        VIRTUOSO_DATA_DIR=str(tmp_path / name),
                     ),
                     None,
                     clock,

@@ -11,7 +11,13 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.web.app import create_app
 from app.web.listeners import LISTENER_KEY, MONITORING
-from tests.conftest import ManualClock, eventually, make_settings, started_app, state_of
+from tests.conftest import (
+    ManualClock,
+    eventually,
+    exchange_settings,
+    started_app,
+    state_of,
+)
 from tests.fake_bybit import INSTRUMENTS_PATH, TICKERS_PATH, FakeBybit
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT,DOGEUSDT,NEWUSDT"  # NEWUSDT is not trading yet
@@ -24,13 +30,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 
 def bybit_settings(fake: FakeBybit, **extra: str):
-    return make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        **extra,
-    )
+    return exchange_settings(fake.base_url, SYMBOLS, **extra)
 
 
 async def get(test_app: QuartTestApp, path: str) -> tuple[int, dict, dict]:

@@ -29,7 +29,14 @@ from app.market.listing import (
 from app.market.simulated import SimulatedMarket
 from app.services.alerts import market_facts
 from app.web.app import create_app
-from tests.conftest import ManualClock, eventually, make_settings, started_app, state_of
+from tests.conftest import (
+    ManualClock,
+    eventually,
+    exchange_settings,
+    make_settings,
+    started_app,
+    state_of,
+)
 from tests.fake_bybit import INSTRUMENTS_PATH, FakeBybit
 from tests.ws_server import serve_app
 
@@ -38,13 +45,7 @@ SYMBOL_INVALID = "params error: symbol invalid"
 
 
 def bybit_settings(fake: FakeBybit, symbols: str = SYMBOLS, **extra: str):
-    return make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=symbols,
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        **extra,
-    )
+    return exchange_settings(fake.base_url, symbols, **extra)
 
 
 @pytest_asyncio.fixture

@@ -18,7 +18,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 from app.market.ccxt_source import CcxtMarketSource
 from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, count_gaps
 from app.services.alerts import market_facts
-from tests.conftest import ManualClock, make_settings, started_app, state_of
+from tests.conftest import ManualClock, exchange_settings, make_settings, started_app, state_of
 from tests.fake_bybit import FakeBybit
 
 FROZEN_NOW_MS = 1_700_000_123_456
@@ -177,12 +177,7 @@ async def test_shuffled_and_missing_candles(fake: FakeBybit, source: CcxtMarketS
 
 def bybit_settings(fake: FakeBybit, symbols: str):
     """The service on ccxt against ``fake``, for these comma-separated symbols."""
-    return make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=symbols,
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    return exchange_settings(fake.base_url, symbols)
 
 
 @pytest_asyncio.fixture

@@ -244,7 +244,7 @@ class _Client(aiomcache.Client):
     async def get_values(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         async with self.connection() as conn:
             values, _ = await self._multi_get(conn, *keys, with_cas=False)
-        return values  # type: ignore[return-value]
+        return values
 
     async def set_value(self, key: bytes, value: bytes, exptime: int) -> bool:
         async with self.connection() as conn:

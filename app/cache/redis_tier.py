@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -242,7 +242,9 @@ class RedisTier:
         values = await self._guard.run(
             lambda: self._redis.mget([self._prefix + key for key in keys]), "MGET", self._counters
         )
-        return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
+        # The client does not decode responses (connect_redis): values are bytes or None.
+        found = cast(list[bytes | None], values)
+        return {key: value for key, value in zip(keys, found, strict=True) if value is not None}
 
     async def set_many(self, items: Mapping[str, bytes], ttl_seconds: int) -> None:
         if ttl_seconds <= 0:

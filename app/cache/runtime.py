@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -22,8 +23,10 @@ from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
 from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
-from app.cache.tier import SharedTier
 from app.settings import Settings
+
+if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
+    from app.cache.memcached import MemcachedTier
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class CacheRuntime:
     replica_id: str
     redis: Redis | None = None
     redis_guard: RedisGuard | None = None
-    memcached: SharedTier | None = None
+    memcached: MemcachedTier | None = None
     backup: RedisTier | None = None
     locks: RedisLock | None = None
     bus: InvalidationBus | None = None

@@ -58,8 +58,8 @@ class CacheStats:
         for (tier, family, result), count in self.lookups.items():
             row = tiers.setdefault(tier, {}).setdefault(family, dict.fromkeys(RESULTS, 0))
             row[result] = int(row[result] or 0) + count
-        for families in tiers.values():
-            for row in families.values():
+        for tier_rows in tiers.values():
+            for row in tier_rows.values():
                 looked = sum(int(row[r] or 0) for r in ("hit", "miss", "stale", "corrupt"))
                 row["hit_ratio"] = round(int(row["hit"] or 0) / looked, 4) if looked else None
         families = sorted({f for f, _ in self.served} | set(self.computations))

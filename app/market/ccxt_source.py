@@ -193,7 +193,7 @@ def _tolerate_bad_tickers(exchange: ccxt_async.Exchange) -> None:
             known = exchange.safe_market(ticker.get("symbol"), market, None, "spot")
             return {"symbol": known["symbol"], "info": ticker, UNPARSABLE: str(error)[:200]}
 
-    exchange.parse_ticker = tolerant  # type: ignore[method-assign]
+    exchange.parse_ticker = tolerant
 
 
 def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:

@@ -71,7 +71,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -291,7 +291,8 @@ def _blend(scores: Mapping[Any, float | None], norm: Mapping[Any, float]) -> flo
     """50 + Σ w·(s - 50), clipped to [0, 100]; None when nothing is available."""
     if not norm:
         return None
-    value = NEUTRAL + sum(w * (scores[k] - NEUTRAL) for k, w in norm.items())  # type: ignore[operator]
+    # ``norm`` (from ``_normalised``) only holds keys whose score is not None.
+    value = NEUTRAL + sum(w * (cast(float, scores[k]) - NEUTRAL) for k, w in norm.items())
     return min(100.0, max(0.0, value))
 
 

@@ -109,10 +109,11 @@ def _filled(rows: list[tuple[int, list[Any]]]) -> tuple[list[list[float]], int, 
     for when, row in rows:
         prices = [finite(v) for v in (list(row[1:5]) + [None] * 4)[:4]]
         volume = finite(row[5]) if len(row) > 5 else None
-        if all(p is not None and p > 0 for p in prices):
+        positive = [p for p in prices if p is not None and p > 0]
+        if len(positive) == len(prices):
             if volume is None or volume < 0:
                 filled += 1
-            out.append([when, *prices, volume if volume is not None and volume >= 0 else 0.0])
+            out.append([when, *positive, volume if volume is not None and volume >= 0 else 0.0])
         elif out:
             filled += 1
             close = out[-1][4]

@@ -177,7 +177,7 @@ def parse_client_message(
     return ClientMessage(kind, tuple(dict.fromkeys(channels)), tuple(dict.fromkeys(canonical)))
 
 
-def dumps(message: dict[str, Any]) -> str:
+def dumps(message: Any) -> str:
     return orjson.dumps(message).decode()
 
 

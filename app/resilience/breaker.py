@@ -29,7 +29,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 __all__ = [
     "CLOSED",
@@ -409,7 +409,7 @@ class BreakerGuard:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         assert self._permit is not None
         duration = max(0.0, self._breaker._clock() - self._started - self._excluded)
         self._breaker._release(self._permit, exc, duration)

@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -187,12 +187,12 @@ class RedisAlertStore:
         excess = total - self.max_alerts
         if excess <= 0:
             return
-        ids = [
-            i.decode()
-            for i in await self._guard.run(
-                lambda: self._redis.zrange(self._idx(), 0, excess - 1), "ZRANGE"
-            )
-        ]
+        # The client does not decode responses: members are bytes.
+        members = cast(
+            list[bytes],
+            await self._guard.run(lambda: self._redis.zrange(self._idx(), 0, excess - 1), "ZRANGE"),
+        )
+        ids = [i.decode() for i in members]
         raw = await self._guard.run(
             lambda: self._redis.mget([self._alert_key(i) for i in ids]), "MGET"
         )
@@ -232,19 +232,24 @@ class RedisAlertStore:
             if value is not None
         ] or [self._idx()]
 
-        async def page() -> tuple[list[bytes], int]:
+        async def page() -> tuple[list[bytes | None], int]:
             if len(keys) == 1:
                 async with self._redis.pipeline(transaction=True) as pipe:
                     pipe.zcard(keys[0])
                     pipe.zrevrange(keys[0], offset, offset + limit - 1)
                     total, ids = await pipe.execute()
             else:
-                members = await self._redis.zinter(keys, aggregate="MAX", withscores=True)
+                # The client does not decode responses: (member bytes, score) pairs.
+                members = cast(
+                    list[tuple[bytes, float]],
+                    await self._redis.zinter(keys, aggregate="MAX", withscores=True),
+                )
                 members.sort(key=lambda pair: (pair[1], pair[0]), reverse=True)
                 total, ids = len(members), [m for m, _ in members[offset : offset + limit]]
             if not ids:
                 return [], total
-            return await self._redis.mget([self._alert_key(i.decode()) for i in ids]), total
+            raw = await self._redis.mget([self._alert_key(i.decode()) for i in ids])
+            return cast(list[bytes | None], raw), total
 
         raw, total = await self._guard.run(page, "list alerts")
         return [Alert.model_validate_json(r) for r in raw if r is not None], total

@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
@@ -58,7 +59,7 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
     confluence = {}
     for symbol in traded(snapshot):
         result = _section(
-            errors, f"confluence/{symbol}", lambda s=symbol: _confluence(snapshot, s, weights)
+            errors, f"confluence/{symbol}", partial(_confluence, snapshot, symbol, weights)
         )
         if result:
             confluence[symbol] = result
@@ -115,9 +116,7 @@ def _all_betas(
     for symbol in traded(snapshot):
         if symbol == BTC:
             continue
-        result = _section(
-            errors, f"beta/{symbol}", lambda s=symbol: _betas(snapshot, s, unavailable)
-        )
+        result = _section(errors, f"beta/{symbol}", partial(_betas, snapshot, symbol, unavailable))
         if result is not None:
             betas[symbol] = result
     return betas

@@ -15,10 +15,11 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 import orjson
 from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous.encoding import want_bytes
 from redis.asyncio import Redis
 
 from app.cache.redis_tier import OpCounters, RedisGuard
@@ -124,7 +125,8 @@ class RedisSessionStore:
             "session load",
             self._counters,
         )
-        return decode_session(raw)
+        # The client does not decode responses: the value is bytes (or None).
+        return decode_session(cast(bytes | None, raw))
 
     async def save(self, session_id: str, data: dict) -> None:
         """Raises ValueError for bad data and TierUnavailable when Redis is down (the
@@ -217,7 +219,10 @@ class SessionCookies:
         if not keys or not all(keys):
             raise ValueError("a session secret key is required")
         self.max_age_seconds = max_age_seconds
-        self._signer = _ClockedSigner(keys, salt=salt, digest_method=hashlib.sha256)
+        # As bytes, as the signer itself would store them (its types take no mixed list).
+        self._signer = _ClockedSigner(
+            [want_bytes(k) for k in keys], salt=salt, digest_method=hashlib.sha256
+        )
         self._signer.clock = clock
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from app.market.beta import BetaStats
@@ -46,9 +47,11 @@ def build_views(
     rows = [
         row
         for s in _by_volume(snapshot)
-        if (row := _per_symbol(errors, s, "row", lambda s=s: _symbol_row(snapshot, analysis, s)))
+        if (row := _per_symbol(errors, s, "row", partial(_symbol_row, snapshot, analysis, s)))
     ]
-    beta_summary = None if analysis.beta_overview is None else _beta_summary(analysis)
+    beta_summary = (
+        None if analysis.beta_overview is None else _beta_summary(analysis, analysis.beta_overview)
+    )
     views = {
         "dashboard:desktop": {
             "overview": analysis.overview,
@@ -86,7 +89,7 @@ def build_views(
                 errors,
                 symbol,
                 f"confluence/{timeframe}",
-                lambda s=symbol, t=timeframe, r=result: _confluence_view(snapshot, s, t, r),
+                partial(_confluence_view, snapshot, symbol, timeframe, result),
             )
             if view is not None:
                 views[view_name_confluence(symbol, timeframe)] = view
@@ -276,13 +279,13 @@ def _signal_counts(analysis: Analysis) -> dict[str, int] | None:
     return {"long": longs, "short": len(analysis.signals) - longs}
 
 
-def _beta_summary(analysis: Analysis) -> dict:
+def _beta_summary(analysis: Analysis, overview: dict) -> dict:
     ranked = sorted(
         ((s, b) for s in analysis.beta or {} if (b := analysis.headline_beta(s)) is not None),
         key=lambda item: item[1].beta,
     )
     brief = [{"symbol": s, **(beta_brief(b) or {})} for s, b in ranked]
-    return analysis.beta_overview | {
+    return overview | {
         "highest": brief[::-1][:BETA_EXTREMES],
         "lowest": brief[:BETA_EXTREMES],
     }

@@ -209,7 +209,10 @@ class SimulatedMarket:
             symbol,
             timeframe,
             table.start_s[start:] * 1000,
-            *prices,
+            prices[0],
+            prices[1],
+            prices[2],
+            prices[3],
             table.ohlcv[4, start:, column].copy(),
         )
 

@@ -71,10 +71,10 @@ class ServiceCollector(Collector):
             ("invalidations", stats.invalidations, "Invalidations by family"),
             ("computations", stats.computations, "Values computed by family"),
         ):
-            family = CounterMetricFamily(f"virtuoso_cache_{name}", text, labels=("family",))
-            for name in families:
-                family.add_metric((name,), counts[name])
-            yield family
+            metric = CounterMetricFamily(f"virtuoso_cache_{name}", text, labels=("family",))
+            for family in families:
+                metric.add_metric((family,), counts[family])
+            yield metric
 
     def _tiers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         l1 = self.state.runtime.cache.l1

@@ -256,14 +256,13 @@ class Broadcaster:
         published_at = self._clock()
         head, tail = protocol.update_parts(channel, symbol, generated_at_ms, data, published_at)
         self.stats.published[channel] += 1
-        if self._script is not None:
+        script = self._script
+        if script is not None:
             assert self._redis is not None
             args = [self.redis_channel, f"{published_at!r} {head}", tail]
             try:
                 seq = await self._guard.run(
-                    lambda: self._script(
-                        keys=[SEQ_PREFIX + channel], args=args, client=self._redis
-                    ),
+                    lambda: script(keys=[SEQ_PREFIX + channel], args=args, client=self._redis),
                     "realtime PUBLISH",
                     self._counters,
                 )
@@ -448,15 +447,15 @@ class Broadcaster:
                 "too_many_subscriptions",
                 f"at most {self.limits.max_subscriptions} subscriptions per connection",
             )
-        for channel, fresh in added.items():
+        for channel, wanted in added.items():
             index = self._index[channel]
-            if fresh is None:
+            if wanted is None:
                 self._unindex(conn, channel, None)
                 conn.subscriptions[channel] = None
                 index.setdefault(None, set()).add(conn)
             else:
-                conn.subscriptions.setdefault(channel, set()).update(fresh)  # type: ignore[union-attr]
-                for symbol in fresh:
+                conn.subscriptions.setdefault(channel, set()).update(wanted)  # type: ignore[union-attr]
+                for symbol in wanted:
                     index.setdefault(symbol, set()).add(conn)
         for channel in channels:
             self._send_snapshot(conn, channel, added.get(channel, set()))

@@ -66,7 +66,8 @@ def register_ws(
     hypercorn_stream.install()
 
     async def realtime_websocket() -> Response | None:
-        ws = websocket._get_current_object()
+        # Quart types its ``websocket`` LocalProxy as Websocket, hiding the proxy's method.
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
         refusal = origins.refusal(ws.headers, ws.scheme)
         if refusal is not None:
             broadcaster.stats.disconnects["rejected_origin"] += 1
@@ -82,7 +83,7 @@ def register_ws(
             conn = await broadcaster.connect(ws, client_id)
         except Rejected as rejected:
             await _close(ws, rejected.code, rejected.reason, broadcaster.limits.close_timeout)
-            return
+            return None
         await serve(broadcaster, conn)
         return None
 

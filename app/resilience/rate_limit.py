@@ -359,7 +359,7 @@ class RedisBuckets:
     async def hit(self, key: str, family: Family) -> Decision:
         """Raises TierUnavailable when Redis cannot answer within the bound."""
         now = "" if self._clock is None else str(round(self._clock() * MICROS))
-        args = [family.interval_us, family.burst, now]
+        args: list[int | str] = [family.interval_us, family.burst, now]
         result = await self._guard.run(
             lambda: self._script(keys=[key], args=args, client=self._redis),
             "rate limit",

@@ -117,6 +117,7 @@ class Pipeline:
     async def _coordinated(self, force: bool) -> Snapshot | None:
         started = time.perf_counter()
         with step_span("pipeline.refresh", force=force) as span:
+            snapshot: Snapshot | None
             try:
                 if self.coordinator is None:
                     snapshot = await self._refresh_once()

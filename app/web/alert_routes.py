@@ -154,14 +154,15 @@ async def list_alerts(query_args: AlertQuery) -> Response:
 
     async def compute() -> Computed:
         items, total = await state.alerts.store.list_alerts(**query_args.model_dump())
+        generated_at = state.now_ms()
         body = {
-            "generated_at": state.now_ms(),
+            "generated_at": generated_at,
             "alerts": [alert.to_dict() for alert in items],
             "total": total,
             "offset": query_args.offset,
             "limit": query_args.limit,
         }
-        return Computed(orjson.dumps(body), body["generated_at"])
+        return Computed(orjson.dumps(body), generated_at)
 
     try:
         read = await state.runtime.cache.read(key, "alerts", compute)

@@ -65,7 +65,7 @@ def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
     @validate_querystring(query_model)
     @document_response(schemas.ErrorResponse, 404)
     @_documented(schemas.ConfluenceResponse)
-    async def confluence(symbol: str, query_args: BaseModel) -> Response:
+    async def confluence(symbol: str, query_args: schemas.ConfluenceQueryArgs) -> Response:
         """Confluence score of one symbol on one timeframe (``all``: across timeframes)."""
         canonical = known_symbol(symbol)
         if canonical is None:

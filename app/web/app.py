@@ -39,7 +39,12 @@ from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts import AlertService
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline
-from app.services.sessions import MemorySessionStore, RedisSessionStore, SessionCookies
+from app.services.sessions import (
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionCookies,
+    SessionStore,
+)
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
 from app.services.webhooks import WebhookSender
@@ -154,8 +159,11 @@ def _build_state(
     check_policy_fits_refresh(policy, settings.refresh_seconds)
     runtime = build_cache(settings, policy, clock)
     coordinator = None
-    shared = runtime.redis is not None and runtime.locks is not None
-    if shared and settings.optimized("single_flight"):
+    if (
+        runtime.redis is not None
+        and runtime.locks is not None
+        and settings.optimized("single_flight")
+    ):
         coordinator = RefreshCoordinator(
             runtime.redis,
             runtime.locks,
@@ -166,6 +174,7 @@ def _build_state(
     views: ViewCache
     pipeline = Pipeline(settings, source, lambda b, t: views.publish(b, t), coordinator, clock)
     views = ViewCache(runtime.cache, runtime.coherence, pipeline, policy.namespace)
+    session_store: SessionStore
     if runtime.redis is not None:
         session_store = RedisSessionStore(runtime.redis, guard=runtime.redis_guard)
     else:

@@ -60,7 +60,8 @@ class StrictJsonRequest(Request):
         when it is refused and ``silent``. Raises 400 (413 past the size limit)."""
         if not (force or self.is_json):
             return None
-        data = await self.get_data(cache=cache, as_text=False)
+        # parse_form_data given (its default) so Quart's bytes overload applies.
+        data = await self.get_data(cache=cache, as_text=False, parse_form_data=False)
         try:
             return parse_json(data)
         except ApiError:

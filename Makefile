@@ -14,6 +14,7 @@ run: $(STAMP) frontend
 test: $(STAMP) test-services frontend frontend-check
 	$(BIN)/ruff check app tests dashboards tools bench
 	$(BIN)/ruff format --check app tests dashboards tools bench
+	$(BIN)/mypy app
 	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
 	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 

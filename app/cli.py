@@ -8,13 +8,14 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from hypercorn.config import Config
 from quart import Quart
 
 from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
 from app.settings import ConfigError, Settings, load_settings
-from app.web.listeners import listener_apps
+from app.web.listeners import ASGIApp, listener_apps
 
 log = logging.getLogger("virtuoso")
 
@@ -83,16 +84,22 @@ async def _serve_listeners(app: Quart, settings: Settings) -> int:
     from hypercorn.asyncio import serve as hypercorn_serve
 
     stop = _stop_on_signals()
-    public, monitoring = listener_apps(app, monitoring=settings.monitoring_bind is not None)
+    # The listeners pass scopes through untouched: plain ASGI callables, while Quart and
+    # hypercorn type the same callables with their TypedDict scopes and events.
+    public, monitoring = listener_apps(
+        cast(ASGIApp, app), monitoring=settings.monitoring_bind is not None
+    )
     servers = [
         hypercorn_serve(
-            public, hypercorn_config(settings.bind), shutdown_trigger=_public_trigger(app, stop)
+            cast(Any, public),
+            hypercorn_config(settings.bind),
+            shutdown_trigger=_public_trigger(app, stop),
         )
     ]
     log.info("serving on http://%s", settings.bind)
     if monitoring is not None and settings.monitoring_bind is not None:
         config = hypercorn_config(settings.monitoring_bind)
-        servers.append(hypercorn_serve(monitoring, config, shutdown_trigger=stop.wait))
+        servers.append(hypercorn_serve(cast(Any, monitoring), config, shutdown_trigger=stop.wait))
         log.info("monitoring endpoints on http://%s", settings.monitoring_bind)
     tasks = [asyncio.create_task(server) for server in servers]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

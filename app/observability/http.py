@@ -6,7 +6,7 @@ metrics, and a span lasting a connection's life would tell nothing."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -67,7 +67,8 @@ def install_http_observability(
             tracer_provider=tracer_provider,
         )
 
-    async def asgi_app(scope: dict, receive: Any, send: Any) -> None:
+    # Any: Quart types scopes as hypercorn's TypedDicts, the middlewares as plain dicts.
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             await http(scope, receive, send)
         else:
@@ -78,7 +79,8 @@ def install_http_observability(
     @app.before_request
     async def note_route() -> None:
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        request.scope[ROUTE_SCOPE_KEY] = route
+        # ASGI allows extra scope keys; the TypedDict lists only the standard ones.
+        cast(dict, request.scope)[ROUTE_SCOPE_KEY] = route
         span = trace.get_current_span()
         if span.is_recording():
             span.update_name(f"{request.method} {route}")

@@ -410,8 +410,8 @@ async def test_too_few_aligned_points_are_a_reason_not_a_number(
 
 
 async def test_the_counters_are_reachable_through_the_guard(fake: FakeBybit) -> None:
+    from app.main.sources import make_source
     from app.market.source import data_quality_of
-    from app.market.sources import make_source
 
     fake.kline_quirk("nan", symbol="ETHUSDT")
     guarded = make_source(

@@ -15,8 +15,6 @@ KNOWN_TWO_WAY = {
     ("cache", "observability"),
     ("cache", "resilience"),
     ("market", "observability"),
-    ("market", "resilience"),
-    ("market", "settings"),
     ("observability", "resilience"),
     ("observability", "services"),
     ("observability", "web"),

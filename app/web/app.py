@@ -19,9 +19,9 @@ from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy, load_policy
 from app.cache.runtime import CacheRuntime, build_cache
+from app.main.sources import make_source
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
-from app.market.sources import make_source
 from app.observability.install import install_observability
 from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster

@@ -7,6 +7,7 @@ script turns into those numbers)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,18 @@ _SCRIPT = (
 )
 
 
-def call_module(module: str, calls: list[list[Any]]) -> list[Any]:
+def call_module(module: str, calls: list[list[Any]], time_zone: str | None = None) -> list[Any]:
     """Each ``[function, *args]`` of ``frontend/src/<module>`` called under node, in
-    order; their results (through JSON). Fails the test when node fails."""
+    order; their results (through JSON). ``time_zone``: node's local zone (TZ). Fails
+    the test when node fails."""
+    env = None if time_zone is None else {**os.environ, "TZ": time_zone}
     result = subprocess.run(
         ["node", "--input-type=module", "-e", _SCRIPT, module, json.dumps(calls)],
         cwd=FRONTEND,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

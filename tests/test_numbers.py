@@ -6,9 +6,6 @@ chartTickLabel), daylight-saving changes included."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -350,18 +347,7 @@ def test_missing_times_are_a_dash() -> None:
 
 
 def test_alert_times_carry_the_date_when_not_today() -> None:
-    script = (
-        "import { formatTime } from './src/dom.js';"
-        "const at = Date.UTC(2026, 8, 21, 5, 5, 3);"
-        "console.log(JSON.stringify([formatTime(at, at + 3600e3), formatTime(at, at + 86400e3)]));"
-    )
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", script],
-        cwd=ROOT / "frontend",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "TZ": "Asia/Tokyo"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == ["14:05:03", "21 Sep 14:05:03"]
+    at = 1_789_967_103_000  # Date.UTC(2026, 8, 21, 5, 5, 3)
+    calls = [["formatTime", at, at + 3_600_000], ["formatTime", at, at + 86_400_000]]
+    got = call_module("dom.js", calls, time_zone="Asia/Tokyo")
+    assert got == ["14:05:03", "21 Sep 14:05:03"]

@@ -1,10 +1,14 @@
-"""Shared fixtures: a controllable clock, settings, and the app on the simulated market."""
+"""Shared fixtures: a controllable clock, settings, and the app on the simulated market.
+
+Each test is marked by its folder: ``unit`` (in-process), ``integration`` (real servers,
+sockets, subprocesses), ``browser`` (headless Chromium); ``pytest -m unit`` runs one group.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,8 @@ pytest_plugins = [
     "tests.support.servers",
     "tests.support.browser",
 ]  # servers; Chromium and the served app
+
+GROUPS = ("unit", "integration", "browser")  # the folders, and the markers they give
 
 START = 1_790_000_000.0  # a fixed instant (2026-09-21) for deterministic markets
 
@@ -90,3 +96,29 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     settings = make_settings()
     async for test_app in started_app(settings, SimulatedMarket(seed=7, clock=clock), clock):
         yield test_app
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with its folder's group (tests/unit/... is ``unit``)."""
+    for item in items:
+        group = item.path.relative_to(Path(__file__).parent).parts[0]
+        if group in GROUPS:
+            item.add_marker(group)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _simulated_history_once() -> Iterator[None]:
+    """Simulated markets on a ManualClock build their history once per instant."""
+    from tests.support.markets import remembered_simulated_histories
+
+    with remembered_simulated_histories():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_simulated_history(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """Tests marked ``fresh_simulated_history`` (those of the build itself) build it."""
+    if request.node.get_closest_marker("fresh_simulated_history"):
+        from tests.support.markets import BUILD_HISTORY
+
+        monkeypatch.setattr(SimulatedMarket, "_build_history", BUILD_HISTORY)

@@ -13,6 +13,9 @@ from app.market.models import TIMEFRAME_SECONDS
 from app.market.simulated import BTC_ANNUAL_VOL, SIMULATED_UNIVERSE, SimulatedMarket
 from tests.conftest import ManualClock
 
+# These tests are of the history build itself: every market here builds its own.
+pytestmark = pytest.mark.fresh_simulated_history
+
 SYMBOLS = [asset.symbol for asset in SIMULATED_UNIVERSE]
 
 

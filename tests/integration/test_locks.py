@@ -42,6 +42,7 @@ async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> 
 
 
 async def test_only_one_of_many_concurrent_acquirers_wins(locks: RedisLock, client) -> None:
+    started = time.monotonic()
     leases = await asyncio.gather(*(locks.acquire("view:btc", 5_000) for _ in range(50)))
     winners = [lease for lease in leases if lease is not None]
     assert len(winners) == 1
@@ -49,7 +50,10 @@ async def test_only_one_of_many_concurrent_acquirers_wins(locks: RedisLock, clie
     assert lease.name == "view:btc"
     assert lease.token.startswith(f"{lease.fence}:")
     assert await client.get(LOCK_PREFIX + "view:btc") == lease.token.encode()
-    assert 4_000 < await client.pttl(LOCK_PREFIX + "view:btc") <= 5_000
+    ttl_ms = await client.pttl(LOCK_PREFIX + "view:btc")
+    # set to 5 s, less what has passed since (a loaded machine may take over a second)
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert min(4_000, 5_000 - elapsed_ms - 5) < ttl_ms <= 5_000
     assert await locks.is_current(lease)
 
 
@@ -130,7 +134,8 @@ async def test_wait_for_release_times_out_while_held(locks: RedisLock) -> None:
     assert 0.2 <= time.monotonic() - started < 0.5
 
 
-async def test_wait_for_release_of_a_free_lock_returns_at_once(locks: RedisLock) -> None:
+async def test_wait_for_release_of_a_free_lock_returns_at_once(locks: RedisLock, client) -> None:
+    await client.ping()  # connected before the clock starts: the bound is the poll's
     started = time.monotonic()
     assert await locks.wait_for_release("free", 5.0)
     assert time.monotonic() - started < 0.1

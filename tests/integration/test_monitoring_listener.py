@@ -74,8 +74,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=STOP_SECONDS)
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[str, str, subprocess.Popen]]:
+def serve_both() -> Iterator[tuple[str, str, subprocess.Popen]]:
     """A server with both listeners: (public URL, monitoring URL, process)."""
     public, monitoring = free_port(), free_port()
     process = start(
@@ -91,6 +90,18 @@ def server() -> Iterator[tuple[str, str, subprocess.Popen]]:
         yield *urls, process
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, str, subprocess.Popen]]:
+    """One server for the module's tests that only read from it."""
+    yield from serve_both()
+
+
+@pytest.fixture
+def server_to_stop() -> Iterator[tuple[str, str, subprocess.Popen]]:
+    """A server of the test's own, which the test stops."""
+    yield from serve_both()
 
 
 def test_operational_endpoints_only_on_the_monitoring_listener(server) -> None:
@@ -132,8 +143,8 @@ def test_no_websocket_on_the_monitoring_listener(server) -> None:
     assert refused.value.response.status_code == 404
 
 
-def test_both_listeners_stop_on_sigterm(server) -> None:
-    public, monitoring, process = server
+def test_both_listeners_stop_on_sigterm(server_to_stop) -> None:
+    public, monitoring, process = server_to_stop
     ports = [int(url.rsplit(":", 1)[1]) for url in (public, monitoring)]
     assert all(listening(port) for port in ports)
     process.send_signal(signal.SIGTERM)

@@ -124,9 +124,22 @@ async def screenshot(page: Page, name: str) -> Path:
 # -- fixtures and helpers every page test shares (registered as a plugin by conftest) --
 
 
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Browser:
+    """Headless Chromium for one test.
+
+    A test that also has ``served`` gets the app set up first, so that teardown closes
+    the browser before the server stops: a page still connected would otherwise hold
+    the server's shutdown for its whole graceful timeout (3 s).
+    """
+    if "served" in request.fixturenames:
+        request.getfixturevalue("served")
+    return request.getfixturevalue("launched_browser")
+
+
 @pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium for one test."""
+async def launched_browser() -> AsyncIterator[Browser]:
+    """Headless Chromium, closed after the test (request ``browser``, not this)."""
     async with chromium() as launched:
         yield launched
 

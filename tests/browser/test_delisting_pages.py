@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY, ServiceState
 from tests.conftest import ManualClock, eventually, make_settings
-from tests.support.browser import PHONE, PageProblems, open_page, text_of
+from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, open_page, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -46,7 +46,7 @@ async def served_bybit(
         **environ,
     )
     app = create_app(settings, clock=clock)
-    async with serve_app(app) as base:
+    async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as base:
         state: ServiceState = app.extensions[EXTENSION_KEY]
         await eventually(lambda: state.warmed, seconds=30)
         yield base.replace("ws://", "http://"), state

@@ -19,7 +19,7 @@ from app.realtime import updates as live_updates
 from app.realtime.updates import LiveUpdates
 from app.web.app import create_app
 from tests.conftest import ManualClock, eventually, make_settings
-from tests.support.browser import PHONE, PageProblems, text_of
+from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -93,7 +93,7 @@ async def test_a_client_subscribing_after_a_delisting_gets_no_old_confluence(
     fake: FakeBybit, clock: ManualClock
 ) -> None:
     app = make_app(fake, clock)
-    async with serve_app(app) as base:
+    async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as base:
         await eventually(lambda: app.extensions["virtuoso"].warmed, seconds=30)
         before = await confluence_snapshot(base, "SOLUSDT")
         assert isinstance(before["confluence"]["score"], float)
@@ -121,7 +121,7 @@ async def test_a_page_loaded_after_a_delisting_shows_no_old_score(
 ) -> None:
     problems = PageProblems()
     app = make_app(fake, clock)
-    async with serve_app(app) as ws_base:
+    async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as ws_base:
         base = ws_base.replace("ws://", "http://")
         await eventually(lambda: app.extensions["virtuoso"].warmed, seconds=30)
         fake.delist("SOLUSDT")

@@ -102,12 +102,17 @@ class ServedApp:
         return await self.state.pipeline.refresh(force=True)
 
 
+# Pages still open when a test's server stops are dropped after this long, not after the
+# 3 s of serve_app: what a page does once its test has ended is not looked at.
+PAGE_GRACE_SECONDS = 0.5
+
+
 @contextlib.asynccontextmanager
 async def served_app(**environ: str) -> AsyncIterator[ServedApp]:
     clock = ManualClock()
     market = CountingMarket(clock)
     app = create_app(make_settings(**environ), source=market, clock=clock)
-    async with serve_app(app) as ws_base:
+    async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as ws_base:
         served = ServedApp(ws_base.replace("ws://", "http://"), app, market, clock)
         await eventually(lambda: served.state.warmed, seconds=30)
         yield served
@@ -128,12 +133,13 @@ async def screenshot(page: Page, name: str) -> Path:
 def browser(request: pytest.FixtureRequest) -> Browser:
     """Headless Chromium for one test.
 
-    A test that also has ``served`` gets the app set up first, so that teardown closes
-    the browser before the server stops: a page still connected would otherwise hold
-    the server's shutdown for its whole graceful timeout (3 s).
+    A test that also has a ``served...`` fixture gets the app set up first, so that
+    teardown closes the browser before the server stops: a page still connected would
+    otherwise hold the server's shutdown for its whole graceful timeout (3 s).
     """
-    if "served" in request.fixturenames:
-        request.getfixturevalue("served")
+    for name in request.fixturenames:
+        if name.startswith("served"):
+            request.getfixturevalue(name)
     return request.getfixturevalue("launched_browser")
 
 

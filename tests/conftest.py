@@ -63,8 +63,15 @@ RATE_LIMITS_OFF = str(Path(__file__).parent / "support" / "data" / "ratelimits-o
 
 
 def make_settings(**environ: str) -> Settings:
-    """Settings from these variables; alerts kept in a throwaway directory unless given."""
+    """Settings from these variables; alerts kept in a throwaway directory unless given
+    (one per test: rules a test leaves behind must not fire in the next test's app)."""
     return load_settings(environ={"VIRTUOSO_DATA_DIR": _DATA_DIR} | environ)
+
+
+@pytest.fixture(autouse=True)
+def _data_dir_of_its_own(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Points ``make_settings``' default data directory at a fresh one for each test."""
+    monkeypatch.setitem(globals(), "_DATA_DIR", str(tmp_path_factory.mktemp("data")))
 
 
 def exchange_settings(base_url: str, symbols: str, **environ: str) -> Settings:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.hosts import parse_allow_list
 from app.market.confluence import ConfluenceWeights
 from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
 from app.market.simulated import SIMULATED_UNIVERSE
@@ -273,8 +274,6 @@ class Settings(_Section):
     @field_validator("webhook_allow", mode="before")
     @classmethod
     def _allow_list(cls, value: Any) -> tuple[str, ...]:
-        from app.services.destinations import parse_allow_list  # pure; names what is wrong
-
         items = value.split(",") if isinstance(value, str) else list(value or ())
         entries = tuple(str(i).strip().lower() for i in items if str(i).strip())
         try:

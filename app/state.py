@@ -1,30 +1,42 @@
-"""What the routes share: settings, the pipeline, the view cache of this process."""
+"""What the parts of one process share: the settings, the pipeline, the view cache, the
+alert service, the realtime broadcaster and the metrics, kept on the Quart app under
+:data:`EXTENSION`.
+
+A leaf: the composition roots (``app.main``) build the state; routes read it through
+:func:`service_state`. The types it holds are imported only for type checking, so
+importing this module imports no other part of ``app``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from quart import current_app
 
-from app.cache.adaptive import AdaptiveTtl
-from app.cache.runtime import CacheRuntime
-from app.observability.metrics import Metrics
-from app.realtime.broadcaster import Broadcaster
-from app.resilience.rate_limit import RateLimiter
-from app.services.alerts import AlertService
-from app.services.pipeline import Pipeline
-from app.services.sessions import SessionCookies, SessionStore
-from app.services.view_cache import ViewCache
-from app.services.warming import Warmer
-from app.settings import Settings
+if TYPE_CHECKING:
+    from app.cache.adaptive import AdaptiveTtl
+    from app.cache.runtime import CacheRuntime
+    from app.observability.metrics import Metrics
+    from app.realtime.broadcaster import Broadcaster
+    from app.resilience.rate_limit import RateLimiter
+    from app.services.alerts import AlertService
+    from app.services.pipeline import Pipeline
+    from app.services.sessions import SessionCookies, SessionStore
+    from app.services.view_cache import ViewCache
+    from app.services.warming import Warmer
+    from app.settings import Settings
 
-EXTENSION_KEY = "virtuoso"
+EXTENSION = "virtuoso"  # the key of the ServiceState in ``app.extensions``
 
 
 @dataclass(slots=True)
 class ServiceState:
+    """One process's service: built once by a composition root, then only read (but for
+    ``warmed``, set when the hot views are first in the cache)."""
+
     settings: Settings
     pipeline: Pipeline
     views: ViewCache
@@ -34,18 +46,21 @@ class ServiceState:
     warmer: Warmer
     adaptive: AdaptiveTtl
     alerts: AlertService
+    metrics: Metrics
+    broadcaster: Broadcaster
+    rate_limiter: RateLimiter
     clock: Callable[[], float] = time.time
-    started_at: float = field(default_factory=time.time)
+    started_at: float = field(default_factory=time.time)  # epoch seconds
     warmed: bool = False
-    broadcaster: Broadcaster | None = None
-    rate_limiter: RateLimiter | None = None
-    metrics: Metrics = field(default_factory=Metrics)
 
     def now_ms(self) -> int:
+        """The state's clock in epoch milliseconds."""
         return int(self.clock() * 1000)
 
     @property
     def known_symbols(self) -> list[str]:
+        """The symbols collected: those the exchange lists once the source started,
+        else the configured ones."""
         collector = self.pipeline.collector
         return list(collector.symbols) if collector else list(self.settings.symbols)
 
@@ -57,4 +72,5 @@ class ServiceState:
 
 
 def service_state() -> ServiceState:
-    return current_app.extensions[EXTENSION_KEY]
+    """The state of the app handling the current request or WebSocket."""
+    return cast("ServiceState", current_app.extensions[EXTENSION])

@@ -15,7 +15,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 from redis.asyncio import Redis
 
 from app.cache.keys import view_key
-from app.web.app import create_app
+from app.main.embedded import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket
 from tests.servers import LocalServer

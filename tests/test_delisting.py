@@ -17,6 +17,7 @@ import pytest_asyncio
 import websockets
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.main.embedded import create_app
 from app.market.ccxt_source import CcxtMarketSource
 from app.market.errors import SymbolNotListed
 from app.market.listing import (
@@ -28,7 +29,6 @@ from app.market.listing import (
 )
 from app.market.simulated import SimulatedMarket
 from app.services.alerts import market_facts
-from app.web.app import create_app
 from tests.conftest import (
     ManualClock,
     eventually,

@@ -15,9 +15,9 @@ import pytest_asyncio
 import websockets
 from playwright.async_api import Browser, Page
 
+from app.main.embedded import create_app
 from app.realtime import updates as live_updates
 from app.realtime.updates import LiveUpdates
-from app.web.app import create_app
 from tests.browser import PHONE, PageProblems, text_of
 from tests.conftest import ManualClock, eventually, make_settings
 from tests.fake_bybit import FakeBybit

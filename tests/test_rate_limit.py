@@ -16,6 +16,7 @@ import pytest
 from quart import Quart
 
 from app.cache.redis_tier import RedisGuard, connect_redis
+from app.main.embedded import create_app
 from app.market.simulated import SimulatedMarket
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
@@ -30,9 +31,8 @@ from app.resilience.rate_limit import (
     parse_rate_limits,
 )
 from app.settings import ConfigError
-from app.web.app import create_app
+from app.state import EXTENSION as STATE_KEY
 from app.web.errors import register_error_handlers
-from app.web.state import EXTENSION_KEY as STATE_KEY
 from tests.conftest import ManualClock, make_settings
 from tests.servers import unresponsive_server
 

@@ -12,6 +12,7 @@ from werkzeug.datastructures import Headers
 
 from app.cache.redis_tier import RedisGuard
 from app.cache.tier import TierUnavailable
+from app.main.embedded import create_app
 from app.services.sessions import (
     MAX_SESSION_BYTES,
     MAX_WATCHLIST,
@@ -24,7 +25,6 @@ from app.services.sessions import (
     readable_watchlist,
     validate_watchlist,
 )
-from app.web.app import create_app
 from tests.conftest import ManualClock, make_settings
 
 TIMEOUT = 0.3

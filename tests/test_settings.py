@@ -106,7 +106,7 @@ def test_invalid_yaml_names_the_setting(tmp_path: Path, yaml_text: str, expected
 
 def test_cache_policy_must_outlast_the_refresh_interval() -> None:
     from app.cache.policy import load_policy
-    from app.web.app import check_policy_fits_refresh
+    from app.main.collector import check_policy_fits_refresh
 
     policy = load_policy()
     check_policy_fits_refresh(policy, 10)  # the shipped defaults fit

@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from app.web.state import ServiceState
+from app.state import ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class BackendPoller:
         if entry is not None:
             self.served_snapshot_ms = entry.generated_at_ms
 
-    def _memcached(self, stats: dict) -> None:
+    def _memcached(self, stats: dict[str, Any]) -> None:
         if not stats.get("servers_up"):
             self.tiers.pop("memcached", None)  # down: no number is better than an old one
             return
@@ -60,7 +61,7 @@ class BackendPoller:
             evictions=totals["evictions"],
         )
 
-    def _redis(self, stats: dict) -> None:
+    def _redis(self, stats: dict[str, Any]) -> None:
         if not stats.get("available"):
             self.tiers.pop("redis", None)
             return

@@ -1,31 +1,56 @@
 """Wires the app's metrics and traces: the /metrics collectors, the hot-path
 observations (cache tier timings, exchange calls, refreshes, WebSocket delivery,
-alerts) and the HTTP middleware."""
+alerts) and the HTTP middleware. The instruments themselves live in
+``app.observability``; this module only connects them to the parts of the service."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from quart import Quart
 
+from app.main.collectors import ServiceCollector
+from app.main.poller import BackendPoller
 from app.observability import tracing
-from app.observability.backends import BackendPoller
-from app.observability.collectors import ServiceCollector
 from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
 from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
 from app.resilience.guarded_source import GuardedSource
 from app.services.alert_rules import LEVELS
-from app.web.state import ServiceState
+from app.services.alerts import Announce
+from app.services.pipeline import RefreshListener
+from app.state import ServiceState
 
 EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")
 
 
-def install_observability(
+def refresh_observer(metrics: Metrics) -> RefreshListener:
+    """The pipeline's refresh listener: each refresh's seconds by outcome."""
+
+    def observe(outcome: str, seconds: float) -> None:
+        metrics.refresh_duration.labels(outcome).observe(seconds)
+
+    return observe
+
+
+def alert_counter(metrics: Metrics) -> Announce:
+    """The alert service's announcement that counts fired alerts by level."""
+
+    async def alert_fired(alert: dict[str, Any], _generated_at_ms: int) -> None:
+        metrics.alerts_triggered.labels(alert["level"]).inc()
+
+    return alert_fired
+
+
+def install_telemetry(
     app: Quart, state: ServiceState, tracer_provider: trace.TracerProvider | None
 ) -> BackendPoller:
-    """Returns the backend poller, for the app to run in the background."""
+    """Installs the HTTP middleware, the tracer and the /metrics collectors on ``app``
+    and observes the hot paths of ``state``'s parts. Returns the backend poller, for
+    the app to run in the background."""
     metrics = state.metrics
     app.extensions[EXTENSION_KEY] = metrics
     tracing.use(tracer_provider)
@@ -45,21 +70,12 @@ def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
             seconds
         )
     )
-    state.pipeline.on_refresh.append(
-        lambda outcome, seconds: metrics.refresh_duration.labels(outcome).observe(seconds)
-    )
     source = state.pipeline.source
     if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
         observe_exchange(source, metrics)
-    if state.broadcaster is not None:
-        state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
-            channel
-        ).observe(seconds)
-
-    async def alert_fired(alert: dict, _generated_at_ms: int) -> None:
-        metrics.alerts_triggered.labels(alert["level"]).inc()
-
-    state.alerts.announce.append(alert_fired)
+    state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
+        channel
+    ).observe(seconds)
 
 
 def observe_exchange(source: GuardedSource, metrics: Metrics) -> None:

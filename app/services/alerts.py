@@ -9,7 +9,8 @@ alert fires once; its announcement reaches every replica through the broadcaster
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Protocol
 
 from app.cache.coherence import Coherence
 from app.cache.tier import TierUnavailable
@@ -17,7 +18,6 @@ from app.services.alert_engine import AlertEngine, MarketFacts
 from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alert_store import AlertStore
 from app.services.analysis import COMBINED, Analysis
-from app.services.pipeline import Pipeline
 from app.services.price_trail import PriceTrails
 from app.services.snapshot import Snapshot
 from app.services.webhooks import WebhookSender
@@ -28,28 +28,42 @@ CRITICAL_SHOWN = 10
 Announce = Callable[[dict, int], Awaitable[None]]  # (alert, generated_at_ms)
 
 
+class Republish(Protocol):
+    """Rebuilds the views of the latest snapshot without fetching (the pipeline's
+    ``republish``); False when there is none (that recent, with ``fresh_within`` s)."""
+
+    def __call__(self, fresh_within: float | None = None) -> Awaitable[bool]: ...
+
+
 class AlertService:
-    """Rules, their evaluation and the alerts' delivery. ``max_rules``: how many rules
-    the store may hold (``create_rule`` refuses more)."""
+    """Rules, their evaluation and the alerts' delivery. ``republish`` rebuilds the
+    dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
+    ``announce``: told of every new or changed alert, in order (live delivery,
+    metrics); ``max_rules``: how many rules the store may hold (``create_rule``
+    refuses more)."""
 
     def __init__(
         self,
         store: AlertStore,
         engine: AlertEngine,
-        pipeline: Pipeline,
+        republish: Republish,
+        refresh_seconds: float,
         coherence: Coherence,
         webhooks: WebhookSender,
         max_rules: int = DEFAULT_MAX_RULES,
+        *,
+        announce: Sequence[Announce] = (),
     ) -> None:
         if max_rules < 1:
             raise ValueError("max_rules must be >= 1")
         self.max_rules = max_rules
         self.store = store
         self.engine = engine
-        self.pipeline = pipeline
+        self.republish = republish
+        self.refresh_seconds = refresh_seconds
         self.coherence = coherence
         self.webhooks = webhooks
-        self.announce: list[Announce] = []
+        self.announce = tuple(announce)
         self.fired = 0
         # Alerts changed on another replica: if this one makes the snapshots, its
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
@@ -126,10 +140,10 @@ class AlertService:
         """Alerts or rules changed: the cached lists go (on every replica) and the
         dashboards are rebuilt from the latest snapshot, if this replica holds one."""
         await self.coherence.invalidate_alone(["alerts"])
-        await self.pipeline.republish()
+        await self.republish()
 
     async def _changed_elsewhere(self) -> None:
-        await self.pipeline.republish(fresh_within=2 * self.pipeline.settings.refresh_seconds)
+        await self.republish(fresh_within=2 * self.refresh_seconds)
 
     async def critical_alerts(self) -> list[dict]:
         """Pending critical alerts for the mobile dashboard (none while the store is down)."""

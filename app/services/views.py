@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -20,7 +21,6 @@ from app.market.models import Candles, Ticker, split_symbol
 from app.market.quality import CandleQuality
 from app.services.analysis import COMBINED, Analysis, known_change
 from app.services.snapshot import Snapshot
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,6 +30,18 @@ MOBILE_ALERTS = 10
 BETA_EXTREMES = 3
 
 
+@dataclass(frozen=True, slots=True)
+class ViewSettings:
+    """What the views show besides the analysis: the confluence signal thresholds
+    (score points, 0–100), the confluence timeframes offered (``1m``…, in the configured
+    order) and how many symbol cards the phone's dashboard carries."""
+
+    long_threshold: float
+    short_threshold: float
+    timeframes: tuple[str, ...]
+    mobile_symbols: int
+
+
 def view_name_confluence(symbol: str, timeframe: str) -> str:
     return f"confluence:{symbol}:{timeframe}"
 
@@ -37,7 +49,7 @@ def view_name_confluence(symbol: str, timeframe: str) -> str:
 def build_views(
     snapshot: Snapshot,
     analysis: Analysis,
-    settings: Settings,
+    settings: ViewSettings,
     critical_alerts: list[dict] | None = None,
 ) -> dict[str, dict]:
     """Every view of this snapshot, by name. Dashboards always come, with a missing
@@ -73,8 +85,8 @@ def build_views(
         views["dashboard:signals"] = {
             "signals": analysis.signals,
             "thresholds": {
-                "long": settings.confluence.long_threshold,
-                "short": settings.confluence.short_threshold,
+                "long": settings.long_threshold,
+                "short": settings.short_threshold,
             },
         }
     if analysis.overview is not None:
@@ -309,12 +321,12 @@ def _mobile(
     analysis: Analysis,
     rows: list[dict],
     beta_summary: dict | None,
-    settings: Settings,
+    settings: ViewSettings,
     critical_alerts: list[dict],
 ) -> dict:
     """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
     cards = []
-    for row in rows[: settings.mobile.symbols]:
+    for row in rows[: settings.mobile_symbols]:
         confluence = row["confluence"] or {}
         cards.append(
             {
@@ -345,7 +357,7 @@ def _mobile(
     }
 
 
-def _symbols_view(snapshot: Snapshot, settings: Settings, errors: dict[str, str]) -> dict:
+def _symbols_view(snapshot: Snapshot, settings: ViewSettings, errors: dict[str, str]) -> dict:
     """Every symbol with its base and quote asset as the exchange defines them."""
     rows = []
     for symbol in snapshot.symbols:
@@ -359,7 +371,7 @@ def _symbols_view(snapshot: Snapshot, settings: Settings, errors: dict[str, str]
                 "price": None if ticker is None else ticker.last,
             }
         )
-    return {"symbols": rows, "timeframes": [*settings.confluence.timeframes, COMBINED]}
+    return {"symbols": rows, "timeframes": [*settings.timeframes, COMBINED]}
 
 
 def assets_of(

@@ -23,11 +23,11 @@ from app.market.models import canonical_symbol
 from app.services.alert_rules import RuleInput
 from app.services.alert_store import TooManyRules
 from app.services.destinations import DestinationRefused
+from app.state import service_state
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
 from app.web.responses import view_response
-from app.web.state import service_state
 
 alerts = Blueprint("alerts", __name__)
 

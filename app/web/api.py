@@ -11,10 +11,10 @@ from quart_schema import document_response, tag, validate_querystring
 from app.market.models import canonical_symbol
 from app.services.views import view_name_confluence
 from app.settings import Settings
+from app.state import service_state
 from app.web import schemas
 from app.web.errors import json_error
 from app.web.responses import serve_view
-from app.web.state import service_state
 
 # route → (stored view name, documented response model)
 VIEW_ROUTES: dict[str, tuple[str, type[BaseModel]]] = {

@@ -16,10 +16,10 @@ from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
 
 from app.market.listing import DELISTED, NOT_LISTED
+from app.state import ServiceState, service_state
 from app.web import schemas
 from app.web.auth import ADMIN_TOKEN
 from app.web.listeners import is_monitoring_request
-from app.web.state import ServiceState, service_state
 
 health = Blueprint("health", __name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from quart import Blueprint, Response, render_template, request
 from quart_schema import hide
 
+from app.state import service_state
 from app.web.assets import AssetVersions
 from app.web.security import content_security_policy
-from app.web.state import service_state
 
 # MDN's advice for "is this a phone": "Mobi" anywhere in the user agent (iPhone,
 # Android phones, Firefox/Opera mobile); tablets are not phones.

@@ -1,4 +1,4 @@
-"""What the parts of one process share: the settings, the pipeline, the view cache, the
+"""What the parts of one process share: the serving settings, the pipeline, the view cache, the
 alert service, the realtime broadcaster and the metrics, kept on the Quart app under
 :data:`EXTENSION`.
 
@@ -27,9 +27,30 @@ if TYPE_CHECKING:
     from app.services.sessions import SessionCookies, SessionStore
     from app.services.view_cache import ViewCache
     from app.services.warming import Warmer
-    from app.settings import Settings
 
 EXTENSION = "virtuoso"  # the key of the ServiceState in ``app.extensions``
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSettings:
+    """The settings the routes read: the exchange's name (``simulated`` or a ccxt id),
+    the configured symbols, the refresh interval (seconds, for pages and Retry-After),
+    the confluence signal thresholds (score points, for pages), the bearer tokens (None:
+    their endpoints are disabled), whether /health shows details to anyone, the proxy
+    hops trusted for client addresses (None: the rate-limit file says) and whether
+    views are served as stored bytes (``serialize_once``, an optimisation the benchmark
+    can switch off)."""
+
+    exchange: str
+    symbols: tuple[str, ...]
+    refresh_seconds: float
+    long_threshold: float
+    short_threshold: float
+    admin_token: str | None = None
+    api_token: str | None = None
+    public_details: bool = False
+    trusted_proxy_hops: int | None = None
+    serialize_once: bool = True
 
 
 @dataclass(slots=True)
@@ -37,7 +58,7 @@ class ServiceState:
     """One process's service: built once by a composition root, then only read (but for
     ``warmed``, set when the hot views are first in the cache)."""
 
-    settings: Settings
+    settings: ServingSettings
     pipeline: Pipeline
     views: ViewCache
     runtime: CacheRuntime

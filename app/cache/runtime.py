@@ -23,6 +23,7 @@ from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
 from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
+from app.cache.stats import CacheStats
 from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
@@ -70,7 +71,11 @@ class CacheRuntime:
             await self.redis.aclose()
 
 
-def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
+def build_cache(
+    settings: Settings, policy: CachePolicy, clock, stats: CacheStats | None = None
+) -> CacheRuntime:
+    """The tiers the settings ask for behind one LayeredCache; ``stats`` its counters
+    (with their listeners), new ones by default."""
     replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     l1_bytes = int(settings.l1_max_mb * 1024 * 1024) if settings.optimized("l1") else 0
     l1 = L1Cache(l1_bytes)
@@ -100,6 +105,7 @@ def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
         single_flight=settings.optimized("single_flight"),
         compression=settings.optimized("compression"),
         refresh_ahead=settings.optimized("refresh_ahead"),
+        stats=stats,
     )
     coherence = Coherence(cache)
     bus = None

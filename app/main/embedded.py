@@ -18,7 +18,8 @@ from quart import Quart
 
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.policy import load_policy
-from app.cache.runtime import build_cache
+from app.cache.runtime import CacheRuntime, build_cache
+from app.cache.stats import CacheStats
 from app.main import collector, server, telemetry
 from app.main.poller import BackendPoller
 from app.main.sources import make_source
@@ -26,7 +27,10 @@ from app.market.source import MarketSource
 from app.observability.metrics import Metrics
 from app.observability.tracing import provider_from_env
 from app.realtime.updates import LiveUpdates
+from app.resilience.rate_limit import RateLimiter
+from app.services.alerts import AlertService
 from app.services.pipeline import Pipeline
+from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
 from app.settings import Settings
 from app.state import EXTENSION, ServiceState
@@ -51,38 +55,43 @@ def create_app(
     in-memory exporter. Raises ConfigError when the cache policy does not fit."""
     policy = load_policy(settings.cache_policy_path)
     collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
-    runtime = build_cache(settings, policy, clock)
+    metrics = Metrics()
+    stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
+    runtime = build_cache(settings, policy, clock, stats)
     app = server.new_app()
-    install_listener_split(app, settings)  # before the rate limits: a 404 costs nothing
+    # The request hooks run in the order installed: the listener split first (a 404
+    # costs nothing), then the rate limits; after the routes, the telemetry middleware,
+    # error mapping, security headers and request guards.
+    install_listener_split(app, monitoring=settings.monitoring_bind is not None)
     limiter = server.install_limits(app, settings, runtime)
+    state = _build_state(
+        settings, source or make_source(settings), runtime, limiter, metrics, clock
+    )
+    app.extensions[EXTENSION] = state
+    timeframes = tuple(settings.confluence.timeframes)
+    server.install_routes(app, state, settings.allowed_origins, timeframes)
+    poller = telemetry.install_telemetry(app, state, tracer_provider or provider_from_env())
+    server.install_response_hooks(app)
+    _run_with_app(app, settings, state, poller)
+    return app
+
+
+def _build_state(
+    settings: Settings,
+    source: MarketSource,
+    runtime: CacheRuntime,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> ServiceState:
     state: ServiceState  # built last; the broadcaster reads its symbols when it runs
     broadcaster = server.build_broadcaster(runtime, limiter, lambda: state.known_symbols, clock)
-    live = LiveUpdates(broadcaster)
-    metrics = Metrics()
-    pipeline: Pipeline  # built next; the alert service republishes through it
-
-    async def republish(fresh_within: float | None = None) -> bool:
-        return await pipeline.republish(fresh_within)
-
-    alerts = server.build_alert_service(
-        settings,
-        runtime,
-        republish,
-        announce=(live.announce_alert, telemetry.alert_counter(metrics)),
-        clock=clock,
-    )
-    pipeline, views = collector.build_pipeline(
-        settings,
-        source or make_source(settings),
-        runtime,
-        clock,
-        listeners=(alerts.on_snapshot, live.on_snapshot),
-        on_refresh=(telemetry.refresh_observer(metrics),),
-        critical_alerts=alerts.critical_alerts,
+    alerts, pipeline, views = _snapshot_flow(
+        settings, source, runtime, LiveUpdates(broadcaster), metrics, clock
     )
     session_store, cookies = server.build_sessions(settings, runtime)
     state = ServiceState(
-        settings=settings,
+        settings=server.serving_settings(settings),
         pipeline=pipeline,
         views=views,
         runtime=runtime,
@@ -97,12 +106,44 @@ def create_app(
         clock=clock,
         started_at=clock(),
     )
-    app.extensions[EXTENSION] = state
-    server.install_routes(app, settings, state)
-    poller = telemetry.install_telemetry(app, state, tracer_provider or provider_from_env())
-    server.install_response_hooks(app)
-    _run_with_app(app, settings, state, poller)
-    return app
+    return state
+
+
+def _snapshot_flow(
+    settings: Settings,
+    source: MarketSource,
+    runtime: CacheRuntime,
+    live: LiveUpdates,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> tuple[AlertService, Pipeline, ViewCache]:
+    """Who hears of what: each snapshot goes to the alert rules, then to the live
+    clients; each alert to the live clients, then to the metrics; each refresh to the
+    metrics. The alert service and the pipeline need each other (alerts rebuild the
+    dashboards, dashboards show the critical alerts): the alert service reaches the
+    pipeline through ``republish``, bound once the pipeline exists."""
+    pipeline: Pipeline
+
+    async def republish(fresh_within: float | None = None) -> bool:
+        return await pipeline.republish(fresh_within)
+
+    alerts = server.build_alert_service(
+        settings,
+        runtime,
+        republish,
+        announce=(live.announce_alert, telemetry.alert_counter(metrics)),
+        clock=clock,
+    )
+    pipeline, views = collector.build_pipeline(
+        settings,
+        source,
+        runtime,
+        clock,
+        listeners=(alerts.on_snapshot, live.on_snapshot),
+        on_refresh=(telemetry.refresh_observer(metrics),),
+        critical_alerts=alerts.critical_alerts,
+    )
+    return alerts, pipeline, views
 
 
 def _run_with_app(

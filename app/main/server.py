@@ -33,7 +33,7 @@ from app.services.sessions import (
 )
 from app.services.webhooks import WebhookSender
 from app.settings import Settings
-from app.state import ServiceState
+from app.state import ServiceState, ServingSettings
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
@@ -52,6 +52,22 @@ log = logging.getLogger(__name__)
 ADAPTIVE_TTL_SECONDS = 60.0
 # The package whose folder holds the templates and static files the routes serve.
 WEB_PACKAGE = "app.web"
+
+
+def serving_settings(settings: Settings) -> ServingSettings:
+    """The routes' section of the settings."""
+    return ServingSettings(
+        exchange=settings.exchange,
+        symbols=settings.symbols,
+        refresh_seconds=settings.refresh_seconds,
+        long_threshold=settings.confluence.long_threshold,
+        short_threshold=settings.confluence.short_threshold,
+        admin_token=settings.admin_token,
+        api_token=settings.api_token,
+        public_details=settings.public_details,
+        trusted_proxy_hops=settings.trusted_proxy_hops,
+        serialize_once=settings.optimized("serialize_once"),
+    )
 
 
 def new_app() -> Quart:
@@ -159,17 +175,23 @@ def build_sessions(
     return store, SessionCookies(settings.secret_key or secrets.token_urlsafe(32))
 
 
-def install_routes(app: Quart, settings: Settings, state: ServiceState) -> None:
-    """``/ws`` and every blueprint: the API, pages, health, admin, sessions, alerts, RUM
-    and ``/metrics``."""
-    register_ws(app, state.broadcaster, allowed_origins=settings.allowed_origins)
+def install_routes(
+    app: Quart,
+    state: ServiceState,
+    allowed_origins: Sequence[str],
+    timeframes: Sequence[str],
+) -> None:
+    """``/ws`` (opened from the page's own origin or ``allowed_origins``) and every
+    blueprint: the API (confluence over ``timeframes``), pages, health, admin, sessions,
+    alerts, RUM and ``/metrics``."""
+    register_ws(app, state.broadcaster, allowed_origins=allowed_origins)
 
     async def recent_alerts() -> list[dict[str, object]]:  # the alerts snapshot's seed
         listed, _ = await state.alerts.store.list_alerts(limit=ALERTS_KEPT)
         return [alert.to_dict() for alert in listed]
 
     state.broadcaster.seed_alerts_from(recent_alerts)
-    for blueprint in (api_blueprint(settings), pages, health, admin, sessions, alerts, rum):
+    for blueprint in (api_blueprint(timeframes), pages, health, admin, sessions, alerts, rum):
         app.register_blueprint(blueprint)
     app.register_blueprint(metrics_endpoint)
 

@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from quart import Quart
 
+from app.cache.stats import TimingListener
 from app.main.collectors import ServiceCollector
 from app.main.poller import BackendPoller
 from app.observability import tracing
@@ -32,6 +33,15 @@ def refresh_observer(metrics: Metrics) -> RefreshListener:
 
     def observe(outcome: str, seconds: float) -> None:
         metrics.refresh_duration.labels(outcome).observe(seconds)
+
+    return observe
+
+
+def cache_timer(metrics: Metrics) -> TimingListener:
+    """The cache's timing listener: each tier operation's seconds."""
+
+    def observe(tier: str, operation: str, seconds: float) -> None:
+        metrics.cache_duration.labels(tier, operation).observe(seconds)
 
     return observe
 
@@ -65,11 +75,8 @@ def install_telemetry(
 
 
 def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
-    state.runtime.cache.stats.timing_listeners.append(
-        lambda tier, operation, seconds: metrics.cache_duration.labels(tier, operation).observe(
-            seconds
-        )
-    )
+    """The exchange calls and the WebSocket delivery latency. (The refreshes, alerts and
+    cache timings are observed through listeners given to their constructors.)"""
     source = state.pipeline.source
     if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
         observe_exchange(source, metrics)

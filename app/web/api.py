@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 from quart import Blueprint, Response
@@ -10,7 +10,6 @@ from quart_schema import document_response, tag, validate_querystring
 
 from app.market.models import canonical_symbol
 from app.services.views import view_name_confluence
-from app.settings import Settings
 from app.state import service_state
 from app.web import schemas
 from app.web.errors import json_error
@@ -29,14 +28,16 @@ VIEW_ROUTES: dict[str, tuple[str, type[BaseModel]]] = {
 }
 
 
-def api_blueprint(settings: Settings) -> Blueprint:
+def api_blueprint(timeframes: Sequence[str]) -> Blueprint:
+    """The view routes and the per-symbol routes; ``timeframes``: the confluence
+    timeframes a query may name (besides ``all``)."""
     api = Blueprint("api", __name__)
     for path, (view_name, model) in VIEW_ROUTES.items():
         endpoint = _view_endpoint(view_name, model)
         api.add_url_rule(
             path, endpoint=view_name.replace(":", "_"), view_func=endpoint, methods=["GET"]
         )
-    _add_symbol_routes(api, settings)
+    _add_symbol_routes(api, timeframes)
     return api
 
 
@@ -58,8 +59,8 @@ def _view_endpoint(view_name: str, model: type[BaseModel]) -> Callable:
     return endpoint
 
 
-def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
-    query_model = schemas.confluence_query_model([*settings.confluence.timeframes, "all"])
+def _add_symbol_routes(api: Blueprint, timeframes: Sequence[str]) -> None:
+    query_model = schemas.confluence_query_model([*timeframes, "all"])
 
     @api.get("/api/confluence/<symbol>")
     @validate_querystring(query_model)

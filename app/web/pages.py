@@ -110,8 +110,8 @@ async def _render(template: str, device: str, page: str) -> str:
         page=page,
         refresh_seconds=settings.refresh_seconds,
         stale_after_seconds=STALE_AFTER_REFRESHES * settings.refresh_seconds,
-        long_threshold=settings.confluence.long_threshold,
-        short_threshold=settings.confluence.short_threshold,
+        long_threshold=settings.long_threshold,
+        short_threshold=settings.short_threshold,
     )
 
 

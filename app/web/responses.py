@@ -21,7 +21,7 @@ async def serve_view(name: str) -> Response:
         read = await state.views.read(name)
     except NothingToServe as error:
         return data_unavailable(state, str(error))
-    reencode = not state.settings.optimized("serialize_once")
+    reencode = not state.settings.serialize_once
     return view_response(read, state.now_ms(), reencode=reencode)
 
 

@@ -3,7 +3,7 @@ test process never share counters), the instruments observed on the hot paths, a
 the bucket bounds at the KPI thresholds.
 
 Counters that the service already keeps (cache lookups, breaker transitions,
-WebSocket messages…) are read at scrape time by ``collectors.ServiceCollector``
+WebSocket messages…) are read at scrape time by ``app.main.collectors.ServiceCollector``
 rather than counted twice; this module holds what must be observed as it happens:
 latencies and a few event counters. Label values are bounded everywhere: route
 templates, cache families, tiers, configured symbols' channels — never a raw key.

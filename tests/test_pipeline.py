@@ -25,8 +25,10 @@ class Published:
         self.views = dict(bodies)
 
 
-async def started_pipeline(clock: ManualClock, listeners: tuple[SnapshotListener, ...] = ()):
-    """A started pipeline over three symbols of a CountingMarket (stopped on exit)."""
+async def started_pipeline(
+    clock: ManualClock, listeners: tuple[SnapshotListener, ...] = ()
+) -> Pipeline:
+    """A started pipeline over three symbols of a CountingMarket; the caller stops it."""
     market = CountingMarket(clock)
     settings = pipeline_settings(make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT"))
     pipeline = Pipeline(settings, market, Published(), clock=clock, listeners=listeners)

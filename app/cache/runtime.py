@@ -24,7 +24,6 @@ from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
 from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
 from app.cache.stats import CacheStats
-from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
     from app.cache.memcached import MemcachedTier
@@ -33,6 +32,23 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 0.5
 MEMCACHED_TIMEOUT_SECONDS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The cache's section of the settings: this replica's id (None: host-pid), the L1
+    size (MB), the Memcached servers (``host:port``), the Redis URL, and the
+    optimisations the benchmark can switch off (the L1 tier, single flight, zstd
+    compression, refresh ahead)."""
+
+    replica_id: str | None
+    l1_max_mb: float
+    memcached_servers: tuple[str, ...] = ()
+    redis_url: str | None = None
+    l1: bool = True
+    single_flight: bool = True
+    compression: bool = True
+    refresh_ahead: bool = True
 
 
 @dataclass
@@ -72,12 +88,12 @@ class CacheRuntime:
 
 
 def build_cache(
-    settings: Settings, policy: CachePolicy, clock, stats: CacheStats | None = None
+    settings: CacheSettings, policy: CachePolicy, clock, stats: CacheStats | None = None
 ) -> CacheRuntime:
     """The tiers the settings ask for behind one LayeredCache; ``stats`` its counters
     (with their listeners), new ones by default."""
     replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    l1_bytes = int(settings.l1_max_mb * 1024 * 1024) if settings.optimized("l1") else 0
+    l1_bytes = int(settings.l1_max_mb * 1024 * 1024) if settings.l1 else 0
     l1 = L1Cache(l1_bytes)
     memcached = None
     if settings.memcached_servers:
@@ -102,9 +118,9 @@ def build_cache(
         locks=locks,
         generations=generations,
         clock=clock,
-        single_flight=settings.optimized("single_flight"),
-        compression=settings.optimized("compression"),
-        refresh_ahead=settings.optimized("refresh_ahead"),
+        single_flight=settings.single_flight,
+        compression=settings.compression,
+        refresh_ahead=settings.refresh_ahead,
         stats=stats,
     )
     coherence = Coherence(cache)

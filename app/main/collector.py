@@ -15,49 +15,18 @@ from collections.abc import Callable, Sequence
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy
 from app.cache.runtime import CacheRuntime
+from app.main.sections import pipeline_settings
 from app.market.errors import MarketDataError
 from app.market.source import MarketSource
-from app.services.analysis import AnalysisSettings
 from app.services.coordination import RefreshCoordinator
-from app.services.pipeline import (
-    CriticalAlerts,
-    Pipeline,
-    PipelineSettings,
-    RefreshListener,
-    SnapshotListener,
-)
+from app.services.pipeline import CriticalAlerts, Pipeline, RefreshListener, SnapshotListener
 from app.services.view_cache import ViewCache
-from app.services.views import ViewSettings
 from app.settings import ConfigError, Settings
 from app.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 WARM_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between warm attempts
-
-
-def pipeline_settings(settings: Settings) -> PipelineSettings:
-    """The refresher's section of the settings."""
-    confluence = settings.confluence
-    return PipelineSettings(
-        symbols=settings.symbols,
-        refresh_seconds=settings.refresh_seconds,
-        candle_limits=settings.candle_limits,
-        order_book_depth=settings.order_book_depth,
-        analysis=AnalysisSettings(
-            weights=confluence.as_weights(),
-            movers_count=settings.movers.count,
-            movers_min_quote_volume=settings.movers.min_quote_volume,
-        ),
-        views=ViewSettings(
-            long_threshold=confluence.long_threshold,
-            short_threshold=confluence.short_threshold,
-            timeframes=tuple(confluence.timeframes),
-            mobile_symbols=settings.mobile.symbols,
-        ),
-        single_flight=settings.optimized("single_flight"),
-        refresh_ahead=settings.optimized("refresh_ahead"),
-    )
 
 
 def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:

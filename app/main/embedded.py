@@ -20,7 +20,7 @@ from app.cache.adaptive import AdaptiveTtl
 from app.cache.policy import load_policy
 from app.cache.runtime import CacheRuntime, build_cache
 from app.cache.stats import CacheStats
-from app.main import collector, server, telemetry
+from app.main import collector, sections, server, telemetry
 from app.main.poller import BackendPoller
 from app.main.sources import make_source
 from app.market.source import MarketSource
@@ -57,7 +57,7 @@ def create_app(
     collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
     stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
-    runtime = build_cache(settings, policy, clock, stats)
+    runtime = build_cache(sections.cache_settings(settings), policy, clock, stats)
     app = server.new_app()
     # The request hooks run in the order installed: the listener split first (a 404
     # costs nothing), then the rate limits; after the routes, the telemetry middleware,
@@ -91,7 +91,7 @@ def _build_state(
     )
     session_store, cookies = server.build_sessions(settings, runtime)
     state = ServiceState(
-        settings=server.serving_settings(settings),
+        settings=sections.serving_settings(settings),
         pipeline=pipeline,
         views=views,
         runtime=runtime,

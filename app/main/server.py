@@ -33,7 +33,7 @@ from app.services.sessions import (
 )
 from app.services.webhooks import WebhookSender
 from app.settings import Settings
-from app.state import ServiceState, ServingSettings
+from app.state import ServiceState
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
@@ -52,22 +52,6 @@ log = logging.getLogger(__name__)
 ADAPTIVE_TTL_SECONDS = 60.0
 # The package whose folder holds the templates and static files the routes serve.
 WEB_PACKAGE = "app.web"
-
-
-def serving_settings(settings: Settings) -> ServingSettings:
-    """The routes' section of the settings."""
-    return ServingSettings(
-        exchange=settings.exchange,
-        symbols=settings.symbols,
-        refresh_seconds=settings.refresh_seconds,
-        long_threshold=settings.confluence.long_threshold,
-        short_threshold=settings.confluence.short_threshold,
-        admin_token=settings.admin_token,
-        api_token=settings.api_token,
-        public_details=settings.public_details,
-        trusted_proxy_hops=settings.trusted_proxy_hops,
-        serialize_once=settings.optimized("serialize_once"),
-    )
 
 
 def new_app() -> Quart:

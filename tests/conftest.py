@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.settings import Settings, load_settings
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY, ServiceState

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from app.market.errors import ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 
 
 class CountingMarket(SimulatedMarket):

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.web.app import create_app
 from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings

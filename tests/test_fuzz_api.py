@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings

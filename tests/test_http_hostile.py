@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.observability.metrics import EXTENSION_KEY as METRICS_KEY
 from app.web import request_guards
 from app.web.app import create_app

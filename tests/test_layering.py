@@ -15,7 +15,6 @@ KNOWN_TWO_WAY = {
     ("cache", "observability"),
     ("cache", "resilience"),
     ("market", "observability"),
-    ("observability", "resilience"),
     ("observability", "services"),
     ("observability", "web"),
     ("resilience", "web"),

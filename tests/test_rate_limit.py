@@ -16,7 +16,8 @@ import pytest
 from quart import Quart
 
 from app.cache.redis_tier import RedisGuard, connect_redis
-from app.market.simulated import SimulatedMarket
+from app.errors import ConfigError
+from app.market.sources.simulated import SimulatedMarket
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
     EXTENSION_KEY,
@@ -29,7 +30,6 @@ from app.resilience.rate_limit import (
     load_rate_limits,
     parse_rate_limits,
 )
-from app.settings import ConfigError
 from app.web.app import create_app
 from app.web.errors import register_error_handlers
 from app.web.state import EXTENSION_KEY as STATE_KEY

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from app.market.confluence import ConfluenceResult
+from app.market.analytics.confluence import ConfluenceResult
 from app.realtime.broadcaster import Broadcaster
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot

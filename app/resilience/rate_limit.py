@@ -63,7 +63,7 @@ from redis.asyncio import Redis
 
 from app.cache.redis_tier import OpCounters, RedisGuard
 from app.cache.tier import TierUnavailable
-from app.settings import ConfigError
+from app.errors import ConfigError
 from app.web.errors import json_error
 
 __all__ = [

@@ -19,9 +19,11 @@ from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy, load_policy
 from app.cache.runtime import CacheRuntime, build_cache
+from app.errors import ConfigError
+from app.main.sections import cache_config
 from app.main.sources import make_source
 from app.market.errors import MarketDataError
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.observability.install import install_observability
 from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
@@ -48,7 +50,7 @@ from app.services.sessions import (
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
 from app.services.webhooks import WebhookSender
-from app.settings import ConfigError, Settings
+from app.settings import Settings
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
@@ -157,7 +159,7 @@ def _build_state(
 ) -> ServiceState:
     policy = load_policy(settings.cache_policy_path)
     check_policy_fits_refresh(policy, settings.refresh_seconds)
-    runtime = build_cache(settings, policy, clock)
+    runtime = build_cache(cache_config(settings), policy, clock)
     coordinator = None
     if (
         runtime.redis is not None

@@ -28,8 +28,8 @@ def package_of(path: Path) -> str:
     return parts[0]
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The ``app`` packages (or top-level modules) ``path`` imports, itself excluded."""
+def imported_modules(path: Path) -> set[str]:
+    """The dotted names of the ``app`` modules ``path`` imports (``app.market.models``)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -37,10 +37,13 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "app" and len(parts) > 1:
-                found.add(parts[1])
+        found.update(name for name in names if name.startswith("app."))
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The ``app`` packages (or top-level modules) ``path`` imports, itself excluded."""
+    found = {name.split(".")[1] for name in imported_modules(path)}
     return found - {package_of(path)}
 
 
@@ -71,3 +74,15 @@ def test_no_new_two_way_package_pair() -> None:
     assert not pairs - KNOWN_TWO_WAY, f"new two-way imports: {sorted(pairs - KNOWN_TWO_WAY)}"
     gone = KNOWN_TWO_WAY - pairs
     assert not gone, f"no longer two-way (remove them from KNOWN_TWO_WAY): {sorted(gone)}"
+
+
+def test_analytics_are_pure_and_settings_reach_only_the_roots() -> None:
+    """``market/analytics`` imports only the market's models and itself; the market,
+    the cache and resilience receive values, never ``app.settings``."""
+    for path in (APP / "market" / "analytics").rglob("*.py"):
+        allowed = ("app.market.models", "app.market.analytics")
+        stray = {m for m in imported_modules(path) if not m.startswith(allowed)}
+        assert not stray, f"{path.name} imports {sorted(stray)}"
+    for package in ("market", "cache", "resilience"):
+        for path in (APP / package).rglob("*.py"):
+            assert "app.settings" not in imported_modules(path), f"{path} imports app.settings"

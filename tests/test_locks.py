@@ -9,15 +9,12 @@ import time
 
 import pytest
 
+from app.backends.connection import connect_redis
+from app.backends.errors import TierUnavailable, is_connection_failure
+from app.backends.guard import RedisGuard
 from app.cache.locks import LOCK_PREFIX, LockLease, RedisLock
-from app.cache.redis_tier import (
-    RedisGuard,
-    connect_redis,
-    is_connection_failure,
-    redis_breaker_config,
-)
-from app.cache.tier import TierUnavailable
 from app.resilience.breaker import CircuitBreaker
+from app.resilience.redis_breaker import redis_breaker_config
 from tests.servers import free_port
 
 TIMEOUT = 0.3

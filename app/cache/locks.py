@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from app.cache.redis_tier import OpCounters, RedisGuard
+from app.backends.guard import OpCounters, RedisGuard
+from app.resilience.redis_breaker import redis_guard
 
 LOCK_PREFIX = "virtuoso:lock:"
 FENCE_SUFFIX = ":fence"
@@ -70,7 +71,7 @@ class RedisLock:
         self, redis: Redis, *, guard: RedisGuard | None = None, prefix: str = LOCK_PREFIX
     ) -> None:
         self._redis = redis
-        self._guard = guard or RedisGuard()
+        self._guard = guard or redis_guard()
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
         self._release = redis.register_script(_RELEASE)

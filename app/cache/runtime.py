@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from app.backends.connection import connect_redis
+from app.backends.guard import RedisGuard
 from app.cache.coherence import Coherence
 from app.cache.generations import Generations
 from app.cache.l1 import L1Cache
@@ -22,7 +24,8 @@ from app.cache.layered import LayeredCache
 from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
-from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
+from app.cache.redis_tier import RedisTier
+from app.resilience.redis_breaker import redis_guard
 from app.settings import Settings
 
 if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
@@ -85,7 +88,7 @@ def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
     generations = Generations()
     if settings.redis_url:
         redis = connect_redis(settings.redis_url, REDIS_TIMEOUT_SECONDS)
-        guard = RedisGuard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        guard = redis_guard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
         backup = RedisTier(redis, guard=guard)
         locks = RedisLock(redis, guard=guard)
         generations = Generations(redis, f"{policy.namespace}:generations")

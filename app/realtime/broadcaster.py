@@ -40,9 +40,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from app.backends.errors import TierUnavailable
 from app.cache.pubsub import InvalidationBus
-from app.cache.redis_tier import OpCounters, RedisGuard
-from app.cache.tier import TierUnavailable
+from app.backends.guard import OpCounters, RedisGuard
+from app.resilience.redis_breaker import redis_guard
 from app.realtime import protocol
 from app.realtime.connection import Connection, RealtimeStats, WsLimits, token_bucket
 from app.resilience.rate_limit import (
@@ -129,7 +130,7 @@ class Broadcaster:
         # can tell the data's age whatever their own clock says.
         self._server_clock = server_clock or clock
         self._redis = redis
-        self._guard = guard or RedisGuard()
+        self._guard = guard or redis_guard()
         self._rate_limiter = rate_limiter
         self._per_client = ConnectionLimiter(limits.max_connections_per_client)
         self._known_symbols = known_symbols

@@ -245,7 +245,7 @@ async def test_a_frozen_connection_is_detected_by_ping_and_replaced(
 
 async def test_close_ends_the_listener_even_while_redis_is_down(redis) -> None:
     replica = await Replica(redis.address, "lonely").start()
-    task = replica.bus._task
+    task = replica.bus._subscriber._task
     assert task is not None and not task.done()
     redis.kill()
     await eventually(lambda: not replica.bus.listening, 5.0)

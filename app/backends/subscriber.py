@@ -146,7 +146,7 @@ class RedisSubscriber:
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(self._note_reconnection)
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
             delay = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 16))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 

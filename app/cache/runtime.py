@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from app.backends.connection import connect_redis
 from app.backends.guard import RedisGuard
+from app.backends.locks import RedisLock
 from app.cache.coherence import Coherence
 from app.cache.generations import Generations
 from app.cache.l1 import L1Cache
 from app.cache.layered import LayeredCache
-from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
 from app.cache.redis_tier import RedisTier

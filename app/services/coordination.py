@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.backends.errors import TierUnavailable
-from app.cache.locks import RedisLock
+from app.backends.locks import RedisLock
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from app.backends.connection import connect_redis
+from app.backends.guard import RedisGuard
+from app.backends.locks import RedisLock
 from app.cache.coherence import Coherence
 from app.cache.generations import Generations
 from app.cache.l1 import L1Cache
 from app.cache.layered import LayeredCache
-from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
-from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
+from app.cache.redis_tier import RedisTier
+from app.resilience.redis_breaker import redis_guard
 
 if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
     from app.cache.memcached import MemcachedTier
@@ -107,7 +110,7 @@ def build_cache(config: CacheConfig, policy: CachePolicy, clock) -> CacheRuntime
     generations = Generations()
     if config.redis_url:
         redis = connect_redis(config.redis_url, REDIS_TIMEOUT_SECONDS)
-        guard = RedisGuard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        guard = redis_guard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
         backup = RedisTier(redis, guard=guard)
         locks = RedisLock(redis, guard=guard)
         generations = Generations(redis, f"{policy.namespace}:generations")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
 from app.market.errors import MarketDataError
 from app.market.listing import UNSERVED
 from app.market.sources.base import MarketSource

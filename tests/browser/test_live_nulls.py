@@ -15,8 +15,8 @@ import pytest_asyncio
 import websockets
 from playwright.async_api import Browser, Page
 
-from app.realtime import updates as live_updates
-from app.realtime.updates import LiveUpdates
+from app.services import live_updates
+from app.services.live_updates import LiveUpdates
 from app.web.app import create_app
 from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.browser import PHONE, PageProblems, text_of

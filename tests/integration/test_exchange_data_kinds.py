@@ -452,7 +452,7 @@ async def test_live_updates_keep_a_symbol_that_lost_its_price(
 ) -> None:
     """A symbol whose ticker goes blank gets a market update with nulls (the page shows
     "—"), not silence that would leave its old price on screen."""
-    from app.realtime.updates import updates_of
+    from app.services.live_updates import updates_of
 
     pipeline = state_of(plain_app).pipeline
     fake.ticker_quirk("ETHUSDT", "absent")

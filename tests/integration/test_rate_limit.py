@@ -15,23 +15,23 @@ import orjson
 import pytest
 from quart import Quart
 
-from app.cache.redis_tier import RedisGuard, connect_redis
+from app.backends.connection import connect_redis
 from app.errors import ConfigError
 from app.market.sources.simulated import SimulatedMarket
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
-    EXTENSION_KEY,
     ConnectionLimiter,
     MemoryBuckets,
     RateLimiter,
     RateLimits,
     client_identity,
-    install_rate_limits,
     load_rate_limits,
     parse_rate_limits,
 )
+from app.resilience.redis_breaker import redis_guard
 from app.web.app import create_app
 from app.web.errors import register_error_handlers
+from app.web.rate_limit_hooks import EXTENSION_KEY, install_rate_limits
 from app.web.state import EXTENSION_KEY as STATE_KEY
 from tests.conftest import ManualClock, make_settings
 from tests.support.servers import unresponsive_server
@@ -123,7 +123,7 @@ def store(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "memory":
         return {"clock": clock}
     client = request.getfixturevalue("redis_client")
-    return {"redis": client, "guard": RedisGuard(timeout_seconds=TIMEOUT), "clock": clock}
+    return {"redis": client, "guard": redis_guard(timeout_seconds=TIMEOUT), "clock": clock}
 
 
 # -- the 429 ----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ async def test_token_identity_beats_the_ip(store) -> None:
 
 
 async def test_bucket_keys_expire_when_the_bucket_is_full_again(redis_client) -> None:
-    app = build_app(redis=redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    app = build_app(redis=redis_client, guard=redis_guard(timeout_seconds=TIMEOUT))
     await statuses(app, 2, token=TOKEN)
     ttl_ms = await redis_client.pttl(f"virtuoso:ratelimit:data:tok:{TOKEN_HASH}")
     assert 0 < ttl_ms <= 200  # two tokens used at 10/s: full again within 200 ms
@@ -309,7 +309,7 @@ async def test_two_instances_share_the_budget_through_redis(redis) -> None:
     try:
         clock = ManualClock()
         apps = [
-            build_app(redis=c, guard=RedisGuard(timeout_seconds=TIMEOUT), clock=clock)
+            build_app(redis=c, guard=redis_guard(timeout_seconds=TIMEOUT), clock=clock)
             for c in clients
         ]
         seen = [(await call(apps[n % 2])).status_code for n in range(6)]
@@ -333,7 +333,7 @@ async def test_two_instances_share_the_budget_through_redis(redis) -> None:
 async def test_redis_server_clock_refills_the_bucket(redis_client) -> None:
     """Without an injected clock, Redis's own TIME drives the bucket."""
     rate_limits = limits(families={"data": {"rate": 5, "burst": 1, "paths": ["/api/dashboard"]}})
-    app = build_app(rate_limits, redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    app = build_app(rate_limits, redis_client, guard=redis_guard(timeout_seconds=TIMEOUT))
     assert (await call(app)).status_code == 200
     assert (await call(app)).status_code == 429  # the next token is 200 ms away
     await asyncio.sleep(0.25)
@@ -345,7 +345,7 @@ async def test_redis_outage_fails_open_and_limits_return(
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.resilience.rate_limit")
     app = build_app(
-        redis=redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT), clock=ManualClock()
+        redis=redis_client, guard=redis_guard(timeout_seconds=TIMEOUT), clock=ManualClock()
     )
     assert await statuses(app, 4) == [200, 200, 200, 429]
 

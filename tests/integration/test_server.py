@@ -82,7 +82,7 @@ def test_serves_the_api_and_stops_on_sigterm(server: tuple[str, subprocess.Popen
 
 def test_an_inconsistent_cache_policy_stops_start_up(tmp_path) -> None:
     policy = tmp_path / "cache.yaml"
-    shipped = (Path(__file__).parents[1] / "config" / "cache.yaml").read_text()
+    shipped = (Path(__file__).parents[2] / "config" / "cache.yaml").read_text()
     policy.write_text(
         shipped.replace(
             "  signals:            # dashboard:signals\n    ttl: 30",

@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy
 from app.cache.runtime import CacheRuntime
+from app.errors import ConfigError
 from app.main.sections import pipeline_settings
 from app.market.errors import MarketDataError
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import CriticalAlerts, Pipeline, RefreshListener, SnapshotListener
 from app.services.view_cache import ViewCache
-from app.settings import ConfigError, Settings
+from app.settings import Settings
 from app.state import ServiceState
 
 log = logging.getLogger(__name__)

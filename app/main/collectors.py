@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from app.cache.stats import SERVED_OUTCOMES
 from app.main.poller import BackendPoller
-from app.market.source import data_quality_of
+from app.market.sources.base import data_quality_of
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
 from app.state import ServiceState

@@ -23,12 +23,12 @@ from app.cache.stats import CacheStats
 from app.main import collector, sections, server, telemetry
 from app.main.poller import BackendPoller
 from app.main.sources import make_source
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.observability.tracing import provider_from_env
-from app.realtime.updates import LiveUpdates
 from app.resilience.rate_limit import RateLimiter
 from app.services.alerts import AlertService
+from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
@@ -57,7 +57,7 @@ def create_app(
     collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
     stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
-    runtime = build_cache(sections.cache_settings(settings), policy, clock, stats)
+    runtime = build_cache(sections.cache_config(settings), policy, clock, stats)
     app = server.new_app()
     # The request hooks run in the order installed: the listener split first (a 404
     # costs nothing), then the rate limits; after the routes, the telemetry middleware,

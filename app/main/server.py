@@ -21,7 +21,7 @@ from app.cache.runtime import CacheRuntime
 from app.realtime.broadcaster import Broadcaster
 from app.realtime.protocol import ALERTS_KEPT
 from app.realtime.ws_route import register_ws
-from app.resilience.rate_limit import RateLimiter, RateLimits, install_rate_limits, load_rate_limits
+from app.resilience.rate_limit import RateLimiter, RateLimits, load_rate_limits
 from app.services.alert_engine import AlertEngine
 from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts import AlertService, Announce, Republish
@@ -42,6 +42,7 @@ from app.web.errors import register_error_handlers
 from app.web.health import health
 from app.web.metrics_route import metrics_endpoint
 from app.web.pages import pages
+from app.web.rate_limit_hooks import install_rate_limits
 from app.web.request_guards import install_request_guards
 from app.web.rum import rum
 from app.web.security import install_security_headers

@@ -14,12 +14,12 @@ from quart import Quart
 from app.cache.stats import TimingListener
 from app.main.collectors import ServiceCollector
 from app.main.poller import BackendPoller
+from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
+from app.market.sources.guarded import GuardedSource
 from app.observability import tracing
 from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
-from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
-from app.resilience.guarded_source import GuardedSource
 from app.services.alert_rules import LEVELS
 from app.services.alerts import Announce
 from app.services.pipeline import RefreshListener

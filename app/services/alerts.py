@@ -12,8 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
+from app.backends.errors import TierUnavailable
 from app.cache.coherence import Coherence
-from app.cache.tier import TierUnavailable
 from app.services.alert_engine import AlertEngine, MarketFacts
 from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alert_store import AlertStore

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring, validate_request
 
+from app.backends.errors import TierUnavailable
 from app.cache.keys import make_key
 from app.cache.layered import Computed, NothingToServe
-from app.cache.tier import TierUnavailable
 from app.market.models import canonical_symbol
 from app.services.alert_rules import RuleInput
 from app.services.alert_store import TooManyRules

@@ -14,7 +14,7 @@ import weakref
 import orjson
 
 from app.main.sections import pipeline_settings
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.services.analysis import analyse
 from app.services.snapshot import SnapshotCollector
 from app.services.views import ViewSettings, build_views

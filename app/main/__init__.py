@@ -2,5 +2,6 @@
 together — ``collector`` (source, refresher, warming; ``sources`` picks the market
 source), ``server`` (the Quart app, its routes, realtime and alert service),
 ``embedded`` (both in one process, the default), ``telemetry`` (the metrics wiring, with
-the scrape-time ``collectors`` and the backend ``poller``) and ``cli``. No other package
-of ``app`` imports it."""
+the scrape-time ``collectors`` and the backend ``poller``), ``sections`` (the part of
+the settings each package receives) and ``cli``. No other package of ``app`` imports
+it."""

@@ -85,7 +85,13 @@ def _build_state(
     clock: Callable[[], float],
 ) -> ServiceState:
     state: ServiceState  # built last; the broadcaster reads its symbols when it runs
-    broadcaster = server.build_broadcaster(runtime, limiter, lambda: state.known_symbols, clock)
+    broadcaster = server.build_broadcaster(
+        runtime,
+        limiter,
+        lambda: state.known_symbols,
+        clock,
+        on_latency=telemetry.ws_latency_observer(metrics),
+    )
     alerts, pipeline, views = _snapshot_flow(
         settings, source, runtime, LiveUpdates(broadcaster), metrics, clock
     )

@@ -104,9 +104,10 @@ def build_broadcaster(
     limiter: RateLimiter,
     known_symbols: Callable[[], list[str]],
     clock: Callable[[], float],
+    on_latency: Callable[[str, float], None],
 ) -> Broadcaster:
     """Live updates of every new snapshot and every alert, fanned out to all replicas
-    through Redis when configured."""
+    through Redis when configured; ``on_latency`` is told each delivery's latency."""
     return Broadcaster(
         runtime.replica_id,
         runtime.redis,
@@ -115,6 +116,7 @@ def build_broadcaster(
         known_symbols=known_symbols,
         server_clock=clock,
         redis_channel=f"{runtime.cache.policy.namespace}:realtime",
+        on_latency=on_latency,
     )
 
 

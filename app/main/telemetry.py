@@ -5,6 +5,7 @@ alerts) and the HTTP middleware. The instruments themselves live in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -46,6 +47,15 @@ def cache_timer(metrics: Metrics) -> TimingListener:
     return observe
 
 
+def ws_latency_observer(metrics: Metrics) -> Callable[[str, float], None]:
+    """The broadcaster's latency listener: each delivery's seconds by channel."""
+
+    def observe(channel: str, seconds: float) -> None:
+        metrics.ws_latency.labels(channel).observe(seconds)
+
+    return observe
+
+
 def alert_counter(metrics: Metrics) -> Announce:
     """The alert service's announcement that counts fired alerts by level."""
 
@@ -75,14 +85,12 @@ def install_telemetry(
 
 
 def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
-    """The exchange calls and the WebSocket delivery latency. (The refreshes, alerts and
-    cache timings are observed through listeners given to their constructors.)"""
+    """The exchange calls, of any guarded source (the settings' or one a test passed).
+    (The refreshes, alerts, cache timings and WebSocket deliveries are observed through
+    listeners given to their constructors.)"""
     source = state.pipeline.source
     if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
         observe_exchange(source, metrics)
-    state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
-        channel
-    ).observe(seconds)
 
 
 def observe_exchange(source: GuardedSource, metrics: Metrics) -> None:

@@ -52,7 +52,8 @@ class Broadcaster:
     data's ``generated_at``. With a ``rate_limiter``, its file's ``websocket`` section
     sets the per-client limits of ``limits`` (connections, handshakes, messages;
     handshakes unlimited when the file says ``enabled: false``). ``known_symbols``:
-    the symbols a subscription may name (any, without it).
+    the symbols a subscription may name (any, without it). ``on_latency``: told each
+    delivery's publish → send time (channel, seconds), e.g. a histogram's observe.
     """
 
     def __init__(
@@ -67,12 +68,13 @@ class Broadcaster:
         known_symbols: Callable[[], Container[str]] | None = None,
         redis_channel: str = REDIS_CHANNEL,
         server_clock: Callable[[], float] | None = None,
+        on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
         self.replica_id = replica_id
         if rate_limiter is not None:
             limits = with_rate_limits(limits, rate_limiter.limits)
         self.limits = limits
-        self.stats = RealtimeStats()
+        self.stats = RealtimeStats(on_latency=on_latency)
         self.stats.latencies = type(self.stats.latencies)(maxlen=limits.latency_samples)
         self._clock = clock
         self._server_clock = server_clock or clock

@@ -80,3 +80,67 @@ def test_analytics_are_pure_and_settings_reach_only_the_roots() -> None:
     for package in (*values_only, "observability"):
         for path in (APP / package).rglob("*.py"):
             assert "app.settings" not in imported_modules(path), f"{path} imports app.settings"
+
+
+# The design's "never" arrows (DESIGN.md, Layout): (importer prefix, forbidden prefixes).
+NEVER = [
+    ("app.web", ("app.market.sources", "app.main")),
+    ("app.market.analytics", ("app.cache",)),
+    ("app.cache", ("app.web", "app.main")),
+    ("app.resilience", ("app.web", "app.main")),
+    ("app.market.sources", ("app.cache",)),
+    ("app.observability", ("app.web", "app.main", "app.services")),
+    ("app.realtime", ("app.services", "app.main")),
+    ("app.backends", ("app.",)),
+    ("app.services", ("app.web", "app.realtime", "app.main")),
+]
+
+
+def module_name(path: Path) -> str:
+    """``app/market/sources/ccxt.py`` → ``app.market.sources.ccxt``."""
+    parts = path.relative_to(APP.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_arrow_the_design_forbids() -> None:
+    """Each "never" of the design holds for every module under its importer prefix
+    (``app.backends`` may import nothing of ``app`` but itself)."""
+    broken = []
+    for path in APP.rglob("*.py"):
+        name = module_name(path)
+        for importer, forbidden in NEVER:
+            if name != importer and not name.startswith(importer + "."):
+                continue
+            for imported in imported_modules(path):
+                if imported.startswith(importer + ".") or imported == importer:
+                    continue
+                if any(
+                    imported == f or imported.startswith(f.rstrip(".") + ".") for f in forbidden
+                ):
+                    broken.append(f"{name} → {imported}")
+    assert not broken, broken
+
+
+def test_the_shared_state_is_a_leaf() -> None:
+    """``app/state.py`` imports app modules only for type checking (like quart's globals)."""
+    tree = ast.parse((APP / "state.py").read_text(encoding="utf-8"))
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    runtime = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom | ast.Import)
+        and id(node) not in guarded
+        and any(name.startswith("app.") for name in _names(node))
+    ]
+    assert not runtime, runtime
+
+
+def _names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return [alias.name for alias in node.names]

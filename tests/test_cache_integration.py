@@ -14,7 +14,7 @@ import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 from redis.asyncio import Redis
 
-from app.cache.keys import view_key
+from app.services.catalogue import view_key
 from app.web.app import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.markets import CountingMarket

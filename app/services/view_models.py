@@ -70,9 +70,15 @@ class Movers(_Doc):
     losers: list[Mover]
 
 
-class MoversResponse(Freshness, Movers):
-    min_quote_volume: float
-    excluded_illiquid: int
+class LiquidMovers(Movers):
+    """The movers with the liquidity filter they passed."""
+
+    min_quote_volume: float = Field(description="24h quote turnover a mover needs")
+    excluded_illiquid: int = Field(description="tickers left out for less turnover")
+
+
+class MoversResponse(Freshness, LiquidMovers):
+    pass
 
 
 class Signal(_Doc):
@@ -93,6 +99,9 @@ class BetaBrief(_Doc):
     r_squared: float | None = Field(description="null when the correlation is")
     risk_band: str
     timeframe: str
+    undefined: dict[str, str] = Field(
+        default_factory=dict, description="statistic → why it is null on this data"
+    )
 
 
 class ConfluenceSummary(_Doc):
@@ -134,7 +143,7 @@ class SymbolRow(_Doc):
 class DesktopDashboard(Freshness):
     overview: MarketOverview
     symbols: list[SymbolRow]
-    movers: Movers
+    movers: LiquidMovers
     signals: list[Signal]
     beta: dict[str, Any]
 
@@ -166,7 +175,7 @@ class MobileDashboard(Freshness):
 
 class DashboardOverview(Freshness):
     overview: MarketOverview
-    movers: Movers
+    movers: LiquidMovers
     signal_counts: dict[str, int]
     beta: dict[str, Any]
 
@@ -195,6 +204,12 @@ class ConfluenceResponse(Freshness):
     timeframe: str
     price: float | None = Field(description="null when the exchange did not send it")
     change_24h: float | None = Field(description="null when the exchange did not send it")
+    ticker_missing: list[str] | None = Field(
+        None, description="the ticker fields the exchange did not send; null when none"
+    )
+    listing: ListingNote | None = Field(
+        None, description="null while the exchange lists and serves the symbol"
+    )
     score: float
     signal: Literal["long", "short", "neutral"]
     reliability: float
@@ -213,6 +228,9 @@ class CandlesResponse(_Doc):
     generated_at: int
     source: Literal["simulated", "ccxt"]
     exchange: str
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="the candles could not be fetched → reason"
+    )
     symbol: str
     timeframe: str
     candles: list[list[float]] = Field(

@@ -273,7 +273,7 @@ class Settings(_Section):
     @field_validator("webhook_allow", mode="before")
     @classmethod
     def _allow_list(cls, value: Any) -> tuple[str, ...]:
-        from app.services.destinations import parse_allow_list  # pure; names what is wrong
+        from app.services.alerts.destinations import parse_allow_list  # pure; names what is wrong
 
         items = value.split(",") if isinstance(value, str) else list(value or ())
         entries = tuple(str(i).strip().lower() for i in items if str(i).strip())

@@ -27,7 +27,7 @@ from app.market.listing import (
     RefreshEvidence,
 )
 from app.market.simulated import SimulatedMarket
-from app.services.alerts import market_facts
+from app.services.alerts.service import market_facts
 from app.web.app import create_app
 from tests.conftest import (
     ManualClock,

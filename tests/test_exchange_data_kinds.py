@@ -17,7 +17,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.market.ccxt_source import CcxtMarketSource
 from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, count_gaps
-from app.services.alerts import market_facts
+from app.services.alerts.service import market_facts
 from tests.conftest import ManualClock, exchange_settings, make_settings, started_app, state_of
 from tests.fake_bybit import FakeBybit
 

@@ -16,7 +16,7 @@ from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
 from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
 from app.resilience.guarded_source import GuardedSource
-from app.services.alert_rules import LEVELS
+from app.services.alerts.rules import LEVELS
 from app.web.state import ServiceState
 
 EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")

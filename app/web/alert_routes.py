@@ -20,9 +20,9 @@ from app.cache.keys import make_key
 from app.cache.layered import Computed, NothingToServe
 from app.cache.tier import TierUnavailable
 from app.market.models import canonical_symbol
-from app.services.alert_rules import RuleInput
-from app.services.alert_store import TooManyRules
-from app.services.destinations import DestinationRefused
+from app.services.alerts.destinations import DestinationRefused
+from app.services.alerts.rules import RuleInput
+from app.services.alerts.store import TooManyRules
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error

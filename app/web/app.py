@@ -34,9 +34,10 @@ from app.resilience.rate_limit import (
     install_rate_limits,
     load_rate_limits,
 )
-from app.services.alert_engine import AlertEngine
-from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
-from app.services.alerts import AlertService
+from app.services.alerts.engine import AlertEngine
+from app.services.alerts.service import AlertService
+from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
+from app.services.alerts.webhooks import WebhookSender
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline
 from app.services.sessions import (
@@ -47,7 +48,6 @@ from app.services.sessions import (
 )
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
-from app.services.webhooks import WebhookSender
 from app.settings import ConfigError, Settings
 from app.web.admin import admin
 from app.web.alert_routes import alerts

@@ -13,14 +13,14 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from app.cache.coherence import Coherence
 from app.cache.tier import TierUnavailable
-from app.services.alert_engine import AlertEngine, MarketFacts
-from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
-from app.services.alert_store import AlertStore
+from app.services.alerts.engine import AlertEngine, MarketFacts
+from app.services.alerts.price_trail import PriceTrails
+from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
+from app.services.alerts.store import AlertStore
+from app.services.alerts.webhooks import WebhookSender
 from app.services.analysis import COMBINED, Analysis
 from app.services.pipeline import Pipeline
-from app.services.price_trail import PriceTrails
 from app.services.snapshot import Snapshot
-from app.services.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 

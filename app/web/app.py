@@ -214,8 +214,7 @@ def _add_realtime(app: Quart, state: ServiceState, limiter: RateLimiter) -> None
     state.alerts.announce.append(live.announce_alert)
 
     async def recent_alerts() -> list[dict]:  # the alerts snapshot's seed, at start
-        alerts, _ = await state.alerts.store.list_alerts(limit=ALERTS_KEPT)
-        return [alert.to_dict() for alert in alerts]
+        return await state.alerts.recent_alerts(ALERTS_KEPT)
 
     broadcaster.seed_alerts_from(recent_alerts)
     state.broadcaster = broadcaster
@@ -235,7 +234,9 @@ def _alert_service(
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
     webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
-    service = AlertService(store, engine, pipeline, runtime.coherence, webhooks)
+    service = AlertService(
+        store, engine, pipeline, runtime.cache, runtime.coherence, webhooks, clock=clock
+    )
     pipeline.on_snapshot.append(service.on_snapshot)
     pipeline.critical_alerts = service.critical_alerts
     return service

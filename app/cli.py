@@ -13,8 +13,9 @@ from typing import Any, cast
 from hypercorn.config import Config
 from quart import Quart
 
+from app.errors import ConfigError
 from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
-from app.settings import ConfigError, Settings, load_settings
+from app.settings import Settings, load_settings
 from app.web.listeners import ASGIApp, listener_apps
 
 log = logging.getLogger("virtuoso")

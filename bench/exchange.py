@@ -1,4 +1,4 @@
-"""The loopback fake Bybit (tests/fake_bybit.py) as a process for the benchmark, with
+"""The loopback fake Bybit (tools/fake_bybit.py) as a process for the benchmark, with
 a control port: request counts, failing on demand, and prices that move every second
 (so live updates flow).
 
@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from bench.symbols import SYMBOLS
-from tests.fake_bybit import FakeBybit
+from tools.fake_bybit import FakeBybit
 
 MOVE_EVERY_SECONDS = 1.0
 

@@ -11,12 +11,15 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.settings import Settings, load_settings
 from app.web.app import create_app
 from app.web.state import EXTENSION_KEY, ServiceState
 
-pytest_plugins = ["tests.servers", "tests.browser"]  # servers; Chromium and the served app
+pytest_plugins = [
+    "tests.support.servers",
+    "tests.support.browser",
+]  # servers; Chromium and the served app
 
 START = 1_790_000_000.0  # a fixed instant (2026-09-21) for deterministic markets
 
@@ -50,7 +53,7 @@ def clock() -> ManualClock:
 
 _DATA_DIR = tempfile.mkdtemp(prefix="virtuoso-test-data-")
 # For tests that send hundreds of requests from one client: rate limits off.
-RATE_LIMITS_OFF = str(Path(__file__).parent / "data" / "ratelimits-off.yaml")
+RATE_LIMITS_OFF = str(Path(__file__).parent / "support" / "data" / "ratelimits-off.yaml")
 
 
 def make_settings(**environ: str) -> Settings:

@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.cache.stats import SERVED_OUTCOMES
-from app.market.source import data_quality_of
+from app.market.sources.base import data_quality_of
 from app.observability.backends import BackendPoller
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES

@@ -8,14 +8,14 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from quart import Quart
 
+from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
+from app.market.sources.guarded import GuardedSource
 from app.observability import tracing
 from app.observability.backends import BackendPoller
 from app.observability.collectors import ServiceCollector
 from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
-from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
-from app.resilience.guarded_source import GuardedSource
 from app.services.alerts.rules import LEVELS
 from app.web.state import ServiceState
 

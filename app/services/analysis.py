@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
-from app.market.confluence import (
+from app.market.analytics.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
+from app.market.analytics.confluence import (
     ConfluenceResult,
     ConfluenceWeights,
     combine_timeframes,
     score_timeframe,
 )
+from app.market.analytics.overview import BTC, market_overview, top_movers
 from app.market.models import Ticker
-from app.market.overview import BTC, market_overview, top_movers
 from app.services.snapshot import Snapshot
 from app.settings import Settings
 

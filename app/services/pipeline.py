@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
 from app.market.errors import MarketDataError
 from app.market.listing import UNSERVED
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.observability.tracing import step_span
 from app.services.analysis import Analysis, analyse
 from app.services.coordination import RefreshCoordinator

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from app.market.beta import BetaStats
-from app.market.confluence import ConfluenceResult
-from app.market.models import Candles, Ticker, split_symbol
-from app.market.quality import CandleQuality
+from app.market.analytics.beta import BetaStats
+from app.market.analytics.confluence import ConfluenceResult
+from app.market.models import CandleQuality, Candles, Ticker, split_symbol
 from app.services.analysis import COMBINED, Analysis, known_change
 from app.services.catalogue import (
     BETA,
@@ -169,7 +168,7 @@ def data_quality(snapshot: Snapshot, symbol: str) -> dict | None:
     cleaned, or None when nothing: ``ticker_missing`` (the ticker fields that were
     null/empty, ``["price"]`` when there is no usable price), candle counts summed over
     the timeframes held, and ``by_timeframe`` for the timeframes that were not clean
-    (``app.market.quality``)."""
+    (``app.market.sources.quality``)."""
     note: dict = {}
     ticker = snapshot.tickers.get(symbol)
     if symbol in snapshot.unpriced:

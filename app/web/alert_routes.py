@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring, validate_request
 
+from app.backends.errors import TierUnavailable
 from app.cache.layered import NothingToServe
-from app.cache.tier import TierUnavailable
 from app.market.models import canonical_symbol
 from app.services.alerts.destinations import DestinationRefused
 from app.services.alerts.rules import RuleInput

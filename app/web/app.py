@@ -19,26 +19,23 @@ from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy, load_policy
 from app.cache.runtime import CacheRuntime, build_cache
+from app.errors import ConfigError
+from app.main.sections import cache_config
 from app.main.sources import make_source
 from app.market.errors import MarketDataError
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.observability.install import install_observability
 from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
 from app.realtime.protocol import ALERTS_KEPT
-from app.realtime.updates import LiveUpdates
 from app.realtime.ws_route import register_ws
-from app.resilience.rate_limit import (
-    RateLimiter,
-    RateLimits,
-    install_rate_limits,
-    load_rate_limits,
-)
+from app.resilience.rate_limit import RateLimiter, RateLimits, load_rate_limits
 from app.services.alerts.engine import AlertEngine
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts.webhooks import WebhookSender
 from app.services.coordination import RefreshCoordinator
+from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
 from app.services.sessions import (
     MemorySessionStore,
@@ -48,7 +45,7 @@ from app.services.sessions import (
 )
 from app.services.view_cache import ViewCache
 from app.services.warming import Warmer
-from app.settings import ConfigError, Settings
+from app.settings import Settings
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
@@ -58,6 +55,7 @@ from app.web.health import health
 from app.web.listeners import install_listener_split
 from app.web.metrics_route import metrics_endpoint
 from app.web.pages import pages
+from app.web.rate_limit_hooks import install_rate_limits
 from app.web.request_guards import install_request_guards
 from app.web.rum import rum
 from app.web.security import install_security_headers
@@ -157,7 +155,7 @@ def _build_state(
 ) -> ServiceState:
     policy = load_policy(settings.cache_policy_path)
     check_policy_fits_refresh(policy, settings.refresh_seconds)
-    runtime = build_cache(settings, policy, clock)
+    runtime = build_cache(cache_config(settings), policy, clock)
     coordinator = None
     if (
         runtime.redis is not None

@@ -13,7 +13,7 @@ import weakref
 
 import orjson
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.services.analysis import analyse
 from app.services.catalogue import DESKTOP
 from app.services.snapshot import SnapshotCollector

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 
 import orjson
 
+from app.backends.errors import TierUnavailable
 from app.cache.coherence import Coherence
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Computed, LayeredCache
-from app.cache.tier import TierUnavailable
 from app.services.alerts.engine import AlertEngine, MarketFacts
 from app.services.alerts.price_trail import PriceTrails
 from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule

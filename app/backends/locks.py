@@ -1,0 +1,162 @@
+"""A distributed single-flight lock across replicas, with fencing tokens.
+
+``acquire`` is one atomic script: when ``virtuoso:lock:<name>`` is free it takes the
+next fence number from ``virtuoso:lock:<name>:fence`` and stores the token
+``"<fence>:<random hex>"`` with ``PX ttl_ms``. Fences only grow: the counter never
+drops below the server's clock in milliseconds, so even a Redis restart that lost
+the counter hands out higher numbers. ``release`` and ``extend`` are compare-and-
+delete / compare-and-pexpire scripts, so a holder whose lease expired (and was
+taken over) cannot touch the new holder's lock: its release is a no-op that
+returns False.
+
+Every call raises ``TierUnavailable`` when Redis is down or slow, so a caller can
+fall back to in-process single-flight. Like redis-py's lock, it is handed its client
+(and the guard every call goes through); the cache's stampede protection and the
+refresh coordination use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.backends.guard import OpCounters, RedisGuard
+
+LOCK_PREFIX = "virtuoso:lock:"
+FENCE_SUFFIX = ":fence"
+FENCE_TTL_MS = 86_400_000  # the counter idles out after a day; the clock floor keeps fences rising
+
+# KEYS[1] lock key, KEYS[2] fence key; ARGV[1] random id, ARGV[2] ttl ms, ARGV[3] fence ttl ms.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local fence = redis.call('INCR', KEYS[2])
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if fence < floor then
+  fence = floor
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], string.format('%d', fence) .. ':' .. ARGV[1], 'PX', ARGV[2])
+return fence
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LockLease:
+    """Proof of holding lock ``name``; ``fence`` grows with every successful acquisition."""
+
+    name: str
+    token: str  # "<fence>:<random hex>", the value stored under the lock key
+    fence: int
+
+
+class RedisLock:
+    """Non-blocking distributed locks: ``acquire`` either wins now or returns None."""
+
+    def __init__(self, redis: Redis, *, guard: RedisGuard, prefix: str = LOCK_PREFIX) -> None:
+        self._redis = redis
+        self._guard = guard
+        self._prefix = prefix
+        self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
+        self._release = redis.register_script(_RELEASE)
+        self._extend = redis.register_script(_EXTEND)
+        self._counters = OpCounters()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return self._counters.as_dict()
+
+    def key(self, name: str) -> str:
+        return self._prefix + name
+
+    async def acquire(self, name: str, ttl_ms: int) -> LockLease | None:
+        """The lease when the lock was free, None when someone holds it. Never waits for it."""
+        _check_ttl(ttl_ms)
+        random_id = secrets.token_hex(12)
+        key = self.key(name)
+        fence = await self._guard.run(
+            lambda: self._acquire(
+                keys=[key, key + FENCE_SUFFIX], args=[random_id, int(ttl_ms), FENCE_TTL_MS]
+            ),
+            "lock acquire",
+            self._counters,
+        )
+        if fence is None:
+            return None
+        return LockLease(name, f"{int(fence)}:{random_id}", int(fence))
+
+    async def release(self, lease: LockLease) -> bool:
+        """True when this lease still held the lock and it is now free; False for a stale lease."""
+        deleted = await self._guard.run(
+            lambda: self._release(keys=[self.key(lease.name)], args=[lease.token]),
+            "lock release",
+            self._counters,
+        )
+        return bool(deleted)
+
+    async def extend(self, lease: LockLease, ttl_ms: int) -> bool:
+        """Sets the remaining time to ``ttl_ms`` if the lease is still current; else False."""
+        _check_ttl(ttl_ms)
+        extended = await self._guard.run(
+            lambda: self._extend(keys=[self.key(lease.name)], args=[lease.token, int(ttl_ms)]),
+            "lock extend",
+            self._counters,
+        )
+        return bool(extended)
+
+    async def is_current(self, lease: LockLease) -> bool:
+        """True while this lease holds the lock (not expired, not taken over)."""
+        value = await self._guard.run(
+            lambda: self._redis.get(self.key(lease.name)), "lock check", self._counters
+        )
+        return value == lease.token.encode()
+
+    async def is_locked(self, name: str) -> bool:
+        exists = await self._guard.run(
+            lambda: self._redis.exists(self.key(name)), "lock check", self._counters
+        )
+        return bool(exists)
+
+    async def wait_for_release(
+        self,
+        name: str,
+        timeout: float,  # noqa: ASYNC109 (a bound that returns False, not an error)
+        *,
+        first_delay: float = 0.005,
+        max_delay: float = 0.1,
+    ) -> bool:
+        """Waits until nobody holds ``name``: True when it is free, False after ``timeout`` s.
+
+        Polls EXISTS with a doubling delay capped at ``max_delay`` (so a waiter sees
+        the release at most ``max_delay`` late). Raises TierUnavailable if Redis fails.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = first_delay
+        while True:
+            if not await self.is_locked(name):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, max_delay)
+
+
+def _check_ttl(ttl_ms: int) -> None:
+    if ttl_ms <= 0:
+        raise ValueError(f"ttl_ms must be positive, not {ttl_ms}")

@@ -1,0 +1,23 @@
+"""The sections of the settings each package receives: only the composition roots see
+the whole ``Settings``; a package gets the values it uses, in its own type."""
+
+from __future__ import annotations
+
+from app.cache.runtime import CacheConfig
+from app.settings import Settings
+
+MEGABYTE = 1024 * 1024
+
+
+def cache_config(settings: Settings) -> CacheConfig:
+    """What ``app.cache.runtime.build_cache`` needs: the tiers to build and the
+    optimisations switched on (``l1_bytes`` is 0 when the benchmark turns L1 off)."""
+    return CacheConfig(
+        replica_id=settings.replica_id,
+        l1_bytes=int(settings.l1_max_mb * MEGABYTE) if settings.optimized("l1") else 0,
+        memcached_servers=tuple(settings.memcached_servers),
+        redis_url=settings.redis_url,
+        single_flight=settings.optimized("single_flight"),
+        compression=settings.optimized("compression"),
+        refresh_ahead=settings.optimized("refresh_ahead"),
+    )

@@ -1,0 +1,163 @@
+"""RedisLock against a real redis-server: mutual exclusion, fencing, stale holders, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+
+import pytest
+
+from app.backends.connection import connect_redis
+from app.backends.errors import TierUnavailable, is_connection_failure
+from app.backends.guard import RedisGuard
+from app.backends.locks import LOCK_PREFIX, LockLease, RedisLock
+from app.resilience.breaker import CircuitBreaker
+from app.resilience.redis_breaker import redis_breaker_config, redis_guard
+from tests.support.servers import free_port
+
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def client(redis_client):
+    return redis_client
+
+
+@pytest.fixture
+def locks(client) -> RedisLock:
+    """Lock semantics, not breaker behaviour: a loaded test machine makes 50 concurrent
+    calls slow, and the production breaker would (rightly) trip on slow calls."""
+    config = dataclasses.replace(redis_breaker_config(TIMEOUT), slow_call_seconds=math.inf)
+    breaker = CircuitBreaker("redis", config=config, is_failure=is_connection_failure)
+    return RedisLock(client, guard=RedisGuard(breaker, timeout_seconds=TIMEOUT))
+
+
+async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> None:
+    assert await locks.wait_for_release(name, seconds), f"{name} still held after {seconds} s"
+
+
+async def test_only_one_of_many_concurrent_acquirers_wins(locks: RedisLock, client) -> None:
+    leases = await asyncio.gather(*(locks.acquire("view:btc", 5_000) for _ in range(50)))
+    winners = [lease for lease in leases if lease is not None]
+    assert len(winners) == 1
+    lease = winners[0]
+    assert lease.name == "view:btc"
+    assert lease.token.startswith(f"{lease.fence}:")
+    assert await client.get(LOCK_PREFIX + "view:btc") == lease.token.encode()
+    assert 4_000 < await client.pttl(LOCK_PREFIX + "view:btc") <= 5_000
+    assert await locks.is_current(lease)
+
+
+async def test_release_frees_the_lock_once(locks: RedisLock) -> None:
+    lease = await locks.acquire("a", 5_000)
+    assert lease is not None
+    assert await locks.acquire("a", 5_000) is None
+    assert await locks.release(lease)
+    assert not await locks.release(lease)  # already released
+    assert not await locks.is_current(lease)
+    again = await locks.acquire("a", 5_000)
+    assert again is not None and again.fence > lease.fence
+
+
+async def test_locks_of_different_names_are_independent(locks: RedisLock) -> None:
+    first, second = await asyncio.gather(locks.acquire("x", 5_000), locks.acquire("y", 5_000))
+    assert first is not None and second is not None
+
+
+async def test_expiry_hands_over_with_a_higher_fence_and_the_stale_holder_cannot_interfere(
+    locks: RedisLock,
+) -> None:
+    stale = await locks.acquire("view", 50)
+    assert stale is not None
+    await wait_until_free(locks, "view")
+
+    current = await locks.acquire("view", 5_000)
+    assert current is not None
+    assert current.fence > stale.fence
+    assert current.token != stale.token
+
+    assert not await locks.is_current(stale)
+    assert not await locks.release(stale)  # a no-op: the new holder keeps its lock
+    assert not await locks.extend(stale, 60_000)
+    assert await locks.is_current(current)
+    assert await locks.is_locked("view")
+
+
+async def test_extend_works_only_for_the_current_holder(locks: RedisLock, client) -> None:
+    lease = await locks.acquire("job", 1_000)
+    assert lease is not None
+    assert await locks.extend(lease, 30_000)
+    assert await client.pttl(LOCK_PREFIX + "job") > 20_000
+    forged = LockLease("job", f"{lease.fence}:not-the-random-id", lease.fence)
+    assert not await locks.extend(forged, 60_000)
+    assert not await locks.release(forged)
+    assert await locks.is_current(lease)
+    assert await locks.release(lease)
+    assert not await locks.extend(lease, 30_000)  # released: nothing to extend
+
+
+async def test_non_positive_ttl_is_rejected(locks: RedisLock) -> None:
+    with pytest.raises(ValueError):
+        await locks.acquire("a", 0)
+
+
+async def test_wait_for_release_returns_promptly_after_release(locks: RedisLock) -> None:
+    lease = await locks.acquire("slow-view", 10_000)
+    assert lease is not None
+    released_at: list[float] = []
+
+    async def holder() -> None:
+        await asyncio.sleep(0.3)
+        await locks.release(lease)
+        released_at.append(time.monotonic())
+
+    task = asyncio.create_task(holder())
+    assert await locks.wait_for_release("slow-view", 5.0)
+    woke_at = time.monotonic()
+    await task
+    assert woke_at - released_at[0] < 0.15  # polls at most 100 ms apart
+
+
+async def test_wait_for_release_times_out_while_held(locks: RedisLock) -> None:
+    assert await locks.acquire("held", 10_000) is not None
+    started = time.monotonic()
+    assert not await locks.wait_for_release("held", 0.25)
+    assert 0.2 <= time.monotonic() - started < 0.5
+
+
+async def test_wait_for_release_of_a_free_lock_returns_at_once(locks: RedisLock) -> None:
+    started = time.monotonic()
+    assert await locks.wait_for_release("free", 5.0)
+    assert time.monotonic() - started < 0.1
+
+
+async def test_fences_keep_rising_across_a_redis_restart(redis, locks: RedisLock) -> None:
+    before = await locks.acquire("view", 10_000)
+    assert before is not None
+    redis.restart()  # loses the fence counter and the cached scripts
+    after = await locks.acquire("view", 10_000)
+    assert after is not None
+    assert after.fence > before.fence
+
+
+async def test_redis_down_raises_tier_unavailable(redis, locks: RedisLock) -> None:
+    lease = await locks.acquire("view", 10_000)
+    assert lease is not None
+    redis.kill()
+    with pytest.raises(TierUnavailable):
+        await locks.acquire("view", 10_000)
+    with pytest.raises(TierUnavailable):
+        await locks.release(lease)
+    with pytest.raises(TierUnavailable):
+        await locks.wait_for_release("view", 1.0)
+
+
+async def test_nothing_listening_raises_tier_unavailable() -> None:
+    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", TIMEOUT)
+    try:
+        with pytest.raises(TierUnavailable):
+            await RedisLock(client, guard=redis_guard()).acquire("view", 1_000)
+    finally:
+        await client.aclose()

@@ -1,0 +1,234 @@
+"""A real Prometheus scrapes the running app (ccxt on the fake Bybit, real Memcached
+and Redis, tracing on) every second while load runs; then every PromQL expression of
+every Grafana panel and every recording and alert rule is evaluated through
+Prometheus's HTTP API and must return data, and the exemplar query returns trace ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+
+import aiohttp
+import orjson
+import websockets
+import yaml
+from opentelemetry.sdk.trace import TracerProvider
+from redis.asyncio import Redis
+
+from app.observability import tracing
+from app.web.app import create_app
+from dashboards.build import panel_queries, substitute
+from tests.conftest import make_settings
+from tests.support.prometheus_server import RULE_FILES, PrometheusApi, prometheus
+from tests.support.ws_server import serve_app
+from tools.fake_bybit import FakeBybit
+
+API_TOKEN = "prometheus-test-token"
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
+LOAD_SECONDS = 20  # ≥ 20 scrapes: enough samples for every rate() window
+
+
+def rules() -> list[dict]:
+    found = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(Path(path).read_text())["groups"]:
+            found += group["rules"]
+    return found
+
+
+# --- turning alert conditions into expressions that always return data -----------------
+
+_SET_OPERATOR = re.compile(r"(and|or|unless)\b(\s+(on|ignoring)\s*\([^)]*\))?\s*")
+_COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
+
+
+def _top_level(expr: str) -> list[int]:
+    """Indexes of expr at bracket depth 0 and outside strings."""
+    depth, quote, positions = 0, "", []
+    for index, char in enumerate(expr):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0:
+            positions.append(index)
+    return positions
+
+
+def data_expressions(expr: str) -> list[str]:
+    """An alert's condition as expressions that return a sample whether or not the
+    alert fires: ``a > b`` becomes ``a > bool b``, ``x and y`` both sides,
+    ``absent(e)`` the expression it watches."""
+    expr = expr.strip()
+    absent = re.fullmatch(r"absent\((.*)\)", expr, re.DOTALL)
+    if absent:
+        return data_expressions(absent.group(1))
+    for index in _top_level(expr):
+        before = expr[index - 1] if index else " "
+        match = _SET_OPERATOR.match(expr, index)
+        if match and before in " )\n":
+            return data_expressions(expr[:index]) + data_expressions(expr[match.end() :])
+    for index in _top_level(expr):
+        for operator in _COMPARISONS:
+            if expr.startswith(operator, index):
+                end = index + len(operator)
+                return [f"{expr[:end]} bool {expr[end:].strip()}"]
+    return [expr]
+
+
+def test_data_expressions() -> None:
+    assert data_expressions("up == 0") == ["up == bool 0"]
+    assert data_expressions('absent(up{job="v"} == 1)') == ['up{job="v"} == bool 1']
+    assert data_expressions("a > 0.1\nand on (job) b >= 10 / 300") == [
+        "a > bool 0.1",
+        "b >= bool 10 / 300",
+    ]
+    assert data_expressions('x{le=~"0.1|1"} > (6 * 0.001)') == ['x{le=~"0.1|1"} > bool (6 * 0.001)']
+
+
+# --- the stack -----------------------------------------------------------------------------
+
+
+async def run_load(base: str, fake: FakeBybit, stop: asyncio.Event) -> None:
+    """Dashboard, API and page traffic, RUM beacons, a rule that fires, moving prices."""
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    beacon = {"ttfb_ms": 12.5, "dom_ready_ms": 80.0, "first_data_ms": 140.0}
+    async with aiohttp.ClientSession() as http:
+        rule = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 1, "level": "critical"}
+        async with http.post(f"{base}/api/alerts/rules", json=rule, headers=headers) as response:
+            assert response.status == 201
+        tick = 0
+        while not stop.is_set():
+            tick += 1
+            for ticker in fake.tickers.values():  # the market moves
+                ticker["lastPrice"] = (
+                    f"{float(ticker['lastPrice']) * (1.001 if tick % 2 else 0.999):.6f}"
+                )
+            for path in (
+                "/api/dashboard/data",
+                "/api/dashboard/mobile",
+                "/api/confluence/ETHUSDT",
+                f"/api/market/candles/{'BTCUSDT' if tick % 2 else 'SOLUSDT'}?timeframe=1h",
+                "/api/bitcoin-beta",
+                "/no/such/page",
+            ):
+                async with http.get(base + path) as response:
+                    await response.read()
+            for device, page in (("desktop", "/"), ("mobile", "/mobile")):
+                body = beacon | {"device": device, "page": page}
+                async with http.post(f"{base}/api/rum", json=body) as response:
+                    assert response.status == 204
+            await asyncio.sleep(0.25)
+
+
+async def ws_client(url: str, stop: asyncio.Event) -> None:
+    """A live client that reconnects once (a disconnect to count)."""
+    for _ in range(2):
+        async with websockets.connect(url) as socket:
+            await socket.send(
+                orjson.dumps({"type": "subscribe", "channels": ["market", "dashboard", "alerts"]})
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(LOAD_SECONDS / 2):
+                    while not stop.is_set():
+                        message = orjson.loads(await socket.recv())
+                        if message["type"] == "heartbeat":
+                            await socket.send(
+                                orjson.dumps({"type": "pong", "nonce": message["nonce"]})
+                            )
+
+
+async def test_every_board_and_rule_expression_returns_data(
+    memcached, redis, tmp_path: Path
+) -> None:
+    limit = Redis.from_url(f"redis://{redis.address}/0")
+    await limit.config_set("maxmemory", str(64 * 1024 * 1024))  # a limit to compare with
+    await limit.aclose()
+    provider = TracerProvider()  # sampled spans, nothing exported: trace ids for exemplars
+    async with FakeBybit(symbols=SYMBOLS.split(",")) as fake:
+        settings = make_settings(
+            VIRTUOSO_EXCHANGE="bybit",
+            VIRTUOSO_EXCHANGE_URL=fake.base_url,
+            VIRTUOSO_SYMBOLS=SYMBOLS,
+            VIRTUOSO_REFRESH_SECONDS="1",
+            VIRTUOSO_MEMCACHED_URL=memcached.address,
+            VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
+            VIRTUOSO_API_TOKEN=API_TOKEN,
+            VIRTUOSO_RATE_LIMITS=str(
+                Path(__file__).parents[1] / "support" / "data" / "ratelimits-off.yaml"
+            ),
+        )
+        app = create_app(settings, tracer_provider=provider)
+        try:
+            async with serve_app(app) as ws_base:
+                base = ws_base.replace("ws://", "http://")
+                target = base.removeprefix("http://")
+                config = {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": RULE_FILES,
+                    "scrape_configs": [
+                        {"job_name": "virtuoso", "static_configs": [{"targets": [target]}]},
+                    ],
+                }
+                with prometheus(config, tmp_path) as prometheus_base:
+                    async with aiohttp.ClientSession() as session:
+                        api = PrometheusApi(prometheus_base, session)
+                        await load_while_scraped(base, ws_base + "/ws", fake, api)
+                        await assert_every_expression_returns_data(api)
+        finally:
+            tracing.use(None)
+            provider.shutdown()
+
+
+async def load_while_scraped(base: str, ws_url: str, fake: FakeBybit, api: PrometheusApi) -> None:
+    await api.wait_ready()
+
+    async def scraped() -> bool:
+        return (await api.targets_up()).get("virtuoso") == "up"
+
+    for _ in range(100):
+        if await scraped():
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"Prometheus never scraped the app: {await api.targets_up()}")
+    stop = asyncio.Event()
+    workers = [
+        asyncio.create_task(run_load(base, fake, stop)),
+        asyncio.create_task(ws_client(ws_url, stop)),
+    ]
+    await asyncio.sleep(LOAD_SECONDS)
+    stop.set()
+    async with asyncio.timeout(15):
+        await asyncio.gather(*workers)
+    await asyncio.sleep(2)  # the last scrape and rule evaluation
+
+
+async def assert_every_expression_returns_data(api: PrometheusApi) -> None:
+    empty: list[str] = []
+    expressions = [
+        (f"board {uid} / {title}", substitute(expr)) for uid, title, expr in panel_queries()
+    ]
+    for rule in rules():
+        if "record" in rule:
+            expressions += [(f"recording {rule['record']}", rule["expr"])]
+            expressions += [(f"recorded {rule['record']}", rule["record"])]
+        else:
+            expressions += [
+                (f"alert {rule['alert']}", expr) for expr in data_expressions(rule["expr"])
+            ]
+    assert len(expressions) > 60
+    for where, expr in expressions:
+        result = await api.query(expr)  # raises on bad_data
+        if not result:
+            empty.append(f"{where}: {expr}")
+    assert not empty, "no data for:\n" + "\n".join(empty)
+    exemplars = await api.exemplars("virtuoso_http_request_duration_seconds_bucket")
+    trace_ids = {e["labels"]["trace_id"] for series in exemplars for e in series["exemplars"]}
+    assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)

@@ -1,0 +1,106 @@
+"""The real thing: `virtuoso serve` on hypercorn, on a free loopback port, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SERVE = [sys.executable, "-m", "app", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def wait_until_ready(base: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if get(f"{base}/health/ready")[0] == 200:
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server not ready in time")
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    env = os.environ | {"VIRTUOSO_BIND": f"127.0.0.1:{port}", "VIRTUOSO_REFRESH_SECONDS": "2"}
+    process = subprocess.Popen(SERVE, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, process)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_serves_the_api_and_stops_on_sigterm(server: tuple[str, subprocess.Popen]) -> None:
+    base, process = server
+    status, health = get(f"{base}/health")
+    assert status == 200 and health["simulated"] is True
+    status, desktop = get(f"{base}/api/dashboard/data")
+    assert status == 200 and len(desktop["symbols"]) == 25
+    status, error = get(f"{base}/api/confluence/NOPE")
+    assert status == 404 and error["error"] == "unknown_symbol"
+    first_version = desktop["version"]
+    deadline = time.monotonic() + 15
+    while get(f"{base}/api/dashboard/data")[1]["version"] == first_version:
+        assert time.monotonic() < deadline, "no refresh within 15 s at a 2 s interval"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    assert "SIMULATED" in process.stderr.read()
+
+
+def test_an_inconsistent_cache_policy_stops_start_up(tmp_path) -> None:
+    policy = tmp_path / "cache.yaml"
+    shipped = (Path(__file__).parents[2] / "config" / "cache.yaml").read_text()
+    policy.write_text(
+        shipped.replace(
+            "  signals:            # dashboard:signals\n    ttl: 30",
+            "  signals:            # dashboard:signals\n    ttl: 90",
+        )
+    )
+    env = os.environ | {"VIRTUOSO_CACHE_POLICY": str(policy)}
+    result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "signals ttl 90 s outlives confluence ttl 30 s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_configuration_stops_start_up_with_one_message() -> None:
+    env = os.environ | {"VIRTUOSO_EXCHANGE": "nowhere"}
+    result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("virtuoso: invalid configuration: VIRTUOSO_EXCHANGE='nowhere'")
+    assert "bybit" in lines[0]

@@ -1,0 +1,152 @@
+"""Headless Chromium for the page tests: Debian's ``/usr/bin/chromium`` driven by
+Playwright (``make test`` installs the package; Playwright's own browser download is
+never used), and the app served over real HTTP on a free loopback port.
+
+Chromium is told not to reach any host but loopback (``--host-resolver-rules``) and
+not to make its background requests (updates, sync, safe browsing)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from quart import Quart
+
+from app.services.snapshot import Snapshot
+from app.web.app import create_app
+from app.web.state import EXTENSION_KEY, ServiceState
+from tests.conftest import ManualClock, eventually, make_settings
+from tests.support.markets import CountingMarket
+from tests.support.ws_server import serve_app
+
+CHROMIUM = os.environ.get("VIRTUOSO_CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("VIRTUOSO_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # root in a container: the sandbox cannot start
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+# A browser context of a 375 px phone (Playwright's new_context options).
+PHONE: dict = {
+    "viewport": {"width": 375, "height": 812},
+    "user_agent": IPHONE,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (a stat, once per test)
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium package")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Console errors and uncaught exceptions of one page: a test ends with none."""
+
+    messages: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.messages.append(f"uncaught: {error}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.messages.append(f"console.error: {message.text} ({message.location})")
+
+
+@dataclass
+class ServedApp:
+    """The app on real HTTP, on a simulated market a test controls (clock, failures)."""
+
+    base: str
+    app: Quart
+    market: CountingMarket
+    clock: ManualClock
+
+    @property
+    def state(self) -> ServiceState:
+        return self.app.extensions[EXTENSION_KEY]
+
+    async def next_snapshot(self, seconds: float = 60.0) -> Snapshot | None:
+        """Moves the market on and publishes a snapshot now (as the refresh loop would)."""
+        self.clock.advance(seconds)
+        return await self.state.pipeline.refresh(force=True)
+
+
+@contextlib.asynccontextmanager
+async def served_app(**environ: str) -> AsyncIterator[ServedApp]:
+    clock = ManualClock()
+    market = CountingMarket(clock)
+    app = create_app(make_settings(**environ), source=market, clock=clock)
+    async with serve_app(app) as ws_base:
+        served = ServedApp(ws_base.replace("ws://", "http://"), app, market, clock)
+        await eventually(lambda: served.state.warmed, seconds=30)
+        yield served
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    """A full-page PNG under the test artifacts directory (kept after the run)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    path = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# -- fixtures and helpers every page test shares (registered as a plugin by conftest) --
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium for one test."""
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest_asyncio.fixture
+async def served() -> AsyncIterator[ServedApp]:
+    """The app on the simulated market over real HTTP (a test module may override it)."""
+    async with served_app() as app:
+        yield app
+
+
+async def open_page(browser: Browser, url: str, problems: PageProblems, **options) -> Page:
+    """A new context and page (``options``: the context's), watched for problems, at ``url``."""
+    context = await browser.new_context(**options)
+    page = await context.new_page()
+    problems.watch(page)
+    await page.goto(url)
+    return page
+
+
+async def text_of(page: Page, selector: str) -> str:
+    """The stripped text of the first element matching ``selector``."""
+    return (await page.locator(selector).first.text_content() or "").strip()

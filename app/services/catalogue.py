@@ -116,7 +116,11 @@ _BY_NAME = {v.name: v for v in CATALOGUE}
 def view_parts(view_name: str) -> tuple[str, tuple[str, ...]]:
     """``(family, parts)`` of a view name: ``("dash:desktop", ())``,
     ``("confluence", ("BTCUSDT", "5m"))``. Raises ValueError for an unknown view."""
-    return spec_of(view_name).family, _parts(view_name)
+    spec = spec_of(view_name)
+    if not spec.parametrised:
+        return spec.family, ()
+    _, symbol, timeframe = view_name.split(":", 2)
+    return spec.family, (symbol, timeframe)
 
 
 def spec_of(view_name: str) -> ViewSpec:
@@ -131,14 +135,6 @@ def spec_of(view_name: str) -> ViewSpec:
         return spec
     patterns = [f"{v.name}:<SYMBOL>:<timeframe>" for v in PARAMETRISED_VIEWS]
     raise ValueError(f"unknown view {view_name!r}; valid: {', '.join([*VIEW_FAMILIES, *patterns])}")
-
-
-def _parts(view_name: str) -> tuple[str, ...]:
-    if view_name in VIEW_FAMILIES:
-        return ()
-    _, _, rest = view_name.partition(":")
-    symbol, _, timeframe = rest.partition(":")
-    return symbol, timeframe
 
 
 def family_of(view_name: str) -> str:

@@ -2,7 +2,7 @@
 allow-list of them (``VIRTUOSO_WEBHOOK_ALLOW``) is read.
 
 A leaf shared by the settings (which refuse a malformed list at load time) and the
-outbound destination policy (``app.services.destinations``, which applies it).
+outbound destination policy (``app.services.alerts.destinations``, which applies it).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from app.observability.metrics import Metrics
     from app.realtime.broadcaster import Broadcaster
     from app.resilience.rate_limit import RateLimiter
-    from app.services.alerts import AlertService
+    from app.services.alerts.service import AlertService
     from app.services.pipeline import Pipeline
     from app.services.sessions import SessionCookies, SessionStore
     from app.services.view_cache import ViewCache

@@ -27,7 +27,7 @@ from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.observability.tracing import provider_from_env
 from app.resilience.rate_limit import RateLimiter
-from app.services.alerts import AlertService
+from app.services.alerts.service import AlertService
 from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
 from app.services.view_cache import ViewCache

@@ -10,12 +10,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from app.services.catalogue import READINESS_VIEW
 from app.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
-SNAPSHOT_VIEW = "market:overview"  # the view readiness checks too
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class BackendPoller:
             self._memcached(await runtime.memcached.stats())
         if runtime.backup is not None:
             self._redis(await runtime.backup.stats())
-        entry = await self.state.views.peek(SNAPSHOT_VIEW)
+        entry = await self.state.views.peek(READINESS_VIEW)
         if entry is not None:
             self.served_snapshot_ms = entry.generated_at_ms
 

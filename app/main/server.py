@@ -22,16 +22,16 @@ from app.realtime.broadcaster import Broadcaster
 from app.realtime.protocol import ALERTS_KEPT
 from app.realtime.ws_route import register_ws
 from app.resilience.rate_limit import RateLimiter, RateLimits, load_rate_limits
-from app.services.alert_engine import AlertEngine
-from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore
-from app.services.alerts import AlertService, Announce, Republish
+from app.services.alerts.engine import AlertEngine
+from app.services.alerts.service import AlertService, Announce, Republish
+from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
+from app.services.alerts.webhooks import WebhookSender
 from app.services.sessions import (
     MemorySessionStore,
     RedisSessionStore,
     SessionCookies,
     SessionStore,
 )
-from app.services.webhooks import WebhookSender
 from app.settings import Settings
 from app.state import ServiceState
 from app.web.admin import admin
@@ -143,9 +143,11 @@ def build_alert_service(
         engine,
         republish,
         settings.refresh_seconds,
+        runtime.cache,
         runtime.coherence,
         webhooks,
         announce=announce,
+        clock=clock,
     )
 
 
@@ -174,8 +176,7 @@ def install_routes(
     register_ws(app, state.broadcaster, allowed_origins=allowed_origins)
 
     async def recent_alerts() -> list[dict[str, object]]:  # the alerts snapshot's seed
-        listed, _ = await state.alerts.store.list_alerts(limit=ALERTS_KEPT)
-        return [alert.to_dict() for alert in listed]
+        return await state.alerts.recent_alerts(ALERTS_KEPT)
 
     state.broadcaster.seed_alerts_from(recent_alerts)
     for blueprint in (api_blueprint(timeframes), pages, health, admin, sessions, alerts, rum):

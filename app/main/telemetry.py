@@ -21,8 +21,8 @@ from app.observability import tracing
 from app.observability.http import install_http_observability
 from app.observability.metrics import EXTENSION_KEY, Metrics
 from app.realtime.protocol import CHANNELS
-from app.services.alert_rules import LEVELS
-from app.services.alerts import Announce
+from app.services.alerts.rules import LEVELS
+from app.services.alerts.service import Announce
 from app.services.pipeline import RefreshListener
 from app.state import ServiceState
 

@@ -19,6 +19,17 @@ from app.market.analytics.beta import BetaStats
 from app.market.analytics.confluence import ConfluenceResult
 from app.market.models import CandleQuality, Candles, Ticker, split_symbol
 from app.services.analysis import COMBINED, Analysis, known_change
+from app.services.catalogue import (
+    BETA,
+    CONFLUENCE,
+    DASHBOARD_OVERVIEW,
+    DESKTOP,
+    MARKET_OVERVIEW,
+    MOBILE,
+    MOVERS,
+    SIGNALS,
+    SYMBOLS,
+)
 from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -41,10 +52,6 @@ class ViewSettings:
     mobile_symbols: int
 
 
-def view_name_confluence(symbol: str, timeframe: str) -> str:
-    return f"confluence:{symbol}:{timeframe}"
-
-
 def build_views(
     snapshot: Snapshot,
     analysis: Analysis,
@@ -64,24 +71,24 @@ def build_views(
         None if analysis.beta_overview is None else _beta_summary(analysis, analysis.beta_overview)
     )
     views = {
-        "dashboard:desktop": {
+        DESKTOP.name: {
             "overview": analysis.overview,
             "symbols": rows,
             "movers": analysis.movers,
             "signals": analysis.signals,
             "beta": beta_summary,
         },
-        "dashboard:mobile": _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
-        "dashboard:overview": {
+        MOBILE.name: _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
+        DASHBOARD_OVERVIEW.name: {
             "overview": analysis.overview,
             "movers": analysis.movers,
             "signal_counts": _signal_counts(analysis),
             "beta": beta_summary,
         },
-        "symbols": _symbols_view(snapshot, settings, errors),
+        SYMBOLS.name: _symbols_view(snapshot, settings, errors),
     }
     if analysis.signals is not None:
-        views["dashboard:signals"] = {
+        views[SIGNALS.name] = {
             "signals": analysis.signals,
             "thresholds": {
                 "long": settings.long_threshold,
@@ -89,11 +96,11 @@ def build_views(
             },
         }
     if analysis.overview is not None:
-        views["market:overview"] = {"overview": analysis.overview}
+        views[MARKET_OVERVIEW.name] = {"overview": analysis.overview}
     if analysis.movers is not None:
-        views["market:movers"] = analysis.movers
+        views[MOVERS.name] = analysis.movers
     if analysis.beta is not None and analysis.beta_overview is not None:
-        views["beta"] = _beta_view(analysis)
+        views[BETA.name] = _beta_view(analysis)
     for symbol, results in analysis.confluence.items():
         for timeframe, result in results.items():
             view = _per_symbol(
@@ -103,7 +110,7 @@ def build_views(
                 partial(_confluence_view, snapshot, symbol, timeframe, result),
             )
             if view is not None:
-                views[view_name_confluence(symbol, timeframe)] = view
+                views[CONFLUENCE.named(symbol, timeframe)] = view
     meta = {
         "generated_at": snapshot.fetched_at_ms,
         "source": snapshot.source,

@@ -16,12 +16,13 @@ import orjson
 from app.main.sections import pipeline_settings
 from app.market.sources.simulated import SimulatedMarket
 from app.services.analysis import analyse
+from app.services.catalogue import DESKTOP
 from app.services.snapshot import SnapshotCollector
 from app.services.views import ViewSettings, build_views
 from app.settings import Settings, load_settings
 
-VIEW = "dashboard:desktop"
-PATH = "/api/dashboard/data"
+VIEW = DESKTOP.name
+PATH = DESKTOP.route
 
 # The start of each market (its history, about half a second), shared by concurrent callers.
 _starts: weakref.WeakKeyDictionary[SimulatedMarket, asyncio.Task[None]] = (

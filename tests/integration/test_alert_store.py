@@ -13,9 +13,9 @@ import pytest
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable
 from app.resilience.redis_breaker import redis_guard
-from app.services import alert_store
-from app.services.alert_rules import Alert, validate_rule
-from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore, TooManyRules
+from app.services.alerts import store as alert_store
+from app.services.alerts.rules import Alert, validate_rule
+from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore, TooManyRules
 
 TIMEOUT = 0.3
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
@@ -203,7 +203,7 @@ async def test_file_store_survives_a_restart(tmp_path) -> None:
 async def test_file_store_sets_a_corrupt_file_aside(tmp_path, caplog) -> None:
     path = tmp_path / "alerts.json"
     path.write_text('{"rules": [{"kind": "nope"}], "alerts": []}')
-    with caplog.at_level(logging.WARNING, logger="app.services.alert_store"):
+    with caplog.at_level(logging.WARNING, logger="app.services.alerts.store"):
         store = FileAlertStore(path)
     assert "unreadable" in caplog.text
     assert await store.list_rules() == [] and not path.exists()
@@ -282,8 +282,8 @@ async def test_redis_store_survives_a_restart_and_an_outage(persistent_redis) ->
 async def test_file_store_creates_its_directory_and_a_failed_write_changes_nothing(
     tmp_path,
 ) -> None:
-    from app.services.alert_rules import validate_rule
-    from app.services.alert_store import FileAlertStore
+    from app.services.alerts.rules import validate_rule
+    from app.services.alerts.store import FileAlertStore
 
     store = FileAlertStore(tmp_path / "new" / "dir" / "alerts.json")
     rule = validate_rule({"kind": "price_above", "symbol": "BTCUSDT", "threshold": 1}, {"BTCUSDT"})

@@ -5,7 +5,7 @@ POST to its own loopback services, the cloud metadata endpoint or the private ne
 (server-side request forgery). This module is pure: it classifies addresses, parses
 every host spelling an HTTP client accepts, and checks a URL against the policy with a
 resolver the caller supplies (``Resolve``). The connection-time check that closes the
-DNS-rebinding window lives in ``app.services.webhooks`` (a resolver built on this).
+DNS-rebinding window lives in ``app.services.alerts.webhooks`` (a resolver built on this).
 
 An address is allowed when ``ipaddress`` calls it global (the IANA IPv4 and IPv6
 Special-Purpose Address Registries, RFC 6890 and its updates) and it is not

@@ -36,7 +36,7 @@ from redis.exceptions import WatchError
 
 from app.backends.guard import RedisGuard
 from app.market.models import canonical_symbol
-from app.services.alert_rules import LEVELS, STATUSES, Alert, AlertRule
+from app.services.alerts.rules import LEVELS, STATUSES, Alert, AlertRule
 
 log = logging.getLogger(__name__)
 

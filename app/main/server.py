@@ -40,11 +40,11 @@ from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
-from app.web.metrics_route import metrics_endpoint
+from app.web.metrics_route import metrics_blueprint
 from app.web.pages import pages
 from app.web.rate_limit_hooks import install_rate_limits
 from app.web.request_guards import install_request_guards
-from app.web.rum import rum
+from app.web.rum import rum_blueprint
 from app.web.security import install_security_headers
 from app.web.session_routes import sessions
 
@@ -179,9 +179,10 @@ def install_routes(
         return await state.alerts.recent_alerts(ALERTS_KEPT)
 
     state.broadcaster.seed_alerts_from(recent_alerts)
+    rum = rum_blueprint(state.metrics.page_load)
     for blueprint in (api_blueprint(timeframes), pages, health, admin, sessions, alerts, rum):
         app.register_blueprint(blueprint)
-    app.register_blueprint(metrics_endpoint)
+    app.register_blueprint(metrics_blueprint(state.metrics.registry))
 
 
 def install_response_hooks(app: Quart) -> None:

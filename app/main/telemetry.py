@@ -19,7 +19,7 @@ from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
 from app.market.sources.guarded import GuardedSource
 from app.observability import tracing
 from app.observability.http import install_http_observability
-from app.observability.metrics import EXTENSION_KEY, Metrics
+from app.observability.metrics import Metrics
 from app.realtime.protocol import CHANNELS
 from app.services.alerts.rules import LEVELS
 from app.services.alerts.service import Announce
@@ -72,7 +72,6 @@ def install_telemetry(
     and observes the hot paths of ``state``'s parts. Returns the backend poller, for
     the app to run in the background."""
     metrics = state.metrics
-    app.extensions[EXTENSION_KEY] = metrics
     tracing.use(tracer_provider)
     if tracer_provider is not None:
         _instrument_redis(tracer_provider)

@@ -30,9 +30,6 @@ WS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # Page loads: desktop < 800 ms, mobile < 1.5 s; the design's own target 300 ms.
 PAGE_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0)
 
-# Where an app keeps its Metrics (app.extensions); routes find them there.
-EXTENSION_KEY = "virtuoso.metrics"
-
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

@@ -18,11 +18,10 @@ from app.backends.guard import RedisGuard
 from app.resilience.rate_limit import Decision, RateLimiter, RateLimits
 from app.web.errors import json_error
 
-__all__ = ["EXTENSION_KEY", "RateLimitHooks", "install_rate_limits"]
+__all__ = ["RateLimitHooks", "install_rate_limits"]
 
 log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "rate_limiter"
 _G_DECISION = "rate_limit_decision"
 
 
@@ -74,13 +73,12 @@ def install_rate_limits(
     clock: Callable[[], float] | None = None,
     token_is_valid: Callable[[str], bool] | None = None,
 ) -> RateLimiter:
-    """Hooks rate limiting into ``app`` (before/after request) and returns the limiter,
-    also kept as ``app.extensions["rate_limiter"]`` for WebSocket handlers and metrics.
+    """Hooks rate limiting into ``app`` (before/after request) and returns the limiter
+    (the composition keeps it in the service state for WebSocket handlers and metrics).
 
     ``redis``, ``guard``, ``clock`` and ``token_is_valid`` are the ``RateLimiter``'s.
     """
     limiter = RateLimiter(limits, redis, guard=guard, clock=clock, token_is_valid=token_is_valid)
-    app.extensions[EXTENSION_KEY] = limiter
     if limits.enabled and limiter.families:
         hooks = RateLimitHooks(limiter)
         app.before_request(hooks.before_request)

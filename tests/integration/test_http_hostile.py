@@ -21,7 +21,6 @@ from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.main.embedded import create_app
 from app.market.sources.simulated import SimulatedMarket
-from app.observability.metrics import EXTENSION_KEY as METRICS_KEY
 from app.state import EXTENSION
 from app.web import request_guards
 from app.web.auth import bearer_credentials
@@ -100,7 +99,7 @@ async def app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
 
 def server_errors(test_app: QuartTestApp) -> float:
     """HTTP requests answered 5xx, as the app's metrics count them."""
-    registry = test_app.app.extensions[METRICS_KEY].registry  # type: ignore[attr-defined]
+    registry = test_app.app.extensions[EXTENSION].metrics.registry  # type: ignore[attr-defined]
     return sum(
         sample.value
         for metric in registry.collect()

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from app.resilience.rate_limit import (
 from app.resilience.redis_breaker import redis_guard
 from app.state import EXTENSION as STATE_KEY
 from app.web.errors import register_error_handlers
-from app.web.rate_limit_hooks import EXTENSION_KEY, install_rate_limits
+from app.web.rate_limit_hooks import install_rate_limits
 from tests.conftest import ManualClock, make_settings
 from tests.support.servers import unresponsive_server
 
@@ -71,6 +72,9 @@ def limits(**overrides: Any) -> RateLimits:
     return parse_rate_limits(LIMITS | overrides)
 
 
+LIMITERS: weakref.WeakKeyDictionary[Quart, RateLimiter] = weakref.WeakKeyDictionary()
+
+
 def build_app(rate_limits: RateLimits | None = None, redis=None, **options: Any) -> Quart:
     """A small app with one route per family (and unlimited ones), limits installed."""
     app = Quart(__name__)
@@ -81,12 +85,12 @@ def build_app(rate_limits: RateLimits | None = None, redis=None, **options: Any)
     for path in ROUTES:
         app.add_url_rule(path, endpoint=path, view_func=ok, methods=["GET", "POST"])
     register_error_handlers(app)
-    install_rate_limits(app, rate_limits or limits(), redis, **options)
+    LIMITERS[app] = install_rate_limits(app, rate_limits or limits(), redis, **options)
     return app
 
 
 def limiter_of(app: Quart) -> RateLimiter:
-    return app.extensions[EXTENSION_KEY]
+    return LIMITERS[app]
 
 
 async def call(
@@ -524,7 +528,7 @@ async def test_memory_buckets_stay_bounded() -> None:
 
 
 async def test_connection_limit_per_client() -> None:
-    limiter = build_app(clock=ManualClock()).extensions[EXTENSION_KEY]
+    limiter = limiter_of(build_app(clock=ManualClock()))
     alice, bob = "ip:10.0.0.1", f"tok:{TOKEN_HASH}"
     assert await limiter.acquire_connection(alice)
     assert await limiter.acquire_connection(alice)

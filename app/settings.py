@@ -24,9 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-from app.market.confluence import ConfluenceWeights
+from app.errors import ConfigError
+from app.hosts import parse_allow_list
+from app.market.analytics.confluence import ConfluenceWeights
 from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
-from app.market.simulated import SIMULATED_UNIVERSE
+from app.market.sources.simulated import SIMULATED_UNIVERSE
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 DEFAULT_CACHE_POLICY = DEFAULTS_FILE.parent / "cache.yaml"
@@ -85,10 +87,6 @@ _USERINFO = re.compile(r"(//)[^/@\s]*@")
 # compression zstd for the mobile view; refresh_ahead the scheduled pipeline refresh
 # and early (XFetch) refresh of on-demand keys (off: views recomputed when read expired).
 OPTIMIZATIONS = ("l1", "single_flight", "serialize_once", "compression", "refresh_ahead")
-
-
-class ConfigError(Exception):
-    """Configuration that cannot be used; the message is meant for the operator."""
 
 
 class _Section(BaseModel):
@@ -273,8 +271,6 @@ class Settings(_Section):
     @field_validator("webhook_allow", mode="before")
     @classmethod
     def _allow_list(cls, value: Any) -> tuple[str, ...]:
-        from app.services.destinations import parse_allow_list  # pure; names what is wrong
-
         items = value.split(",") if isinstance(value, str) else list(value or ())
         entries = tuple(str(i).strip().lower() for i in items if str(i).strip())
         try:

@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.main.embedded import create_app
+from app.market.sources.simulated import SimulatedMarket
 from app.settings import Settings, load_settings
-from app.web.app import create_app
-from app.web.state import EXTENSION_KEY, ServiceState
+from app.state import EXTENSION, ServiceState
 
 pytest_plugins = [
     "tests.support.servers",
@@ -87,7 +87,7 @@ def exchange_settings(base_url: str, symbols: str, **environ: str) -> Settings:
 
 
 def state_of(test_app: QuartTestApp) -> ServiceState:
-    return test_app.app.extensions[EXTENSION_KEY]  # type: ignore[attr-defined]
+    return test_app.app.extensions[EXTENSION]  # type: ignore[attr-defined]
 
 
 async def started_app(settings: Settings, source, clock) -> AsyncIterator[QuartTestApp]:

@@ -16,9 +16,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from app.backends.errors import TierUnavailable
 from app.cache.layered import LayeredCache
 from app.cache.pubsub import Invalidation, InvalidationBus
-from app.cache.tier import TierUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -47,21 +47,6 @@ FAMILIES: tuple[str, ...] = (
     "session",
 )
 
-# The fixed view names of app.services.views and their family. The parametrised views
-# ``confluence:<SYMBOL>:<tf>`` and ``candles:<SYMBOL>:<tf>`` (on demand, for charts) have the
-# family of their prefix and parts ``(SYMBOL, tf)``.
-VIEW_FAMILIES: dict[str, str] = {
-    "dashboard:desktop": "dash:desktop",
-    "dashboard:mobile": "dash:mobile",
-    "dashboard:overview": "dash:overview",
-    "dashboard:signals": "signals",
-    "market:overview": "overview",
-    "market:movers": "movers",
-    "beta": "beta",
-    "symbols": "symbols",
-}
-PARAMETRISED_VIEWS: tuple[str, ...] = ("confluence", "candles")
-
 _SAFE_PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _PART_HASH_BYTES = 8  # 16 hex digits
 _TUPLE_HASH_BYTES = 16  # 32 hex digits
@@ -83,28 +68,6 @@ def make_key(family: str, *parts: str, namespace: str = DEFAULT_NAMESPACE) -> st
     if len(key) > MAX_KEY_BYTES:  # pure ASCII: characters are bytes
         key = f"{head}:~~{_digest(_tuple_bytes(texts), _TUPLE_HASH_BYTES)}"
     return key
-
-
-def view_parts(view_name: str) -> tuple[str, tuple[str, ...]]:
-    """``(family, parts)`` of a view name of ``app.services.views``; ValueError if unknown."""
-    family = VIEW_FAMILIES.get(view_name)
-    if family is not None:
-        return family, ()
-    family, _, rest = view_name.partition(":")
-    symbol, sep, timeframe = rest.partition(":")
-    if family in PARAMETRISED_VIEWS and sep and symbol and timeframe:
-        return family, (symbol, timeframe)
-    patterns = [f"{name}:<SYMBOL>:<timeframe>" for name in PARAMETRISED_VIEWS]
-    raise ValueError(f"unknown view {view_name!r}; valid: {', '.join([*VIEW_FAMILIES, *patterns])}")
-
-
-def family_of(view_name: str) -> str:
-    return view_parts(view_name)[0]
-
-
-def view_key(view_name: str, namespace: str = DEFAULT_NAMESPACE) -> str:
-    family, parts = view_parts(view_name)
-    return make_key(family, *parts, namespace=namespace)
 
 
 def is_valid_memcached_key(key: str) -> bool:

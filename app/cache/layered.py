@@ -27,14 +27,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from app.backends.errors import TierUnavailable
+from app.backends.locks import RedisLock
 from app.cache.codec import CorruptEntry, compress_body_tail, decode, encode
 from app.cache.entry import CacheEntry
 from app.cache.generations import Generations
 from app.cache.l1 import L1Cache
-from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.stats import CacheStats
-from app.cache.tier import SharedTier, TierUnavailable
+from app.cache.tier import SharedTier
 from app.observability.tracing import cache_lookup_span, record_cache_result
 
 log = logging.getLogger(__name__)

@@ -70,7 +70,7 @@ import aiomcache
 from aiomcache.client import FlagClient
 from aiomcache.pool import Connection
 
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
 from app.resilience.breaker import (
     OPEN,
     BreakerConfig,

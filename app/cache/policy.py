@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.cache.keys import DEFAULT_NAMESPACE, FAMILIES, make_key
-from app.settings import ConfigError
+from app.errors import ConfigError
 
 POLICY_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "cache.yaml"
 

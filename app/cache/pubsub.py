@@ -8,33 +8,30 @@ Every replica publishes on one channel (``virtuoso:invalidate``) JSON messages::
 and listens there, handing the messages of OTHER replicas to a callback. Pub/sub
 does not queue: whatever is published while a listener is disconnected is lost to
 it, so after every reconnection the listener calls ``on_reconnect`` (the cache then
-clears its L1). The listener reconnects by itself with bounded exponential back-off,
-PINGs a quiet connection to notice a dead one, and stops cleanly on ``close()``.
+clears its L1). The listening (reconnection with back-off, PING liveness, clean stop) is
+``app.backends.subscriber.RedisSubscriber``'s; this module is the messages' meaning.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
-from app.cache.redis_tier import OpCounters, RedisGuard, describe
+from app.backends.guard import OpCounters, RedisGuard
+from app.backends.subscriber import RedisSubscriber
+from app.resilience.redis_breaker import redis_guard
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "virtuoso:invalidate"
 SCOPES = ("all", "l1")
-_LIVENESS = b"virtuoso-liveness"
 
 Scope = Literal["all", "l1"]
 
@@ -90,7 +87,8 @@ class InvalidationBus:
 
     ``start()`` launches the listener task; ``wait_subscribed(seconds)`` tells when it
     listens; ``close()`` stops it. Callbacks may be sync or async; their exceptions
-    are logged and do not stop the listener.
+    are logged and do not stop the listener. ``min_backoff``, ``max_backoff``,
+    ``ping_interval`` and ``poll_seconds`` are the subscriber's (seconds).
     """
 
     def __init__(
@@ -114,18 +112,21 @@ class InvalidationBus:
         self.channel = channel
         self._on_message = on_message
         self._on_reconnect = on_reconnect
-        self._guard = guard or RedisGuard()
-        self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
-        self._ping_interval = ping_interval
-        self._poll_seconds = min(poll_seconds, ping_interval)
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        self._silently_reconnected = False
+        self._guard = guard or redis_guard()
+        self._subscriber = RedisSubscriber(
+            redis,
+            channel,
+            self._deliver,
+            on_reconnect=self._reconnected,
+            timeout_seconds=self._guard.timeout_seconds,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            ping_interval=ping_interval,
+            poll_seconds=poll_seconds,
+        )
         self._publish_counters = OpCounters()
         self.received = 0  # messages from other replicas handed to on_message
         self.malformed = 0
-        self.reconnects = 0
 
     # -- publishing -------------------------------------------------------------------
 
@@ -151,32 +152,30 @@ class InvalidationBus:
     # -- listening --------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name=f"invalidation-{self.channel}")
+        """Launches the listener (once)."""
+        self._subscriber.start()
 
     @property
     def listening(self) -> bool:
-        return self._subscribed.is_set()
+        """True while subscribed."""
+        return self._subscriber.listening
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections of the listener since it started."""
+        return self._subscriber.reconnects
 
     async def wait_subscribed(self, seconds: float) -> bool:
         """True once the listener is subscribed, False after ``seconds``."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._subscribed.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await self._subscriber.wait_subscribed(seconds)
 
     async def close(self) -> None:
         """Stops the listener and waits for it (bounded by its own clean-up)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._subscriber.close()
 
     def snapshot(self) -> dict[str, Any]:
+        """The channel, this replica, listening, messages received and malformed,
+        reconnections and the publish counters."""
         return {
             "channel": self.channel,
             "replica_id": self.replica_id,
@@ -187,79 +186,8 @@ class InvalidationBus:
             "published": self._publish_counters.as_dict(),
         }
 
-    async def _listen(self) -> None:
-        failures = 0
-        connected_before = False
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                async with asyncio.timeout(self._guard.timeout_seconds * 4):
-                    await pubsub.subscribe(self.channel)
-                    await self._await_confirmation(pubsub)
-                assert pubsub.connection is not None
-                # Called on every reconnection redis-py makes by itself under this pubsub.
-                pubsub.connection.register_connect_callback(self._note_reconnection)
-                self._subscribed.set()
-                if connected_before:
-                    self.reconnects += 1
-                    log.info("pub/sub listener of %s reconnected", self.channel)
-                    await self._call(self._on_reconnect, "on_reconnect")
-                else:
-                    log.debug("pub/sub listener of %s subscribed", self.channel)
-                connected_before = True
-                failures = 0
-                await self._receive(pubsub)
-            except (RedisError, OSError, TimeoutError) as exc:
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(  # one line per listener (invalidations, live updates) per outage
-                    level,
-                    "pub/sub listener of %s lost Redis (%s); retrying",
-                    self.channel,
-                    describe(exc),
-                )
-            except Exception:
-                failures += 1
-                log.exception("pub/sub listener of %s failed; restarting it", self.channel)
-            finally:
-                self._subscribed.clear()
-                if pubsub.connection is not None:
-                    pubsub.connection.deregister_connect_callback(self._note_reconnection)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            delay = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 16))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    async def _await_confirmation(self, pubsub: Any) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=self._poll_seconds)
-            if message is not None and message["type"] == "subscribe":
-                return
-
-    async def _receive(self, pubsub: Any) -> None:
-        loop = asyncio.get_running_loop()
-        last_heard = last_ping = loop.time()
-        while True:
-            message = await pubsub.get_message(timeout=self._poll_seconds)
-            now = loop.time()
-            if message is not None:
-                last_heard = now
-                if message["type"] == "message":
-                    await self._deliver(message["data"])
-            if self._silently_reconnected:
-                # redis-py reconnected and re-subscribed under us: messages may be lost.
-                self._silently_reconnected = False
-                self.reconnects += 1
-                log.info("pub/sub listener of %s reconnected", self.channel)
-                await self._call(self._on_reconnect, "on_reconnect")
-            if now - last_ping >= self._ping_interval:
-                last_ping = now
-                await pubsub.ping(_LIVENESS)
-            if now - last_heard > 2 * self._ping_interval + self._poll_seconds:
-                raise RedisConnectionError("no answer to PING on the pub/sub connection")
-
-    def _note_reconnection(self, _connection: Any) -> None:
-        self._silently_reconnected = True
+    async def _reconnected(self) -> None:
+        await self._call(self._on_reconnect, "on_reconnect")
 
     async def _deliver(self, data: bytes) -> None:
         try:

@@ -1,6 +1,6 @@
-"""Builds the cache tiers the settings ask for, and closes them.
+"""Builds the cache tiers a :class:`CacheConfig` asks for, and closes them.
 
-Embedded default: L1 alone. ``memcached_url`` adds the shared L2; ``redis_url``
+Embedded default: L1 alone. ``memcached_servers`` add the shared L2; ``redis_url``
 adds the backup tier, locks, generations, the invalidation bus and the refresh
 coordination. One Redis client and one breaker serve all of Redis's uses.
 """
@@ -15,15 +15,18 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from app.backends.connection import connect_redis
+from app.backends.guard import RedisGuard
+from app.backends.locks import RedisLock
 from app.cache.coherence import Coherence
 from app.cache.generations import Generations
 from app.cache.l1 import L1Cache
 from app.cache.layered import LayeredCache
-from app.cache.locks import RedisLock
 from app.cache.policy import CachePolicy
 from app.cache.pubsub import InvalidationBus
-from app.cache.redis_tier import RedisGuard, RedisTier, connect_redis
-from app.settings import Settings
+from app.cache.redis_tier import RedisTier
+from app.cache.stats import CacheStats
+from app.resilience.redis_breaker import redis_guard
 
 if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
     from app.cache.memcached import MemcachedTier
@@ -32,6 +35,28 @@ log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 0.5
 MEMCACHED_TIMEOUT_SECONDS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The part of the service's settings the cache is built from (the composition
+    root cuts it from the whole settings).
+
+    ``replica_id``: this process's name on the invalidation bus (None: host-pid).
+    ``l1_bytes``: the in-process tier's budget in bytes (0: no L1).
+    ``memcached_servers``: ``host:port`` of the shared L2 (empty: none).
+    ``redis_url``: the backup tier, locks, generations and bus (None: none).
+    ``single_flight``, ``compression``, ``refresh_ahead``: the optimisations the
+    benchmark can switch off (all on in production).
+    """
+
+    replica_id: str | None = None
+    l1_bytes: int = 0
+    memcached_servers: tuple[str, ...] = ()
+    redis_url: str | None = None
+    single_flight: bool = True
+    compression: bool = True
+    refresh_ahead: bool = True
 
 
 @dataclass
@@ -70,22 +95,26 @@ class CacheRuntime:
             await self.redis.aclose()
 
 
-def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
-    replica_id = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    l1_bytes = int(settings.l1_max_mb * 1024 * 1024) if settings.optimized("l1") else 0
-    l1 = L1Cache(l1_bytes)
+def build_cache(
+    config: CacheConfig, policy: CachePolicy, clock, stats: CacheStats | None = None
+) -> CacheRuntime:
+    """The tiers ``config`` names around one LayeredCache; nothing connects until
+    ``CacheRuntime.start``. ``clock`` gives epoch seconds; ``stats``: the cache's
+    counters (with their listeners), new ones by default."""
+    replica_id = config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    l1 = L1Cache(config.l1_bytes)
     memcached = None
-    if settings.memcached_servers:
+    if config.memcached_servers:
         from app.cache.memcached import MemcachedTier
 
         memcached = MemcachedTier(
-            settings.memcached_servers, timeout_seconds=MEMCACHED_TIMEOUT_SECONDS
+            config.memcached_servers, timeout_seconds=MEMCACHED_TIMEOUT_SECONDS
         )
     redis = guard = backup = locks = None
     generations = Generations()
-    if settings.redis_url:
-        redis = connect_redis(settings.redis_url, REDIS_TIMEOUT_SECONDS)
-        guard = RedisGuard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
+    if config.redis_url:
+        redis = connect_redis(config.redis_url, REDIS_TIMEOUT_SECONDS)
+        guard = redis_guard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
         backup = RedisTier(redis, guard=guard)
         locks = RedisLock(redis, guard=guard)
         generations = Generations(redis, f"{policy.namespace}:generations")
@@ -97,9 +126,10 @@ def build_cache(settings: Settings, policy: CachePolicy, clock) -> CacheRuntime:
         locks=locks,
         generations=generations,
         clock=clock,
-        single_flight=settings.optimized("single_flight"),
-        compression=settings.optimized("compression"),
-        refresh_ahead=settings.optimized("refresh_ahead"),
+        single_flight=config.single_flight,
+        compression=config.compression,
+        refresh_ahead=config.refresh_ahead,
+        stats=stats,
     )
     coherence = Coherence(cache)
     bus = None

@@ -1,13 +1,13 @@
-"""What the layered cache needs from a shared tier (Memcached, Redis)."""
+"""What the layered cache needs from a shared tier (Memcached, Redis).
+
+A tier that cannot answer raises ``app.backends.errors.TierUnavailable``, the error of
+every backend.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Protocol
-
-
-class TierUnavailable(Exception):
-    """The tier could not answer (down, timed out, or skipped while it recovers)."""
 
 
 class SharedTier(Protocol):

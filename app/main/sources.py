@@ -3,17 +3,17 @@ GuardedSource: timeouts, bounded jittered retries and a breaker per operation fa
 
 from __future__ import annotations
 
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.settings import Settings
 
 
 def make_source(settings: Settings) -> MarketSource:
     if settings.exchange == "simulated":
-        from app.market.simulated import SimulatedMarket
+        from app.market.sources.simulated import SimulatedMarket
 
         return SimulatedMarket(seed=settings.seed)
-    from app.market.ccxt_source import CcxtMarketSource  # ccxt is slow to import
-    from app.resilience.guarded_source import GuardedSource
+    from app.market.sources.ccxt import CcxtMarketSource  # ccxt is slow to import
+    from app.market.sources.guarded import GuardedSource
 
     exchange = CcxtMarketSource(
         settings.exchange,

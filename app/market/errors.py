@@ -1,4 +1,8 @@
-"""Errors a market source raises, independent of the library behind it."""
+"""Errors a market source raises, independent of the library behind it.
+
+Shared by every source (which raise them) and the services and web (which map them
+to stale data or HTTP answers), hence at the root of ``app.market``; none of them is
+about configuration (that is ``app.errors.ConfigError``)."""
 
 
 class MarketDataError(Exception):

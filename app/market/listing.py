@@ -6,6 +6,10 @@ candles or order book refused as an unknown symbol). :class:`ListingTracker` tur
 evidence of each refresh into one :class:`ListingIssue` per symbol affected, kept while
 it lasts and dropped as soon as the pair is served again. Reasons are the service's
 own words (never the exchange's raw error text, which can name hosts).
+
+It sits at the root of ``app.market``, beside the models, rather than with the
+sources: it judges what any source returned over successive refreshes, and the
+services (the snapshot) and the health report read its statuses.
 """
 
 from __future__ import annotations

@@ -1,17 +1,55 @@
 """Market data value types shared by every source and every analytic.
 
 Symbols are canonical compact ids such as ``BTCUSDT`` (base + quote, upper case);
-each source maps them to its own notation.
+each source maps them to its own notation. :class:`CandleQuality` is here, not with
+the cleaning rules (``app.market.sources.quality``), because every ``Candles`` carries
+one to the analytics and the views, which know no source.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from app.market.quality import CLEAN, CandleQuality
+CANDLE_KINDS: tuple[str, ...] = ("filled", "dropped", "duplicates", "reordered", "gaps", "missing")
+
+
+@dataclass(frozen=True, slots=True)
+class CandleQuality:
+    """What cleaning did to one fetch of candles (counts of rows or, for ``gaps``,
+    of holes); all zero for a clean fetch."""
+
+    filled: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    gaps: int = 0
+    missing: int = 0
+    empty: int = 0  # 1 when the fetch left no usable candle at all (an empty answer)
+
+    @property
+    def clean(self) -> bool:
+        return not any(asdict(self).values())
+
+    def to_dict(self) -> dict[str, int]:
+        """``{"candles_filled": 3, "candles_dropped": 0, ..., "gaps": 1,
+        "missing_candles": 2}`` — the per-timeframe ``data_quality`` note."""
+        return {
+            "candles_filled": self.filled,
+            "candles_dropped": self.dropped,
+            "duplicate_candles": self.duplicates,
+            "reordered_candles": self.reordered,
+            "gaps": self.gaps,
+            "missing_candles": self.missing,
+            "candles_empty": self.empty,
+        }
+
+
+CLEAN = CandleQuality()
+"""The quality of candles nothing had to be done to."""
+
 
 TIMEFRAME_SECONDS: dict[str, int] = {
     "1m": 60,
@@ -41,7 +79,7 @@ def canonical_symbol(text: str) -> str:
 def split_symbol(symbol: str) -> tuple[str, str]:
     """``BTCUSDT`` → (``BTC``, ``USDT``) guessed from common quote assets: a fallback
     only — base and quote come from the exchange's market definitions (see
-    ``app.market.source.market_assets``). Raises ValueError when no suffix matches."""
+    ``app.market.sources.base.market_assets``). Raises ValueError when no suffix matches."""
     for quote in QUOTE_ASSETS:
         if symbol.endswith(quote) and len(symbol) > len(quote):
             return symbol[: -len(quote)], quote
@@ -69,7 +107,7 @@ class Ticker:
     missing: tuple[str, ...] = ()
     """Fields the exchange sent no usable value for (``bid``, ``ask``, ``high_24h``,
     ``low_24h``, ``change_24h``, ``volume_24h``): their values here are fallbacks (see
-    ``app.market.ccxt_source.ticker_from_ccxt``) and are shown as null."""
+    ``app.market.sources.ccxt.ticker_from_ccxt``) and are shown as null."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +128,7 @@ class Candles:
     close: np.ndarray
     volume: np.ndarray
     quality: CandleQuality = CLEAN
-    """What cleaning did to these candles on arrival (``app.market.quality``)."""
+    """What cleaning did to these candles on arrival (``app.market.sources.quality``)."""
 
     def __len__(self) -> int:
         return int(self.close.shape[0])
@@ -104,7 +142,7 @@ class Candles:
         quality: CandleQuality | None = None,
     ) -> Candles:
         """Build from clean ccxt-style rows ``[ts_ms, open, high, low, close, volume]``,
-        oldest first (see ``app.market.quality.clean_candle_rows``)."""
+        oldest first (see ``app.market.sources.quality.clean_candle_rows``)."""
         table = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         return cls(
             symbol=symbol,

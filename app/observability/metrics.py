@@ -3,7 +3,7 @@ test process never share counters), the instruments observed on the hot paths, a
 the bucket bounds at the KPI thresholds.
 
 Counters that the service already keeps (cache lookups, breaker transitions,
-WebSocket messages…) are read at scrape time by ``collectors.ServiceCollector``
+WebSocket messages…) are read at scrape time by ``app.main.collectors.ServiceCollector``
 rather than counted twice; this module holds what must be observed as it happens:
 latencies and a few event counters. Label values are bounded everywhere: route
 templates, cache families, tiers, configured symbols' channels — never a raw key.
@@ -29,9 +29,6 @@ REFRESH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 # Page loads: desktop < 800 ms, mobile < 1.5 s; the design's own target 300 ms.
 PAGE_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0)
-
-# Where an app keeps its Metrics (app.extensions); routes find them there.
-EXTENSION_KEY = "virtuoso.metrics"
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

@@ -1,8 +1,8 @@
 """One WebSocket client: its subscriptions, its bounded send queue, its sender and heartbeat.
 
-The broadcaster only ever calls the synchronous ``enqueue_*``/``reply`` methods, which
-never wait: each connection's own sender task does the (possibly slow) sends, one at a
-time, each bounded by ``send_timeout``. Queue, by priority:
+The hub and the broadcaster only call the synchronous ``enqueue_*``/``reply`` methods,
+which never wait: each connection's own sender task does the (possibly slow) sends, one
+at a time, each bounded by ``send_timeout``. Queue, by priority:
 
 * replies (snapshots, errors, pongs): answers to the client's own requests, at most
   ``max_queued_replies``; a snapshot of a channel replaces the one of the same channel

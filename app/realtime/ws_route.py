@@ -28,7 +28,8 @@ import orjson
 from quart import Quart, Response, websocket
 
 from app.realtime import hypercorn_stream
-from app.realtime.broadcaster import Broadcaster, Rejected
+from app.realtime.admission import Rejected
+from app.realtime.broadcaster import Broadcaster
 from app.realtime.connection import Connection
 from app.realtime.origin import OriginPolicy
 

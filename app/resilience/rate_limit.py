@@ -26,20 +26,17 @@ line when limits apply again). Rate limiting never turns a Redis outage into err
 Client identity: ``tok:`` + SHA-256 of the bearer token (truncated to 128 bits; the raw
 token is never stored or logged), else ``ip:`` + the peer address (IPv6 grouped by
 ``ipv6_prefix_length``). X-Forwarded-For is read only with ``trust_forwarded_for``.
-Any bearer token counts as an identity unless ``install_rate_limits`` gets a
+Any bearer token counts as an identity unless the limiter gets a
 ``token_is_valid`` check: without one, a client can rotate made-up tokens to get fresh
 buckets, so pass a check once real API tokens exist.
 
 WebSocket connections: ``acquire_connection(client_id)`` / ``release_connection``
 count open connections per client **in this process only** (a connection lives in one
 process, so a replica's cap is per replica: with N replicas a client can hold up to
-N × max). Quart runs ``before_request`` for HTTP only, so sockets are never
-rate-limited by the hooks; the realtime code calls these methods itself.
+N × max). The realtime code takes and frees these slots itself.
 
-The factory wires it with one line::
-
-    install_rate_limits(app, load_rate_limits(), state.runtime.redis,
-                        guard=state.runtime.redis_guard)
+This module knows no web framework: ``app.web.rate_limit_hooks.install_rate_limits``
+hooks a limiter into the Quart app (429 answers, RateLimit-* headers).
 """
 
 from __future__ import annotations
@@ -58,17 +55,15 @@ from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
-from app.cache.redis_tier import OpCounters, RedisGuard
-from app.cache.tier import TierUnavailable
-from app.settings import ConfigError
-from app.web.errors import json_error
+from app.backends.errors import TierUnavailable
+from app.backends.guard import OpCounters, RedisGuard
+from app.errors import ConfigError
+from app.resilience.redis_breaker import redis_guard
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
-    "EXTENSION_KEY",
     "ConnectionLimiter",
     "Decision",
     "Family",
@@ -76,7 +71,6 @@ __all__ = [
     "RateLimiter",
     "RateLimits",
     "client_identity",
-    "install_rate_limits",
     "load_rate_limits",
     "parse_rate_limits",
 ]
@@ -84,10 +78,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_RATE_LIMITS = Path(__file__).resolve().parent.parent.parent / "config" / "ratelimits.yaml"
-EXTENSION_KEY = "rate_limiter"
 MICROS = 1_000_000
 _FAMILY_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_G_DECISION = "rate_limit_decision"
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -457,7 +449,13 @@ class ConnectionLimiter:
 
 
 class RateLimiter:
-    """Decides per (family, client); ``install_rate_limits`` hooks it into an app."""
+    """Decides per (family, client); ``app.web.rate_limit_hooks`` hooks it into an app.
+
+    ``redis``: the app's client (buckets shared by replicas) or None (this process).
+    ``guard``: the app's RedisGuard, so one breaker covers every use of Redis.
+    ``clock``: only for tests (epoch seconds); by default Redis's or a monotonic clock.
+    ``token_is_valid``: bearer tokens it rejects are ignored (the client is its IP).
+    """
 
     def __init__(
         self,
@@ -477,7 +475,7 @@ class RateLimiter:
         self.store: _Store
         if redis is not None:
             timeout = limits.redis_timeout_ms / 1000
-            guard = guard or RedisGuard(timeout_seconds=timeout)
+            guard = guard or redis_guard(timeout_seconds=timeout)
             self.store = RedisBuckets(redis, guard, timeout, clock)
         else:
             self.store = MemoryBuckets(clock or time.monotonic, limits.max_memory_buckets)
@@ -554,62 +552,3 @@ class RateLimiter:
         if isinstance(self.store, RedisBuckets):
             stats["redis"] = self.store.counters.as_dict()
         return stats
-
-    # Quart hooks ---------------------------------------------------------------------
-
-    async def before_request(self) -> Response | None:
-        family = self.family_for(request.path)
-        if family is None or request.method == "OPTIONS":
-            return None
-        decision = await self.check(self.identify(request.headers, request.remote_addr), family)
-        if decision is None:
-            return None
-        setattr(g, _G_DECISION, decision)
-        if decision.allowed:
-            return None
-        wait = decision.retry_after_seconds
-        return json_error(
-            429,
-            "rate_limited",
-            f"too many {family.name} requests from this client; retry in {wait} s",
-            headers={"Retry-After": str(wait), **decision.headers()},
-            retry_after_seconds=wait,
-            limit=family.description,
-        )
-
-    async def after_request(self, response: Response) -> Response:
-        decision: Decision | None = g.get(_G_DECISION)
-        if decision is not None:
-            response.headers.update(decision.headers())
-        return response
-
-
-def install_rate_limits(
-    app: Quart,
-    limits: RateLimits,
-    redis: Redis | None = None,
-    *,
-    guard: RedisGuard | None = None,
-    clock: Callable[[], float] | None = None,
-    token_is_valid: Callable[[str], bool] | None = None,
-) -> RateLimiter:
-    """Hooks rate limiting into ``app`` (before/after request) and returns the limiter,
-    also kept as ``app.extensions["rate_limiter"]`` for WebSocket handlers and metrics.
-
-    ``redis``: the app's client (buckets shared by replicas) or None (this process).
-    ``guard``: the app's RedisGuard, so one breaker covers every use of Redis.
-    ``clock``: only for tests (epoch seconds); by default Redis's or a monotonic clock.
-    ``token_is_valid``: bearer tokens it rejects are ignored (the client is its IP).
-    """
-    limiter = RateLimiter(limits, redis, guard=guard, clock=clock, token_is_valid=token_is_valid)
-    app.extensions[EXTENSION_KEY] = limiter
-    if limits.enabled and limiter.families:
-        app.before_request(limiter.before_request)
-        app.after_request(limiter.after_request)
-    log.info(
-        "rate limits %s (%s store): %s",
-        "on" if limits.enabled else "off",
-        limiter.store.name,
-        "; ".join(f.description for f in limiter.families.values()) or "no families",
-    )
-    return limiter

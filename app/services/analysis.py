@@ -14,17 +14,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from app.market.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
-from app.market.confluence import (
+from app.market.analytics.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
+from app.market.analytics.confluence import (
     ConfluenceResult,
     ConfluenceWeights,
     combine_timeframes,
     score_timeframe,
 )
+from app.market.analytics.overview import BTC, market_overview, top_movers
 from app.market.models import Ticker
-from app.market.overview import BTC, market_overview, top_movers
 from app.services.snapshot import Snapshot
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,16 @@ T = TypeVar("T")
 
 COMBINED = "all"  # the confluence across timeframes
 PRIMARY_BETA_WINDOWS = tuple(BETA_WINDOWS)  # preference order for a symbol's headline beta
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """What the analysis is tuned by: the confluence weights and signal thresholds, and
+    the movers' cut (how many each way, the least 24h quote volume to count)."""
+
+    weights: ConfluenceWeights
+    movers_count: int
+    movers_min_quote_volume: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +59,12 @@ class Analysis:
         return _first((self.beta or {}).get(symbol, {}))
 
 
-def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
+def analyse(snapshot: Snapshot, settings: AnalysisSettings) -> Analysis:
     """CPU-bound (TA-Lib + numpy): run it in a worker thread. A symbol the exchange no
     longer lists or serves (``snapshot.listing``) gets no confluence, signal or beta:
     its candles are the older ones kept, and no one can trade it."""
     errors: dict[str, str] = {}
-    weights = settings.confluence.as_weights()
+    weights = settings.weights
     confluence = {}
     for symbol in traded(snapshot):
         result = _section(
@@ -80,7 +89,7 @@ def analyse(snapshot: Snapshot, settings: Settings) -> Analysis:
             errors,
             "movers",
             lambda: top_movers(
-                snapshot.tickers, settings.movers.count, settings.movers.min_quote_volume
+                snapshot.tickers, settings.movers_count, settings.movers_min_quote_volume
             ),
         ),
         signals=_section(errors, "signals", lambda: _signals(snapshot, confluence)),

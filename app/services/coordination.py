@@ -16,8 +16,8 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.cache.locks import RedisLock
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
+from app.backends.locks import RedisLock
 
 log = logging.getLogger(__name__)
 

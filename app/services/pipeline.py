@@ -13,21 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
 from app.market.errors import MarketDataError
 from app.market.listing import UNSERVED
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
 from app.observability.tracing import step_span
-from app.services.analysis import Analysis, analyse
+from app.services.analysis import Analysis, AnalysisSettings, analyse
 from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
-from app.services.views import build_views, candles_view
-from app.settings import Settings
+from app.services.views import ViewSettings, build_views, candles_view
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,36 @@ MAX_RETRY_SECONDS = 60.0
 
 # Receives every view of a snapshot: JSON bytes by view name, and the data's time.
 Publish = Callable[[dict[str, bytes], int], Awaitable[None]]
+# Called after every refresh with its outcome (ok, error, skipped) and its seconds.
+RefreshListener = Callable[[str, float], None]
+# The pending critical alerts (as dicts) the mobile dashboard shows.
+CriticalAlerts = Callable[[], Awaitable[list[dict]]]
+
+
+class SnapshotListener(Protocol):
+    """Told of every new snapshot this replica produced, with its analysis (alert
+    rules, live updates). An exception is logged once per failure episode and never
+    reaches the refresher."""
+
+    async def __call__(self, snapshot: Snapshot, analysis: Analysis, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """What the refresher needs of the configuration: the symbols to collect, the
+    refresh interval (seconds), candles kept per timeframe, order-book depth (levels),
+    the analysis and view settings, and two optimisations the benchmark can switch off
+    (``single_flight``: concurrent refreshes share one; ``refresh_ahead``: refresh on a
+    schedule rather than only when a reader finds the views expired)."""
+
+    symbols: tuple[str, ...]
+    refresh_seconds: float
+    candle_limits: dict[str, int]
+    order_book_depth: int
+    analysis: AnalysisSettings
+    views: ViewSettings
+    single_flight: bool = True
+    refresh_ahead: bool = True
 
 
 @dataclass(slots=True)
@@ -56,13 +86,21 @@ class PipelineStatus:
 
 
 class Pipeline:
+    """The refresher of one replica. ``publish`` receives every view of a snapshot;
+    ``listeners`` are told of each new snapshot, in order; ``on_refresh`` of each
+    refresh's outcome; ``critical_alerts`` gives the alerts the mobile view shows."""
+
     def __init__(
         self,
-        settings: Settings,
+        settings: PipelineSettings,
         source: MarketSource,
         publish: Publish,
         coordinator: RefreshCoordinator | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        listeners: Sequence[SnapshotListener] = (),
+        on_refresh: Sequence[RefreshListener] = (),
+        critical_alerts: CriticalAlerts | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -71,12 +109,9 @@ class Pipeline:
         self.clock = clock
         self.latest: Snapshot | None = None
         self.latest_analysis: Analysis | None = None
-        # Called with every new snapshot this replica produced (alert rules, live updates).
-        self.on_snapshot: list[Callable[[Snapshot, Analysis], Awaitable[None]]] = []
-        # The critical alerts the mobile dashboard shows (set by the alert service).
-        self.critical_alerts: Callable[[], Awaitable[list[dict]]] = _no_alerts
-        # Called after every refresh with its outcome (ok, error, skipped) and seconds.
-        self.on_refresh: list[Callable[[str, float], None]] = []
+        self.listeners = tuple(listeners)
+        self.critical_alerts: CriticalAlerts = critical_alerts or _no_alerts
+        self.on_refresh = tuple(on_refresh)
         self.status = PipelineStatus()
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
@@ -108,7 +143,7 @@ class Pipeline:
         """One refresh, shared by every concurrent caller; None when another replica
         did it (its views are then in the shared tiers). Raises MarketDataError.
         ``force`` refreshes even if another replica did so moments ago (cold reads)."""
-        if not self.settings.optimized("single_flight"):  # ablation: every caller fetches
+        if not self.settings.single_flight:  # ablation: every caller fetches
             return await self._coordinated(force)
         if self._inflight is None or self._inflight.done():
             self._inflight = asyncio.create_task(self._coordinated(force))
@@ -146,7 +181,7 @@ class Pipeline:
             except Exception as error:  # a defect must not stop the refresher
                 log.exception("refresh crashed")
                 self._record_failure(f"internal error: {type(error).__name__}")
-            if self._published.is_set() and not self.settings.optimized("refresh_ahead"):
+            if self._published.is_set() and not self.settings.refresh_ahead:
                 return  # ablation: later snapshots only when a reader finds views expired
             # A steady cadence even while failing: a real exchange sits behind circuit
             # breakers (GuardedSource), which turn these attempts into the probe rate.
@@ -205,7 +240,7 @@ class Pipeline:
             raise
         alerts = await self.critical_alerts()
         with step_span("analysis", symbols=len(snapshot.tickers)):
-            analysis = await asyncio.to_thread(analyse, snapshot, self.settings)
+            analysis = await asyncio.to_thread(analyse, snapshot, self.settings.analysis)
         with step_span("views.build"):
             bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
         await self._publish(bodies, snapshot.fetched_at_ms)
@@ -241,7 +276,7 @@ class Pipeline:
     def _encode_views(
         self, snapshot: Snapshot, analysis: Analysis, alerts: list[dict]
     ) -> dict[str, bytes]:
-        payloads = build_views(snapshot, analysis, self.settings, alerts)
+        payloads = build_views(snapshot, analysis, self.settings.views, alerts)
         return {name: _json(payload) for name, payload in payloads.items()}
 
     async def republish(self, fresh_within: float | None = None) -> bool:
@@ -261,7 +296,7 @@ class Pipeline:
         return True
 
     async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:
-        for listener in self.on_snapshot:
+        for listener in self.listeners:
             name = getattr(listener, "__qualname__", repr(listener))
             try:
                 await listener(snapshot, analysis)

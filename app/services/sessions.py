@@ -22,8 +22,9 @@ from itsdangerous import BadSignature, TimestampSigner
 from itsdangerous.encoding import want_bytes
 from redis.asyncio import Redis
 
-from app.cache.redis_tier import OpCounters, RedisGuard
+from app.backends.guard import OpCounters, RedisGuard
 from app.market.models import canonical_symbol
+from app.resilience.redis_breaker import redis_guard
 
 SESSION_PREFIX = "virtuoso:session:"
 SESSION_TTL_SECONDS = 30 * 86_400
@@ -106,7 +107,7 @@ class RedisSessionStore:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds}")
         self._redis = redis
-        self._guard = guard or RedisGuard()
+        self._guard = guard or redis_guard()
         self.ttl_seconds = ttl_seconds
         self._prefix = prefix
         self._counters = OpCounters()

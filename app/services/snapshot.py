@@ -22,7 +22,7 @@ from app.market.listing import (
     RefreshEvidence,
 )
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
-from app.market.source import MarketSource, market_assets, market_tick_sizes, reload_markets
+from app.market.sources.base import MarketSource, market_assets, market_tick_sizes, reload_markets
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 
 from app.cache.coherence import Coherence
 from app.cache.entry import CacheEntry
-from app.cache.keys import make_key, view_parts
+from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Compute, Computed, LayeredCache
+from app.services.catalogue import view_parts
 from app.services.pipeline import Pipeline
 
 

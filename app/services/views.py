@@ -11,16 +11,26 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from app.market.beta import BetaStats
-from app.market.confluence import ConfluenceResult
-from app.market.models import Candles, Ticker, split_symbol
-from app.market.quality import CandleQuality
+from app.market.analytics.beta import BetaStats
+from app.market.analytics.confluence import ConfluenceResult
+from app.market.models import CandleQuality, Candles, Ticker, split_symbol
 from app.services.analysis import COMBINED, Analysis, known_change
+from app.services.catalogue import (
+    BETA,
+    CONFLUENCE,
+    DASHBOARD_OVERVIEW,
+    DESKTOP,
+    MARKET_OVERVIEW,
+    MOBILE,
+    MOVERS,
+    SIGNALS,
+    SYMBOLS,
+)
 from app.services.snapshot import Snapshot
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,14 +40,22 @@ MOBILE_ALERTS = 10
 BETA_EXTREMES = 3
 
 
-def view_name_confluence(symbol: str, timeframe: str) -> str:
-    return f"confluence:{symbol}:{timeframe}"
+@dataclass(frozen=True, slots=True)
+class ViewSettings:
+    """What the views show besides the analysis: the confluence signal thresholds
+    (score points, 0–100), the confluence timeframes offered (``1m``…, in the configured
+    order) and how many symbol cards the phone's dashboard carries."""
+
+    long_threshold: float
+    short_threshold: float
+    timeframes: tuple[str, ...]
+    mobile_symbols: int
 
 
 def build_views(
     snapshot: Snapshot,
     analysis: Analysis,
-    settings: Settings,
+    settings: ViewSettings,
     critical_alerts: list[dict] | None = None,
 ) -> dict[str, dict]:
     """Every view of this snapshot, by name. Dashboards always come, with a missing
@@ -53,36 +71,36 @@ def build_views(
         None if analysis.beta_overview is None else _beta_summary(analysis, analysis.beta_overview)
     )
     views = {
-        "dashboard:desktop": {
+        DESKTOP.name: {
             "overview": analysis.overview,
             "symbols": rows,
             "movers": analysis.movers,
             "signals": analysis.signals,
             "beta": beta_summary,
         },
-        "dashboard:mobile": _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
-        "dashboard:overview": {
+        MOBILE.name: _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
+        DASHBOARD_OVERVIEW.name: {
             "overview": analysis.overview,
             "movers": analysis.movers,
             "signal_counts": _signal_counts(analysis),
             "beta": beta_summary,
         },
-        "symbols": _symbols_view(snapshot, settings, errors),
+        SYMBOLS.name: _symbols_view(snapshot, settings, errors),
     }
     if analysis.signals is not None:
-        views["dashboard:signals"] = {
+        views[SIGNALS.name] = {
             "signals": analysis.signals,
             "thresholds": {
-                "long": settings.confluence.long_threshold,
-                "short": settings.confluence.short_threshold,
+                "long": settings.long_threshold,
+                "short": settings.short_threshold,
             },
         }
     if analysis.overview is not None:
-        views["market:overview"] = {"overview": analysis.overview}
+        views[MARKET_OVERVIEW.name] = {"overview": analysis.overview}
     if analysis.movers is not None:
-        views["market:movers"] = analysis.movers
+        views[MOVERS.name] = analysis.movers
     if analysis.beta is not None and analysis.beta_overview is not None:
-        views["beta"] = _beta_view(analysis)
+        views[BETA.name] = _beta_view(analysis)
     for symbol, results in analysis.confluence.items():
         for timeframe, result in results.items():
             view = _per_symbol(
@@ -92,7 +110,7 @@ def build_views(
                 partial(_confluence_view, snapshot, symbol, timeframe, result),
             )
             if view is not None:
-                views[view_name_confluence(symbol, timeframe)] = view
+                views[CONFLUENCE.named(symbol, timeframe)] = view
     meta = {
         "generated_at": snapshot.fetched_at_ms,
         "source": snapshot.source,
@@ -162,7 +180,7 @@ def data_quality(snapshot: Snapshot, symbol: str) -> dict | None:
     cleaned, or None when nothing: ``ticker_missing`` (the ticker fields that were
     null/empty, ``["price"]`` when there is no usable price), candle counts summed over
     the timeframes held, and ``by_timeframe`` for the timeframes that were not clean
-    (``app.market.quality``)."""
+    (``app.market.sources.quality``)."""
     note: dict = {}
     ticker = snapshot.tickers.get(symbol)
     if symbol in snapshot.unpriced:
@@ -309,12 +327,12 @@ def _mobile(
     analysis: Analysis,
     rows: list[dict],
     beta_summary: dict | None,
-    settings: Settings,
+    settings: ViewSettings,
     critical_alerts: list[dict],
 ) -> dict:
     """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
     cards = []
-    for row in rows[: settings.mobile.symbols]:
+    for row in rows[: settings.mobile_symbols]:
         confluence = row["confluence"] or {}
         cards.append(
             {
@@ -345,7 +363,7 @@ def _mobile(
     }
 
 
-def _symbols_view(snapshot: Snapshot, settings: Settings, errors: dict[str, str]) -> dict:
+def _symbols_view(snapshot: Snapshot, settings: ViewSettings, errors: dict[str, str]) -> dict:
     """Every symbol with its base and quote asset as the exchange defines them."""
     rows = []
     for symbol in snapshot.symbols:
@@ -359,7 +377,7 @@ def _symbols_view(snapshot: Snapshot, settings: Settings, errors: dict[str, str]
                 "price": None if ticker is None else ticker.last,
             }
         )
-    return {"symbols": rows, "timeframes": [*settings.confluence.timeframes, COMBINED]}
+    return {"symbols": rows, "timeframes": [*settings.timeframes, COMBINED]}
 
 
 def assets_of(

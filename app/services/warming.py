@@ -1,6 +1,7 @@
-"""Cache warming: the hot views are computed and stored before the replica says
-it is ready; afterwards the pipeline keeps them warm, and ``warm()`` can be
-called again (``POST /api/cache/warm``) — e.g. after an invalidation."""
+"""Cache warming: the hot views of ``app.services.catalogue`` are computed and
+stored before the replica says it is ready; afterwards the pipeline keeps them
+warm, and ``warm()`` can be called again (``POST /api/cache/warm``) — e.g. after
+an invalidation."""
 
 from __future__ import annotations
 
@@ -9,21 +10,11 @@ import time
 from collections import Counter
 
 from app.cache.layered import NothingToServe
+from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
 from app.services.view_cache import ViewCache
 
 log = logging.getLogger(__name__)
 
-HOT_VIEWS = (
-    "dashboard:desktop",
-    "dashboard:mobile",
-    "dashboard:overview",
-    "dashboard:signals",
-    "market:overview",
-    "market:movers",
-    "beta",
-    "symbols",
-)
-DEFAULT_HOT_ON_DEMAND = ("candles:BTCUSDT:1h", "candles:ETHUSDT:1h")
 HOT_ON_DEMAND = 20
 TRACKED_LIMIT = 1000
 

@@ -9,11 +9,11 @@ from quart_schema import document_response, tag, validate_request
 
 from app.cache.keys import FAMILIES
 from app.cache.layered import NothingToServe
+from app.state import service_state
 from app.web import schemas
 from app.web.auth import require_admin
 from app.web.errors import json_error
 from app.web.health import breakers
-from app.web.state import service_state
 
 admin = Blueprint("admin", __name__)
 

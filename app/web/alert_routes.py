@@ -1,9 +1,10 @@
 """Alert rules and alerts: reads are open (the list is cached and invalidated on
-every change), writes need VIRTUOSO_API_TOKEN (checked before the body is read). A
-store that cannot be written (Redis down, disk full) answers 503 and changes nothing.
-Rules are shown with their webhook URL masked (``scheme://host/…``); a webhook whose
-destination the policy refuses is a 400, a rule beyond the cap a 409. Every status
-change is announced live (``AlertService.status_changed``); an impossible one (e.g.
+every change), writes need VIRTUOSO_API_TOKEN (checked before the body is read).
+Every route asks the alert service (``app.services.alerts.service``), which stores,
+invalidates and announces. A store that cannot be written (Redis down, disk full)
+answers 503 and changes nothing. Rules are shown with their webhook URL masked
+(``scheme://host/…``); a webhook whose destination the policy refuses is a 400, a rule
+beyond the cap a 409. Every status change is announced live; an impossible one (e.g.
 acknowledged already, from another device) is a 409 carrying the alert's current
 state."""
 
@@ -16,18 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring, validate_request
 
-from app.cache.keys import make_key
-from app.cache.layered import Computed, NothingToServe
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
+from app.cache.layered import NothingToServe
 from app.market.models import canonical_symbol
-from app.services.alert_rules import RuleInput
-from app.services.alert_store import TooManyRules
-from app.services.destinations import DestinationRefused
+from app.services.alerts.destinations import DestinationRefused
+from app.services.alerts.rules import RuleInput
+from app.services.alerts.store import TooManyRules
+from app.state import service_state
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
 from app.web.responses import view_response
-from app.web.state import service_state
 
 alerts = Blueprint("alerts", __name__)
 
@@ -80,7 +80,7 @@ def _store_down(error: Exception) -> Response:
 async def list_rules(query_args: RuleQuery) -> Response:
     """Alert rules, oldest first, paginated; webhook URLs masked to scheme and host."""
     try:
-        rules = await service_state().alerts.store.list_rules()
+        rules = await service_state().alerts.list_rules()
     except STORE_ERRORS as error:
         return _store_down(error)
     page = rules[query_args.offset : query_args.offset + query_args.limit]
@@ -125,14 +125,12 @@ async def create_rule(data: RuleInput) -> Response:
 @document_response(schemas.ErrorResponse, 404)
 @document_response(schemas.ErrorResponse, 503)
 async def delete_rule(rule_id: str) -> Response:
-    state = service_state()
     try:
-        deleted = await state.alerts.store.delete_rule(rule_id)
+        deleted = await service_state().alerts.delete_rule(rule_id)
     except STORE_ERRORS as error:
         return _store_down(error)
     if not deleted:
         return json_error(404, "unknown_rule", f"no rule {_shown_id(rule_id)}")
-    await state.alerts.changed()
     return _json({"deleted": rule_id})
 
 
@@ -149,23 +147,8 @@ async def list_alerts(query_args: AlertQuery) -> Response:
             query_args.symbol = canonical_symbol(query_args.symbol)
         except ValueError as error:
             return json_error(400, "invalid_request", f"symbol: {error}")
-    parts = [str(v) for v in query_args.model_dump().values()]
-    key = make_key("alerts", *parts, namespace=state.runtime.cache.policy.namespace)
-
-    async def compute() -> Computed:
-        items, total = await state.alerts.store.list_alerts(**query_args.model_dump())
-        generated_at = state.now_ms()
-        body = {
-            "generated_at": generated_at,
-            "alerts": [alert.to_dict() for alert in items],
-            "total": total,
-            "offset": query_args.offset,
-            "limit": query_args.limit,
-        }
-        return Computed(orjson.dumps(body), generated_at)
-
     try:
-        read = await state.runtime.cache.read(key, "alerts", compute)
+        read = await state.alerts.alerts_page(**query_args.model_dump())
     except NothingToServe as error:
         return _store_down(error)
     return view_response(read, state.now_ms())
@@ -198,23 +181,21 @@ async def _set_status(alert_id: str, status: str) -> Response:
     An impossible move (already acknowledged or resolved, maybe by someone else) is a
     409 ``invalid_transition`` whose body also carries the alert as it is now."""
     state = service_state()
-    at_ms = state.now_ms()
     try:
-        alert = await state.alerts.store.set_status(alert_id, status, at_ms)
+        alert = await state.alerts.set_status(alert_id, status, state.now_ms())
     except ValueError as error:
         return await _impossible_move(alert_id, error)
     except STORE_ERRORS as error:
         return _store_down(error)
     if alert is None:
         return json_error(404, "unknown_alert", f"no alert {_shown_id(alert_id)}")
-    await state.alerts.status_changed(alert, at_ms)
     return _json({"alert": alert.to_dict()})
 
 
 async def _impossible_move(alert_id: str, error: ValueError) -> Response:
     """409 with the alert's current state (``"alert": null`` if it cannot be read)."""
     try:
-        current = await service_state().alerts.store.get_alert(alert_id)
+        current = await service_state().alerts.get_alert(alert_id)
     except STORE_ERRORS:
         current = None
     body = None if current is None else current.to_dict()

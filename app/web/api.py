@@ -1,42 +1,32 @@
-"""The dashboard JSON API: every route reads a stored view; none calls the exchange."""
+"""The dashboard JSON API: every route serves a stored view of the catalogue
+(``app.services.catalogue``); none calls the exchange."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring
 
 from app.market.models import canonical_symbol
-from app.services.views import view_name_confluence
-from app.settings import Settings
+from app.services.catalogue import CANDLES, CONFLUENCE, FIXED_VIEWS
+from app.state import service_state
 from app.web import schemas
 from app.web.errors import json_error
 from app.web.responses import serve_view
-from app.web.state import service_state
-
-# route → (stored view name, documented response model)
-VIEW_ROUTES: dict[str, tuple[str, type[BaseModel]]] = {
-    "/api/dashboard/data": ("dashboard:desktop", schemas.DesktopDashboard),
-    "/api/dashboard/mobile": ("dashboard:mobile", schemas.MobileDashboard),
-    "/api/dashboard/overview": ("dashboard:overview", schemas.DashboardOverview),
-    "/api/dashboard/signals": ("dashboard:signals", schemas.SignalsResponse),
-    "/api/market/overview": ("market:overview", schemas.MarketOverviewResponse),
-    "/api/market/movers": ("market:movers", schemas.MoversResponse),
-    "/api/bitcoin-beta": ("beta", schemas.BetaResponse),
-    "/api/symbols": ("symbols", schemas.SymbolsResponse),
-}
 
 
-def api_blueprint(settings: Settings) -> Blueprint:
+def api_blueprint(timeframes: Sequence[str]) -> Blueprint:
+    """One GET route per fixed view of the catalogue, plus the per-symbol views;
+    ``timeframes``: the confluence timeframes a query may name (besides ``all``)."""
     api = Blueprint("api", __name__)
-    for path, (view_name, model) in VIEW_ROUTES.items():
-        endpoint = _view_endpoint(view_name, model)
+    for view in FIXED_VIEWS:
+        endpoint = _view_endpoint(view.name, view.model)
         api.add_url_rule(
-            path, endpoint=view_name.replace(":", "_"), view_func=endpoint, methods=["GET"]
+            view.route, endpoint=view.name.replace(":", "_"), view_func=endpoint, methods=["GET"]
         )
-    _add_symbol_routes(api, settings)
+    _add_symbol_routes(api, timeframes)
     return api
 
 
@@ -58,13 +48,13 @@ def _view_endpoint(view_name: str, model: type[BaseModel]) -> Callable:
     return endpoint
 
 
-def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
-    query_model = schemas.confluence_query_model([*settings.confluence.timeframes, "all"])
+def _add_symbol_routes(api: Blueprint, timeframes: Sequence[str]) -> None:
+    query_model = schemas.confluence_query_model([*timeframes, "all"])
 
-    @api.get("/api/confluence/<symbol>")
+    @api.get(CONFLUENCE.route)
     @validate_querystring(query_model)
     @document_response(schemas.ErrorResponse, 404)
-    @_documented(schemas.ConfluenceResponse)
+    @_documented(CONFLUENCE.model)
     async def confluence(symbol: str, query_args: schemas.ConfluenceQueryArgs) -> Response:
         """Confluence score of one symbol on one timeframe (``all``: across timeframes)."""
         canonical = known_symbol(symbol)
@@ -73,18 +63,18 @@ def _add_symbol_routes(api: Blueprint, settings: Settings) -> None:
         issue = listing_issue(canonical)
         if issue is not None:  # no confluence for a pair no one can trade
             return not_listed(issue)
-        return await serve_view(view_name_confluence(canonical, query_args.timeframe))
+        return await serve_view(CONFLUENCE.named(canonical, query_args.timeframe))
 
-    @api.get("/api/market/candles/<symbol>")
+    @api.get(CANDLES.route)
     @validate_querystring(schemas.CandlesQuery)
     @document_response(schemas.ErrorResponse, 404)
-    @_documented(schemas.CandlesResponse)
+    @_documented(CANDLES.model)
     async def candles(symbol: str, query_args: schemas.CandlesQuery) -> Response:
         """OHLCV candles of one symbol (charts), computed on demand and cached."""
         canonical = known_symbol(symbol)
         if canonical is None:
             return unknown_symbol(symbol)
-        view = f"candles:{canonical}:{query_args.timeframe}"
+        view = CANDLES.named(canonical, query_args.timeframe)
         service_state().warmer.note_read(view)
         return await serve_view(view)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from quart import Response, request
 
+from app.state import service_state
 from app.web.errors import json_error
-from app.web.state import service_state
 
 Handler = Callable[..., Awaitable[Response]]
 

@@ -16,14 +16,14 @@ from quart import Blueprint, Response, request
 from quart_schema import document_response, tag
 
 from app.market.listing import DELISTED, NOT_LISTED
+from app.services.catalogue import READINESS_VIEW
+from app.state import ServiceState, service_state
 from app.web import schemas
 from app.web.auth import ADMIN_TOKEN
 from app.web.listeners import is_monitoring_request
-from app.web.state import ServiceState, service_state
 
 health = Blueprint("health", __name__)
 
-READINESS_VIEW = "dashboard:desktop"
 TOKEN_FAMILY = "admin"  # the rate-limit family a token shown to /health counts against
 
 

@@ -23,8 +23,6 @@ from typing import Any
 import orjson
 from quart import Quart, abort, has_request_context, has_websocket_context, request, websocket
 
-from app.settings import Settings
-
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -131,11 +129,11 @@ def is_monitoring_request() -> bool:
     return (scope.get("extensions") or {}).get(LISTENER_KEY) == MONITORING
 
 
-def install_listener_split(app: Quart, settings: Settings) -> None:
-    """With a monitoring listener configured: the operational endpoints answer 404 on
-    the public listener, and everything but them and ``/health*`` answers 404 on the
-    monitoring listener. Without one: nothing changes."""
-    if not settings.monitoring_bind:
+def install_listener_split(app: Quart, monitoring: bool) -> None:
+    """With a monitoring listener configured (``monitoring``): the operational endpoints
+    answer 404 on the public listener, and everything but them and ``/health*`` answers
+    404 on the monitoring listener. Without one: nothing changes."""
+    if not monitoring:
         return
 
     @app.before_request

@@ -17,9 +17,9 @@ from pathlib import Path
 from quart import Blueprint, Response, render_template, request
 from quart_schema import hide
 
+from app.state import service_state
 from app.web.assets import AssetVersions
 from app.web.security import content_security_policy
-from app.web.state import service_state
 
 # MDN's advice for "is this a phone": "Mobi" anywhere in the user agent (iPhone,
 # Android phones, Firefox/Opera mobile); tablets are not phones.
@@ -110,8 +110,8 @@ async def _render(template: str, device: str, page: str) -> str:
         page=page,
         refresh_seconds=settings.refresh_seconds,
         stale_after_seconds=STALE_AFTER_REFRESHES * settings.refresh_seconds,
-        long_threshold=settings.confluence.long_threshold,
-        short_threshold=settings.confluence.short_threshold,
+        long_threshold=settings.long_threshold,
+        short_threshold=settings.short_threshold,
     )
 
 

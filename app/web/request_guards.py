@@ -38,10 +38,10 @@ from quart_schema.validation import (
 )
 from werkzeug.routing import RequestRedirect, Rule
 
+from app.state import EXTENSION
 from app.web import schemas
 from app.web.auth import token_requirement
 from app.web.errors import ApiError, json_error
-from app.web.state import EXTENSION_KEY
 
 # The largest legitimate body (an alert rule) is about 2 KB.
 MAX_BODY_BYTES = 64 * 1024
@@ -207,7 +207,7 @@ class GuardedOpenAPIProvider(OpenAPIProvider):
         return document
 
     def _rate_limited(self, path: str) -> bool:
-        state = self._app.extensions.get(EXTENSION_KEY)
+        state = self._app.extensions.get(EXTENSION)
         limiter = getattr(state, "rate_limiter", None)
         return limiter is not None and limiter.family_for(path) is not None
 

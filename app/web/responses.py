@@ -8,8 +8,8 @@ from quart import Response, request
 
 from app.cache.codec import zstd_frame
 from app.cache.layered import CacheRead, NothingToServe
+from app.state import ServiceState, service_state
 from app.web.errors import json_error
-from app.web.state import ServiceState, service_state
 
 # Clients may keep a copy but must revalidate it: the ETag makes that a cheap 304.
 CACHE_CONTROL = "public, no-cache"
@@ -21,7 +21,7 @@ async def serve_view(name: str) -> Response:
         read = await state.views.read(name)
     except NothingToServe as error:
         return data_unavailable(state, str(error))
-    reencode = not state.settings.optimized("serialize_once")
+    reencode = not state.settings.serialize_once
     return view_response(read, state.now_ms(), reencode=reencode)
 
 

@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, request
 from quart_schema import document_response, tag, validate_request
 
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
 from app.services.sessions import MAX_WATCHLIST, validate_watchlist
+from app.state import ServiceState, service_state
 from app.web.errors import json_error
-from app.web.state import ServiceState, service_state
 
 sessions = Blueprint("sessions", __name__)
 

@@ -33,7 +33,7 @@ GRACEFUL_SECONDS = 2.0
 
 
 def hypercorn_config(port: int) -> Config:
-    """The service's hypercorn configuration (app.cli.serve), bound to 127.0.0.1:port."""
+    """The service's hypercorn configuration (app.main.cli.serve), bound to 127.0.0.1:port."""
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.workers = 1

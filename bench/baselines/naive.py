@@ -18,7 +18,7 @@ import sys
 import aiomcache
 from quart import Quart, Response
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.settings import Settings, parse_bind
 from bench.baselines.ceiling import run_quart
 from bench.baselines.views import (

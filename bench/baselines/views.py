@@ -13,14 +13,16 @@ import weakref
 
 import orjson
 
-from app.market.simulated import SimulatedMarket
+from app.main.sections import pipeline_settings
+from app.market.sources.simulated import SimulatedMarket
 from app.services.analysis import analyse
+from app.services.catalogue import DESKTOP
 from app.services.snapshot import SnapshotCollector
-from app.services.views import build_views
+from app.services.views import ViewSettings, build_views
 from app.settings import Settings, load_settings
 
-VIEW = "dashboard:desktop"
-PATH = "/api/dashboard/data"
+VIEW = DESKTOP.name
+PATH = DESKTOP.route
 
 # The start of each market (its history, about half a second), shared by concurrent callers.
 _starts: weakref.WeakKeyDictionary[SimulatedMarket, asyncio.Task[None]] = (
@@ -56,11 +58,12 @@ async def compute_desktop_view(settings: Settings, market: SimulatedMarket) -> d
         clock=market.clock,
     )
     snapshot = await collector.collect()
-    analysis = await asyncio.to_thread(analyse, snapshot, settings)
-    return await asyncio.to_thread(_desktop, snapshot, analysis, settings)
+    sections = pipeline_settings(settings)
+    analysis = await asyncio.to_thread(analyse, snapshot, sections.analysis)
+    return await asyncio.to_thread(_desktop, snapshot, analysis, sections.views)
 
 
-def _desktop(snapshot, analysis, settings: Settings) -> dict:
+def _desktop(snapshot, analysis, settings: ViewSettings) -> dict:
     payload = build_views(snapshot, analysis, settings, [])[VIEW]
     # The service's encoding, read back: plain dicts, lists, floats, ints, str and None.
     return orjson.loads(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -21,7 +21,7 @@ const RULES_PAGE = 200; // the most GET /api/alerts/rules returns at once
 /**
  * The hysteresis of each kind that has one (none: beta_band_change): the server's
  * default, its unit and the largest value the server takes (DEFAULT_HYSTERESIS,
- * HYSTERESIS_UNITS and MAX_HYSTERESIS of app/services/alert_conditions.py; the page
+ * HYSTERESIS_UNITS and MAX_HYSTERESIS of app/services/alerts/conditions.py; the page
  * test checks every kind against them).
  * @type {Record<string, {fallback: number, unit: string, max: number}>}
  */

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
-from app.web.app import create_app
-from app.web.state import EXTENSION_KEY, ServiceState
+from app.main.embedded import create_app
+from app.state import EXTENSION, ServiceState
 from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, open_page, text_of
 from tests.support.ws_server import serve_app
@@ -47,7 +47,7 @@ async def served_bybit(
     )
     app = create_app(settings, clock=clock)
     async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as base:
-        state: ServiceState = app.extensions[EXTENSION_KEY]
+        state: ServiceState = app.extensions[EXTENSION]
         await eventually(lambda: state.warmed, seconds=30)
         yield base.replace("ws://", "http://"), state
 

@@ -15,9 +15,9 @@ import pytest_asyncio
 import websockets
 from playwright.async_api import Browser, Page
 
-from app.realtime import updates as live_updates
-from app.realtime.updates import LiveUpdates
-from app.web.app import create_app
+from app.main.embedded import create_app
+from app.services import live_updates
+from app.services.live_updates import LiveUpdates
 from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
 from tests.support.ws_server import serve_app

@@ -13,7 +13,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.web.pages import assets
 from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings, started_app

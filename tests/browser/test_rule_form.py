@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
-from app.services.alert_conditions import MAX_HYSTERESIS
+from app.services.alerts.conditions import MAX_HYSTERESIS
 from tests.conftest import RATE_LIMITS_OFF, eventually
 from tests.support.browser import ARTIFACTS, PageProblems, ServedApp, open_page, served_app, text_of
 

@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 import pytest
 
-from app.cache.redis_tier import RedisGuard, connect_redis
-from app.cache.tier import TierUnavailable
-from app.services import alert_store
-from app.services.alert_rules import Alert, validate_rule
-from app.services.alert_store import AlertStore, FileAlertStore, RedisAlertStore, TooManyRules
+from app.backends.connection import connect_redis
+from app.backends.errors import TierUnavailable
+from app.resilience.redis_breaker import redis_guard
+from app.services.alerts import store as alert_store
+from app.services.alerts.rules import Alert, validate_rule
+from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore, TooManyRules
 
 TIMEOUT = 0.3
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
@@ -52,7 +53,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
     if request.param == "file":
         return lambda max_alerts=10_000: FileAlertStore(tmp_path / "alerts.json", max_alerts)
     client = request.getfixturevalue("redis_client")
-    guard = RedisGuard(timeout_seconds=TIMEOUT)
+    guard = redis_guard(timeout_seconds=TIMEOUT)
     return lambda max_alerts=10_000: RedisAlertStore(client, guard, max_alerts=max_alerts)
 
 
@@ -202,7 +203,7 @@ async def test_file_store_survives_a_restart(tmp_path) -> None:
 async def test_file_store_sets_a_corrupt_file_aside(tmp_path, caplog) -> None:
     path = tmp_path / "alerts.json"
     path.write_text('{"rules": [{"kind": "nope"}], "alerts": []}')
-    with caplog.at_level(logging.WARNING, logger="app.services.alert_store"):
+    with caplog.at_level(logging.WARNING, logger="app.services.alerts.store"):
         store = FileAlertStore(path)
     assert "unreadable" in caplog.text
     assert await store.list_rules() == [] and not path.exists()
@@ -222,7 +223,7 @@ async def test_file_store_trims_on_load(tmp_path) -> None:
 
 
 async def test_redis_key_layout(redis_client) -> None:
-    store = RedisAlertStore(redis_client, RedisGuard(timeout_seconds=TIMEOUT), prefix="t:al")
+    store = RedisAlertStore(redis_client, redis_guard(timeout_seconds=TIMEOUT), prefix="t:al")
     _rules, alerts = await fill(store)
     keys = {k.decode() for k in await redis_client.keys("t:al:*")}
     assert keys == {
@@ -253,7 +254,7 @@ async def until_available(store: AlertStore, seconds: float = 10.0) -> None:
 async def test_redis_store_survives_a_restart_and_an_outage(persistent_redis) -> None:
     client = connect_redis(f"redis://{persistent_redis.address}/0", TIMEOUT)
     try:
-        store = RedisAlertStore(client, RedisGuard(timeout_seconds=TIMEOUT), max_alerts=100)
+        store = RedisAlertStore(client, redis_guard(timeout_seconds=TIMEOUT), max_alerts=100)
         rules, alerts = await fill(store)
         before = await snapshot(store)
 
@@ -281,8 +282,8 @@ async def test_redis_store_survives_a_restart_and_an_outage(persistent_redis) ->
 async def test_file_store_creates_its_directory_and_a_failed_write_changes_nothing(
     tmp_path,
 ) -> None:
-    from app.services.alert_rules import validate_rule
-    from app.services.alert_store import FileAlertStore
+    from app.services.alerts.rules import validate_rule
+    from app.services.alerts.store import FileAlertStore
 
     store = FileAlertStore(tmp_path / "new" / "dir" / "alerts.json")
     rule = validate_rule({"kind": "price_above", "symbol": "BTCUSDT", "threshold": 1}, {"BTCUSDT"})

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.web.app import create_app
+from app.main.embedded import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.integration.test_alert_store import count_file_writes
 from tests.support.markets import CountingMarket

@@ -14,8 +14,8 @@ import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 from redis.asyncio import Redis
 
-from app.cache.keys import view_key
-from app.web.app import create_app
+from app.main.embedded import create_app
+from app.services.catalogue import view_key
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
 from tests.support.servers import LocalServer

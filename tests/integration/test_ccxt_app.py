@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.web.app import create_app
+from app.main.embedded import create_app
 from app.web.listeners import LISTENER_KEY, MONITORING
 from tests.conftest import (
     ManualClock,

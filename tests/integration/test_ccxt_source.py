@@ -13,13 +13,6 @@ import numpy as np
 import pytest
 from ccxt.base import errors as ccxt_errors
 
-from app.market.ccxt_source import (
-    CcxtMarketSource,
-    map_ccxt_error,
-    parse_retry_after,
-    retry_after_from_headers,
-    ticker_from_ccxt,
-)
 from app.market.errors import (
     ExchangeRateLimited,
     ExchangeRejected,
@@ -27,6 +20,13 @@ from app.market.errors import (
     SymbolNotListed,
 )
 from app.market.models import TIMEFRAME_SECONDS
+from app.market.sources.ccxt import (
+    CcxtMarketSource,
+    map_ccxt_error,
+    parse_retry_after,
+    retry_after_from_headers,
+    ticker_from_ccxt,
+)
 from tools.fake_bybit import (
     INSTRUMENTS_PATH,
     KLINE_PATH,
@@ -555,7 +555,7 @@ async def test_symbols_hint_warns_about_unlisted_symbols(
         "bybit", base_url=fake.base_url, symbols_hint=["BTCUSDT", "FOOUSDT", "NEWUSDT"]
     )
     try:
-        with caplog.at_level("WARNING", logger="app.market.ccxt_source"):
+        with caplog.at_level("WARNING", logger="app.market.sources.ccxt"):
             await within(src.start())
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warnings == ["bybit does not list hinted symbols: FOOUSDT, NEWUSDT"]

@@ -17,7 +17,7 @@ import pytest_asyncio
 import websockets
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.ccxt_source import CcxtMarketSource
+from app.main.embedded import create_app
 from app.market.errors import SymbolNotListed
 from app.market.listing import (
     DELISTED,
@@ -26,9 +26,9 @@ from app.market.listing import (
     ListingTracker,
     RefreshEvidence,
 )
-from app.market.simulated import SimulatedMarket
-from app.services.alerts import market_facts
-from app.web.app import create_app
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.simulated import SimulatedMarket
+from app.services.alerts.service import market_facts
 from tests.conftest import (
     ManualClock,
     eventually,

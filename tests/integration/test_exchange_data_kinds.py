@@ -1,5 +1,5 @@
 """Bad exchange data, kind by kind: what real exchanges send, through the real ccxt and
-the loopback fake Bybit, and the cleaning rules on their own (``app.market.quality``)."""
+the loopback fake Bybit, and the cleaning rules on their own (``app.market.sources.quality``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.ccxt_source import CcxtMarketSource
-from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, count_gaps
-from app.services.alerts import market_facts
+from app.market.models import CandleQuality
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.quality import DataQualityCounters, clean_candle_rows, count_gaps
+from app.services.alerts.service import market_facts
 from tests.conftest import ManualClock, exchange_settings, make_settings, started_app, state_of
 from tools.fake_bybit import FakeBybit
 
@@ -132,7 +133,7 @@ async def test_no_trade_candles_arrive_filled(
     fake: FakeBybit, source: CcxtMarketSource, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.kline_quirk(kind, symbol="ETHUSDT", at=(3, 7))
-    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+    with caplog.at_level(logging.WARNING, logger="app.market.sources.ccxt"):
         candles = await source.fetch_candles("ETHUSDT", "1m", 50)
         await source.fetch_candles("ETHUSDT", "1m", 50)  # same episode: no second line
     assert len(candles) == 50
@@ -145,7 +146,7 @@ async def test_no_trade_candles_arrive_filled(
     lines = [r for r in caplog.records if "irregular ETHUSDT 1m" in r.getMessage()]
     assert len(lines) == 1 and "candles_filled=2" in lines[0].getMessage()
     fake.clear_faults()
-    with caplog.at_level(logging.INFO, logger="app.market.ccxt_source"):
+    with caplog.at_level(logging.INFO, logger="app.market.sources.ccxt"):
         assert (await source.fetch_candles("ETHUSDT", "1m", 50)).quality.clean
     assert any("regular again" in r.getMessage() for r in caplog.records)
 
@@ -238,7 +239,7 @@ async def test_a_ticker_without_a_price_is_counted_not_priced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake.ticker_quirk("ETHUSDT", kind)
-    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+    with caplog.at_level(logging.WARNING, logger="app.market.sources.ccxt"):
         for _ in range(2):
             tickers = await source.fetch_tickers(["BTCUSDT", "ETHUSDT"])
     assert set(tickers) == {"BTCUSDT"} and tickers["BTCUSDT"].missing == ()
@@ -411,7 +412,7 @@ async def test_too_few_aligned_points_are_a_reason_not_a_number(
 
 async def test_the_counters_are_reachable_through_the_guard(fake: FakeBybit) -> None:
     from app.main.sources import make_source
-    from app.market.source import data_quality_of
+    from app.market.sources.base import data_quality_of
 
     fake.kline_quirk("nan", symbol="ETHUSDT")
     guarded = make_source(
@@ -451,7 +452,7 @@ async def test_live_updates_keep_a_symbol_that_lost_its_price(
 ) -> None:
     """A symbol whose ticker goes blank gets a market update with nulls (the page shows
     "—"), not silence that would leave its old price on screen."""
-    from app.realtime.updates import updates_of
+    from app.services.live_updates import updates_of
 
     pipeline = state_of(plain_app).pipeline
     fake.ticker_quirk("ETHUSDT", "absent")
@@ -533,7 +534,7 @@ async def test_an_empty_candle_answer_is_said_not_silent(
     fake: FakeBybit, source: CcxtMarketSource, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.kline_quirk("gap", symbol="SOLUSDT", interval="240", at=range(1001))  # no rows
-    with caplog.at_level(logging.WARNING, logger="app.market.ccxt_source"):
+    with caplog.at_level(logging.WARNING, logger="app.market.sources.ccxt"):
         for _ in range(3):
             candles = await source.fetch_candles("SOLUSDT", "4h", 50)
     assert len(candles) == 0 and candles.quality.empty == 1

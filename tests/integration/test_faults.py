@@ -11,10 +11,10 @@ import orjson
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.ccxt_source import CcxtMarketSource
+from app.main.embedded import create_app
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.guarded import GuardedSource, RetryPolicy
 from app.resilience.breaker import BreakerConfig
-from app.resilience.guarded_source import GuardedSource, RetryPolicy
-from app.web.app import create_app
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit

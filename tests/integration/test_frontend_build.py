@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
-from app.web.app import create_app
+from app.main.embedded import create_app
+from app.market.sources.simulated import SimulatedMarket
 from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings
 from tests.support.frontend_modules import call_module

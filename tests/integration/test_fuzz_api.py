@@ -34,9 +34,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.market.simulated import SimulatedMarket
-from app.web.app import create_app
-from app.web.state import EXTENSION_KEY
+from app.main.embedded import create_app
+from app.market.sources.simulated import SimulatedMarket
+from app.state import EXTENSION
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings
 from tests.support.ws_server import serve_app
 
@@ -80,7 +80,7 @@ class ServedApp(threading.Thread):
             "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,
         }
         app = create_app(make_settings(**environ), SimulatedMarket(seed=7, clock=clock), clock)
-        state = app.extensions[EXTENSION_KEY]
+        state = app.extensions[EXTENSION]
         async with serve_app(app) as base:
             await eventually(lambda: state.warmed, seconds=60)
             _no_webhooks(state)

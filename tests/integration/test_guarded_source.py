@@ -15,15 +15,14 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from app.market.ccxt_source import CcxtMarketSource
 from app.market.errors import (
     ExchangeRateLimited,
     ExchangeRejected,
     ExchangeUnavailable,
     SymbolNotListed,
 )
-from app.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
-from app.resilience.guarded_source import (
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.guarded import (
     EXCHANGE_BREAKER_CONFIG,
     FAMILIES,
     CircuitOpen,
@@ -31,6 +30,7 @@ from app.resilience.guarded_source import (
     RetryPolicy,
     exchange_is_failure,
 )
+from app.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
 from tests.conftest import ManualClock, eventually
 from tools.fake_bybit import (
     INSTRUMENTS_PATH,

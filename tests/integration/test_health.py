@@ -12,8 +12,8 @@ import orjson
 import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.main.embedded import create_app
 from app.market.errors import ExchangeUnavailable
-from app.web.app import create_app
 from app.web.listeners import LISTENER_KEY, MONITORING
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket

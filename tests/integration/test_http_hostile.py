@@ -19,14 +19,13 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
-from app.observability.metrics import EXTENSION_KEY as METRICS_KEY
+from app.main.embedded import create_app
+from app.market.sources.simulated import SimulatedMarket
+from app.state import EXTENSION
 from app.web import request_guards
-from app.web.app import create_app
 from app.web.auth import bearer_credentials
 from app.web.request_guards import MAX_BODY_BYTES, MAX_JSON_DEPTH, json_media_type_problem
 from app.web.security import content_security_policy
-from app.web.state import EXTENSION_KEY
 from tests.conftest import (
     RATE_LIMITS_OFF,
     ManualClock,
@@ -100,7 +99,7 @@ async def app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
 
 def server_errors(test_app: QuartTestApp) -> float:
     """HTTP requests answered 5xx, as the app's metrics count them."""
-    registry = test_app.app.extensions[METRICS_KEY].registry  # type: ignore[attr-defined]
+    registry = test_app.app.extensions[EXTENSION].metrics.registry  # type: ignore[attr-defined]
     return sum(
         sample.value
         for metric in registry.collect()
@@ -370,7 +369,7 @@ def http_request(
 async def served(clock: ManualClock) -> AsyncIterator[tuple[int, QuartTestApp]]:
     app = create_app(make_settings(**ENVIRON), SimulatedMarket(seed=7, clock=clock), clock)
     async with serve_app(app) as base:
-        await eventually(lambda: app.extensions[EXTENSION_KEY].warmed, seconds=30)
+        await eventually(lambda: app.extensions[EXTENSION].warmed, seconds=30)
         yield int(base.rsplit(":", 1)[1]), app
 
 

@@ -9,15 +9,12 @@ import time
 
 import pytest
 
-from app.cache.locks import LOCK_PREFIX, LockLease, RedisLock
-from app.cache.redis_tier import (
-    RedisGuard,
-    connect_redis,
-    is_connection_failure,
-    redis_breaker_config,
-)
-from app.cache.tier import TierUnavailable
+from app.backends.connection import connect_redis
+from app.backends.errors import TierUnavailable, is_connection_failure
+from app.backends.guard import RedisGuard
+from app.backends.locks import LOCK_PREFIX, LockLease, RedisLock
 from app.resilience.breaker import CircuitBreaker
+from app.resilience.redis_breaker import redis_breaker_config, redis_guard
 from tests.support.servers import free_port
 
 TIMEOUT = 0.3
@@ -166,6 +163,6 @@ async def test_nothing_listening_raises_tier_unavailable() -> None:
     client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", TIMEOUT)
     try:
         with pytest.raises(TierUnavailable):
-            await RedisLock(client).acquire("view", 1_000)
+            await RedisLock(client, guard=redis_guard()).acquire("view", 1_000)
     finally:
         await client.aclose()

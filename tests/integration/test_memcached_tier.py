@@ -29,8 +29,8 @@ import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.backends.errors import TierUnavailable
 from app.cache.memcached import MemcachedTier, parse_server, rendezvous_owner
-from app.cache.tier import TierUnavailable
 from app.resilience.breaker import BreakerConfig
 from tests.conftest import eventually
 from tests.support.servers import LocalServer, memcached_server

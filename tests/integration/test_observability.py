@@ -16,10 +16,10 @@ from opentelemetry.trace import StatusCode
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.main.embedded import create_app
 from app.market.errors import MarketDataError
 from app.observability import tracing
 from app.observability.tracing import provider_from_env
-from app.web.app import create_app
 from tests.conftest import ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit

@@ -11,7 +11,7 @@ import orjson
 import zstandard
 from werkzeug.datastructures import Headers
 
-from app.web.app import create_app
+from app.main.embedded import create_app
 from tests.conftest import ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
 

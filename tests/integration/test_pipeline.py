@@ -8,8 +8,9 @@ import logging
 import orjson
 import pytest
 
+from app.main.sections import pipeline_settings
 from app.market.errors import ExchangeUnavailable
-from app.services.pipeline import Pipeline
+from app.services.pipeline import Pipeline, SnapshotListener
 from tests.conftest import ManualClock, make_settings
 from tests.support.markets import CountingMarket
 
@@ -24,13 +25,21 @@ class Published:
         self.views = dict(bodies)
 
 
-@pytest.fixture
-async def pipeline(clock: ManualClock):
+async def started_pipeline(
+    clock: ManualClock, listeners: tuple[SnapshotListener, ...] = ()
+) -> Pipeline:
+    """A started pipeline over three symbols of a CountingMarket; the caller stops it."""
     market = CountingMarket(clock)
-    settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")
-    pipeline = Pipeline(settings, market, Published(), clock=clock)
+    settings = pipeline_settings(make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT"))
+    pipeline = Pipeline(settings, market, Published(), clock=clock, listeners=listeners)
     await pipeline.start()
     assert await pipeline.wait_ready(30)
+    return pipeline
+
+
+@pytest.fixture
+async def pipeline(clock: ManualClock):
+    pipeline = await started_pipeline(clock)
     yield pipeline
     await pipeline.stop()
 
@@ -104,7 +113,7 @@ async def test_a_missing_part_is_reported_not_fatal(pipeline: Pipeline) -> None:
 async def test_a_missing_section_leaves_a_partial_dashboard(clock: ManualClock) -> None:
     market = CountingMarket(clock)
     market.fail_candles_for = {"BTCUSDT"}  # no BTC candles: no beta can be measured
-    settings = make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")
+    settings = pipeline_settings(make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT"))
     published = Published()
     pipeline = Pipeline(settings, market, published, clock=clock)
     await pipeline.start()
@@ -130,7 +139,7 @@ async def test_a_listener_whose_backend_is_down_logs_one_warning_per_outage(
 ) -> None:
     """Redis down under the alert service: each refresh's listener fails, but the log
     says so once (a warning, no traceback), and once more when it works again."""
-    from app.web.app import create_app
+    from app.main.embedded import create_app
     from tests.conftest import RATE_LIMITS_OFF, eventually, state_of
 
     settings = make_settings(
@@ -171,19 +180,26 @@ async def test_a_listener_whose_backend_is_down_logs_one_warning_per_outage(
 
 
 async def test_a_defective_listener_gets_one_traceback_per_episode(
-    pipeline: Pipeline, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls = 0
+    armed = False  # the listener is given at construction; it fails from the first refresh
 
     async def defective(snapshot, analysis) -> None:
         nonlocal calls
+        if not armed:
+            return
         calls += 1
         raise KeyError("a bug")
 
-    pipeline.on_snapshot.append(defective)
-    for _ in range(3):
-        clock.advance(10)
-        await pipeline.refresh(force=True)
+    pipeline = await started_pipeline(clock, listeners=(defective,))
+    armed = True
+    try:
+        for _ in range(3):
+            clock.advance(10)
+            await pipeline.refresh(force=True)
+    finally:
+        await pipeline.stop()
     assert calls == 3  # it keeps being called: the refresher is not stopped by it
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None

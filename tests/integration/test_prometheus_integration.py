@@ -17,8 +17,8 @@ import yaml
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
+from app.main.embedded import create_app
 from app.observability import tracing
-from app.web.app import create_app
 from dashboards.build import panel_queries, substitute
 from tests.conftest import make_settings
 from tests.support.prometheus_server import RULE_FILES, PrometheusApi, prometheus

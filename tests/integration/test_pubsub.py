@@ -12,9 +12,10 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from app.backends.connection import connect_redis
+from app.backends.errors import TierUnavailable
 from app.cache.pubsub import CHANNEL, Invalidation, InvalidationBus
-from app.cache.redis_tier import RedisGuard, connect_redis
-from app.cache.tier import TierUnavailable
+from app.resilience.redis_breaker import redis_guard
 from tests.conftest import eventually
 
 TIMEOUT = 0.3
@@ -33,7 +34,7 @@ class Replica:
             replica_id,
             self._on_message,
             on_reconnect=self._on_reconnect,
-            guard=RedisGuard(timeout_seconds=TIMEOUT),
+            guard=redis_guard(timeout_seconds=TIMEOUT),
             **{**FAST, **options},
         )
 
@@ -244,7 +245,7 @@ async def test_a_frozen_connection_is_detected_by_ping_and_replaced(
 
 async def test_close_ends_the_listener_even_while_redis_is_down(redis) -> None:
     replica = await Replica(redis.address, "lonely").start()
-    task = replica.bus._task
+    task = replica.bus._subscriber._task
     assert task is not None and not task.done()
     redis.kill()
     await eventually(lambda: not replica.bus.listening, 5.0)

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,24 +16,24 @@ import orjson
 import pytest
 from quart import Quart
 
-from app.cache.redis_tier import RedisGuard, connect_redis
-from app.market.simulated import SimulatedMarket
+from app.backends.connection import connect_redis
+from app.errors import ConfigError
+from app.main.embedded import create_app
+from app.market.sources.simulated import SimulatedMarket
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
-    EXTENSION_KEY,
     ConnectionLimiter,
     MemoryBuckets,
     RateLimiter,
     RateLimits,
     client_identity,
-    install_rate_limits,
     load_rate_limits,
     parse_rate_limits,
 )
-from app.settings import ConfigError
-from app.web.app import create_app
+from app.resilience.redis_breaker import redis_guard
+from app.state import EXTENSION as STATE_KEY
 from app.web.errors import register_error_handlers
-from app.web.state import EXTENSION_KEY as STATE_KEY
+from app.web.rate_limit_hooks import install_rate_limits
 from tests.conftest import ManualClock, make_settings
 from tests.support.servers import unresponsive_server
 
@@ -71,6 +72,9 @@ def limits(**overrides: Any) -> RateLimits:
     return parse_rate_limits(LIMITS | overrides)
 
 
+LIMITERS: weakref.WeakKeyDictionary[Quart, RateLimiter] = weakref.WeakKeyDictionary()
+
+
 def build_app(rate_limits: RateLimits | None = None, redis=None, **options: Any) -> Quart:
     """A small app with one route per family (and unlimited ones), limits installed."""
     app = Quart(__name__)
@@ -81,12 +85,12 @@ def build_app(rate_limits: RateLimits | None = None, redis=None, **options: Any)
     for path in ROUTES:
         app.add_url_rule(path, endpoint=path, view_func=ok, methods=["GET", "POST"])
     register_error_handlers(app)
-    install_rate_limits(app, rate_limits or limits(), redis, **options)
+    LIMITERS[app] = install_rate_limits(app, rate_limits or limits(), redis, **options)
     return app
 
 
 def limiter_of(app: Quart) -> RateLimiter:
-    return app.extensions[EXTENSION_KEY]
+    return LIMITERS[app]
 
 
 async def call(
@@ -123,7 +127,7 @@ def store(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "memory":
         return {"clock": clock}
     client = request.getfixturevalue("redis_client")
-    return {"redis": client, "guard": RedisGuard(timeout_seconds=TIMEOUT), "clock": clock}
+    return {"redis": client, "guard": redis_guard(timeout_seconds=TIMEOUT), "clock": clock}
 
 
 # -- the 429 ----------------------------------------------------------------------------
@@ -245,7 +249,7 @@ async def test_token_identity_beats_the_ip(store) -> None:
 
 
 async def test_bucket_keys_expire_when_the_bucket_is_full_again(redis_client) -> None:
-    app = build_app(redis=redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    app = build_app(redis=redis_client, guard=redis_guard(timeout_seconds=TIMEOUT))
     await statuses(app, 2, token=TOKEN)
     ttl_ms = await redis_client.pttl(f"virtuoso:ratelimit:data:tok:{TOKEN_HASH}")
     assert 0 < ttl_ms <= 200  # two tokens used at 10/s: full again within 200 ms
@@ -309,7 +313,7 @@ async def test_two_instances_share_the_budget_through_redis(redis) -> None:
     try:
         clock = ManualClock()
         apps = [
-            build_app(redis=c, guard=RedisGuard(timeout_seconds=TIMEOUT), clock=clock)
+            build_app(redis=c, guard=redis_guard(timeout_seconds=TIMEOUT), clock=clock)
             for c in clients
         ]
         seen = [(await call(apps[n % 2])).status_code for n in range(6)]
@@ -333,7 +337,7 @@ async def test_two_instances_share_the_budget_through_redis(redis) -> None:
 async def test_redis_server_clock_refills_the_bucket(redis_client) -> None:
     """Without an injected clock, Redis's own TIME drives the bucket."""
     rate_limits = limits(families={"data": {"rate": 5, "burst": 1, "paths": ["/api/dashboard"]}})
-    app = build_app(rate_limits, redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    app = build_app(rate_limits, redis_client, guard=redis_guard(timeout_seconds=TIMEOUT))
     assert (await call(app)).status_code == 200
     assert (await call(app)).status_code == 429  # the next token is 200 ms away
     await asyncio.sleep(0.25)
@@ -345,7 +349,7 @@ async def test_redis_outage_fails_open_and_limits_return(
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.resilience.rate_limit")
     app = build_app(
-        redis=redis_client, guard=RedisGuard(timeout_seconds=TIMEOUT), clock=ManualClock()
+        redis=redis_client, guard=redis_guard(timeout_seconds=TIMEOUT), clock=ManualClock()
     )
     assert await statuses(app, 4) == [200, 200, 200, 429]
 
@@ -524,7 +528,7 @@ async def test_memory_buckets_stay_bounded() -> None:
 
 
 async def test_connection_limit_per_client() -> None:
-    limiter = build_app(clock=ManualClock()).extensions[EXTENSION_KEY]
+    limiter = limiter_of(build_app(clock=ManualClock()))
     alice, bob = "ip:10.0.0.1", f"tok:{TOKEN_HASH}"
     assert await limiter.acquire_connection(alice)
     assert await limiter.acquire_connection(alice)

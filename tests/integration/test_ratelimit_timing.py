@@ -19,16 +19,16 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app.market.ccxt_source import CcxtMarketSource
-from app.market.ccxt_timing import current_waits, instrument_throttle, measure_waits
+from app.main.telemetry import observe_exchange
 from app.market.errors import ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.ccxt_timing import current_waits, instrument_throttle, measure_waits
+from app.market.sources.guarded import GuardedSource, RetryPolicy
 from app.observability import tracing
-from app.observability.install import observe_exchange
 from app.observability.metrics import Metrics
 from app.observability.tracing import RATELIMIT_WAIT_SPAN
 from app.resilience.breaker import BreakerConfig
-from app.resilience.guarded_source import GuardedSource, RetryPolicy
 from tools.fake_bybit import KLINE_PATH, ORDERBOOK_PATH, FakeBybit
 
 INJECTED_LATENCY = 0.02  # seconds the fake takes per kline / order-book request

@@ -9,14 +9,11 @@ import time
 
 import pytest
 
-from app.cache.redis_tier import (
-    VIEW_PREFIX,
-    RedisGuard,
-    RedisSkipped,
-    RedisTier,
-    connect_redis,
-)
-from app.cache.tier import SharedTier, TierUnavailable
+from app.backends.connection import connect_redis
+from app.backends.errors import RedisSkipped, TierUnavailable
+from app.cache.redis_tier import VIEW_PREFIX, RedisTier
+from app.cache.tier import SharedTier
+from app.resilience.redis_breaker import redis_guard
 from tests.support.servers import free_port, unresponsive_server
 
 TIMEOUT = 0.3
@@ -29,7 +26,7 @@ def client(redis_client):
 
 @pytest.fixture
 def tier(client) -> RedisTier:
-    return RedisTier(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    return RedisTier(client, guard=redis_guard(timeout_seconds=TIMEOUT))
 
 
 async def eventually_async(check, seconds: float = 10.0) -> None:
@@ -98,7 +95,7 @@ async def test_unresponsive_server_times_out_as_tier_unavailable() -> None:
     """A server that accepts connections and never answers: every call is bounded."""
     async with unresponsive_server() as port:
         client = connect_redis(f"redis://127.0.0.1:{port}/0", TIMEOUT)
-        tier = RedisTier(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+        tier = RedisTier(client, guard=redis_guard(timeout_seconds=TIMEOUT))
         try:
             started = time.monotonic()
             with pytest.raises(TierUnavailable):
@@ -124,7 +121,7 @@ async def test_nothing_listening_is_tier_unavailable() -> None:
 async def test_outage_is_skipped_logged_once_and_rejoined(
     redis, tier: RedisTier, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.cache.redis_tier")
+    caplog.set_level(logging.INFO, logger="app.backends.guard")
     await tier.set_many({"a": b"1"}, 60)
 
     redis.kill()
@@ -154,14 +151,14 @@ async def test_outage_is_skipped_logged_once_and_rejoined(
     assert await tier.get_many(["a", "b"]) == {"b": b"2"}
     assert (await tier.stats())["breaker"]["state"] == "closed"
 
-    ours = [r for r in caplog.records if r.name == "app.cache.redis_tier"]
+    ours = [r for r in caplog.records if r.name == "app.backends.guard"]
     assert [r.levelno for r in ours] == [logging.WARNING, logging.INFO]
     assert "unavailable" in ours[0].getMessage()
     assert "back" in ours[1].getMessage()
 
 
 async def test_one_guard_shared_by_several_users_opens_for_all(redis, client) -> None:
-    guard = RedisGuard(timeout_seconds=TIMEOUT)
+    guard = redis_guard(timeout_seconds=TIMEOUT)
     first = RedisTier(client, guard=guard)
     second = RedisTier(client, guard=guard, prefix="other:")
     redis.kill()

@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
-from app.cache.redis_tier import RedisGuard
-from app.cache.tier import TierUnavailable
+from app.backends.errors import TierUnavailable
+from app.main.embedded import create_app
+from app.resilience.redis_breaker import redis_guard
 from app.services.sessions import (
     MAX_SESSION_BYTES,
     MAX_WATCHLIST,
@@ -24,7 +25,6 @@ from app.services.sessions import (
     readable_watchlist,
     validate_watchlist,
 )
-from app.web.app import create_app
 from tests.conftest import ManualClock, make_settings
 
 TIMEOUT = 0.3
@@ -39,7 +39,7 @@ def client(redis_client):
 
 @pytest.fixture
 def redis_store(client) -> RedisSessionStore:
-    return RedisSessionStore(client, guard=RedisGuard(timeout_seconds=TIMEOUT))
+    return RedisSessionStore(client, guard=redis_guard(timeout_seconds=TIMEOUT))
 
 
 # -- stores -----------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from app.resilience.breaker import BreakerConfig
-from app.services.destinations import DestinationRefused
-from app.services.webhooks import WebhookSender
+from app.services.alerts.destinations import DestinationRefused
+from app.services.alerts.webhooks import WebhookSender
 from tests.conftest import ManualClock, eventually
 from tests.support.servers import free_port
 
@@ -162,7 +162,7 @@ async def test_the_breaker_opens_after_repeated_failures(receiver: Receiver, cap
     sender = make_sender(clock, max_retries=2, breaker_config=config)
     try:
         receiver.statuses = [500] * 3
-        with caplog.at_level(logging.WARNING, logger="app.services.webhooks"):
+        with caplog.at_level(logging.WARNING, logger="app.services.alerts.webhooks"):
             assert (await sender.send(receiver.url, PAYLOAD)).attempts == 3
             result = await sender.send(receiver.url, PAYLOAD)  # fails fast, no request
         assert not result.ok and result.attempts == 0 and "circuit open" in (result.error or "")
@@ -257,7 +257,7 @@ async def test_internal_destinations_are_refused_without_a_connection(
     url = spelling.format(port=port)
     sender = make_sender(allow=())
     try:
-        with caplog.at_level(logging.WARNING, logger="app.services.webhooks"):
+        with caplog.at_level(logging.WARNING, logger="app.services.alerts.webhooks"):
             first = await sender.send(url, PAYLOAD)
             second = await sender.send(url, PAYLOAD)
     finally:

@@ -15,8 +15,9 @@ from quart import Quart
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from app.cache.redis_tier import RedisGuard, connect_redis
+from app.backends.connection import connect_redis
 from app.realtime import Broadcaster, WsLimits, register_ws
+from app.resilience.redis_breaker import redis_guard
 from tests.support.ws_server import serve_app
 
 _tokens = itertools.count(1)
@@ -297,7 +298,7 @@ async def test_two_replicas_share_updates_through_redis_exactly_once(redis) -> N
         async with contextlib.AsyncExitStack() as stack:
             replicas = []
             for i, redis_client in enumerate(redis_clients):
-                guard = RedisGuard(timeout_seconds=0.5)
+                guard = redis_guard(timeout_seconds=0.5)
                 replicas.append(
                     await stack.enter_async_context(
                         running(replica_id=f"r{i}", redis=redis_client, guard=guard)

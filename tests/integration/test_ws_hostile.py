@@ -56,7 +56,7 @@ class NullSocket:
 def deliver(b: Broadcaster, channel: str, symbol: str | None, data: Any, seq: int) -> None:
     """What ``publish`` does without Redis, synchronously."""
     head, tail = protocol.update_parts(channel, symbol, seq, data, 1.0)
-    b._deliver(head + str(seq) + tail, 1.0)
+    b.broker.deliver(head + str(seq) + tail, 1.0)
 
 
 def connect_now(b: Broadcaster, client_id: str = "c") -> Connection:
@@ -140,7 +140,7 @@ def test_a_subset_snapshot_reuses_the_serialized_items() -> None:
     assert orjson.loads(text)["items"] == [
         {"symbol": "ETHUSDT", "seq": 2, "generated_at": 2, "data": {"v": 2}}
     ]
-    assert set(b._items["market"]) == {"ETHUSDT"}  # only what was asked was serialized
+    assert set(b.hub._items["market"]) == {"ETHUSDT"}  # only what was asked was serialized
 
 
 def test_messages_over_the_rate_get_rate_limited_then_close_1008() -> None:
@@ -229,7 +229,7 @@ def test_handshake_buckets_are_bounded_per_client() -> None:
         assert await b.admit_handshake("ip:2") is None  # another client
         for i in range(5000):  # a flood of addresses: the state stays bounded
             await b.admit_handshake(f"ip:10.0.{i // 250}.{i % 250}")
-            assert len(b._handshakes) <= 500
+            assert len(b.admission._handshakes) <= 500
 
     asyncio.run(run())
     assert b.stats.disconnects["rejected_handshake_rate"] == 1
@@ -322,7 +322,7 @@ def test_arbitrary_frames_never_raise_nor_pass_a_bound(ops: list[tuple]) -> None
             assert conn.close_code in (1008, 1013)
     b.release(conn)
     assert b.connections == set() and conn.queued_bytes == 0
-    assert all(not members for index in b._index.values() for members in index.values())
+    assert all(not members for index in b.hub._index.values() for members in index.values())
 
 
 # -- origins ---------------------------------------------------------------------------
@@ -543,7 +543,7 @@ async def test_a_client_closing_while_it_is_closed_for_abuse_frees_its_slot() ->
             bad_then_close = [frame(0x1, b"{bad")] * 5 + [frame(0x8, struct.pack("!H", 1000))]
             assert await raw_session(url, bad_then_close) is not None
         await eventually(lambda: not broadcaster.connections, 10)
-        assert broadcaster._per_client.clients == 0
+        assert broadcaster.admission.per_client.clients == 0
 
 
 async def test_large_symbol_lists_and_many_subscriptions() -> None:

@@ -18,9 +18,9 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from quart import Quart
 
+from app.main.embedded import create_app
 from app.services.snapshot import Snapshot
-from app.web.app import create_app
-from app.web.state import EXTENSION_KEY, ServiceState
+from app.state import EXTENSION, ServiceState
 from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.markets import CountingMarket
 from tests.support.ws_server import serve_app
@@ -94,7 +94,7 @@ class ServedApp:
 
     @property
     def state(self) -> ServiceState:
-        return self.app.extensions[EXTENSION_KEY]
+        return self.app.extensions[EXTENSION]
 
     async def next_snapshot(self, seconds: float = 60.0) -> Snapshot | None:
         """Moves the market on and publishes a snapshot now (as the refresh loop would)."""

@@ -13,7 +13,7 @@ import pytest
 
 from app.market.errors import ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from tests.conftest import ManualClock
 
 BUILD_HISTORY = SimulatedMarket._build_history  # the market's own build, unremembered

@@ -180,7 +180,7 @@ REDIS_CLIENT_TIMEOUT = 0.3
 @pytest_asyncio.fixture
 async def redis_client(redis) -> AsyncIterator:
     """The app's Redis client factory, on the test server; closed after the test."""
-    from app.cache.redis_tier import connect_redis
+    from app.backends.connection import connect_redis
 
     client = connect_redis(f"redis://{redis.address}/0", REDIS_CLIENT_TIMEOUT)
     try:

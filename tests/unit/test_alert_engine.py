@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 
-from app.services.alert_engine import AlertEngine, MarketFacts
-from app.services.alert_rules import AlertRule
+from app.services.alerts.engine import AlertEngine, MarketFacts
+from app.services.alerts.rules import AlertRule
 from tests.conftest import ManualClock
 
 KNOWN = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.alert_rules import Alert, AlertRule, RuleInput, validate_rule
+from app.services.alerts.rules import Alert, AlertRule, RuleInput, validate_rule
 
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from app.market.models import Candles
-from app.services.alert_conditions import DEFAULT_HYSTERESIS, condition_of
-from app.services.alert_engine import AlertEngine, MarketFacts
-from app.services.alert_rules import AlertRule, validate_rule
-from app.services.price_trail import PriceTrails
+from app.services.alerts.conditions import DEFAULT_HYSTERESIS, condition_of
+from app.services.alerts.engine import AlertEngine, MarketFacts
+from app.services.alerts.price_trail import PriceTrails
+from app.services.alerts.rules import AlertRule, validate_rule
 from tests.conftest import ManualClock
 
 LONG, SHORT = 70.0, 35.0

@@ -10,8 +10,8 @@ import pytest
 import zstandard
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.market.analytics.overview import market_regime
 from app.market.errors import ExchangeUnavailable
-from app.market.overview import market_regime
 from tests.conftest import ManualClock, state_of
 
 DATA_ENDPOINTS = [

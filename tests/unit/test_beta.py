@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from app.market.beta import (
+from app.market.analytics.beta import (
     BETA_WINDOWS,
     MIN_POINTS,
     RISK_BANDS,

@@ -101,7 +101,7 @@ async def test_fan_out_reaches_only_matching_subscriptions() -> None:
     broadcaster.handle_message(btc, b'{"type":"unsubscribe","channels":["market"]}')
     await broadcaster.publish("market", "BTCUSDT", {}, 1)
     assert queued_types(btc) == []
-    assert broadcaster._index["market"].keys() == {None}
+    assert broadcaster.hub._index["market"].keys() == {None}
 
 
 async def test_queue_bound_closes_with_1013_and_counts_drops() -> None:

@@ -6,17 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.cache.keys import (
-    FAMILIES,
-    MAX_KEY_BYTES,
-    SCHEMA_VERSION,
-    VIEW_FAMILIES,
-    family_of,
-    is_valid_memcached_key,
-    make_key,
-    view_key,
-    view_parts,
-)
+from app.cache.keys import FAMILIES, MAX_KEY_BYTES, SCHEMA_VERSION, is_valid_memcached_key, make_key
+from app.services.catalogue import VIEW_FAMILIES, family_of, view_key, view_parts
 
 families = st.sampled_from(FAMILIES)
 # Any text, including unicode, spaces, control characters, surrogates and very long strings.

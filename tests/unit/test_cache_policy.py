@@ -12,7 +12,7 @@ import yaml
 
 from app.cache.keys import FAMILIES
 from app.cache.policy import POLICY_FILE, CachePolicy, load_policy
-from app.settings import ConfigError
+from app.errors import ConfigError
 
 SHIPPED: dict[str, Any] = yaml.safe_load(POLICY_FILE.read_text())
 DASHBOARDS = ["dash:desktop", "dash:mobile", "dash:overview"]

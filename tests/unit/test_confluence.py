@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from app.market.confluence import (
+from app.market.analytics.confluence import (
     COMPONENTS,
     DEFAULT_COMPONENT_WEIGHTS,
     MIN_SIGNAL_COVERAGE,

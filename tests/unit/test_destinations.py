@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.services.destinations import (
+from app.services.alerts.destinations import (
     DestinationPolicy,
     DestinationRefused,
     classify,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import talib
 
-from app.market import indicators as ind
+from app.market.analytics import indicators as ind
 
 
 @pytest.fixture(scope="module")

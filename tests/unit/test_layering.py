@@ -10,17 +10,8 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app"
 
-# Two-way pairs as they stand; each to be removed by moving code, never added to.
-KNOWN_TWO_WAY = {
-    ("cache", "observability"),
-    ("cache", "resilience"),
-    ("market", "observability"),
-    ("observability", "resilience"),
-    ("observability", "services"),
-    ("observability", "web"),
-    ("resilience", "web"),
-    ("services", "settings"),
-}
+# Two-way pairs as they stand: none left; a new one fails here.
+KNOWN_TWO_WAY: set[tuple[str, str]] = set()
 
 
 def package_of(path: Path) -> str:
@@ -29,8 +20,8 @@ def package_of(path: Path) -> str:
     return parts[0]
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The ``app`` packages (or top-level modules) ``path`` imports, itself excluded."""
+def imported_modules(path: Path) -> set[str]:
+    """The dotted names of the ``app`` modules ``path`` imports (``app.market.models``)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names: list[str] = []
@@ -38,10 +29,13 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "app" and len(parts) > 1:
-                found.add(parts[1])
+        found.update(name for name in names if name.startswith("app."))
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The ``app`` packages (or top-level modules) ``path`` imports, itself excluded."""
+    found = {name.split(".")[1] for name in imported_modules(path)}
     return found - {package_of(path)}
 
 
@@ -61,10 +55,11 @@ def two_way_pairs(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
 
 
 def test_the_reader_sees_every_import_form() -> None:
-    """The graph is read right: a known one-way dependency and a known two-way pair."""
+    """The graph is read right: known one-way dependencies, and a two-way pair is seen."""
     graph = imports_by_package()
     assert "resilience" in graph["cache"] and "market" in graph["services"]
-    assert ("cache", "resilience") in two_way_pairs(graph)
+    assert "backends" in graph["resilience"] and "resilience" not in graph["backends"]
+    assert two_way_pairs({"a": {"b"}, "b": {"a", "c"}, "c": set()}) == {("a", "b")}
 
 
 def test_no_new_two_way_package_pair() -> None:
@@ -72,3 +67,80 @@ def test_no_new_two_way_package_pair() -> None:
     assert not pairs - KNOWN_TWO_WAY, f"new two-way imports: {sorted(pairs - KNOWN_TWO_WAY)}"
     gone = KNOWN_TWO_WAY - pairs
     assert not gone, f"no longer two-way (remove them from KNOWN_TWO_WAY): {sorted(gone)}"
+
+
+def test_analytics_are_pure_and_settings_reach_only_the_roots() -> None:
+    """``market/analytics`` imports only the market's models and itself; every package
+    but the composition roots (``app/main``) receives values, never ``app.settings``."""
+    for path in (APP / "market" / "analytics").rglob("*.py"):
+        allowed = ("app.market.models", "app.market.analytics")
+        stray = {m for m in imported_modules(path) if not m.startswith(allowed)}
+        assert not stray, f"{path.name} imports {sorted(stray)}"
+    values_only = ("market", "cache", "resilience", "backends", "services", "realtime", "web")
+    for package in (*values_only, "observability"):
+        for path in (APP / package).rglob("*.py"):
+            assert "app.settings" not in imported_modules(path), f"{path} imports app.settings"
+
+
+# The design's "never" arrows (DESIGN.md, Layout): (importer prefix, forbidden prefixes).
+NEVER = [
+    ("app.web", ("app.market.sources", "app.main")),
+    ("app.market.analytics", ("app.cache",)),
+    ("app.cache", ("app.web", "app.main")),
+    ("app.resilience", ("app.web", "app.main")),
+    ("app.market.sources", ("app.cache",)),
+    ("app.observability", ("app.web", "app.main", "app.services")),
+    ("app.realtime", ("app.services", "app.main")),
+    ("app.backends", ("app.",)),
+    ("app.services", ("app.web", "app.realtime", "app.main")),
+]
+
+
+def module_name(path: Path) -> str:
+    """``app/market/sources/ccxt.py`` → ``app.market.sources.ccxt``."""
+    parts = path.relative_to(APP.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_arrow_the_design_forbids() -> None:
+    """Each "never" of the design holds for every module under its importer prefix
+    (``app.backends`` may import nothing of ``app`` but itself)."""
+    broken = []
+    for path in APP.rglob("*.py"):
+        name = module_name(path)
+        for importer, forbidden in NEVER:
+            if name != importer and not name.startswith(importer + "."):
+                continue
+            for imported in imported_modules(path):
+                if imported.startswith(importer + ".") or imported == importer:
+                    continue
+                if any(
+                    imported == f or imported.startswith(f.rstrip(".") + ".") for f in forbidden
+                ):
+                    broken.append(f"{name} → {imported}")
+    assert not broken, broken
+
+
+def test_the_shared_state_is_a_leaf() -> None:
+    """``app/state.py`` imports app modules only for type checking (like quart's globals)."""
+    tree = ast.parse((APP / "state.py").read_text(encoding="utf-8"))
+    guarded = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    runtime = [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom | ast.Import)
+        and id(node) not in guarded
+        and any(name.startswith("app.") for name in _names(node))
+    ]
+    assert not runtime, runtime
+
+
+def _names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""]
+    return [alias.name for alias in node.names]

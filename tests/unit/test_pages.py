@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.simulated import SimulatedMarket
+from app.market.sources.simulated import SimulatedMarket
 from app.web.assets import AssetVersions, MissingAsset
 from app.web.pages import is_phone
 from tests.conftest import ManualClock, make_settings, started_app

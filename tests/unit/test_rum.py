@@ -8,9 +8,9 @@ import pytest
 from quart import Quart
 from quart_schema import QuartSchema
 
-from app.observability.metrics import EXTENSION_KEY, Metrics
+from app.observability.metrics import Metrics
 from app.web.errors import register_error_handlers
-from app.web.rum import rum
+from app.web.rum import rum_blueprint
 
 PHASES = ("ttfb", "dom_ready", "first_data")
 VALID = {"device": "mobile", "page": "/mobile", "ttfb_ms": 120, "dom_ready_ms": 640.5,
@@ -24,10 +24,9 @@ REGISTRY = METRICS.registry
 @pytest.fixture
 def client():
     app = Quart(__name__)
-    app.extensions[EXTENSION_KEY] = METRICS
     app.config["QUART_SCHEMA_CONVERSION_PREFERENCE"] = "pydantic"
     QuartSchema(app)
-    app.register_blueprint(rum)
+    app.register_blueprint(rum_blueprint(METRICS.page_load))
     register_error_handlers(app)
     return app.test_client()
 

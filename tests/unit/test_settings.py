@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, load_settings
+from app.errors import ConfigError
+from app.settings import load_settings
 
 
 def test_defaults_are_the_embedded_simulated_market() -> None:
@@ -106,7 +107,7 @@ def test_invalid_yaml_names_the_setting(tmp_path: Path, yaml_text: str, expected
 
 def test_cache_policy_must_outlast_the_refresh_interval() -> None:
     from app.cache.policy import load_policy
-    from app.web.app import check_policy_fits_refresh
+    from app.main.collector import check_policy_fits_refresh
 
     policy = load_policy()
     check_policy_fits_refresh(policy, 10)  # the shipped defaults fit

@@ -75,7 +75,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from app.market import indicators as ind
+from app.market.analytics import indicators as ind
 from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook
 
 COMPONENTS: tuple[str, ...] = (

@@ -2,6 +2,10 @@
 produces, stores what fires, announces it (live delivery, webhooks) and keeps the
 alert views (the cached list, the mobile dashboard's critical alerts) current.
 
+It owns every write of rules and alerts: a caller (a route) asks it to create or
+delete a rule or move an alert, and it stores the change, invalidates the cached
+lists on every replica and republishes the dashboards; nobody else writes the store.
+
 Rules are evaluated only where the snapshot was made, so with several replicas an
 alert fires once; its announcement reaches every replica through the broadcaster.
 """
@@ -9,51 +13,76 @@ alert fires once; its announcement reaches every replica through the broadcaster
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Protocol
 
+import orjson
+
+from app.backends.errors import TierUnavailable
 from app.cache.coherence import Coherence
-from app.cache.tier import TierUnavailable
-from app.services.alert_engine import AlertEngine, MarketFacts
-from app.services.alert_rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
-from app.services.alert_store import AlertStore
+from app.cache.keys import make_key
+from app.cache.layered import CacheRead, Computed, LayeredCache
+from app.services.alerts.engine import AlertEngine, MarketFacts
+from app.services.alerts.price_trail import PriceTrails
+from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
+from app.services.alerts.store import AlertStore
+from app.services.alerts.webhooks import WebhookSender
 from app.services.analysis import COMBINED, Analysis
-from app.services.pipeline import Pipeline
-from app.services.price_trail import PriceTrails
 from app.services.snapshot import Snapshot
-from app.services.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
 CRITICAL_SHOWN = 10
+FAMILY = "alerts"  # the cache family of the alert lists (config/cache.yaml)
 Announce = Callable[[dict, int], Awaitable[None]]  # (alert, generated_at_ms)
 
 
+class Republish(Protocol):
+    """Rebuilds the views of the latest snapshot without fetching (the pipeline's
+    ``republish``); False when there is none (that recent, with ``fresh_within`` s)."""
+
+    def __call__(self, fresh_within: float | None = None) -> Awaitable[bool]: ...
+
+
 class AlertService:
-    """Rules, their evaluation and the alerts' delivery. ``max_rules``: how many rules
-    the store may hold (``create_rule`` refuses more)."""
+    """Rules, their evaluation and the alerts' delivery. ``republish`` rebuilds the
+    dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
+    ``cache``: where the alert lists are cached (family ``alerts``); ``announce``: told
+    of every new or changed alert, in order (live delivery, metrics); ``max_rules``: how
+    many rules the store may hold (``create_rule`` refuses more); ``clock``: epoch
+    seconds, stamps the lists."""
 
     def __init__(
         self,
         store: AlertStore,
         engine: AlertEngine,
-        pipeline: Pipeline,
+        republish: Republish,
+        refresh_seconds: float,
+        cache: LayeredCache,
         coherence: Coherence,
         webhooks: WebhookSender,
         max_rules: int = DEFAULT_MAX_RULES,
+        *,
+        announce: Sequence[Announce] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if max_rules < 1:
             raise ValueError("max_rules must be >= 1")
         self.max_rules = max_rules
         self.store = store
         self.engine = engine
-        self.pipeline = pipeline
+        self.republish = republish
+        self.refresh_seconds = refresh_seconds
+        self.cache = cache
         self.coherence = coherence
         self.webhooks = webhooks
-        self.announce: list[Announce] = []
+        self.clock = clock
+        self.announce = tuple(announce)
         self.fired = 0
         # Alerts changed on another replica: if this one makes the snapshots, its
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
-        coherence.watch("alerts", self._changed_elsewhere)
+        coherence.watch(FAMILY, self._changed_elsewhere)
 
     async def create_rule(
         self,
@@ -70,8 +99,70 @@ class AlertService:
         if rule.webhook_url:
             await self.webhooks.check_destination(rule.webhook_url)
         await self.store.add_rule(rule, self.max_rules)
-        await self.changed()
+        await self._changed()
         return rule
+
+    async def delete_rule(self, rule_id: str) -> bool:
+        """Deletes the rule and, if it was stored, invalidates the lists; False when
+        there was no such rule. Raises the store's errors (TierUnavailable, OSError)."""
+        deleted = await self.store.delete_rule(rule_id)
+        if deleted:
+            await self._changed()
+        return deleted
+
+    async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None:
+        """Moves the alert to ``status`` (``acknowledged`` or ``resolved``) at ``at_ms``
+        (epoch ms) and announces it live like a new alert, so every replica and page
+        shows it; the cached lists and dashboards are rebuilt. None: no such alert.
+        Raises ValueError for an impossible move (e.g. acknowledged already), or the
+        store's errors (TierUnavailable, OSError); nothing changed then."""
+        alert = await self.store.set_status(alert_id, status, at_ms)
+        if alert is not None:
+            await self._announce(alert, at_ms)
+            await self._changed()
+        return alert
+
+    async def list_rules(self) -> list[AlertRule]:
+        """Every rule, oldest first. Raises the store's errors (TierUnavailable, OSError)."""
+        return await self.store.list_rules()
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        """The alert as stored now, or None. Raises the store's errors."""
+        return await self.store.get_alert(alert_id)
+
+    async def recent_alerts(self, limit: int) -> list[dict]:
+        """The ``limit`` newest alerts as dicts, newest first. Raises the store's errors."""
+        alerts, _ = await self.store.list_alerts(limit=limit)
+        return [alert.to_dict() for alert in alerts]
+
+    async def alerts_page(
+        self,
+        status: str | None = None,
+        symbol: str | None = None,
+        level: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> CacheRead:
+        """One page of alerts, newest first, read through the cache (family ``alerts``,
+        invalidated on every change): ``{"generated_at", "alerts", "total", "offset",
+        "limit"}``. ``symbol`` must be canonical. Raises NothingToServe when the store
+        cannot be read and nothing is cached."""
+        parts = [str(value) for value in (status, symbol, level, offset, limit)]
+        key = make_key(FAMILY, *parts, namespace=self.cache.policy.namespace)
+
+        async def compute() -> Computed:
+            items, total = await self.store.list_alerts(status, symbol, level, offset, limit)
+            generated_at = int(self.clock() * 1000)
+            body = {
+                "generated_at": generated_at,
+                "alerts": [alert.to_dict() for alert in items],
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+            }
+            return Computed(orjson.dumps(body), generated_at)
+
+        return await self.cache.read(key, FAMILY, compute)
 
     def public_rule(self, rule: AlertRule) -> dict:
         """What any response may show of ``rule`` (``AlertRule.public_dict`` with this
@@ -99,19 +190,12 @@ class AlertService:
         urls = {rule.id: rule.webhook_url for rule in rules if rule.webhook_url}
         for alert in alerts:
             await self._deliver(alert, urls.get(alert.rule_id), snapshot.fetched_at_ms)
-        await self.changed()
+        await self._changed()
 
     async def _deliver(self, alert: Alert, webhook_url: str | None, at_ms: int) -> None:
         payload = await self._announce(alert, at_ms)
         if webhook_url:
             self.webhooks.send_in_background(webhook_url, payload)
-
-    async def status_changed(self, alert: Alert, at_ms: int) -> None:
-        """``alert`` was acknowledged or resolved (at ``at_ms``, epoch ms): announced live
-        like a new alert, so every replica and page shows the new status, and the cached
-        lists and dashboards are rebuilt."""
-        await self._announce(alert, at_ms)
-        await self.changed()
 
     async def _announce(self, alert: Alert, at_ms: int) -> dict:
         payload = alert.to_dict()
@@ -122,14 +206,14 @@ class AlertService:
                 log.exception("alert announcement failed")
         return payload
 
-    async def changed(self) -> None:
+    async def _changed(self) -> None:
         """Alerts or rules changed: the cached lists go (on every replica) and the
         dashboards are rebuilt from the latest snapshot, if this replica holds one."""
-        await self.coherence.invalidate_alone(["alerts"])
-        await self.pipeline.republish()
+        await self.coherence.invalidate_alone([FAMILY])
+        await self.republish()
 
     async def _changed_elsewhere(self) -> None:
-        await self.pipeline.republish(fresh_within=2 * self.pipeline.settings.refresh_seconds)
+        await self.republish(fresh_within=2 * self.refresh_seconds)
 
     async def critical_alerts(self) -> list[dict]:
         """Pending critical alerts for the mobile dashboard (none while the store is down)."""

@@ -5,7 +5,7 @@ POST to its own loopback services, the cloud metadata endpoint or the private ne
 (server-side request forgery). This module is pure: it classifies addresses, parses
 every host spelling an HTTP client accepts, and checks a URL against the policy with a
 resolver the caller supplies (``Resolve``). The connection-time check that closes the
-DNS-rebinding window lives in ``app.services.webhooks`` (a resolver built on this).
+DNS-rebinding window lives in ``app.services.alerts.webhooks`` (a resolver built on this).
 
 An address is allowed when ``ipaddress`` calls it global (the IANA IPv4 and IPv6
 Special-Purpose Address Registries, RFC 6890 and its updates) and it is not
@@ -27,12 +27,12 @@ from urllib.parse import urlsplit
 
 import yarl
 
+from app.hosts import ALLOW_SETTING, HOST_NAME, IPNetwork, normalize_host, parse_allow_list
+
 IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
 # (host name, port) → the addresses it resolves to, as strings; raises OSError on failure.
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
-ALLOW_SETTING = "VIRTUOSO_WEBHOOK_ALLOW"
 SCHEMES = ("http", "https")
 
 _SHARED = IPv4Network("100.64.0.0/10")  # RFC 6598 shared address space (carrier NAT)
@@ -57,7 +57,6 @@ _NAT64 = IPv6Network("64:ff9b::/96")
 _6TO4 = IPv6Network("2002::/16")
 # One label of a numeric IPv4 spelling as inet_aton(3) reads it: decimal, 0-octal, 0x-hex.
 _NUMERIC_LABEL = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
-_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_.])?")
 
 
 class DestinationRefused(OSError):
@@ -174,11 +173,6 @@ def _aton_number(label: str) -> int:
     return int(label, 8 if label.startswith("0") else 10)
 
 
-def normalize_host(host: str) -> str:
-    """Lower case, without brackets or one trailing dot: how the allow-list compares."""
-    return host.strip().lower().removeprefix("[").removesuffix("]").removesuffix(".")
-
-
 @dataclass(frozen=True)
 class DestinationPolicy:
     """What may be connected to: global addresses, plus the operator's allow-list.
@@ -272,26 +266,6 @@ class DestinationPolicy:
         self.check_resolved(host, addresses)
 
 
-def parse_allow_list(entries: Iterable[str]) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
-    """(host names, networks) of an allow-list; ValueError names a malformed entry."""
-    names: set[str] = set()
-    networks: list[IPNetwork] = []
-    for raw in entries:
-        entry = normalize_host(raw)
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-            continue
-        except ValueError:
-            pass
-        if not _HOST_NAME.fullmatch(entry):
-            raise ValueError(
-                f"{ALLOW_SETTING}: {raw!r} is neither a host name, an IP address nor a "
-                "CIDR network (e.g. alertmanager, 10.0.0.7, 10.0.0.0/8, fd00::/8)"
-            )
-        names.add(entry)
-    return frozenset(names), tuple(networks)
-
-
 def parse_webhook_url(url: str) -> yarl.URL:
     """The URL as aiohttp will read it (yarl, the same parser), or DestinationRefused
     when it is not absolute http(s) with a host. The message never repeats the URL."""
@@ -302,7 +276,7 @@ def parse_webhook_url(url: str) -> yarl.URL:
     host = parsed.raw_host or ""
     if parsed.scheme not in SCHEMES or not host:
         raise DestinationRefused("", "only http:// and https:// URLs are allowed", internal=False)
-    if ":" not in host and not _HOST_NAME.fullmatch(host):
+    if ":" not in host and not HOST_NAME.fullmatch(host):
         raise DestinationRefused("", "the host is not a valid host name", internal=False)
     return parsed
 

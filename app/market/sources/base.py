@@ -1,4 +1,6 @@
-"""The one interface every market data source implements."""
+"""The one interface every market data source implements, and the optional extras
+(asset names, tick sizes, data-quality counts, a markets reload) read through wrappers
+such as the guarded source."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def market_tick_sizes(source: object) -> dict[str, float]:
 
 def data_quality_of(source: object) -> dict[str, dict[str, int]]:
     """The per-symbol bad-data counts of the source (``{symbol: {kind: count}}``, see
-    ``app.market.quality.DataQualityCounters``), looking through wrappers such as
+    ``app.market.sources.quality.DataQualityCounters``), looking through wrappers such as
     ``GuardedSource.source``; empty for sources that keep none (the simulated market)."""
     counters = _through_wrappers(source, "data_quality")
     snapshot = getattr(counters, "snapshot", None)

@@ -13,8 +13,11 @@ from typing import Any, cast
 from hypercorn.config import Config
 from quart import Quart
 
+from app.errors import ConfigError
+from app.main.embedded import create_app
 from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
-from app.settings import ConfigError, Settings, load_settings
+from app.settings import Settings, load_settings
+from app.state import EXTENSION, ServiceState
 from app.web.listeners import ASGIApp, listener_apps
 
 log = logging.getLogger("virtuoso")
@@ -49,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
-    from app.web.app import create_app
-
     try:
         settings = load_settings(flags)
         app = create_app(settings)  # also validates the cache policy
@@ -129,9 +130,8 @@ def _public_trigger(app: Quart, stop: asyncio.Event) -> Callable[[], Awaitable[N
 
     async def wait() -> None:
         await stop.wait()
-        broadcaster = app.extensions["virtuoso"].broadcaster
-        if broadcaster is not None:
-            await broadcaster.close()
+        state: ServiceState = app.extensions[EXTENSION]
+        await state.broadcaster.close()
 
     return wait
 

@@ -10,7 +10,9 @@ taken over) cannot touch the new holder's lock: its release is a no-op that
 returns False.
 
 Every call raises ``TierUnavailable`` when Redis is down or slow, so a caller can
-fall back to in-process single-flight.
+fall back to in-process single-flight. Like redis-py's lock, it is handed its client
+(and the guard every call goes through); the cache's stampede protection and the
+refresh coordination use it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from app.cache.redis_tier import OpCounters, RedisGuard
+from app.backends.guard import OpCounters, RedisGuard
 
 LOCK_PREFIX = "virtuoso:lock:"
 FENCE_SUFFIX = ":fence"
@@ -66,11 +68,9 @@ class LockLease:
 class RedisLock:
     """Non-blocking distributed locks: ``acquire`` either wins now or returns None."""
 
-    def __init__(
-        self, redis: Redis, *, guard: RedisGuard | None = None, prefix: str = LOCK_PREFIX
-    ) -> None:
+    def __init__(self, redis: Redis, *, guard: RedisGuard, prefix: str = LOCK_PREFIX) -> None:
         self._redis = redis
-        self._guard = guard or RedisGuard()
+        self._guard = guard
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
         self._release = redis.register_script(_RELEASE)

@@ -1,5 +1,8 @@
 """A MarketSource wrapper that protects callers (and the exchange) from each other.
 
+It is itself a source (the services cannot tell it from the one it wraps), built from
+the generic parts of ``app.resilience`` (the circuit breaker), which knows no market.
+
 :class:`GuardedSource` wraps any MarketSource and puts every call behind
 
 * a **timeout** per attempt (``asyncio.timeout``); expiry becomes ExchangeUnavailable;
@@ -24,7 +27,7 @@ that long as well (``open_for``).
 
 Timing: the latency reported to ``on_call`` is the request's own time — the attempt
 minus the waits in the client-side rate limiter, which ccxt's ``throttle`` awaits
-before it sends (see :mod:`app.market.ccxt_timing`). Those waits go to
+before it sends (see :mod:`app.market.sources.ccxt_timing`). Those waits go to
 ``on_ratelimit_wait`` separately, and both figures are attributes of the call's span.
 """
 
@@ -40,10 +43,10 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import Span
 
-from app.market.ccxt_timing import RateLimitWaits, measure_waits
 from app.market.errors import ExchangeRateLimited, ExchangeRejected, ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
-from app.market.source import MarketSource
+from app.market.sources.base import MarketSource
+from app.market.sources.ccxt_timing import RateLimitWaits, measure_waits
 from app.observability.tracing import exchange_call_span, record_outcome, record_timing
 from app.resilience.breaker import (
     BreakerConfig,

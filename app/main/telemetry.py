@@ -1,33 +1,77 @@
 """Wires the app's metrics and traces: the /metrics collectors, the hot-path
 observations (cache tier timings, exchange calls, refreshes, WebSocket delivery,
-alerts) and the HTTP middleware."""
+alerts) and the HTTP middleware. The instruments themselves live in
+``app.observability``; this module only connects them to the parts of the service."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from quart import Quart
 
+from app.cache.stats import TimingListener
+from app.main.collectors import ServiceCollector
+from app.main.poller import BackendPoller
+from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
+from app.market.sources.guarded import GuardedSource
 from app.observability import tracing
-from app.observability.backends import BackendPoller
-from app.observability.collectors import ServiceCollector
 from app.observability.http import install_http_observability
-from app.observability.metrics import EXTENSION_KEY, Metrics
+from app.observability.metrics import Metrics
 from app.realtime.protocol import CHANNELS
-from app.resilience.guarded_source import FAMILIES as EXCHANGE_FAMILIES
-from app.resilience.guarded_source import GuardedSource
-from app.services.alert_rules import LEVELS
-from app.web.state import ServiceState
+from app.services.alerts.rules import LEVELS
+from app.services.alerts.service import Announce
+from app.services.pipeline import RefreshListener
+from app.state import ServiceState
 
 EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")
 
 
-def install_observability(
+def refresh_observer(metrics: Metrics) -> RefreshListener:
+    """The pipeline's refresh listener: each refresh's seconds by outcome."""
+
+    def observe(outcome: str, seconds: float) -> None:
+        metrics.refresh_duration.labels(outcome).observe(seconds)
+
+    return observe
+
+
+def cache_timer(metrics: Metrics) -> TimingListener:
+    """The cache's timing listener: each tier operation's seconds."""
+
+    def observe(tier: str, operation: str, seconds: float) -> None:
+        metrics.cache_duration.labels(tier, operation).observe(seconds)
+
+    return observe
+
+
+def ws_latency_observer(metrics: Metrics) -> Callable[[str, float], None]:
+    """The broadcaster's latency listener: each delivery's seconds by channel."""
+
+    def observe(channel: str, seconds: float) -> None:
+        metrics.ws_latency.labels(channel).observe(seconds)
+
+    return observe
+
+
+def alert_counter(metrics: Metrics) -> Announce:
+    """The alert service's announcement that counts fired alerts by level."""
+
+    async def alert_fired(alert: dict[str, Any], _generated_at_ms: int) -> None:
+        metrics.alerts_triggered.labels(alert["level"]).inc()
+
+    return alert_fired
+
+
+def install_telemetry(
     app: Quart, state: ServiceState, tracer_provider: trace.TracerProvider | None
 ) -> BackendPoller:
-    """Returns the backend poller, for the app to run in the background."""
+    """Installs the HTTP middleware, the tracer and the /metrics collectors on ``app``
+    and observes the hot paths of ``state``'s parts. Returns the backend poller, for
+    the app to run in the background."""
     metrics = state.metrics
-    app.extensions[EXTENSION_KEY] = metrics
     tracing.use(tracer_provider)
     if tracer_provider is not None:
         _instrument_redis(tracer_provider)
@@ -40,26 +84,12 @@ def install_observability(
 
 
 def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
-    state.runtime.cache.stats.timing_listeners.append(
-        lambda tier, operation, seconds: metrics.cache_duration.labels(tier, operation).observe(
-            seconds
-        )
-    )
-    state.pipeline.on_refresh.append(
-        lambda outcome, seconds: metrics.refresh_duration.labels(outcome).observe(seconds)
-    )
+    """The exchange calls, of any guarded source (the settings' or one a test passed).
+    (The refreshes, alerts, cache timings and WebSocket deliveries are observed through
+    listeners given to their constructors.)"""
     source = state.pipeline.source
     if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
         observe_exchange(source, metrics)
-    if state.broadcaster is not None:
-        state.broadcaster.stats.on_latency = lambda channel, seconds: metrics.ws_latency.labels(
-            channel
-        ).observe(seconds)
-
-    async def alert_fired(alert: dict, _generated_at_ms: int) -> None:
-        metrics.alerts_triggered.labels(alert["level"]).inc()
-
-    state.alerts.announce.append(alert_fired)
 
 
 def observe_exchange(source: GuardedSource, metrics: Metrics) -> None:

@@ -4,27 +4,49 @@ whose value changed since the last snapshot (the first snapshot sends all).
 A per-symbol value that stops existing (a delisted pair's confluence, a beta no longer
 computed, a symbol no longer collected) is published as null, so the kept snapshot and
 the open pages drop it instead of showing the last value; when it returns it differs
-from that null and is sent again."""
+from that null and is sent again.
+
+The projection sits next to the views it shares helpers with; it hands its updates to a
+``LivePublisher`` (the realtime broadcaster, passed in by the composition), so realtime
+knows nothing of snapshots and analyses.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from app.market.confluence import ConfluenceResult
-from app.realtime.broadcaster import Broadcaster
+from app.market.analytics.confluence import ConfluenceResult
 from app.services.analysis import COMBINED, Analysis
 from app.services.snapshot import Snapshot
 from app.services.views import beta_brief, component_scores, delisted_list, ticker_fields
 
 
+class LivePublisher(Protocol):
+    """Where live updates go (``app.realtime.broadcaster.Broadcaster`` has this shape)."""
+
+    async def publish(
+        self, channel: str, symbol: str | None, data: Any, generated_at_ms: int
+    ) -> int:
+        """Sends ``data`` to the subscribers of (channel, symbol); returns its seq."""
+        ...
+
+    async def publish_alert(self, alert: dict[str, Any], generated_at_ms: int) -> int:
+        """Sends an alert (``Alert.to_dict()`` shape); returns its seq."""
+        ...
+
+
 class LiveUpdates:
-    def __init__(self, broadcaster: Broadcaster) -> None:
+    """The pipeline's snapshot listener that publishes what changed to ``broadcaster``."""
+
+    def __init__(self, broadcaster: LivePublisher) -> None:
         self.broadcaster = broadcaster
         self._last: dict[tuple[str, str | None], bytes] = {}
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
+        """Publishes every (channel, symbol) whose value changed since the last snapshot
+        (a value gone: null), stamped with the snapshot's ``fetched_at_ms``."""
         at = snapshot.fetched_at_ms
         updates = updates_of(snapshot, analysis)
         present = {(channel, symbol) for channel, symbol, _ in updates}
@@ -38,6 +60,7 @@ class LiveUpdates:
             await self.broadcaster.publish(channel, symbol, data, at)
 
     async def announce_alert(self, alert: dict, generated_at_ms: int) -> None:
+        """Publishes an alert (new or changed) to the live clients."""
         await self.broadcaster.publish_alert(alert, generated_at_ms)
 
 

@@ -34,9 +34,9 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from app.cache.redis_tier import RedisGuard
+from app.backends.guard import RedisGuard
 from app.market.models import canonical_symbol
-from app.services.alert_rules import LEVELS, STATUSES, Alert, AlertRule
+from app.services.alerts.rules import LEVELS, STATUSES, Alert, AlertRule
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from app.web.state import ServiceState
+from app.services.catalogue import READINESS_VIEW
+from app.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
-SNAPSHOT_VIEW = "market:overview"  # the view readiness checks too
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +45,11 @@ class BackendPoller:
             self._memcached(await runtime.memcached.stats())
         if runtime.backup is not None:
             self._redis(await runtime.backup.stats())
-        entry = await self.state.views.peek(SNAPSHOT_VIEW)
+        entry = await self.state.views.peek(READINESS_VIEW)
         if entry is not None:
             self.served_snapshot_ms = entry.generated_at_ms
 
-    def _memcached(self, stats: dict) -> None:
+    def _memcached(self, stats: dict[str, Any]) -> None:
         if not stats.get("servers_up"):
             self.tiers.pop("memcached", None)  # down: no number is better than an old one
             return
@@ -60,7 +61,7 @@ class BackendPoller:
             evictions=totals["evictions"],
         )
 
-    def _redis(self, stats: dict) -> None:
+    def _redis(self, stats: dict[str, Any]) -> None:
         if not stats.get("available"):
             self.tiers.pop("redis", None)
             return

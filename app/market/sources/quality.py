@@ -1,5 +1,7 @@
 """Exchange data as it arrives: the cleaning rules for candles and the per-symbol
-data-quality counters.
+data-quality counters. They belong to the sources (the ccxt source applies them to
+what the exchange sends); what cleaning did travels with the candles as
+:class:`~app.market.models.CandleQuality`.
 
 Candle rules (applied by ``clean_candle_rows``, in this order; each one counted):
 
@@ -17,7 +19,7 @@ Candle rules (applied by ``clean_candle_rows``, in this order; each one counted)
   gaps (nothing is invented); ``gaps`` counts the holes, ``missing`` the candles
   absent from them. Analytics that assume continuity (the TA-Lib indicators of
   confluence) run across them and report the count as ``gaps_bridged``; beta takes
-  returns only between consecutive candles (see ``app.market.beta``).
+  returns only between consecutive candles (see ``app.market.analytics.beta``).
 """
 
 from __future__ import annotations
@@ -25,46 +27,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
-CANDLE_KINDS: tuple[str, ...] = ("filled", "dropped", "duplicates", "reordered", "gaps", "missing")
-
-
-@dataclass(frozen=True, slots=True)
-class CandleQuality:
-    """What cleaning did to one fetch of candles (counts of rows or, for ``gaps``,
-    of holes); all zero for a clean fetch."""
-
-    filled: int = 0
-    dropped: int = 0
-    duplicates: int = 0
-    reordered: int = 0
-    gaps: int = 0
-    missing: int = 0
-    empty: int = 0  # 1 when the fetch left no usable candle at all (an empty answer)
-
-    @property
-    def clean(self) -> bool:
-        return not any(asdict(self).values())
-
-    def to_dict(self) -> dict[str, int]:
-        """``{"candles_filled": 3, "candles_dropped": 0, ..., "gaps": 1,
-        "missing_candles": 2}`` — the per-timeframe ``data_quality`` note."""
-        return {
-            "candles_filled": self.filled,
-            "candles_dropped": self.dropped,
-            "duplicate_candles": self.duplicates,
-            "reordered_candles": self.reordered,
-            "gaps": self.gaps,
-            "missing_candles": self.missing,
-            "candles_empty": self.empty,
-        }
-
-
-CLEAN = CandleQuality()
-"""The quality of candles nothing had to be done to."""
+from app.market.models import CandleQuality
 
 
 def finite(value: Any) -> float | None:

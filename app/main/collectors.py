@@ -11,12 +11,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.cache.stats import SERVED_OUTCOMES
-from app.market.source import data_quality_of
-from app.observability.backends import BackendPoller
+from app.main.poller import BackendPoller
+from app.market.sources.base import data_quality_of
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
+from app.state import ServiceState
 from app.web.health import breakers
-from app.web.state import ServiceState
 
 # A corrupt entry is a tier error as far as operators are concerned.
 LOOKUP_RESULTS = {

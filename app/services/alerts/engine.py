@@ -1,7 +1,7 @@
 """Turns market facts into alerts: edge-triggered, with per-rule hysteresis, a cooldown,
 and every price seen since the last evaluation.
 
-Comparisons (``alert_conditions``): a rule is met at or beyond its threshold; after
+Comparisons (``conditions``): a rule is met at or beyond its threshold; after
 firing it re-arms once the value is back past its re-arm level (the rule's
 hysteresis); while not re-armed it fires again, after the cooldown, only for a deeper
 crossing (beyond the last alert's value by the hysteresis).
@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.services.alert_conditions import Condition, condition_of, number
-from app.services.alert_rules import Alert, AlertRule, new_id
+from app.services.alerts.conditions import Condition, condition_of, number
+from app.services.alerts.rules import Alert, AlertRule, new_id
 
 STATE_VERSION = 1
 # A burst (e.g. 200 every-symbol rules all true at once) goes out over several

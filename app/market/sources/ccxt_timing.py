@@ -13,7 +13,7 @@ instance attribute shadows the class's method, and ``fetch2`` calls it through
 ``self``). Each wait then
 
 * becomes a span ``exchange ratelimit wait`` (a child of the current span, normally the
-  ``exchange <endpoint>`` span of :class:`~app.resilience.guarded_source.GuardedSource`);
+  ``exchange <endpoint>`` span of :class:`~app.market.sources.guarded.GuardedSource`);
 * is added to the :class:`RateLimitWaits` of the current call, opened with
   :func:`measure_waits`. A context variable carries it, so concurrent calls on the one
   shared instance each see only their own waits (tasks a call spawns copy the context,

@@ -37,8 +37,15 @@ from app.market.errors import (
     MarketDataError,
     SymbolNotListed,
 )
-from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker, canonical_symbol
-from app.market.quality import CandleQuality, DataQualityCounters, clean_candle_rows, finite
+from app.market.models import (
+    TIMEFRAME_SECONDS,
+    CandleQuality,
+    Candles,
+    OrderBook,
+    Ticker,
+    canonical_symbol,
+)
+from app.market.sources.quality import DataQualityCounters, clean_candle_rows, finite
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +285,7 @@ class CcxtMarketSource:
         self.name = exchange_id
         self._exchange = _build_exchange(exchange_id, base_url, timeout_ms)
         # Waits in ccxt's rate limiter are timed apart from the requests (metrics, spans).
-        from app.market.ccxt_timing import instrument_throttle
+        from app.market.sources.ccxt_timing import instrument_throttle
 
         instrument_throttle(self._exchange)
         _tolerate_bad_tickers(self._exchange)
@@ -291,7 +298,7 @@ class CcxtMarketSource:
         self._closed = False
         self._load_lock = asyncio.Lock()
         self.data_quality = DataQualityCounters()
-        """Per-symbol counts of bad exchange data (``app.market.quality``)."""
+        """Per-symbol counts of bad exchange data (``app.market.sources.quality``)."""
 
     @property
     def exchange(self) -> ccxt_async.Exchange:

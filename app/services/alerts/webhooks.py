@@ -6,7 +6,7 @@ on 2xx-4xx answers), and one circuit breaker per URL host so a dead receiver is 
 hammered. ``send`` never raises: it returns a ``DeliveryResult``. A host that starts
 failing is logged once (a warning), and once more (info) when it delivers again.
 
-Destinations pass the ``DestinationPolicy`` (app.services.destinations) twice: when a
+Destinations pass the ``DestinationPolicy`` (app.services.alerts.destinations) twice: when a
 rule is created (``check_destination``) and on every connection — numeric hosts before
 the request, host names in the session's resolver (``GuardedResolver``), so the address
 checked is the address connected to and a name that re-resolves elsewhere (DNS
@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from app.resilience.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
-from app.services.destinations import (
+from app.services.alerts.destinations import (
     DestinationPolicy,
     DestinationRefused,
     IPAddress,

@@ -17,14 +17,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.market.models import canonical_symbol
-from app.services.alert_conditions import (
+from app.services.alerts.conditions import (
     DEFAULT_HYSTERESIS,
     HYSTERESIS_UNITS,
     MAX_HYSTERESIS,
     Condition,
     condition_of,
 )
-from app.services.destinations import DestinationRefused, mask_url, parse_webhook_url
+from app.services.alerts.destinations import DestinationRefused, mask_url, parse_webhook_url
 
 Kind = Literal[
     "price_above",

@@ -14,7 +14,6 @@ clears its L1). The listening (reconnection with back-off, PING liveness, clean 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -111,13 +110,12 @@ class InvalidationBus:
         self.replica_id = replica_id
         self.channel = channel
         self._on_message = on_message
-        self._on_reconnect = on_reconnect
         self._guard = guard or redis_guard()
         self._subscriber = RedisSubscriber(
             redis,
             channel,
             self._deliver,
-            on_reconnect=self._reconnected,
+            on_reconnect=on_reconnect,
             timeout_seconds=self._guard.timeout_seconds,
             min_backoff=min_backoff,
             max_backoff=max_backoff,
@@ -186,9 +184,6 @@ class InvalidationBus:
             "published": self._publish_counters.as_dict(),
         }
 
-    async def _reconnected(self) -> None:
-        await self._call(self._on_reconnect, "on_reconnect")
-
     async def _deliver(self, data: bytes) -> None:
         try:
             message = Invalidation.decode(data)
@@ -202,16 +197,6 @@ class InvalidationBus:
         if message.origin == self.replica_id:
             return
         self.received += 1
-        await self._call(self._on_message, "on_message", message)
-
-    async def _call(self, callback: Callable[..., Any] | None, what: str, *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            result = callback(*args)
-            if inspect.isawaitable(result):
-                await result
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("invalidation %s callback failed", what)
+        result = self._on_message(message)  # its failure is logged by the subscriber
+        if inspect.isawaitable(result):
+            await result

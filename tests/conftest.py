@@ -7,9 +7,11 @@ sockets, subprocesses), ``browser`` (headless Chromium); ``pytest -m unit`` runs
 from __future__ import annotations
 
 import asyncio
+import inspect
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -43,10 +45,12 @@ class ManualClock:
         self.now += seconds
 
 
-async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Polls ``condition`` every 50 ms, at most ``seconds``; fails the test after that."""
+async def eventually(condition: Callable[[], Any], seconds: float = 10.0) -> None:
+    """Polls ``condition`` (sync, or async: awaited) every 50 ms, at most ``seconds``;
+    fails the test after that."""
     for _ in range(int(seconds / 0.05)):
-        if condition():
+        met = condition()
+        if await met if inspect.isawaitable(met) else met:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"condition not met within {seconds} s")

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from app.resilience.redis_breaker import redis_guard
 from app.state import EXTENSION as STATE_KEY
 from app.web.errors import register_error_handlers
 from app.web.rate_limit_hooks import install_rate_limits
-from tests.conftest import ManualClock, make_settings
+from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.servers import unresponsive_server
 
 TIMEOUT = 0.3
@@ -108,16 +107,6 @@ async def call(
 
 async def statuses(app: Quart, count: int, **request: Any) -> list[int]:
     return [(await call(app, **request)).status_code for _ in range(count)]
-
-
-async def eventually_async(check: Callable[[], Any], seconds: float = 10.0) -> None:
-    """Awaits ``check()`` every 50 ms until it returns True, at most ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {seconds} s")
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -365,7 +354,7 @@ async def test_redis_outage_fails_open_and_limits_return(
     async def limited_again() -> bool:
         return (await call(app)).status_code == 429
 
-    await eventually_async(limited_again)
+    await eventually(limited_again)
     ours = [r for r in caplog.records if r.name == "app.resilience.rate_limit"]
     assert [r.levelno for r in ours if r.levelno >= logging.INFO][-2:] == [
         logging.WARNING,

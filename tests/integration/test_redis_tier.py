@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -14,6 +13,7 @@ from app.backends.errors import RedisSkipped, TierUnavailable
 from app.cache.redis_tier import VIEW_PREFIX, RedisTier
 from app.cache.tier import SharedTier
 from app.resilience.redis_breaker import redis_guard
+from tests.conftest import eventually
 from tests.support.servers import free_port, unresponsive_server
 
 TIMEOUT = 0.3
@@ -27,16 +27,6 @@ def client(redis_client):
 @pytest.fixture
 def tier(client) -> RedisTier:
     return RedisTier(client, guard=redis_guard(timeout_seconds=TIMEOUT))
-
-
-async def eventually_async(check, seconds: float = 10.0) -> None:
-    """Awaits ``check()`` every 50 ms until it returns True, at most ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {seconds} s")
 
 
 def test_is_a_shared_tier(tier: RedisTier) -> None:
@@ -146,7 +136,7 @@ async def test_outage_is_skipped_logged_once_and_rejoined(
             return True
         return False
 
-    await eventually_async(rejoined)
+    await eventually(rejoined)
     assert tier.available
     assert await tier.get_many(["a", "b"]) == {"b": b"2"}
     assert (await tier.stats())["breaker"]["state"] == "closed"

@@ -30,10 +30,10 @@ Any bearer token counts as an identity unless the limiter gets a
 ``token_is_valid`` check: without one, a client can rotate made-up tokens to get fresh
 buckets, so pass a check once real API tokens exist.
 
-WebSocket connections: ``acquire_connection(client_id)`` / ``release_connection``
-count open connections per client **in this process only** (a connection lives in one
-process, so a replica's cap is per replica: with N replicas a client can hold up to
-N × max). The realtime code takes and frees these slots itself.
+WebSocket connections: ``connections`` (a ``ConnectionLimiter``) counts open
+connections per client **in this process only** (a connection lives in one process, so
+a replica's cap is per replica: with N replicas a client can hold up to N × max); the
+realtime admission takes and frees these slots (none when the limits are disabled).
 
 This module knows no web framework: ``app.web.rate_limit_hooks.install_rate_limits``
 hooks a limiter into the Quart app (429 answers, RateLimit-* headers).
@@ -529,15 +529,6 @@ class RateLimiter:
             self.limited += 1
             self.limited_by_family[family.name] += 1
         return decision
-
-    async def acquire_connection(self, client_id: str) -> bool:
-        """Takes a WebSocket slot for the client; False when it already holds the max.
-        Always True when rate limiting is disabled."""
-        return True if not self.limits.enabled else self.connections.acquire(client_id)
-
-    def release_connection(self, client_id: str) -> None:
-        if self.limits.enabled:
-            self.connections.release(client_id)
 
     def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = {

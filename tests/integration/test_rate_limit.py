@@ -19,6 +19,8 @@ from app.backends.connection import connect_redis
 from app.errors import ConfigError
 from app.main.embedded import create_app
 from app.market.sources.simulated import SimulatedMarket
+from app.realtime.admission import per_client_counter
+from app.realtime.connection import WsLimits
 from app.resilience.rate_limit import (
     DEFAULT_RATE_LIMITS,
     ConnectionLimiter,
@@ -211,7 +213,7 @@ async def test_disabled_limits_change_nothing() -> None:
     app = build_app(limits(enabled=False), clock=ManualClock())
     assert await statuses(app, 10) == [200] * 10
     assert "RateLimit-Limit" not in (await call(app)).headers
-    assert await limiter_of(app).acquire_connection("ip:10.0.0.1")
+    assert per_client_counter(WsLimits(), limiter_of(app)) is None  # no WebSocket cap
 
 
 # -- identity ---------------------------------------------------------------------------
@@ -519,18 +521,18 @@ async def test_memory_buckets_stay_bounded() -> None:
 async def test_connection_limit_per_client() -> None:
     limiter = limiter_of(build_app(clock=ManualClock()))
     alice, bob = "ip:10.0.0.1", f"tok:{TOKEN_HASH}"
-    assert await limiter.acquire_connection(alice)
-    assert await limiter.acquire_connection(alice)
-    assert not await limiter.acquire_connection(alice)  # max 2 per client
-    assert await limiter.acquire_connection(bob)  # others unaffected
+    assert limiter.connections.acquire(alice)
+    assert limiter.connections.acquire(alice)
+    assert not limiter.connections.acquire(alice)  # max 2 per client
+    assert limiter.connections.acquire(bob)  # others unaffected
 
-    limiter.release_connection(alice)
+    limiter.connections.release(alice)
     assert limiter.connections.open_connections(alice) == 1
-    assert await limiter.acquire_connection(alice)  # the freed slot
-    assert not await limiter.acquire_connection(alice)
+    assert limiter.connections.acquire(alice)  # the freed slot
+    assert not limiter.connections.acquire(alice)
 
     for _ in range(5):  # releasing more than was acquired is harmless
-        limiter.release_connection(bob)
+        limiter.connections.release(bob)
     assert limiter.connections.open_connections(bob) == 0
     assert limiter.stats()["websocket_clients"] == 1
     assert limiter.stats()["websocket_rejected"] == 2

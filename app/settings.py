@@ -43,6 +43,8 @@ ENVIRONMENT: dict[str, str] = {
     "refresh_seconds": "VIRTUOSO_REFRESH_SECONDS",
     "memcached_url": "VIRTUOSO_MEMCACHED_URL",
     "redis_url": "VIRTUOSO_REDIS_URL",
+    "memcached_timeout_seconds": "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS",
+    "redis_timeout_seconds": "VIRTUOSO_REDIS_TIMEOUT_SECONDS",
     "cache_policy": "VIRTUOSO_CACHE_POLICY",
     "rate_limits": "VIRTUOSO_RATE_LIMITS",
     "l1_max_mb": "VIRTUOSO_L1_MAX_MB",
@@ -137,6 +139,9 @@ class Settings(_Section):
     mobile: MobileSettings
     memcached_url: str | None = None
     redis_url: str | None = None
+    # A tier call slower than this counts as a failure (a miss, and toward its breaker).
+    memcached_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
     cache_policy: str | None = None
     rate_limits: str | None = None
     l1_max_mb: float = Field(default=64, gt=0, le=4096)

@@ -33,9 +33,6 @@ if TYPE_CHECKING:  # imported by build_cache only when Memcached is configured
 
 log = logging.getLogger(__name__)
 
-REDIS_TIMEOUT_SECONDS = 0.5
-MEMCACHED_TIMEOUT_SECONDS = 0.25
-
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
@@ -46,6 +43,8 @@ class CacheConfig:
     ``l1_bytes``: the in-process tier's budget in bytes (0: no L1).
     ``memcached_servers``: ``host:port`` of the shared L2 (empty: none).
     ``redis_url``: the backup tier, locks, generations and bus (None: none).
+    ``memcached_timeout_seconds``, ``redis_timeout_seconds``: a tier call slower than
+    this is a failure (a miss for the cache, a count toward the tier's breaker).
     ``single_flight``, ``compression``, ``refresh_ahead``: the optimisations the
     benchmark can switch off (all on in production).
     """
@@ -54,6 +53,8 @@ class CacheConfig:
     l1_bytes: int = 0
     memcached_servers: tuple[str, ...] = ()
     redis_url: str | None = None
+    memcached_timeout_seconds: float = 0.25
+    redis_timeout_seconds: float = 0.5
     single_flight: bool = True
     compression: bool = True
     refresh_ahead: bool = True
@@ -108,13 +109,13 @@ def build_cache(
         from app.cache.memcached import MemcachedTier
 
         memcached = MemcachedTier(
-            config.memcached_servers, timeout_seconds=MEMCACHED_TIMEOUT_SECONDS
+            config.memcached_servers, timeout_seconds=config.memcached_timeout_seconds
         )
     redis = guard = backup = locks = None
     generations = Generations()
     if config.redis_url:
-        redis = connect_redis(config.redis_url, REDIS_TIMEOUT_SECONDS)
-        guard = redis_guard(timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        redis = connect_redis(config.redis_url, config.redis_timeout_seconds)
+        guard = redis_guard(timeout_seconds=config.redis_timeout_seconds)
         backup = RedisTier(redis, guard=guard)
         locks = RedisLock(redis, guard=guard)
         generations = Generations(redis, f"{policy.namespace}:generations")

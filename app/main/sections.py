@@ -21,6 +21,8 @@ def cache_config(settings: Settings) -> CacheConfig:
         l1_bytes=int(settings.l1_max_mb * MEGABYTE) if settings.optimized("l1") else 0,
         memcached_servers=tuple(settings.memcached_servers),
         redis_url=settings.redis_url,
+        memcached_timeout_seconds=settings.memcached_timeout_seconds,
+        redis_timeout_seconds=settings.redis_timeout_seconds,
         single_flight=settings.optimized("single_flight"),
         compression=settings.optimized("compression"),
         refresh_ahead=settings.optimized("refresh_ahead"),

@@ -39,9 +39,17 @@ def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str, **
     )
 
 
+# Two "replicas" here share one event loop: a herd of requests on one delays the other's
+# tier replies, which on a busy machine can pass the tiers' production timeouts (a real
+# replica has a loop of its own). These tests count computations, so a tier call is
+# given time enough; the outage tests below use the production timeouts.
+PATIENT_TIERS = {"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "5", "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5"}
+
+
 @contextlib.asynccontextmanager
-async def replica(memcached, redis, clock, name: str) -> AsyncIterator[QuartTestApp]:
-    app = create_app(tiered_settings(memcached, redis, name), CountingMarket(clock), clock)
+async def replica(memcached, redis, clock, name: str, **extra: str) -> AsyncIterator[QuartTestApp]:
+    settings = tiered_settings(memcached, redis, name, **extra)
+    app = create_app(settings, CountingMarket(clock), clock)
     async with app.test_app() as test_app:
         await eventually(lambda: state_of(test_app).warmed, seconds=30)
         await eventually(lambda: state_of(test_app).runtime.bus.listening, seconds=10)
@@ -57,8 +65,8 @@ async def one(memcached, redis, clock) -> AsyncIterator[QuartTestApp]:
 @pytest.fixture
 async def two(memcached, redis, clock) -> AsyncIterator[tuple[QuartTestApp, QuartTestApp]]:
     async with (
-        replica(memcached, redis, clock, "a") as a,
-        replica(memcached, redis, clock, "b") as b,
+        replica(memcached, redis, clock, "a", **PATIENT_TIERS) as a,
+        replica(memcached, redis, clock, "b", **PATIENT_TIERS) as b,
     ):
         yield a, b
 

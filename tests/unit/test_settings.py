@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
+from app.main.sections import cache_config
 from app.settings import load_settings
 
 
@@ -32,6 +33,14 @@ def test_layers_flags_over_environment_over_yaml(tmp_path: Path) -> None:
     assert settings.seed == 13
     assert settings.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     assert settings.movers.count == 3
+
+
+def test_tier_timeouts_reach_the_cache_config() -> None:
+    default = cache_config(load_settings(environ={}))
+    assert (default.memcached_timeout_seconds, default.redis_timeout_seconds) == (0.25, 0.5)
+    environ = {"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "1.5", "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "2"}
+    config = cache_config(load_settings(environ=environ))
+    assert (config.memcached_timeout_seconds, config.redis_timeout_seconds) == (1.5, 2.0)
 
 
 def test_a_real_exchange_with_a_url_override() -> None:
@@ -62,6 +71,9 @@ def test_a_real_exchange_with_a_url_override() -> None:
         ({"VIRTUOSO_SYMBOLS": "BTCUSDT,btcusdt"}, "lists a symbol twice"),
         ({"VIRTUOSO_EXCHANGE_URL": "ftp://host"}, "must be an http:// or https:// URL"),
         ({"VIRTUOSO_CONFIG": "/nonexistent/virtuoso.yaml"}, "cannot read /nonexistent"),
+        ({"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "0"}, "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS='0'"),
+        ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "11"}, "less than or equal to 10"),
+        ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "soon"}, "VIRTUOSO_REDIS_TIMEOUT_SECONDS='soon'"),
     ],
 )
 def test_invalid_settings_name_the_setting(environ: dict[str, str], expected: str) -> None:

@@ -50,9 +50,10 @@ def create_app(
     tracer_provider: TracerProvider | None = None,
 ) -> Quart:
     """The whole service as one Quart app. ``source`` defaults to what the settings
-    name; tests pass their own. ``tracer_provider`` defaults to the one the ``OTEL_*``
-    variables describe (none without an OTLP endpoint); tests pass one with an
-    in-memory exporter. Raises ConfigError when the cache policy does not fit."""
+    name, its exchange calls observed in the metrics; tests pass their own.
+    ``tracer_provider`` defaults to the one the ``OTEL_*`` variables describe (none
+    without an OTLP endpoint); tests pass one with an in-memory exporter. Raises
+    ConfigError when the cache policy does not fit."""
     policy = load_policy(settings.cache_policy_path)
     collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
@@ -64,9 +65,9 @@ def create_app(
     # error mapping, security headers and request guards.
     install_listener_split(app, monitoring=settings.monitoring_bind is not None)
     limiter = server.install_limits(app, settings, runtime)
-    state = _build_state(
-        settings, source or make_source(settings), runtime, limiter, metrics, clock
-    )
+    exchange_metrics = telemetry.ExchangeMetrics(metrics, settings.exchange)
+    source = source or make_source(settings, observers=[exchange_metrics])
+    state = _build_state(settings, source, runtime, limiter, metrics, clock)
     app.extensions[EXTENSION] = state
     timeframes = tuple(settings.confluence.timeframes)
     server.install_routes(app, state, settings.allowed_origins, timeframes)

@@ -3,11 +3,19 @@ GuardedSource: timeouts, bounded jittered retries and a breaker per operation fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from app.market.sources.base import MarketSource
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.market.sources.guarded import CallObserver
 
-def make_source(settings: Settings) -> MarketSource:
+
+def make_source(settings: Settings, observers: Sequence[CallObserver] = ()) -> MarketSource:
+    """The simulated market, or the ccxt exchange the settings name inside a
+    GuardedSource that tells ``observers`` of every call."""
     if settings.exchange == "simulated":
         from app.market.sources.simulated import SimulatedMarket
 
@@ -22,4 +30,6 @@ def make_source(settings: Settings) -> MarketSource:
         symbols_hint=settings.symbols,
     )
     # ccxt times out first; the guard's bound only catches what ccxt's does not.
-    return GuardedSource(exchange, timeout_seconds=settings.exchange_timeout_seconds + 1)
+    return GuardedSource(
+        exchange, timeout_seconds=settings.exchange_timeout_seconds + 1, observers=observers
+    )

@@ -69,7 +69,8 @@ def install_telemetry(
     app: Quart, state: ServiceState, tracer_provider: trace.TracerProvider | None
 ) -> BackendPoller:
     """Installs the HTTP middleware, the tracer and the /metrics collectors on ``app``
-    and observes the hot paths of ``state``'s parts. Returns the backend poller, for
+    (the hot paths are observed through the listeners their constructors were given).
+    Returns the backend poller, for
     the app to run in the background."""
     metrics = state.metrics
     tracing.use(tracer_provider)
@@ -78,35 +79,25 @@ def install_telemetry(
     install_http_observability(app, metrics, tracer_provider)
     poller = BackendPoller(state)
     metrics.registry.register(ServiceCollector(state, poller))
-    _observe_hot_paths(state, metrics)
     _start_at_zero(state, metrics)
     return poller
 
 
-def _observe_hot_paths(state: ServiceState, metrics: Metrics) -> None:
-    """The exchange calls, of any guarded source (the settings' or one a test passed).
-    (The refreshes, alerts, cache timings and WebSocket deliveries are observed through
-    listeners given to their constructors.)"""
-    source = state.pipeline.source
-    if isinstance(source, GuardedSource):  # the simulated market is in-process: no calls
-        observe_exchange(source, metrics)
+class ExchangeMetrics:
+    """A GuardedSource's call observer: counts its calls by outcome and observes, apart,
+    the exchange's time per request and the wait in the client-side rate limiter."""
 
+    def __init__(self, metrics: Metrics, exchange: str) -> None:
+        self.metrics = metrics
+        self.exchange = exchange
 
-def observe_exchange(source: GuardedSource, metrics: Metrics) -> None:
-    """Counts ``source``'s calls by outcome and observes, apart, the exchange's time per
-    request and the wait in the client-side rate limiter before it."""
-    exchange = source.name
-
-    def exchange_call(endpoint: str, outcome: str, seconds: float | None) -> None:
-        metrics.exchange_requests.labels(exchange, endpoint, outcome).inc()
+    def call(self, family: str, outcome: str, seconds: float | None) -> None:
+        self.metrics.exchange_requests.labels(self.exchange, family, outcome).inc()
         if seconds is not None:
-            metrics.exchange_duration.labels(exchange, endpoint).observe(seconds)
+            self.metrics.exchange_duration.labels(self.exchange, family).observe(seconds)
 
-    def ratelimit_wait(endpoint: str, seconds: float) -> None:
-        metrics.exchange_ratelimit_wait.labels(exchange, endpoint).observe(seconds)
-
-    source.on_call.append(exchange_call)
-    source.on_ratelimit_wait.append(ratelimit_wait)
+    def ratelimit_wait(self, family: str, seconds: float) -> None:
+        self.metrics.exchange_ratelimit_wait.labels(self.exchange, family).observe(seconds)
 
 
 def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app.main.telemetry import observe_exchange
+from app.main.telemetry import ExchangeMetrics
 from app.market.errors import ExchangeUnavailable
 from app.market.models import Candles, OrderBook, Ticker
 from app.market.sources.ccxt import CcxtMarketSource
@@ -41,18 +41,16 @@ REQUEST = "virtuoso_exchange_request_duration_seconds"
 
 @dataclass
 class Recorded:
-    """What GuardedSource reported per call: request seconds and wait seconds."""
+    """A GuardedSource call observer: request seconds and wait seconds per family."""
 
-    requests: dict[str, list[float]] = field(default_factory=dict)
+    requests: dict[str, list[float | None]] = field(default_factory=dict)
     waits: dict[str, list[float]] = field(default_factory=dict)
 
-    def listen(self, source: GuardedSource) -> None:
-        source.on_call.append(
-            lambda family, _outcome, seconds: self.requests.setdefault(family, []).append(seconds)
-        )
-        source.on_ratelimit_wait.append(
-            lambda family, seconds: self.waits.setdefault(family, []).append(seconds)
-        )
+    def call(self, family: str, _outcome: str, seconds: float | None) -> None:
+        self.requests.setdefault(family, []).append(seconds)
+
+    def ratelimit_wait(self, family: str, seconds: float) -> None:
+        self.waits.setdefault(family, []).append(seconds)
 
 
 @pytest.fixture
@@ -67,12 +65,24 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-async def guarded() -> AsyncIterator[tuple[GuardedSource, FakeBybit]]:
-    """A GuardedSource around ccxt (rate limiter on, as in production) on the fake."""
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def recorded() -> Recorded:
+    return Recorded()
+
+
+@pytest.fixture
+async def guarded(metrics, recorded) -> AsyncIterator[tuple[GuardedSource, FakeBybit]]:
+    """A GuardedSource around ccxt (rate limiter on, as in production) on the fake,
+    observed by the service's exchange metrics and by ``recorded``."""
     async with FakeBybit() as fake:
         source = GuardedSource(
             CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=30_000),
             timeout_seconds=60.0,
+            observers=[ExchangeMetrics(metrics, "bybit"), recorded],
         )
         assert source.source.exchange.enableRateLimit
         await source.start()
@@ -97,11 +107,10 @@ def observed(metrics: Metrics, name: str, suffix: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name + suffix, labels) or 0.0
 
 
-async def test_queue_in_the_rate_limiter_is_not_exchange_latency(guarded) -> None:
+async def test_queue_in_the_rate_limiter_is_not_exchange_latency(
+    guarded, metrics: Metrics, recorded: Recorded
+) -> None:
     source, fake = guarded
-    metrics, recorded = Metrics(), Recorded()
-    observe_exchange(source, metrics)
-    recorded.listen(source)
     await queued_calls(source, fake)
 
     requests = recorded.requests["ohlcv"] + recorded.requests["order_book"]
@@ -245,9 +254,8 @@ async def test_a_timeout_in_the_queue_is_a_wait_not_a_slow_request() -> None:
         QueuedSource(wait=5.0, request=0.0),  # type: ignore[arg-type]
         timeout_seconds=0.2,
         retry=RetryPolicy(max_retries=0),
+        observers=[recorded := Recorded()],
     )
-    recorded = Recorded()
-    recorded.listen(source)
     with pytest.raises(ExchangeUnavailable, match="timed out"):
         await source.fetch_candles("BTCUSDT", "1m", 10)
     (wait,) = recorded.waits["ohlcv"]
@@ -257,9 +265,8 @@ async def test_a_timeout_in_the_queue_is_a_wait_not_a_slow_request() -> None:
 
 
 async def test_request_time_excludes_the_wait() -> None:
-    source = GuardedSource(QueuedSource(wait=0.3, request=0.05))  # type: ignore[arg-type]
     recorded = Recorded()
-    recorded.listen(source)
+    source = GuardedSource(QueuedSource(wait=0.3, request=0.05), observers=[recorded])  # type: ignore[arg-type]
     await source.fetch_candles("BTCUSDT", "1m", 10)
     (wait,) = recorded.waits["ohlcv"]
     (request,) = recorded.requests["ohlcv"]

@@ -25,10 +25,10 @@ Retry-After, else the next back-off step). A Retry-After is a statement about th
 client (exchanges limit and ban per IP), so the other families' breakers are held open
 that long as well (``open_for``).
 
-Timing: the latency reported to ``on_call`` is the request's own time — the attempt
+Timing: the latency reported to the observers' ``call`` is the request's own time — the attempt
 minus the waits in the client-side rate limiter, which ccxt's ``throttle`` awaits
 before it sends (see :mod:`app.market.sources.ccxt_timing`). Those waits go to
-``on_ratelimit_wait`` separately, and both figures are attributes of the call's span.
+their ``ratelimit_wait`` separately, and both figures are attributes of the call's span.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.trace import Span
 
@@ -150,6 +150,19 @@ class _Timing:
     span: Span
 
 
+class CallObserver(Protocol):
+    """Told of every call a GuardedSource makes (the metrics are one)."""
+
+    def call(self, family: str, outcome: str, seconds: float | None) -> None:
+        """One call of an operation family (:data:`FAMILIES`) ended with ``outcome``
+        (ok, error, timeout, rate_limited, rejected); ``seconds`` is the request's own
+        time, waits in the rate limiter left out, or None when the breaker refused it."""
+
+    def ratelimit_wait(self, family: str, seconds: float) -> None:
+        """A call that was not refused waited ``seconds`` (often 0) in the client-side
+        rate limiter before its requests."""
+
+
 class GuardedSource:
     """A MarketSource that wraps ``source`` with timeouts, breakers and retries."""
 
@@ -164,9 +177,11 @@ class GuardedSource:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        observers: Sequence[CallObserver] = (),
     ) -> None:
         """``family_configs`` overrides ``breaker_config`` per family (keys from
-        :data:`FAMILIES`). ``timeout_seconds`` bounds each attempt, so a call takes at
+        :data:`FAMILIES`). ``observers`` are told of every call (metrics, tests).
+        ``timeout_seconds`` bounds each attempt, so a call takes at
         most ``(max_retries + 1) * timeout_seconds`` plus the back-off waits.
         ``clock`` (monotonic seconds) drives the breakers; ``sleep`` and ``rng`` the
         back-off (tests inject all three)."""
@@ -192,13 +207,7 @@ class GuardedSource:
             for family in FAMILIES
         }
         self._stats = {family: _Stats() for family in FAMILIES}
-        # Called for every call: (endpoint family, outcome, seconds or None when the
-        # breaker refused it). Outcomes: ok, error, timeout, rate_limited, rejected.
-        # The seconds are the request's own: waits in the rate limiter are left out.
-        self.on_call: list[Callable[[str, str, float | None], None]] = []
-        # Called for every call that was not refused: (endpoint family, seconds spent
-        # waiting in the client-side rate limiter before its requests, often 0).
-        self.on_ratelimit_wait: list[Callable[[str, float], None]] = []
+        self._observers = tuple(observers)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -352,10 +361,10 @@ class GuardedSource:
             seconds = max(0.0, time.perf_counter() - timing.started - wait)
             record_outcome(timing.span, outcome)
             record_timing(timing.span, seconds, wait)
-            for wait_listener in self.on_ratelimit_wait:
-                wait_listener(family, wait)
-        for listener in self.on_call:
-            listener(family, outcome, seconds)
+        for observer in self._observers:
+            if timing is not None:
+                observer.ratelimit_wait(family, timing.waits.seconds)
+            observer.call(family, outcome, seconds)
 
     def _rate_limited(self, family: str, exc: ExchangeRateLimited) -> None:
         """Honour the exchange: no retry; this family open for at least Retry-After (else

@@ -17,7 +17,7 @@ import psutil
 from tools.local_stack import Process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE_LIMITS_OFF = ROOT / "tests" / "support" / "data" / "ratelimits-off.yaml"
+RATE_LIMITS_OFF = ROOT / "config" / "ratelimits-off.yaml"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 STARTUP_SECONDS = 60.0
 

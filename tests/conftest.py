@@ -63,7 +63,7 @@ def clock() -> ManualClock:
 
 _DATA_DIR = tempfile.mkdtemp(prefix="virtuoso-test-data-")
 # For tests that send hundreds of requests from one client: rate limits off.
-RATE_LIMITS_OFF = str(Path(__file__).parent / "support" / "data" / "ratelimits-off.yaml")
+RATE_LIMITS_OFF = str(Path(__file__).parents[1] / "config" / "ratelimits-off.yaml")
 
 
 def make_settings(**environ: str) -> Settings:

@@ -6,12 +6,9 @@ one listener serves everything as before."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from app.web.listeners import OPERATIONAL_PATHS, listener_apps, served_here
-from tools.local_stack import free_port
+from tests.support.serve import start_serve, wait_until_ready
+from tests.support.servers import free_port
 
-SERVE = [sys.executable, "-m", "app", "serve"]
 ADMIN_TOKEN = "monitoring-test-admin-0123456789"
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 20.0
@@ -50,22 +47,12 @@ def listening(port: int) -> bool:
 
 
 def start(environ: dict[str, str], log: int = subprocess.DEVNULL) -> subprocess.Popen:
-    """`virtuoso serve` with these variables; its log to ``log``."""
-    env = os.environ | {"VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN} | environ
-    return subprocess.Popen(SERVE, env=env, stderr=log, text=True)
+    """`virtuoso serve` with these variables (and the operator token); its log to ``log``."""
+    return start_serve({"VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN} | environ, stderr=log)
 
 
 def wait_ready(base: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"exited with {process.returncode}"
-        try:
-            if fetch(f"{base}/health/ready")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("not ready in time")
+    wait_until_ready(base, process, STARTUP_SECONDS)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from app.main.embedded import create_app
 from app.observability import tracing
 from dashboards.build import panel_queries, substitute
-from tests.conftest import make_settings
+from tests.conftest import RATE_LIMITS_OFF, make_settings
 from tests.support.prometheus_server import RULE_FILES, PrometheusApi, prometheus
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
@@ -160,9 +160,7 @@ async def test_every_board_and_rule_expression_returns_data(
             VIRTUOSO_MEMCACHED_URL=memcached.address,
             VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
             VIRTUOSO_API_TOKEN=API_TOKEN,
-            VIRTUOSO_RATE_LIMITS=str(
-                Path(__file__).parents[1] / "support" / "data" / "ratelimits-off.yaml"
-            ),
+            VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
         )
         app = create_app(settings, tracer_provider=provider)
         try:

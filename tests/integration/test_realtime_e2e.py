@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 
@@ -16,7 +13,7 @@ import pytest
 import websockets
 
 from tests.conftest import RATE_LIMITS_OFF
-from tests.integration.test_server import wait_until_ready
+from tests.support.serve import start_serve, stop, wait_until_ready
 from tests.support.servers import free_port
 
 TOKEN = "alerts-api-token-for-tests"
@@ -27,7 +24,7 @@ def replicas(memcached, redis, tmp_path) -> Iterator[list[str]]:
     processes, bases = [], []
     for name in ("a", "b"):
         port = free_port()
-        env = os.environ | {
+        environ = {
             "VIRTUOSO_BIND": f"127.0.0.1:{port}",
             "VIRTUOSO_REFRESH_SECONDS": "1",
             "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
@@ -38,9 +35,7 @@ def replicas(memcached, redis, tmp_path) -> Iterator[list[str]]:
             "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,
             "VIRTUOSO_DATA_DIR": str(tmp_path / name),
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"], env=env, stderr=subprocess.DEVNULL
-        )
+        process = start_serve(environ)
         processes.append(process)
         bases.append(f"127.0.0.1:{port}")
     try:
@@ -51,10 +46,7 @@ def replicas(memcached, redis, tmp_path) -> Iterator[list[str]]:
         for process in processes:
             process.terminate()
         for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 class Reader:

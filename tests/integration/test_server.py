@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SERVE = [sys.executable, "-m", "app", "serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def wait_until_ready(base: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if get(f"{base}/health/ready")[0] == 200:
-                return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server not ready in time")
+from tests.support.serve import SERVE, get_json, start_serve, wait_until_ready
+from tests.support.servers import free_port
 
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
-    env = os.environ | {"VIRTUOSO_BIND": f"127.0.0.1:{port}", "VIRTUOSO_REFRESH_SECONDS": "2"}
-    process = subprocess.Popen(SERVE, env=env, stderr=subprocess.PIPE, text=True)
+    environ = {"VIRTUOSO_BIND": f"127.0.0.1:{port}", "VIRTUOSO_REFRESH_SECONDS": "2"}
+    process = start_serve(environ, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, process)
@@ -64,15 +32,15 @@ def server() -> Iterator[tuple[str, subprocess.Popen]]:
 
 def test_serves_the_api_and_stops_on_sigterm(server: tuple[str, subprocess.Popen]) -> None:
     base, process = server
-    status, health = get(f"{base}/health")
+    status, health = get_json(f"{base}/health")
     assert status == 200 and health["simulated"] is True
-    status, desktop = get(f"{base}/api/dashboard/data")
+    status, desktop = get_json(f"{base}/api/dashboard/data")
     assert status == 200 and len(desktop["symbols"]) == 25
-    status, error = get(f"{base}/api/confluence/NOPE")
+    status, error = get_json(f"{base}/api/confluence/NOPE")
     assert status == 404 and error["error"] == "unknown_symbol"
     first_version = desktop["version"]
     deadline = time.monotonic() + 15
-    while get(f"{base}/api/dashboard/data")[1]["version"] == first_version:
+    while get_json(f"{base}/api/dashboard/data")[1]["version"] == first_version:
         assert time.monotonic() < deadline, "no refresh within 15 s at a 2 s interval"
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)

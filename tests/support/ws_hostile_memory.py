@@ -20,9 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +30,7 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.test_server import wait_until_ready
+from tests.support.serve import start_serve, stop, wait_until_ready
 from tests.support.servers import free_port
 
 CHANNELS = ["market", "confluence", "signals", "beta", "alerts", "dashboard"]
@@ -46,20 +43,15 @@ MB = 1024 * 1024
 
 def start_server(app_dir: Path, rate_limits: str | None, data_dir: str) -> tuple[str, Any]:
     port = free_port()
-    env = os.environ | {
+    environ = {
         "VIRTUOSO_BIND": f"127.0.0.1:{port}",
         "VIRTUOSO_REFRESH_SECONDS": "1",
         "VIRTUOSO_DATA_DIR": data_dir,
         "PYTHONPATH": str(app_dir),
     }
     if rate_limits:
-        env["VIRTUOSO_RATE_LIMITS"] = rate_limits
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--log-level", "WARNING"],
-        env=env,
-        cwd=app_dir,
-        stderr=subprocess.DEVNULL,
-    )
+        environ["VIRTUOSO_RATE_LIMITS"] = rate_limits
+    process = start_serve(environ, args=("--log-level", "WARNING"), cwd=app_dir)
     base = f"127.0.0.1:{port}"
     wait_until_ready(f"http://{base}", process, timeout=60)
     return base, process
@@ -217,11 +209,7 @@ def main() -> None:
         try:
             result = asyncio.run(measure(base, process.pid, args.mode, min(args.seconds, 120)))
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
     print(json.dumps(result))
 
 

@@ -19,6 +19,7 @@ from app.errors import ConfigError
 from app.main.sections import pipeline_settings
 from app.market.errors import MarketDataError
 from app.market.sources.base import MarketSource
+from app.services.catalogue import CATALOGUE
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import CriticalAlerts, Pipeline, RefreshListener, SnapshotListener
 from app.services.view_cache import ViewCache
@@ -31,9 +32,17 @@ WARM_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between warm attempts
 
 
 def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:
-    """Views the pipeline owns are rewritten every refresh: a TTL that can drop below
-    1.5 refresh intervals would mark them stale between two on-time refreshes. Raises
+    """Each view's family is in the policy with the owner the catalogue gives it (a
+    snapshot view's family ``pipeline``, an on-demand one's ``on_demand``); and views
+    the pipeline owns are rewritten every refresh: a TTL that can drop below 1.5
+    refresh intervals would mark them stale between two on-time refreshes. Raises
     ConfigError naming the family."""
+    for spec in CATALOGUE:  # the policy has every family: load_policy checks that
+        if policy.family(spec.family).owner != spec.owner:
+            raise ConfigError(
+                f"invalid configuration: cache family {spec.family} must have owner "
+                f"{spec.owner} (view {spec.name}), not {policy.family(spec.family).owner}"
+            )
     floor = 1.5 * refresh_seconds
     for name in policy.families:
         rules = policy.family(name)

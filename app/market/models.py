@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -51,6 +52,9 @@ CLEAN = CandleQuality()
 """The quality of candles nothing had to be done to."""
 
 
+Timeframe = Literal["1m", "5m", "30m", "1h", "4h", "1d"]
+"""The candle timeframes the service reads and serves (keys of TIMEFRAME_SECONDS)."""
+
 TIMEFRAME_SECONDS: dict[str, int] = {
     "1m": 60,
     "5m": 300,
@@ -59,7 +63,7 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "4h": 14400,
     "1d": 86400,
 }
-TIMEFRAMES: tuple[str, ...] = tuple(TIMEFRAME_SECONDS)
+TIMEFRAMES: tuple[str, ...] = get_args(Timeframe)
 
 QUOTE_ASSETS: tuple[str, ...] = ("USDT", "USDC", "USD", "BTC", "EUR")
 _SYMBOL_CHARS = re.compile(r"^[A-Z0-9]{2,20}$")

@@ -27,7 +27,9 @@ class ViewSpec:
     cache family (``config/cache.yaml``); ``route``: the Quart rule that serves it
     (``<symbol>`` for a parametrised one); ``hot``: warmed before readiness and on
     demand; ``model``: its response model; ``parametrised``: one view per
-    ``(SYMBOL, timeframe)``."""
+    ``(SYMBOL, timeframe)``; ``on_demand``: computed for its key alone when read and
+    missing (candles), else published by every snapshot (a miss runs a refresh). The
+    cache policy's ``owner`` of its family must agree (``on_demand`` / ``pipeline``)."""
 
     name: str
     family: str
@@ -35,6 +37,12 @@ class ViewSpec:
     hot: bool
     model: type[BaseModel]
     parametrised: bool = False
+    on_demand: bool = False
+
+    @property
+    def owner(self) -> str:
+        """The cache policy ``owner`` its family must have."""
+        return "on_demand" if self.on_demand else "pipeline"
 
     def named(self, symbol: str, timeframe: str) -> str:
         """The name of a parametrised view's instance: ``confluence:BTCUSDT:5m``."""
@@ -84,6 +92,7 @@ CANDLES = ViewSpec(
     False,
     view_models.CandlesResponse,
     parametrised=True,
+    on_demand=True,
 )
 
 CATALOGUE: tuple[ViewSpec, ...] = (

@@ -13,7 +13,7 @@ from app.cache.coherence import Coherence
 from app.cache.entry import CacheEntry
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Compute, Computed, LayeredCache
-from app.services.catalogue import view_parts
+from app.services.catalogue import spec_of, view_parts
 from app.services.pipeline import Pipeline
 
 
@@ -33,7 +33,7 @@ class ViewCache:
 
     async def read(self, view_name: str) -> CacheRead:
         key, family = self.locate(view_name)
-        return await self.cache.read(key, family, self._compute(view_name, family))
+        return await self.cache.read(key, family, self._compute(view_name))
 
     async def peek(self, view_name: str) -> CacheEntry | None:
         key, family = self.locate(view_name)
@@ -54,8 +54,8 @@ class ViewCache:
             entries[key] = (family, self.cache.make_entry(family, body, generated_at_ms))
         return entries
 
-    def _compute(self, view_name: str, family: str) -> Compute:
-        if self.cache.policy.family(family).owner == "pipeline":
+    def _compute(self, view_name: str) -> Compute:
+        if not spec_of(view_name).on_demand:
             return self._refresh_pipeline
         _, parts = view_parts(view_name)
 

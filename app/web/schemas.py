@@ -8,6 +8,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from app.market.models import Timeframe
+
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -136,7 +138,7 @@ class Readiness(_Doc):
 
 class CandlesQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timeframe: Literal["1m", "5m", "30m", "1h", "4h", "1d"] = "1h"
+    timeframe: Timeframe = "1h"
 
 
 class ConfluenceQueryArgs(Protocol):

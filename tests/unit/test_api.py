@@ -303,3 +303,12 @@ async def test_a_defect_is_a_json_500_without_traceback(simulated_app: QuartTest
         "message": "the server failed to answer this request",
     }
     assert "secret" not in body and "Traceback" not in body
+
+
+def test_the_candles_query_offers_the_markets_timeframes() -> None:
+    """One list of timeframes: what the market reads is what /api/market/candles takes."""
+    from app.market.models import TIMEFRAME_SECONDS
+    from app.web.schemas import CandlesQuery
+
+    schema = CandlesQuery.model_json_schema()
+    assert schema["properties"]["timeframe"]["enum"] == list(TIMEFRAME_SECONDS)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app.errors import ConfigError
 from app.main.sections import cache_config
@@ -125,6 +127,33 @@ def test_cache_policy_must_outlast_the_refresh_interval() -> None:
     check_policy_fits_refresh(policy, 10)  # the shipped defaults fit
     with pytest.raises(ConfigError, match=r"dash:desktop min_ttl 15 s is under 1.5 × refresh"):
         check_policy_fits_refresh(policy, 11)
+
+
+@pytest.mark.parametrize(
+    ("family", "owner", "message"),
+    [
+        ("candles", "pipeline", "cache family candles must have owner on_demand (view candles)"),
+        ("beta", "on_demand", "cache family beta must have owner pipeline (view beta)"),
+        (
+            "dash:desktop",
+            "on_demand",
+            "dash:desktop must have owner pipeline (view dashboard:desktop), not on_demand",
+        ),
+    ],
+)
+def test_cache_policy_owners_must_match_the_view_catalogue(
+    tmp_path: Path, family: str, owner: str, message: str
+) -> None:
+    """A snapshot view in an on-demand family would never be refreshed by the pipeline;
+    an on-demand view in a pipeline family would run a whole refresh per miss."""
+    from app.cache.policy import POLICY_FILE, load_policy
+    from app.main.collector import check_policy_fits_refresh
+
+    data = yaml.safe_load(POLICY_FILE.read_text())
+    data["families"][family]["owner"] = owner
+    (tmp_path / "cache.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_policy_fits_refresh(load_policy(tmp_path / "cache.yaml"), 10)
 
 
 ROOT = Path(__file__).resolve().parents[2]

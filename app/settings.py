@@ -39,6 +39,7 @@ ENVIRONMENT: dict[str, str] = {
     "exchange": "VIRTUOSO_EXCHANGE",
     "exchange_url": "VIRTUOSO_EXCHANGE_URL",
     "exchange_timeout_seconds": "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS",
+    "exchange_rate_limit_ms": "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS",
     "symbols": "VIRTUOSO_SYMBOLS",
     "refresh_seconds": "VIRTUOSO_REFRESH_SECONDS",
     "memcached_url": "VIRTUOSO_MEMCACHED_URL",
@@ -128,6 +129,8 @@ class Settings(_Section):
     exchange: str
     exchange_url: str | None
     exchange_timeout_seconds: float = Field(gt=0, le=120)
+    # ccxt's rateLimit (ms per unit of request cost); None: ccxt's value for the exchange.
+    exchange_rate_limit_ms: float | None = Field(default=None, ge=1, le=60_000)
     seed: int
     bind: str
     refresh_seconds: float = Field(ge=1, le=3600)

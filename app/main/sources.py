@@ -28,6 +28,7 @@ def make_source(settings: Settings, observers: Sequence[CallObserver] = ()) -> M
         base_url=settings.exchange_url,
         timeout_ms=int(settings.exchange_timeout_seconds * 1000),
         symbols_hint=settings.symbols,
+        rate_limit_ms=settings.exchange_rate_limit_ms,
     )
     # ccxt times out first; the guard's bound only catches what ccxt's does not.
     return GuardedSource(

@@ -14,7 +14,7 @@ from playwright.async_api import Browser, Page
 
 from app.main.embedded import create_app
 from app.state import EXTENSION, ServiceState
-from tests.conftest import ManualClock, eventually, make_settings
+from tests.conftest import ManualClock, eventually, exchange_settings
 from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, open_page, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
@@ -38,13 +38,7 @@ async def served_bybit(
     fake: FakeBybit, clock: ManualClock, **environ: str
 ) -> AsyncIterator[tuple[str, ServiceState]]:
     """The app on ccxt against ``fake`` over real HTTP: (base URL, its state)."""
-    settings = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        **environ,
-    )
+    settings = exchange_settings(fake.base_url, SYMBOLS, **environ)
     app = create_app(settings, clock=clock)
     async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as base:
         state: ServiceState = app.extensions[EXTENSION]

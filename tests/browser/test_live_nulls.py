@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Page
 from app.main.embedded import create_app
 from app.services import live_updates
 from app.services.live_updates import LiveUpdates
-from tests.conftest import ManualClock, eventually, make_settings
+from tests.conftest import ManualClock, eventually, exchange_settings
 from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
@@ -54,12 +54,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 
 def make_app(fake: FakeBybit, clock: ManualClock) -> Any:
-    settings = make_settings(
-        VIRTUOSO_EXCHANGE="bybit",
-        VIRTUOSO_EXCHANGE_URL=fake.base_url,
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-    )
+    settings = exchange_settings(fake.base_url, SYMBOLS)
     return create_app(settings, clock=clock)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from ccxt.base import errors as ccxt_errors
 
+from app.main.sources import make_source
 from app.market.errors import (
     ExchangeRateLimited,
     ExchangeRejected,
@@ -27,6 +28,7 @@ from app.market.sources.ccxt import (
     retry_after_from_headers,
     ticker_from_ccxt,
 )
+from tests.conftest import exchange_settings
 from tools.fake_bybit import (
     INSTRUMENTS_PATH,
     KLINE_PATH,
@@ -518,6 +520,27 @@ async def test_base_url_override_reaches_every_bybit_api_url() -> None:
         assert src.exchange.timeout == 10_000
     finally:
         await within(src.close())
+
+
+async def test_the_rate_limit_is_ccxts_unless_set(fake: FakeBybit) -> None:
+    """VIRTUOSO_EXCHANGE_RATE_LIMIT_MS reaches ccxt's limiter: at 50 ms per unit of cost
+    four market calls (cost 5 each) are spaced 250 ms apart by ccxt, not 100 ms."""
+    default = CcxtMarketSource("bybit", base_url=fake.base_url)
+    gentle = make_source(
+        exchange_settings(fake.base_url, "BTCUSDT", VIRTUOSO_EXCHANGE_RATE_LIMIT_MS="50")
+    )
+    try:
+        assert default.exchange.rateLimit == ccxt_async.bybit().rateLimit == 20
+        exchange = gentle.source.exchange
+        assert exchange.rateLimit == 50 and exchange.enableRateLimit is True
+        await gentle.start()
+        started = time.monotonic()
+        for _ in range(4):
+            await gentle.fetch_order_book("BTCUSDT", 25)
+        assert time.monotonic() - started >= 3 * 0.25 - 0.05  # the first goes at once
+    finally:
+        await within(default.close())
+        await within(gentle.close())
 
 
 async def test_base_url_override_keeps_api_paths_of_other_exchanges() -> None:

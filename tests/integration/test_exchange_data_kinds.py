@@ -19,7 +19,7 @@ from app.market.models import CandleQuality
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows, count_gaps
 from app.services.alerts.service import market_facts
-from tests.conftest import ManualClock, exchange_settings, make_settings, started_app, state_of
+from tests.conftest import ManualClock, exchange_settings, started_app, state_of
 from tools.fake_bybit import FakeBybit
 
 FROZEN_NOW_MS = 1_700_000_123_456
@@ -415,13 +415,7 @@ async def test_the_counters_are_reachable_through_the_guard(fake: FakeBybit) -> 
     from app.market.sources.base import data_quality_of
 
     fake.kline_quirk("nan", symbol="ETHUSDT")
-    guarded = make_source(
-        make_settings(
-            VIRTUOSO_EXCHANGE="bybit",
-            VIRTUOSO_EXCHANGE_URL=fake.base_url,
-            VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT",
-        )
-    )
+    guarded = make_source(exchange_settings(fake.base_url, "BTCUSDT,ETHUSDT"))
     await guarded.start()
     try:
         await guarded.fetch_candles("ETHUSDT", "1m", 20)

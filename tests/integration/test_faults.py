@@ -15,7 +15,14 @@ from app.main.embedded import create_app
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.guarded import GuardedSource, RetryPolicy
 from app.resilience.breaker import BreakerConfig
-from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
+from tests.conftest import (
+    FAKE_EXCHANGE_RATE_LIMIT_MS,
+    RATE_LIMITS_OFF,
+    ManualClock,
+    eventually,
+    make_settings,
+    state_of,
+)
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
@@ -36,7 +43,12 @@ QUICK = BreakerConfig(
 
 
 def guarded(fake: FakeBybit) -> GuardedSource:
-    exchange = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=2000)
+    exchange = CcxtMarketSource(
+        "bybit",
+        base_url=fake.base_url,
+        timeout_ms=2000,
+        rate_limit_ms=float(FAKE_EXCHANGE_RATE_LIMIT_MS),
+    )
     return GuardedSource(
         exchange,
         breaker_config=QUICK,

@@ -20,7 +20,7 @@ from app.main.embedded import create_app
 from app.market.errors import MarketDataError
 from app.observability import tracing
 from app.observability.tracing import provider_from_env
-from tests.conftest import ManualClock, eventually, make_settings, state_of
+from tests.conftest import ManualClock, eventually, exchange_settings, make_settings, state_of
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
@@ -151,12 +151,7 @@ async def bybit_app(
     clock: ManualClock, spans: InMemorySpanExporter
 ) -> AsyncIterator[tuple[QuartTestApp, FakeBybit]]:
     async with FakeBybit() as fake:
-        settings = make_settings(
-            VIRTUOSO_EXCHANGE="bybit",
-            VIRTUOSO_EXCHANGE_URL=fake.base_url,
-            VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
-            VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="3",
-        )
+        settings = exchange_settings(fake.base_url, "BTCUSDT,ETHUSDT,SOLUSDT")
         app = create_app(settings, None, clock, tracer_provider=traced_provider(spans))
         async for test_app in started(app):
             yield test_app, fake

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from app.main.embedded import create_app
 from app.observability import tracing
 from dashboards.build import panel_queries, substitute
-from tests.conftest import RATE_LIMITS_OFF, make_settings
+from tests.conftest import RATE_LIMITS_OFF, exchange_settings
 from tests.support.prometheus_server import RULE_FILES, PrometheusApi, prometheus
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
@@ -152,10 +152,10 @@ async def test_every_board_and_rule_expression_returns_data(
     await limit.aclose()
     provider = TracerProvider()  # sampled spans, nothing exported: trace ids for exemplars
     async with FakeBybit(symbols=SYMBOLS.split(",")) as fake:
-        settings = make_settings(
-            VIRTUOSO_EXCHANGE="bybit",
-            VIRTUOSO_EXCHANGE_URL=fake.base_url,
-            VIRTUOSO_SYMBOLS=SYMBOLS,
+        settings = exchange_settings(
+            fake.base_url,
+            SYMBOLS,
+            VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="10",
             VIRTUOSO_REFRESH_SECONDS="1",
             VIRTUOSO_MEMCACHED_URL=memcached.address,
             VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",

@@ -14,7 +14,7 @@ import orjson
 import pytest_asyncio
 import websockets
 
-from tests.conftest import eventually
+from tests.conftest import FAKE_EXCHANGE_RATE_LIMIT_MS, eventually
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 from tools.local_stack import LocalStack, Ports
 
@@ -30,6 +30,7 @@ async def stack() -> AsyncIterator[tuple[LocalStack, FakeBybit]]:
             app_env={
                 "VIRTUOSO_EXCHANGE": "bybit",
                 "VIRTUOSO_EXCHANGE_URL": fake.base_url,
+                "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": FAKE_EXCHANGE_RATE_LIMIT_MS,
                 "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
                 "VIRTUOSO_REFRESH_SECONDS": str(REFRESH_SECONDS),
                 "VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN,

@@ -75,6 +75,7 @@ def test_a_real_exchange_with_a_url_override() -> None:
         ({"VIRTUOSO_CONFIG": "/nonexistent/virtuoso.yaml"}, "cannot read /nonexistent"),
         ({"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "0"}, "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS='0'"),
         ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "11"}, "less than or equal to 10"),
+        ({"VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": "0"}, "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS='0'"),
         ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "soon"}, "VIRTUOSO_REDIS_TIMEOUT_SECONDS='soon'"),
     ],
 )

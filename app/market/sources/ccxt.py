@@ -154,11 +154,16 @@ def _restrict_to_spot(exchange: ccxt_async.Exchange) -> None:
         exchange.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
 
 
-def _build_exchange(exchange_id: str, base_url: str | None, timeout_ms: int) -> ccxt_async.Exchange:
+def _build_exchange(
+    exchange_id: str, base_url: str | None, timeout_ms: int, rate_limit_ms: float | None
+) -> ccxt_async.Exchange:
     if exchange_id not in ccxt_async.exchanges:
         raise ValueError(f"unknown ccxt exchange id {exchange_id!r}")
     exchange_class = getattr(ccxt_async, exchange_id)
-    exchange = exchange_class({"enableRateLimit": True, "timeout": timeout_ms})
+    config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
+    if rate_limit_ms is not None:
+        config["rateLimit"] = rate_limit_ms
+    exchange = exchange_class(config)
     _restrict_to_spot(exchange)
     if base_url:
         exchange.urls["api"] = override_api_urls(exchange.urls["api"], base_url)
@@ -275,15 +280,20 @@ class CcxtMarketSource:
         base_url: str | None = None,
         timeout_ms: int = 10_000,
         symbols_hint: Iterable[str] | None = None,
+        rate_limit_ms: float | None = None,
     ) -> None:
         """``base_url`` replaces the host of every API root (proxy, testnet, local fake).
+
+        ``rate_limit_ms``: ccxt's ``rateLimit``, the client-side spacing in ms per unit
+        of an endpoint's cost (Bybit's market endpoints cost 5); None keeps ccxt's value
+        for the exchange (20 ms for Bybit: one market call per 100 ms).
 
         ``symbols_hint``: canonical symbols the caller intends to use; ``start`` logs
         a warning naming those the exchange does not list, so a misconfigured universe
         shows up at start rather than as per-request SymbolNotListed errors.
         """
         self.name = exchange_id
-        self._exchange = _build_exchange(exchange_id, base_url, timeout_ms)
+        self._exchange = _build_exchange(exchange_id, base_url, timeout_ms, rate_limit_ms)
         # Waits in ccxt's rate limiter are timed apart from the requests (metrics, spans).
         from app.market.sources.ccxt_timing import instrument_throttle
 

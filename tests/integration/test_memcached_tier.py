@@ -1,8 +1,7 @@
 """MemcachedTier against real memcached servers (no mocks).
 
-Servers come from tests/support/servers.py: ``mc`` (one server for the module, emptied before
-each test), the ``memcached`` fixture (its own server, for the test that kills and
-restarts it) and ``spawn()`` for more. ``Proxy`` is a loopback TCP proxy that can hold
+Servers come from tests/support/servers.py: ``memcached`` (the session's server, emptied
+before each test; a test may kill and restart it) and ``spawn()`` for more. ``Proxy`` is a loopback TCP proxy that can hold
 back a server's answers (a stalled server, as far as the client can tell) and counts the
 commands clients send.
 """
@@ -48,22 +47,6 @@ MiB = 1024 * 1024
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def shared_memcached() -> Iterator[LocalServer]:
-    server = memcached_server()
-    yield server
-    server.kill()  # SIGKILL: memcached takes a second to stop on SIGTERM
-
-
-@pytest_asyncio.fixture
-async def mc(shared_memcached: LocalServer) -> LocalServer:
-    """A memcached server emptied for the test (shared by the tests that do not stop it;
-    those use the ``memcached`` fixture or ``spawn``)."""
-    async with direct(shared_memcached) as client:
-        await client.flush_all()
-    return shared_memcached
 
 
 @pytest.fixture
@@ -332,8 +315,8 @@ async def test_wrong_types_and_ttls_are_refused(make_tier) -> None:
 # --- round trips --------------------------------------------------------------------------
 
 
-async def test_round_trip_with_binary_values_up_to_500_kb(mc, make_tier) -> None:
-    tier = make_tier(mc.address)
+async def test_round_trip_with_binary_values_up_to_500_kb(memcached, make_tier) -> None:
+    tier = make_tier(memcached.address)
     items = {
         "empty": b"",
         "small": b"v",
@@ -354,12 +337,12 @@ async def test_round_trip_with_binary_values_up_to_500_kb(mc, make_tier) -> None
     left = await tier.get_many(list(items))
     assert set(left) == set(items) - {"small", "binary-500k"}
     assert await tier.get("absent-1") is None
-    counters = tier.counters[mc.address]
+    counters = tier.counters[memcached.address]
     assert counters.errors == 0 and counters.hits > 0 and counters.misses > 0
 
 
-async def test_ttl_expires(mc, make_tier) -> None:
-    tier = make_tier(mc.address)
+async def test_ttl_expires(memcached, make_tier) -> None:
+    tier = make_tier(memcached.address)
     await tier.set_many({"long": b"2"}, 60)
     # Memcached's clock ticks in whole seconds: a 1 s item lives between 0 and 1 s, so it
     # can expire before it is read back if the clock ticks in between (rare; try again).
@@ -373,26 +356,26 @@ async def test_ttl_expires(mc, make_tier) -> None:
     assert await tier.get_many(["short", "long"]) == {"long": b"2"}
 
 
-async def test_ttls_over_30_days_are_durations_too(mc, make_tier) -> None:
+async def test_ttls_over_30_days_are_durations_too(memcached, make_tier) -> None:
     # Memcached reads an expiry above 30 days as a Unix time: sent as is, 31 days would
     # be a date in 1970 and the item would expire at once.
-    tier = make_tier(mc.address)
+    tier = make_tier(memcached.address)
     await tier.set_many({"month": b"m"}, 31 * 24 * 3600)
     assert await tier.get_many(["month"]) == {"month": b"m"}
 
 
-async def test_values_above_the_size_limit_are_not_sent(mc, make_tier) -> None:
-    tier = make_tier(mc.address, max_value_bytes=1000)
+async def test_values_above_the_size_limit_are_not_sent(memcached, make_tier) -> None:
+    tier = make_tier(memcached.address, max_value_bytes=1000)
     await tier.set_many({"big": b"x" * 1001, "fits": b"x" * 1000}, 60)
     assert await tier.get_many(["big", "fits"]) == {"fits": b"x" * 1000}
     await tier.set_many({"big": b"x" * 5000}, 60)  # nothing to send: not an outage
-    counters = tier.counters[mc.address]
+    counters = tier.counters[memcached.address]
     assert counters.too_large == 2 and counters.errors == 0
 
-    default = make_tier(mc.address)
+    default = make_tier(memcached.address)
     await default.set_many({"huge": b"x" * (2 * MiB), "ok": b"x" * 1_000_000}, 60)
     assert set(await default.get_many(["huge", "ok"])) == {"ok"}
-    assert default.counters[mc.address].errors == 0
+    assert default.counters[memcached.address].errors == 0
 
 
 # --- several servers ----------------------------------------------------------------------
@@ -549,8 +532,8 @@ async def test_killed_server_is_skipped_then_rejoins_on_restart(memcached, make_
     assert len(log_lines(caplog, logging.WARNING)) == 1
 
 
-async def test_a_stalled_server_costs_the_timeout_not_more(mc, make_tier) -> None:
-    async with Proxy(mc.port) as proxy:
+async def test_a_stalled_server_costs_the_timeout_not_more(memcached, make_tier) -> None:
+    async with Proxy(memcached.port) as proxy:
         tier = make_tier(proxy.address, breaker_config=BreakerConfig(consecutive_failures=10))
         await tier.set_many({"view:s": b"1"}, 60)
         proxy.hold()
@@ -567,24 +550,24 @@ async def test_a_stalled_server_costs_the_timeout_not_more(mc, make_tier) -> Non
         proxy.release()
 
 
-async def test_start_reports_a_dead_server_once_and_never_raises(mc, make_tier, caplog):
+async def test_start_reports_a_dead_server_once_and_never_raises(memcached, make_tier, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     dead = "127.0.0.1:1"
-    tier = make_tier(mc.address, dead)
+    tier = make_tier(memcached.address, dead)
     await tier.start()
     assert len(log_lines(caplog, logging.WARNING)) == 1
     assert dead in log_lines(caplog, logging.WARNING)[0]
-    assert any(mc.address in line for line in log_lines(caplog, logging.INFO))
+    assert any(memcached.address in line for line in log_lines(caplog, logging.INFO))
     assert tier.available
 
 
 # --- cancellation safety ------------------------------------------------------------------
 
 
-async def test_plain_aiomcache_reuses_a_connection_whose_answer_is_in_flight(mc):
+async def test_plain_aiomcache_reuses_a_connection_whose_answer_is_in_flight(memcached):
     """The hazard MemcachedTier guards against, shown with aiomcache alone: after a timed-out
     get, its connection goes back to the pool and later gets read earlier answers."""
-    async with Proxy(mc.port) as proxy, direct(mc) as other:
+    async with Proxy(memcached.port) as proxy, direct(memcached) as other:
         client = aiomcache.Client("127.0.0.1", proxy.port, pool_size=1)
         try:
             await client.set(b"a", b"old")
@@ -608,9 +591,9 @@ async def test_plain_aiomcache_reuses_a_connection_whose_answer_is_in_flight(mc)
 @pytest.mark.parametrize("interruption", ["timeout", "cancel"])
 @pytest.mark.parametrize("stalled", ["get", "set", "delete"])
 async def test_an_interrupted_operation_does_not_poison_the_pool(
-    mc, make_tier, stalled: str, interruption: str
+    memcached, make_tier, stalled: str, interruption: str
 ) -> None:
-    async with Proxy(mc.port) as proxy, direct(mc) as other:
+    async with Proxy(memcached.port) as proxy, direct(memcached) as other:
         tier = make_tier(
             proxy.address, pool_size=1, timeout_seconds=TIMEOUT if interruption == "timeout" else 30
         )
@@ -731,11 +714,11 @@ async def test_stats_report_used_and_limit_per_server_and_in_total(spawn, make_t
     assert stats["memory_used_ratio"] == pytest.approx(totals["used_bytes"] / (128 * MiB), 1e-3)
 
 
-async def test_close_closes_every_connection(mc) -> None:
+async def test_close_closes_every_connection(memcached) -> None:
     async def connections() -> int:
-        return int((await server_stats(mc))[b"curr_connections"])
+        return int((await server_stats(memcached))[b"curr_connections"])
 
-    tier = MemcachedTier([mc.address], pool_size=3, timeout_seconds=TIMEOUT)
+    tier = MemcachedTier([memcached.address], pool_size=3, timeout_seconds=TIMEOUT)
     try:
         await tier.set_many({f"k{i}": b"v" for i in range(10)}, 60)
         assert len(await tier.get_many([f"k{i}" for i in range(10)])) == 10

@@ -5,6 +5,11 @@ otherwise Debian's ``memcached`` and ``redis-server`` binaries run as child
 processes (``make test`` installs them when missing). Either way a test can
 ``kill()`` a server and ``restart()`` it on the same port, to prove what the
 service does through an outage.
+
+One Memcached and one Redis serve the whole session: the ``memcached`` and ``redis``
+fixtures hand them to each test emptied (every key, the statistics, Redis's memory
+limit and every client connection of earlier tests gone), and start them again on
+their port when an earlier test killed one and left it down.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class LocalServer:
     command: list[str]
     port: int
     process: subprocess.Popen | None = field(default=None, repr=False)
+    # SIGTERM first on stop (False: SIGKILL at once, for a server with nothing to save —
+    # Memcached takes up to a second to stop on SIGTERM).
+    graceful_stop: bool = True
 
     def start(self) -> LocalServer:
         binary = shutil.which(self.command[0])
@@ -78,8 +86,19 @@ class LocalServer:
         self.kill()
         self.start()
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure_running(self) -> None:
+        """Starts the server again on its port if a test killed it and left it down."""
+        if not self.running:
+            self.start()
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if not self.graceful_stop:
+            self.kill()
+        elif self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -95,7 +114,7 @@ def memcached_server(memory_mb: int = 64) -> LocalServer:
     port = free_port()
     command = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(memory_mb)]
     command += ["-u", "root"] if _is_root() else []
-    return LocalServer("memcached", command, port).start()
+    return LocalServer("memcached", command, port, graceful_stop=False).start()
 
 
 def redis_server(directory: str, persistent: bool = False) -> LocalServer:
@@ -137,17 +156,60 @@ class ContainerServer:
         self.container.get_wrapped_container().restart()
         wait_for_port(self.port)
 
+    def ensure_running(self) -> None:
+        container = self.container.get_wrapped_container()
+        container.reload()
+        if container.status != "running":
+            self.restart()
+
     def stop(self) -> None:
         self.container.stop()
 
 
-@pytest.fixture
-def memcached() -> Iterator[LocalServer | ContainerServer]:
+def empty_memcached(port: int) -> None:
+    """Every item and every statistic of the Memcached on ``port`` gone."""
+    with socket.create_connection(("127.0.0.1", port), 5) as sock:
+        sock.sendall(b"flush_all\r\nstats reset\r\n")
+        reply = b""
+        while not reply.endswith(b"RESET\r\n"):
+            chunk = sock.recv(64)
+            if not chunk:
+                raise RuntimeError(f"memcached on {port} closed the connection: {reply!r}")
+            reply += chunk
+
+
+def empty_redis(port: int) -> None:
+    """The Redis on ``port`` as a new one: no key, statistics reset, no memory limit,
+    and no client of an earlier test still connected (subscribers included)."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    try:
+        client.flushall()
+        client.config_resetstat()
+        client.config_set("maxmemory", "0")
+        client.config_set("maxmemory-policy", "noeviction")
+        client.client_kill_filter(_type="normal", skipme=True)
+        client.client_kill_filter(_type="pubsub", skipme=True)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def session_memcached() -> Iterator[LocalServer | ContainerServer]:
     server = ContainerServer("memcached:1.6", 11211) if docker_reachable() else memcached_server()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def memcached(session_memcached: LocalServer | ContainerServer) -> LocalServer | ContainerServer:
+    """The session's Memcached, running and empty (a test may kill and restart it)."""
+    session_memcached.ensure_running()
+    empty_memcached(session_memcached.port)
+    return session_memcached
 
 
 @pytest.fixture
@@ -161,17 +223,24 @@ def persistent_redis(tmp_path) -> Iterator[LocalServer]:
         server.stop()
 
 
-@pytest.fixture
-def redis() -> Iterator[LocalServer | ContainerServer]:
+@pytest.fixture(scope="session")
+def session_redis() -> Iterator[LocalServer | ContainerServer]:
     if docker_reachable():
         server: LocalServer | ContainerServer = ContainerServer("redis:7", 6379)
     else:
-        directory = tempfile.mkdtemp(prefix="virtuoso-redis-")
-        server = redis_server(directory)
+        server = redis_server(tempfile.mkdtemp(prefix="virtuoso-redis-"))
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis(session_redis: LocalServer | ContainerServer) -> LocalServer | ContainerServer:
+    """The session's Redis, running and empty (a test may kill and restart it)."""
+    session_redis.ensure_running()
+    empty_redis(session_redis.port)
+    return session_redis
 
 
 REDIS_CLIENT_TIMEOUT = 0.3

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from app.backends import locks as locks_module
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable, is_connection_failure
 from app.backends.guard import RedisGuard
@@ -17,7 +18,9 @@ from app.resilience.breaker import CircuitBreaker
 from app.resilience.redis_breaker import redis_breaker_config, redis_guard
 from tests.support.servers import free_port
 
-TIMEOUT = 0.3
+# The guard's bound: none of these tests is about Redis timing out, and a slow answer on
+# a busy machine must not fail them.
+PATIENT = 5.0
 
 
 @pytest.fixture
@@ -25,13 +28,40 @@ def client(redis_client):
     return redis_client
 
 
+class RecordingAsyncio:
+    """Stands in for ``asyncio`` in app.backends.locks: its ``sleep`` still sleeps and
+    appends ``("sleep", seconds)`` to ``log`` (the poll delays); the rest is asyncio's."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, float]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    async def sleep(self, seconds: float) -> None:
+        self.log.append(("sleep", seconds))
+        await asyncio.sleep(seconds)
+
+    @property
+    def delays(self) -> list[float]:
+        return [seconds for what, seconds in self.log if what == "sleep"]
+
+
+@pytest.fixture
+def polls(monkeypatch) -> RecordingAsyncio:
+    """Records the delays ``wait_for_release`` sleeps between its polls."""
+    recording = RecordingAsyncio()
+    monkeypatch.setattr(locks_module, "asyncio", recording)
+    return recording
+
+
 @pytest.fixture
 def locks(client) -> RedisLock:
     """Lock semantics, not breaker behaviour: a loaded test machine makes 50 concurrent
     calls slow, and the production breaker would (rightly) trip on slow calls."""
-    config = dataclasses.replace(redis_breaker_config(TIMEOUT), slow_call_seconds=math.inf)
+    config = dataclasses.replace(redis_breaker_config(PATIENT), slow_call_seconds=math.inf)
     breaker = CircuitBreaker("redis", config=config, is_failure=is_connection_failure)
-    return RedisLock(client, guard=RedisGuard(breaker, timeout_seconds=TIMEOUT))
+    return RedisLock(client, guard=RedisGuard(breaker, timeout_seconds=PATIENT))
 
 
 async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> None:
@@ -107,35 +137,50 @@ async def test_non_positive_ttl_is_rejected(locks: RedisLock) -> None:
         await locks.acquire("a", 0)
 
 
-async def test_wait_for_release_returns_promptly_after_release(locks: RedisLock) -> None:
+async def test_wait_for_release_returns_promptly_after_release(
+    locks: RedisLock, polls: RecordingAsyncio
+) -> None:
     lease = await locks.acquire("slow-view", 10_000)
     assert lease is not None
-    released_at: list[float] = []
 
     async def holder() -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # this module's asyncio: not recorded
         await locks.release(lease)
-        released_at.append(time.monotonic())
+        polls.log.append(("released", 0.0))
 
     task = asyncio.create_task(holder())
-    assert await locks.wait_for_release("slow-view", 5.0)
-    woke_at = time.monotonic()
+    assert await locks.wait_for_release("slow-view", 30.0)
     await task
-    assert woke_at - released_at[0] < 0.15  # polls at most 100 ms apart
+    # It polls at most max_delay (100 ms) apart, and the release is seen at the next poll:
+    # at most one sleep (one already begun, or one after an EXISTS that crossed the DEL)
+    # comes after it.
+    assert polls.delays and max(polls.delays) <= 0.1
+    after_release = polls.log[polls.log.index(("released", 0.0)) + 1 :]
+    assert len(after_release) <= 1
 
 
-async def test_wait_for_release_times_out_while_held(locks: RedisLock) -> None:
+async def test_wait_for_release_times_out_while_held(
+    locks: RedisLock, polls: RecordingAsyncio
+) -> None:
     assert await locks.acquire("held", 10_000) is not None
+    before = locks.counters["ops"]
     started = time.monotonic()
     assert not await locks.wait_for_release("held", 0.25)
-    assert 0.2 <= time.monotonic() - started < 0.5
+    assert time.monotonic() - started >= 0.25  # it gave up at its timeout, not before
+    # ...and not after: it never sleeps past its deadline (the sleeps add up to at most the
+    # timeout, each at most max_delay), polling once more after each sleep.
+    assert sum(polls.delays) <= 0.25 + 1e-6 and max(polls.delays) <= 0.1
+    assert locks.counters["ops"] - before == len(polls.delays) + 1
+    assert await locks.is_locked("held")  # False meant "still held", not a failure
 
 
-async def test_wait_for_release_of_a_free_lock_returns_at_once(locks: RedisLock, client) -> None:
-    await client.ping()  # connected before the clock starts: the bound is the poll's
-    started = time.monotonic()
+async def test_wait_for_release_of_a_free_lock_returns_at_once(
+    locks: RedisLock, polls: RecordingAsyncio
+) -> None:
+    before = locks.counters["ops"]
     assert await locks.wait_for_release("free", 5.0)
-    assert time.monotonic() - started < 0.1
+    assert locks.counters["ops"] - before == 1  # one EXISTS...
+    assert polls.log == []  # ...and no sleep
 
 
 async def test_fences_keep_rising_across_a_redis_restart(redis, locks: RedisLock) -> None:
@@ -160,9 +205,9 @@ async def test_redis_down_raises_tier_unavailable(redis, locks: RedisLock) -> No
 
 
 async def test_nothing_listening_raises_tier_unavailable() -> None:
-    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", TIMEOUT)
+    client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", PATIENT)
     try:
         with pytest.raises(TierUnavailable):
-            await RedisLock(client, guard=redis_guard()).acquire("view", 1_000)
+            await RedisLock(client, guard=redis_guard(PATIENT)).acquire("view", 1_000)  # refused
     finally:
         await client.aclose()

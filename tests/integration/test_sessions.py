@@ -27,7 +27,9 @@ from app.services.sessions import (
 )
 from tests.conftest import ManualClock, make_settings
 
-TIMEOUT = 0.3
+# Redis's bound: no test here is about Redis timing out (a slow answer on a busy
+# machine must not fail them; a killed Redis is refused at once).
+PATIENT = 5.0
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"}
 DATA = {"watchlist": ["BTCUSDT", "ETHUSDT"], "preferences": {"theme": "dark", "timeframe": "1h"}}
 
@@ -39,7 +41,7 @@ def client(redis_client):
 
 @pytest.fixture
 def redis_store(client) -> RedisSessionStore:
-    return RedisSessionStore(client, guard=redis_guard(timeout_seconds=TIMEOUT))
+    return RedisSessionStore(client, guard=redis_guard(timeout_seconds=PATIENT))
 
 
 # -- stores -----------------------------------------------------------------------------

@@ -181,12 +181,11 @@ async def test_a_stalled_client_is_closed_1013_while_others_keep_up() -> None:
         fast = [await stack.enter_async_context(client(url)) for _ in range(2)]
         for ws in [stalled, *fast]:
             await subscribe(ws, ["market"])
-        received: list[list[tuple[int, float]]] = [[], []]
+        received: list[list[int]] = [[], []]
 
-        async def consume(ws: ClientConnection, into: list[tuple[int, float]]) -> None:
+        async def consume(ws: ClientConnection, into: list[int]) -> None:
             async for raw in ws:
-                message = orjson.loads(raw)
-                into.append((message["seq"], time.time() - message["data"]["t"]))
+                into.append(orjson.loads(raw)["seq"])
 
         consumers = [
             asyncio.create_task(consume(ws, r)) for ws, r in zip(fast, received, strict=True)
@@ -196,7 +195,7 @@ async def test_a_stalled_client_is_closed_1013_while_others_keep_up() -> None:
         started = time.monotonic()
         while published < 300 or not broadcaster.stats.disconnects:
             assert time.monotonic() - started < 20, "the stalled client was never closed"
-            data = {"t": time.time(), "pad": pad}
+            data = {"pad": pad}
             await broadcaster.publish("market", f"S{published % 30:02d}USDT", data, published)
             published += 1
             await asyncio.sleep(0.002)
@@ -204,9 +203,12 @@ async def test_a_stalled_client_is_closed_1013_while_others_keep_up() -> None:
         for consumer in consumers:
             consumer.cancel()
         assert dict(broadcaster.stats.disconnects).keys() <= {"queue_full", "send_timeout"}
+        assert sum(broadcaster.stats.disconnects.values()) == 1  # the stalled one only
+        # The others kept up with the publisher, whatever the machine's speed: every update
+        # arrived, in order, none coalesced — so each was sent before the next one of its
+        # symbol was published (30 publishes later) — and neither was closed as too slow.
         for r in received:
-            assert [seq for seq, _ in r] == list(range(1, published + 1))
-            assert max(latency for _, latency in r) < 1.0
+            assert r == list(range(1, published + 1))
         assert await close_of(stalled) == (1013, broadcaster_reason(broadcaster))
 
 
@@ -219,7 +221,8 @@ def broadcaster_reason(broadcaster: Broadcaster) -> str:
 
 
 async def test_a_client_that_never_pongs_is_closed_1011() -> None:
-    limits = WsLimits(heartbeat_seconds=0.2, pong_timeout=0.4)
+    # pong_timeout: long enough for the answering client's pongs on a busy machine
+    limits = WsLimits(heartbeat_seconds=0.2, pong_timeout=2.0)
     async with running(limits) as (broadcaster, url), client(url) as silent, client(url) as alive:
 
         async def answer() -> None:
@@ -229,8 +232,8 @@ async def test_a_client_that_never_pongs_is_closed_1011() -> None:
                     await send(alive, {"type": "pong", "nonce": message["nonce"]})
 
         responder = asyncio.create_task(answer())
-        code, reason = await close_of(silent, 5)
-        assert (code, reason) == (1011, "no pong within 0.4 s")
+        code, reason = await close_of(silent, 30)  # the bound is only against a hang
+        assert (code, reason) == (1011, "no pong within 2 s")
         await asyncio.sleep(0.5)
         assert not responder.done() and len(broadcaster.connections) == 1
         assert broadcaster.stats.disconnects["heartbeat_timeout"] == 1
@@ -293,12 +296,13 @@ async def test_repeated_abuse_closes_1008() -> None:
 
 
 async def test_two_replicas_share_updates_through_redis_exactly_once(redis) -> None:
-    redis_clients = [connect_redis(f"redis://{redis.address}/0", 0.5) for _ in range(2)]
+    patient = 5.0  # not a test of Redis timing out (the kill below is refused at once)
+    redis_clients = [connect_redis(f"redis://{redis.address}/0", patient) for _ in range(2)]
     try:
         async with contextlib.AsyncExitStack() as stack:
             replicas = []
             for i, redis_client in enumerate(redis_clients):
-                guard = redis_guard(timeout_seconds=0.5)
+                guard = redis_guard(timeout_seconds=patient)
                 replicas.append(
                     await stack.enter_async_context(
                         running(replica_id=f"r{i}", redis=redis_client, guard=guard)

@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-services frontend frontend-check stack bench lint format clean
 
@@ -15,8 +16,9 @@ test: $(STAMP) test-services frontend frontend-check
 	$(BIN)/ruff check app tests dashboards tools bench
 	$(BIN)/ruff format --check app tests dashboards tools bench
 	$(BIN)/mypy app
-	@# pytest exits 5 when it collected no test: that is a failure here, said plainly.
-	$(BIN)/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
+	@# Two workers (pytest-xdist), each test file on one of them (its module fixtures
+	@# built once). pytest exits 5 when it collected no test: a failure here, said plainly.
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
 # Debian packages of the servers and the browser the tests start (installed when missing).
 test-services:

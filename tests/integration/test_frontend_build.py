@@ -23,7 +23,6 @@ from tests.support.frontend_modules import call_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "build-frontend.sh"
-DIST = ROOT / "app" / "web" / "static" / "dist"
 BUNDLES = ("desktop.js", "mobile.js", "desktop.css", "mobile.css")
 EXPECTED_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -32,11 +31,16 @@ EXPECTED_CSP = (
 
 
 @pytest.fixture(scope="module")
-def dist() -> Path:
-    """Runs the build (a no-op install when node_modules matches the lock)."""
-    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=300)
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs the build into a directory of its own (a no-op install when node_modules
+    matches the lock): the app's bundles, which other tests' pages load meanwhile,
+    stay as they are."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(out)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"build-frontend.sh failed:\n{result.stdout}\n{result.stderr}"
-    return DIST
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -68,8 +69,17 @@ class LockLease:
 class RedisLock:
     """Non-blocking distributed locks: ``acquire`` either wins now or returns None."""
 
-    def __init__(self, redis: Redis, *, guard: RedisGuard, prefix: str = LOCK_PREFIX) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        guard: RedisGuard,
+        prefix: str = LOCK_PREFIX,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``sleep`` waits between the polls of ``wait_for_release`` (tests record it)."""
         self._redis = redis
+        self._sleep = sleep
         self._guard = guard
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
@@ -153,7 +163,7 @@ class RedisLock:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            await asyncio.sleep(min(delay, remaining))
+            await self._sleep(min(delay, remaining))
             delay = min(delay * 2, max_delay)
 
 

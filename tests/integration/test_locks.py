@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from app.backends import locks as locks_module
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable, is_connection_failure
 from app.backends.guard import RedisGuard
@@ -28,15 +27,12 @@ def client(redis_client):
     return redis_client
 
 
-class RecordingAsyncio:
-    """Stands in for ``asyncio`` in app.backends.locks: its ``sleep`` still sleeps and
-    appends ``("sleep", seconds)`` to ``log`` (the poll delays); the rest is asyncio's."""
+class RecordedSleeps:
+    """A lock's ``sleep``: still sleeps, and appends ``("sleep", seconds)`` to ``log``
+    (the poll delays; a test may append its own events between them)."""
 
     def __init__(self) -> None:
         self.log: list[tuple[str, float]] = []
-
-    def __getattr__(self, name: str):
-        return getattr(asyncio, name)
 
     async def sleep(self, seconds: float) -> None:
         self.log.append(("sleep", seconds))
@@ -48,20 +44,19 @@ class RecordingAsyncio:
 
 
 @pytest.fixture
-def polls(monkeypatch) -> RecordingAsyncio:
-    """Records the delays ``wait_for_release`` sleeps between its polls."""
-    recording = RecordingAsyncio()
-    monkeypatch.setattr(locks_module, "asyncio", recording)
-    return recording
+def polls() -> RecordedSleeps:
+    """The delays ``wait_for_release`` of the ``locks`` fixture sleeps between polls."""
+    return RecordedSleeps()
 
 
 @pytest.fixture
-def locks(client) -> RedisLock:
+def locks(client, polls: RecordedSleeps) -> RedisLock:
     """Lock semantics, not breaker behaviour: a loaded test machine makes 50 concurrent
     calls slow, and the production breaker would (rightly) trip on slow calls."""
     config = dataclasses.replace(redis_breaker_config(PATIENT), slow_call_seconds=math.inf)
     breaker = CircuitBreaker("redis", config=config, is_failure=is_connection_failure)
-    return RedisLock(client, guard=RedisGuard(breaker, timeout_seconds=PATIENT))
+    guard = RedisGuard(breaker, timeout_seconds=PATIENT)
+    return RedisLock(client, guard=guard, sleep=polls.sleep)
 
 
 async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> None:
@@ -138,7 +133,7 @@ async def test_non_positive_ttl_is_rejected(locks: RedisLock) -> None:
 
 
 async def test_wait_for_release_returns_promptly_after_release(
-    locks: RedisLock, polls: RecordingAsyncio
+    locks: RedisLock, polls: RecordedSleeps
 ) -> None:
     lease = await locks.acquire("slow-view", 10_000)
     assert lease is not None
@@ -160,7 +155,7 @@ async def test_wait_for_release_returns_promptly_after_release(
 
 
 async def test_wait_for_release_times_out_while_held(
-    locks: RedisLock, polls: RecordingAsyncio
+    locks: RedisLock, polls: RecordedSleeps
 ) -> None:
     assert await locks.acquire("held", 10_000) is not None
     before = locks.counters["ops"]
@@ -175,7 +170,7 @@ async def test_wait_for_release_times_out_while_held(
 
 
 async def test_wait_for_release_of_a_free_lock_returns_at_once(
-    locks: RedisLock, polls: RecordingAsyncio
+    locks: RedisLock, polls: RecordedSleeps
 ) -> None:
     before = locks.counters["ops"]
     assert await locks.wait_for_release("free", 5.0)

@@ -130,7 +130,7 @@ class Settings(_Section):
     exchange_url: str | None
     exchange_timeout_seconds: float = Field(gt=0, le=120)
     # ccxt's rateLimit (ms per unit of request cost); None: ccxt's value for the exchange.
-    exchange_rate_limit_ms: float | None = Field(default=None, ge=1, le=60_000)
+    exchange_rate_limit_ms: float | None = Field(default=None, ge=1, le=1000)
     seed: int
     bind: str
     refresh_seconds: float = Field(ge=1, le=3600)
@@ -143,8 +143,8 @@ class Settings(_Section):
     memcached_url: str | None = None
     redis_url: str | None = None
     # A tier call slower than this counts as a failure (a miss, and toward its breaker).
-    memcached_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
-    redis_timeout_seconds: float = Field(default=0.5, gt=0, le=10)
+    memcached_timeout_seconds: float = Field(default=0.25, ge=0.001, le=10)
+    redis_timeout_seconds: float = Field(default=0.5, ge=0.001, le=10)
     cache_policy: str | None = None
     rate_limits: str | None = None
     l1_max_mb: float = Field(default=64, gt=0, le=4096)

@@ -7,11 +7,20 @@
 # changed since the last install (stamp file in node_modules).
 #
 #   scripts/build-frontend.sh            # into app/web/static/dist, swapped in whole
-#   scripts/build-frontend.sh DIRECTORY  # into DIRECTORY (emptied first), the app's untouched
+#   scripts/build-frontend.sh DIRECTORY  # into DIRECTORY (new or empty), the app's untouched
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 frontend="$root/frontend"
+
+out=""
+if [ $# -ge 1 ]; then
+    case "$1" in /*) out="$1" ;; *) out="$PWD/$1" ;; esac
+    if [ -e "$out" ] && { [ ! -d "$out" ] || [ -n "$(ls -A "$out")" ]; }; then
+        echo "build-frontend: $1 must be a new or an empty directory" >&2
+        exit 2
+    fi
+fi
 stamp="$frontend/node_modules/.virtuoso-lock.sha256"
 
 for tool in node npm; do
@@ -31,24 +40,25 @@ if [ ! -d node_modules ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_s
 fi
 
 # Chunks have content-hashed names: each build starts from an empty directory so old ones
-# go. The app's directory is replaced only once the new one is complete, so a server (or a
-# test) reading it meanwhile never finds it half-built.
-if [ $# -ge 1 ]; then
-    rm -rf "$1"
-    mkdir -p "$1"
-    VIRTUOSO_DIST="$(cd "$1" && pwd)" npm run --silent build
+# go. The app's directory is replaced only once the new one is complete (staged outside
+# static/, so a half-built one is never served), one build at a time.
+if [ -n "$out" ]; then
+    mkdir -p "$out"
+    VIRTUOSO_DIST="$(cd "$out" && pwd)" npm run --silent build
     exit 0
 fi
-dist="$root/app/web/static/dist"
-staging="$(mktemp -d "$root/app/web/static/.dist-new-XXXXXX")"
+web="$root/app/web"
+dist="$web/static/dist"
+exec 9>"$web/.dist.lock"
+flock 9
+rm -rf "$web"/.dist-new-* "$web"/.dist-old-*  # left by a build that was killed
+staging="$(mktemp -d "$web/.dist-new-XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 VIRTUOSO_DIST="$staging" npm run --silent build
 chmod 755 "$staging"
+old="$web/.dist-old-$$"
 if [ -d "$dist" ]; then
-    old="$(mktemp -d "$root/app/web/static/.dist-old-XXXXXX")"
-    mv "$dist" "$old/dist"
-    mv "$staging" "$dist"
-    rm -rf "$old"
-else
-    mv "$staging" "$dist"
+    mv -T "$dist" "$old"
 fi
+mv -T "$staging" "$dist"
+rm -rf "$old"

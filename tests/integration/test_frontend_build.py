@@ -193,3 +193,18 @@ def test_build_produces_the_service_worker(dist: Path) -> None:
     assert "VIRTUOSO_SHELL" in worker and "caches" in worker
     assert not re.search(r"\bimport\s*[{(\"']|\bexport\s*[{*]", worker)
     assert not list(dist.glob("sw-*.js"))
+
+
+@pytest.mark.parametrize("target", ["file", "non-empty directory"])
+def test_the_build_refuses_a_target_that_holds_something(tmp_path: Path, target: str) -> None:
+    """Given a directory, the build writes only into a new or empty one: it never
+    deletes what a mistyped path points at (a file, the sources, a package)."""
+    kept = tmp_path / "kept.txt"
+    kept.write_text("mine")
+    path = kept if target == "file" else tmp_path
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "must be a new or an empty directory" in result.stderr
+    assert kept.read_text() == "mine"

@@ -76,6 +76,8 @@ def test_a_real_exchange_with_a_url_override() -> None:
         ({"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "0"}, "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS='0'"),
         ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "11"}, "less than or equal to 10"),
         ({"VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": "0"}, "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS='0'"),
+        ({"VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": "60000"}, "less than or equal to 1000"),
+        ({"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "1e-300"}, "greater than or equal to 0.001"),
         ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "soon"}, "VIRTUOSO_REDIS_TIMEOUT_SECONDS='soon'"),
     ],
 )

@@ -70,8 +70,7 @@ def install_telemetry(
 ) -> BackendPoller:
     """Installs the HTTP middleware, the tracer and the /metrics collectors on ``app``
     (the hot paths are observed through the listeners their constructors were given).
-    Returns the backend poller, for
-    the app to run in the background."""
+    Returns the backend poller, for the app to run in the background."""
     metrics = state.metrics
     tracing.use(tracer_provider)
     if tracer_provider is not None:

@@ -355,15 +355,15 @@ class GuardedSource:
 
     def _called(self, family: str, outcome: str, timing: _Timing | None) -> None:
         """Reports one call (``timing`` None: refused by the breaker, nothing sent)."""
-        seconds = None
+        seconds = wait = None
         if timing is not None:
             wait = timing.waits.seconds
             seconds = max(0.0, time.perf_counter() - timing.started - wait)
             record_outcome(timing.span, outcome)
             record_timing(timing.span, seconds, wait)
         for observer in self._observers:
-            if timing is not None:
-                observer.ratelimit_wait(family, timing.waits.seconds)
+            if wait is not None:
+                observer.ratelimit_wait(family, wait)
             observer.call(family, outcome, seconds)
 
     def _rate_limited(self, family: str, exc: ExchangeRateLimited) -> None:

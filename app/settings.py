@@ -143,8 +143,8 @@ class Settings(_Section):
     memcached_url: str | None = None
     redis_url: str | None = None
     # A tier call slower than this counts as a failure (a miss, and toward its breaker).
-    memcached_timeout_seconds: float = Field(default=0.25, ge=0.001, le=10)
-    redis_timeout_seconds: float = Field(default=0.5, ge=0.001, le=10)
+    memcached_timeout_seconds: float = Field(ge=0.001, le=10)
+    redis_timeout_seconds: float = Field(ge=0.001, le=10)
     cache_policy: str | None = None
     rate_limits: str | None = None
     l1_max_mb: float = Field(default=64, gt=0, le=4096)

@@ -66,10 +66,21 @@ _DATA_DIR = tempfile.mkdtemp(prefix="virtuoso-test-data-")
 RATE_LIMITS_OFF = str(Path(__file__).parents[1] / "config" / "ratelimits-off.yaml")
 
 
+# A busy machine can hold a Memcached or Redis reply past the production timeouts
+# (0.25 s, 0.5 s): a test not about tier timeouts then sees a breaker open and a 503.
+# Tests of timing out set their own values.
+PATIENT_TIER_TIMEOUTS = {
+    "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "5",
+    "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5",
+}
+
+
 def make_settings(**environ: str) -> Settings:
     """Settings from these variables; alerts kept in a throwaway directory unless given
-    (one per test: rules a test leaves behind must not fire in the next test's app)."""
-    return load_settings(environ={"VIRTUOSO_DATA_DIR": _DATA_DIR} | environ)
+    (one per test: rules a test leaves behind must not fire in the next test's app);
+    tier timeouts patient unless given."""
+    defaults = {"VIRTUOSO_DATA_DIR": _DATA_DIR} | PATIENT_TIER_TIMEOUTS
+    return load_settings(environ=defaults | environ)
 
 
 @pytest.fixture(autouse=True)

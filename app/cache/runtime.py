@@ -44,17 +44,18 @@ class CacheConfig:
     ``memcached_servers``: ``host:port`` of the shared L2 (empty: none).
     ``redis_url``: the backup tier, locks, generations and bus (None: none).
     ``memcached_timeout_seconds``, ``redis_timeout_seconds``: a tier call slower than
-    this is a failure (a miss for the cache, a count toward the tier's breaker).
+    this is a failure (a miss for the cache, a count toward the tier's breaker);
+    their defaults are in ``config/default.yaml``.
     ``single_flight``, ``compression``, ``refresh_ahead``: the optimisations the
     benchmark can switch off (all on in production).
     """
 
+    memcached_timeout_seconds: float
+    redis_timeout_seconds: float
     replica_id: str | None = None
     l1_bytes: int = 0
     memcached_servers: tuple[str, ...] = ()
     redis_url: str | None = None
-    memcached_timeout_seconds: float = 0.25
-    redis_timeout_seconds: float = 0.5
     single_flight: bool = True
     compression: bool = True
     refresh_ahead: bool = True

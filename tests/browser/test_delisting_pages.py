@@ -140,9 +140,6 @@ async def test_a_watchlist_with_a_pair_no_longer_served_can_be_changed(
     shared = {
         "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
         "VIRTUOSO_SECRET_KEY": "a-session-key-for-the-page-test",
-        # Not a test of Redis timing out: on a busy machine a 0.5 s Redis call opened
-        # the breaker and the watchlist save answered 503 (the outage part kills Redis).
-        "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5",
     }
     context = await browser.new_context()  # one cookie jar across both servers
     async with served_bybit(fake, clock, **shared) as (base, _):

@@ -39,13 +39,6 @@ def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str, **
     )
 
 
-# Two "replicas" here share one event loop: a herd of requests on one delays the other's
-# tier replies, which on a busy machine can pass the tiers' production timeouts (a real
-# replica has a loop of its own). These tests count computations, so a tier call is
-# given time enough; the outage tests below use the production timeouts.
-PATIENT_TIERS = {"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "5", "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5"}
-
-
 @contextlib.asynccontextmanager
 async def replica(memcached, redis, clock, name: str, **extra: str) -> AsyncIterator[QuartTestApp]:
     settings = tiered_settings(memcached, redis, name, **extra)
@@ -65,8 +58,8 @@ async def one(memcached, redis, clock) -> AsyncIterator[QuartTestApp]:
 @pytest.fixture
 async def two(memcached, redis, clock) -> AsyncIterator[tuple[QuartTestApp, QuartTestApp]]:
     async with (
-        replica(memcached, redis, clock, "a", **PATIENT_TIERS) as a,
-        replica(memcached, redis, clock, "b", **PATIENT_TIERS) as b,
+        replica(memcached, redis, clock, "a") as a,
+        replica(memcached, redis, clock, "b") as b,
     ):
         yield a, b
 

@@ -128,12 +128,33 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
         yield test_app
 
 
+# The longest modules (seconds on one of two workers, from ``--durations=0``), started
+# first: ``make test`` hands each module to one worker (``--dist loadfile``) in this
+# order, and a long module started last would be the run's tail.
+LONGEST_FIRST = (
+    "browser/test_rule_form.py",  # ~65 s
+    "browser/test_browser.py",  # ~38 s
+    "integration/test_faults.py",  # ~35 s
+    "integration/test_prometheus_integration.py",  # ~28 s
+    "integration/test_fuzz_positive.py",  # ~25 s
+    "integration/test_exchange_data_kinds.py",  # ~22 s
+    "integration/test_stack.py",  # ~19 s
+    "integration/test_fuzz_negative.py",  # ~18 s
+    "integration/test_ccxt_source.py",  # ~17 s
+    "integration/test_ws_hostile.py",  # ~16 s
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test with its folder's group (tests/unit/... is ``unit``)."""
+    """Marks every test with its folder's group (tests/unit/... is ``unit``) and puts
+    the ``LONGEST_FIRST`` modules first (the order within a module is kept)."""
+    here = Path(__file__).parent
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
     for item in items:
-        group = item.path.relative_to(Path(__file__).parent).parts[0]
+        group = item.path.relative_to(here).parts[0]
         if group in GROUPS:
             item.add_marker(group)
+    items.sort(key=lambda item: rank.get(item.path.relative_to(here).as_posix(), len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)

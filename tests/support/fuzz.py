@@ -1,4 +1,6 @@
-"""Property-based fuzzing of the HTTP API from its own ``/openapi.json`` (schemathesis).
+"""Property-based fuzzing of the HTTP API from its own ``/openapi.json`` (schemathesis);
+the positive and negative runs are two test modules (``test_fuzz_positive.py``,
+``test_fuzz_negative.py``) so that two workers can take them.
 
 The app runs on the simulated market behind a real hypercorn on a free loopback port
 (in a thread: schemathesis calls are synchronous). Every documented operation gets
@@ -22,7 +24,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
@@ -105,8 +106,9 @@ def _no_webhooks(state: Any) -> None:
     state.alerts.webhooks.send_in_background = dropped
 
 
-@pytest.fixture(scope="module")
-def api_schema() -> Iterator[Any]:
+@contextlib.contextmanager
+def served_schema() -> Iterator[Any]:
+    """The API's schema as served by the app (running in a thread until the block ends)."""
     server = ServedApp()
     server.start()
     try:
@@ -135,8 +137,7 @@ def operations(api_schema: Any) -> list[Any]:
     return found
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_api_answers_as_documented(api_schema: Any, mode: GenerationMode, subtests: Any) -> None:
+def fuzz_every_operation(api_schema: Any, mode: GenerationMode, subtests: Any) -> None:
     """Each operation in its own subtest (schemathesis' pytest plugin does not run
     under this pytest: it reads a node attribute pytest 9 removed)."""
     for operation in operations(api_schema):

@@ -12,18 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
 
 from tests.conftest import eventually
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app
 
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 TOKEN = "alert-pages-token"
 WAIT_MS = 20_000
 RECONNECT_WAIT_MS = 60_000  # the page's back-off after refused sockets reaches 16-30 s
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(

@@ -23,12 +23,16 @@ from tests.support.browser import (
     text_of,
 )
 
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 API_TOKEN = "browser-test-token"
 WAIT_MS = 15_000
 BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def served() -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN) as app:
         yield app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
@@ -19,6 +20,10 @@ from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, open_
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 WAIT_MS = 20_000
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
 SOL_ROW = "#symbols-body tr[data-symbol='SOLUSDT']"
@@ -27,7 +32,7 @@ SOL_WATCHED = "#watchlist li[data-key='SOLUSDT']"
 WATCHED_KEYS = "nodes => nodes.map(n => n.dataset.key)"
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit() as exchange:
         yield exchange

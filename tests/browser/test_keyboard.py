@@ -12,9 +12,14 @@ import contextlib
 import json
 import re
 
+import pytest
 from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, open_page
+
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 WAIT_MS = 15_000
 DESKTOP = {"width": 1440, "height": 1000}

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import pytest_asyncio
 import websockets
 from playwright.async_api import Browser, Page
@@ -22,6 +23,10 @@ from tests.conftest import ManualClock, eventually, exchange_settings
 from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
+
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
 WAIT_MS = 20_000
@@ -47,7 +52,7 @@ window.WebSocket = class extends Native {
 """
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit() as exchange:
         yield exchange

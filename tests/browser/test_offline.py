@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page
 from quart.typing import TestAppProtocol as QuartTestApp
@@ -19,13 +20,17 @@ from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings, started_app
 from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, text_of
 
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 WAIT_MS = 15_000
 DATA_URL = "/api/dashboard/mobile"
 BTC_CARD_PRICE = "#cards .card[data-key='BTCUSDT'] .card-price"
 SHELL_PREFIX = re.compile(r"^self\.VIRTUOSO_SHELL = (\{.*?\});\n", re.DOTALL)
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def web_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     async for test_app in started_app(make_settings(), SimulatedMarket(seed=7, clock=clock), clock):
         yield test_app

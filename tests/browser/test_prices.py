@@ -11,6 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from playwright.async_api import Browser, Route
 
 from tests.support.browser import PageProblems, ServedApp, screenshot
@@ -231,6 +232,7 @@ async def tiny_candles_route(route: Route) -> None:
     )
 
 
+@pytest.mark.asyncio(loop_scope="module")  # the module's Chromium (tests/support/browser.py)
 async def test_a_coin_priced_around_1e8_is_readable_in_the_table_and_the_chart(
     browser: Browser, served: ServedApp
 ) -> None:

@@ -16,7 +16,18 @@ from playwright.async_api import Browser, Page
 
 from app.services.alerts.conditions import MAX_HYSTERESIS
 from tests.conftest import RATE_LIMITS_OFF, eventually
-from tests.support.browser import ARTIFACTS, PageProblems, ServedApp, open_page, served_app, text_of
+from tests.support.browser import (
+    ARTIFACTS,
+    PageProblems,
+    ServedApp,
+    open_page,
+    served_app,
+    text_of,
+)
+
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 API_TOKEN = "rule-form-test-token"
 WAIT_MS = 15_000
@@ -24,7 +35,7 @@ DESKTOP = {"width": 1440, "height": 1000}
 NNBSP = "\u202f"
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """The app with the API token and an alert store of its own (no rule of another test)."""
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:

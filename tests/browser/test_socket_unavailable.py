@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app, text_of
+
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 
 TOKEN = "socket-unavailable-token"
 WAIT_MS = 20_000
@@ -30,7 +35,7 @@ window.WebSocket = class {
 """
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(

@@ -18,6 +18,10 @@ from playwright.async_api import Browser, BrowserContext, Page, Route
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, served_app, text_of
 
+# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
 API_TOKEN = "time-zone-test-token"
 WAIT_MS = 15_000
 DESKTOP = {"width": 1440, "height": 1000}
@@ -30,7 +34,7 @@ NEXT_FRAMES = (
 )
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
         yield app

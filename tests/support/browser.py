@@ -129,28 +129,42 @@ async def screenshot(page: Page, name: str) -> Path:
 # -- fixtures and helpers every page test shares (registered as a plugin by conftest) --
 
 
-@pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Browser:
-    """Headless Chromium for one test.
-
-    A test that also has a ``served...`` fixture gets the app set up first, so that
-    teardown closes the browser before the server stops: a page still connected would
-    otherwise hold the server's shutdown for its whole graceful timeout (3 s).
-    """
-    for name in request.fixturenames:
-        if name.startswith("served"):
-            request.getfixturevalue(name)
-    return request.getfixturevalue("launched_browser")
+# Every page test runs on its module's event loop (each module's ``pytestmark``), so that
+# one Chromium serves a whole module: its launch was most of a test's set-up. Async
+# fixtures of page tests say ``loop_scope="module"``.
 
 
-@pytest_asyncio.fixture
-async def launched_browser() -> AsyncIterator[Browser]:
-    """Headless Chromium, closed after the test (request ``browser``, not this)."""
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_chromium() -> AsyncIterator[Browser]:
+    """Headless Chromium for one test module (request ``browser``, not this)."""
     async with chromium() as launched:
         yield launched
 
 
-@pytest_asyncio.fixture
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, module_chromium: Browser) -> Browser:
+    """The module's Chromium for one test; the contexts the test opened are closed when
+    it ends.
+
+    A test that also has a ``served...`` fixture gets the app set up first, so that
+    its contexts are closed before the server stops: a page still connected would
+    otherwise hold the server's shutdown for its whole graceful timeout.
+    """
+    for name in request.fixturenames:
+        if name.startswith("served"):
+            request.getfixturevalue(name)
+    request.getfixturevalue("_contexts_closed")
+    return module_chromium
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def _contexts_closed(module_chromium: Browser) -> AsyncIterator[None]:
+    yield
+    for context in module_chromium.contexts:
+        await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def served() -> AsyncIterator[ServedApp]:
     """The app on the simulated market over real HTTP (a test module may override it)."""
     async with served_app() as app:

@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TEST_WORKERS ?= 3  # two cores: many tests wait on sleeps, servers and Chromium
+# Three on two cores: many tests wait on sleeps, servers and Chromium.
+TEST_WORKERS ?= 3
 
 .PHONY: run test test-services frontend frontend-check stack bench lint format clean
 

@@ -1,6 +1,6 @@
-"""What the parts of one process share: the serving settings, the pipeline, the view cache, the
-alert service, the realtime broadcaster and the metrics, kept on the Quart app under
-:data:`EXTENSION`.
+"""What the parts of one process share: the serving settings, the link to the collector,
+the view cache, the alert service, the realtime broadcaster and the metrics, kept on the
+Quart app under :data:`EXTENSION`.
 
 A leaf: the composition roots (``app.main``) build the state; routes read it through
 :func:`service_state`. The types it holds are imported only for type checking, so
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from app.realtime.broadcaster import Broadcaster
     from app.resilience.rate_limit import RateLimiter
     from app.services.alerts.service import AlertService
+    from app.services.collector_link import CollectorLink
     from app.services.pipeline import Pipeline
     from app.services.sessions import SessionCookies, SessionStore
     from app.services.view_cache import ViewCache
@@ -59,7 +60,7 @@ class ServiceState:
     ``warmed``, set when the hot views are first in the cache)."""
 
     settings: ServingSettings
-    pipeline: Pipeline
+    collector: CollectorLink
     views: ViewCache
     runtime: CacheRuntime
     sessions: SessionStore
@@ -70,6 +71,8 @@ class ServiceState:
     metrics: Metrics
     broadcaster: Broadcaster
     rate_limiter: RateLimiter
+    # The refresher when it runs in this process (the embedded service), else None.
+    pipeline: Pipeline | None = None
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)  # epoch seconds
     warmed: bool = False
@@ -82,14 +85,14 @@ class ServiceState:
     def known_symbols(self) -> list[str]:
         """The symbols collected: those the exchange lists once the source started,
         else the configured ones."""
-        collector = self.pipeline.collector
-        return list(collector.symbols) if collector else list(self.settings.symbols)
+        collected = self.collector.symbols()
+        return list(self.settings.symbols) if collected is None else collected
 
     @property
     def unserved_symbols(self) -> dict[str, str]:
         """Collected symbols the exchange does not list or serve now → why (as this
         replica last saw it)."""
-        return {issue["symbol"]: issue["reason"] for issue in self.pipeline.status.delisted}
+        return {issue["symbol"]: issue["reason"] for issue in self.collector.status.delisted}
 
 
 def service_state() -> ServiceState:

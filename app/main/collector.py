@@ -20,6 +20,7 @@ from app.main.sections import pipeline_settings
 from app.market.errors import MarketDataError
 from app.market.sources.base import MarketSource
 from app.services.catalogue import CATALOGUE
+from app.services.collector_link import LocalCollector
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import CriticalAlerts, Pipeline, RefreshListener, SnapshotListener
 from app.services.view_cache import ViewCache
@@ -77,7 +78,7 @@ def build_pipeline(
         on_refresh=on_refresh,
         critical_alerts=critical_alerts,
     )
-    views = ViewCache(runtime.cache, runtime.coherence, pipeline, namespace)
+    views = ViewCache(runtime.cache, runtime.coherence, LocalCollector(pipeline), namespace)
     return pipeline, views
 
 
@@ -99,7 +100,7 @@ async def warm_until_done(state: ServiceState) -> None:
     """Readiness waits for this: the hot views computed and stored (retried with a
     doubling wait while the source or the cache cannot give them)."""
     delay, longest = WARM_RETRY_SECONDS
-    await state.pipeline.source_started.wait()
+    await state.collector.started.wait()
     while True:
         with contextlib.suppress(NothingToServe, MarketDataError):
             report = await state.warmer.warm(state.known_symbols)

@@ -149,7 +149,7 @@ class ServiceCollector(Collector):
             "Configured refresh interval",
             value=self.state.settings.refresh_seconds,
         )
-        status = self.state.pipeline.status
+        status = self.state.collector.status
         yield CounterMetricFamily(
             "virtuoso_views_built", "Views built from snapshots", value=status.views_built
         )
@@ -206,7 +206,9 @@ class ServiceCollector(Collector):
             "Exchange data that had to be cleaned or was missing, by symbol and kind",
             labels=("symbol", "kind"),
         )
-        for symbol, kinds in sorted(data_quality_of(self.state.pipeline.source).items()):
+        pipeline = self.state.pipeline  # the source's counts, where it runs
+        counts = {} if pipeline is None else data_quality_of(pipeline.source)
+        for symbol, kinds in sorted(counts.items()):
             for kind, count in sorted(kinds.items()):
                 family.add_metric((symbol, kind), count)
         yield family

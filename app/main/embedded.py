@@ -99,6 +99,7 @@ def _build_state(
     session_store, cookies = server.build_sessions(settings, runtime)
     state = ServiceState(
         settings=sections.serving_settings(settings),
+        collector=views.collector,
         pipeline=pipeline,
         views=views,
         runtime=runtime,
@@ -163,13 +164,15 @@ def _run_with_app(
     TTLs, the backend metrics) when the app starts serving; stops them, each step
     bounded, when it stops."""
     background: list[asyncio.Task[None]] = []
+    pipeline = state.pipeline
+    assert pipeline is not None  # the embedded service refreshes in this process
 
     @app.before_serving
     async def start() -> None:
         collector.announce_source(settings, state.runtime.tiers)
         await state.runtime.start()
         await state.alerts.webhooks.start()
-        await state.pipeline.start()
+        await pipeline.start()
         background.append(
             asyncio.create_task(collector.warm_until_done(state), name="cache-warming")
         )
@@ -181,7 +184,7 @@ def _run_with_app(
         for task in background:
             task.cancel()
         await _bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
-        await _bounded("pipeline", state.pipeline.stop())
+        await _bounded("pipeline", pipeline.stop())
         await _bounded("webhooks", state.alerts.webhooks.close())
         await _bounded("cache tiers", state.runtime.close())
 

@@ -74,6 +74,6 @@ class BackendPoller:
 
     def snapshot_generated_ms(self) -> int | None:
         """The newest snapshot this replica made or can serve from the shared tiers."""
-        made = self.state.pipeline.status.last_success_ms
+        made = self.state.collector.status.last_success_ms
         candidates = [ms for ms in (made, self.served_snapshot_ms) if ms is not None]
         return max(candidates) if candidates else None

@@ -114,8 +114,9 @@ def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
     for tier in state.runtime.tiers:
         for operation in ("get", "set"):
             metrics.cache_duration.labels(tier, operation)
-    if isinstance(state.pipeline.source, GuardedSource):
-        exchange = state.pipeline.source.name
+    source = None if state.pipeline is None else state.pipeline.source
+    if isinstance(source, GuardedSource):
+        exchange = source.name
         for endpoint in EXCHANGE_FAMILIES:
             metrics.exchange_duration.labels(exchange, endpoint)
             metrics.exchange_ratelimit_wait.labels(exchange, endpoint)

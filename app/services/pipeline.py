@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -25,6 +25,7 @@ from app.market.listing import UNSERVED
 from app.market.sources.base import MarketSource
 from app.observability.tracing import step_span
 from app.services.analysis import Analysis, AnalysisSettings, analyse
+from app.services.collector_link import CollectorStatus
 from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
 from app.services.views import ViewSettings, build_views, candles_view
@@ -67,24 +68,6 @@ class PipelineSettings:
     refresh_ahead: bool = True
 
 
-@dataclass(slots=True)
-class PipelineStatus:
-    source_started: bool = False
-    snapshot_version: int = 0
-    last_success_ms: int | None = None
-    last_attempt_ms: int | None = None
-    last_error: str | None = None
-    consecutive_failures: int = 0
-    last_duration_ms: float | None = None
-    unlisted_symbols: tuple[str, ...] = ()  # configured, not listed by the exchange now
-    # configured symbols the exchange does not list or serve now: symbol, status
-    # (delisted | unserved | not_listed), since (epoch ms), reason, last_price, last_seen
-    delisted: list[dict] = field(default_factory=list)
-    # ok | error | skipped; a plain dict (dataclasses.asdict mangles a Counter)
-    refreshes: dict[str, int] = field(default_factory=dict)
-    views_built: int = 0
-
-
 class Pipeline:
     """The refresher of one replica. ``publish`` receives every view of a snapshot;
     ``listeners`` are told of each new snapshot, in order; ``on_refresh`` of each
@@ -112,7 +95,7 @@ class Pipeline:
         self.listeners = tuple(listeners)
         self.critical_alerts: CriticalAlerts = critical_alerts or _no_alerts
         self.on_refresh = tuple(on_refresh)
-        self.status = PipelineStatus()
+        self.status = CollectorStatus()
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
         self._loop_task: asyncio.Task[None] | None = None

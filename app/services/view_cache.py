@@ -1,7 +1,8 @@
 """Views by name through the layered cache: the pipeline publishes, handlers read.
 
-A cold miss of a view the pipeline owns runs one (coordinated) refresh that
-publishes every view; an on-demand view (candles) is computed for its key alone.
+A cold miss of a view the pipeline owns asks the collector for one (coordinated)
+refresh that publishes every view; an on-demand view (candles) is asked for its key
+alone.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from app.cache.entry import CacheEntry
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Compute, Computed, LayeredCache
 from app.services.catalogue import spec_of, view_parts
-from app.services.pipeline import Pipeline
+from app.services.collector_link import CollectorLink
 
 
 class ViewCache:
     def __init__(
-        self, cache: LayeredCache, coherence: Coherence, pipeline: Pipeline, namespace: str
+        self, cache: LayeredCache, coherence: Coherence, collector: CollectorLink, namespace: str
     ) -> None:
         self.cache = cache
         self.coherence = coherence
-        self.pipeline = pipeline
+        self.collector = collector
         self.namespace = namespace
 
     def locate(self, view_name: str) -> tuple[str, str]:
@@ -60,11 +61,11 @@ class ViewCache:
         _, parts = view_parts(view_name)
 
         async def candles() -> Computed:
-            body, generated_at_ms = await self.pipeline.candles(*parts)
+            body, generated_at_ms = await self.collector.candles(*parts)
             return Computed(body, generated_at_ms)
 
         return candles
 
     async def _refresh_pipeline(self) -> None:
-        await self.pipeline.refresh(force=True)
+        await self.collector.refresh(force=True)
         return None

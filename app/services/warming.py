@@ -37,7 +37,7 @@ class Warmer:
         """Refreshes the pipeline's views, then reads every hot view through the cache
         (computing the on-demand ones). Raises NothingToServe when data cannot be had."""
         started = time.perf_counter()
-        await self.views.pipeline.refresh()  # a peer's recent refresh counts
+        await self.views.collector.refresh()  # a peer's recent refresh counts
         warmed, failed = [], {}
         for name in [*HOT_VIEWS, *self.hot_on_demand(known_symbols)]:
             try:

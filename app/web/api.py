@@ -91,9 +91,7 @@ def known_symbol(text: str) -> str | None:
 def listing_issue(symbol: str) -> dict | None:
     """The symbol's listing issue (``delisted`` or ``unserved``) as the latest refresh
     saw it, or None while the exchange lists and serves it."""
-    collector = service_state().pipeline.collector
-    issue = None if collector is None else collector.listing.issues.get(symbol)
-    return None if issue is None else issue.to_dict()
+    return service_state().collector.listing_issue(symbol)
 
 
 def not_listed(issue: dict) -> Response:

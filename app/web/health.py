@@ -99,7 +99,7 @@ async def readiness_verdict(state: ServiceState, details: bool = True) -> tuple[
     """``(ok | degraded | unavailable, reasons)``. A breaker that is not closed —
     open, or half-open while it probes — is a backend that has not answered again
     yet: degraded. ``details`` adds the last error's text and backend addresses."""
-    status = state.pipeline.status
+    status = state.collector.status
     last_error = f" (last error: {status.last_error})" if status.last_error and details else ""
     if not state.warmed:
         return "unavailable", [f"cache not warm yet{last_error or ': first snapshot in progress'}"]
@@ -133,7 +133,7 @@ def listing_reasons(state: ServiceState) -> list[str]:
     ``pipeline.unlisted_symbols`` only. The reasons are the service's own words: no
     exchange error text, no address."""
     reasons = []
-    for issue in state.pipeline.status.delisted:
+    for issue in state.collector.status.delisted:
         if issue["status"] == NOT_LISTED:
             continue
         label = "no longer listed" if issue["status"] == DELISTED else "no longer served"
@@ -151,11 +151,7 @@ def public_breaker_name(name: str) -> str:
 
 def breakers(state: ServiceState) -> dict[str, dict]:
     """Every circuit breaker of this process: exchange operations, Memcached servers, Redis."""
-    found: dict[str, dict] = {}
-    source_breakers = getattr(state.pipeline.source, "breakers", None)
-    if callable(source_breakers):
-        exchange = state.pipeline.source.name
-        found |= {f"{exchange}:{name}": b.snapshot() for name, b in source_breakers().items()}
+    found: dict[str, dict] = dict(state.collector.exchange_breakers())
     runtime = state.runtime
     if runtime.memcached is not None:
         found |= {
@@ -177,10 +173,10 @@ def cache_summary(state: ServiceState) -> dict:
 
 
 def _pipeline_status(state: ServiceState, details: bool) -> dict:
-    status = dataclasses.asdict(state.pipeline.status)
+    status = dataclasses.asdict(state.collector.status)
     if not details:  # the exchange's error text can name hosts and URLs
         status["last_error"] = None if status["last_error"] is None else "hidden"
-    last = state.pipeline.status.last_success_ms
+    last = state.collector.status.last_success_ms
     status["data_age_ms"] = None if last is None else state.now_ms() - last
     return status
 

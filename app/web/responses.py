@@ -73,7 +73,7 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 
 def data_unavailable(state: ServiceState, reason: str | None = None) -> Response:
-    status = state.pipeline.status
+    status = state.collector.status
     reason = reason or status.last_error or "the first market snapshot is still being built"
     retry = max(1, int(state.settings.refresh_seconds))
     return json_error(

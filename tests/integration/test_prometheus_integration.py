@@ -205,7 +205,18 @@ async def load_while_scraped(base: str, ws_url: str, fake: FakeBybit, api: Prome
     stop.set()
     async with asyncio.timeout(15):
         await asyncio.gather(*workers)
-    await asyncio.sleep(2)  # the last scrape and rule evaluation
+    await recorded_series_exist(api)
+
+
+async def recorded_series_exist(api: PrometheusApi, seconds: float = 60) -> None:
+    """Until every recording rule has recorded a sample (or ``seconds`` passed: the
+    assertions then say which has not). On a busy machine scrapes of a 1 s interval
+    can time out, and a rule evaluated only over failed scrapes records nothing yet."""
+    recorded = [rule["record"] for rule in rules() if "record" in rule]
+    for _ in range(int(seconds)):
+        if all([await api.query(name) for name in recorded]):
+            return
+        await asyncio.sleep(1)
 
 
 async def assert_every_expression_returns_data(api: PrometheusApi) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from app.cache.coherence import Coherence
 from app.cache.entry import CacheEntry
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Compute, Computed, LayeredCache
 from app.services.catalogue import spec_of, view_parts
-from app.services.pipeline import Pipeline
+
+if TYPE_CHECKING:  # the pipeline runs where views are computed; serving only reads
+    from app.services.pipeline import Pipeline
 
 
 class ViewCache:

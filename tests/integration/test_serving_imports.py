@@ -42,6 +42,7 @@ COLLECTOR_SIDE: dict[str, str] = {
     "app.services.pipeline": "the refresh: snapshot → analysis → views, published",
     "app.services.live_updates": "projects a snapshot's analysis into live messages",
     "app.services.alerts.evaluation": "evaluates the alert rules on a snapshot's analysis",
+    "app.services.alerts.price_trail": "walks a snapshot's 1m candles for the evaluation",
 }
 
 # What no serving module may load, however indirectly: a name or a package prefix.

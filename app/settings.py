@@ -26,9 +26,10 @@ from pydantic import (
 
 from app.errors import ConfigError
 from app.hosts import parse_allow_list
-from app.market.analytics.confluence import ConfluenceWeights
-from app.market.models import TIMEFRAME_SECONDS, canonical_symbol
-from app.market.sources.simulated import SIMULATED_UNIVERSE
+from app.market.models.confluence_weights import ConfluenceWeights
+from app.market.models.symbols import canonical_symbol
+from app.market.models.timeframes import TIMEFRAME_SECONDS
+from app.market.simulated_universe import SIMULATED_UNIVERSE
 
 DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
 DEFAULT_CACHE_POLICY = DEFAULTS_FILE.parent / "cache.yaml"

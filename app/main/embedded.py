@@ -27,6 +27,7 @@ from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.observability.tracing import provider_from_env
 from app.resilience.rate_limit import RateLimiter
+from app.services.alerts.evaluation import AlertEvaluation
 from app.services.alerts.service import AlertService
 from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
@@ -147,7 +148,7 @@ def _snapshot_flow(
         source,
         runtime,
         clock,
-        listeners=(alerts.on_snapshot, live.on_snapshot),
+        listeners=(AlertEvaluation(alerts).on_snapshot, live.on_snapshot),
         on_refresh=(telemetry.refresh_observer(metrics),),
         critical_alerts=alerts.critical_alerts,
     )

@@ -91,7 +91,7 @@ from typing import Any
 
 import orjson
 
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 
 CHANNELS: tuple[str, ...] = ("market", "confluence", "signals", "beta", "alerts", "dashboard")
 ALERTS = "alerts"

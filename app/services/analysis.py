@@ -15,14 +15,10 @@ from functools import partial
 from typing import TypeVar
 
 from app.market.analytics.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
-from app.market.analytics.confluence import (
-    ConfluenceResult,
-    ConfluenceWeights,
-    combine_timeframes,
-    score_timeframe,
-)
+from app.market.analytics.confluence import ConfluenceResult, combine_timeframes, score_timeframe
 from app.market.analytics.overview import BTC, market_overview, top_movers
-from app.market.models import Ticker
+from app.market.models.confluence_weights import ConfluenceWeights
+from app.market.models.ticker import Ticker
 from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from itsdangerous.encoding import want_bytes
 from redis.asyncio import Redis
 
 from app.backends.guard import OpCounters, RedisGuard
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 from app.resilience.redis_breaker import redis_guard
 
 SESSION_PREFIX = "virtuoso:session:"

@@ -21,7 +21,10 @@ from app.market.listing import (
     ListingTracker,
     RefreshEvidence,
 )
-from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.base import MarketSource, market_assets, market_tick_sizes, reload_markets
 
 log = logging.getLogger(__name__)

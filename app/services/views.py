@@ -17,7 +17,9 @@ from typing import TypeVar
 
 from app.market.analytics.beta import BetaStats
 from app.market.analytics.confluence import ConfluenceResult
-from app.market.models import CandleQuality, Candles, Ticker, split_symbol
+from app.market.models.candles import CandleQuality, Candles
+from app.market.models.symbols import split_symbol
+from app.market.models.ticker import Ticker
 from app.services.analysis import COMBINED, Analysis, known_change
 from app.services.catalogue import (
     BETA,

@@ -19,7 +19,7 @@ from quart_schema import document_response, tag, validate_querystring, validate_
 
 from app.backends.errors import TierUnavailable
 from app.cache.layered import NothingToServe
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 from app.services.alerts.destinations import DestinationRefused
 from app.services.alerts.rules import RuleInput
 from app.services.alerts.store import TooManyRules

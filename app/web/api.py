@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring
 
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 from app.services.catalogue import CANDLES, CONFLUENCE, FIXED_VIEWS
 from app.state import service_state
 from app.web import schemas

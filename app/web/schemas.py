@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from app.market.models import Timeframe
+from app.market.models.timeframes import Timeframe
 
 
 class _Doc(BaseModel):

@@ -20,7 +20,7 @@ from app.market.errors import (
     ExchangeUnavailable,
     SymbolNotListed,
 )
-from app.market.models import TIMEFRAME_SECONDS
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.ccxt import (
     CcxtMarketSource,
     map_ccxt_error,

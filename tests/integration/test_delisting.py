@@ -28,7 +28,7 @@ from app.market.listing import (
 )
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.simulated import SimulatedMarket
-from app.services.alerts.service import market_facts
+from app.services.alerts.evaluation import market_facts
 from tests.conftest import (
     ManualClock,
     eventually,

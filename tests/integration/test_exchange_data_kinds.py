@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from quart.typing import TestAppProtocol as QuartTestApp
 
-from app.market.models import CandleQuality
+from app.market.models.candles import CandleQuality
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows, count_gaps
-from app.services.alerts.service import market_facts
+from app.services.alerts.evaluation import market_facts
 from tests.conftest import ManualClock, exchange_settings, started_app, state_of
 from tools.fake_bybit import FakeBybit
 

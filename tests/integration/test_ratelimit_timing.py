@@ -21,7 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from app.main.telemetry import ExchangeMetrics
 from app.market.errors import ExchangeUnavailable
-from app.market.models import Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.ccxt_timing import current_waits, instrument_throttle, measure_waits
 from app.market.sources.guarded import GuardedSource, RetryPolicy

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from app.market.errors import ExchangeUnavailable
-from app.market.models import Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
 from app.market.sources.simulated import SimulatedMarket
 from tests.conftest import ManualClock
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from app.market.models import Candles
+from app.market.models.candles import Candles
 from app.services.alerts.conditions import DEFAULT_HYSTERESIS, condition_of
 from app.services.alerts.engine import AlertEngine, MarketFacts
 from app.services.alerts.price_trail import PriceTrails

@@ -307,7 +307,7 @@ async def test_a_defect_is_a_json_500_without_traceback(simulated_app: QuartTest
 
 def test_the_candles_query_offers_the_markets_timeframes() -> None:
     """One list of timeframes: what the market reads is what /api/market/candles takes."""
-    from app.market.models import TIMEFRAME_SECONDS
+    from app.market.models.timeframes import TIMEFRAME_SECONDS
     from app.web.schemas import CandlesQuery
 
     schema = CandlesQuery.model_json_schema()

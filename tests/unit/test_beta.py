@@ -19,7 +19,8 @@ from app.market.analytics.beta import (
     explain_beta,
     risk_band,
 )
-from app.market.models import TIMEFRAME_SECONDS, Candles
+from app.market.models.candles import Candles
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 
 SIGMA_BTC = 0.01
 SIGMA_NOISE = 0.006

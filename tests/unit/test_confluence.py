@@ -13,20 +13,23 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from app.market.analytics.confluence import (
-    COMPONENTS,
-    DEFAULT_COMPONENT_WEIGHTS,
     MIN_SIGNAL_COVERAGE,
     SUB_WEIGHTS,
     ComponentScore,
     ConfluenceResult,
-    ConfluenceWeights,
     combine_timeframes,
     coverage,
     evidenced_signal,
     score_timeframe,
     signal_for,
 )
-from app.market.models import Candles, OrderBook
+from app.market.models.candles import Candles
+from app.market.models.confluence_weights import (
+    COMPONENTS,
+    DEFAULT_COMPONENT_WEIGHTS,
+    ConfluenceWeights,
+)
+from app.market.models.order_book import OrderBook
 
 WEIGHTS = ConfluenceWeights.default()
 

@@ -9,8 +9,9 @@ import pytest
 
 from app.market.analytics.beta import BETA_WINDOWS, compute_beta
 from app.market.errors import ExchangeRejected, SymbolNotListed
-from app.market.models import TIMEFRAME_SECONDS
-from app.market.sources.simulated import BTC_ANNUAL_VOL, SIMULATED_UNIVERSE, SimulatedMarket
+from app.market.models.timeframes import TIMEFRAME_SECONDS
+from app.market.simulated_universe import SIMULATED_UNIVERSE
+from app.market.sources.simulated import BTC_ANNUAL_VOL, SimulatedMarket
 from tests.conftest import ManualClock
 
 # These tests are of the history build itself: every market here builds its own.

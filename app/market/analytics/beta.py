@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from app.market.models import TIMEFRAME_SECONDS, Candles
+from app.market.models.candles import Candles
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 
 BETA_WINDOWS: dict[str, int] = {"4h": 180, "1h": 168, "5m": 288}
 MIN_POINTS = 30

@@ -62,41 +62,25 @@ available. ``reliability`` = number of available components whose score is more 
 1 point away from 50, divided by the number of components with a positive configured
 weight, so missing data lowers reliability. Signal: ``long`` when score ≥
 long_threshold (70), ``short`` when ≤ short_threshold (35), else ``neutral``
-(``NEUTRAL_BUFFER`` = 5 is informational only).
+(``NEUTRAL_BUFFER`` = 5 is informational only). The weights and thresholds come as a
+``ConfluenceWeights`` (``app.market.models.confluence_weights``: plain, validated data).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
 
 from app.market.analytics import indicators as ind
-from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook
+from app.market.models.candles import Candles
+from app.market.models.confluence_weights import COMPONENTS, ConfluenceWeights
+from app.market.models.order_book import OrderBook
 
-COMPONENTS: tuple[str, ...] = (
-    "technical",
-    "volume",
-    "orderflow",
-    "sentiment",
-    "orderbook",
-    "price_structure",
-)
-
-DEFAULT_COMPONENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {
-        "orderflow": 0.30,
-        "orderbook": 0.20,
-        "volume": 0.18,
-        "price_structure": 0.15,
-        "technical": 0.10,
-        "sentiment": 0.07,
-    }
-)
 TECHNICAL_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"rsi": 0.2, "ao": 0.2, "atr": 0.15, "cci": 0.15, "adx": 0.15, "williams_r": 0.15}
 )
@@ -129,11 +113,6 @@ SUB_WEIGHTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         "price_structure": PRICE_STRUCTURE_WEIGHTS,
     }
 )
-DEFAULT_TIMEFRAME_WEIGHTS: Mapping[str, float] = MappingProxyType(
-    {"1m": 0.4, "5m": 0.3, "30m": 0.2, "4h": 0.1}
-)
-LONG_THRESHOLD = 70.0
-SHORT_THRESHOLD = 35.0
 NEUTRAL_BUFFER = 5.0  # informational: the original shows it, no rule uses it
 NEUTRAL = 50.0
 RELIABILITY_TOLERANCE = 1.0  # a component counts as "saying something" beyond 50 ± this
@@ -152,50 +131,6 @@ SPREAD_REF_BPS = 25.0
 
 NO_SENTIMENT = "no sentiment feed in the configured sources"
 NO_OPEN_INTEREST = "open interest needs derivatives data; spot sources have none"
-
-
-@dataclass(frozen=True)
-class ConfluenceWeights:
-    """Component and timeframe weights plus signal thresholds.
-
-    Weights need not sum to 1 (they are normalised at use, over what is available);
-    they must be finite and non-negative with at least one positive. Missing
-    components / timeframes weigh 0; unknown names are rejected.
-    """
-
-    components: Mapping[str, float] = field(default_factory=lambda: DEFAULT_COMPONENT_WEIGHTS)
-    timeframes: Mapping[str, float] = field(default_factory=lambda: DEFAULT_TIMEFRAME_WEIGHTS)
-    long_threshold: float = LONG_THRESHOLD
-    short_threshold: float = SHORT_THRESHOLD
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "components", _checked(self.components, COMPONENTS, "component"))
-        object.__setattr__(
-            self, "timeframes", _checked(self.timeframes, tuple(TIMEFRAME_SECONDS), "timeframe")
-        )
-        low, high = self.short_threshold, self.long_threshold
-        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high <= 100):
-            raise ValueError(f"need 0 <= short < long threshold <= 100, got {low}, {high}")
-
-    @classmethod
-    def default(cls) -> ConfluenceWeights:
-        return cls()
-
-
-def _checked(
-    weights: Mapping[str, float], known: tuple[str, ...], kind: str
-) -> Mapping[str, float]:
-    unknown = set(weights) - set(known)
-    if unknown:
-        raise ValueError(
-            f"unknown {kind}(s): {', '.join(sorted(unknown))}; valid: {', '.join(known)}"
-        )
-    values = {name: float(weights[name]) for name in known if name in weights}
-    if any(not math.isfinite(w) or w < 0 for w in values.values()):
-        raise ValueError(f"{kind} weights must be finite and non-negative: {values}")
-    if not any(w > 0 for w in values.values()):
-        raise ValueError(f"at least one {kind} weight must be positive")
-    return MappingProxyType(values)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from app.market.models import TIMEFRAME_SECONDS, Candles, Ticker
+from app.market.models.candles import Candles
+from app.market.models.ticker import Ticker
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 
 BTC = "BTCUSDT"
 REGIME_THRESHOLD_PCT = 2.0

@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from app.market.models import Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
 
 
 class MarketSource(Protocol):

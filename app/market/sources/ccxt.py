@@ -37,14 +37,11 @@ from app.market.errors import (
     MarketDataError,
     SymbolNotListed,
 )
-from app.market.models import (
-    TIMEFRAME_SECONDS,
-    CandleQuality,
-    Candles,
-    OrderBook,
-    Ticker,
-    canonical_symbol,
-)
+from app.market.models.candles import CandleQuality, Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.symbols import canonical_symbol
+from app.market.models.ticker import Ticker
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows, finite
 
 log = logging.getLogger(__name__)

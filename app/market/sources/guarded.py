@@ -44,7 +44,9 @@ from typing import Any, Protocol, TypeVar
 from opentelemetry.trace import Span
 
 from app.market.errors import ExchangeRateLimited, ExchangeRejected, ExchangeUnavailable
-from app.market.models import Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
 from app.market.sources.base import MarketSource
 from app.market.sources.ccxt_timing import RateLimitWaits, measure_waits
 from app.observability.tracing import exchange_call_span, record_outcome, record_timing

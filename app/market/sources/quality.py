@@ -1,7 +1,7 @@
 """Exchange data as it arrives: the cleaning rules for candles and the per-symbol
 data-quality counters. They belong to the sources (the ccxt source applies them to
 what the exchange sends); what cleaning did travels with the candles as
-:class:`~app.market.models.CandleQuality`.
+:class:`~app.market.models.candles.CandleQuality`.
 
 Candle rules (applied by ``clean_candle_rows``, in this order; each one counted):
 
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from app.market.models import CandleQuality
+from app.market.models.candles import CandleQuality
 
 
 def finite(value: Any) -> float | None:

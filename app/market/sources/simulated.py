@@ -2,7 +2,7 @@
 
 Every 5-second step, BTC moves by a normal return and each other symbol by
 ``beta_i × BTC return + its own noise``; the true betas are public
-(``SIMULATED_UNIVERSE``) so tests can check that the beta estimator recovers them.
+(``app.market.simulated_universe``) so tests can check that the beta estimator recovers them.
 
 Determinism: the random draws of each hour come from ``(seed, hour index)``,
 and the price path starts at the listed prices at a fixed anchor (midnight UTC,
@@ -18,12 +18,15 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from app.market.errors import ExchangeRejected, SymbolNotListed
-from app.market.models import TIMEFRAME_SECONDS, Candles, OrderBook, Ticker
+from app.market.models.candles import Candles
+from app.market.models.order_book import OrderBook
+from app.market.models.ticker import Ticker
+from app.market.models.timeframes import TIMEFRAME_SECONDS
+from app.market.simulated_universe import SIMULATED_UNIVERSE, SimulatedAsset
 
 STEP_SECONDS = 5
 STEPS_PER_HOUR = 3600 // STEP_SECONDS
@@ -35,50 +38,8 @@ DAY = 86_400
 CANDLES_KEPT: dict[str, int] = {"1m": 1500, "5m": 600, "30m": 400, "1h": 400, "4h": 200, "1d": 40}
 
 
-@dataclass(frozen=True, slots=True)
-class SimulatedAsset:
-    """One simulated pair: start price, true beta to BTC, idiosyncratic annual
-    volatility and typical daily quote (USD) turnover."""
-
-    symbol: str
-    price: float
-    beta: float
-    idio_vol: float
-    daily_turnover: float
-
-
 BTC_ANNUAL_VOL = 0.55
 PRICE_DIGITS = 7
-
-SIMULATED_UNIVERSE: tuple[SimulatedAsset, ...] = (
-    SimulatedAsset("BTCUSDT", 97_000.0, 1.0, 0.0, 1.2e9),
-    SimulatedAsset("ETHUSDT", 3_400.0, 1.15, 0.35, 5.0e8),
-    SimulatedAsset("SOLUSDT", 190.0, 1.35, 0.50, 2.5e8),
-    SimulatedAsset("XRPUSDT", 2.30, 0.95, 0.55, 2.0e8),
-    SimulatedAsset("BNBUSDT", 650.0, 0.75, 0.30, 8.0e7),
-    SimulatedAsset("DOGEUSDT", 0.32, 1.45, 0.60, 1.2e8),
-    SimulatedAsset("ADAUSDT", 0.90, 1.20, 0.50, 6.0e7),
-    SimulatedAsset("AVAXUSDT", 38.0, 1.50, 0.55, 5.0e7),
-    SimulatedAsset("LINKUSDT", 22.0, 1.30, 0.50, 4.0e7),
-    SimulatedAsset("DOTUSDT", 6.5, 1.25, 0.50, 2.5e7),
-    SimulatedAsset("TRXUSDT", 0.24, 0.45, 0.35, 2.0e7),
-    SimulatedAsset("TONUSDT", 5.2, 0.80, 0.50, 2.0e7),
-    SimulatedAsset("LTCUSDT", 105.0, 0.95, 0.45, 2.5e7),
-    SimulatedAsset("BCHUSDT", 450.0, 1.00, 0.45, 1.5e7),
-    SimulatedAsset("NEARUSDT", 5.5, 1.35, 0.60, 2.0e7),
-    SimulatedAsset("APTUSDT", 9.5, 1.40, 0.60, 1.5e7),
-    SimulatedAsset("SUIUSDT", 4.2, 1.60, 0.70, 6.0e7),
-    SimulatedAsset("ARBUSDT", 0.75, 1.45, 0.60, 1.5e7),
-    SimulatedAsset("OPUSDT", 1.9, 1.50, 0.60, 1.2e7),
-    SimulatedAsset("PEPEUSDT", 0.000018, 1.80, 0.90, 5.0e7),
-    SimulatedAsset("ATOMUSDT", 6.8, 1.10, 0.50, 8.0e6),
-    SimulatedAsset("FILUSDT", 5.3, 1.20, 0.55, 6.0e6),
-    SimulatedAsset("INJUSDT", 24.0, 1.55, 0.70, 5.0e6),
-    SimulatedAsset("SEIUSDT", 0.45, 1.60, 0.75, 8.0e5),
-    SimulatedAsset("WLDUSDT", 2.1, 1.40, 0.80, 6.0e5),
-)
-
-TRUE_BETAS: dict[str, float] = {asset.symbol: asset.beta for asset in SIMULATED_UNIVERSE}
 
 # Mean of the volume noise lognormal(0, 0.5) × (1 + 0.5·|z|), to keep turnover on target.
 _VOLUME_NOISE_MEAN = math.exp(0.125) * (1 + 0.5 * math.sqrt(2 / math.pi))

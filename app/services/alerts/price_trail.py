@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.market.models import Candles
+from app.market.models.candles import Candles
 
 Point = tuple[float, str]  # (price, where it was seen)
 MAX_CANDLES = 120  # two hours of 1m candles

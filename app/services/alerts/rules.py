@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 from app.services.alerts.conditions import (
     DEFAULT_HYSTERESIS,
     HYSTERESIS_UNITS,

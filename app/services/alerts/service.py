@@ -1,13 +1,12 @@
-"""The alert service: evaluates the rules on every new snapshot this replica
-produces, stores what fires, announces it (live delivery, webhooks) and keeps the
-alert views (the cached list, the mobile dashboard's critical alerts) current.
+"""The alert service: the writes of rules and alerts, the alert lists, and the
+delivery of an alert (live announcement, webhook); it keeps the alert views (the cached
+list, the mobile dashboard's critical alerts) current.
 
-It owns every write of rules and alerts: a caller (a route) asks it to create or
-delete a rule or move an alert, and it stores the change, invalidates the cached
-lists on every replica and republishes the dashboards; nobody else writes the store.
-
-Rules are evaluated only where the snapshot was made, so with several replicas an
-alert fires once; its announcement reaches every replica through the broadcaster.
+A caller (a route) asks it to create or delete a rule or move an alert, and it stores
+the change, invalidates the cached lists on every replica and republishes the
+dashboards. The rules' evaluation on each snapshot (``app.services.alerts.evaluation``,
+where the snapshots are made) stores what fires and hands it here to deliver; this
+module imports no snapshot or analysis, so a serving process can load it.
 """
 
 from __future__ import annotations
@@ -23,13 +22,10 @@ from app.backends.errors import TierUnavailable
 from app.cache.coherence import Coherence
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Computed, LayeredCache
-from app.services.alerts.engine import AlertEngine, MarketFacts
-from app.services.alerts.price_trail import PriceTrails
+from app.services.alerts.engine import AlertEngine
 from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alerts.store import AlertStore
 from app.services.alerts.webhooks import WebhookSender
-from app.services.analysis import COMBINED, Analysis
-from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +42,9 @@ class Republish(Protocol):
 
 
 class AlertService:
-    """Rules, their evaluation and the alerts' delivery. ``republish`` rebuilds the
-    dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
+    """Rules, alerts and their delivery. ``engine``: the rules' engine (its confluence
+    thresholds show in the public rules; ``evaluation`` runs it); ``republish`` rebuilds
+    the dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
     ``cache``: where the alert lists are cached (family ``alerts``); ``announce``: told
     of every new or changed alert, in order (live delivery, metrics); ``max_rules``: how
     many rules the store may hold (``create_rule`` refuses more); ``clock``: epoch
@@ -79,7 +76,6 @@ class AlertService:
         self.webhooks = webhooks
         self.clock = clock
         self.announce = tuple(announce)
-        self.fired = 0
         # Alerts changed on another replica: if this one makes the snapshots, its
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
         coherence.watch(FAMILY, self._changed_elsewhere)
@@ -99,7 +95,7 @@ class AlertService:
         if rule.webhook_url:
             await self.webhooks.check_destination(rule.webhook_url)
         await self.store.add_rule(rule, self.max_rules)
-        await self._changed()
+        await self.changed()
         return rule
 
     async def delete_rule(self, rule_id: str) -> bool:
@@ -107,7 +103,7 @@ class AlertService:
         there was no such rule. Raises the store's errors (TierUnavailable, OSError)."""
         deleted = await self.store.delete_rule(rule_id)
         if deleted:
-            await self._changed()
+            await self.changed()
         return deleted
 
     async def set_status(self, alert_id: str, status: str, at_ms: int) -> Alert | None:
@@ -119,7 +115,7 @@ class AlertService:
         alert = await self.store.set_status(alert_id, status, at_ms)
         if alert is not None:
             await self._announce(alert, at_ms)
-            await self._changed()
+            await self.changed()
         return alert
 
     async def list_rules(self) -> list[AlertRule]:
@@ -169,30 +165,9 @@ class AlertService:
         engine's confluence thresholds)."""
         return rule.public_dict(self.engine.long_threshold, self.engine.short_threshold)
 
-    async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
-        rules = await self.store.list_rules()
-        if not rules:
-            return
-        # The trails' marks are shared like the engine's state: with several replicas,
-        # whichever evaluates next reads the candles on from where the last one stopped.
-        trails = PriceTrails(await self.store.load_trail_marks())
-        facts = market_facts(snapshot, analysis, trails)
-        before = await self.store.load_engine_state()
-        alerts, state = self.engine.evaluate(rules, facts, before)
-        if alerts:
-            await self.store.add_alerts(alerts)
-        if state != before:  # most snapshots change nothing: no write
-            await self.store.save_engine_state(state)
-        await self.store.save_trail_marks(trails.marks())
-        if not alerts:
-            return
-        self.fired += len(alerts)
-        urls = {rule.id: rule.webhook_url for rule in rules if rule.webhook_url}
-        for alert in alerts:
-            await self._deliver(alert, urls.get(alert.rule_id), snapshot.fetched_at_ms)
-        await self._changed()
-
-    async def _deliver(self, alert: Alert, webhook_url: str | None, at_ms: int) -> None:
+    async def deliver(self, alert: Alert, webhook_url: str | None, at_ms: int) -> None:
+        """Announces a new alert (``at_ms``: epoch ms of the snapshot it fired on) and,
+        with ``webhook_url``, sends it there in the background."""
         payload = await self._announce(alert, at_ms)
         if webhook_url:
             self.webhooks.send_in_background(webhook_url, payload)
@@ -206,7 +181,7 @@ class AlertService:
                 log.exception("alert announcement failed")
         return payload
 
-    async def _changed(self) -> None:
+    async def changed(self) -> None:
         """Alerts or rules changed: the cached lists go (on every replica) and the
         dashboards are rebuilt from the latest snapshot, if this replica holds one."""
         await self.coherence.invalidate_alone([FAMILY])
@@ -224,28 +199,3 @@ class AlertService:
         except (TierUnavailable, OSError):
             return []
         return [alert.to_dict() for alert in alerts]
-
-
-def market_facts(
-    snapshot: Snapshot, analysis: Analysis, trails: PriceTrails | None = None
-) -> list[MarketFacts]:
-    """One ``MarketFacts`` per priced symbol; with ``trails``, each carries the 1m-candle
-    prices seen since the previous call (and the trails move on)."""
-    facts = []
-    if trails is not None:
-        trails.forget(set(snapshot.tickers))
-    for symbol, ticker in snapshot.tickers.items():
-        combined = analysis.confluence.get(symbol, {}).get(COMBINED)
-        beta = analysis.headline_beta(symbol)
-        one_minute = snapshot.candles.get(symbol, {}).get("1m")
-        facts.append(
-            MarketFacts(
-                symbol=symbol,
-                price=ticker.last,
-                change_24h_pct=ticker.change_24h_pct,
-                confluence_score=None if combined is None else combined.score,
-                beta_band=None if beta is None else beta.risk_band,
-                trail=() if trails is None else trails.take(symbol, one_minute),
-            )
-        )
-    return facts

@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from app.backends.guard import RedisGuard
-from app.market.models import canonical_symbol
+from app.market.models.symbols import canonical_symbol
 from app.services.alerts.rules import LEVELS, STATUSES, Alert, AlertRule
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -63,6 +63,7 @@ ENVIRONMENT: dict[str, str] = {
     "allowed_origins": "VIRTUOSO_ALLOWED_ORIGINS",
     "webhook_allow": "VIRTUOSO_WEBHOOK_ALLOW",
     "public_details": "VIRTUOSO_PUBLIC_DETAILS",
+    "collector": "VIRTUOSO_COLLECTOR",
 }
 
 # Secrets: never shown in an error message, a log line or an endpoint.
@@ -169,6 +170,9 @@ class Settings(_Section):
     # Backend addresses, versions and breaker details in /health for anyone (off: only
     # with the admin token or on the monitoring listener).
     public_details: bool = False
+    # Where the collector runs for ``virtuoso serve``: in this process (embedded), or as
+    # a separate ``virtuoso collect`` service the servers reach through Redis (external).
+    collector: Literal["embedded", "external"] = "embedded"
 
     def optimized(self, name: str) -> bool:
         """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""
@@ -240,6 +244,15 @@ class Settings(_Section):
             raise ValueError(
                 "VIRTUOSO_API_TOKEN and VIRTUOSO_ADMIN_TOKEN must differ: an alert "
                 "writer must not be an operator"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _external_collector_needs_redis(self) -> Settings:
+        if self.collector == "external" and self.redis_url is None:
+            raise ValueError(
+                "VIRTUOSO_COLLECTOR=external needs VIRTUOSO_REDIS_URL: the servers and the "
+                "collector meet in Redis"
             )
         return self
 

@@ -1,4 +1,9 @@
-"""``virtuoso serve``: the service on hypercorn (uvloop, one worker per process)."""
+"""``virtuoso serve``: the service on hypercorn (uvloop, one worker per process), its
+collector inside the process or (``VIRTUOSO_COLLECTOR=external``) elsewhere;
+``virtuoso collect``: the collector as a process of its own.
+
+Each command imports only its role's composition root, so a server whose collector runs
+elsewhere never loads the market sources or the analytics."""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from hypercorn.config import Config
 from quart import Quart
 
 from app.errors import ConfigError
-from app.main.embedded import create_app
 from app.realtime.ws_route import HYPERCORN_MAX_MESSAGE_BYTES
 from app.settings import Settings, load_settings
 from app.state import EXTENSION, ServiceState
@@ -32,18 +36,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the dashboards and the API")
     serve.add_argument("--bind", help="host:port (VIRTUOSO_BIND, default 127.0.0.1:8003)")
-    serve.add_argument(
+    serve.add_argument("--collector", help="embedded or external (VIRTUOSO_COLLECTOR)")
+    collect = commands.add_parser("collect", help="collect market data for the servers")
+    for command in (serve, collect):
+        _common_flags(command)
+    return parser.parse_args(argv)
+
+
+def _common_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--monitoring-bind",
         help="host:port of the monitoring listener (VIRTUOSO_MONITORING_BIND, default none)",
     )
-    serve.add_argument("--exchange", help="simulated or a ccxt id (VIRTUOSO_EXCHANGE)")
-    serve.add_argument("--exchange-url", help="REST base URL override (VIRTUOSO_EXCHANGE_URL)")
-    serve.add_argument("--symbols", help="comma-separated symbols (VIRTUOSO_SYMBOLS)")
-    serve.add_argument("--refresh-seconds", help="refresh interval (VIRTUOSO_REFRESH_SECONDS)")
-    serve.add_argument("--seed", help="simulated market seed (VIRTUOSO_SEED)")
-    serve.add_argument("--config", help="YAML settings file (VIRTUOSO_CONFIG)")
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    return parser.parse_args(argv)
+    command.add_argument("--exchange", help="simulated or a ccxt id (VIRTUOSO_EXCHANGE)")
+    command.add_argument("--exchange-url", help="REST base URL override (VIRTUOSO_EXCHANGE_URL)")
+    command.add_argument("--symbols", help="comma-separated symbols (VIRTUOSO_SYMBOLS)")
+    command.add_argument("--refresh-seconds", help="refresh interval (VIRTUOSO_REFRESH_SECONDS)")
+    command.add_argument("--seed", help="simulated market seed (VIRTUOSO_SEED)")
+    command.add_argument("--config", help="YAML settings file (VIRTUOSO_CONFIG)")
+    command.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +65,36 @@ def main(argv: list[str] | None = None) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
     try:
         settings = load_settings(flags)
-        app = create_app(settings)  # also validates the cache policy
+        if args.command == "collect":
+            return collect(settings)
+        app = _serving_app(settings)  # also validates the cache policy
     except ConfigError as error:
         print(f"virtuoso: {error}", file=sys.stderr)
         return 2
     return serve(app, settings)
+
+
+def _serving_app(settings: Settings) -> Quart:
+    if settings.collector == "external":
+        from app.main.server_app import create_server_app
+
+        return create_server_app(settings)
+    from app.main.embedded import create_app
+
+    return create_app(settings)
+
+
+def collect(settings: Settings) -> int:
+    """Collects until SIGINT or SIGTERM. Raises ConfigError before starting."""
+    import uvloop
+
+    from app.main.collector_process import run_collector
+
+    async def run() -> int:
+        await run_collector(settings, _stop_on_signals())
+        return 0
+
+    return uvloop.run(run())
 
 
 def serve(app: Quart, settings: Settings) -> int:

@@ -1,35 +1,41 @@
-"""The collecting role: the market source, the refresher (snapshot → analysis → views
-→ cache) with its listeners, and the warming of the hot views.
-
-Today it runs inside the serving process (``app.main.embedded``); nothing here needs
-the Quart app, so it can become a process of its own.
+"""The collecting role's parts: the refresher (snapshot → analysis → views → cache)
+with its listeners (the alert rules, the live updates, the metrics), coordinated across
+collectors through Redis. ``app.main.embedded`` runs them inside the serving process;
+``app.main.collector_process`` as a process of its own (``virtuoso collect``). Nothing
+here needs the Quart app.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy
 from app.cache.runtime import CacheRuntime
 from app.errors import ConfigError
-from app.main.sections import pipeline_settings
-from app.market.errors import MarketDataError
+from app.main import collector_telemetry, telemetry
+from app.main.alerting import build_alert_service
 from app.market.sources.base import MarketSource
+from app.observability.metrics import Metrics
+from app.services.alerts.evaluation import AlertEvaluation
+from app.services.alerts.service import AlertService
+from app.services.analysis import AnalysisSettings
 from app.services.catalogue import CATALOGUE
 from app.services.collector_link import LocalCollector
 from app.services.coordination import RefreshCoordinator
-from app.services.pipeline import CriticalAlerts, Pipeline, RefreshListener, SnapshotListener
+from app.services.live_updates import LiveUpdates
+from app.services.pipeline import (
+    CriticalAlerts,
+    Pipeline,
+    PipelineSettings,
+    RefreshListener,
+    SnapshotListener,
+)
 from app.services.view_cache import ViewCache
+from app.services.views import ViewSettings
 from app.settings import Settings
-from app.state import ServiceState
 
 log = logging.getLogger(__name__)
-
-WARM_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between warm attempts
 
 
 def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:
@@ -52,6 +58,30 @@ def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> No
                 f"invalid configuration: cache family {name} min_ttl {rules.min_ttl} s is "
                 f"under 1.5 × refresh_seconds ({floor:g} s); raise it or refresh more often"
             )
+
+
+def pipeline_settings(settings: Settings) -> PipelineSettings:
+    """The refresher's section, with the analysis's and the views' inside."""
+    confluence = settings.confluence
+    return PipelineSettings(
+        symbols=settings.symbols,
+        refresh_seconds=settings.refresh_seconds,
+        candle_limits=settings.candle_limits,
+        order_book_depth=settings.order_book_depth,
+        analysis=AnalysisSettings(
+            weights=confluence.as_weights(),
+            movers_count=settings.movers.count,
+            movers_min_quote_volume=settings.movers.min_quote_volume,
+        ),
+        views=ViewSettings(
+            long_threshold=confluence.long_threshold,
+            short_threshold=confluence.short_threshold,
+            timeframes=tuple(confluence.timeframes),
+            mobile_symbols=settings.mobile.symbols,
+        ),
+        single_flight=settings.optimized("single_flight"),
+        refresh_ahead=settings.optimized("refresh_ahead"),
+    )
 
 
 def build_pipeline(
@@ -82,6 +112,43 @@ def build_pipeline(
     return pipeline, views
 
 
+def snapshot_flow(
+    settings: Settings,
+    source: MarketSource,
+    runtime: CacheRuntime,
+    live: LiveUpdates,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> tuple[AlertService, Pipeline, ViewCache]:
+    """Who hears of what: each snapshot goes to the alert rules, then to the live
+    clients; each alert to the live clients, then to the metrics; each refresh to the
+    metrics. The alert service and the pipeline need each other (alerts rebuild the
+    dashboards, dashboards show the critical alerts): the alert service reaches the
+    pipeline through ``republish``, bound once the pipeline exists."""
+    pipeline: Pipeline
+
+    async def republish(fresh_within: float | None = None) -> bool:
+        return await pipeline.republish(fresh_within)
+
+    alerts = build_alert_service(
+        settings,
+        runtime,
+        republish,
+        announce=(live.announce_alert, telemetry.alert_counter(metrics)),
+        clock=clock,
+    )
+    pipeline, views = build_pipeline(
+        settings,
+        source,
+        runtime,
+        clock,
+        listeners=(AlertEvaluation(alerts).on_snapshot, live.on_snapshot),
+        on_refresh=(collector_telemetry.refresh_observer(metrics),),
+        critical_alerts=alerts.critical_alerts,
+    )
+    return alerts, pipeline, views
+
+
 def _coordinator(settings: Settings, runtime: CacheRuntime) -> RefreshCoordinator | None:
     """One refresh per interval across the replicas (Redis locks), unless single flight
     is switched off or there is no Redis."""
@@ -94,23 +161,6 @@ def _coordinator(settings: Settings, runtime: CacheRuntime) -> RefreshCoordinato
         runtime.replica_id,
         runtime.cache.policy.namespace,
     )
-
-
-async def warm_until_done(state: ServiceState) -> None:
-    """Readiness waits for this: the hot views computed and stored (retried with a
-    doubling wait while the source or the cache cannot give them)."""
-    delay, longest = WARM_RETRY_SECONDS
-    await state.collector.started.wait()
-    while True:
-        with contextlib.suppress(NothingToServe, MarketDataError):
-            report = await state.warmer.warm(state.known_symbols)
-            state.warmed = True
-            log.info(
-                "cache warm: %d views in %.0f ms", len(report["warmed"]), report["duration_ms"]
-            )
-            return
-        await asyncio.sleep(delay)
-        delay = min(longest, delay * 2)
 
 
 def announce_source(settings: Settings, tiers: Sequence[str]) -> None:

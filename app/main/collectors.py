@@ -5,14 +5,13 @@ from the backend poller: nothing is counted twice and the hot paths pay nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app.cache.stats import SERVED_OUTCOMES
 from app.main.poller import BackendPoller
-from app.market.sources.base import data_quality_of
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
 from app.state import ServiceState
@@ -24,10 +23,17 @@ LOOKUP_RESULTS = {
 }  # fmt: skip
 
 
+# The market source's bad-data counts, {symbol: {kind: count}} (empty where it does not run).
+DataQuality = Callable[[], dict[str, dict[str, int]]]
+
+
 class ServiceCollector(Collector):
-    def __init__(self, state: ServiceState, poller: BackendPoller) -> None:
+    def __init__(
+        self, state: ServiceState, poller: BackendPoller, data_quality: DataQuality = dict
+    ) -> None:
         self.state = state
         self.poller = poller
+        self.data_quality = data_quality
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield from self._cache()
@@ -206,8 +212,7 @@ class ServiceCollector(Collector):
             "Exchange data that had to be cleaned or was missing, by symbol and kind",
             labels=("symbol", "kind"),
         )
-        pipeline = self.state.pipeline  # the source's counts, where it runs
-        counts = {} if pipeline is None else data_quality_of(pipeline.source)
+        counts = self.data_quality()  # the source's counts, where it runs
         for symbol, kinds in sorted(counts.items()):
             for kind, count in sorted(kinds.items()):
                 family.add_metric((symbol, kind), count)

@@ -4,9 +4,6 @@ the whole ``Settings``; a package gets the values it uses, in its own type."""
 from __future__ import annotations
 
 from app.cache.runtime import CacheConfig
-from app.services.analysis import AnalysisSettings
-from app.services.pipeline import PipelineSettings
-from app.services.views import ViewSettings
 from app.settings import Settings
 from app.state import ServingSettings
 
@@ -25,30 +22,6 @@ def cache_config(settings: Settings) -> CacheConfig:
         redis_timeout_seconds=settings.redis_timeout_seconds,
         single_flight=settings.optimized("single_flight"),
         compression=settings.optimized("compression"),
-        refresh_ahead=settings.optimized("refresh_ahead"),
-    )
-
-
-def pipeline_settings(settings: Settings) -> PipelineSettings:
-    """The refresher's section, with the analysis's and the views' inside."""
-    confluence = settings.confluence
-    return PipelineSettings(
-        symbols=settings.symbols,
-        refresh_seconds=settings.refresh_seconds,
-        candle_limits=settings.candle_limits,
-        order_book_depth=settings.order_book_depth,
-        analysis=AnalysisSettings(
-            weights=confluence.as_weights(),
-            movers_count=settings.movers.count,
-            movers_min_quote_volume=settings.movers.min_quote_volume,
-        ),
-        views=ViewSettings(
-            long_threshold=confluence.long_threshold,
-            short_threshold=confluence.short_threshold,
-            timeframes=tuple(confluence.timeframes),
-            mobile_symbols=settings.mobile.symbols,
-        ),
-        single_flight=settings.optimized("single_flight"),
         refresh_ahead=settings.optimized("refresh_ahead"),
     )
 

@@ -1,45 +1,61 @@
-"""The serving role: the Quart app around a ServiceState — routes, HTTP hooks, rate
-limits, the ``/ws`` live updates and the alert service the routes write through.
+"""The serving role's parts: the Quart app around a ServiceState — routes, HTTP hooks,
+rate limits, the ``/ws`` live updates, sessions — and its life cycle (warming, adaptive
+TTLs, the backend metrics, a bounded shutdown).
 
-Each function builds or installs one part; ``app.main.embedded`` calls them in order
-(the order of the request hooks matters, see there).
+Each function builds or installs one part; ``app.main.embedded`` (collector in the
+process) and ``app.main.server_app`` (collector elsewhere) call them in the same order:
+``serving_shell`` → the state → ``finish_app`` → ``run_with_app``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from app.cache.runtime import CacheRuntime
+from app.cache.adaptive import AdaptiveTtl
+from app.cache.layered import NothingToServe
+from app.cache.policy import CachePolicy
+from app.cache.runtime import CacheRuntime, build_cache
+from app.cache.stats import CacheStats
+from app.main import sections, telemetry
+from app.main.collectors import DataQuality
+from app.main.poller import BackendPoller
+from app.market.errors import MarketDataError
+from app.observability.metrics import Metrics
+from app.observability.tracing import provider_from_env
 from app.realtime.broadcaster import Broadcaster
 from app.realtime.protocol import ALERTS_KEPT
 from app.realtime.ws_route import register_ws
 from app.resilience.rate_limit import RateLimiter, RateLimits, load_rate_limits
-from app.services.alerts.engine import AlertEngine
-from app.services.alerts.service import AlertService, Announce, Republish
-from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
-from app.services.alerts.webhooks import WebhookSender
+from app.services.alerts.service import AlertService
+from app.services.collector_link import CollectorLink
 from app.services.sessions import (
     MemorySessionStore,
     RedisSessionStore,
     SessionCookies,
     SessionStore,
 )
+from app.services.view_cache import ViewCache
+from app.services.warming import Warmer
 from app.settings import Settings
-from app.state import ServiceState
+from app.state import EXTENSION, ServiceState
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
+from app.web.listeners import install_listener_split
 from app.web.metrics_route import metrics_blueprint
 from app.web.pages import pages
 from app.web.rate_limit_hooks import install_rate_limits
@@ -48,9 +64,16 @@ from app.web.rum import rum_blueprint
 from app.web.security import install_security_headers
 from app.web.session_routes import sessions
 
+if TYPE_CHECKING:  # the pipeline runs only where the collector is in the process
+    from app.services.pipeline import Pipeline
+
 log = logging.getLogger(__name__)
 
 ADAPTIVE_TTL_SECONDS = 60.0
+# A shutdown step waiting on a backend that is down (a lock release, a pool close)
+# must not hold the process: each step gets this long, then shutdown moves on.
+SHUTDOWN_STEP_SECONDS = 3.0
+WARM_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between warm attempts
 # The package whose folder holds the templates and static files the routes serve.
 WEB_PACKAGE = "app.web"
 
@@ -120,37 +143,6 @@ def build_broadcaster(
     )
 
 
-def build_alert_service(
-    settings: Settings,
-    runtime: CacheRuntime,
-    republish: Republish,
-    announce: Sequence[Announce],
-    clock: Callable[[], float],
-) -> AlertService:
-    """Rules and alerts in Redis when configured, else in a local file; ``republish``
-    rebuilds the dashboards when alerts change, ``announce`` is told of each alert."""
-    store: AlertStore
-    if runtime.redis is not None and runtime.redis_guard is not None:
-        prefix = f"{runtime.cache.policy.namespace}:alerts"
-        store = RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
-    else:
-        store = FileAlertStore(Path(settings.data_dir) / "alerts.json")
-    thresholds = settings.confluence
-    engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
-    webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
-    return AlertService(
-        store,
-        engine,
-        republish,
-        settings.refresh_seconds,
-        runtime.cache,
-        runtime.coherence,
-        webhooks,
-        announce=announce,
-        clock=clock,
-    )
-
-
 def build_sessions(
     settings: Settings, runtime: CacheRuntime
 ) -> tuple[SessionStore, SessionCookies]:
@@ -205,3 +197,150 @@ async def tune_ttls(state: ServiceState) -> None:
                 decision.new_ttl,
                 decision.reason,
             )
+
+
+async def warm_until_done(state: ServiceState) -> None:
+    """Readiness waits for this: the hot views computed and stored (retried with a
+    doubling wait while the source or the cache cannot give them)."""
+    delay, longest = WARM_RETRY_SECONDS
+    await state.collector.started.wait()
+    while True:
+        with contextlib.suppress(NothingToServe, MarketDataError):
+            report = await state.warmer.warm(state.known_symbols)
+            state.warmed = True
+            log.info(
+                "cache warm: %d views in %.0f ms", len(report["warmed"]), report["duration_ms"]
+            )
+            return
+        await asyncio.sleep(delay)
+        delay = min(longest, delay * 2)
+
+
+def serving_shell(
+    settings: Settings, policy: CachePolicy, clock: Callable[[], float]
+) -> tuple[Quart, CacheRuntime, RateLimiter, Metrics]:
+    """The app, its cache tiers, its rate limiter and its metrics. The request hooks run
+    in the order installed: the listener split first (a 404 costs nothing), then the rate
+    limits; ``finish_app`` adds the routes, then the telemetry middleware, error mapping,
+    security headers and request guards."""
+    metrics = Metrics()
+    stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
+    runtime = build_cache(sections.cache_config(settings), policy, clock, stats)
+    app = new_app()
+    install_listener_split(app, monitoring=settings.monitoring_bind is not None)
+    limiter = install_limits(app, settings, runtime)
+    return app, runtime, limiter, metrics
+
+
+@dataclass(frozen=True, slots=True)
+class StateParts:
+    """What differs between the roles' states: the link to the collector, the view cache
+    reading through it, the alert service, and the pipeline where it runs here."""
+
+    collector: CollectorLink
+    views: ViewCache
+    alerts: AlertService
+    pipeline: Pipeline | None = None
+
+
+def serving_state(
+    settings: Settings,
+    runtime: CacheRuntime,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    clock: Callable[[], float],
+    parts: Callable[[Broadcaster], StateParts],
+) -> ServiceState:
+    """The process's state: the broadcaster first (``parts`` gets it, to announce live
+    updates and alerts), then the collector's side from ``parts``, then the sessions."""
+    state: ServiceState  # built last; the broadcaster reads its symbols when it runs
+    broadcaster = build_broadcaster(
+        runtime,
+        limiter,
+        lambda: state.known_symbols,
+        clock,
+        on_latency=telemetry.ws_latency_observer(metrics),
+    )
+    made = parts(broadcaster)
+    session_store, cookies = build_sessions(settings, runtime)
+    state = ServiceState(
+        settings=sections.serving_settings(settings),
+        collector=made.collector,
+        pipeline=made.pipeline,
+        views=made.views,
+        runtime=runtime,
+        sessions=session_store,
+        cookies=cookies,
+        warmer=Warmer(made.views),
+        adaptive=AdaptiveTtl(runtime.cache, clock),
+        alerts=made.alerts,
+        metrics=metrics,
+        broadcaster=broadcaster,
+        rate_limiter=limiter,
+        clock=clock,
+        started_at=clock(),
+    )
+    return state
+
+
+def finish_app(
+    app: Quart,
+    settings: Settings,
+    state: ServiceState,
+    tracer_provider: TracerProvider | None,
+    data_quality: DataQuality = dict,
+) -> BackendPoller:
+    """Puts ``state`` on ``app``, installs the routes, the telemetry (``tracer_provider``
+    defaults to the ``OTEL_*`` variables' one) and the response hooks; returns the
+    backend poller for ``run_with_app``."""
+    app.extensions[EXTENSION] = state
+    timeframes = tuple(settings.confluence.timeframes)
+    install_routes(app, state, settings.allowed_origins, timeframes)
+    provider = tracer_provider or provider_from_env()
+    poller = telemetry.install_telemetry(app, state, provider, data_quality)
+    install_response_hooks(app)
+    return poller
+
+
+Step = tuple[str, Callable[[], Awaitable[object]]]
+
+
+def run_with_app(
+    app: Quart, state: ServiceState, poller: BackendPoller, *, start: Step, stop: Step
+) -> None:
+    """When the app starts serving: the cache tiers, the webhooks, then ``start`` (the
+    collector's side), then the background loops (warming, adaptive TTLs, the backend
+    metrics). When it stops: the loops, ``stop``, the webhooks and the tiers, each step
+    bounded by ``SHUTDOWN_STEP_SECONDS``."""
+    background: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def started() -> None:
+        await state.runtime.start()
+        await state.alerts.webhooks.start()
+        await start[1]()
+        background.append(asyncio.create_task(warm_until_done(state), name="cache-warming"))
+        background.append(asyncio.create_task(tune_ttls(state), name="adaptive-ttl"))
+        background.append(asyncio.create_task(poller.run(), name="backend-metrics"))
+
+    @app.after_serving
+    async def stopped() -> None:
+        for task in background:
+            task.cancel()
+        await bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
+        await bounded(*stop)
+        await bounded("webhooks", state.alerts.webhooks.close())
+        await bounded("cache tiers", state.runtime.close())
+
+
+async def bounded(
+    step: str, awaitable: Awaitable[object] | Callable[[], Awaitable[object]]
+) -> None:
+    """Awaits one shutdown step, at most ``SHUTDOWN_STEP_SECONDS`` (a backend that is down
+    must not hold the process), then moves on with a warning."""
+    pending = awaitable() if callable(awaitable) else awaitable
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await pending
+    except TimeoutError:
+        log.warning("shutdown: %s took over %.0f s; moving on", step, SHUTDOWN_STEP_SECONDS)

@@ -13,29 +13,15 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from quart import Quart
 
 from app.cache.stats import TimingListener
-from app.main.collectors import ServiceCollector
+from app.main.collectors import DataQuality, ServiceCollector
 from app.main.poller import BackendPoller
-from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
-from app.market.sources.guarded import GuardedSource
 from app.observability import tracing
 from app.observability.http import install_http_observability
 from app.observability.metrics import Metrics
 from app.realtime.protocol import CHANNELS
 from app.services.alerts.rules import LEVELS
 from app.services.alerts.service import Announce
-from app.services.pipeline import RefreshListener
 from app.state import ServiceState
-
-EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")
-
-
-def refresh_observer(metrics: Metrics) -> RefreshListener:
-    """The pipeline's refresh listener: each refresh's seconds by outcome."""
-
-    def observe(outcome: str, seconds: float) -> None:
-        metrics.refresh_duration.labels(outcome).observe(seconds)
-
-    return observe
 
 
 def cache_timer(metrics: Metrics) -> TimingListener:
@@ -66,37 +52,24 @@ def alert_counter(metrics: Metrics) -> Announce:
 
 
 def install_telemetry(
-    app: Quart, state: ServiceState, tracer_provider: trace.TracerProvider | None
+    app: Quart,
+    state: ServiceState,
+    tracer_provider: trace.TracerProvider | None,
+    data_quality: DataQuality = dict,
 ) -> BackendPoller:
     """Installs the HTTP middleware, the tracer and the /metrics collectors on ``app``
-    (the hot paths are observed through the listeners their constructors were given).
-    Returns the backend poller, for the app to run in the background."""
+    (the hot paths are observed through the listeners their constructors were given);
+    ``data_quality`` gives the market source's bad-data counts where it runs in this
+    process. Returns the backend poller, for the app to run in the background."""
     metrics = state.metrics
     tracing.use(tracer_provider)
     if tracer_provider is not None:
         _instrument_redis(tracer_provider)
     install_http_observability(app, metrics, tracer_provider)
     poller = BackendPoller(state)
-    metrics.registry.register(ServiceCollector(state, poller))
+    metrics.registry.register(ServiceCollector(state, poller, data_quality))
     _start_at_zero(state, metrics)
     return poller
-
-
-class ExchangeMetrics:
-    """A GuardedSource's call observer: counts its calls by outcome and observes, apart,
-    the exchange's time per request and the wait in the client-side rate limiter."""
-
-    def __init__(self, metrics: Metrics, exchange: str) -> None:
-        self.metrics = metrics
-        self.exchange = exchange
-
-    def call(self, family: str, outcome: str, seconds: float | None) -> None:
-        self.metrics.exchange_requests.labels(self.exchange, family, outcome).inc()
-        if seconds is not None:
-            self.metrics.exchange_duration.labels(self.exchange, family).observe(seconds)
-
-    def ratelimit_wait(self, family: str, seconds: float) -> None:
-        self.metrics.exchange_ratelimit_wait.labels(self.exchange, family).observe(seconds)
 
 
 def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
@@ -109,19 +82,9 @@ def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
             metrics.page_load.labels(device, phase)
     for channel in CHANNELS:
         metrics.ws_latency.labels(channel)
-    for outcome in ("ok", "error", "skipped"):
-        metrics.refresh_duration.labels(outcome)
     for tier in state.runtime.tiers:
         for operation in ("get", "set"):
             metrics.cache_duration.labels(tier, operation)
-    source = None if state.pipeline is None else state.pipeline.source
-    if isinstance(source, GuardedSource):
-        exchange = source.name
-        for endpoint in EXCHANGE_FAMILIES:
-            metrics.exchange_duration.labels(exchange, endpoint)
-            metrics.exchange_ratelimit_wait.labels(exchange, endpoint)
-            for outcome in EXCHANGE_OUTCOMES:
-                metrics.exchange_requests.labels(exchange, endpoint, outcome)
 
 
 def _instrument_redis(provider: trace.TracerProvider) -> None:

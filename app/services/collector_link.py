@@ -67,6 +67,11 @@ class CollectorLink(Protocol):
         (``state``, counts, transitions); empty for a source without breakers."""
         ...
 
+    def problems(self) -> list[str]:
+        """Why the collector cannot be counted on now (readiness reasons, e.g. it stopped
+        reporting); empty when all is well. Refresh failures are in ``status``."""
+        ...
+
     async def refresh(self, force: bool = False) -> None:
         """Asks for a refresh now (``force``: even if one was recent); returns once its
         views are published or it failed (raises what the refresh raised)."""
@@ -107,6 +112,9 @@ class LocalCollector:
         if not callable(found):
             return {}
         return {f"{source.name}:{name}": b.snapshot() for name, b in found().items()}
+
+    def problems(self) -> list[str]:
+        return []  # the collector is this process: it is there while the process is
 
     async def refresh(self, force: bool = False) -> None:
         await self.pipeline.refresh(force=force)

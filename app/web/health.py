@@ -123,6 +123,7 @@ async def readiness_verdict(state: ServiceState, details: bool = True) -> tuple[
         f"cache tier {tier} is down" for tier, up in cache_summary(state)["tiers"].items() if not up
     ]
     reasons += listing_reasons(state)
+    reasons += state.collector.problems()
     return ("degraded" if reasons else "ok"), reasons
 
 

@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from app.main.sections import pipeline_settings
+from app.main.collector import pipeline_settings
 from app.market.errors import ExchangeUnavailable
 from app.services.pipeline import Pipeline, SnapshotListener
 from tests.conftest import ManualClock, make_settings

@@ -4,8 +4,9 @@ analytics, the sources or the snapshot → views pipeline (issue 17: ``virtuoso 
 never imports them; the collector does).
 
 The serving modules are every module of the serving packages, enumerated, minus the
-collector-side ones named in ``COLLECTOR_SIDE`` with the reason; a composition root of
-the server (``app.main.server``) joins ``SERVING_MODULES`` when it is one.
+collector-side ones named in ``COLLECTOR_SIDE`` with the reason, and the server's
+composition root (``app.main.server_app``) with the parts of ``app.main`` it uses and the
+command line (which imports a role's root only when that role runs).
 """
 
 from __future__ import annotations
@@ -32,7 +33,20 @@ SERVING_PACKAGES: tuple[str, ...] = (
     "app.services",
 )
 # Single modules the serving process imports.
-SERVING_MODULES: tuple[str, ...] = ("app.errors", "app.hosts", "app.settings", "app.state")
+SERVING_MODULES: tuple[str, ...] = (
+    "app.errors",
+    "app.hosts",
+    "app.settings",
+    "app.state",
+    "app.main.cli",
+    "app.main.server_app",
+    "app.main.server",
+    "app.main.alerting",
+    "app.main.telemetry",
+    "app.main.collectors",
+    "app.main.poller",
+    "app.main.sections",
+)
 
 # Modules of the serving packages that run in the collector only, and why.
 COLLECTOR_SIDE: dict[str, str] = {
@@ -43,6 +57,7 @@ COLLECTOR_SIDE: dict[str, str] = {
     "app.services.live_updates": "projects a snapshot's analysis into live messages",
     "app.services.alerts.evaluation": "evaluates the alert rules on a snapshot's analysis",
     "app.services.alerts.price_trail": "walks a snapshot's 1m candles for the evaluation",
+    "app.services.collector_desk": "answers the servers' requests from the pipeline",
 }
 
 # What no serving module may load, however indirectly: a name or a package prefix.
@@ -105,7 +120,7 @@ def forbidden_in(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
 
 def test_the_serving_modules_load_no_market_machinery() -> None:
     modules = serving_modules()
-    assert {"app.web.api", "app.services.alerts.service", "app.settings"} <= set(modules)
+    assert {"app.web.api", "app.main.server_app", "app.services.remote_collector"} <= set(modules)
     loaded = loaded_after_importing(modules)
     assert set(modules) <= loaded
     stray = forbidden_in(loaded, (*FORBIDDEN, *COLLECTOR_SIDE))

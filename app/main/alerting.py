@@ -1,0 +1,46 @@
+"""The alert service both roles build: rules and alerts in Redis when configured (shared
+by the replicas and the collector), else in a local file; the collector's copy evaluates
+the rules on each snapshot, a server's takes the routes' writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from app.cache.runtime import CacheRuntime
+from app.services.alerts.engine import AlertEngine
+from app.services.alerts.service import AlertService, Announce, Republish
+from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
+from app.services.alerts.webhooks import WebhookSender
+from app.settings import Settings
+
+
+def build_alert_service(
+    settings: Settings,
+    runtime: CacheRuntime,
+    republish: Republish,
+    announce: Sequence[Announce],
+    clock: Callable[[], float],
+) -> AlertService:
+    """Rules and alerts in Redis when configured, else in a local file; ``republish``
+    rebuilds the dashboards when alerts change, ``announce`` is told of each alert."""
+    store: AlertStore
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        prefix = f"{runtime.cache.policy.namespace}:alerts"
+        store = RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
+    else:
+        store = FileAlertStore(Path(settings.data_dir) / "alerts.json")
+    thresholds = settings.confluence
+    engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
+    webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
+    return AlertService(
+        store,
+        engine,
+        republish,
+        settings.refresh_seconds,
+        runtime.cache,
+        runtime.coherence,
+        webhooks,
+        announce=announce,
+        clock=clock,
+    )

@@ -1,0 +1,132 @@
+"""The collecting role as a process of its own (``virtuoso collect``): the only process
+that talks to the exchange.
+
+It refreshes on schedule (source → snapshot → analysis → views, serialized once),
+publishes the views into the shared tiers, announces them (the cache's invalidation
+bus) and the live updates (the realtime channel, already serialized), evaluates the
+alert rules on each snapshot and delivers what fires; it answers the servers' requests
+and reports its status every second (``app.services.collector_desk``). Several
+collectors may run: their refreshes are coordinated by the Redis refresh lock, so one
+refresh per interval happens whichever runs it. With ``monitoring_bind`` it serves its
+Prometheus metrics there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import start_http_server
+
+from app.cache.policy import load_policy
+from app.cache.runtime import CacheRuntime, build_cache
+from app.cache.stats import CacheStats
+from app.errors import ConfigError
+from app.main import collector, collector_telemetry, sections, telemetry
+from app.main.server import bounded
+from app.main.sources import make_source
+from app.market.sources.base import MarketSource
+from app.observability.metrics import Metrics
+from app.realtime.broadcaster import Broadcaster
+from app.services.alerts.service import AlertService
+from app.services.collector_desk import CollectorDesk
+from app.services.collector_link import LocalCollector
+from app.services.collector_wire import CollectorChannels
+from app.services.live_updates import LiveUpdates
+from app.services.pipeline import Pipeline
+from app.settings import Settings, parse_bind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Collector:
+    """One collector's running parts (built by ``build_collector``)."""
+
+    runtime: CacheRuntime
+    pipeline: Pipeline
+    alerts: AlertService
+    broadcaster: Broadcaster
+    desk: CollectorDesk
+    metrics: Metrics
+
+    async def start(self) -> None:
+        """Connects the tiers, starts the refresher, the live-update publisher and the
+        desk (requests and status)."""
+        await self.runtime.start()
+        await self.alerts.webhooks.start()
+        await self.broadcaster.start()
+        await self.pipeline.start()
+        await self.desk.start()
+
+    async def stop(self) -> None:
+        """Stops every part, each step bounded."""
+        await bounded("desk", self.desk.stop())
+        await bounded("pipeline", self.pipeline.stop())
+        await bounded("live updates", self.broadcaster.close())
+        await bounded("webhooks", self.alerts.webhooks.close())
+        await bounded("cache tiers", self.runtime.close())
+
+
+def build_collector(
+    settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
+) -> Collector:
+    """The collector of ``settings`` (``source``: tests pass their own). Raises ConfigError
+    without Redis (the servers meet the collector there) or when the cache policy does
+    not fit the refresh interval."""
+    if settings.redis_url is None:
+        raise ConfigError(
+            "virtuoso collect needs VIRTUOSO_REDIS_URL: it publishes to the servers through Redis"
+        )
+    policy = load_policy(settings.cache_policy_path)
+    collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
+    metrics = Metrics()
+    stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
+    runtime = build_cache(sections.cache_config(settings), policy, clock, stats)
+    assert runtime.redis is not None and runtime.redis_guard is not None
+    market = source or make_source(
+        settings, observers=[collector_telemetry.ExchangeMetrics(metrics, settings.exchange)]
+    )
+    collector_telemetry.start_at_zero(metrics, market)
+    namespace = runtime.cache.policy.namespace
+    broadcaster = Broadcaster(
+        runtime.replica_id,
+        runtime.redis,
+        runtime.redis_guard,
+        server_clock=clock,
+        redis_channel=f"{namespace}:realtime",
+    )
+    alerts, pipeline, _ = collector.snapshot_flow(
+        settings, market, runtime, LiveUpdates(broadcaster), metrics, clock
+    )
+    desk = CollectorDesk(
+        runtime.redis,
+        runtime.redis_guard,
+        CollectorChannels(namespace),
+        LocalCollector(pipeline),
+        runtime.replica_id,
+        clock,
+    )
+    return Collector(runtime, pipeline, alerts, broadcaster, desk, metrics)
+
+
+async def run_collector(settings: Settings, stop: asyncio.Event) -> None:
+    """Runs the collector of ``settings`` until ``stop`` is set. Raises ConfigError."""
+    parts = build_collector(settings)
+    collector.announce_source(settings, parts.runtime.tiers)
+    metrics_server = None
+    if settings.monitoring_bind is not None:
+        host, port = parse_bind(settings.monitoring_bind)
+        metrics_server, _ = start_http_server(port, host, registry=parts.metrics.registry)
+        log.info("collector metrics on http://%s/metrics", settings.monitoring_bind)
+    await parts.start()
+    log.info("collecting (replica %s)", parts.runtime.replica_id)
+    try:
+        await stop.wait()
+    finally:
+        await parts.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()

@@ -1,0 +1,270 @@
+"""The link of a serving process whose collector runs elsewhere (``virtuoso collect``).
+
+It reads the collector's status report every second from Redis and answers the serving
+side's questions from it (symbols, listing issues, breakers, refresh status); a report
+that stops coming means the collector is gone: the views already in the tiers keep
+being served (stale once they age), readiness says ``degraded`` with the reason, and
+everything resumes when a collector reports again. Cold reads (candles nobody asked for
+yet, or views lost from every tier) are requests over the wire, one in flight per
+question, awaited until a deadline; the server never fetches market data itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.backends.errors import TierUnavailable
+from app.backends.guard import RedisGuard
+from app.backends.subscriber import RedisSubscriber
+from app.services.collector_link import CollectorStatus
+from app.services.collector_wire import (
+    CollectorChannels,
+    CollectorUnavailable,
+    Reply,
+    Request,
+    StatusReport,
+    WireError,
+    decode_reply,
+    decode_status,
+    encode_request,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 256  # requests awaiting a reply at once; more are refused at once
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RemoteTimings:
+    """``poll_seconds``: how often the status report is read; ``gone_after_seconds``: a
+    report older than this means the collector is gone; ``request_seconds``: how long a
+    request waits for its reply."""
+
+    poll_seconds: float = 1.0
+    gone_after_seconds: float = 5.0
+    request_seconds: float = 15.0
+
+
+class RemoteCollector:
+    """A :class:`~app.services.collector_link.CollectorLink` over Redis (see the module
+    docstring). ``replica_id`` names this server on the wire; ``clock``: epoch seconds."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        guard: RedisGuard,
+        channels: CollectorChannels,
+        replica_id: str,
+        clock: Callable[[], float] = time.time,
+        timings: RemoteTimings | None = None,
+    ) -> None:
+        self.redis = redis
+        self.guard = guard
+        self.channels = channels
+        self.replica_id = replica_id
+        self.clock = clock
+        self.timings = timings or RemoteTimings()
+        self.report: StatusReport | None = None
+        self.unreadable_messages = 0  # replies or reports that could not be decoded
+        self._started = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._shared: dict[tuple[Any, ...], asyncio.Task[Reply]] = {}
+        self._ids = itertools.count(1)
+        self._replies = RedisSubscriber(
+            redis,
+            channels.replies(replica_id),
+            self._on_reply,
+            timeout_seconds=guard.timeout_seconds,
+        )
+        self._poll_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listens for replies and starts reading the status reports."""
+        self._replies.start()
+        self._poll_task = asyncio.create_task(self._poll(), name="collector-status")
+
+    async def close(self) -> None:
+        """Stops listening; requests still waiting fail with CollectorUnavailable."""
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        await self._replies.close()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(CollectorUnavailable("the server is stopping"))
+        self._pending.clear()
+
+    # --- what the collector reported -----------------------------------------------------
+
+    @property
+    def status(self) -> CollectorStatus:
+        """The collector's last reported status; while it is gone, with the reason as its
+        ``last_error``."""
+        report = self.report
+        if report is None:
+            return CollectorStatus(last_error=self._gone_reason())
+        gone = self._gone_reason()
+        if gone is None:
+            return report.status
+        return dataclasses.replace(report.status, last_error=gone)
+
+    @property
+    def started(self) -> asyncio.Event:
+        """Set once a collector reported that its market source started."""
+        return self._started
+
+    def symbols(self) -> list[str] | None:
+        return None if self.report is None else self.report.symbols
+
+    def listing_issue(self, symbol: str) -> dict | None:
+        if self.report is None:
+            return None
+        return next((i for i in self.report.status.delisted if i.get("symbol") == symbol), None)
+
+    def exchange_breakers(self) -> dict[str, dict]:
+        return {} if self.report is None else dict(self.report.breakers)
+
+    def problems(self) -> list[str]:
+        """Why the collector cannot be counted on now (readiness reasons); empty when it
+        reports on time."""
+        gone = self._gone_reason()
+        return [] if gone is None else [gone]
+
+    def _gone_reason(self) -> str | None:
+        report = self.report
+        if report is None:
+            return "no collector has reported yet"
+        silent = self.clock() - report.heartbeat_ms / 1000
+        if silent > self.timings.gone_after_seconds:
+            return f"collector not heard from for {silent:.0f}s"
+        return None
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(TierUnavailable):
+                await self.read_status()
+            await asyncio.sleep(self.timings.poll_seconds)
+
+    async def read_status(self) -> StatusReport | None:
+        """Reads the status report now (also every ``poll_seconds`` in the background).
+        Raises TierUnavailable when Redis cannot be read."""
+        raw = await self.guard.run(lambda: self.redis.get(self.channels.status), "collector status")
+        if raw is None:
+            return self.report
+        try:
+            report = decode_status(raw if isinstance(raw, bytes) else raw.encode())
+        except WireError as error:
+            self.unreadable_messages += 1
+            log.warning("collector status unreadable: %s", error)
+            return self.report
+        if self.report is None or report.heartbeat_ms >= self.report.heartbeat_ms:
+            self.report = report
+        if report.status.source_started:
+            self._started.set()
+        return self.report
+
+    # --- questions ------------------------------------------------------------------------
+
+    async def refresh(self, force: bool = False) -> None:
+        """Asks the collector to publish the views (``force``: even if recent) and waits
+        until it did. Raises CollectorUnavailable (a MarketDataError)."""
+        await self._ask_once(("refresh",), "refresh", {"force": force})
+
+    async def candles(self, symbol: str, timeframe: str) -> tuple[bytes, int]:
+        """The collector's candles view of ``symbol`` at ``timeframe`` and its
+        ``generated_at`` (epoch ms). Raises CollectorUnavailable."""
+        args = {"symbol": symbol, "timeframe": timeframe}
+        reply = await self._ask_once(("candles", symbol, timeframe), "candles", args)
+        return reply.body, reply.generated_at_ms
+
+    async def republish(self, fresh_within: float | None = None) -> bool:
+        """Has the collector rebuild the views of its latest snapshot (alerts changed);
+        False when it holds none that recent or cannot be reached (its next refresh
+        rebuilds them anyway)."""
+        try:
+            reply = await self._ask_once(
+                ("republish", fresh_within), "republish", {"fresh_within": fresh_within}
+            )
+        except CollectorUnavailable as error:
+            log.info("republish not done: %s", error)
+            return False
+        return reply.body == b"true"
+
+    async def _ask_once(self, question: tuple[Any, ...], kind: str, args: dict) -> Reply:
+        """One request per distinct question in flight; every caller shares its reply."""
+        task = self._shared.get(question)
+        if task is None or task.done():
+            task = asyncio.create_task(self._ask(kind, args))
+            self._shared[question] = task
+            task.add_done_callback(functools.partial(self._forget, question))
+        return await asyncio.shield(task)
+
+    def _forget(self, question: tuple[Any, ...], task: asyncio.Task[Reply]) -> None:
+        if self._shared.get(question) is task:
+            del self._shared[question]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody awaited is not logged as lost
+
+    async def _ask(self, kind: str, args: dict) -> Reply:
+        if len(self._pending) >= MAX_PENDING:
+            raise CollectorUnavailable("too many requests to the collector are waiting")
+        if not self._replies.listening:
+            raise CollectorUnavailable("not listening for the collector's replies (Redis)")
+        wait = self.timings.request_seconds
+        request = Request(
+            id=f"{self.replica_id}.{next(self._ids)}",
+            kind=kind,
+            reply_to=self.replica_id,
+            deadline_ms=int((self.clock() + wait) * 1000),
+            args=args,
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request.id] = future
+        try:
+            await self._send(request)
+            async with asyncio.timeout(wait):
+                reply = await future
+        except TimeoutError:
+            raise CollectorUnavailable(f"the collector did not answer within {wait:g}s") from None
+        finally:
+            self._pending.pop(request.id, None)
+        if not reply.ok:
+            raise CollectorUnavailable(reply.error or "the collector could not answer")
+        return reply
+
+    async def _send(self, request: Request) -> None:
+        payload = encode_request(request)
+        try:
+            listeners = await self.guard.run(
+                lambda: self.redis.publish(self.channels.requests, payload), "collector request"
+            )
+        except TierUnavailable as error:
+            raise CollectorUnavailable(f"cannot reach the collector: {error}") from None
+        if not listeners:
+            raise CollectorUnavailable("no collector is listening")
+
+    def _on_reply(self, raw: bytes) -> None:
+        try:
+            reply = decode_reply(raw)
+        except WireError as error:
+            self.unreadable_messages += 1
+            log.warning("collector reply unreadable: %s", error)
+            return
+        future = self._pending.get(reply.id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def wait_listening(self, seconds: float) -> Awaitable[bool]:
+        """True once the reply channel is subscribed (tests, start-up)."""
+        return self._replies.wait_subscribed(seconds)

@@ -183,6 +183,11 @@ class LeaderLease:
                     self._resigned.set()
                     if not work.cancelled():
                         work.result()  # re-raises the work's error
+                elif not work.cancelled() and work.exception() is not None:
+                    # it failed as its term ended: logged, the candidacy goes on
+                    log.error(
+                        "%s: the leader's work failed", self._lock_name, exc_info=work.exception()
+                    )
         finally:
             self._finished.set()
 

@@ -308,3 +308,25 @@ def test_invalid_names_and_namespaces_are_refused(lock, name: str) -> None:
 def test_timings_that_leave_no_renewal_before_the_term_ends_are_refused(lock, timings) -> None:
     with pytest.raises(ValueError, match="ttl"):
         LeaderLease(lock, namespace="ns", **timings)  # type: ignore[arg-type]
+
+
+async def test_work_failing_as_its_term_ends_is_logged_and_the_candidacy_goes_on(
+    clock, lock, caplog
+) -> None:
+    leader = Leader(clock, lock)
+
+    async def work_failing_on_cancel(term: LockLease) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup broke") from None
+
+    leader.start(work_failing_on_cancel)
+    await until(lambda: leader.lease.is_leader)
+    lock.take_over()
+    await until(lambda: leader.lease.counters.lost == 1 and leader.count("deposed") == 1)
+    await until(lambda: leader.lease.counters.campaigns >= 3)
+    assert not leader.task.done()
+    assert "the leader's work failed" in caplog.text
+    await leader.lease.resign()
+    assert leader.task.exception() is None

@@ -85,8 +85,9 @@ class LeaderLease:
     (how long a dead leader's standbys wait); ``renew_every``: seconds between renewals,
     and between a standby's attempts (default a third of the TTL); ``margin_seconds``:
     how long before the lease's expiry the leader stops acting (default a fifth of the
-    TTL); ``clock``: monotonic seconds; ``sleep``: the waits between attempts (tests
-    inject both). Raises ValueError for a name or namespace outside
+    TTL); ``clock``: monotonic seconds, the event loop's scale (a renewal in flight is
+    cut off by the loop's timer when the term's validity runs out); ``sleep``: the waits
+    between attempts (tests inject both). Raises ValueError for a name or namespace outside
     ``[A-Za-z0-9._-]{1,64}`` or timings that leave no renewal before the term ends.
 
     A lease is run once: ``run`` campaigns and leads until ``resign``.
@@ -165,7 +166,8 @@ class LeaderLease:
         term ends (lost, not renewed in time, resigned, or ``run`` itself cancelled);
         then ``on_deposed(term)`` is awaited, and then a term that may still be held is
         released. When ``lead`` returns or raises, the lease resigns and ``run`` returns
-        or re-raises. Redis being down (TierUnavailable) is waited out, never raised; an
+        or re-raises (an error raised as it is cancelled is logged instead, and the
+        candidacy goes on). Redis being down (TierUnavailable) is waited out, never raised; an
         error of ``on_deposed`` ends ``run`` with it. Raises RuntimeError when run twice.
         """
         if self._running or self._finished.is_set():

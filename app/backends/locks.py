@@ -7,7 +7,9 @@ drops below the server's clock in milliseconds, so even a Redis restart that los
 the counter hands out higher numbers. ``release`` and ``extend`` are compare-and-
 delete / compare-and-pexpire scripts, so a holder whose lease expired (and was
 taken over) cannot touch the new holder's lock: its release is a no-op that
-returns False.
+returns False. ``write_if_current`` is the fence at the storage: it sets keys and
+publishes a message in one script only while the lease still holds the lock, so a
+holder that wakes up after losing it cannot overwrite or announce anything.
 
 Every call raises ``TierUnavailable`` when Redis is down or slow, so a caller can
 fall back to in-process single-flight. Like redis-py's lock, it is handed its client
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -49,6 +51,15 @@ return fence
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS[1] lock key, KEYS[2..] keys to set; ARGV[1] token, ARGV[2] px ms, ARGV[3] channel
+# ('' for none), ARGV[4] message, ARGV[5..] the values of KEYS[2..] in order.
+_WRITE_IF_CURRENT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return 1
 """
 
 _EXTEND = """
@@ -85,6 +96,7 @@ class RedisLock:
         self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
+        self._write_if_current = redis.register_script(_WRITE_IF_CURRENT)
         self._counters = OpCounters()
 
     @property
@@ -128,6 +140,32 @@ class RedisLock:
             self._counters,
         )
         return bool(extended)
+
+    async def write_if_current(
+        self,
+        lease: LockLease,
+        values: Mapping[str, bytes | str],
+        ttl_ms: int,
+        *,
+        channel: str | None = None,
+        message: bytes | str = b"",
+    ) -> bool:
+        """A fenced write: SET every key of ``values`` with ``PX ttl_ms`` and, with a
+        ``channel``, PUBLISH ``message`` on it, all in one script and only while ``lease``
+        still holds the lock. True when applied; False (nothing written) for a stale lease.
+
+        Raises ValueError for a ``ttl_ms`` that is not positive, TierUnavailable when Redis
+        fails.
+        """
+        _check_ttl(ttl_ms)
+        keys = [self.key(lease.name), *values]
+        args = [lease.token, int(ttl_ms), channel or "", message, *values.values()]
+        applied = await self._guard.run(
+            lambda: self._write_if_current(keys=keys, args=args),
+            "lock fenced write",
+            self._counters,
+        )
+        return bool(applied)
 
     async def is_current(self, lease: LockLease) -> bool:
         """True while this lease holds the lock (not expired, not taken over)."""

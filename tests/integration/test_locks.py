@@ -206,3 +206,32 @@ async def test_nothing_listening_raises_tier_unavailable() -> None:
             await RedisLock(client, guard=redis_guard(PATIENT)).acquire("view", 1_000)  # refused
     finally:
         await client.aclose()
+
+
+async def test_write_if_current_sets_and_publishes_only_for_the_current_holder(
+    locks: RedisLock, client
+) -> None:
+    stale = await locks.acquire("leader", 50)
+    assert stale is not None
+    await wait_until_free(locks, "leader")
+    current = await locks.acquire("leader", 5_000)
+    assert current is not None
+    async with client.pubsub() as pubsub:
+        await pubsub.subscribe("ns:updates")
+        await pubsub.get_message(timeout=5)  # the subscription's confirmation
+        values = {"ns:a": b"1", "ns:b": "two"}
+        assert not await locks.write_if_current(
+            stale, values, 60_000, channel="ns:updates", message=b"stale"
+        )
+        assert await client.get("ns:a") is None and await client.get("ns:b") is None
+        assert await locks.write_if_current(
+            current, values, 60_000, channel="ns:updates", message=b"current"
+        )
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=PATIENT)
+        assert message is not None and message["data"] == b"current"  # "stale" never sent
+    assert await client.get("ns:a") == b"1" and await client.get("ns:b") == b"two"
+    assert 50_000 < await client.pttl("ns:a") <= 60_000
+    assert await locks.write_if_current(current, {"ns:a": b"3"}, 60_000)  # no channel
+    assert await client.get("ns:a") == b"3"
+    with pytest.raises(ValueError):
+        await locks.write_if_current(current, values, 0)

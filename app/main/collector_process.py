@@ -9,6 +9,11 @@ and reports its status every second (``app.services.collector_desk``). Several
 collectors may run: their refreshes are coordinated by the Redis refresh lock, so one
 refresh per interval happens whichever runs it. With ``monitoring_bind`` it serves its
 Prometheus metrics there.
+
+Several collectors may run for availability: one leads through a fenced Redis lease
+(``app.backends.lease``) and alone refreshes, answers and reports; the others stand by
+and the first to win the lease after the leader dies (its lease expires within
+``LEASE_TTL_SECONDS``) or resigns (a clean stop) takes over.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 
 from prometheus_client import start_http_server
 
+from app.backends.lease import LeaderLease
+from app.backends.locks import LockLease
 from app.cache.policy import load_policy
 from app.cache.runtime import CacheRuntime, build_cache
 from app.cache.stats import CacheStats
@@ -41,6 +48,8 @@ from app.settings import Settings, parse_bind
 
 log = logging.getLogger(__name__)
 
+LEASE_TTL_SECONDS = 5.0  # how long standbys wait for a leader that died without resigning
+
 
 @dataclass(slots=True)
 class Collector:
@@ -52,19 +61,34 @@ class Collector:
     broadcaster: Broadcaster
     desk: CollectorDesk
     metrics: Metrics
+    lease: LeaderLease
+    _candidacy: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connects the tiers, starts the refresher, the live-update publisher and the
-        desk (requests and status)."""
+        """Connects the tiers and the live-update publisher, then campaigns for the lead:
+        the refresher and the desk (requests and status) run while leading."""
         await self.runtime.start()
         await self.alerts.webhooks.start()
         await self.broadcaster.start()
-        await self.pipeline.start()
-        await self.desk.start()
+        self._candidacy = asyncio.create_task(self.lease.run(self._lead), name="candidacy")
+
+    async def _lead(self, term: LockLease) -> None:
+        log.info("collector %s leads (term %d)", self.runtime.replica_id, term.fence)
+        try:
+            await self.pipeline.start()
+            await self.desk.start()
+            await asyncio.Event().wait()  # until the term ends (this task is cancelled)
+        finally:
+            log.info("collector %s stands by (term %d over)", self.runtime.replica_id, term.fence)
+            await self.desk.stop()
+            await self.pipeline.halt()
 
     async def stop(self) -> None:
-        """Stops every part, each step bounded."""
-        await bounded("desk", self.desk.stop())
+        """Resigns the lead (a standby takes over at once), then stops every part, each
+        step bounded."""
+        await bounded("leadership", self.lease.resign())
+        if self._candidacy is not None:
+            await bounded("candidacy", asyncio.gather(self._candidacy, return_exceptions=True))
         await bounded("pipeline", self.pipeline.stop())
         await bounded("live updates", self.broadcaster.close())
         await bounded("webhooks", self.alerts.webhooks.close())
@@ -110,7 +134,11 @@ def build_collector(
         runtime.replica_id,
         clock,
     )
-    return Collector(runtime, pipeline, alerts, broadcaster, desk, metrics)
+    assert runtime.locks is not None
+    lease = LeaderLease(
+        runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
+    )
+    return Collector(runtime, pipeline, alerts, broadcaster, desk, metrics, lease)
 
 
 async def run_collector(settings: Settings, stop: asyncio.Event) -> None:

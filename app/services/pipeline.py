@@ -107,11 +107,18 @@ class Pipeline:
         """Starts the background loop; returns at once (data arrives when it can)."""
         self._loop_task = asyncio.create_task(self._run(), name="pipeline-refresh")
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stops refreshing (the loop and a refresh in flight) but keeps the source open:
+        ``start`` resumes (a collector that lost its leadership and may win it back)."""
         tasks = [t for t in (self._loop_task, self._inflight) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # outcomes already recorded
+        self._loop_task = self._inflight = None
+
+    async def stop(self) -> None:
+        """Stops refreshing and closes the source."""
+        await self.halt()
         await self.source.close()
 
     async def wait_ready(self, seconds: float) -> bool:
@@ -155,7 +162,8 @@ class Pipeline:
             listener(outcome, seconds)
 
     async def _run(self) -> None:
-        await self._start_source()
+        if self.collector is None:  # started once; a resumed loop goes on with it
+            await self._start_source()
         while True:
             try:
                 await self.refresh()

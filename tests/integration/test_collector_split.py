@@ -1,0 +1,181 @@
+"""The two roles as real processes: ``virtuoso collect`` and ``virtuoso serve`` with
+``VIRTUOSO_COLLECTOR=external``, on one Redis and one Memcached.
+
+The server serves what the collector publishes, asks it for cold reads, never loads the
+market machinery; it keeps answering (stale-marked, readiness degraded) while no
+collector runs and recovers by itself; of two collectors one leads and the other takes
+over when the leader is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis as redis_sync
+
+from app.cache.policy import load_policy
+from app.settings import DEFAULT_CACHE_POLICY
+from tests.support.serve import get_json, start_serve, stop, wait_until_ready
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECT = [sys.executable, "-m", "app", "collect"]
+WAIT_SECONDS = 90.0  # bounds every wait below: generous for a busy machine
+STATUS_KEY = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:status"
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS) -> Any:
+    """Polls ``check`` until it returns something truthy; fails naming ``what``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds:.0f} s: {what}")
+
+
+@pytest.fixture
+def shared(redis, memcached, tmp_path) -> dict[str, str]:
+    """The variables both roles share: the tiers, a short refresh, a data directory."""
+    return {
+        "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
+        "VIRTUOSO_MEMCACHED_URL": memcached.address,
+        "VIRTUOSO_REFRESH_SECONDS": "2",
+        "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5",
+        "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "5",
+        "VIRTUOSO_DATA_DIR": str(tmp_path),
+    }
+
+
+class Processes:
+    """Collectors and servers started by one test, all stopped at its end."""
+
+    def __init__(self, shared: dict[str, str]) -> None:
+        self.shared = shared
+        self.started: list[subprocess.Popen] = []
+
+    def collector(self, replica: str) -> subprocess.Popen:
+        environ = os.environ | self.shared | {"VIRTUOSO_REPLICA_ID": replica}
+        process = subprocess.Popen(COLLECT, env=environ, cwd=ROOT, stderr=subprocess.DEVNULL)
+        self.started.append(process)
+        return process
+
+    def server(self) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        environ = self.shared | {
+            "VIRTUOSO_COLLECTOR": "external",
+            "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        }
+        process = start_serve(environ, cwd=ROOT)
+        self.started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ready(base, process, timeout=WAIT_SECONDS)
+        return base, process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            stop(process)
+
+
+@pytest.fixture
+def processes(shared) -> Iterator[Processes]:
+    started = Processes(shared)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+def loaded_libraries(pid: int) -> str:
+    """The shared objects mapped into process ``pid`` (its /proc maps)."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def collector_report(redis) -> dict[str, Any] | None:
+    client = redis_sync.Redis.from_url(f"redis://{redis.address}/0")
+    try:
+        raw = client.get(STATUS_KEY)
+    finally:
+        client.close()
+    return None if raw is None else orjson.loads(raw)
+
+
+def test_the_server_serves_what_the_collector_publishes(processes, redis) -> None:
+    collector = processes.collector("collector-a")
+    base, server = processes.server()
+    status, body = get_json(f"{base}/api/dashboard/data")
+    assert status == 200 and body["source"] == "simulated" and not body["stale"]
+    # A timeframe nobody read yet: the server asks the collector for it.
+    status, candles = get_json(f"{base}/api/market/candles/ETHUSDT?timeframe=30m")
+    assert status == 200 and len(candles["candles"]) > 10
+    status, health = get_json(f"{base}/health/ready")
+    assert status == 200 and health["status"] == "ok", health
+    # The server never loaded numpy (nor TA-Lib); the collector did (the check sees it).
+    assert "numpy" not in loaded_libraries(server.pid)
+    assert "numpy" in loaded_libraries(collector.pid)
+    report = collector_report(redis)
+    assert report is not None and report["collector_id"] == "collector-a"
+
+
+def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> None:
+    first = processes.collector("collector-a")
+    base, _ = processes.server()
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+
+    def degraded() -> dict | None:
+        status, health = get_json(f"{base}/health/ready")
+        assert status == 200, health  # data can still be served
+        gone = any("collector not heard from" in r for r in health.get("reasons", []))
+        return health if health["status"] == "degraded" and gone else None
+
+    wait_for("readiness degraded naming the silent collector", degraded)
+
+    def stale_but_served() -> bool:
+        status, body = get_json(f"{base}/api/dashboard/data")
+        assert status == 200, body  # never a 5xx while a copy exists
+        return bool(body["stale"])
+
+    wait_for("the dashboard marked stale", stale_but_served)
+    processes.collector("collector-b")
+
+    def fresh_again() -> bool:
+        status, health = get_json(f"{base}/health/ready")
+        _, body = get_json(f"{base}/api/dashboard/data")
+        return status == 200 and health["status"] == "ok" and not body["stale"]
+
+    wait_for("fresh data and readiness ok after a collector returned", fresh_again)
+
+
+def test_a_standby_collector_takes_over_when_the_leader_dies(processes, redis) -> None:
+    collectors = {name: processes.collector(name) for name in ("collector-a", "collector-b")}
+    base, _ = processes.server()
+    leader = wait_for("a status report", lambda: collector_report(redis))["collector_id"]
+    standby = next(name for name in collectors if name != leader)
+    time.sleep(3)  # several reports: the standby must not be writing them meanwhile
+    assert collector_report(redis)["collector_id"] == leader
+    collectors[leader].send_signal(signal.SIGKILL)
+    collectors[leader].wait(timeout=10)
+    killed_at_ms = time.time() * 1000
+
+    def standby_leads() -> bool:
+        report = collector_report(redis)
+        return report is not None and report["collector_id"] == standby
+
+    wait_for("the standby's status reports", standby_leads)
+
+    def data_after_the_kill() -> bool:
+        _, body = get_json(f"{base}/api/dashboard/data")
+        return body["generated_at"] > killed_at_ms and not body["stale"]
+
+    wait_for("data generated after the leader died", data_after_the_kill)

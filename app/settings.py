@@ -170,9 +170,11 @@ class Settings(_Section):
     # Backend addresses, versions and breaker details in /health for anyone (off: only
     # with the admin token or on the monitoring listener).
     public_details: bool = False
-    # Where the collector runs for ``virtuoso serve``: in this process (embedded), or as
-    # a separate ``virtuoso collect`` service the servers reach through Redis (external).
-    collector: Literal["embedded", "external"] = "embedded"
+    # Where the collector runs for ``virtuoso serve``: in this process (embedded); as a
+    # child process of each server (child), several servers' children electing one
+    # leader; or as a separate ``virtuoso collect`` service (external). Child and external
+    # reach the servers through Redis.
+    collector: Literal["embedded", "child", "external"] = "embedded"
 
     def optimized(self, name: str) -> bool:
         """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""
@@ -249,10 +251,10 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _external_collector_needs_redis(self) -> Settings:
-        if self.collector == "external" and self.redis_url is None:
+        if self.collector != "embedded" and self.redis_url is None:
             raise ValueError(
-                "VIRTUOSO_COLLECTOR=external needs VIRTUOSO_REDIS_URL: the servers and the "
-                "collector meet in Redis"
+                f"VIRTUOSO_COLLECTOR={self.collector} needs VIRTUOSO_REDIS_URL: the servers "
+                "and the collector meet in Redis"
             )
         return self
 

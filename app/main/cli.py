@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the dashboards and the API")
     serve.add_argument("--bind", help="host:port (VIRTUOSO_BIND, default 127.0.0.1:8003)")
-    serve.add_argument("--collector", help="embedded or external (VIRTUOSO_COLLECTOR)")
+    serve.add_argument("--collector", help="embedded, child or external (VIRTUOSO_COLLECTOR)")
     collect = commands.add_parser("collect", help="collect market data for the servers")
     for command in (serve, collect):
         _common_flags(command)
@@ -67,18 +67,33 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(flags)
         if args.command == "collect":
             return collect(settings)
-        app = _serving_app(settings)  # also validates the cache policy
+        app = _serving_app(settings, _collector_flags(args))  # validates the cache policy
     except ConfigError as error:
         print(f"virtuoso: {error}", file=sys.stderr)
         return 2
     return serve(app, settings)
 
 
-def _serving_app(settings: Settings) -> Quart:
-    if settings.collector == "external":
-        from app.main.server_app import create_server_app
+def _collector_flags(args: argparse.Namespace) -> list[str]:
+    """The settings flags ``serve`` was given that ``collect`` takes too, for a child."""
+    shared = ("exchange", "exchange_url", "symbols", "refresh_seconds", "seed", "config")
+    flags = []
+    for name in shared:
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    return [*flags, "--log-level", args.log_level]
 
-        return create_server_app(settings)
+
+def _serving_app(settings: Settings, collector_flags: list[str]) -> Quart:
+    if settings.collector != "embedded":
+        from app.main.server_app import create_server_app
+        from app.main.supervisor import CollectorChild
+
+        child = None
+        if settings.collector == "child":
+            child = CollectorChild(collector_flags, replica_id=settings.replica_id)
+        return create_server_app(settings, child=child)
     from app.main.embedded import create_app
 
     return create_app(settings)

@@ -22,6 +22,7 @@ from app.cache.policy import load_policy
 from app.errors import ConfigError
 from app.main import server
 from app.main.alerting import build_alert_service
+from app.main.supervisor import CollectorChild
 from app.realtime.broadcaster import Broadcaster
 from app.services.collector_wire import CollectorChannels
 from app.services.remote_collector import RemoteCollector
@@ -35,8 +36,10 @@ def create_server_app(
     settings: Settings,
     clock: Callable[[], float] = time.time,
     tracer_provider: TracerProvider | None = None,
+    child: CollectorChild | None = None,
 ) -> Quart:
-    """The serving role as a Quart app whose collector runs elsewhere. Raises
+    """The serving role as a Quart app whose collector runs elsewhere: in ``child``, a
+    process it starts, keeps running and stops, or in a service of its own. Raises
     ConfigError without Redis (the servers and the collector meet there)."""
     policy = load_policy(settings.cache_policy_path)
     app, runtime, limiter, metrics = server.serving_shell(settings, policy, clock)
@@ -67,9 +70,16 @@ def create_server_app(
             ", ".join(runtime.tiers),
         )
         await remote.start()
+        if child is not None:
+            child.start()
+
+    async def stop() -> None:
+        if child is not None:
+            await child.stop()
+        await remote.close()
 
     poller = server.finish_app(app, settings, state, tracer_provider)
     server.run_with_app(
-        app, state, poller, start=("collector link", start), stop=("collector link", remote.close)
+        app, state, poller, start=("collector link", start), stop=("collector link", stop)
     )
     return app

@@ -179,3 +179,57 @@ def test_a_standby_collector_takes_over_when_the_leader_dies(processes, redis) -
         return body["generated_at"] > killed_at_ms and not body["stale"]
 
     wait_for("data generated after the leader died", data_after_the_kill)
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_server_keeps_its_collector_child_running_and_stops_it(shared) -> None:
+    port = free_port()
+    environ = shared | {"VIRTUOSO_COLLECTOR": "child", "VIRTUOSO_BIND": f"127.0.0.1:{port}"}
+    server = start_serve(environ, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, server, timeout=WAIT_SECONDS)
+        (first,) = wait_for("the collector child", lambda: children(server.pid))
+        assert "numpy" in loaded_libraries(first)
+        assert "numpy" not in loaded_libraries(server.pid)
+        os.kill(first, signal.SIGKILL)
+        killed_at_ms = time.time() * 1000
+        (second,) = wait_for(
+            "a new collector child", lambda: [c for c in children(server.pid) if c != first]
+        )
+
+        def data_after_the_kill() -> bool:
+            status, body = get_json(f"{base}/api/dashboard/data")
+            assert status == 200, body
+            return body["generated_at"] > killed_at_ms and not body["stale"]
+
+        wait_for("data the restarted child generated", data_after_the_kill)
+    finally:
+        assert stop(server) == 0
+    assert not alive(second)  # stopped with its server
+
+
+def test_a_killed_servers_collector_child_stops_too(shared) -> None:
+    port = free_port()
+    environ = shared | {"VIRTUOSO_COLLECTOR": "child", "VIRTUOSO_BIND": f"127.0.0.1:{port}"}
+    server = start_serve(environ, cwd=ROOT)
+    try:
+        (child,) = wait_for(
+            "the collector child", lambda: alive(server.pid) and children(server.pid)
+        )
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    wait_for("the orphaned child to stop", lambda: not alive(child))

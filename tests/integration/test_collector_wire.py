@@ -1,0 +1,168 @@
+"""The wire between servers and the collector, on a real Redis: a RemoteCollector (the
+server's link) and a CollectorDesk (the collector's end) around a real pipeline on the
+simulated market.
+
+Questions are answered and shared; a collector that is not there fails fast and names
+why; a collector that stops reporting is named; hostile or broken messages on either
+side are counted and dropped without stopping anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from app.backends.guard import RedisGuard
+from app.market.errors import MarketDataError
+from app.resilience.breaker import CircuitBreaker
+from app.services.collector_desk import CollectorDesk
+from app.services.collector_link import LocalCollector
+from app.services.collector_wire import (
+    CollectorChannels,
+    CollectorUnavailable,
+    Request,
+    WireError,
+    decode_reply,
+    decode_request,
+    decode_status,
+    encode_request,
+)
+from app.services.pipeline import Pipeline
+from app.services.remote_collector import RemoteCollector, RemoteTimings
+from tests.conftest import ManualClock
+from tests.integration.test_pipeline import started_pipeline
+
+CHANNELS = CollectorChannels("wiretest")
+
+
+def guard() -> RedisGuard:
+    return RedisGuard(CircuitBreaker("redis"), timeout_seconds=5)
+
+
+@pytest.fixture
+async def pipeline(clock: ManualClock) -> AsyncIterator[Pipeline]:
+    started = await started_pipeline(clock)
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+async def desk(redis_client, pipeline, clock) -> AsyncIterator[CollectorDesk]:
+    answering = CollectorDesk(
+        redis_client, guard(), CHANNELS, LocalCollector(pipeline), "collector-1", clock
+    )
+    await answering.start()
+    assert await answering.wait_listening(10)
+    yield answering
+    await answering.stop()
+
+
+@pytest.fixture
+async def remote(redis_client, clock) -> AsyncIterator[RemoteCollector]:
+    timings = RemoteTimings(poll_seconds=0.05, gone_after_seconds=5, request_seconds=10)
+    link = RemoteCollector(redis_client, guard(), CHANNELS, "server-1", clock, timings)
+    await link.start()
+    assert await link.wait_listening(10)
+    yield link
+    await link.close()
+
+
+async def test_the_server_reads_the_collectors_status(desk, remote) -> None:
+    await desk.publish_status()
+    report = await remote.read_status()
+    assert report is not None and report.collector_id == "collector-1"
+    assert remote.started.is_set()
+    assert remote.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert remote.status.snapshot_version >= 1
+    assert remote.problems() == []
+
+
+async def test_a_silent_collector_is_named(desk, remote, clock: ManualClock) -> None:
+    await desk.publish_status()
+    await remote.read_status()
+    await desk.stop()
+    clock.advance(6)  # past gone_after_seconds without a new report
+    assert remote.problems() == ["collector not heard from for 6s"]
+    assert remote.status.last_error == "collector not heard from for 6s"
+    assert remote.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # the last known
+
+
+async def test_candles_are_asked_for_and_shared(desk, remote) -> None:
+    answers = await asyncio.gather(*(remote.candles("ETHUSDT", "4h") for _ in range(50)))
+    bodies = {body for body, _ in answers}
+    assert len(bodies) == 1
+    assert orjson.loads(bodies.pop())["candles"]
+    assert desk.counts["ok"] == 1  # one request for the fifty callers
+
+
+async def test_refresh_and_republish_are_answered(desk, remote, pipeline) -> None:
+    version = pipeline.status.snapshot_version
+    await remote.refresh(force=True)
+    assert pipeline.status.snapshot_version > version
+    assert await remote.republish() is True
+    assert await remote.republish(fresh_within=-1) is False  # none that recent
+
+
+async def test_a_collector_error_reaches_the_asker_as_market_data_error(desk, remote) -> None:
+    with pytest.raises(MarketDataError, match="NOPEUSDT"):
+        await remote.candles("NOPEUSDT", "1h")
+    with pytest.raises(CollectorUnavailable, match="malformed candles"):
+        await remote._ask_once(("odd",), "candles", {"symbol": "BTCUSDT"})  # no timeframe
+    assert desk.counts["error"] == 2
+
+
+async def test_without_a_collector_a_question_fails_at_once(remote) -> None:
+    with pytest.raises(CollectorUnavailable, match="no collector is listening"):
+        await remote.refresh()
+    assert await remote.republish() is False  # told, not raised
+    assert remote.problems() == ["no collector has reported yet"]
+
+
+async def test_hostile_messages_are_dropped_and_counted(desk, remote, redis_client) -> None:
+    for junk in (
+        b"",
+        b"not json",
+        b"[1,2]",
+        b'{"id": "x"}',
+        b'{"id":"a b","kind":"refresh","reply_to":"s","deadline_ms":9e18}',
+        b'{"id":"a","kind":"rm -rf","reply_to":"s","deadline_ms":1}',
+    ):
+        await redis_client.publish(CHANNELS.requests, junk)
+        await redis_client.publish(CHANNELS.replies("server-1"), junk)
+    await redis_client.set(CHANNELS.status, b'{"status": 3}')
+    await remote.read_status()  # unreadable: kept what it had (nothing), counted
+    # The desk still answers, the link still asks.
+    body, _ = await remote.candles("BTCUSDT", "1h")
+    assert orjson.loads(body)["candles"]
+    assert desk.counts.get("malformed", 0) >= 5
+    assert remote.unreadable_messages >= 7
+
+
+async def test_a_late_request_is_dropped(desk, redis_client, clock: ManualClock) -> None:
+    late = Request("r1", "refresh", "server-9", deadline_ms=int(clock() * 1000) - 1)
+    await redis_client.publish(CHANNELS.requests, encode_request(late))
+    for _ in range(100):
+        if desk.counts.get("late"):
+            break
+        await asyncio.sleep(0.05)
+    assert desk.counts == {"late": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{}", b"null", b'{"id": 1}', b'{"id":"x","kind":"candles","reply_to":"y"}'],
+)
+def test_malformed_requests_are_wire_errors(raw: bytes) -> None:
+    with pytest.raises(WireError):
+        decode_request(raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{}\nbody", b"[]\n", b'{"id":"x","ok":true}\n'])
+def test_malformed_replies_and_status_are_wire_errors(raw: bytes) -> None:
+    with pytest.raises(WireError):
+        decode_reply(raw)
+    with pytest.raises(WireError):
+        decode_status(raw)

@@ -44,6 +44,7 @@ from app.services.collector_link import LocalCollector
 from app.services.collector_wire import CollectorChannels
 from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
+from app.services.wire_redis import RedisCollectorEnd
 from app.settings import Settings, parse_bind
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,7 @@ def build_collector(
         settings, market, runtime, LiveUpdates(broadcaster), metrics, clock
     )
     desk = CollectorDesk(
-        runtime.redis,
-        runtime.redis_guard,
-        CollectorChannels(namespace),
+        RedisCollectorEnd(runtime.redis, runtime.redis_guard, CollectorChannels(namespace)),
         LocalCollector(pipeline),
         runtime.replica_id,
         clock,

@@ -27,6 +27,7 @@ from app.realtime.broadcaster import Broadcaster
 from app.services.collector_wire import CollectorChannels
 from app.services.remote_collector import RemoteCollector
 from app.services.view_cache import ViewCache
+from app.services.wire_redis import RedisServerEnd
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ def create_server_app(
     if runtime.redis is None or runtime.redis_guard is None:
         raise ConfigError("an external collector needs VIRTUOSO_REDIS_URL")
     namespace = runtime.cache.policy.namespace
-    remote = RemoteCollector(
-        runtime.redis, runtime.redis_guard, CollectorChannels(namespace), runtime.replica_id, clock
+    end = RedisServerEnd(
+        runtime.redis, runtime.redis_guard, CollectorChannels(namespace), runtime.replica_id
     )
+    remote = RemoteCollector(end, runtime.replica_id, clock)
 
     def parts(broadcaster: Broadcaster) -> server.StateParts:
         async def announce(alert: dict[str, Any], generated_at_ms: int) -> None:

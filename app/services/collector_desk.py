@@ -1,5 +1,6 @@
-"""The collector's end of the wire (``app.services.collector_wire``): it answers the
-servers' requests from its pipeline and writes its status report every second.
+"""The collector's desk on the wire (``app.services.collector_wire``): it answers the
+servers' requests from its pipeline and sends its status report every second, through
+its ``end`` (Redis, or the local channel to its server).
 
 Requests are handled concurrently, at most ``MAX_CONCURRENT`` at once (more are
 answered "busy" at once rather than queued without bound); a request whose asker has
@@ -14,17 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-
-from redis.asyncio import Redis
+from collections.abc import Awaitable, Callable
 
 from app.backends.errors import TierUnavailable
-from app.backends.guard import RedisGuard
-from app.backends.subscriber import RedisSubscriber
+from app.backends.local_channel import ChannelError
 from app.market.errors import MarketDataError
 from app.services.collector_link import LocalCollector
 from app.services.collector_wire import (
-    CollectorChannels,
+    CollectorEnd,
     Reply,
     Request,
     StatusReport,
@@ -38,7 +36,6 @@ log = logging.getLogger(__name__)
 
 MAX_CONCURRENT = 32
 STATUS_EVERY_SECONDS = 1.0
-STATUS_KEPT_SECONDS = 30.0  # the report's expiry in Redis: gone means no collector lately
 
 
 class CollectorDesk:
@@ -47,30 +44,23 @@ class CollectorDesk:
 
     def __init__(
         self,
-        redis: Redis,
-        guard: RedisGuard,
-        channels: CollectorChannels,
+        end: CollectorEnd,
         link: LocalCollector,
         collector_id: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis = redis
-        self.guard = guard
-        self.channels = channels
+        self.end = end
         self.link = link
         self.collector_id = collector_id
         self.clock = clock
         self.counts: dict[str, int] = {}  # requests by outcome: ok, error, busy, late, malformed
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._requests = RedisSubscriber(
-            redis, channels.requests, self._on_request, timeout_seconds=guard.timeout_seconds
-        )
         self._status_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Starts answering requests and reporting the status."""
-        self._requests.start()
+        self.end.start(self._on_request)
         self._status_task = asyncio.create_task(self._report_every_second(), name="status")
 
     async def stop(self) -> None:
@@ -79,11 +69,11 @@ class CollectorDesk:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._requests.close()
+        await self.end.close()
 
-    def wait_listening(self, seconds: float):
-        """True once subscribed to the requests channel (tests, start-up)."""
-        return self._requests.wait_subscribed(seconds)
+    def wait_listening(self, seconds: float) -> Awaitable[bool]:
+        """True once requests can arrive (tests, start-up)."""
+        return self.end.wait_listening(seconds)
 
     # --- status -------------------------------------------------------------------------
 
@@ -99,16 +89,12 @@ class CollectorDesk:
         )
 
     async def publish_status(self) -> None:
-        """Writes the status report now. Raises TierUnavailable."""
-        payload = encode_status(self.report())
-        kept_ms = int(STATUS_KEPT_SECONDS * 1000)
-        await self.guard.run(
-            lambda: self.redis.set(self.channels.status, payload, px=kept_ms), "collector status"
-        )
+        """Sends the status report now. Raises TierUnavailable or ChannelError."""
+        await self.end.report(encode_status(self.report()))
 
     async def _report_every_second(self) -> None:
         while True:
-            with contextlib.suppress(TierUnavailable):  # the guard logs the outage once
+            with contextlib.suppress(TierUnavailable, ChannelError):  # logged where it failed
                 await self.publish_status()
             await asyncio.sleep(STATUS_EVERY_SECONDS)
 
@@ -173,7 +159,5 @@ class CollectorDesk:
             return Reply(request.id, ok=False, error="internal error in the collector")
 
     async def _send(self, request: Request, reply: Reply) -> None:
-        payload = encode_reply(reply)
-        channel = self.channels.replies(request.reply_to)
-        with contextlib.suppress(TierUnavailable):  # the asker times out and serves stale
-            await self.guard.run(lambda: self.redis.publish(channel, payload), "collector reply")
+        with contextlib.suppress(TierUnavailable, ChannelError):  # the asker times out
+            await self.end.reply(request.reply_to, encode_reply(reply))

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -105,6 +106,57 @@ class StatusReport:
     source: str
     collector_id: str
     heartbeat_ms: int
+
+
+Received = Callable[[bytes], Awaitable[None] | None]  # a handler of one raw message
+
+
+class ServerEnd(Protocol):
+    """How a server reaches its collector: over Redis (``wire_redis``) or over the local
+    channel to its own child (``wire_channel``)."""
+
+    @property
+    def listening(self) -> bool:
+        """True while replies can reach this server."""
+        ...
+
+    def start(self, on_reply: Received, on_status: Received) -> None:
+        """Hands every reply and every status report (raw) to the handlers."""
+        ...
+
+    async def send(self, payload: bytes) -> None:
+        """Sends an encoded request. Raises CollectorUnavailable when no collector can
+        receive it."""
+        ...
+
+    async def close(self) -> None:
+        """Stops listening."""
+        ...
+
+
+class CollectorEnd(Protocol):
+    """How the collector hears the servers and answers them."""
+
+    def start(self, on_request: Received) -> None:
+        """Hands every request (raw) to ``on_request``."""
+        ...
+
+    def wait_listening(self, seconds: float) -> Awaitable[bool]:
+        """True once requests can arrive, False after ``seconds``."""
+        ...
+
+    async def reply(self, reply_to: str, payload: bytes) -> None:
+        """Sends an encoded reply to the server named ``reply_to``. Raises
+        TierUnavailable or ChannelError when it cannot."""
+        ...
+
+    async def report(self, payload: bytes) -> None:
+        """Publishes an encoded status report. Raises TierUnavailable or ChannelError."""
+        ...
+
+    async def close(self) -> None:
+        """Stops listening."""
+        ...
 
 
 def encode_request(request: Request) -> bytes:

@@ -1,6 +1,7 @@
-"""The link of a serving process whose collector runs elsewhere (``virtuoso collect``).
+"""The link of a serving process whose collector runs elsewhere (``virtuoso collect``,
+over Redis, or the server's own collector child, over a local channel: the ``end``).
 
-It reads the collector's status report every second from Redis and answers the serving
+It takes the collector's status report (every second) and answers the serving
 side's questions from it (symbols, listing issues, breakers, refresh status); a report
 that stops coming means the collector is gone: the views already in the tiers keep
 being served (stale once they age), readiness says ``degraded`` with the reason, and
@@ -12,26 +13,20 @@ question, awaited until a deadline; the server never fetches market data itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
-
-from app.backends.errors import TierUnavailable
-from app.backends.guard import RedisGuard
-from app.backends.subscriber import RedisSubscriber
 from app.services.collector_link import CollectorStatus
 from app.services.collector_wire import (
-    CollectorChannels,
     CollectorUnavailable,
     Reply,
     Request,
+    ServerEnd,
     StatusReport,
     WireError,
     decode_reply,
@@ -46,31 +41,26 @@ MAX_PENDING = 256  # requests awaiting a reply at once; more are refused at once
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RemoteTimings:
-    """``poll_seconds``: how often the status report is read; ``gone_after_seconds``: a
-    report older than this means the collector is gone; ``request_seconds``: how long a
-    request waits for its reply."""
+    """``gone_after_seconds``: a status report older than this means the collector is
+    gone; ``request_seconds``: how long a request waits for its reply."""
 
-    poll_seconds: float = 1.0
     gone_after_seconds: float = 5.0
     request_seconds: float = 15.0
 
 
 class RemoteCollector:
-    """A :class:`~app.services.collector_link.CollectorLink` over Redis (see the module
-    docstring). ``replica_id`` names this server on the wire; ``clock``: epoch seconds."""
+    """A :class:`~app.services.collector_link.CollectorLink` through ``end`` (see the
+    module docstring). ``replica_id`` names this server on the wire (its requests' ids
+    and replies' address); ``clock``: epoch seconds."""
 
     def __init__(
         self,
-        redis: Redis,
-        guard: RedisGuard,
-        channels: CollectorChannels,
+        end: ServerEnd,
         replica_id: str,
         clock: Callable[[], float] = time.time,
         timings: RemoteTimings | None = None,
     ) -> None:
-        self.redis = redis
-        self.guard = guard
-        self.channels = channels
+        self.end = end
         self.replica_id = replica_id
         self.clock = clock
         self.timings = timings or RemoteTimings()
@@ -80,26 +70,14 @@ class RemoteCollector:
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._shared: dict[tuple[Any, ...], asyncio.Task[Reply]] = {}
         self._ids = itertools.count(1)
-        self._replies = RedisSubscriber(
-            redis,
-            channels.replies(replica_id),
-            self._on_reply,
-            timeout_seconds=guard.timeout_seconds,
-        )
-        self._poll_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listens for replies and starts reading the status reports."""
-        self._replies.start()
-        self._poll_task = asyncio.create_task(self._poll(), name="collector-status")
+        """Listens for replies and status reports."""
+        self.end.start(self._on_reply, self.take_status)
 
     async def close(self) -> None:
         """Stops listening; requests still waiting fail with CollectorUnavailable."""
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-        await self._replies.close()
+        await self.end.close()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(CollectorUnavailable("the server is stopping"))
@@ -150,29 +128,19 @@ class RemoteCollector:
             return f"collector not heard from for {silent:.0f}s"
         return None
 
-    async def _poll(self) -> None:
-        while True:
-            with contextlib.suppress(TierUnavailable):
-                await self.read_status()
-            await asyncio.sleep(self.timings.poll_seconds)
-
-    async def read_status(self) -> StatusReport | None:
-        """Reads the status report now (also every ``poll_seconds`` in the background).
-        Raises TierUnavailable when Redis cannot be read."""
-        raw = await self.guard.run(lambda: self.redis.get(self.channels.status), "collector status")
-        if raw is None:
-            return self.report
+    def take_status(self, raw: bytes) -> None:
+        """Takes a status report as the collector sent it (the newest is kept as
+        ``report``); an unreadable one is counted and the last one kept."""
         try:
-            report = decode_status(raw if isinstance(raw, bytes) else raw.encode())
+            report = decode_status(raw)
         except WireError as error:
             self.unreadable_messages += 1
             log.warning("collector status unreadable: %s", error)
-            return self.report
+            return
         if self.report is None or report.heartbeat_ms >= self.report.heartbeat_ms:
             self.report = report
         if report.status.source_started:
             self._started.set()
-        return self.report
 
     # --- questions ------------------------------------------------------------------------
 
@@ -219,8 +187,8 @@ class RemoteCollector:
     async def _ask(self, kind: str, args: dict) -> Reply:
         if len(self._pending) >= MAX_PENDING:
             raise CollectorUnavailable("too many requests to the collector are waiting")
-        if not self._replies.listening:
-            raise CollectorUnavailable("not listening for the collector's replies (Redis)")
+        if not self.end.listening:
+            raise CollectorUnavailable("not listening for the collector's replies")
         wait = self.timings.request_seconds
         request = Request(
             id=f"{self.replica_id}.{next(self._ids)}",
@@ -232,7 +200,7 @@ class RemoteCollector:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[request.id] = future
         try:
-            await self._send(request)
+            await self.end.send(encode_request(request))
             async with asyncio.timeout(wait):
                 reply = await future
         except TimeoutError:
@@ -242,17 +210,6 @@ class RemoteCollector:
         if not reply.ok:
             raise CollectorUnavailable(reply.error or "the collector could not answer")
         return reply
-
-    async def _send(self, request: Request) -> None:
-        payload = encode_request(request)
-        try:
-            listeners = await self.guard.run(
-                lambda: self.redis.publish(self.channels.requests, payload), "collector request"
-            )
-        except TierUnavailable as error:
-            raise CollectorUnavailable(f"cannot reach the collector: {error}") from None
-        if not listeners:
-            raise CollectorUnavailable("no collector is listening")
 
     def _on_reply(self, raw: bytes) -> None:
         try:
@@ -264,7 +221,3 @@ class RemoteCollector:
         future = self._pending.get(reply.id)
         if future is not None and not future.done():
             future.set_result(reply)
-
-    def wait_listening(self, seconds: float) -> Awaitable[bool]:
-        """True once the reply channel is subscribed (tests, start-up)."""
-        return self._replies.wait_subscribed(seconds)

@@ -32,6 +32,7 @@ from app.services.collector_wire import (
 )
 from app.services.pipeline import Pipeline
 from app.services.remote_collector import RemoteCollector, RemoteTimings
+from app.services.wire_redis import RedisCollectorEnd, RedisServerEnd
 from tests.conftest import ManualClock
 from tests.integration.test_pipeline import started_pipeline
 
@@ -51,9 +52,8 @@ async def pipeline(clock: ManualClock) -> AsyncIterator[Pipeline]:
 
 @pytest.fixture
 async def desk(redis_client, pipeline, clock) -> AsyncIterator[CollectorDesk]:
-    answering = CollectorDesk(
-        redis_client, guard(), CHANNELS, LocalCollector(pipeline), "collector-1", clock
-    )
+    end = RedisCollectorEnd(redis_client, guard(), CHANNELS)
+    answering = CollectorDesk(end, LocalCollector(pipeline), "collector-1", clock)
     await answering.start()
     assert await answering.wait_listening(10)
     yield answering
@@ -62,17 +62,19 @@ async def desk(redis_client, pipeline, clock) -> AsyncIterator[CollectorDesk]:
 
 @pytest.fixture
 async def remote(redis_client, clock) -> AsyncIterator[RemoteCollector]:
-    timings = RemoteTimings(poll_seconds=0.05, gone_after_seconds=5, request_seconds=10)
-    link = RemoteCollector(redis_client, guard(), CHANNELS, "server-1", clock, timings)
+    timings = RemoteTimings(gone_after_seconds=5, request_seconds=10)
+    end = RedisServerEnd(redis_client, guard(), CHANNELS, "server-1", poll_seconds=0.05)
+    link = RemoteCollector(end, "server-1", clock, timings)
     await link.start()
-    assert await link.wait_listening(10)
+    assert await end.wait_listening(10)
     yield link
     await link.close()
 
 
 async def test_the_server_reads_the_collectors_status(desk, remote) -> None:
     await desk.publish_status()
-    report = await remote.read_status()
+    await remote.end.read_status()
+    report = remote.report
     assert report is not None and report.collector_id == "collector-1"
     assert remote.started.is_set()
     assert remote.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -82,7 +84,7 @@ async def test_the_server_reads_the_collectors_status(desk, remote) -> None:
 
 async def test_a_silent_collector_is_named(desk, remote, clock: ManualClock) -> None:
     await desk.publish_status()
-    await remote.read_status()
+    await remote.end.read_status()
     await desk.stop()
     clock.advance(6)  # past gone_after_seconds without a new report
     assert remote.problems() == ["collector not heard from for 6s"]
@@ -133,7 +135,7 @@ async def test_hostile_messages_are_dropped_and_counted(desk, remote, redis_clie
         await redis_client.publish(CHANNELS.requests, junk)
         await redis_client.publish(CHANNELS.replies("server-1"), junk)
     await redis_client.set(CHANNELS.status, b'{"status": 3}')
-    await remote.read_status()  # unreadable: kept what it had (nothing), counted
+    await remote.end.read_status()  # unreadable: kept what it had (nothing), counted
     # The desk still answers, the link still asks.
     body, _ = await remote.candles("BTCUSDT", "1h")
     assert orjson.loads(body)["candles"]

@@ -171,10 +171,10 @@ class Settings(_Section):
     # with the admin token or on the monitoring listener).
     public_details: bool = False
     # Where the collector runs for ``virtuoso serve``: in this process (embedded); as a
-    # child process of each server (child), several servers' children electing one
-    # leader; or as a separate ``virtuoso collect`` service (external). Child and external
-    # reach the servers through Redis.
-    collector: Literal["embedded", "child", "external"] = "embedded"
+    # child process of each server (child: over Redis when configured, several servers'
+    # children electing one leader, else over a local channel); or as a separate
+    # ``virtuoso collect`` service (external, through Redis).
+    collector: Literal["embedded", "child", "external"] = "child"
 
     def optimized(self, name: str) -> bool:
         """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""
@@ -251,10 +251,10 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _external_collector_needs_redis(self) -> Settings:
-        if self.collector != "embedded" and self.redis_url is None:
+        if self.collector == "external" and self.redis_url is None:
             raise ValueError(
-                f"VIRTUOSO_COLLECTOR={self.collector} needs VIRTUOSO_REDIS_URL: the servers "
-                "and the collector meet in Redis"
+                "VIRTUOSO_COLLECTOR=external needs VIRTUOSO_REDIS_URL: the servers and the "
+                "collector meet in Redis"
             )
         return self
 

@@ -21,15 +21,13 @@ def build_alert_service(
     republish: Republish,
     announce: Sequence[Announce],
     clock: Callable[[], float],
+    store: AlertStore | None = None,
 ) -> AlertService:
-    """Rules and alerts in Redis when configured, else in a local file; ``republish``
-    rebuilds the dashboards when alerts change, ``announce`` is told of each alert."""
-    store: AlertStore
-    if runtime.redis is not None and runtime.redis_guard is not None:
-        prefix = f"{runtime.cache.policy.namespace}:alerts"
-        store = RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
-    else:
-        store = FileAlertStore(Path(settings.data_dir) / "alerts.json")
+    """Rules and alerts in ``store`` if given, else in Redis when configured, else in a
+    local file; ``republish`` rebuilds the dashboards when alerts change, ``announce`` is
+    told of each alert."""
+    if store is None:
+        store = settings_store(settings, runtime)
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
     webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
@@ -44,3 +42,11 @@ def build_alert_service(
         announce=announce,
         clock=clock,
     )
+
+
+def settings_store(settings: Settings, runtime: CacheRuntime) -> AlertStore:
+    """The alert store in Redis when configured, else in ``<data_dir>/alerts.json``."""
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        prefix = f"{runtime.cache.policy.namespace}:alerts"
+        return RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
+    return FileAlertStore(Path(settings.data_dir) / "alerts.json")

@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--bind", help="host:port (VIRTUOSO_BIND, default 127.0.0.1:8003)")
     serve.add_argument("--collector", help="embedded, child or external (VIRTUOSO_COLLECTOR)")
     collect = commands.add_parser("collect", help="collect market data for the servers")
+    collect.add_argument("--channel", help=argparse.SUPPRESS)  # set by a server for its child
     for command in (serve, collect):
         _common_flags(command)
     return parser.parse_args(argv)
@@ -62,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "log_level", "channel")}
     try:
         settings = load_settings(flags)
         if args.command == "collect":
-            return collect(settings)
+            return collect(settings, args.channel)
         app = _serving_app(settings, _collector_flags(args))  # validates the cache policy
     except ConfigError as error:
         print(f"virtuoso: {error}", file=sys.stderr)
@@ -88,25 +89,23 @@ def _collector_flags(args: argparse.Namespace) -> list[str]:
 def _serving_app(settings: Settings, collector_flags: list[str]) -> Quart:
     if settings.collector != "embedded":
         from app.main.server_app import create_server_app
-        from app.main.supervisor import CollectorChild
 
-        child = None
-        if settings.collector == "child":
-            child = CollectorChild(collector_flags, replica_id=settings.replica_id)
-        return create_server_app(settings, child=child)
+        child_flags = collector_flags if settings.collector == "child" else None
+        return create_server_app(settings, child_flags=child_flags)
     from app.main.embedded import create_app
 
     return create_app(settings)
 
 
-def collect(settings: Settings) -> int:
-    """Collects until SIGINT or SIGTERM. Raises ConfigError before starting."""
+def collect(settings: Settings, channel_path: str | None = None) -> int:
+    """Collects until SIGINT or SIGTERM (or, as a server's child on the local channel at
+    ``channel_path``, until the server goes). Raises ConfigError before starting."""
     import uvloop
 
     from app.main.collector_process import run_collector
 
     async def run() -> int:
-        await run_collector(settings, _stop_on_signals())
+        await run_collector(settings, _stop_on_signals(), channel_path)
         return 0
 
     return uvloop.run(run())

@@ -19,6 +19,7 @@ from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.services.alerts.evaluation import AlertEvaluation
 from app.services.alerts.service import AlertService
+from app.services.alerts.store import AlertStore
 from app.services.analysis import AnalysisSettings
 from app.services.catalogue import CATALOGUE
 from app.services.collector_link import LocalCollector
@@ -28,6 +29,7 @@ from app.services.pipeline import (
     CriticalAlerts,
     Pipeline,
     PipelineSettings,
+    Publish,
     RefreshListener,
     SnapshotListener,
 )
@@ -93,15 +95,17 @@ def build_pipeline(
     listeners: Sequence[SnapshotListener],
     on_refresh: Sequence[RefreshListener],
     critical_alerts: CriticalAlerts,
+    publish: Publish | None = None,
 ) -> tuple[Pipeline, ViewCache]:
     """The refresher and the view cache it publishes to (which calls it back for cold
-    reads), coordinated across replicas when Redis is there."""
+    reads), coordinated across replicas when Redis is there; with ``publish``, the views
+    go there instead (a collector child's server)."""
     namespace = runtime.cache.policy.namespace
     views: ViewCache
     pipeline = Pipeline(
         pipeline_settings(settings),
         source,
-        lambda bodies, generated_at_ms: views.publish(bodies, generated_at_ms),
+        publish or (lambda bodies, generated_at_ms: views.publish(bodies, generated_at_ms)),
         _coordinator(settings, runtime),
         clock,
         listeners=listeners,
@@ -119,12 +123,17 @@ def snapshot_flow(
     live: LiveUpdates,
     metrics: Metrics,
     clock: Callable[[], float],
+    *,
+    store: AlertStore | None = None,
+    publish: Publish | None = None,
 ) -> tuple[AlertService, Pipeline, ViewCache]:
     """Who hears of what: each snapshot goes to the alert rules, then to the live
     clients; each alert to the live clients, then to the metrics; each refresh to the
     metrics. The alert service and the pipeline need each other (alerts rebuild the
     dashboards, dashboards show the critical alerts): the alert service reaches the
-    pipeline through ``republish``, bound once the pipeline exists."""
+    pipeline through ``republish``, bound once the pipeline exists. ``store`` and
+    ``publish``: where the alerts are kept and the views go, when not the settings' store
+    and the runtime's tiers (a collector child's server)."""
     pipeline: Pipeline
 
     async def republish(fresh_within: float | None = None) -> bool:
@@ -136,6 +145,7 @@ def snapshot_flow(
         republish,
         announce=(live.announce_alert, telemetry.alert_counter(metrics)),
         clock=clock,
+        store=store,
     )
     pipeline, views = build_pipeline(
         settings,
@@ -145,6 +155,7 @@ def snapshot_flow(
         listeners=(AlertEvaluation(alerts).on_snapshot, live.on_snapshot),
         on_refresh=(collector_telemetry.refresh_observer(metrics),),
         critical_alerts=alerts.critical_alerts,
+        publish=publish,
     )
     return alerts, pipeline, views
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from prometheus_client import start_http_server
 
 from app.backends.lease import LeaderLease
+from app.backends.local_channel import Channel, connect
 from app.backends.locks import LockLease
 from app.cache.policy import load_policy
 from app.cache.runtime import CacheRuntime, build_cache
@@ -39,11 +40,13 @@ from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.realtime.broadcaster import Broadcaster
 from app.services.alerts.service import AlertService
+from app.services.alerts.store_proxy import ProxyAlertStore
 from app.services.collector_desk import CollectorDesk
 from app.services.collector_link import LocalCollector
 from app.services.collector_wire import CollectorChannels
 from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
+from app.services.wire_channel import ChannelCollectorEnd, ChannelLivePublisher, ChannelViews
 from app.services.wire_redis import RedisCollectorEnd
 from app.settings import Settings, parse_bind
 
@@ -54,30 +57,40 @@ LEASE_TTL_SECONDS = 5.0  # how long standbys wait for a leader that died without
 
 @dataclass(slots=True)
 class Collector:
-    """One collector's running parts (built by ``build_collector``)."""
+    """One collector's running parts (built by ``build_collector`` or
+    ``build_child_collector``). With a ``lease`` it campaigns and works only while it
+    leads; without (a server's child on the local channel), it works from the start."""
 
     runtime: CacheRuntime
     pipeline: Pipeline
     alerts: AlertService
-    broadcaster: Broadcaster
     desk: CollectorDesk
     metrics: Metrics
-    lease: LeaderLease
+    broadcaster: Broadcaster | None = None
+    lease: LeaderLease | None = None
     _candidacy: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connects the tiers and the live-update publisher, then campaigns for the lead:
-        the refresher and the desk (requests and status) run while leading."""
+        """Connects the tiers and the live-update publisher, then campaigns for the lead
+        (or leads at once without a lease): the refresher and the desk (requests and
+        status) run while leading."""
         await self.runtime.start()
         await self.alerts.webhooks.start()
-        await self.broadcaster.start()
-        self._candidacy = asyncio.create_task(self.lease.run(self._lead), name="candidacy")
+        if self.broadcaster is not None:
+            await self.broadcaster.start()
+        if self.lease is None:
+            await self._work()
+        else:
+            self._candidacy = asyncio.create_task(self.lease.run(self._lead), name="candidacy")
+
+    async def _work(self) -> None:
+        await self.pipeline.start()
+        await self.desk.start()
 
     async def _lead(self, term: LockLease) -> None:
         log.info("collector %s leads (term %d)", self.runtime.replica_id, term.fence)
         try:
-            await self.pipeline.start()
-            await self.desk.start()
+            await self._work()
             await asyncio.Event().wait()  # until the term ends (this task is cancelled)
         finally:
             log.info("collector %s stands by (term %d over)", self.runtime.replica_id, term.fence)
@@ -87,35 +100,48 @@ class Collector:
     async def stop(self) -> None:
         """Resigns the lead (a standby takes over at once), then stops every part, each
         step bounded."""
-        await bounded("leadership", self.lease.resign())
+        if self.lease is not None:
+            await bounded("leadership", self.lease.resign())
         if self._candidacy is not None:
             await bounded("candidacy", asyncio.gather(self._candidacy, return_exceptions=True))
+        await bounded("desk", self.desk.stop())
         await bounded("pipeline", self.pipeline.stop())
-        await bounded("live updates", self.broadcaster.close())
+        if self.broadcaster is not None:
+            await bounded("live updates", self.broadcaster.close())
         await bounded("webhooks", self.alerts.webhooks.close())
         await bounded("cache tiers", self.runtime.close())
 
 
-def build_collector(
-    settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
-) -> Collector:
-    """The collector of ``settings`` (``source``: tests pass their own). Raises ConfigError
-    without Redis (the servers meet the collector there) or when the cache policy does
-    not fit the refresh interval."""
-    if settings.redis_url is None:
-        raise ConfigError(
-            "virtuoso collect needs VIRTUOSO_REDIS_URL: it publishes to the servers through Redis"
-        )
+def _parts(
+    settings: Settings, source: MarketSource | None, clock: Callable[[], float]
+) -> tuple[CacheRuntime, Metrics, MarketSource]:
+    """The tiers, the metrics and the market source of a collector. Raises ConfigError
+    when the cache policy does not fit the refresh interval."""
     policy = load_policy(settings.cache_policy_path)
     collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
     stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
     runtime = build_cache(sections.cache_config(settings), policy, clock, stats)
-    assert runtime.redis is not None and runtime.redis_guard is not None
     market = source or make_source(
         settings, observers=[collector_telemetry.ExchangeMetrics(metrics, settings.exchange)]
     )
     collector_telemetry.start_at_zero(metrics, market)
+    return runtime, metrics, market
+
+
+def build_collector(
+    settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
+) -> Collector:
+    """The collector of ``settings`` that meets the servers in Redis (``source``: tests
+    pass their own). Raises ConfigError without Redis or when the cache policy does not
+    fit the refresh interval."""
+    if settings.redis_url is None:
+        raise ConfigError(
+            "virtuoso collect needs VIRTUOSO_REDIS_URL: it publishes to the servers through Redis"
+        )
+    runtime, metrics, market = _parts(settings, source, clock)
+    assert runtime.redis is not None and runtime.redis_guard is not None
+    assert runtime.locks is not None
     namespace = runtime.cache.policy.namespace
     broadcaster = Broadcaster(
         runtime.replica_id,
@@ -133,16 +159,50 @@ def build_collector(
         runtime.replica_id,
         clock,
     )
-    assert runtime.locks is not None
     lease = LeaderLease(
         runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
     )
-    return Collector(runtime, pipeline, alerts, broadcaster, desk, metrics, lease)
+    return Collector(runtime, pipeline, alerts, desk, metrics, broadcaster, lease)
 
 
-async def run_collector(settings: Settings, stop: asyncio.Event) -> None:
-    """Runs the collector of ``settings`` until ``stop`` is set. Raises ConfigError."""
-    parts = build_collector(settings)
+def build_child_collector(
+    settings: Settings,
+    channel: Channel,
+    source: MarketSource | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Collector:
+    """A server's collector child on the local ``channel``: views, live updates, alerts,
+    replies and status reports go to the server, the alert store is the server's.
+    Raises ConfigError when the cache policy does not fit the refresh interval."""
+    runtime, metrics, market = _parts(settings, source, clock)
+    alerts, pipeline, _ = collector.snapshot_flow(
+        settings,
+        market,
+        runtime,
+        LiveUpdates(ChannelLivePublisher(channel)),
+        metrics,
+        clock,
+        store=ProxyAlertStore(channel.call),
+        publish=ChannelViews(channel),
+    )
+    desk = CollectorDesk(
+        ChannelCollectorEnd(channel), LocalCollector(pipeline), runtime.replica_id, clock
+    )
+    return Collector(runtime, pipeline, alerts, desk, metrics)
+
+
+async def run_collector(
+    settings: Settings, stop: asyncio.Event, channel_path: str | None = None
+) -> None:
+    """Runs the collector of ``settings`` until ``stop`` is set — or, as a server's child
+    on the local channel at ``channel_path``, until that channel closes. Raises
+    ConfigError, and OSError when the channel cannot be reached."""
+    channel = None if channel_path is None else await connect(channel_path)
+    if channel is None:
+        parts = build_collector(settings)
+    else:
+        parts = build_child_collector(settings, channel)
+        watch = asyncio.create_task(_stop_with(channel, stop), name="channel-watch")
     collector.announce_source(settings, parts.runtime.tiers)
     metrics_server = None
     if settings.monitoring_bind is not None:
@@ -155,5 +215,16 @@ async def run_collector(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await parts.stop()
+        if channel is not None:
+            watch.cancel()
+            await channel.close()
         if metrics_server is not None:
             metrics_server.shutdown()
+
+
+async def _stop_with(channel: Channel, stop: asyncio.Event) -> None:
+    """Sets ``stop`` when the channel closes (the server went away)."""
+    await channel.closed.wait()
+    if not stop.is_set():
+        log.warning("the server's channel closed; stopping")
+        stop.set()

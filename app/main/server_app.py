@@ -1,5 +1,7 @@
-"""The serving role alone (``virtuoso serve`` with ``VIRTUOSO_COLLECTOR=external``): HTTP
-and WebSocket only, the collector a separate ``virtuoso collect`` service met in Redis.
+"""The serving role alone (``virtuoso serve`` with ``VIRTUOSO_COLLECTOR`` ``child`` or
+``external``): HTTP and WebSocket only, the collector a child process this server runs
+or a separate ``virtuoso collect`` service, met in Redis or, for a child without Redis,
+over a local channel (``app.main.child_host``).
 
 The views come from the tiers the collector publishes to; live updates and alerts come
 over the realtime channel; cold reads that need the exchange are requests to the
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -22,11 +24,13 @@ from app.cache.policy import load_policy
 from app.errors import ConfigError
 from app.main import server
 from app.main.alerting import build_alert_service
+from app.main.child_host import ChildHost
 from app.main.supervisor import CollectorChild
 from app.realtime.broadcaster import Broadcaster
-from app.services.collector_wire import CollectorChannels
+from app.services.collector_wire import CollectorChannels, ServerEnd
 from app.services.remote_collector import RemoteCollector
 from app.services.view_cache import ViewCache
+from app.services.wire_channel import ChannelServerEnd
 from app.services.wire_redis import RedisServerEnd
 from app.settings import Settings
 
@@ -37,19 +41,23 @@ def create_server_app(
     settings: Settings,
     clock: Callable[[], float] = time.time,
     tracer_provider: TracerProvider | None = None,
-    child: CollectorChild | None = None,
+    child_flags: Sequence[str] | None = None,
 ) -> Quart:
-    """The serving role as a Quart app whose collector runs elsewhere: in ``child``, a
-    process it starts, keeps running and stops, or in a service of its own. Raises
-    ConfigError without Redis (the servers and the collector meet there)."""
+    """The serving role as a Quart app whose collector runs elsewhere: as a child process
+    it starts with ``child_flags``, keeps running and stops, or (``child_flags`` None) as
+    a service of its own. The two meet in Redis when it is configured, else over a local
+    channel (a child only). Raises ConfigError for an external collector without Redis."""
     policy = load_policy(settings.cache_policy_path)
     app, runtime, limiter, metrics = server.serving_shell(settings, policy, clock)
-    if runtime.redis is None or runtime.redis_guard is None:
-        raise ConfigError("an external collector needs VIRTUOSO_REDIS_URL")
     namespace = runtime.cache.policy.namespace
-    end = RedisServerEnd(
-        runtime.redis, runtime.redis_guard, CollectorChannels(namespace), runtime.replica_id
-    )
+    end: ServerEnd
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        channels = CollectorChannels(namespace)
+        end = RedisServerEnd(runtime.redis, runtime.redis_guard, channels, runtime.replica_id)
+    elif child_flags is not None:
+        end = ChannelServerEnd()
+    else:
+        raise ConfigError("an external collector needs VIRTUOSO_REDIS_URL")
     remote = RemoteCollector(end, runtime.replica_id, clock)
 
     def parts(broadcaster: Broadcaster) -> server.StateParts:
@@ -64,20 +72,32 @@ def create_server_app(
         return server.StateParts(remote, views, alerts)
 
     state = server.serving_state(settings, runtime, limiter, metrics, clock, parts)
+    host = None
+    if isinstance(end, ChannelServerEnd):
+        host = ChildHost(end, state.views, state.broadcaster, state.alerts.store, runtime.coherence)
+    child = None
+    if child_flags is not None:
+        channel_flags = [] if host is None else ["--channel", host.path]
+        child = CollectorChild([*child_flags, *channel_flags], replica_id=settings.replica_id)
 
     async def start() -> None:
         log.info(
-            "serving only; market data from the collector (%s), cache tiers: %s",
+            "serving; market data from %s (%s), cache tiers: %s",
+            "a collector service" if child is None else "a collector child",
             settings.exchange,
             ", ".join(runtime.tiers),
         )
         await remote.start()
+        if host is not None:
+            await host.start()
         if child is not None:
             child.start()
 
     async def stop() -> None:
         if child is not None:
             await child.stop()
+        if host is not None:
+            await host.close()
         await remote.close()
 
     poller = server.finish_app(app, settings, state, tracer_provider)

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,60 @@ def test_a_killed_servers_collector_child_stops_too(shared) -> None:
         server.kill()
         server.wait(timeout=10)
     wait_for("the orphaned child to stop", lambda: not alive(child))
+
+
+def post_json(url: str, body: dict, token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url,
+        data=orjson.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
+    """No Redis: the child's views land in the server's in-process tier, its alerts come
+    from the server's store (a file the server alone writes), and a killed child is
+    restarted and reconnects."""
+    port, token = free_port(), "channel-test-token-0123456789"
+    environ = {
+        "VIRTUOSO_COLLECTOR": "child",
+        "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_REFRESH_SECONDS": "2",
+        "VIRTUOSO_DATA_DIR": str(tmp_path),
+        "VIRTUOSO_API_TOKEN": token,
+    }
+    server = start_serve(environ, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, server, timeout=WAIT_SECONDS)
+        status, body = get_json(f"{base}/api/dashboard/data")
+        assert status == 200 and body["source"] == "simulated"
+        status, candles = get_json(f"{base}/api/market/candles/SOLUSDT?timeframe=30m")
+        assert status == 200 and candles["candles"]
+        rule = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 1, "level": "info"}
+        status, created = post_json(f"{base}/api/alerts/rules", rule, token)
+        assert status == 201, created
+
+        def fired() -> list:
+            _, page = get_json(f"{base}/api/alerts?limit=5")
+            return [a for a in page["alerts"] if a["rule_id"] == created["rule"]["id"]]
+
+        wait_for("the child's evaluation firing the server's rule", fired)
+        assert (tmp_path / "alerts.json").exists()
+        (first,) = children(server.pid)
+        os.kill(first, signal.SIGKILL)
+        killed_at_ms = time.time() * 1000
+
+        def fresh_from_a_new_child() -> bool:
+            _, body = get_json(f"{base}/api/dashboard/data")
+            return body["generated_at"] > killed_at_ms and first not in children(server.pid)
+
+        wait_for("data from the restarted child", fresh_from_a_new_child)
+    finally:
+        assert stop(server) == 0

@@ -46,6 +46,8 @@ SERVING_MODULES: tuple[str, ...] = (
     "app.main.collectors",
     "app.main.poller",
     "app.main.sections",
+    "app.main.child_host",
+    "app.main.supervisor",
 )
 
 # Modules of the serving packages that run in the collector only, and why.

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from app.main.telemetry import ExchangeMetrics
+from app.main.collector_telemetry import ExchangeMetrics
 from app.market.errors import ExchangeUnavailable
 from app.market.models.candles import Candles
 from app.market.models.order_book import OrderBook

@@ -17,7 +17,7 @@ test: $(STAMP) test-services frontend frontend-check
 	$(BIN)/ruff check app tests dashboards tools bench
 	$(BIN)/ruff format --check app tests dashboards tools bench
 	$(BIN)/mypy app
-	@# Two workers (pytest-xdist), each test file on one of them (its module fixtures
+	@# TEST_WORKERS workers (pytest-xdist), each test file on one of them (its module fixtures
 	@# built once). pytest exits 5 when it collected no test: a failure here, said plainly.
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 

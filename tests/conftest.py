@@ -147,13 +147,15 @@ LONGEST_FIRST = (
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every test with its folder's group (tests/unit/... is ``unit``) and puts
-    the ``LONGEST_FIRST`` modules first (the order within a module is kept)."""
+    the ``LONGEST_FIRST`` modules first (the order within a module is kept). A test
+    outside the group folders stops the run: no ``-m`` selection would ever run it."""
     here = Path(__file__).parent
     rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
     for item in items:
         group = item.path.relative_to(here).parts[0]
-        if group in GROUPS:
-            item.add_marker(group)
+        if group not in GROUPS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(GROUPS)}}}/")
+        item.add_marker(group)
     items.sort(key=lambda item: rank.get(item.path.relative_to(here).as_posix(), len(rank)))
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
+    """One stored view: its JSON bytes, weak ETag, and the epoch-millisecond times of
+    the module docstring. Immutable; the tiers store it through ``app.cache.codec``."""
+
     body: bytes  # a JSON object without age_ms and stale (see app.web.responses)
     etag: str
     generated_at_ms: int
@@ -25,16 +28,20 @@ class CacheEntry:
 
     @staticmethod
     def etag_of(body: bytes) -> str:
+        """The weak ETag of ``body``: ``W/"<24 hex digits>"`` (BLAKE2b, 12 bytes)."""
         return f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
 
     def age_ms(self, now_ms: int) -> int:
+        """Milliseconds since the data was generated (never negative)."""
         return max(0, now_ms - self.generated_at_ms)
 
     @property
     def expires_at_ms(self) -> int:
+        """Epoch ms at which the entry stops being fresh."""
         return self.generated_at_ms + self.ttl_ms
 
     def is_fresh(self, now_ms: int) -> bool:
+        """Within its TTL: served as it is."""
         return now_ms < self.expires_at_ms
 
     def in_grace(self, now_ms: int) -> bool:
@@ -42,8 +49,10 @@ class CacheEntry:
         return self.expires_at_ms <= now_ms < self.expires_at_ms + self.grace_ms
 
     def usable_if_error(self, now_ms: int) -> bool:
+        """Young enough (under ``max_stale_ms``) to be served, stale, when computing fails."""
         return now_ms < self.generated_at_ms + self.max_stale_ms
 
     @property
     def size(self) -> int:
+        """Bytes held: the body plus its compressed copy (what bounds the L1 tier)."""
         return len(self.body) + len(self.compressed or b"")

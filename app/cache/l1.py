@@ -10,6 +10,10 @@ from app.cache.entry import CacheEntry
 
 
 class L1Cache:
+    """Entries by physical key, each with its cache family, holding at most
+    ``max_bytes`` of bodies (``CacheEntry.size``); the least recently read go first.
+    ``ValueError`` for a negative bound (0 holds nothing)."""
+
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:  # 0: holds nothing (the benchmark's ablation of this tier)
             raise ValueError("max_bytes must not be negative")
@@ -19,6 +23,7 @@ class L1Cache:
         self._entries: OrderedDict[str, tuple[str, CacheEntry]] = OrderedDict()
 
     def get(self, key: str) -> CacheEntry | None:
+        """The entry, now the most recently used; None when absent."""
         item = self._entries.get(key)
         if item is None:
             return None
@@ -38,6 +43,7 @@ class L1Cache:
             self.evictions += 1
 
     def delete(self, key: str) -> bool:
+        """Forgets the key; False when it was not held."""
         item = self._entries.pop(key, None)
         if item is None:
             return False
@@ -45,6 +51,7 @@ class L1Cache:
         return True
 
     def delete_families(self, families: Iterable[str]) -> int:
+        """Forgets every entry of these families; returns how many there were."""
         doomed = set(families)
         keys = [key for key, (family, _) in self._entries.items() if family in doomed]
         for key in keys:
@@ -52,10 +59,12 @@ class L1Cache:
         return len(keys)
 
     def clear(self) -> None:
+        """Forgets everything (evictions are not counted)."""
         self._entries.clear()
         self.bytes = 0
 
     def items_by_family(self) -> dict[str, int]:
+        """How many entries each family holds (families holding none are absent)."""
         counts: dict[str, int] = {}
         for family, _ in self._entries.values():
             counts[family] = counts.get(family, 0) + 1

@@ -60,6 +60,9 @@ Compute = Callable[[], Awaitable[Computed | None]]
 
 @dataclass(frozen=True, slots=True)
 class CacheRead:
+    """What :meth:`LayeredCache.read` found: the entry, whether it is served stale
+    (past its TTL, in grace or as stale-if-error) and the tier that answered."""
+
     entry: CacheEntry
     stale: bool
     tier: str  # l1 | memcached | redis | computed
@@ -70,6 +73,11 @@ class NothingToServe(Exception):
 
 
 class LayeredCache:
+    """The read-through cache of the module docstring over an L1 tier and the optional
+    shared ones. Keys are logical (``app.cache.keys``); each read names its family,
+    whose policy (``config/cache.yaml``) gives the TTL, grace and max-stale. A shared tier
+    that fails is skipped (``TierUnavailable`` is counted, never raised to readers)."""
+
     def __init__(
         self,
         policy: CachePolicy,
@@ -107,10 +115,16 @@ class LayeredCache:
     # --- reading ------------------------------------------------------------------------
 
     def physical_key(self, key: str, family: str) -> str:
+        """The key as stored: the logical key with its family's generation
+        (``<key>#g<n>``; the bare key at generation 0)."""
         generation = self.generations.get(family)
         return key if generation == 0 else f"{key}#g{generation}"
 
     async def read(self, key: str, family: str, compute: Compute) -> CacheRead:
+        """The entry of ``key``: fresh from the first tier holding it, stale within
+        grace (one refresh starts behind it), else computed once however many readers
+        wait. Raises :class:`NothingToServe` when computing fails and no copy is under
+        its max-stale."""
         physical = self.physical_key(key, family)
         now = self.now_ms()
         found, tier = await self._lookup(physical, family, now)
@@ -302,6 +316,10 @@ class LayeredCache:
     def make_entry(
         self, family: str, body: bytes, generated_at_ms: int, compute_ms: float = 0.0
     ) -> CacheEntry:
+        """An entry of ``family`` for ``body`` (JSON bytes) generated at
+        ``generated_at_ms`` (epoch ms), with the family's TTL (adaptive TTLs included),
+        grace and max-stale, and its zstd copy when the family is compressed.
+        ``KeyError`` for a family the policy does not know."""
         rules = self.policy.family(family)
         return CacheEntry(
             body=body,
@@ -389,9 +407,12 @@ class LayeredCache:
         self.l1.delete_families(families)
 
     def now_ms(self) -> int:
+        """The cache's clock in epoch milliseconds."""
         return int(self.clock() * 1000)
 
     async def close(self) -> None:
+        """Cancels the background refreshes and computations in flight and waits
+        for them to end (their errors are dropped)."""
         for task in list(self._background) + list(self._flights.values()):
             task.cancel()
         await asyncio.gather(*self._background, *self._flights.values(), return_exceptions=True)

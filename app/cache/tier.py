@@ -11,6 +11,8 @@ from typing import Protocol
 
 
 class SharedTier(Protocol):
+    """A shared tier: bytes by physical key, with a TTL in seconds, in batches."""
+
     name: str  # "memcached" | "redis": the metric label
 
     @property
@@ -34,4 +36,6 @@ class SharedTier(Protocol):
         """Memory used and limit, items, evictions (for /api/cache/metrics)."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Releases the tier's connections."""
+        ...

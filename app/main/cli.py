@@ -1,6 +1,7 @@
 """``virtuoso serve``: the service on hypercorn (uvloop, one worker per process), its
-collector inside the process or (``VIRTUOSO_COLLECTOR=external``) elsewhere;
-``virtuoso collect``: the collector as a process of its own.
+collector inside the process, in a child process it supervises
+(``VIRTUOSO_COLLECTOR=child``) or elsewhere (``external``); ``virtuoso collect``: the
+collector as a process of its own.
 
 Each command imports only its role's composition root, so a server whose collector runs
 elsewhere never loads the market sources or the analytics."""
@@ -32,6 +33,9 @@ SHUTDOWN_SECONDS = 15.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command (``serve`` or ``collect``) and its flags; a settings flag not given is None
+    (its setting then comes from the environment, the file or the default). Exits 2 on
+    a usage error (argparse)."""
     parser = argparse.ArgumentParser(prog="virtuoso", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the dashboards and the API")
@@ -59,6 +63,8 @@ def _common_flags(command: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``virtuoso`` console script: runs the command; returns its exit code (2 with
+    one line on stderr for invalid configuration)."""
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -121,6 +127,9 @@ def serve(app: Quart, settings: Settings) -> int:
 
 
 def hypercorn_config(bind: str) -> Config:
+    """Hypercorn's configuration for one listener on ``bind`` (``host:port``): one
+    worker, no access log, the graceful timeout and WebSocket message bound of this
+    module."""
     config = Config()
     config.bind = [bind]
     config.workers = 1

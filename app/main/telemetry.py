@@ -1,7 +1,8 @@
 """Wires the app's metrics and traces: the /metrics collectors, the hot-path
-observations (cache tier timings, exchange calls, refreshes, WebSocket delivery,
-alerts) and the HTTP middleware. The instruments themselves live in
-``app.observability``; this module only connects them to the parts of the service."""
+observations (cache tier timings, WebSocket delivery, alerts) and the HTTP middleware.
+The collector's own (refreshes, exchange calls) are ``app.main.collector_telemetry``.
+The instruments themselves live in ``app.observability``; this module only connects
+them to the parts of the service."""
 
 from __future__ import annotations
 

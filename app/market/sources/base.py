@@ -22,19 +22,32 @@ class MarketSource(Protocol):
     name: str
     """``simulated`` or the ccxt exchange id."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Loads what the source needs once (the exchange's markets); raises a
+        ``MarketDataError`` when the exchange cannot answer."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Releases the source's connections."""
+        ...
 
     def listed_symbols(self) -> frozenset[str]:
         """Every canonical symbol this source can serve (valid after ``start``)."""
         ...
 
-    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]: ...
+    async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
+        """The 24-hour tickers of ``symbols`` by canonical symbol, in one call; a symbol
+        without a usable ticker (delisted, no last price) is left out."""
+        ...
 
-    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles: ...
+    async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
+        """The newest ``limit`` candles of ``symbol`` at ``timeframe`` (``1m``, ``1h``…),
+        oldest first. ``SymbolNotListed`` for a symbol the source does not trade."""
+        ...
 
-    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook: ...
+    async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
+        """The top ``depth`` levels of each side of ``symbol``'s order book."""
+        ...
 
 
 def _through_wrappers(source: object, attribute: str) -> Any:

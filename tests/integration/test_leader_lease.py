@@ -155,7 +155,8 @@ async def test_a_standby_takes_over_within_ttl_and_one_renewal_after_the_leader_
     attempts = standby.lease.counters.campaigns - before_kill
     assert attempts <= TTL / RENEW + 2
     (killed_fence,) = leader.fences("elected")
-    assert standby.fences("elected") == [standby.lease.fence]
+    # is_leader turns True as the term starts; the term's work runs right after
+    await eventually(lambda: standby.fences("elected") == [standby.lease.fence], PATIENCE)
     assert standby.lease.fence > killed_fence
     # the new leader's first write
     expected = f"in-process {standby.lease.fence}"

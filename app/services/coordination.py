@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.backends.errors import TierUnavailable
+from app.backends.keyspace import Keyspace
 from app.backends.locks import RedisLock
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,15 @@ class RefreshCoordinator:
         locks: RedisLock,
         interval_seconds: float,
         replica_id: str,
-        namespace: str = "virtuoso",
+        keyspace: Keyspace,
     ) -> None:
+        """``locks`` name the lock in the deployment's namespace; ``keyspace`` names the
+        recent-refresh marker (``<namespace>:refreshed``)."""
         self.redis = redis
         self.locks = locks
         self.interval_ms = int(interval_seconds * 1000)
         self.replica_id = replica_id
-        self.marker = f"{namespace}:refreshed"
+        self.marker = keyspace.name("refreshed")
         self.lock_ttl_ms = max(30_000, 3 * self.interval_ms)
         self._degraded = False
 

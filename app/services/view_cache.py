@@ -57,6 +57,15 @@ class ViewCache:
         await self.cache.write_many(entries)
         await self.coherence.announce_landed(sorted({family for family, _ in entries.values()}))
 
+    async def spread(self, entries: Mapping[str, CacheEntry]) -> dict[str, list[str]]:
+        """Puts each view's entry (by view name) into every shared tier that lacks it
+        and reads it back: the views some tier does not hold, with those tiers' names
+        (empty: every view is in every shared tier). ValueError for an unknown view."""
+        located = {name: self.locate(name) for name in entries}
+        items = {key: (family, entries[name]) for name, (key, family) in located.items()}
+        missing = await self.cache.spread(items)
+        return {name: missing[key] for name, (key, _) in located.items() if key in missing}
+
     def _entries(
         self, bodies: Mapping[str, bytes], generated_at_ms: int
     ) -> dict[str, tuple[str, CacheEntry]]:

@@ -6,6 +6,10 @@ from outside that the collector/server split must not carry over.
   of another codec version, or missing too), recomputes and answers 200: a copy that
   cannot be read after someone else's refresh is a miss, never a 503 while data can
   be had.
+- ``POST /api/cache/warm`` returns only once every hot view is in every shared tier
+  (read back from Memcached and Redis directly), also after a Memcached ``flush_all``
+  and for views the replica holds fresh in its L1 alone; when a tier cannot take them
+  the answer names the views and tiers not warmed, with a 503.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import orjson
 import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 
+from app.cache.codec import CorruptEntry, decode
+from app.cache.entry import CacheEntry
 from app.cache.layered import LayeredCache
 from app.cache.tier import SharedTier
 from app.market.models import Ticker
+from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
-from tests.support.servers import LocalServer
+from tests.support.servers import LocalServer, empty_memcached
 
 TOKEN = "operator-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -172,3 +179,95 @@ async def test_an_unreadable_copy_after_a_peers_refresh_is_recomputed_not_a_503(
     if redis_copy != "missing":  # b found a's Redis copy and could not read it
         corrupt = state_of(b).runtime.cache.stats.lookups[("redis", "dash:desktop", "corrupt")]
         assert corrupt >= 1
+
+
+HOT = [*HOT_VIEWS, *DEFAULT_HOT_ON_DEMAND]
+
+
+async def warm(app: QuartTestApp) -> tuple[int, dict]:
+    response = await app.test_client().post("/api/cache/warm", headers=ADMIN)
+    return response.status_code, orjson.loads(await response.get_data())
+
+
+async def copies_in(app: QuartTestApp, tier_name: str) -> dict[str, CacheEntry | None]:
+    """Each hot view's copy read from the server of ``tier_name`` itself (None: absent
+    or unreadable), under the physical key the app reads."""
+    state = state_of(app)
+    tier = {"memcached": state.runtime.memcached, "redis": state.runtime.backup}[tier_name]
+    assert tier is not None
+    physical = {}
+    for name in HOT:
+        key, family = state.views.locate(name)
+        physical[name] = state.runtime.cache.physical_key(key, family)
+    found = await tier.get_many(list(physical.values()))
+    copies: dict[str, CacheEntry | None] = {}
+    for name, key in physical.items():
+        try:
+            copies[name] = decode(found[key]) if key in found else None
+        except CorruptEntry:
+            copies[name] = None
+    return copies
+
+
+async def forget_redis_copies(app: QuartTestApp) -> None:
+    """Every hot view's Redis copy gone: after a Memcached flush, the views are then
+    only in the replicas' own memory (L1)."""
+    state = state_of(app)
+    assert state.runtime.backup is not None
+    keys = []
+    for name in HOT:
+        key, family = state.views.locate(name)
+        keys.append(state.runtime.cache.physical_key(key, family))
+    await state.runtime.backup.delete_many(keys)
+
+
+@pytest.mark.parametrize("lost", ["memcached flushed", "memcached flushed, redis copies gone"])
+async def test_warm_puts_every_hot_view_into_every_shared_tier(
+    two: tuple[QuartTestApp, QuartTestApp], memcached: LocalServer, lost: str
+) -> None:
+    a, b = two
+    empty_memcached(memcached.port)  # flush_all: every copy gone from Memcached
+    if "redis" in lost:
+        await forget_redis_copies(b)
+    assert set((await copies_in(b, "memcached")).values()) == {None}
+    status, report = await warm(b)
+    assert status == 200, report
+    assert sorted(report["warmed"]) == sorted(HOT)
+    assert report["failed"] == {} and report["not_warmed"] == {}
+    for tier in ("memcached", "redis"):
+        copies = await copies_in(b, tier)
+        assert [name for name, entry in copies.items() if entry is None] == [], tier
+    held = state_of(b).runtime.cache
+    for name, entry in (await copies_in(b, "memcached")).items():
+        key, family = state_of(b).views.locate(name)
+        mine = held.l1.get(held.physical_key(key, family))
+        assert entry is not None and mine is not None
+        assert entry.generated_at_ms >= mine.generated_at_ms  # never an older copy
+    response = await a.test_client().get(DESKTOP)  # the other replica reads it too
+    assert response.status_code == 200
+
+
+async def test_warm_names_the_views_a_tier_that_is_down_does_not_hold(
+    two: tuple[QuartTestApp, QuartTestApp], memcached: LocalServer
+) -> None:
+    _, b = two
+    memcached.kill()
+    try:
+        status, report = await warm(b)
+        assert status == 503, report
+        assert report["error"] == "warm_incomplete"
+        assert "memcached" in report["message"]
+        assert report["warmed"] == [] and report["failed"] == {}
+        assert report["not_warmed"] == {name: ["memcached"] for name in HOT}
+        copies = await copies_in(b, "redis")  # the tier that is up holds every one
+        assert [name for name, entry in copies.items() if entry is None] == []
+    finally:
+        memcached.ensure_running()
+
+    async def warmed_again() -> bool:  # once the tier's breaker lets a trial through
+        status, report = await warm(b)
+        return status == 200 and report["not_warmed"] == {}
+
+    await eventually(warmed_again, seconds=60)
+    copies = await copies_in(b, "memcached")
+    assert [name for name, entry in copies.items() if entry is None] == []

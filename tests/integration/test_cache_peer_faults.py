@@ -26,7 +26,7 @@ from app.cache.codec import CorruptEntry, decode
 from app.cache.entry import CacheEntry
 from app.cache.layered import LayeredCache
 from app.cache.tier import SharedTier
-from app.market.models import Ticker
+from app.market.models.ticker import Ticker
 from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket

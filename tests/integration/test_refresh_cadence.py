@@ -16,7 +16,7 @@ import pytest
 from app.backends.keyspace import Keyspace
 from app.backends.locks import RedisLock
 from app.main.collector import pipeline_settings
-from app.market.models import Ticker
+from app.market.models.ticker import Ticker
 from app.resilience.redis_breaker import redis_guard
 from app.services.coordination import RefreshCoordinator
 from app.services.pipeline import Pipeline

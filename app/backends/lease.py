@@ -1,8 +1,8 @@
 """Leader election on Redis: one of several processes leads, fenced, the others stand by.
 
-A ``LeaderLease`` campaigns for the lock ``<namespace>:leader:<name>`` of a
-``RedisLock`` (so each term has a fence number, strictly higher than every earlier
-term's) and, once it holds it, renews it every ``renew_every`` seconds. The standbys
+A ``LeaderLease`` campaigns for the lock ``leader:<name>`` of a ``RedisLock`` (the key
+``<namespace>:lock:leader:<name>`` in Redis; each term has a fence number, strictly
+higher than every earlier term's) and, once it holds it, renews it every ``renew_every`` seconds. The standbys
 try again as often; when the leader dies its lease expires after ``ttl_seconds`` and
 one of them takes over (within ``ttl_seconds + renew_every`` of the death, plus a
 Redis round trip), and when it resigns (shutdown) it releases the lease so one takes
@@ -79,7 +79,7 @@ class LeaderLease:
     """One process's candidacy for leading ``name`` among those sharing ``namespace``.
 
     ``lock``: the fenced locks (its client and guard); ``name``: what is led (the lease
-    key is ``<namespace>:leader:<name>`` under the lock's prefix); ``namespace``: the
+    key is ``leader:<name>`` under the lock's keyspace); ``namespace``: the
     deployment's prefix, carried by the lease key and required of every key and channel
     ``publish`` writes; ``ttl_seconds``: how long a lease lives in Redis without renewal
     (how long a dead leader's standbys wait); ``renew_every``: seconds between renewals,
@@ -124,7 +124,7 @@ class LeaderLease:
         self.namespace = namespace
         self.counters = LeaseCounters()
         self._lock = lock
-        self._lock_name = f"{namespace}:leader:{name}"
+        self._lock_name = f"leader:{name}"  # the lock names it under the namespace
         self._ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
         self._renew_every = renew_every
         self._validity = ttl_seconds - margin_seconds

@@ -1,7 +1,7 @@
 """A distributed single-flight lock across replicas, with fencing tokens.
 
-``acquire`` is one atomic script: when ``virtuoso:lock:<name>`` is free it takes the
-next fence number from ``virtuoso:lock:<name>:fence`` and stores the token
+``acquire`` is one atomic script: when ``<namespace>:lock:<name>`` is free it takes
+the next fence number from ``<namespace>:lock:<name>:fence`` and stores the token
 ``"<fence>:<random hex>"`` with ``PX ttl_ms``. Fences only grow: the counter never
 drops below the server's clock in milliseconds, so even a Redis restart that lost
 the counter hands out higher numbers. ``release`` and ``extend`` are compare-and-
@@ -14,7 +14,8 @@ holder that wakes up after losing it cannot overwrite or announce anything.
 Every call raises ``TierUnavailable`` when Redis is down or slow, so a caller can
 fall back to in-process single-flight. Like redis-py's lock, it is handed its client
 (and the guard every call goes through); the cache's stampede protection and the
-refresh coordination use it.
+refresh coordination use it. The namespace is the deployment's (``Keyspace``): two
+deployments sharing a Redis never hold each other's locks.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 
-LOCK_PREFIX = "virtuoso:lock:"
 FENCE_SUFFIX = ":fence"
 FENCE_TTL_MS = 86_400_000  # the counter idles out after a day; the clock floor keeps fences rising
 
@@ -85,14 +86,14 @@ class RedisLock:
         redis: Redis,
         *,
         guard: RedisGuard,
-        prefix: str = LOCK_PREFIX,
+        keyspace: Keyspace,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """``sleep`` waits between the polls of ``wait_for_release`` (tests record it)."""
         self._redis = redis
         self._sleep = sleep
         self._guard = guard
-        self._prefix = prefix
+        self._prefix = keyspace.prefix("lock")
         self._acquire = redis.register_script(_ACQUIRE)  # EVALSHA, EVAL after a restart
         self._release = redis.register_script(_RELEASE)
         self._extend = redis.register_script(_EXTEND)
@@ -104,6 +105,7 @@ class RedisLock:
         return self._counters.as_dict()
 
     def key(self, name: str) -> str:
+        """The Redis key of lock ``name`` (its fence counter adds ``:fence``)."""
         return self._prefix + name
 
     async def acquire(self, name: str, ttl_ms: int) -> LockLease | None:

@@ -3,7 +3,8 @@
 Invalidating a family bumps its generation, so every copy of it in every tier
 (and every key of it, including ones this replica never saw) becomes
 unreachable at once; old copies then expire by themselves. With Redis the
-numbers live in one hash shared by the replicas; without it, in this process.
+numbers live in one hash shared by the replicas (``<namespace>:generations``);
+without it, in this process.
 """
 
 from __future__ import annotations
@@ -14,14 +15,27 @@ from collections.abc import Iterable, Mapping
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.backends.keyspace import Keyspace
+
 log = logging.getLogger(__name__)
 
 
 class Generations:
-    def __init__(self, redis: Redis | None = None, hash_key: str = "virtuoso:generations") -> None:
-        self.redis = redis
-        self.hash_key = hash_key
+    """The generation numbers of one deployment; in this process alone unless
+    ``shared`` puts them in Redis."""
+
+    def __init__(self) -> None:
+        self.redis: Redis | None = None
+        self.hash_key = ""
         self._numbers: dict[str, int] = {}
+
+    @classmethod
+    def shared(cls, redis: Redis, keyspace: Keyspace) -> Generations:
+        """Numbers kept in ``keyspace``'s ``generations`` hash, shared by the replicas."""
+        generations = cls()
+        generations.redis = redis
+        generations.hash_key = keyspace.name("generations")
+        return generations
 
     def get(self, family: str) -> int:
         return self._numbers.get(family, 0)

@@ -27,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import re
 
+from app.backends.keyspace import DEFAULT_NAMESPACE, Keyspace
+
 SCHEMA_VERSION = 1
-DEFAULT_NAMESPACE = "virtuoso"
 MAX_KEY_BYTES = 250
 
 FAMILIES: tuple[str, ...] = (
@@ -60,9 +61,7 @@ def make_key(family: str, *parts: str, namespace: str = DEFAULT_NAMESPACE) -> st
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown cache family {family!r}; valid: {', '.join(FAMILIES)}")
-    if namespace and not _SAFE_PART.fullmatch(namespace):
-        raise ValueError(f"cache namespace {namespace!r} must match [A-Za-z0-9._-]{{1,64}}")
-    head = f"{namespace}:v{SCHEMA_VERSION}:{family}" if namespace else f"v{SCHEMA_VERSION}:{family}"
+    head = Keyspace(namespace).name(f"v{SCHEMA_VERSION}", family)
     texts = [str(part) for part in parts]
     key = ":".join([head, *(_encode_part(part) for part in texts)])
     if len(key) > MAX_KEY_BYTES:  # pure ASCII: characters are bytes

@@ -10,6 +10,8 @@
   served, marked stale, until its ``max_stale``; after that ``NothingToServe``.
 - XFetch (Vattani et al., VLDB 2015) refreshes hot on-demand keys early, with a
   probability that rises as expiry nears, so they never expire under traffic.
+- ``spread`` (cache warming) makes every shared tier hold given entries and reads
+  them back, naming the tiers that do not.
 - Invalidation bumps a family's generation (part of every physical key) for the
   family and everything downstream, in every tier and, through pub/sub, on every
   replica.
@@ -339,7 +341,7 @@ class LayeredCache:
             physical = self.physical_key(key, family)
             self._count_write(physical, family, entry)
             self.l1.put(physical, family, entry)
-            ttls = (self._l2_ttl(family), int(self.policy.family(family).backup_ttl))
+            ttls = (self._l2_ttl(family), self._backup_ttl(family))
             by_ttl.setdefault(ttls, {})[physical] = encode(entry)
         writes = []
         for (l2_ttl, backup_ttl), encoded in by_ttl.items():
@@ -348,6 +350,56 @@ class LayeredCache:
             if self.backup is not None:
                 writes.append(self._tier_set(self.backup, encoded, backup_ttl))
         await asyncio.gather(*writes)
+
+    async def spread(self, items: Mapping[str, tuple[str, CacheEntry]]) -> dict[str, list[str]]:
+        """Makes every shared tier hold each entry (by logical key) or a newer copy,
+        and reads what it wrote back: the keys some tier does not hold then, each with
+        those tiers' names (a tier that is down holds none). An empty answer: every
+        key is in every shared tier. Copies already there (and readable, and at least
+        as new) are left alone; missing, unreadable or older ones are written."""
+        physicals = {
+            self.physical_key(key, family): (key, family, entry)
+            for key, (family, entry) in items.items()
+        }
+        missing: dict[str, list[str]] = {}
+        for tier in (self.memcached, self.backup):
+            if tier is None:
+                continue
+            for physical in await self._spread_to(tier, physicals):
+                missing.setdefault(physicals[physical][0], []).append(tier.name)
+        return missing
+
+    async def _spread_to(
+        self, tier: SharedTier, physicals: Mapping[str, tuple[str, str, CacheEntry]]
+    ) -> list[str]:
+        """The physical keys ``tier`` does not hold after writing those it lacked."""
+        wanted = {physical: entry for physical, (_, _, entry) in physicals.items()}
+        lacking = await self._lacking(tier, wanted)
+        by_ttl: dict[int, dict[str, bytes]] = {}
+        for physical in lacking:
+            _, family, entry = physicals[physical]
+            ttl = self._l2_ttl(family) if tier is self.memcached else self._backup_ttl(family)
+            by_ttl.setdefault(ttl, {})[physical] = encode(entry)
+        for ttl, encoded in by_ttl.items():
+            await self._tier_set(tier, encoded, ttl)
+        return await self._lacking(tier, {physical: wanted[physical] for physical in lacking})
+
+    async def _lacking(self, tier: SharedTier, wanted: Mapping[str, CacheEntry]) -> list[str]:
+        """The keys whose copy in ``tier`` is absent, unreadable or older than wanted
+        (all of them while the tier cannot be read)."""
+        if not wanted:
+            return []
+        if not tier.available:
+            return list(wanted)
+        try:
+            found = await tier.get_many(list(wanted))
+        except TierUnavailable:
+            return list(wanted)
+        return [
+            physical
+            for physical, entry in wanted.items()
+            if not _holds(found.get(physical), entry.generated_at_ms)
+        ]
 
     def _count_write(self, physical: str, family: str, entry: CacheEntry) -> None:
         """Counts writes and those whose bytes differ from the key's previous write
@@ -373,6 +425,10 @@ class LayeredCache:
     def _l2_ttl(self, family: str) -> int:
         """Memcached keeps an entry while it is servable (TTL + grace)."""
         return max(1, math.ceil(self.ttl_seconds[family] + self.policy.family(family).grace))
+
+    def _backup_ttl(self, family: str) -> int:
+        """Redis keeps its backup copy for the family's ``backup_ttl``."""
+        return int(self.policy.family(family).backup_ttl)
 
     # --- invalidation -------------------------------------------------------------------
 
@@ -416,6 +472,16 @@ class LayeredCache:
         for task in list(self._background) + list(self._flights.values()):
             task.cancel()
         await asyncio.gather(*self._background, *self._flights.values(), return_exceptions=True)
+
+
+def _holds(raw: bytes | None, generated_at_ms: int) -> bool:
+    """True when ``raw`` decodes to an entry generated at ``generated_at_ms`` or later."""
+    if raw is None:
+        return False
+    try:
+        return decode(raw).generated_at_ms >= generated_at_ms
+    except CorruptEntry:
+        return False
 
 
 def _result(entry: CacheEntry | None, now: int) -> str:

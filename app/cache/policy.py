@@ -32,7 +32,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.cache.keys import DEFAULT_NAMESPACE, FAMILIES, make_key
+from app.backends.keyspace import DEFAULT_NAMESPACE, Keyspace
+from app.cache.keys import FAMILIES
 from app.errors import ConfigError
 
 POLICY_FILE = Path(__file__).resolve().parent.parent.parent / "config" / "cache.yaml"
@@ -104,6 +105,7 @@ class CachePolicy:
 
     def __init__(self, namespace: str, families: Iterable[FamilyPolicy]) -> None:
         self.namespace = namespace
+        self.keyspace = Keyspace(namespace)  # every name written in a shared tier
         self._families = {f.name: f for f in families}
         self._dependents: dict[str, list[str]] = {name: [] for name in self._families}
         for family in self._families.values():
@@ -160,7 +162,7 @@ def load_policy(path: Path | str = POLICY_FILE) -> CachePolicy:
 
 def build_policy(config: PolicyConfig) -> CachePolicy:
     """Validate a parsed policy; ValueError with the message (load_policy adds the file)."""
-    make_key(FAMILIES[0], namespace=config.namespace)  # refuses an unusable namespace
+    Keyspace(config.namespace)  # refuses an unusable namespace
     unknown = [name for name in config.families if name not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown family {', '.join(unknown)}; valid: {', '.join(FAMILIES)}")

@@ -1,6 +1,6 @@
 """Cache invalidation messages across replicas over Redis pub/sub.
 
-Every replica publishes on one channel (``virtuoso:invalidate``) JSON messages::
+Every replica publishes on one channel (``<namespace>:invalidate``) JSON messages::
 
     {"origin": "<replica id>", "families": ["ticker", ...], "keys": ["...", ...],
      "scope": "all" | "l1"}
@@ -24,12 +24,12 @@ import orjson
 from redis.asyncio import Redis
 
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 from app.backends.subscriber import RedisSubscriber
 from app.resilience.redis_breaker import redis_guard
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "virtuoso:invalidate"
 SCOPES = ("all", "l1")
 
 Scope = Literal["all", "l1"]
@@ -87,7 +87,8 @@ class InvalidationBus:
     ``start()`` launches the listener task; ``wait_subscribed(seconds)`` tells when it
     listens; ``close()`` stops it. Callbacks may be sync or async; their exceptions
     are logged and do not stop the listener. ``min_backoff``, ``max_backoff``,
-    ``ping_interval`` and ``poll_seconds`` are the subscriber's (seconds).
+    ``ping_interval`` and ``poll_seconds`` are the subscriber's (seconds). The channel
+    is ``keyspace``'s ``invalidate``: only replicas of one deployment hear each other.
     """
 
     def __init__(
@@ -96,8 +97,8 @@ class InvalidationBus:
         replica_id: str,
         on_message: MessageCallback,
         *,
+        keyspace: Keyspace,
         on_reconnect: ReconnectCallback | None = None,
-        channel: str = CHANNEL,
         guard: RedisGuard | None = None,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
@@ -108,7 +109,7 @@ class InvalidationBus:
             raise ValueError("replica_id must not be empty")
         self._redis = redis
         self.replica_id = replica_id
-        self.channel = channel
+        self.channel = channel = keyspace.name("invalidate")
         self._on_message = on_message
         self._guard = guard or redis_guard()
         self._subscriber = RedisSubscriber(

@@ -14,16 +14,16 @@ from redis.asyncio import Redis
 from app.backends.connection import DEFAULT_URL, connect_redis
 from app.backends.errors import TierUnavailable
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 from app.resilience.redis_breaker import redis_guard
-
-VIEW_PREFIX = "virtuoso:view:"
 
 
 class RedisTier:
     """The Redis backup tier (a SharedTier named "redis"): MGET, pipelined SET EX, UNLINK.
 
-    Keys are stored under ``prefix`` (Redis also holds sessions and locks); callers
-    see their own keys. A TTL must be positive: nothing is stored without one.
+    Keys are stored under ``<namespace>:view:`` (Redis also holds sessions and locks,
+    and other deployments' views); callers see their own keys. A TTL must be positive:
+    nothing is stored without one.
     """
 
     name = "redis"
@@ -32,21 +32,28 @@ class RedisTier:
         self,
         redis: Redis,
         *,
+        keyspace: Keyspace,
         guard: RedisGuard | None = None,
-        prefix: str = VIEW_PREFIX,
         owns_client: bool = False,
     ) -> None:
         self._redis = redis
         self._guard = guard or redis_guard()
-        self._prefix = prefix
+        self._prefix = keyspace.prefix("view")
         self._owns_client = owns_client
         self._counters = OpCounters()
 
     @classmethod
-    def from_url(cls, url: str = DEFAULT_URL, timeout_seconds: float = 0.5) -> RedisTier:
+    def from_url(
+        cls, keyspace: Keyspace, url: str = DEFAULT_URL, timeout_seconds: float = 0.5
+    ) -> RedisTier:
         """A tier with its own client and breaker, closed by ``close()``."""
         guard = redis_guard(timeout_seconds=timeout_seconds)
-        return cls(connect_redis(url, timeout_seconds), guard=guard, owns_client=True)
+        client = connect_redis(url, timeout_seconds)
+        return cls(client, keyspace=keyspace, guard=guard, owns_client=True)
+
+    def storage_key(self, key: str) -> str:
+        """The Redis key a caller's ``key`` is stored under."""
+        return self._prefix + key
 
     @property
     def available(self) -> bool:
@@ -66,7 +73,9 @@ class RedisTier:
         if not keys:
             return {}
         values = await self._guard.run(
-            lambda: self._redis.mget([self._prefix + key for key in keys]), "MGET", self._counters
+            lambda: self._redis.mget([self.storage_key(key) for key in keys]),
+            "MGET",
+            self._counters,
         )
         # The client does not decode responses (connect_redis): values are bytes or None.
         found = cast(list[bytes | None], values)
@@ -81,7 +90,7 @@ class RedisTier:
         async def store() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
-                    pipe.set(self._prefix + key, value, ex=int(ttl_seconds))
+                    pipe.set(self.storage_key(key), value, ex=int(ttl_seconds))
                 await pipe.execute()
 
         await self._guard.run(store, "SET", self._counters)
@@ -91,7 +100,7 @@ class RedisTier:
         if not keys:
             return
         await self._guard.run(
-            lambda: self._redis.unlink(*(self._prefix + key for key in keys)),
+            lambda: self._redis.unlink(*(self.storage_key(key) for key in keys)),
             "UNLINK",
             self._counters,
         )

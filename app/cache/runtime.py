@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from app.backends.connection import connect_redis
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.backends.locks import RedisLock
 from app.cache.coherence import Coherence
 from app.cache.generations import Generations
@@ -74,6 +75,11 @@ class CacheRuntime:
     bus: InvalidationBus | None = None
 
     @property
+    def keyspace(self) -> Keyspace:
+        """The namespace of every name this process writes in a shared tier."""
+        return self.cache.policy.keyspace
+
+    @property
     def tiers(self) -> list[str]:
         names = ["l1"]
         names += ["memcached"] if self.memcached else []
@@ -117,9 +123,9 @@ def build_cache(
     if config.redis_url:
         redis = connect_redis(config.redis_url, config.redis_timeout_seconds)
         guard = redis_guard(timeout_seconds=config.redis_timeout_seconds)
-        backup = RedisTier(redis, guard=guard)
-        locks = RedisLock(redis, guard=guard)
-        generations = Generations(redis, f"{policy.namespace}:generations")
+        backup = RedisTier(redis, keyspace=policy.keyspace, guard=guard)
+        locks = RedisLock(redis, guard=guard, keyspace=policy.keyspace)
+        generations = Generations.shared(redis, policy.keyspace)
     cache = LayeredCache(
         policy,
         l1,
@@ -142,7 +148,7 @@ def build_cache(
             coherence.handle,
             on_reconnect=coherence.resync,
             guard=guard,
-            channel=f"{policy.namespace}:invalidate",
+            keyspace=policy.keyspace,
         )
         coherence.bus = bus
     log.info(

@@ -47,6 +47,5 @@ def build_alert_service(
 def settings_store(settings: Settings, runtime: CacheRuntime) -> AlertStore:
     """The alert store in Redis when configured, else in ``<data_dir>/alerts.json``."""
     if runtime.redis is not None and runtime.redis_guard is not None:
-        prefix = f"{runtime.cache.policy.namespace}:alerts"
-        return RedisAlertStore(runtime.redis, runtime.redis_guard, prefix=prefix)
+        return RedisAlertStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
     return FileAlertStore(Path(settings.data_dir) / "alerts.json")

@@ -170,7 +170,7 @@ def _coordinator(settings: Settings, runtime: CacheRuntime) -> RefreshCoordinato
         runtime.locks,
         settings.refresh_seconds,
         runtime.replica_id,
-        runtime.cache.policy.namespace,
+        runtime.keyspace,
     )
 
 

@@ -148,7 +148,7 @@ def build_collector(
         runtime.redis,
         runtime.redis_guard,
         server_clock=clock,
-        redis_channel=f"{namespace}:realtime",
+        keyspace=runtime.keyspace,
     )
     alerts, pipeline, _ = collector.snapshot_flow(
         settings, market, runtime, LiveUpdates(broadcaster), metrics, clock

@@ -101,6 +101,7 @@ def install_limits(app: Quart, settings: Settings, runtime: CacheRuntime) -> Rat
         runtime.redis,
         guard=runtime.redis_guard,
         token_is_valid=_known_token(settings),
+        keyspace=runtime.keyspace,
     )
 
 
@@ -138,7 +139,7 @@ def build_broadcaster(
         rate_limiter=limiter,
         known_symbols=known_symbols,
         server_clock=clock,
-        redis_channel=f"{runtime.cache.policy.namespace}:realtime",
+        keyspace=runtime.keyspace,
         on_latency=on_latency,
     )
 
@@ -150,7 +151,9 @@ def build_sessions(
     cookies signed with the settings' key (a random one per process without)."""
     store: SessionStore
     if runtime.redis is not None:
-        store = RedisSessionStore(runtime.redis, guard=runtime.redis_guard)
+        store = RedisSessionStore(
+            runtime.redis, keyspace=runtime.keyspace, guard=runtime.redis_guard
+        )
     else:
         store = MemorySessionStore()
     return store, SessionCookies(settings.secret_key or secrets.token_urlsafe(32))

@@ -27,9 +27,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.realtime import protocol
 from app.realtime.admission import Admission, Rejected, with_rate_limits
-from app.realtime.broker import REDIS_CHANNEL, Broker
+from app.realtime.broker import Broker
 from app.realtime.connection import Connection, RealtimeStats, WsLimits
 from app.realtime.hub import Hub
 from app.resilience.rate_limit import Decision, RateLimiter
@@ -47,7 +48,8 @@ class Broadcaster:
     """Live updates of this replica's WebSocket clients (see the module docstring).
 
     ``redis``/``guard``: the process's Redis client and guard, for the broker (None:
-    this replica alone) on ``redis_channel``. ``clock``: wall time of publish and send
+    this replica alone) in ``keyspace`` (the deployment's namespace; required with
+    ``redis``). ``clock``: wall time of publish and send
     (delivery latency); ``server_clock``: what "server_time" reports, the clock of the
     data's ``generated_at``. With a ``rate_limiter``, its file's ``websocket`` section
     sets the per-client limits of ``limits`` (connections, handshakes, messages;
@@ -66,7 +68,7 @@ class Broadcaster:
         *,
         rate_limiter: RateLimiter | None = None,
         known_symbols: Callable[[], Container[str]] | None = None,
-        redis_channel: str = REDIS_CHANNEL,
+        keyspace: Keyspace | None = None,
         server_clock: Callable[[], float] | None = None,
         on_latency: Callable[[str, float], None] | None = None,
     ) -> None:
@@ -81,7 +83,7 @@ class Broadcaster:
         self._known_symbols = known_symbols
         self.admission = Admission(limits, self.stats, rate_limiter)
         self.hub = Hub(self.stats, limits.max_subscriptions)
-        self.broker = Broker(self.hub.deliver, self.stats, redis, guard, channel=redis_channel)
+        self.broker = Broker(self.hub.deliver, self.stats, redis, guard, keyspace=keyspace)
         self.connections: set[Connection] = set()
         self._idle = asyncio.Event()  # set while no connection is open
         self._idle.set()

@@ -1,7 +1,8 @@
 """Sequence numbers and the cross-replica pub/sub of live updates; knows no clients.
 
 ``publish`` gives an update the channel's next sequence number. With Redis, one Lua
-script does ``INCR <seq_prefix><channel>`` and ``PUBLISH <channel>`` atomically (so seq
+script does ``INCR <namespace>:realtime:seq:<channel>`` and ``PUBLISH
+<namespace>:realtime`` atomically (so seq
 order is publish order on every replica), and every replica, this one included, hands
 what it receives to its ``on_message``: each client gets each update once. Without
 Redis, or when the publish fails (Redis down, breaker open), the message goes to this
@@ -24,17 +25,15 @@ from redis.asyncio import Redis
 
 from app.backends.errors import TierUnavailable
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 from app.backends.subscriber import RedisSubscriber
 from app.realtime import protocol
 from app.realtime.connection import RealtimeStats
 from app.resilience.redis_breaker import redis_guard
 
-__all__ = ["REDIS_CHANNEL", "SEQ_PREFIX", "Broker", "OnMessage"]
+__all__ = ["Broker", "OnMessage"]
 
 log = logging.getLogger(__name__)
-
-REDIS_CHANNEL = "virtuoso:realtime"
-SEQ_PREFIX = "virtuoso:realtime:seq:"
 
 # KEYS[1]: the channel's seq counter; ARGV: pub/sub channel, message head, message tail.
 PUBLISH_SCRIPT = """
@@ -50,7 +49,9 @@ OnMessage = Callable[[dict[str, Any], str, float], None]
 class Broker:
     """Publishes serialized updates and hands every message back to ``on_message``.
 
-    ``redis``/``guard``: the process's client and guard (no client: this replica alone).
+    ``redis``/``guard``: the process's client and guard (no client: this replica alone);
+    ``keyspace``: the deployment's namespace of the pub/sub channel and the sequence
+    counters, required with ``redis`` (ValueError without).
     ``stats.publish_fallbacks`` counts publishes Redis could not take.
     """
 
@@ -61,15 +62,17 @@ class Broker:
         redis: Redis | None = None,
         guard: RedisGuard | None = None,
         *,
-        channel: str = REDIS_CHANNEL,
-        seq_prefix: str = SEQ_PREFIX,
+        keyspace: Keyspace | None = None,
     ) -> None:
+        if redis is not None and keyspace is None:
+            raise ValueError("realtime updates through Redis need the deployment's keyspace")
+        keyspace = keyspace or Keyspace("")  # this replica alone: the names are unused
         self._on_message = on_message
         self._stats = stats
         self._redis = redis
         self._guard = guard or redis_guard()
-        self.channel = channel
-        self._seq_prefix = seq_prefix
+        self.channel = channel = keyspace.name("realtime")
+        self._seq_prefix = keyspace.prefix("realtime", "seq")
         self._seq: dict[str, int] = dict.fromkeys(protocol.CHANNELS, 0)
         self._counters = OpCounters()
         self.malformed = 0

@@ -11,7 +11,8 @@ Stores:
 
 * **Redis** (when the app has a Redis client): one atomic Lua script per request
   (EVALSHA; reloaded by redis-py after a Redis restart), so every replica draws from
-  the same bucket. Keys are ``{key_prefix}:{family}:{client}`` and expire when the
+  the same bucket. Keys are ``<namespace>:ratelimit:{family}:{client}`` (the cache
+  policy's namespace: deployments sharing a Redis never share buckets) and expire when the
   bucket would be full again, so idle clients cost nothing. Time is the Redis server's
   (``TIME``), so replicas with skewed clocks still agree; a test may pass a ``clock``.
   Each call goes through the app's ``RedisGuard`` (shared circuit breaker) with its
@@ -59,6 +60,7 @@ from redis.asyncio import Redis
 
 from app.backends.errors import TierUnavailable
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 from app.errors import ConfigError
 from app.resilience.redis_breaker import redis_guard
 
@@ -132,7 +134,6 @@ class RateLimits(_Strict):
     proxy_hops: int = Field(default=1, ge=1, le=10)
     ipv6_prefix_length: int = Field(default=64, ge=32, le=128)
     redis_timeout_ms: float = Field(default=100, gt=0, le=5000)
-    key_prefix: str = Field(default="virtuoso:ratelimit", min_length=1, max_length=100)
     max_memory_buckets: int = Field(default=100_000, ge=100, le=10_000_000)
     websocket: WebsocketLimits = WebsocketLimits()
     families: dict[str, FamilyLimit] = Field(default_factory=dict)
@@ -455,6 +456,8 @@ class RateLimiter:
     ``guard``: the app's RedisGuard, so one breaker covers every use of Redis.
     ``clock``: only for tests (epoch seconds); by default Redis's or a monotonic clock.
     ``token_is_valid``: bearer tokens it rejects are ignored (the client is its IP).
+    ``keyspace``: the deployment's namespace, which every Redis bucket key carries;
+    required with ``redis`` (ValueError without).
     """
 
     def __init__(
@@ -465,8 +468,12 @@ class RateLimiter:
         guard: RedisGuard | None = None,
         clock: Callable[[], float] | None = None,
         token_is_valid: Callable[[str], bool] | None = None,
+        keyspace: Keyspace | None = None,
     ) -> None:
+        if redis is not None and keyspace is None:
+            raise ValueError("rate limits in Redis need the deployment's keyspace")
         self.limits = limits
+        self._keyspace = keyspace or Keyspace("")  # in-process buckets: no namespace
         self.families = {name: Family.of(name, f) for name, f in limits.families.items()}
         self._prefixes = {
             path: self.families[name] for name, f in limits.families.items() for path in f.paths
@@ -508,7 +515,8 @@ class RateLimiter:
         )
 
     def key(self, family: Family, client_id: str) -> str:
-        return f"{self.limits.key_prefix}:{family.name}:{client_id}"
+        """The bucket's key: ``<namespace>:ratelimit:<family>:<client>``."""
+        return self._keyspace.name("ratelimit", family.name, client_id)
 
     async def check(self, client_id: str, family: Family) -> Decision | None:
         """Counts one request. None: not decided (Redis unavailable) and so allowed."""

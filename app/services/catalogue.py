@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from app.cache.keys import DEFAULT_NAMESPACE, make_key
+from app.backends.keyspace import DEFAULT_NAMESPACE
+from app.cache.keys import make_key
 from app.services import view_models
 
 

@@ -25,6 +25,7 @@ from app.market.listing import UNSERVED
 from app.market.sources.base import MarketSource
 from app.observability.tracing import step_span
 from app.services.analysis import Analysis, AnalysisSettings, analyse
+from app.services.cadence import Cadence
 from app.services.collector_link import CollectorStatus
 from app.services.coordination import RefreshCoordinator
 from app.services.snapshot import Snapshot, SnapshotCollector
@@ -71,7 +72,10 @@ class PipelineSettings:
 class Pipeline:
     """The refresher of one replica. ``publish`` receives every view of a snapshot;
     ``listeners`` are told of each new snapshot, in order; ``on_refresh`` of each
-    refresh's outcome; ``critical_alerts`` gives the alerts the mobile view shows."""
+    refresh's outcome; ``critical_alerts`` gives the alerts the mobile view shows.
+
+    Scheduled refreshes start every ``refresh_seconds``, start to start (``cadence``,
+    on the ``monotonic`` clock); ``sleep`` waits between them (tests drive both)."""
 
     def __init__(
         self,
@@ -84,6 +88,8 @@ class Pipeline:
         listeners: Sequence[SnapshotListener] = (),
         on_refresh: Sequence[RefreshListener] = (),
         critical_alerts: CriticalAlerts | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -95,6 +101,8 @@ class Pipeline:
         self.listeners = tuple(listeners)
         self.critical_alerts: CriticalAlerts = critical_alerts or _no_alerts
         self.on_refresh = tuple(on_refresh)
+        self.cadence = Cadence(settings.refresh_seconds, monotonic)
+        self._sleep = sleep
         self.status = CollectorStatus()
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
@@ -165,6 +173,7 @@ class Pipeline:
         if self.collector is None:  # started once; a resumed loop goes on with it
             await self._start_source()
         while True:
+            self.cadence.started()
             try:
                 await self.refresh()
             except MarketDataError:
@@ -176,7 +185,8 @@ class Pipeline:
                 return  # ablation: later snapshots only when a reader finds views expired
             # A steady cadence even while failing: a real exchange sits behind circuit
             # breakers (GuardedSource), which turn these attempts into the probe rate.
-            await asyncio.sleep(self.settings.refresh_seconds)
+            # Start to start: the refresh's own duration is not added to the interval.
+            await self._sleep(self.cadence.delay())
 
     async def _start_source(self) -> None:
         attempt = 0
@@ -194,7 +204,7 @@ class Pipeline:
                     error,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
         listed = self.source.listed_symbols()
         symbols = [s for s in self.settings.symbols if s in listed]
         self.status.unlisted_symbols = tuple(s for s in self.settings.symbols if s not in listed)

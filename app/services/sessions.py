@@ -1,7 +1,7 @@
 """Server-side sessions: a signed cookie carries only a random id; the data stays here.
 
 The data (``{"watchlist": [symbols], "preferences": {...}}``, JSON) lives in Redis
-under ``virtuoso:session:<id>`` with a sliding TTL (every load and save restarts
+under ``<namespace>:session:<id>`` with a sliding TTL (every load and save restarts
 it) when Redis is configured, else in a bounded in-process LRU store. A Redis
 failure raises ``TierUnavailable`` (the web layer answers 503); a failed save
 leaves what was stored before untouched.
@@ -23,10 +23,10 @@ from itsdangerous.encoding import want_bytes
 from redis.asyncio import Redis
 
 from app.backends.guard import OpCounters, RedisGuard
+from app.backends.keyspace import Keyspace
 from app.market.models.symbols import canonical_symbol
 from app.resilience.redis_breaker import redis_guard
 
-SESSION_PREFIX = "virtuoso:session:"
 SESSION_TTL_SECONDS = 30 * 86_400
 MAX_WATCHLIST = 50
 MAX_SESSION_BYTES = 16_384  # a watchlist of 50 and some preferences fit many times over
@@ -94,22 +94,22 @@ def readable_watchlist(stored: object) -> list[str]:
 
 
 class RedisSessionStore:
-    """Sessions as JSON strings under ``virtuoso:session:<id>`` with a sliding TTL."""
+    """Sessions as JSON strings under ``<namespace>:session:<id>`` with a sliding TTL."""
 
     def __init__(
         self,
         redis: Redis,
         *,
+        keyspace: Keyspace,
         guard: RedisGuard | None = None,
         ttl_seconds: int = SESSION_TTL_SECONDS,
-        prefix: str = SESSION_PREFIX,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds}")
         self._redis = redis
         self._guard = guard or redis_guard()
         self.ttl_seconds = ttl_seconds
-        self._prefix = prefix
+        self._prefix = keyspace.prefix("session")
         self._counters = OpCounters()
 
     @property

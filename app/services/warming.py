@@ -1,7 +1,13 @@
 """Cache warming: the hot views of ``app.services.catalogue`` are computed and
 stored before the replica says it is ready; afterwards the pipeline keeps them
 warm, and ``warm()`` can be called again (``POST /api/cache/warm``) — e.g. after
-an invalidation."""
+an invalidation or a Memcached restart.
+
+Warm means in every shared tier: each hot view read (from any tier, or computed)
+is written into Memcached and Redis where their copy is missing, unreadable or
+older, and read back; the report names the views a tier still does not hold (that
+tier down, or refusing the write) rather than calling them warmed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import logging
 import time
 from collections import Counter
 
+from app.cache.entry import CacheEntry
 from app.cache.layered import NothingToServe
 from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
 from app.services.view_cache import ViewCache
@@ -34,21 +41,37 @@ class Warmer:
         return list(dict.fromkeys(tracked + defaults))
 
     async def warm(self, known_symbols: list[str]) -> dict:
-        """Refreshes the pipeline's views, then reads every hot view through the cache
-        (computing the on-demand ones). Raises NothingToServe when data cannot be had."""
+        """Refreshes the pipeline's views, reads every hot view through the cache
+        (computing what no tier holds) and puts it into every shared tier.
+
+        Returns ``{"warmed": [view…], "failed": {view: reason}, "not_warmed": {view:
+        [tier…]}, "stale": [view…], "duration_ms": float}``: ``warmed`` views are in
+        every shared tier, read back; ``failed`` ones could not be had at all;
+        ``not_warmed`` ones are missing from the tiers named; ``stale`` ones were warmed
+        with a copy past its TTL (the source is failing). Raises NothingToServe when no
+        pipeline view could be had."""
         started = time.perf_counter()
         await self.views.collector.refresh()  # a peer's recent refresh counts
-        warmed, failed = [], {}
-        for name in [*HOT_VIEWS, *self.hot_on_demand(known_symbols)]:
-            try:
-                await self.views.read(name)
-                warmed.append(name)
-            except NothingToServe as error:
-                failed[name] = str(error)
+        entries, failed = await self._read(known_symbols)
         if failed and set(failed) >= set(HOT_VIEWS):
             raise NothingToServe(f"no hot view could be warmed: {next(iter(failed.values()))}")
+        not_warmed = await self.views.spread(entries)
+        now = self.views.cache.now_ms()
         return {
-            "warmed": warmed,
+            "warmed": [name for name in entries if name not in not_warmed],
             "failed": failed,
+            "not_warmed": not_warmed,
+            "stale": [name for name, entry in entries.items() if not entry.is_fresh(now)],
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+
+    async def _read(self, known_symbols: list[str]) -> tuple[dict[str, CacheEntry], dict]:
+        """Every hot view's entry by name, and the reasons of those that failed."""
+        entries: dict[str, CacheEntry] = {}
+        failed: dict[str, str] = {}
+        for name in [*HOT_VIEWS, *self.hot_on_demand(known_symbols)]:
+            try:
+                entries[name] = (await self.views.read(name)).entry
+            except NothingToServe as error:
+                failed[name] = str(error)
+        return entries, failed

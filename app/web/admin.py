@@ -90,13 +90,21 @@ async def invalidate(data: InvalidateRequest) -> Response:
 @admin.post("/api/cache/warm")
 @tag(["operations"])
 @document_response(schemas.WarmReport)
-@document_response(schemas.ErrorResponse, 503)
+@document_response(schemas.WarmIncomplete, 503)
 @require_admin
 async def warm() -> Response:
-    """Computes and stores the hot views now."""
+    """Computes the hot views and puts each into every shared tier (Memcached, Redis),
+    read back before answering. 200: every hot view is in every shared tier (``failed``
+    lists on-demand views the source could not give); 503 ``warm_incomplete`` with the
+    same report: ``not_warmed`` names the views a tier does not hold (it is down or
+    refused them); 503 ``data_unavailable``: no hot view could be had."""
     state = service_state()
     try:
         report = await state.warmer.warm(state.known_symbols)
     except NothingToServe as error:
         return json_error(503, "data_unavailable", str(error))
+    if report["not_warmed"]:
+        tiers = sorted({tier for names in report["not_warmed"].values() for tier in names})
+        message = f"{len(report['not_warmed'])} hot views are not in {', '.join(tiers)}"
+        return json_error(503, "warm_incomplete", message, **report)
     return Response(orjson.dumps(report), content_type="application/json")

@@ -15,6 +15,7 @@ from quart import Quart, Response, g, request
 from redis.asyncio import Redis
 
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.resilience.rate_limit import Decision, RateLimiter, RateLimits
 from app.web.errors import json_error
 
@@ -72,13 +73,22 @@ def install_rate_limits(
     guard: RedisGuard | None = None,
     clock: Callable[[], float] | None = None,
     token_is_valid: Callable[[str], bool] | None = None,
+    keyspace: Keyspace | None = None,
 ) -> RateLimiter:
     """Hooks rate limiting into ``app`` (before/after request) and returns the limiter
     (the composition keeps it in the service state for WebSocket handlers and metrics).
 
-    ``redis``, ``guard``, ``clock`` and ``token_is_valid`` are the ``RateLimiter``'s.
+    ``redis``, ``guard``, ``clock``, ``token_is_valid`` and ``keyspace`` are the
+    ``RateLimiter``'s.
     """
-    limiter = RateLimiter(limits, redis, guard=guard, clock=clock, token_is_valid=token_is_valid)
+    limiter = RateLimiter(
+        limits,
+        redis,
+        guard=guard,
+        clock=clock,
+        token_is_valid=token_is_valid,
+        keyspace=keyspace,
+    )
     if limits.enabled and limiter.families:
         hooks = RateLimitHooks(limiter)
         app.before_request(hooks.before_request)

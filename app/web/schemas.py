@@ -87,9 +87,26 @@ class AlertChanged(_Doc):
 
 
 class WarmReport(_Doc):
-    warmed: list[str]
-    failed: dict[str, str]
+    warmed: list[str] = Field(description="hot views read back from every shared tier")
+    failed: dict[str, str] = Field(description="view → why it could not be had at all")
+    not_warmed: dict[str, list[str]] = Field(
+        description="view → the shared tiers that do not hold it (down, or refused it)"
+    )
+    stale: list[str] = Field(description="views warmed with a copy past its TTL")
     duration_ms: float
+
+
+class WarmIncomplete(_Doc):
+    """503: ``warm_incomplete`` (some hot view is missing from a shared tier; the
+    report's fields say which) or ``data_unavailable`` (no hot view could be had)."""
+
+    error: str = Field(description="warm_incomplete | data_unavailable")
+    message: str
+    warmed: list[str] | None = None
+    failed: dict[str, str] | None = None
+    not_warmed: dict[str, list[str]] | None = None
+    stale: list[str] | None = None
+    duration_ms: float | None = None
 
 
 class Invalidated(_Doc):

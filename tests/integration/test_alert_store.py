@@ -12,6 +12,7 @@ import pytest
 
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable
+from app.backends.keyspace import Keyspace
 from app.resilience.redis_breaker import redis_guard
 from app.services.alerts import store as alert_store
 from app.services.alerts.rules import Alert, validate_rule
@@ -22,6 +23,8 @@ from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStor
 PATIENT = 5.0
 KNOWN = {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
 _ids = itertools.count()
+
+KEYSPACE = Keyspace("alerts-test")
 
 
 def make_alert(
@@ -56,7 +59,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path) -> StoreFactory:
         return lambda max_alerts=10_000: FileAlertStore(tmp_path / "alerts.json", max_alerts)
     client = request.getfixturevalue("redis_client")
     guard = redis_guard(timeout_seconds=PATIENT)
-    return lambda max_alerts=10_000: RedisAlertStore(client, guard, max_alerts=max_alerts)
+    return lambda max_alerts=10_000: RedisAlertStore(client, guard, KEYSPACE, max_alerts=max_alerts)
 
 
 async def test_rules_add_list_get_delete(open_store: StoreFactory) -> None:
@@ -225,21 +228,21 @@ async def test_file_store_trims_on_load(tmp_path) -> None:
 
 
 async def test_redis_key_layout(redis_client) -> None:
-    store = RedisAlertStore(redis_client, redis_guard(timeout_seconds=PATIENT), prefix="t:al")
+    store = RedisAlertStore(redis_client, redis_guard(timeout_seconds=PATIENT), Keyspace("t"))
     _rules, alerts = await fill(store)
-    keys = {k.decode() for k in await redis_client.keys("t:al:*")}
+    keys = {k.decode() for k in await redis_client.keys("t:alerts:*")}
     assert keys == {
-        "t:al:rules",
-        "t:al:engine",
-        "t:al:idx:all",
-        "t:al:idx:status:pending",
-        "t:al:idx:status:acknowledged",
-        "t:al:idx:level:warning",
-        "t:al:idx:symbol:BTCUSDT",
-        *(f"t:al:alert:{a.id}" for a in alerts),
+        "t:alerts:rules",
+        "t:alerts:engine",
+        "t:alerts:idx:all",
+        "t:alerts:idx:status:pending",
+        "t:alerts:idx:status:acknowledged",
+        "t:alerts:idx:level:warning",
+        "t:alerts:idx:symbol:BTCUSDT",
+        *(f"t:alerts:alert:{a.id}" for a in alerts),
     }
-    assert await redis_client.hlen("t:al:rules") == 2
-    assert await redis_client.zscore("t:al:idx:all", alerts[1].id) == alerts[1].created_at_ms
+    assert await redis_client.hlen("t:alerts:rules") == 2
+    assert await redis_client.zscore("t:alerts:idx:all", alerts[1].id) == alerts[1].created_at_ms
 
 
 async def until_available(store: AlertStore, seconds: float = 10.0) -> None:
@@ -256,7 +259,9 @@ async def until_available(store: AlertStore, seconds: float = 10.0) -> None:
 async def test_redis_store_survives_a_restart_and_an_outage(persistent_redis) -> None:
     client = connect_redis(f"redis://{persistent_redis.address}/0", PATIENT)
     try:
-        store = RedisAlertStore(client, redis_guard(timeout_seconds=PATIENT), max_alerts=100)
+        store = RedisAlertStore(
+            client, redis_guard(timeout_seconds=PATIENT), KEYSPACE, max_alerts=100
+        )
         rules, alerts = await fill(store)
         before = await snapshot(store)
 

@@ -36,7 +36,7 @@ class Candidate:
     ``CHANNEL``."""
 
     def __init__(self, url: str, ttl_seconds: float, renew_every: float) -> None:
-        self.lock, self.client = patient_lock(url)
+        self.lock, self.client = patient_lock(url, NAMESPACE)
         self.lease = LeaderLease(
             self.lock,
             namespace=NAMESPACE,
@@ -134,7 +134,7 @@ async def test_one_of_several_candidates_leads_while_the_others_stand_by(
     assert len(leaders_seen) == 1
     (leader,) = (field[i] for i in leaders_seen)
     assert sum(c.lease.counters.terms for c in field) == 1
-    assert leader.lease.key == f"virtuoso:lock:{NAMESPACE}:leader:collector"
+    assert leader.lease.key == f"{NAMESPACE}:lock:leader:collector"
     assert await redis_client.get(leader.lease.key) == leader.lease.term.token.encode()
     assert await redis_client.get(ELECTED_KEY) == f"in-process {leader.lease.fence}".encode()
 

@@ -12,7 +12,8 @@ import pytest
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable, is_connection_failure
 from app.backends.guard import RedisGuard
-from app.backends.locks import LOCK_PREFIX, LockLease, RedisLock
+from app.backends.keyspace import Keyspace
+from app.backends.locks import LockLease, RedisLock
 from app.resilience.breaker import CircuitBreaker
 from app.resilience.redis_breaker import redis_breaker_config, redis_guard
 from tests.support.servers import free_port
@@ -20,6 +21,7 @@ from tests.support.servers import free_port
 # The guard's bound: none of these tests is about Redis timing out, and a slow answer on
 # a busy machine must not fail them.
 PATIENT = 5.0
+KEYSPACE = Keyspace("locks-test")
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def locks(client, polls: RecordedSleeps) -> RedisLock:
     config = dataclasses.replace(redis_breaker_config(PATIENT), slow_call_seconds=math.inf)
     breaker = CircuitBreaker("redis", config=config, is_failure=is_connection_failure)
     guard = RedisGuard(breaker, timeout_seconds=PATIENT)
-    return RedisLock(client, guard=guard, sleep=polls.sleep)
+    return RedisLock(client, guard=guard, keyspace=KEYSPACE, sleep=polls.sleep)
 
 
 async def wait_until_free(locks: RedisLock, name: str, seconds: float = 5.0) -> None:
@@ -71,12 +73,28 @@ async def test_only_one_of_many_concurrent_acquirers_wins(locks: RedisLock, clie
     lease = winners[0]
     assert lease.name == "view:btc"
     assert lease.token.startswith(f"{lease.fence}:")
-    assert await client.get(LOCK_PREFIX + "view:btc") == lease.token.encode()
-    ttl_ms = await client.pttl(LOCK_PREFIX + "view:btc")
+    assert await client.get("locks-test:lock:view:btc") == lease.token.encode()
+    ttl_ms = await client.pttl("locks-test:lock:view:btc")
     # set to 5 s, less what has passed since (a loaded machine may take over a second)
     elapsed_ms = (time.monotonic() - started) * 1000
     assert min(4_000, 5_000 - elapsed_ms - 5) < ttl_ms <= 5_000
     assert await locks.is_current(lease)
+
+
+async def test_deployments_with_different_namespaces_hold_their_own_locks(
+    locks: RedisLock, client
+) -> None:
+    other = RedisLock(client, guard=redis_guard(PATIENT), keyspace=Keyspace("elsewhere"))
+    mine, theirs = await locks.acquire("refresh", 5_000), await other.acquire("refresh", 5_000)
+    assert mine is not None and theirs is not None  # neither skips the other's refresh
+    keys = {key.decode() async for key in client.scan_iter(match="*lock:refresh*")}
+    assert keys == {
+        "locks-test:lock:refresh",
+        "locks-test:lock:refresh:fence",
+        "elsewhere:lock:refresh",
+        "elsewhere:lock:refresh:fence",
+    }
+    assert await locks.release(mine) and await other.release(theirs)
 
 
 async def test_release_frees_the_lock_once(locks: RedisLock) -> None:
@@ -118,7 +136,7 @@ async def test_extend_works_only_for_the_current_holder(locks: RedisLock, client
     lease = await locks.acquire("job", 1_000)
     assert lease is not None
     assert await locks.extend(lease, 30_000)
-    assert await client.pttl(LOCK_PREFIX + "job") > 20_000
+    assert await client.pttl("locks-test:lock:job") > 20_000
     forged = LockLease("job", f"{lease.fence}:not-the-random-id", lease.fence)
     assert not await locks.extend(forged, 60_000)
     assert not await locks.release(forged)
@@ -203,7 +221,9 @@ async def test_nothing_listening_raises_tier_unavailable() -> None:
     client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", PATIENT)
     try:
         with pytest.raises(TierUnavailable):
-            await RedisLock(client, guard=redis_guard(PATIENT)).acquire("view", 1_000)  # refused
+            await RedisLock(client, guard=redis_guard(PATIENT), keyspace=KEYSPACE).acquire(
+                "view", 1_000
+            )  # refused
     finally:
         await client.aclose()
 

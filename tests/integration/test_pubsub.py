@@ -14,18 +14,22 @@ import pytest_asyncio
 
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable
-from app.cache.pubsub import CHANNEL, Invalidation, InvalidationBus
+from app.backends.keyspace import Keyspace
+from app.cache.pubsub import Invalidation, InvalidationBus
 from app.resilience.redis_breaker import redis_guard
 from tests.conftest import eventually
 
 TIMEOUT = 0.3
+KEYSPACE = Keyspace("bus-test")
 FAST = {"min_backoff": 0.02, "max_backoff": 0.3, "ping_interval": 0.3, "poll_seconds": 0.1}
 
 
 class Replica:
     """One replica's client, bus and what its callbacks saw."""
 
-    def __init__(self, address: str, replica_id: str, **options) -> None:
+    def __init__(
+        self, address: str, replica_id: str, keyspace: Keyspace = KEYSPACE, **options
+    ) -> None:
         self.client = connect_redis(f"redis://{address}/0", TIMEOUT)
         self.messages: list[Invalidation] = []
         self.reconnects = 0
@@ -33,6 +37,7 @@ class Replica:
             self.client,
             replica_id,
             self._on_message,
+            keyspace=keyspace,
             on_reconnect=self._on_reconnect,
             guard=redis_guard(timeout_seconds=TIMEOUT),
             **{**FAST, **options},
@@ -87,6 +92,21 @@ async def test_other_replicas_receive_exactly_once_and_the_sender_does_not(
     assert b.bus.received == 2
 
 
+async def test_another_deployments_bus_is_not_heard(
+    replicas: tuple[Replica, Replica], redis
+) -> None:
+    a, b = replicas
+    other = await Replica(redis.address, "elsewhere", keyspace=Keyspace("other")).start()
+    try:
+        assert other.bus.channel == "other:invalidate" and a.bus.channel == "bus-test:invalidate"
+        assert await other.bus.publish(families=["market"]) == 1  # its own listener only
+        await published_and_seen(a, b, "marker")
+        assert [m.keys for m in b.messages] == [("marker",)]
+        assert other.messages == []
+    finally:
+        await other.close()
+
+
 async def test_malformed_messages_are_logged_once_and_ignored(
     replicas: tuple[Replica, Replica], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -100,7 +120,7 @@ async def test_malformed_messages_are_logged_once_and_ignored(
         orjson.dumps({"origin": "x", "scope": "everything"}),
         orjson.dumps({"origin": "x", "keys": [1]}),
     ):
-        await a.client.publish(CHANNEL, payload)
+        await a.client.publish("bus-test:invalidate", payload)
     await published_and_seen(a, b, "after-garbage")
 
     assert [m.keys for m in b.messages] == [("after-garbage",)]
@@ -122,7 +142,7 @@ async def test_a_failing_callback_does_not_stop_the_listener(redis) -> None:
 
     sender = await Replica(redis.address, "sender").start()
     client = connect_redis(f"redis://{redis.address}/0", TIMEOUT)
-    bus = InvalidationBus(client, "receiver", explode, **FAST)
+    bus = InvalidationBus(client, "receiver", explode, keyspace=KEYSPACE, **FAST)
     try:
         bus.start()
         assert await bus.wait_subscribed(5.0)
@@ -266,7 +286,7 @@ async def test_close_before_start_and_publish_validation(redis) -> None:
     finally:
         await replica.close()
     with pytest.raises(ValueError):
-        InvalidationBus(replica.client, "", lambda message: None)
+        InvalidationBus(replica.client, "", lambda message: None, keyspace=KEYSPACE)
 
 
 def test_message_encoding_round_trip() -> None:

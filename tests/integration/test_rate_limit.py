@@ -18,6 +18,7 @@ from quart import Quart
 from app.backends.connection import connect_redis
 from app.backends.errors import is_connection_failure
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.errors import ConfigError
 from app.main.embedded import create_app
 from app.market.sources.simulated import SimulatedMarket
@@ -86,6 +87,7 @@ def guard_on(clock: ManualClock) -> RedisGuard:
     return RedisGuard(breaker, timeout_seconds=PATIENT)
 
 
+KEYSPACE = Keyspace("limits-test")
 LIMITERS: weakref.WeakKeyDictionary[Quart, RateLimiter] = weakref.WeakKeyDictionary()
 
 
@@ -99,6 +101,8 @@ def build_app(rate_limits: RateLimits | None = None, redis=None, **options: Any)
     for path in ROUTES:
         app.add_url_rule(path, endpoint=path, view_func=ok, methods=["GET", "POST"])
     register_error_handlers(app)
+    if redis is not None:
+        options.setdefault("keyspace", KEYSPACE)
     LIMITERS[app] = install_rate_limits(app, rate_limits or limits(), redis, **options)
     return app
 
@@ -245,8 +249,8 @@ async def test_token_identity_beats_the_ip(store) -> None:
 
     if "redis" in store:
         keys = sorted(key.decode() for key in await store["redis"].keys("*"))
-        assert f"virtuoso:ratelimit:data:tok:{TOKEN_HASH}" in keys
-        assert "virtuoso:ratelimit:data:ip:10.0.0.1" in keys
+        assert f"limits-test:ratelimit:data:tok:{TOKEN_HASH}" in keys
+        assert "limits-test:ratelimit:data:ip:10.0.0.1" in keys
         assert not [key for key in keys if TOKEN in key or "another-token" in key]
         values = [await store["redis"].get(key) for key in keys]
         assert not [v for v in values if TOKEN.encode() in v]
@@ -255,7 +259,7 @@ async def test_token_identity_beats_the_ip(store) -> None:
 async def test_bucket_keys_expire_when_the_bucket_is_full_again(redis_client) -> None:
     app = build_app(redis=redis_client, guard=redis_guard(timeout_seconds=PATIENT))
     await statuses(app, 2, path="/api/session/watchlist", token=TOKEN)
-    ttl_ms = await redis_client.pttl(f"virtuoso:ratelimit:session:tok:{TOKEN_HASH}")
+    ttl_ms = await redis_client.pttl(f"limits-test:ratelimit:session:tok:{TOKEN_HASH}")
     # two tokens used at 1/s: full again within 2 s (a family slow enough that the key is
     # still there however long the machine takes between the requests and this read)
     assert 0 < ttl_ms <= 2_000
@@ -589,3 +593,13 @@ async def test_trusted_proxy_hops_setting_overrides_the_file(
     app = create_app(make_settings(**environ), SimulatedMarket(seed=7, clock=clock), clock)
     limiter = app.extensions[STATE_KEY].rate_limiter
     assert (limiter.limits.trust_forwarded_for, limiter.limits.proxy_hops) == (trusted, proxy_hops)
+
+
+async def test_buckets_in_redis_need_the_deployments_keyspace(redis_client) -> None:
+    with pytest.raises(ValueError, match="keyspace"):
+        RateLimiter(limits(), redis_client)
+    ours = RateLimiter(limits(), redis_client, keyspace=KEYSPACE, clock=ManualClock())
+    theirs = RateLimiter(limits(), redis_client, keyspace=Keyspace("other"), clock=ManualClock())
+    family = ours.families["data"]
+    assert ours.key(family, "ip:10.0.0.9") == "limits-test:ratelimit:data:ip:10.0.0.9"
+    assert theirs.key(family, "ip:10.0.0.9") == "other:ratelimit:data:ip:10.0.0.9"

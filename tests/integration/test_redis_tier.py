@@ -12,7 +12,8 @@ import pytest
 from app.backends.connection import connect_redis
 from app.backends.errors import RedisSkipped, TierUnavailable, is_connection_failure
 from app.backends.guard import RedisGuard
-from app.cache.redis_tier import VIEW_PREFIX, RedisTier
+from app.backends.keyspace import Keyspace
+from app.cache.redis_tier import RedisTier
 from app.cache.tier import SharedTier
 from app.resilience.breaker import CircuitBreaker
 from app.resilience.redis_breaker import redis_breaker_config, redis_guard
@@ -22,6 +23,7 @@ from tests.support.servers import free_port, unresponsive_server
 TIMEOUT = 0.3  # the bound in the test about timing out
 # Everywhere else: a slow answer on a busy machine is not what those tests are about.
 PATIENT = 5.0
+KEYSPACE = Keyspace("tier-test")
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def client(redis_client):
 
 @pytest.fixture
 def tier(client) -> RedisTier:
-    return RedisTier(client, guard=redis_guard(timeout_seconds=PATIENT))
+    return RedisTier(client, keyspace=KEYSPACE, guard=redis_guard(timeout_seconds=PATIENT))
 
 
 def guard_on(clock: ManualClock) -> RedisGuard:
@@ -48,13 +50,16 @@ def test_is_a_shared_tier(tier: RedisTier) -> None:
     assert shared.available
 
 
-async def test_round_trip_with_ttl_under_the_prefix(tier: RedisTier, client) -> None:
+async def test_round_trip_with_ttl_under_the_namespace(tier: RedisTier, client) -> None:
     await tier.set_many({"a": b"alpha", "b": b"\x00bytes\xff"}, ttl_seconds=600)
 
     assert await tier.get_many(["a", "missing", "b", "a"]) == {"a": b"alpha", "b": b"\x00bytes\xff"}
-    assert await client.get(VIEW_PREFIX + "a") == b"alpha"
+    assert tier.storage_key("a") == "tier-test:view:a"
+    assert await client.get("tier-test:view:a") == b"alpha"
     assert await client.get("a") is None
-    assert 590 <= await client.ttl(VIEW_PREFIX + "a") <= 600
+    assert 590 <= await client.ttl("tier-test:view:a") <= 600
+    other = RedisTier(client, keyspace=Keyspace("other"), guard=redis_guard(PATIENT))
+    assert await other.get_many(["a"]) == {}  # another deployment's copy is not ours
 
     await tier.delete_many(["a", "missing"])
     assert await tier.get_many(["a", "b"]) == {"b": b"\x00bytes\xff"}
@@ -98,7 +103,7 @@ async def test_unresponsive_server_times_out_as_tier_unavailable() -> None:
     """A server that accepts connections and never answers: every call is bounded."""
     async with unresponsive_server() as port:
         client = connect_redis(f"redis://127.0.0.1:{port}/0", TIMEOUT)
-        tier = RedisTier(client, guard=redis_guard(timeout_seconds=TIMEOUT))
+        tier = RedisTier(client, keyspace=KEYSPACE, guard=redis_guard(timeout_seconds=TIMEOUT))
         try:
             started = time.monotonic()
             # The answer never comes: only the timeout ends the call (the outer bound only
@@ -116,7 +121,7 @@ async def test_unresponsive_server_times_out_as_tier_unavailable() -> None:
 
 async def test_nothing_listening_is_tier_unavailable() -> None:
     client = connect_redis(f"redis://127.0.0.1:{free_port()}/0", PATIENT)  # refused at once
-    tier = RedisTier(client)
+    tier = RedisTier(client, keyspace=KEYSPACE)
     try:
         with pytest.raises(TierUnavailable):
             await tier.set_many({"a": b"1"}, 60)
@@ -128,7 +133,7 @@ async def test_outage_is_skipped_logged_once_and_rejoined(
     redis, client, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="app.backends.guard")
-    tier = RedisTier(client, guard=guard_on(clock))
+    tier = RedisTier(client, keyspace=KEYSPACE, guard=guard_on(clock))
     await tier.set_many({"a": b"1"}, 60)
 
     redis.kill()
@@ -165,8 +170,8 @@ async def test_outage_is_skipped_logged_once_and_rejoined(
 
 async def test_one_guard_shared_by_several_users_opens_for_all(redis, client) -> None:
     guard = redis_guard(timeout_seconds=PATIENT)
-    first = RedisTier(client, guard=guard)
-    second = RedisTier(client, guard=guard, prefix="other:")
+    first = RedisTier(client, keyspace=KEYSPACE, guard=guard)
+    second = RedisTier(client, keyspace=Keyspace("other"), guard=guard)
     redis.kill()
     for _ in range(3):
         with pytest.raises(TierUnavailable):
@@ -177,7 +182,7 @@ async def test_one_guard_shared_by_several_users_opens_for_all(redis, client) ->
 
 
 async def test_from_url_owns_and_closes_its_client(redis) -> None:
-    tier = RedisTier.from_url(f"redis://{redis.address}/0", PATIENT)
+    tier = RedisTier.from_url(KEYSPACE, f"redis://{redis.address}/0", PATIENT)
     await tier.set_many({"a": b"1"}, 60)
     assert await tier.get_many(["a"]) == {"a": b"1"}
     await tier.close()

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 
 from app.backends.errors import TierUnavailable
+from app.backends.keyspace import Keyspace
 from app.main.embedded import create_app
 from app.resilience.redis_breaker import redis_guard
 from app.services.sessions import (
     MAX_SESSION_BYTES,
     MAX_WATCHLIST,
-    SESSION_PREFIX,
     SESSION_TTL_SECONDS,
     MemorySessionStore,
     RedisSessionStore,
@@ -41,7 +41,9 @@ def client(redis_client):
 
 @pytest.fixture
 def redis_store(client) -> RedisSessionStore:
-    return RedisSessionStore(client, guard=redis_guard(timeout_seconds=PATIENT))
+    return RedisSessionStore(
+        client, keyspace=Keyspace("sessions-test"), guard=redis_guard(timeout_seconds=PATIENT)
+    )
 
 
 # -- stores -----------------------------------------------------------------------------
@@ -86,7 +88,7 @@ async def test_redis_keeps_json_under_the_session_key_with_a_sliding_ttl(
 ) -> None:
     session_id = SessionCookies.new_id()
     await redis_store.save(session_id, DATA)
-    key = SESSION_PREFIX + session_id
+    key = "sessions-test:session:" + session_id
     assert await client.get(key) == b'{"watchlist":["BTCUSDT","ETHUSDT"],' + (
         b'"preferences":{"theme":"dark","timeframe":"1h"}}'
     )
@@ -99,7 +101,7 @@ async def test_redis_keeps_json_under_the_session_key_with_a_sliding_ttl(
 
 async def test_redis_ignores_a_corrupt_session(redis_store: RedisSessionStore, client) -> None:
     session_id = SessionCookies.new_id()
-    await client.set(SESSION_PREFIX + session_id, b"\xff not json")
+    await client.set(redis_store.key(session_id), b"\xff not json")
     assert await redis_store.load(session_id) == {}
 
 

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from app.backends.connection import connect_redis
+from app.backends.keyspace import Keyspace
 from app.realtime import Broadcaster, WsLimits, register_ws
 from app.resilience.redis_breaker import redis_guard
 from tests.support.ws_server import serve_app
@@ -305,7 +306,12 @@ async def test_two_replicas_share_updates_through_redis_exactly_once(redis) -> N
                 guard = redis_guard(timeout_seconds=patient)
                 replicas.append(
                     await stack.enter_async_context(
-                        running(replica_id=f"r{i}", redis=redis_client, guard=guard)
+                        running(
+                            replica_id=f"r{i}",
+                            redis=redis_client,
+                            guard=guard,
+                            keyspace=Keyspace("ws-test"),
+                        )
                     )
                 )
             (one, url1), (two, url2) = replicas

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from app.backends.connection import connect_redis
 from app.backends.errors import TierUnavailable, is_connection_failure
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.backends.lease import LeaderLease
 from app.backends.locks import LockLease, RedisLock
 from app.resilience.breaker import CircuitBreaker
@@ -44,20 +45,21 @@ def say(event: str, fence: int = 0) -> None:
     print(f"{event} {os.getpid()} {fence}", flush=True)
 
 
-def patient_lock(url: str) -> tuple[RedisLock, Redis]:
-    """A lock on a client of its own (returned too, to close) whose breaker never counts
-    a slow call as a failure, so a busy machine cannot open it; Redis down still does."""
+def patient_lock(url: str, namespace: str) -> tuple[RedisLock, Redis]:
+    """A lock in ``namespace`` on a client of its own (returned too, to close) whose
+    breaker never counts a slow call as a failure, so a busy machine cannot open it;
+    Redis down still does."""
     client = connect_redis(url, TIMEOUT_SECONDS)
     config = dataclasses.replace(redis_breaker_config(TIMEOUT_SECONDS), slow_call_seconds=math.inf)
     guard = RedisGuard(
         CircuitBreaker("redis", config=config, is_failure=is_connection_failure),
         timeout_seconds=TIMEOUT_SECONDS,
     )
-    return RedisLock(client, guard=guard), client
+    return RedisLock(client, guard=guard, keyspace=Keyspace(namespace)), client
 
 
 async def main(url: str, namespace: str, ttl_seconds: float, renew_every: float) -> None:
-    lock, client = patient_lock(url)
+    lock, client = patient_lock(url, namespace)
     lease = LeaderLease(
         lock,
         "collector",

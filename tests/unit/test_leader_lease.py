@@ -277,9 +277,9 @@ async def test_publish_checks_its_arguments_and_refuses_without_a_term(clock, lo
     assert lock.calls == []
 
 
-def test_the_lease_key_carries_the_namespace_and_the_name(clock, lock) -> None:
+def test_the_lease_key_is_the_locks_named_for_the_role(clock, lock) -> None:
     lease = LeaderLease(lock, namespace="blue", name="collector", ttl_seconds=5)  # type: ignore[arg-type]
-    assert lease.key == "virtuoso:lock:blue:leader:collector"
+    assert lease.key == "virtuoso:lock:leader:collector"  # the lock's keyspace, once
     assert not lease.is_leader and lease.term is None and lease.fence is None
 
 

@@ -4,7 +4,7 @@ Both stores order alerts newest first by (created_at_ms, id), keep at most
 ``max_alerts`` (the oldest go first) and allow the status moves
 pending → acknowledged → resolved and pending → resolved.
 
-Redis key layout (``P`` = prefix, default ``virtuoso:alerts``)::
+Redis key layout (``P`` = ``<namespace>:alerts``, the deployment's ``Keyspace``)::
 
     P:rules                 hash    rule id → rule JSON
     P:alert:<id>            string  alert JSON
@@ -35,12 +35,12 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from app.backends.guard import RedisGuard
+from app.backends.keyspace import Keyspace
 from app.market.models.symbols import canonical_symbol
 from app.services.alerts.rules import LEVELS, STATUSES, Alert, AlertRule
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "virtuoso:alerts"
 MAX_LIMIT = 500
 
 
@@ -115,14 +115,14 @@ class RedisAlertStore:
         self,
         redis: Redis,
         guard: RedisGuard,
-        prefix: str = DEFAULT_PREFIX,
+        keyspace: Keyspace,
         max_alerts: int = 10_000,
     ) -> None:
         if max_alerts < 1:
             raise ValueError("max_alerts must be >= 1")
         self._redis = redis
         self._guard = guard
-        self._p = prefix
+        self._p = keyspace.name("alerts")
         self.max_alerts = max_alerts
 
     # -- keys ---------------------------------------------------------------------------

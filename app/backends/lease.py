@@ -2,11 +2,11 @@
 
 A ``LeaderLease`` campaigns for the lock ``leader:<name>`` of a ``RedisLock`` (the key
 ``<namespace>:lock:leader:<name>`` in Redis; each term has a fence number, strictly
-higher than every earlier term's) and, once it holds it, renews it every ``renew_every`` seconds. The standbys
-try again as often; when the leader dies its lease expires after ``ttl_seconds`` and
-one of them takes over (within ``ttl_seconds + renew_every`` of the death, plus a
-Redis round trip), and when it resigns (shutdown) it releases the lease so one takes
-over at its next attempt.
+higher than every earlier term's) and, once it holds it, renews it every
+``renew_every`` seconds. The standbys try again as often; when the leader dies its
+lease expires after ``ttl_seconds`` and one of them takes over (within ``ttl_seconds +
+renew_every`` of the death, plus a Redis round trip), and when it resigns (shutdown) it
+releases the lease so one takes over at its next attempt.
 
 A leader stops acting *before* its lease can have expired in Redis: its term is
 valid until ``ttl_seconds - margin_seconds`` after it sent its last successful

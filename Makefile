@@ -26,8 +26,9 @@ test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
 		chromium:chromium prometheus:promtool nginx:nginx docker-compose:docker-compose
 
-# The compose topology with local processes: nginx on :8003 in front of two replicas,
-# Memcached, Redis and Prometheus (:8303). Ctrl-C stops it all.
+# The compose topology with local processes: one collector (`virtuoso collect`, metrics
+# on :8123), nginx on :8003 in front of two serving replicas, Memcached, Redis and
+# Prometheus (:8303). Ctrl-C stops it all.
 stack: $(STAMP) test-services frontend
 	$(BIN)/python -m tools.local_stack
 

@@ -60,11 +60,13 @@ class Ports:
     collectors: list[int]  # each collector's metrics listener (one collector, or a standby too)
 
     @classmethod
-    def fixed(cls, base: int = 8003) -> Ports:
-        """For a person: the proxy on ``base`` (8003), the rest above it."""
+    def fixed(cls, base: int = 8003, collectors: int = 1) -> Ports:
+        """For a person: the proxy on ``base`` (8003), the rest above it; the collectors'
+        metrics from ``base`` + 120 (8123, and 8124 for a standby)."""
         replicas, monitoring = [base + 100, base + 101], [base + 110, base + 111]
+        metrics = [base + 120 + index for index in range(collectors)]
         return cls(
-            base, replicas, base + 200, base + 201, base + 300, monitoring, base + 440, [base + 120]
+            base, replicas, base + 200, base + 201, base + 300, monitoring, base + 440, metrics
         )
 
     @classmethod
@@ -426,11 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8003, help="the proxy's port (8003)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate: the proxy on HTTPS")
     parser.add_argument("--tls-key", type=Path, help="its PEM key")
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        choices=range(1, 10),
+        default=1,
+        metavar="N",
+        help="virtuoso collect processes (1); 2: a leader and a standby that takes over",
+    )
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     tls = TlsFiles(args.tls_cert.resolve(), args.tls_key.resolve()) if args.tls_cert else None
-    stack = LocalStack(Ports.fixed(args.port), tls=tls)
+    stack = LocalStack(Ports.fixed(args.port, args.collectors), tls=tls)
     stop = {"asked": False}
 
     def ask_stop(_signum: int, _frame: object) -> None:

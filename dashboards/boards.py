@@ -4,7 +4,7 @@ Every query reads the metrics of the observability contract (names and labels fi
 through the templated ``${datasource}`` and restricted to a scrape job: ``$job``, the serving
 replicas, or ``$collector_job`` for what only a collector counts (exchange calls, refreshes,
 views built, alerts fired, leadership) — the compose stack scrapes the collectors as a job of
-their own; with the collector embedded in ``virtuoso serve`` both are the app's job. Rates use
+their own; with ``VIRTUOSO_COLLECTOR=embedded`` both are the app's job. Rates use
 ``$__rate_interval``; percentiles are ``histogram_quantile`` over ``sum by (le, …)`` of the
 bucket rates. Latencies stay in seconds (unit ``s``): Grafana shows 0.1 s as "100 ms".
 """
@@ -317,7 +317,7 @@ def _board(uid: str, title: str, description: str) -> dash_b.Dashboard:
             .description(
                 "Prometheus scrape job of the collectors (virtuoso collect): where the "
                 "exchange calls, refreshes and fired alerts are counted. The app's own job "
-                "when the collector is embedded in virtuoso serve."
+                "with VIRTUOSO_COLLECTOR=embedded."
             )
             .datasource(datasource())
             .query("label_values(virtuoso_pipeline_refresh_duration_seconds_count, job)")
@@ -1005,7 +1005,7 @@ def backends_board() -> dm.Dashboard:
                 "Which collector leads (1: refreshes and calls the exchange) and which "
                 "stand by (0). Their sum should be 1 at all times: 0 means nothing "
                 "refreshes (the alert VirtuosoNoCollectorLeading). Empty when the "
-                "collector is embedded in virtuoso serve (no election).",
+                "collector runs inside virtuoso serve (embedded: no election).",
                 units.Short,
                 [
                     Q(sel("virtuoso_collector_leading", job=COLLECTOR_JOB), "{{instance}}"),

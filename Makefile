@@ -26,10 +26,11 @@ test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
 		chromium:chromium prometheus:promtool nginx:nginx docker-compose:docker-compose
 
-# The compose topology with local processes: nginx on :8003 in front of two replicas,
-# Memcached, Redis and Prometheus (:8303). Ctrl-C stops it all.
+# The compose topology with local processes: one collector (`virtuoso collect`, metrics
+# on :8123), nginx on :8003 in front of two serving replicas, Memcached, Redis and
+# Prometheus (:8303). Ctrl-C stops it all. COLLECTORS=2: a standby collector too (:8124).
 stack: $(STAMP) test-services frontend
-	$(BIN)/python -m tools.local_stack
+	$(BIN)/python -m tools.local_stack $(if $(COLLECTORS),--collectors $(COLLECTORS))
 
 # The KPI benchmark (about 10 minutes; QUICK=1: about 3): bench/results/<date>/report.md.
 # wrk comes from Debian when missing (the load generator falls back to asyncio without).

@@ -1,7 +1,10 @@
 """The four Virtuoso boards, one function each, built with grafana-foundation-sdk (Grafana 11.6).
 
 Every query reads the metrics of the observability contract (names and labels fixed there),
-through the templated ``${datasource}`` and restricted to the ``$job`` scrape job. Rates use
+through the templated ``${datasource}`` and restricted to a scrape job: ``$job``, the serving
+replicas, or ``$collector_job`` for what only a collector counts (exchange calls, refreshes,
+views built, alerts fired, leadership) — the compose stack scrapes the collectors as a job of
+their own; with ``VIRTUOSO_COLLECTOR=embedded`` both are the app's job. Rates use
 ``$__rate_interval``; percentiles are ``histogram_quantile`` over ``sum by (le, …)`` of the
 bucket rates. Latencies stay in seconds (unit ``s``): Grafana shows 0.1 s as "100 ms".
 """
@@ -27,6 +30,9 @@ TAGS = ["virtuoso"]
 RATE_INTERVAL = "$__rate_interval"
 JOB = 'job="$job"'
 DEFAULT_JOB = "virtuoso"
+COLLECTOR_JOB = 'job="$collector_job"'
+DEFAULT_COLLECTOR_JOB = "virtuoso-collector"
+EVERY_PROCESS = 'job=~"$job|$collector_job"'  # the replicas and the collectors
 DATASOURCE_UID = "prometheus"  # the provisioned Prometheus (grafana/provisioning/datasources)
 
 # KPI targets (the design's numbers).
@@ -57,26 +63,28 @@ MOBILE = 'device="mobile"'
 # --- PromQL ------------------------------------------------------------------------------------
 
 
-def sel(metric: str, *matchers: str) -> str:
-    """``metric{job="$job", …}``."""
-    return f"{metric}{{{', '.join((JOB, *matchers))}}}"
+def sel(metric: str, *matchers: str, job: str = JOB) -> str:
+    """``metric{job="$job", …}`` (``job``: the job matcher, ``COLLECTOR_JOB`` for a
+    collector's metric)."""
+    return f"{metric}{{{', '.join((job, *matchers))}}}"
 
 
-def rate(metric: str, *matchers: str) -> str:
-    return f"rate({sel(metric, *matchers)}[{RATE_INTERVAL}])"
+def rate(metric: str, *matchers: str, job: str = JOB) -> str:
+    return f"rate({sel(metric, *matchers, job=job)}[{RATE_INTERVAL}])"
 
 
-def increase(metric: str, *matchers: str) -> str:
-    return f"increase({sel(metric, *matchers)}[{RATE_INTERVAL}])"
+def increase(metric: str, *matchers: str, job: str = JOB) -> str:
+    return f"increase({sel(metric, *matchers, job=job)}[{RATE_INTERVAL}])"
 
 
 def total(inner: str, by: str = "") -> str:
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
-def quantile(q: float, histogram: str, *matchers: str, by: str = "") -> str:
+def quantile(q: float, histogram: str, *matchers: str, by: str = "", job: str = JOB) -> str:
     labels = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({labels}) ({rate(histogram + '_bucket', *matchers)}))"
+    buckets = rate(histogram + "_bucket", *matchers, job=job)
+    return f"histogram_quantile({q}, sum by ({labels}) ({buckets}))"
 
 
 def per_tier(expr_for: Callable[[str], str]) -> str:
@@ -97,7 +105,9 @@ HIT_RATIO = (
     f"{total(rate('virtuoso_cache_requests_total', SERVED))}"
     f" / {total(rate('virtuoso_cache_requests_total'))}"
 )
-EXCHANGE_CALLS_PER_MINUTE = f"{total(rate('virtuoso_exchange_requests_total', NOT_REJECTED))} * 60"
+EXCHANGE_CALLS_PER_MINUTE = (
+    f"{total(rate('virtuoso_exchange_requests_total', NOT_REJECTED, job=COLLECTOR_JOB))} * 60"
+)
 HTTP_REQUESTS_PER_MINUTE = f"{total(rate(HTTP + '_count'))} * 60"
 WS_DELIVERY_P99 = quantile(0.99, "virtuoso_ws_delivery_latency_seconds")
 CACHE_MEMORY_RATIO = (
@@ -301,6 +311,20 @@ def _board(uid: str, title: str, description: str) -> dash_b.Dashboard:
             .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
             .sort(dm.VariableSort.ALPHABETICAL_ASC)
         )
+        .with_variable(
+            dash_b.QueryVariable("collector_job")
+            .label("Collector job")
+            .description(
+                "Prometheus scrape job of the collectors (virtuoso collect): where the "
+                "exchange calls, refreshes and fired alerts are counted. The app's own job "
+                "with VIRTUOSO_COLLECTOR=embedded."
+            )
+            .datasource(datasource())
+            .query("label_values(virtuoso_pipeline_refresh_duration_seconds_count, job)")
+            .current(dm.VariableOption(text=DEFAULT_COLLECTOR_JOB, value=DEFAULT_COLLECTOR_JOB))
+            .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        )
         .link(
             dash_b.DashboardLink("Virtuoso boards")
             .type(dm.DashboardLinkType.DASHBOARDS)
@@ -393,9 +417,10 @@ def kpi_board() -> dm.Dashboard:
         .with_panel(
             kpi(
                 "Exchange calls per minute",
-                "Calls made to the exchange (breaker rejections excluded). The target "
-                "is a shape, not a number: flat whatever the HTTP load — compare with "
-                "'Exchange calls vs HTTP load' below.",
+                "Calls made to the exchange (breaker rejections excluded), by the "
+                "collectors. The target is a shape, not a number: flat whatever the HTTP "
+                "load and the number of replicas — compare with 'Exchange calls vs HTTP "
+                "load' below.",
                 units.RequestsPerMinute,
                 Q(EXCHANGE_CALLS_PER_MINUTE, "exchange calls / min"),
                 neutral(),
@@ -553,8 +578,9 @@ def kpi_board() -> dm.Dashboard:
             timeseries(
                 "Exchange calls vs HTTP load",
                 "Exchange calls per minute (left) against HTTP requests per minute "
-                "(right, dashed). The exchange line should stay flat as the load rises: "
-                "requests are served from the cache and the pipeline.",
+                "(right, dashed). The exchange line should stay flat as the load rises and "
+                "replicas are added: requests are served from the cache, which one "
+                "collector fills.",
                 units.RequestsPerMinute,
                 [
                     Q(EXCHANGE_CALLS_PER_MINUTE, "exchange calls / min"),
@@ -783,12 +809,14 @@ def backends_board() -> dm.Dashboard:
     exchange_latency = "virtuoso_exchange_request_duration_seconds"
     ratelimit_wait = "virtuoso_exchange_ratelimit_wait_seconds"
     refresh = "virtuoso_pipeline_refresh_duration_seconds"
+    refreshes = rate("virtuoso_pipeline_refreshes_total", job=COLLECTOR_JOB)
+    views_built = rate("virtuoso_views_built_total", job=COLLECTOR_JOB)
     board = (
         _board(
             "virtuoso-backends",
             "Virtuoso — Backends & resilience",
-            "Exchange calls, circuit breakers, rate limits, the market pipeline and the "
-            "replicas' processes.",
+            "Exchange calls, circuit breakers, rate limits, the market pipeline (the "
+            "collectors) and the processes of the replicas and the collectors.",
         )
         .with_row(dash_b.Row("Exchange"))
         .with_panel(
@@ -796,9 +824,14 @@ def backends_board() -> dm.Dashboard:
                 "Exchange calls by endpoint and outcome",
                 "Calls per second to the exchange by endpoint (start, tickers, ohlcv, "
                 "order_book) and outcome (ok, error, timeout, rate_limited, rejected = "
-                "breaker open, no call made).",
+                "breaker open, no call made), all collectors.",
                 units.RequestsPerSecond,
-                [Q(total(rate(exchange), by="endpoint, outcome"), "{{endpoint}} {{outcome}}")],
+                [
+                    Q(
+                        total(rate(exchange, job=COLLECTOR_JOB), by="endpoint, outcome"),
+                        "{{endpoint}} {{outcome}}",
+                    )
+                ],
                 w=8,
             )
         )
@@ -806,12 +839,18 @@ def backends_board() -> dm.Dashboard:
             timeseries(
                 "Exchange latency p50 / p99",
                 "p50 and p99 of the exchange's own time per endpoint (the requests, from "
-                "send to answer), all replicas. The wait in our rate limiter before a "
+                "send to answer), all collectors. The wait in our rate limiter before a "
                 "request is not in it: see the panel beside.",
                 units.Seconds,
                 [
-                    Q(quantile(0.5, exchange_latency, by="endpoint"), "{{endpoint}} p50"),
-                    Q(quantile(0.99, exchange_latency, by="endpoint"), "{{endpoint}} p99"),
+                    Q(
+                        quantile(0.5, exchange_latency, by="endpoint", job=COLLECTOR_JOB),
+                        "{{endpoint}} p50",
+                    ),
+                    Q(
+                        quantile(0.99, exchange_latency, by="endpoint", job=COLLECTOR_JOB),
+                        "{{endpoint}} p99",
+                    ),
                 ],
                 w=8,
                 table=True,
@@ -821,14 +860,20 @@ def backends_board() -> dm.Dashboard:
             timeseries(
                 "Rate-limiter wait p50 / p99",
                 "p50 and p99 per endpoint of the time a call waited in the client-side "
-                "rate limiter (ccxt's throttle) before its request was sent, all replicas: "
+                "rate limiter (ccxt's throttle) before its request was sent, all collectors: "
                 "our own queue, not the exchange. High here with a low exchange latency "
                 "means too many calls for the exchange's rate limit (symbols × timeframes "
                 "per refresh), not a slow exchange.",
                 units.Seconds,
                 [
-                    Q(quantile(0.5, ratelimit_wait, by="endpoint"), "{{endpoint}} p50"),
-                    Q(quantile(0.99, ratelimit_wait, by="endpoint"), "{{endpoint}} p99"),
+                    Q(
+                        quantile(0.5, ratelimit_wait, by="endpoint", job=COLLECTOR_JOB),
+                        "{{endpoint}} p50",
+                    ),
+                    Q(
+                        quantile(0.99, ratelimit_wait, by="endpoint", job=COLLECTOR_JOB),
+                        "{{endpoint}} p99",
+                    ),
                 ],
                 w=8,
                 table=True,
@@ -902,12 +947,13 @@ def backends_board() -> dm.Dashboard:
         .with_panel(
             timeseries(
                 "Pipeline refresh duration",
-                "p50 and p99 of one market refresh (fetch + analysis + views) against the "
-                "configured refresh interval (dashed): a refresh must fit in it.",
+                "p50 and p99 of one market refresh (fetch + analysis + views) on the "
+                "collectors against the configured refresh interval (dashed): a refresh "
+                "must fit in it.",
                 units.Seconds,
                 [
-                    Q(quantile(0.5, refresh), "p50"),
-                    Q(quantile(0.99, refresh), "p99"),
+                    Q(quantile(0.5, refresh, job=COLLECTOR_JOB), "p50"),
+                    Q(quantile(0.99, refresh, job=COLLECTOR_JOB), "p99"),
                     Q(f"max({sel('virtuoso_refresh_interval_seconds')})", "refresh interval"),
                 ],
                 w=6,
@@ -916,11 +962,11 @@ def backends_board() -> dm.Dashboard:
         .with_panel(
             timeseries(
                 "Pipeline refreshes by outcome",
-                "Refreshes per minute by outcome (ok, error, skipped), all replicas.",
+                "Refreshes per minute by outcome (ok, error, skipped), all collectors.",
                 units.OpsPerMinute,
                 [
                     Q(
-                        f"{total(rate('virtuoso_pipeline_refreshes_total'), by='outcome')} * 60",
+                        f"{total(refreshes, by='outcome')} * 60",
                         "{{outcome}}",
                     )
                 ],
@@ -947,37 +993,58 @@ def backends_board() -> dm.Dashboard:
         .with_panel(
             timeseries(
                 "Views built",
-                "Views built from snapshots per minute, all replicas.",
+                "Views built from snapshots per minute, all collectors.",
                 units.OpsPerMinute,
-                [Q(f"{total(rate('virtuoso_views_built_total'))} * 60", "views / min")],
+                [Q(f"{total(views_built)} * 60", "views / min")],
                 w=6,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Collector leadership",
+                "Which collector leads (1: refreshes and calls the exchange) and which "
+                "stand by (0). Their sum should be 1 at all times: 0 means nothing "
+                "refreshes (the alert VirtuosoNoCollectorLeading). Empty when the "
+                "collector runs inside virtuoso serve (embedded: no election).",
+                units.Short,
+                [
+                    Q(sel("virtuoso_collector_leading", job=COLLECTOR_JOB), "{{instance}}"),
+                    Q(total(sel("virtuoso_collector_leading", job=COLLECTOR_JOB)), "leaders"),
+                ],
+                w=24,
+                h=6,
             )
         )
         .with_row(dash_b.Row("Process"))
         .with_panel(
             timeseries(
                 "Process CPU",
-                "CPU time per second of each replica's process (100% = one core).",
+                "CPU time per second of each replica's and collector's process (100% = one core).",
                 units.PercentUnit,
-                [Q(rate("process_cpu_seconds_total"), "{{instance}}")],
+                [Q(rate("process_cpu_seconds_total", job=EVERY_PROCESS), "{{job}} {{instance}}")],
                 w=8,
             )
         )
         .with_panel(
             timeseries(
                 "Process resident memory",
-                "Resident set size of each replica's process.",
+                "Resident set size of each replica's and collector's process.",
                 units.BytesIEC,
-                [Q(sel("process_resident_memory_bytes"), "{{instance}}")],
+                [
+                    Q(
+                        sel("process_resident_memory_bytes", job=EVERY_PROCESS),
+                        "{{job}} {{instance}}",
+                    )
+                ],
                 w=8,
             )
         )
         .with_panel(
             timeseries(
                 "Open file descriptors",
-                "File descriptors (sockets included) each replica's process holds.",
+                "File descriptors (sockets included) each replica's and collector's process holds.",
                 units.Short,
-                [Q(sel("process_open_fds"), "{{instance}}")],
+                [Q(sel("process_open_fds", job=EVERY_PROCESS), "{{job}} {{instance}}")],
                 w=8,
             )
         )
@@ -1076,11 +1143,15 @@ def realtime_board() -> dm.Dashboard:
         .with_panel(
             timeseries(
                 "Alerts triggered by level",
-                "Alerts fired per rate window by level (info, warning, critical), all replicas.",
+                "Alerts fired per rate window by level (info, warning, critical), by the "
+                "collectors (where the alert engine runs).",
                 units.Short,
                 [
                     Q(
-                        total(increase("virtuoso_alerts_triggered_total"), by="level"),
+                        total(
+                            increase("virtuoso_alerts_triggered_total", job=COLLECTOR_JOB),
+                            by="level",
+                        ),
                         "{{level}}",
                     )
                 ],

@@ -1,6 +1,8 @@
-"""The compose topology with local processes: nginx in front of two ``virtuoso serve``
-replicas sharing one Memcached and one Redis, and Prometheus scraping both replicas on
-their monitoring listeners with the repository's rules. ``make stack`` runs it for a
+"""The compose topology with local processes: one ``virtuoso collect`` (the only
+process that talks to the exchange) publishing into one Memcached and one Redis, nginx
+in front of two ``virtuoso serve`` replicas that serve from them
+(``VIRTUOSO_COLLECTOR=external``), and Prometheus scraping the replicas and the collector
+on their monitoring listeners with the repository's rules. ``make stack`` runs it for a
 person to try (Ctrl-C stops everything); the end-to-end tests start it on free ports.
 With ``--tls-cert`` and ``--tls-key`` nginx serves the TLS site (HTTPS, plain HTTP
 redirecting to it), as ``docker-compose.tls.yml`` does.
@@ -55,15 +57,20 @@ class Ports:
     prometheus: int
     monitoring: list[int]  # each replica's monitoring listener
     tls: int  # the proxy's HTTPS port (used when the stack runs with TLS)
+    collectors: list[int]  # each collector's metrics listener (one collector, or a standby too)
 
     @classmethod
-    def fixed(cls, base: int = 8003) -> Ports:
-        """For a person: the proxy on ``base`` (8003), the rest above it."""
+    def fixed(cls, base: int = 8003, collectors: int = 1) -> Ports:
+        """For a person: the proxy on ``base`` (8003), the rest above it; the collectors'
+        metrics from ``base`` + 120 (8123, and 8124 for a standby)."""
         replicas, monitoring = [base + 100, base + 101], [base + 110, base + 111]
-        return cls(base, replicas, base + 200, base + 201, base + 300, monitoring, base + 440)
+        metrics = [base + 120 + index for index in range(collectors)]
+        return cls(
+            base, replicas, base + 200, base + 201, base + 300, monitoring, base + 440, metrics
+        )
 
     @classmethod
-    def free(cls, replicas: int = 2) -> Ports:
+    def free(cls, replicas: int = 2, collectors: int = 1) -> Ports:
         """Every port free on the loopback interface."""
         return cls(
             free_port(),
@@ -73,6 +80,7 @@ class Ports:
             free_port(),
             [free_port() for _ in range(replicas)],
             free_port(),
+            [free_port() for _ in range(collectors)],
         )
 
 
@@ -131,7 +139,9 @@ class Process:
 
 
 class LocalStack:
-    """Start with ``start()`` (blocks until every part listens), stop with ``stop()``."""
+    """Start with ``start()`` (blocks until every part listens), stop with ``stop()``.
+    ``app_env``: variables of every ``virtuoso`` process, collectors and replicas alike
+    (each reads the ones of its role)."""
 
     def __init__(
         self,
@@ -162,6 +172,17 @@ class LocalStack:
         """Each replica's monitoring listener (/metrics, /api/cache/…, /health)."""
         return [f"http://127.0.0.1:{port}" for port in self.ports.monitoring]
 
+    def collector_urls(self) -> list[str]:
+        """Each collector's metrics listener (/metrics)."""
+        return [f"http://127.0.0.1:{port}" for port in self.ports.collectors]
+
+    def process(self, name: str) -> Process:
+        """The running part called ``name`` (``collector-1``, ``app-2``, ``redis``, …)."""
+        found = [process for process in self.processes if process.name == name]
+        if not found:
+            raise KeyError(f"no process {name!r} in this stack")
+        return found[0]
+
     @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.prometheus}"
@@ -170,9 +191,12 @@ class LocalStack:
         self.dir.mkdir(parents=True, exist_ok=True)
         check_nginx(self.write_nginx_config())
         backends = [self._memcached(), self._redis()]
+        collectors = [
+            self._collector(index, port) for index, port in enumerate(self.ports.collectors)
+        ]
         replicas = [self._replica(index, port) for index, port in enumerate(self.ports.replicas)]
         try:
-            for group in (backends, replicas, [self._nginx(), self._prometheus()]):
+            for group in (backends, collectors, replicas, [self._nginx(), self._prometheus()]):
                 for process in group:
                     process.start(self.dir)
                     self.processes.append(process)
@@ -185,7 +209,8 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        """Stops every part, the proxy first and the stores last."""
+        """Stops every part, the proxy first, then the replicas, the collectors and the
+        stores last."""
         for process in reversed(self.processes):
             process.stop()
 
@@ -208,19 +233,43 @@ class LocalStack:
         argv += ["--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"]
         return Process("redis", argv, self.ports.redis)
 
-    def _replica(self, index: int, port: int) -> Process:
-        monitoring = self.ports.monitoring[index]
-        env = {
-            "VIRTUOSO_BIND": f"127.0.0.1:{port}",
-            "VIRTUOSO_MONITORING_BIND": f"127.0.0.1:{monitoring}",
+    def _tiers(self) -> dict[str, str]:
+        return {
             "VIRTUOSO_MEMCACHED_URL": f"127.0.0.1:{self.ports.memcached}",
             "VIRTUOSO_REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
-            "VIRTUOSO_REPLICA_ID": f"app-{index + 1}",
-            "VIRTUOSO_SECRET_KEY": "stack-secret-key-0123456789abcdef",
-            "VIRTUOSO_ADMIN_TOKEN": self.admin_token,
-            "VIRTUOSO_TRUSTED_PROXY_HOPS": "1",
-            "VIRTUOSO_DATA_DIR": str(self.dir / f"data-{index + 1}"),
-        } | self.app_env
+        }
+
+    def _collector(self, index: int, port: int) -> Process:
+        """``virtuoso collect``, its metrics on ``port`` (its only listener)."""
+        env = (
+            self._tiers()
+            | {
+                "VIRTUOSO_MONITORING_BIND": f"127.0.0.1:{port}",
+                "VIRTUOSO_REPLICA_ID": f"collector-{index + 1}",
+                "VIRTUOSO_DATA_DIR": str(self.dir / f"collector-data-{index + 1}"),
+            }
+            | self.app_env
+        )
+        virtuoso = str(Path(sys.executable).with_name("virtuoso"))
+        return Process(f"collector-{index + 1}", [virtuoso, "collect"], port, env)
+
+    def _replica(self, index: int, port: int) -> Process:
+        """``virtuoso serve``, serving only: the collector runs apart."""
+        monitoring = self.ports.monitoring[index]
+        env = (
+            self._tiers()
+            | {
+                "VIRTUOSO_COLLECTOR": "external",
+                "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+                "VIRTUOSO_MONITORING_BIND": f"127.0.0.1:{monitoring}",
+                "VIRTUOSO_REPLICA_ID": f"app-{index + 1}",
+                "VIRTUOSO_SECRET_KEY": "stack-secret-key-0123456789abcdef",
+                "VIRTUOSO_ADMIN_TOKEN": self.admin_token,
+                "VIRTUOSO_TRUSTED_PROXY_HOPS": "1",
+                "VIRTUOSO_DATA_DIR": str(self.dir / f"data-{index + 1}"),
+            }
+            | self.app_env
+        )
         virtuoso = str(Path(sys.executable).with_name("virtuoso"))
         return Process(f"app-{index + 1}", [virtuoso, "serve"], port, env, more_ports=[monitoring])
 
@@ -283,6 +332,12 @@ class LocalStack:
                     "job_name": "virtuoso",
                     "static_configs": [
                         {"targets": [f"127.0.0.1:{port}" for port in self.ports.monitoring]}
+                    ],
+                },
+                {  # each collector's metrics listener, as in compose
+                    "job_name": "virtuoso-collector",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{port}" for port in self.ports.collectors]}
                     ],
                 },
                 {
@@ -373,11 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8003, help="the proxy's port (8003)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate: the proxy on HTTPS")
     parser.add_argument("--tls-key", type=Path, help="its PEM key")
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        choices=range(1, 10),
+        default=1,
+        metavar="N",
+        help="virtuoso collect processes (1); 2: a leader and a standby that takes over",
+    )
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     tls = TlsFiles(args.tls_cert.resolve(), args.tls_key.resolve()) if args.tls_cert else None
-    stack = LocalStack(Ports.fixed(args.port), tls=tls)
+    stack = LocalStack(Ports.fixed(args.port, args.collectors), tls=tls)
     stop = {"asked": False}
 
     def ask_stop(_signum: int, _frame: object) -> None:
@@ -391,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"dashboards  {stack.url}  (nginx → {replicas})\n"
         f"monitoring  {', '.join(stack.monitoring_urls())}  (/metrics, /api/cache/…)\n"
+        f"collector   {', '.join(stack.collector_urls())}  (/metrics)\n"
         f"prometheus  {stack.prometheus_url}\n"
         f"logs        {stack.dir}/*.log\n"
         "Ctrl-C stops everything.",

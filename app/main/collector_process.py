@@ -153,14 +153,18 @@ def build_collector(
     alerts, pipeline, _ = collector.snapshot_flow(
         settings, market, runtime, LiveUpdates(broadcaster), metrics, clock
     )
+    link = LocalCollector(pipeline)
     desk = CollectorDesk(
         RedisCollectorEnd(runtime.redis, runtime.redis_guard, CollectorChannels(namespace)),
-        LocalCollector(pipeline),
+        link,
         runtime.replica_id,
         clock,
     )
     lease = LeaderLease(
         runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
+    )
+    metrics.registry.register(
+        collector_telemetry.CollectorProcessMetrics(lambda: link.status, lambda: lease.is_leader)
     )
     return Collector(runtime, pipeline, alerts, desk, metrics, broadcaster, lease)
 

@@ -1,15 +1,24 @@
 """The collector's instruments: each refresh's duration, and each exchange call by
-outcome with its time and its wait in the client-side rate limiter."""
+outcome with its time and its wait in the client-side rate limiter; in a collector
+process of its own, also whether it leads and its refreshes and views, read at scrape
+time."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from app.market.sources.base import MarketSource
 from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
 from app.market.sources.guarded import GuardedSource
 from app.observability.metrics import Metrics
+from app.services.collector_link import CollectorStatus
 from app.services.pipeline import RefreshListener
 
 EXCHANGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "rejected")
+REFRESH_OUTCOMES = ("ok", "error", "skipped")
 
 
 def refresh_observer(metrics: Metrics) -> RefreshListener:
@@ -50,3 +59,36 @@ def start_at_zero(metrics: Metrics, source: MarketSource) -> None:
             metrics.exchange_ratelimit_wait.labels(exchange, endpoint)
             for outcome in EXCHANGE_OUTCOMES:
                 metrics.exchange_requests.labels(exchange, endpoint, outcome)
+
+
+class CollectorProcessMetrics(Collector):
+    """Scrape-time metrics of a ``virtuoso collect`` process, read from what it keeps
+    anyway: ``virtuoso_collector_leading`` (1 while it holds the lease and refreshes, 0
+    while it stands by: summed over the collectors, 1 when all is well) and its own
+    pipeline's ``virtuoso_pipeline_refreshes_total`` by outcome and
+    ``virtuoso_views_built_total`` (a serving process reports the collector's copies;
+    here they are counted where the refreshes run). ``status`` and ``leading`` are read
+    at each scrape."""
+
+    def __init__(self, status: Callable[[], CollectorStatus], leading: Callable[[], bool]) -> None:
+        self.status = status
+        self.leading = leading
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily(
+            "virtuoso_collector_leading",
+            "1 while this collector leads (refreshes, calls the exchange), 0 while it stands by",
+            value=1 if self.leading() else 0,
+        )
+        status = self.status()
+        refreshes = CounterMetricFamily(
+            "virtuoso_pipeline_refreshes",
+            "Refreshes by outcome (skipped: another collector refreshed)",
+            labels=("outcome",),
+        )
+        for outcome in REFRESH_OUTCOMES:
+            refreshes.add_metric((outcome,), status.refreshes.get(outcome, 0))
+        yield refreshes
+        yield CounterMetricFamily(
+            "virtuoso_views_built", "Views built from snapshots", value=status.views_built
+        )

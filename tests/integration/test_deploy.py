@@ -90,6 +90,8 @@ def test_only_the_proxy_is_published_beyond_the_loopback() -> None:
     services = compose()["services"]
     assert "ports" not in services["app"]  # a replica is reached through the proxy only
     assert set(services["app"]["expose"]) == {"8003", "8001"}
+    assert "ports" not in services["collector"]  # its metrics: the stack's network only
+    assert set(services["collector"]["expose"]) == {"8001"}
     for name, service in services.items():
         for port in service.get("ports", []):
             if name != "proxy":
@@ -97,14 +99,49 @@ def test_only_the_proxy_is_published_beyond_the_loopback() -> None:
     assert "--web.enable-lifecycle" not in services["prometheus"]["command"]
 
 
-def test_prometheus_scrapes_the_monitoring_listener() -> None:
-    environment = compose()["services"]["app"]["environment"]
-    monitoring_port = int(environment["VIRTUOSO_MONITORING_BIND"].rsplit(":", 1)[1])
+def test_prometheus_scrapes_the_monitoring_listeners() -> None:
+    """The replicas as job ``virtuoso``, the collectors as ``virtuoso-collector``, each
+    on the port its service's VIRTUOSO_MONITORING_BIND listens on, found by its name."""
+    services = compose()["services"]
     config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    job = next(job for job in config["scrape_configs"] if job["job_name"] == "virtuoso")
-    assert [sd["port"] for sd in job["dns_sd_configs"]] == [monitoring_port]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for service, job_name in (("app", "virtuoso"), ("collector", "virtuoso-collector")):
+        bind = services[service]["environment"]["VIRTUOSO_MONITORING_BIND"]
+        (discovery,) = jobs[job_name]["dns_sd_configs"]
+        assert discovery["names"] == [service]
+        assert discovery["port"] == int(bind.rsplit(":", 1)[1]), job_name
     # the healthcheck stays on the public listener, which keeps /health
-    assert "127.0.0.1:8003/health" in " ".join(compose()["services"]["app"]["healthcheck"]["test"])
+    assert "127.0.0.1:8003/health" in " ".join(services["app"]["healthcheck"]["test"])
+
+
+def test_one_collector_service_and_serving_only_replicas() -> None:
+    """The collector runs the image's ``virtuoso collect`` against the same tiers as the
+    replicas; the replicas serve only (VIRTUOSO_COLLECTOR=external) and are given
+    nothing that only a collector reads (the exchange's URL and timeout)."""
+    services = compose()["services"]
+    collector, app = services["collector"], services["app"]
+    assert collector["command"] == ["virtuoso", "collect"]
+    assert collector["image"] == app["image"] and collector["build"] == app["build"]
+    assert app["environment"]["VIRTUOSO_COLLECTOR"] == "external"
+    assert "VIRTUOSO_COLLECTOR" not in collector["environment"]
+    for shared in ("VIRTUOSO_MEMCACHED_URL", "VIRTUOSO_REDIS_URL", "VIRTUOSO_EXCHANGE"):
+        assert collector["environment"][shared] == app["environment"][shared], shared
+    collector_only = {"VIRTUOSO_EXCHANGE_URL", "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS"}
+    assert collector_only <= set(collector["environment"])
+    assert not collector_only & set(app["environment"])
+    # no secrets where no request is answered
+    assert not {"VIRTUOSO_SECRET_KEY", "VIRTUOSO_ADMIN_TOKEN", "VIRTUOSO_API_TOKEN"} & set(
+        collector["environment"]
+    )
+    # the image has no curl: the healthcheck is Python's, on the metrics listener
+    probe = " ".join(collector["healthcheck"]["test"])
+    assert probe.startswith("CMD python -c import urllib.request")
+    assert "127.0.0.1:8001/metrics" in probe
+    assert collector["restart"] == "unless-stopped"
+    assert set(collector["depends_on"]) == {"memcached", "redis"}
+    assert collector["deploy"]["replicas"] == 2  # a leader and a standby
+    # the image runs whatever command compose gives it: no ENTRYPOINT in the way
+    assert not re.search(r"^ENTRYPOINT", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
 
 
 def test_the_tls_override_is_valid_and_replaces_the_site(tmp_path: Path) -> None:
@@ -151,6 +188,7 @@ def test_images_are_pinned_and_healthchecks_wired() -> None:
             assert condition == {"condition": expected}, (name, dependency)
     assert services["app"]["deploy"]["replicas"] == 2
     assert "volumes" not in services["app"]  # configured by environment variables only
+    assert "volumes" not in services["collector"]
     assert "--appendonly" in services["redis"]["command"]
     assert "--maxmemory" in services["redis"]["command"]
     assert "-m" in services["memcached"]["command"]
@@ -161,10 +199,11 @@ def test_every_variable_the_app_reads_is_documented() -> None:
     variables = {*ENVIRONMENT.values(), CONFIG_ENV, *OTEL_VARIABLES}
     undocumented = sorted(v for v in variables if f"`{v}`" not in README)
     assert not undocumented, f"not in the README's configuration table: {undocumented}"
-    app_env = set(compose()["services"]["app"]["environment"])
-    assert app_env <= variables, (
-        f"compose sets variables the app does not read: {app_env - variables}"
-    )
+    for service in ("app", "collector"):
+        service_env = set(compose()["services"][service]["environment"])
+        assert service_env <= variables, (
+            f"compose sets variables {service} does not read: {service_env - variables}"
+        )
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text() + COMPOSE_TLS.read_text()))
     example = set(re.findall(r"^(\w+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
     assert used <= example, f"not in .env.example: {sorted(used - example)}"

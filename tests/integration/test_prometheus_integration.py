@@ -1,13 +1,17 @@
-"""A real Prometheus scrapes the running app (ccxt on the fake Bybit, real Memcached
-and Redis, tracing on) every second while load runs; then every PromQL expression of
-every Grafana panel and every recording and alert rule is evaluated through
-Prometheus's HTTP API and must return data, and the exemplar query returns trace ids."""
+"""A real Prometheus scrapes the running service as the compose stack runs it — a
+collector (ccxt on the fake Bybit) as job ``virtuoso-collector`` and a serving process
+(``VIRTUOSO_COLLECTOR=external``, tracing on) as job ``virtuoso``, on real Memcached and
+Redis — every second while load runs; then every PromQL expression of every Grafana
+panel (with the boards' default variables) and every recording and alert rule is
+evaluated through Prometheus's HTTP API and must return data, and the exemplar query
+returns trace ids."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,11 +21,14 @@ import yaml
 from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
-from app.main.embedded import create_app
+from app.main.collector_process import run_collector
+from app.main.server_app import create_server_app
 from app.observability import tracing
+from app.settings import Settings
 from dashboards.build import panel_queries, substitute
 from tests.conftest import RATE_LIMITS_OFF, exchange_settings
 from tests.support.prometheus_server import RULE_FILES, PrometheusApi, prometheus
+from tests.support.servers import free_port
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -144,6 +151,20 @@ async def ws_client(url: str, stop: asyncio.Event) -> None:
                             )
 
 
+@contextlib.asynccontextmanager
+async def collecting(settings: Settings) -> AsyncIterator[None]:
+    """``virtuoso collect``'s loop (``run_collector``) in this process until the block
+    ends; its metrics on ``settings.monitoring_bind``."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_collector(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
 async def test_every_board_and_rule_expression_returns_data(
     memcached, redis, tmp_path: Path
 ) -> None:
@@ -151,20 +172,25 @@ async def test_every_board_and_rule_expression_returns_data(
     await limit.config_set("maxmemory", str(64 * 1024 * 1024))  # a limit to compare with
     await limit.aclose()
     provider = TracerProvider()  # sampled spans, nothing exported: trace ids for exemplars
+    collector_target = f"127.0.0.1:{free_port()}"
     async with FakeBybit(symbols=SYMBOLS.split(",")) as fake:
-        settings = exchange_settings(
-            fake.base_url,
-            SYMBOLS,
-            VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS="10",
-            VIRTUOSO_REFRESH_SECONDS="1",
-            VIRTUOSO_MEMCACHED_URL=memcached.address,
-            VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-            VIRTUOSO_API_TOKEN=API_TOKEN,
-            VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
+        shared = {
+            "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS": "10",
+            "VIRTUOSO_REFRESH_SECONDS": "1",
+            "VIRTUOSO_MEMCACHED_URL": memcached.address,
+            "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
+            "VIRTUOSO_API_TOKEN": API_TOKEN,
+            "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,
+        }
+        collector_settings = exchange_settings(
+            fake.base_url, SYMBOLS, **shared, VIRTUOSO_MONITORING_BIND=collector_target
         )
-        app = create_app(settings, tracer_provider=provider)
+        settings = exchange_settings(
+            fake.base_url, SYMBOLS, **shared, VIRTUOSO_COLLECTOR="external"
+        )
+        app = create_server_app(settings, tracer_provider=provider)
         try:
-            async with serve_app(app) as ws_base:
+            async with collecting(collector_settings), serve_app(app) as ws_base:
                 base = ws_base.replace("ws://", "http://")
                 target = base.removeprefix("http://")
                 config = {
@@ -172,6 +198,10 @@ async def test_every_board_and_rule_expression_returns_data(
                     "rule_files": RULE_FILES,
                     "scrape_configs": [
                         {"job_name": "virtuoso", "static_configs": [{"targets": [target]}]},
+                        {
+                            "job_name": "virtuoso-collector",
+                            "static_configs": [{"targets": [collector_target]}],
+                        },
                     ],
                 }
                 with prometheus(config, tmp_path) as prometheus_base:
@@ -188,7 +218,8 @@ async def load_while_scraped(base: str, ws_url: str, fake: FakeBybit, api: Prome
     await api.wait_ready()
 
     async def scraped() -> bool:
-        return (await api.targets_up()).get("virtuoso") == "up"
+        up = await api.targets_up()
+        return up.get("virtuoso") == "up" and up.get("virtuoso-collector") == "up"
 
     for _ in range(100):
         if await scraped():

@@ -100,11 +100,13 @@ def test_config_scrapes_the_stack() -> None:
     config = load(CONFIG)
     assert config["rule_files"] == ["rules/*.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"virtuoso", "memcached", "redis", "prometheus"}
-    (dns,) = jobs["virtuoso"]["dns_sd_configs"]
-    # Each replica's monitoring listener (VIRTUOSO_MONITORING_BIND in compose).
-    assert (dns["names"], dns["type"], dns["port"]) == (["app"], "A", 8001)
-    assert jobs["virtuoso"]["metrics_path"] == "/metrics"
+    assert set(jobs) == {"virtuoso", "virtuoso-collector", "memcached", "redis", "prometheus"}
+    # Each replica's and each collector's monitoring listener (VIRTUOSO_MONITORING_BIND in
+    # compose), found through Docker's DNS by the service's name.
+    for job, service in (("virtuoso", "app"), ("virtuoso-collector", "collector")):
+        (dns,) = jobs[job]["dns_sd_configs"]
+        assert (dns["names"], dns["type"], dns["port"]) == ([service], "A", 8001)
+        assert jobs[job]["metrics_path"] == "/metrics"
     (alertmanagers,) = config["alerting"]["alertmanagers"]
     assert alertmanagers["static_configs"] == [{"targets": ["alertmanager:9093"]}]
 

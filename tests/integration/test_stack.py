@@ -1,12 +1,20 @@
-"""The compose topology with local processes (tools/local_stack.py): nginx in front of
-two `virtuoso serve` replicas sharing Memcached and Redis, Prometheus scraping both on
-their monitoring listeners, the replicas on ccxt against the loopback fake Bybit."""
+"""The compose topology with local processes (tools/local_stack.py): one `virtuoso
+collect` on ccxt against the loopback fake Bybit, publishing into Memcached and Redis;
+nginx in front of two `virtuoso serve` replicas serving from them
+(VIRTUOSO_COLLECTOR=external); Prometheus scraping the replicas and the collector on
+their monitoring listeners.
+
+Only the collector calls the exchange (one refresh per interval however many replicas
+serve); killing it leaves the replicas answering 200 with the last data marked stale,
+and a collector started again makes it fresh."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import signal
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,7 +22,7 @@ import orjson
 import pytest_asyncio
 import websockets
 
-from tests.conftest import FAKE_EXCHANGE_RATE_LIMIT_MS, eventually
+from tests.conftest import FAKE_EXCHANGE_RATE_LIMIT_MS, RATE_LIMITS_OFF, eventually
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 from tools.local_stack import LocalStack, Ports
 
@@ -34,6 +42,7 @@ async def stack() -> AsyncIterator[tuple[LocalStack, FakeBybit]]:
                 "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
                 "VIRTUOSO_REFRESH_SECONDS": str(REFRESH_SECONDS),
                 "VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN,
+                "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,  # the waits below poll every 50 ms
             },
         )
         await asyncio.to_thread(local.start)  # the fake exchange keeps serving meanwhile
@@ -75,9 +84,11 @@ async def test_the_stack_behaves_as_one_service(stack) -> None:
         await wait_warm(http, local)
         await requests_reach_both_replicas(http, local)
         await websockets_get_updates_made_on_either_replica(http, local, fake)
-        await one_exchange_refresh_per_interval_for_the_stack(http, local, fake)
+        await only_the_collector_calls_the_exchange(http, local, fake)
         await invalidation_reaches_the_other_replica(http, local)
-        await prometheus_sees_both_replicas(http, local)
+        await prometheus_sees_the_replicas_and_the_collector(http, local)
+        await without_the_collector_the_replicas_serve_stale(http, local)
+        await a_collector_started_again_makes_it_fresh(http, local)
 
 
 async def requests_reach_both_replicas(http: aiohttp.ClientSession, local: LocalStack) -> None:
@@ -141,24 +152,37 @@ async def websockets_get_updates_made_on_either_replica(
         assert len(common) >= 2, seen  # the same updates, same seq, on both replicas
 
 
-async def one_exchange_refresh_per_interval_for_the_stack(
+async def only_the_collector_calls_the_exchange(
     http: aiohttp.ClientSession, local: LocalStack, fake: FakeBybit
 ) -> None:
-    """The stack fetches the tickers once per refresh round, not once per replica:
-    counted against the rounds the replicas' refreshers ran (their metrics), so a busy
-    machine that runs fewer rounds does not fail it."""
+    """The stack fetches the tickers once per refresh, whatever the replicas serve
+    meanwhile: counted against the refreshes the collector ran (its metrics), so a busy
+    machine that runs fewer does not fail it. The collector counts every call the fake
+    exchange saw; the replicas count none and lead nothing."""
+    (collector,) = local.collector_urls()
+    requests = "virtuoso_exchange_requests_total"
 
-    async def rounds() -> list[float]:
-        name = "virtuoso_pipeline_refreshes_total"  # every attempt: ok, skipped, error
-        return [await metric(http, base, name) for base in local.monitoring_urls()]
+    async def refreshes() -> float:  # every attempt: ok, skipped, error
+        return await metric(http, collector, "virtuoso_pipeline_refreshes_total")
 
-    calls_before, before = fake.count(TICKERS_PATH), await rounds()
-    await asyncio.sleep(4 * REFRESH_SECONDS)
-    ran = [after - b for after, b in zip(await rounds(), before, strict=True)]
+    calls_before, before = fake.count(TICKERS_PATH), await refreshes()
+    for _ in range(4):  # traffic on the replicas meanwhile: it must not reach the exchange
+        for _ in range(10):
+            async with http.get(f"{local.url}/api/dashboard/data") as response:
+                assert response.status == 200
+        await asyncio.sleep(REFRESH_SECONDS)
+    ran = await refreshes() - before
     calls = fake.count(TICKERS_PATH) - calls_before
-    assert all(n >= 1 for n in ran), ran  # both refreshers ran
-    # each replica ran about max(ran) rounds: without coordination, twice as many calls
-    assert 1 <= calls <= max(ran) + 1, (calls, ran)
+    assert ran >= 1 and 1 <= calls <= ran + 1, (calls, ran)
+    assert await metric(http, collector, "virtuoso_collector_leading") == 1
+    # what the fake exchange saw is what the collector counted (a call in flight aside)
+    seen, counted = (
+        fake.count(TICKERS_PATH),
+        await metric(http, collector, requests, endpoint="tickers"),
+    )
+    assert counted <= seen <= counted + 1, (seen, counted)
+    for base in local.monitoring_urls():  # the replicas never call it
+        assert await metric(http, base, requests) == 0
 
 
 async def invalidation_reaches_the_other_replica(
@@ -185,13 +209,87 @@ async def invalidation_reaches_the_other_replica(
         raise AssertionError("the other replica never saw the invalidation")
 
 
-async def prometheus_sees_both_replicas(http: aiohttp.ClientSession, local: LocalStack) -> None:
-    wanted = {f"127.0.0.1:{port}" for port in local.ports.monitoring}
+async def prometheus_sees_the_replicas_and_the_collector(
+    http: aiohttp.ClientSession, local: LocalStack
+) -> None:
+    """Every replica up in job ``virtuoso``, the collector in ``virtuoso-collector`` (as
+    the compose configuration names them)."""
+    wanted = {("virtuoso", f"127.0.0.1:{port}") for port in local.ports.monitoring}
+    wanted |= {("virtuoso-collector", f"127.0.0.1:{port}") for port in local.ports.collectors}
     for _ in range(100):
         async with http.get(f"{local.prometheus_url}/api/v1/targets") as response:
             targets = (await response.json())["data"]["activeTargets"]
-        up = {t["labels"]["instance"] for t in targets if t["health"] == "up"}
+        up = {(t["labels"]["job"], t["labels"]["instance"]) for t in targets if t["health"] == "up"}
         if wanted <= up:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"Prometheus targets: {targets}")
+
+
+async def dashboard(http: aiohttp.ClientSession, base: str) -> dict:
+    """The dashboard from ``base`` (the proxy or a replica); anything but a 200 fails
+    the test."""
+    async with http.get(f"{base}/api/dashboard/data") as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def readiness(http: aiohttp.ClientSession, local: LocalStack) -> list[dict]:
+    """Each replica's /health/ready; anything but a 200 fails the test (data can be had)."""
+    found = []
+    for base in local.replica_urls():
+        async with http.get(f"{base}/health/ready") as response:
+            assert response.status == 200, await response.text()
+            found.append(await response.json())
+    return found
+
+
+async def without_the_collector_the_replicas_serve_stale(
+    http: aiohttp.ClientSession, local: LocalStack
+) -> None:
+    """The collector killed: every answer stays a 200, readiness turns ``degraded``
+    naming the silent collector, and the data is marked stale once it ages."""
+    await eventually(lambda: all_fresh(http, local), seconds=60)  # after the invalidation
+    collector = local.process("collector-1").popen
+    assert collector is not None
+    collector.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(collector.wait, 10)
+
+    async def degraded() -> bool:
+        states = await readiness(http, local)
+        return all(
+            state["status"] == "degraded"
+            and any("collector" in reason for reason in state.get("reasons", []))
+            for state in states
+        )
+
+    async def stale() -> bool:
+        return all([(await dashboard(http, base))["stale"] for base in local.replica_urls()])
+
+    await eventually(degraded, seconds=60)
+    await eventually(stale, seconds=60)
+    for _ in range(10):  # through the proxy: served, marked stale
+        body = await dashboard(http, local.url)
+        assert body["stale"] and body["source"] == "ccxt"
+
+
+async def a_collector_started_again_makes_it_fresh(
+    http: aiohttp.ClientSession, local: LocalStack
+) -> None:
+    collector = local.process("collector-1")
+    collector.start(local.dir)
+    await asyncio.to_thread(collector.wait_listening, time.monotonic() + 60)
+    await eventually(lambda: all_fresh(http, local), seconds=60)
+
+
+async def all_fresh(http: aiohttp.ClientSession, local: LocalStack) -> bool:
+    """Both replicas ready (``ok``) and serving fresh data; False while either is not
+    (a 503 included: an invalidated view waits for the collector's next refresh)."""
+    for base in local.replica_urls():
+        async with http.get(f"{base}/health/ready") as response:
+            if response.status != 200 or (await response.json())["status"] != "ok":
+                return False
+        async with http.get(f"{base}/api/dashboard/data") as response:
+            if response.status != 200 or (await response.json())["stale"]:
+                return False
+    return True

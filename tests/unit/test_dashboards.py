@@ -103,11 +103,25 @@ CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
         {"device": {"desktop", "mobile"}, "phase": {"ttfb", "dom_ready", "first_data"}},
     ),
     "virtuoso_alerts_triggered_total": ("counter", {"level": {"info", "warning", "critical"}}),
+    "virtuoso_collector_leading": ("gauge", {}),
     "process_cpu_seconds_total": ("counter", {}),
     "process_resident_memory_bytes": ("gauge", {}),
     "process_open_fds": ("gauge", {}),
 }
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus to every scraped series
+# What only a collector counts (it alone calls the exchange, refreshes and fires alerts):
+# read from the collectors' job; process_* from every process; the rest from the replicas'.
+COLLECTOR_METRICS = {
+    "virtuoso_exchange_requests_total",
+    "virtuoso_exchange_request_duration_seconds",
+    "virtuoso_exchange_ratelimit_wait_seconds",
+    "virtuoso_pipeline_refresh_duration_seconds",
+    "virtuoso_pipeline_refreshes_total",
+    "virtuoso_views_built_total",
+    "virtuoso_alerts_triggered_total",
+    "virtuoso_collector_leading",
+}
+SELECTOR = re.compile(r"\b((?:virtuoso|process)_[a-z_]+)\{([^}]*)\}")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 # KPI stat → (direction, target) from the design: "at_least" = red below, green from the
@@ -346,6 +360,23 @@ def test_queries_use_only_contract_metrics_and_labels(boards: dict[str, dict]) -
                     assert alternative in allowed, f"{where}: {label}={alternative!r}"
 
 
+def test_each_metric_is_read_from_the_job_that_counts_it(boards: dict[str, dict]) -> None:
+    """Exchange calls, refreshes, views built, alerts fired and leadership from
+    ``$collector_job``; process metrics from both jobs; everything else (HTTP, cache,
+    WebSocket, breakers, snapshot age) from the replicas' ``$job``."""
+    for uid, panel, target in queries(boards):
+        where = f"{uid} / {panel['title']!r}"
+        for name, matchers in SELECTOR.findall(target["expr"]):
+            metric, _ = contract_metric(name)
+            if metric in COLLECTOR_METRICS:
+                wanted = 'job="$collector_job"'
+            elif metric.startswith("process_"):
+                wanted = 'job=~"$job|$collector_job"'
+            else:
+                wanted = 'job="$job"'
+            assert wanted in matchers, f"{where}: {name}{{{matchers}}} is not read with {wanted}"
+
+
 def test_panel_queries_cover_every_board_and_substitute_every_variable() -> None:
     listed = build.panel_queries()
     assert {uid for uid, _, _ in listed} == set(BOARDS)
@@ -362,6 +393,7 @@ def test_substitute() -> None:
     assert build.substitute("rate(x[$__rate_interval])") == "rate(x[1m])"
     assert build.substitute('up{job="$job"}') == 'up{job="virtuoso"}'
     assert build.substitute("${datasource}/${job}") == "prometheus/virtuoso"
+    assert build.substitute('up{job="$collector_job"}') == 'up{job="virtuoso-collector"}'
     with pytest.raises(KeyError):
         build.substitute("up{instance=~'$nowhere'}")
 

@@ -33,6 +33,7 @@ from app.realtime.admission import Admission, Rejected, with_rate_limits
 from app.realtime.broker import Broker
 from app.realtime.connection import Connection, RealtimeStats, WsLimits
 from app.realtime.hub import Hub
+from app.realtime.hypercorn_stream import FrameWriter
 from app.resilience.rate_limit import Decision, RateLimiter
 
 __all__ = ["Broadcaster", "Rejected", "WsLimits"]
@@ -82,7 +83,7 @@ class Broadcaster:
         self._server_clock = server_clock or clock
         self._known_symbols = known_symbols
         self.admission = Admission(limits, self.stats, rate_limiter)
-        self.hub = Hub(self.stats, limits.max_subscriptions)
+        self.hub = Hub(self.stats, limits.max_subscriptions, clock)
         self.broker = Broker(self.hub.deliver, self.stats, redis, guard, keyspace=keyspace)
         self.connections: set[Connection] = set()
         self._idle = asyncio.Event()  # set while no connection is open
@@ -180,11 +181,21 @@ class Broadcaster:
         """None when the handshake may proceed, else the refusal (``Admission``)."""
         return await self.admission.admit_handshake(client_id)
 
-    async def connect(self, ws: Any, client_id: str) -> Connection:
-        """Registers a client; raises Rejected when over a connection limit."""
+    async def connect(
+        self, ws: Any, client_id: str, write_frame: FrameWriter | None = None
+    ) -> Connection:
+        """Registers a client; raises Rejected when over a connection limit.
+        ``write_frame``: its stream's frame writer (``hypercorn_stream.frame_writer``),
+        for the direct writes of the fan-out; None: every message through its queue."""
         self.admission.acquire(client_id, len(self.connections))
         conn = Connection(
-            ws, client_id, self.limits, self.stats, self._clock, server_clock=self._server_clock
+            ws,
+            client_id,
+            self.limits,
+            self.stats,
+            self._clock,
+            server_clock=self._server_clock,
+            write_frame=write_frame,
         )
         self.connections.add(conn)
         self._idle.clear()

@@ -1,8 +1,15 @@
 """One WebSocket client: its subscriptions, its bounded send queue, its sender and heartbeat.
 
-The hub and the broadcaster only call the synchronous ``enqueue_*``/``reply`` methods,
-which never wait: each connection's own sender task does the (possibly slow) sends, one
-at a time, each bounded by ``send_timeout``. Queue, by priority:
+The hub and the broadcaster only call the synchronous ``send_*``/``enqueue_*``/``reply``
+methods, which never wait. ``send_update``/``send_alert`` first try the *direct write*:
+when nothing of this client is queued or being sent and its socket holds at most
+``direct_write_bytes``, the message's frame (built once per message for every client,
+``protocol.frame``) is written to the socket at once by the connection's frame writer
+(``hypercorn_stream.FRAME_WRITER``) — no task, no await, no per-client encoding: a
+fan-out costs a few µs per client. Otherwise (a slow client, a reply waiting, no frame
+writer) the message is queued, and the connection's own sender task does the (possibly
+slow) sends, one at a time, each bounded by ``send_timeout``; order is kept either way,
+as a direct write happens only when nothing is waiting before it. Queue, by priority:
 
 * replies (snapshots, errors, pongs): answers to the client's own requests, at most
   ``max_queued_replies``; a snapshot of a channel replaces the one of the same channel
@@ -35,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.realtime import protocol
+from app.realtime.hypercorn_stream import FrameWriter
 from app.resilience.rate_limit import MICROS, Family, gcra
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,10 @@ class WsLimits:
     max_bad_messages: int = 5  # invalid messages within bad_message_window → 1008
     bad_message_window: float = 60.0
     close_timeout: float = 1.0  # bound on sending the close frame to a stuck client
+    # Socket bytes a connection may hold for a frame still to be written at once (a
+    # direct write); past it, or 0: through its queue and sender. hypercorn's own sends
+    # wait past 64 KiB (asyncio's high-water mark), too.
+    direct_write_bytes: int = 64 * 1024
     latency_samples: int = 10_000  # publish → send latencies kept for metrics
 
 
@@ -73,6 +85,7 @@ class RealtimeStats:
     connections: int = 0
     opened: int = 0
     sent: Counter[str] = field(default_factory=Counter)  # by channel (+ "control")
+    direct: Counter[str] = field(default_factory=Counter)  # of sent: written directly
     coalesced: Counter[str] = field(default_factory=Counter)  # by channel
     dropped: Counter[str] = field(default_factory=Counter)  # queued, lost at close, by channel
     disconnects: Counter[str] = field(default_factory=Counter)  # by reason
@@ -97,6 +110,7 @@ class RealtimeStats:
             "connections": self.connections,
             "opened": self.opened,
             "sent": dict(self.sent),
+            "direct": dict(self.direct),
             "coalesced": dict(self.coalesced),
             "dropped": dict(self.dropped),
             "disconnects": dict(self.disconnects),
@@ -115,7 +129,8 @@ Queued = tuple[str, str, float | None]
 
 
 class Connection:
-    """State of one client. ``ws``: anything with ``async send(str)`` (Quart's websocket)."""
+    """State of one client. ``ws``: anything with ``async send(str)`` (Quart's websocket);
+    ``write_frame``: the stream's frame writer (None: every message through the queue)."""
 
     _ids = itertools.count(1)
 
@@ -128,9 +143,12 @@ class Connection:
         clock: Callable[[], float] = time.time,
         *,
         server_clock: Callable[[], float] | None = None,
+        write_frame: FrameWriter | None = None,
     ) -> None:
         self.id = next(self._ids)
         self.ws = ws
+        self._write_frame = write_frame if limits.direct_write_bytes > 0 else None
+        self._sending = False  # the sender holds a message between queue and socket
         self.client_id = client_id
         self.limits = limits
         self.stats = stats
@@ -185,7 +203,39 @@ class Connection:
         )
         return False
 
-    # -- enqueueing (never waits) -----------------------------------------------------
+    # -- sending and enqueueing (never waits) ------------------------------------------
+
+    def _write_now(self, frame: bytes) -> bool:
+        """The direct write: True when ``frame`` went to the socket (see the module
+        docstring); False, with nothing written, when the message must be queued."""
+        write = self._write_frame
+        return (
+            write is not None
+            and not self._sending
+            and not self._replies
+            and not self._alerts
+            and not self._updates
+            and not self.closed.is_set()
+            and write(frame, self.limits.direct_write_bytes)
+        )
+
+    def send_update(
+        self, channel: str, symbol: str | None, text: str, frame: bytes, at: float
+    ) -> bool:
+        """Writes the update's ``frame`` at once when it can, else queues ``text``
+        (``enqueue_update``). True: written now (the caller counts it, see
+        ``RealtimeStats.direct``); False: queued, coalesced or closing."""
+        if self._write_now(frame):
+            return True
+        self.enqueue_update(channel, symbol, text, at)
+        return False
+
+    def send_alert(self, text: str, frame: bytes, at: float) -> bool:
+        """An alert: written at once when it can, else queued (``enqueue_alert``)."""
+        if self._write_now(frame):
+            return True
+        self.enqueue_alert(text, at)
+        return False
 
     def enqueue_update(self, channel: str, symbol: str | None, text: str, at: float) -> None:
         if self.closed.is_set():
@@ -315,6 +365,7 @@ class Connection:
                 await self._wake.wait()
                 continue
             text, channel, published_at = item
+            self._sending = True
             try:
                 async with asyncio.timeout(timeout):
                     await self.ws.send(text)
@@ -325,6 +376,8 @@ class Connection:
                     "send_timeout",
                 )
                 return
+            finally:
+                self._sending = False
             self.stats.sent[channel or "control"] += 1
             if published_at is not None:
                 self.stats.record_latency(channel, max(0.0, self.clock() - published_at))

@@ -2,9 +2,14 @@
 a new subscriber is sent first. The hub knows connections, never Redis (the broker
 hands it every message, from this replica or another).
 
+A message is framed once (``protocol.frame``) and the same bytes go to every
+subscriber: written at once to each client that has nothing waiting, queued for the
+others (see ``connection.py``). The clients written at once count as one latency sample
+per fan-out, taken after the last of them (its worst case); each queued send is its own.
+
 Subscriptions are indexed per channel and symbol (``None``: the whole channel), so a
-fan-out costs in proportion to its receivers. Delivery only enqueues (see
-``connection.py``): the hub never waits for a client. The hub keeps the latest message
+fan-out costs in proportion to its receivers. Delivery never waits for
+a client. The hub keeps the latest message
 per (channel, symbol) it delivered, and the newest ``protocol.ALERTS_KEPT`` alerts per
 alert id, for the snapshots sent on subscribe and resync. Each snapshot item, and each
 channel's whole-channel snapshot, is serialized once per version and the same string is
@@ -14,7 +19,8 @@ asking again and again builds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.realtime import protocol
@@ -29,11 +35,18 @@ class Hub:
     """The subscription index, the kept snapshot values and the fan-out.
 
     ``stats.delivered`` counts the fan-outs by channel; ``max_subscriptions`` bounds a
-    connection's (channel, symbol) pairs plus whole channels.
+    connection's (channel, symbol) pairs plus whole channels; ``clock``: wall time in
+    epoch seconds (the publish time's clock), for the delivery latency.
     """
 
-    def __init__(self, stats: RealtimeStats, max_subscriptions: int) -> None:
+    def __init__(
+        self,
+        stats: RealtimeStats,
+        max_subscriptions: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.stats = stats
+        self._clock = clock
         self.max_subscriptions = max_subscriptions
         # channel → symbol (None: whole-channel subscribers) → connections
         self._index: dict[str, dict[str | None, set[Connection]]] = {
@@ -70,12 +83,18 @@ class Hub:
             targets: set[Connection] = set().union(*by_symbol.values())
         else:
             targets = by_symbol.get(None, set()) | by_symbol.get(symbol, set())
+        frame = protocol.frame(text)  # once for every client
+        written = 0
         if channel == protocol.ALERTS:
             for conn in targets:
-                conn.enqueue_alert(text, published_at)
+                written += conn.send_alert(text, frame, published_at)
         else:
             for conn in targets:
-                conn.enqueue_update(channel, symbol, text, published_at)
+                written += conn.send_update(channel, symbol, text, frame, published_at)
+        if written:
+            self.stats.sent[channel] += written
+            self.stats.direct[channel] += written
+            self.stats.record_latency(channel, max(0.0, self._clock() - published_at))
 
     # -- alerts kept for the snapshot -------------------------------------------------------
 

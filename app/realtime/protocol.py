@@ -90,6 +90,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from wsproto.frame_protocol import FrameProtocol
 
 from app.market.models.symbols import canonical_symbol
 
@@ -179,6 +180,12 @@ def parse_client_message(
 
 def dumps(message: Any) -> str:
     return orjson.dumps(message).decode()
+
+
+def frame(text: str) -> bytes:
+    """``text`` as a whole WebSocket text frame from the server (RFC 6455 §5: unmasked,
+    no extension), the same bytes for every client: built once per message."""
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(text, fin=True))
 
 
 def error(code: str, message: str) -> str:

@@ -81,7 +81,8 @@ def register_ws(
             return refuse(429, "rate_limited", message, {"Retry-After": retry})
         await ws.accept()
         try:
-            conn = await broadcaster.connect(ws, client_id)
+            writer = hypercorn_stream.frame_writer(ws.scope)
+            conn = await broadcaster.connect(ws, client_id, writer)
         except Rejected as rejected:
             await _close(ws, rejected.code, rejected.reason, broadcaster.limits.close_timeout)
             return None

@@ -1,0 +1,92 @@
+"""The realtime endpoint alone, for the WebSocket fan-out benchmark: the service's
+``Broadcaster`` and ``/ws`` route under hypercorn (the service's config, uvloop), with a
+loopback trigger that publishes a burst of market updates.
+
+    python -m bench.ws_server PORT
+
+``POST /publish?n=10``: publishes ``n`` market updates (symbols ``S0``…), one after
+the other as the live-update projection does, and answers their seqs.
+``GET /stats``: the broadcaster's counters (sent, coalesced, server-side latency).
+
+Environment: ``BENCH_WS_DIRECT_BYTES`` sets ``WsLimits.direct_write_bytes`` (0: every
+frame through the per-connection queue and sender, the path before direct writes);
+``BENCH_WS_PROFILE=<file>``: cProfile of the whole process, written at exit (pstats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+
+import orjson
+import uvloop
+from hypercorn.asyncio import serve
+from quart import Quart, Response, request
+
+from app.main.cli import hypercorn_config
+from app.realtime import Broadcaster, WsLimits, register_ws
+
+# A market update as the projection publishes it (≈ 300 bytes of JSON).
+MARKET = {
+    "price": 64123.5,
+    "bid": 64123.4,
+    "ask": 64123.6,
+    "change_24h": 1.234,
+    "high_24h": 65000.0,
+    "low_24h": 63000.0,
+    "volume_24h": 12345.678,
+    "turnover_24h": 791234567.0,
+    "listing": None,
+}
+
+
+def build_app() -> Quart:
+    limits = WsLimits(max_connections_per_client=100_000, handshake_burst=0)
+    direct = os.environ.get("BENCH_WS_DIRECT_BYTES")
+    if direct is not None:
+        limits = replace(limits, direct_write_bytes=int(direct))
+    broadcaster = Broadcaster("bench", limits=limits)
+    app = Quart(__name__)
+    register_ws(app, broadcaster)
+
+    @app.post("/publish")
+    async def publish() -> Response:
+        n = int(request.args.get("n", "10"))
+        at = int(time.time() * 1000)
+        seqs = [
+            await broadcaster.publish("market", f"S{i}", MARKET | {"price": at % 1000 + i}, at)
+            for i in range(n)
+        ]
+        return Response(orjson.dumps(seqs), content_type="application/json")
+
+    @app.get("/stats")
+    async def stats() -> Response:
+        return Response(orjson.dumps(broadcaster.snapshot()), content_type="application/json")
+
+    return app
+
+
+async def main(port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(build_app(), hypercorn_config(f"127.0.0.1:{port}"), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    profile_to = os.environ.get("BENCH_WS_PROFILE")
+    profiler = cProfile.Profile() if profile_to else None
+    if profiler is not None:
+        profiler.enable()
+    try:
+        uvloop.run(main(int(sys.argv[1])))
+    finally:
+        if profiler is not None and profile_to:
+            profiler.disable()
+            profiler.dump_stats(profile_to)

@@ -1,15 +1,19 @@
 """The realtime endpoint alone, for the WebSocket fan-out benchmark: the service's
-``Broadcaster`` and ``/ws`` route under hypercorn (the service's config, uvloop), with a
-loopback trigger that publishes a burst of market updates.
+``Broadcaster`` and ``/ws`` route under hypercorn (the service's config, uvloop), and
+nothing else — no refresh, no views: the serving process's fan-out path as it is once
+the collector runs elsewhere.
 
     python -m bench.ws_server PORT
 
 ``POST /publish?n=10``: publishes ``n`` market updates (symbols ``S0``…), one after
 the other as the live-update projection does, and answers their seqs.
-``GET /stats``: the broadcaster's counters (sent, coalesced, server-side latency).
+``GET /stats``: the broadcaster's counters (connections, sent, direct, coalesced,
+server-side latency).
 
 Environment: ``BENCH_WS_DIRECT_BYTES`` sets ``WsLimits.direct_write_bytes`` (0: every
 frame through the per-connection queue and sender, the path before direct writes);
+``BENCH_WS_REDIS=redis://…``: the broadcaster listens to that Redis (updates published
+there by another process, as the collector does, reach the clients);
 ``BENCH_WS_PROFILE=<file>``: cProfile of the whole process, written at exit (pstats).
 """
 
@@ -28,6 +32,7 @@ import uvloop
 from hypercorn.asyncio import serve
 from quart import Quart, Response, request
 
+from app.backends.connection import connect_redis
 from app.main.cli import hypercorn_config
 from app.realtime import Broadcaster, WsLimits, register_ws
 
@@ -46,11 +51,15 @@ MARKET = {
 
 
 def build_app() -> Quart:
+    """The app: ``/ws`` plus the bench's ``/publish`` and ``/stats`` (see the module
+    docstring for the environment it reads)."""
     limits = WsLimits(max_connections_per_client=100_000, handshake_burst=0)
     direct = os.environ.get("BENCH_WS_DIRECT_BYTES")
     if direct is not None:
         limits = replace(limits, direct_write_bytes=int(direct))
-    broadcaster = Broadcaster("bench", limits=limits)
+    redis_url = os.environ.get("BENCH_WS_REDIS")
+    redis = connect_redis(redis_url, 2.0) if redis_url else None
+    broadcaster = Broadcaster("bench", redis, limits=limits)
     app = Quart(__name__)
     register_ws(app, broadcaster)
 

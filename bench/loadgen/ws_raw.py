@@ -13,6 +13,8 @@ They only read: a stalled client comes from ``bench/loadgen/ws.py``.
 Measurement as in ``ws.py``: a window opens once every client is subscribed; an
 update or alert counts when its ``published_at`` falls inside; latency is receive
 time − ``published_at``; reach is received / (distinct (channel, seq) × clients).
+Per message, the first and the last client's latency are kept too (``first_ms``,
+``last_ms``): how long the message took to reach anyone, and its spread over clients.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import os
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
+from bench.loadgen.stats import raise_nofile_limit
 from bench.loadgen.ws import _parse, _pong
 
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -57,6 +61,8 @@ class RawResult:
     outside: int = 0
     distinct: set[tuple[Any, Any]] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
+    first_ms: dict[tuple[Any, Any], float] = field(default_factory=dict)  # per message
+    last_ms: dict[tuple[Any, Any], float] = field(default_factory=dict)  # per message
     close_codes: Counter[int] = field(default_factory=Counter)
 
 
@@ -94,10 +100,10 @@ class RawClient(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\nUser-Agent: virtuoso-bench-raw\r\n\r\n".encode()
@@ -162,9 +168,15 @@ class RawClient(asyncio.Protocol):
             at = published if published is not None else now
             if run.win_start <= at < run.win_end:
                 result.received += 1
-                result.distinct.add((message.get("channel"), message.get("seq")))
+                key = (message.get("channel"), message.get("seq"))
+                result.distinct.add(key)
                 if published is not None:
-                    result.latencies_ms.append((now - published) * 1000.0)
+                    ms = (now - published) * 1000.0
+                    result.latencies_ms.append(ms)
+                    if ms < result.first_ms.get(key, math.inf):
+                        result.first_ms[key] = ms
+                    if ms > result.last_ms.get(key, -math.inf):
+                        result.last_ms[key] = ms
             else:
                 result.outside += 1
         elif kind == "heartbeat" and self.transport is not None:
@@ -198,11 +210,19 @@ class RawClient(asyncio.Protocol):
 
 
 async def raw_fanout(
-    url: str, clients: int, channels: list[str], duration_s: float, *, grace_s: float = 1.0
+    url: str,
+    clients: int,
+    channels: list[str],
+    duration_s: float,
+    *,
+    grace_s: float = 1.0,
+    on_window: Callable[[], None] | None = None,
 ) -> RawResult:
     """``clients`` lean readers subscribed to every symbol of ``channels``, kept for a
     window of ``duration_s`` (+ ``grace_s``), then closed. Failed connects are counted
-    (``failed``), never raised."""
+    (``failed``), never raised. ``on_window``: called when the window opens (every
+    client subscribed, or its wait over)."""
+    raise_nofile_limit(clients + 256)
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     subscribe = orjson.dumps({"type": "subscribe", "channels": channels})
@@ -235,6 +255,8 @@ async def raw_fanout(
         run.result.connected = len(opened)
         run.win_start = time.time()
         run.win_end = run.win_start + duration_s
+        if on_window is not None:
+            on_window()
         await asyncio.sleep(duration_s + grace_s)
         run.win_start = run.win_end = math.inf
     finally:

@@ -41,6 +41,7 @@ from bench.scenarios import (
     scale_ws,
     side_by_side,
     steady,
+    ws_fanout_paths,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,6 +102,7 @@ async def scenarios(bench: Bench, results: dict[str, Any]) -> None:
         ("herd", herd),
         ("scale_http", scale_http),
         ("scale_ws", scale_ws),
+        ("ws_fanout", ws_fanout_paths),
         ("pages", lambda b: page_loads(b.base, b.profile.page_loads)),
         ("side_by_side", side_by_side),
         ("outages", lambda b: both_outages(b)),

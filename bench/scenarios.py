@@ -16,6 +16,7 @@ import psutil
 from redis.asyncio import Redis
 
 from bench import procs
+from bench import ws_fanout as fanout
 from bench.loadgen.http import (
     EtagMemory,
     Request,
@@ -59,14 +60,15 @@ class Profile:
     side_seconds: float
     side_connections: int
     ablation_seconds: float
+    fanout_seconds: float  # publishing time of each path of the fan-out comparison
 
 
 # WebSocket windows are longer than a refresh cycle (10 s interval + the refresh itself,
 # 3–5 s with 25 symbols through ccxt's rate limiter): updates come once per refresh.
 FULL = Profile("full", 45, 300, 100, 500, (1, 10, 100, 200, 1000), 8, (100, 1000, 2000), 22,
-               15, 45, 200, 5, 10, 64, 6)  # fmt: skip
+               15, 45, 200, 5, 10, 64, 6, 10)  # fmt: skip
 QUICK = Profile("quick", 16, 200, 50, 200, (1, 10, 100, 200), 2, (100, 500), 16,
-                9, 12, 150, 2, 3, 64, 3)  # fmt: skip
+                9, 12, 150, 2, 3, 64, 3, 6)  # fmt: skip
 
 
 @dataclass
@@ -282,6 +284,25 @@ async def scale_ws(bench: Bench) -> list[dict[str, Any]]:
         )
         await asyncio.sleep(1)  # let the server release the connections
     return rows
+
+
+FANOUT_CLIENTS = 1000
+FANOUT_SYMBOLS = 10  # symbols moving: one update each per burst, a burst a second
+FANOUT_REDIS_DB = 2  # the seq counters of the comparison's broker, away from the service
+
+
+async def ws_fanout_paths(bench: Bench) -> list[dict[str, Any]]:
+    """The serving process's fan-out path alone (``bench/ws_fanout.py``): 1,000 clients
+    + 1 stalled, 10 symbols moving, updates published through Redis as the collector
+    publishes them; the direct writes and the queued path before them, one after the
+    other on fresh servers."""
+    return await fanout.compare(
+        list(fanout.PATHS),
+        f"redis://{bench.redis_address}/{FANOUT_REDIS_DB}",
+        clients=FANOUT_CLIENTS,
+        burst=FANOUT_SYMBOLS,
+        seconds=bench.profile.fanout_seconds,
+    )
 
 
 # --- 4. outages ----------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from bench import procs
 from bench.loadgen.stats import LatencySummary, cpu_seconds
 from bench.loadgen.ws import ws_fanout
 from bench.loadgen.ws_raw import raw_fanout
-from bench.ws_server import MARKET
+from bench.ws_server import BENCH_CHANNEL, MARKET
 from tools.local_stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,7 +257,7 @@ async def _measure(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await _wait_listening(base, session, redis is not None)
         if redis is not None:
-            broker = Broker(lambda *_: None, RealtimeStats(), redis)
+            broker = Broker(lambda *_: None, RealtimeStats(), redis, channel=BENCH_CHANNEL)
             publish = redis_publisher(broker)
         else:
             publish = http_publisher(base, session)

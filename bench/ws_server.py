@@ -13,7 +13,8 @@ server-side latency).
 Environment: ``BENCH_WS_DIRECT_BYTES`` sets ``WsLimits.direct_write_bytes`` (0: every
 frame through the per-connection queue and sender, the path before direct writes);
 ``BENCH_WS_REDIS=redis://…``: the broadcaster listens to that Redis (updates published
-there by another process, as the collector does, reach the clients);
+there by another process on ``BENCH_CHANNEL``, as the collector does, reach the
+clients);
 ``BENCH_WS_PROFILE=<file>``: cProfile of the whole process, written at exit (pstats).
 """
 
@@ -35,6 +36,10 @@ from quart import Quart, Response, request
 from app.backends.connection import connect_redis
 from app.main.cli import hypercorn_config
 from app.realtime import Broadcaster, WsLimits, register_ws
+
+# The pub/sub channel of the bench (not the service's: the bench's service may listen
+# to the same Redis, and pub/sub channels span its databases).
+BENCH_CHANNEL = "virtuoso-bench:ws-fanout"
 
 # A market update as the projection publishes it (≈ 300 bytes of JSON).
 MARKET = {
@@ -59,7 +64,7 @@ def build_app() -> Quart:
         limits = replace(limits, direct_write_bytes=int(direct))
     redis_url = os.environ.get("BENCH_WS_REDIS")
     redis = connect_redis(redis_url, 2.0) if redis_url else None
-    broadcaster = Broadcaster("bench", redis, limits=limits)
+    broadcaster = Broadcaster("bench", redis, limits=limits, redis_channel=BENCH_CHANNEL)
     app = Quart(__name__)
     register_ws(app, broadcaster)
 

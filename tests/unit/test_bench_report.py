@@ -82,3 +82,21 @@ def test_report_and_plots_are_written(tmp_path: Path) -> None:
     assert "| cache hit ratio, standard load |" in text and "**not met**" in text
     assert (tmp_path / "results.json").is_file()
     assert (tmp_path / "scale_http.png").stat().st_size > 1000
+
+
+def fanout_row(path: str, p99: float, reach: float = 1.0) -> dict:
+    return {"path": path, "connected": 1000, "reach": reach, "latency_ms": latency(5, p99),
+            "first_client_ms": latency(2, p99 / 2), "spread_ms": latency(3, p99 / 2),
+            "server_us_per_frame": 2.5, "stalled_close_codes": {}}  # fmt: skip
+
+
+def test_the_websocket_kpi_is_the_fan_out_path_and_both_paths_are_reported(
+    tmp_path: Path,
+) -> None:
+    data = results(ws_fanout=[fanout_row("direct", 20), fanout_row("queued", 400)])
+    kpi = "WebSocket p99, 1000 clients + 1 stalled (serving process's fan-out, via Redis)"
+    assert verdicts(data)[kpi] is True
+    data["ws_fanout"][0] = fanout_row("direct", 20, reach=0.98)
+    assert verdicts(data)[kpi] is False
+    text = write(data, tmp_path).read_text()
+    assert "| direct | 1000 | 98.00% |" in text and "| queued | 1000 | 100.00% |" in text

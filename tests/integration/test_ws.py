@@ -153,6 +153,21 @@ async def stalled_client(url: str) -> Any:
     return client(url, sock=sock, max_queue=1)
 
 
+async def test_updates_are_written_straight_to_clients_that_keep_up_in_order() -> None:
+    async with running() as (broadcaster, url), client(url) as a, client(url) as b:
+        for ws in (a, b):
+            await subscribe(ws, ["market"])
+        await eventually(  # both snapshots sent: nothing waits before the updates
+            lambda: all(not c._sending and c.queued == 0 for c in broadcaster.connections)
+        )
+        for i in range(50):
+            await broadcaster.publish("market", f"S{i:02d}USDT", {"i": i}, i)
+        for ws in (a, b):
+            assert [(await recv(ws))["data"]["i"] for _ in range(50)] == list(range(50))
+        assert broadcaster.stats.direct["market"] >= 2  # at least the first update, to both
+        assert broadcaster.stats.sent["market"] == 100
+
+
 async def test_a_slow_client_gets_the_latest_value_per_symbol() -> None:
     limits = WsLimits(send_timeout=10)
     async with running(limits) as (broadcaster, url), await stalled_client(url) as ws:

@@ -7,6 +7,7 @@ import time
 
 import orjson
 import pytest
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from app.realtime import Broadcaster, Rejected, WsLimits, protocol
 from app.realtime.connection import Connection
@@ -226,3 +227,71 @@ async def test_the_seed_fills_the_snapshot_and_never_undoes_a_newer_message() ->
     assert [i["data"]["id"] for i in resent["items"]] == ["a2", "a1"]
     assert [i["seq"] for i in resent["items"]] == [0, 1]
     await broadcaster.close()
+
+
+class FakeFrameWriter:
+    """A stream's frame writer: records frames; ``full`` → refuses (a full socket)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.full = False
+        self.max_buffered: list[int] = []
+
+    def __call__(self, frame: bytes, max_buffered: int) -> bool:
+        self.max_buffered.append(max_buffered)
+        if self.full:
+            return False
+        self.frames.append(frame)
+        return True
+
+
+async def test_an_update_is_written_at_once_as_the_same_frame_for_every_client() -> None:
+    broadcaster = Broadcaster("r1")
+    writers = [FakeFrameWriter() for _ in range(3)]
+    conns = [await broadcaster.connect(FakeSocket(), f"c{i}", w) for i, w in enumerate(writers)]
+    for conn in conns:
+        subscribe(broadcaster, conn, ["market"])
+        queued_types(conn)  # the snapshot, as if sent
+    seq = await broadcaster.publish("market", "BTCUSDT", {"price": 1}, 1000)
+    frames = {w.frames[0] for w in writers}
+    assert len(frames) == 1 and all(len(w.frames) == 1 for w in writers)
+    (frame,) = frames
+    assert frame[1] & 0x80 == 0  # a server frame is not masked
+    reader = FrameProtocol(client=True, extensions=[])  # a client reads it
+    reader.receive_bytes(frame)
+    (message,) = reader.received_frames()
+    assert message.opcode is Opcode.TEXT and message.message_finished
+    assert orjson.loads(message.payload)["seq"] == seq
+    assert all(conn.queued == 0 for conn in conns)
+    assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 3
+    assert writers[0].max_buffered == [broadcaster.limits.direct_write_bytes]
+
+
+async def test_an_update_waits_its_turn_behind_a_queued_reply_or_a_full_socket() -> None:
+    broadcaster = Broadcaster("r1")
+    writer = FakeFrameWriter()
+    conn = await broadcaster.connect(FakeSocket(), "c", writer)
+    subscribe(broadcaster, conn, ["market"])  # the snapshot waits in the queue
+    await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    assert writer.frames == []  # never before the snapshot
+    assert [m["type"] for m in queued_types(conn)] == ["snapshot", "update"]
+    writer.full = True
+    await broadcaster.publish("market", "BTCUSDT", {"i": 2}, 1001)
+    assert writer.frames == [] and conn.queued == 1  # the sender will wait for it
+    writer.full = False
+    await broadcaster.publish("market", "BTCUSDT", {"i": 3}, 1002)
+    assert writer.frames == []  # coalesced into the queued one: order kept
+    assert [m["data"]["i"] for m in queued_types(conn)] == [3]
+    await broadcaster.publish("market", "BTCUSDT", {"i": 4}, 1003)
+    assert len(writer.frames) == 1  # nothing waiting any more: written at once
+    assert broadcaster.stats.direct["market"] == 1
+
+
+async def test_direct_writes_switched_off_queue_every_update() -> None:
+    broadcaster = Broadcaster("r1", limits=WsLimits(direct_write_bytes=0))
+    writer = FakeFrameWriter()
+    conn = await broadcaster.connect(FakeSocket(), "c", writer)
+    subscribe(broadcaster, conn, ["market"])
+    queued_types(conn)
+    await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    assert writer.frames == [] and conn.queued == 1

@@ -2,14 +2,19 @@
 
 The hub and the broadcaster only call the synchronous ``send_*``/``enqueue_*``/``reply``
 methods, which never wait. ``send_update``/``send_alert`` first try the *direct write*:
-when nothing of this client is queued or being sent and its socket holds at most
-``direct_write_bytes``, the message's frame (built once per message for every client,
-``protocol.frame``) is written to the socket at once by the connection's frame writer
-(``hypercorn_stream.FRAME_WRITER``) — no task, no await, no per-client encoding: a
-fan-out costs a few µs per client. Otherwise (a slow client, a reply waiting, no frame
-writer) the message is queued, and the connection's own sender task does the (possibly
-slow) sends, one at a time, each bounded by ``send_timeout``; order is kept either way,
-as a direct write happens only when nothing is waiting before it. Queue, by priority:
+when nothing of this client is queued or being sent, the message's frame (built once
+per message for every client, ``protocol.frame``) joins the connection's *batch*, and
+``flush`` (the hub calls it once per event-loop turn) writes the whole batch to the
+socket in one write through the connection's frame writer
+(``hypercorn_stream.FRAME_WRITER``) — no task, no await, no per-client encoding, and
+one system call per client for every message that arrived in the same turn: a fan-out
+costs a few µs per client. Otherwise (a slow client, a reply waiting, no frame writer)
+the message is queued, and the connection's own sender task does the (possibly slow)
+sends, one at a time, each bounded by ``send_timeout``. A batch the socket cannot take
+at once (it holds more than ``direct_write_bytes``, a send is under way, something got
+queued meanwhile) moves to the queue, in order. Order is kept either way: a message
+joins the batch only when nothing is waiting before it, or after a batch that is itself
+waiting. Queue, by priority:
 
 * replies (snapshots, errors, pongs): answers to the client's own requests, at most
   ``max_queued_replies``; a snapshot of a channel replaces the one of the same channel
@@ -126,6 +131,8 @@ class RealtimeStats:
 # A queued message: its text, its channel ("" for control messages), and when it was
 # published (epoch seconds, None for control messages).
 Queued = tuple[str, str, float | None]
+# A batched message: its frame, channel, symbol, text and published_at (epoch seconds).
+Batched = tuple[bytes, str, str | None, str, float]
 
 
 class Connection:
@@ -148,6 +155,7 @@ class Connection:
         self.id = next(self._ids)
         self.ws = ws
         self._write_frame = write_frame if limits.direct_write_bytes > 0 else None
+        self._batch: list[Batched] = []  # frames for the socket at the end of this turn
         self._sending = False  # the sender holds a message between queue and socket
         self.client_id = client_id
         self.limits = limits
@@ -205,37 +213,60 @@ class Connection:
 
     # -- sending and enqueueing (never waits) ------------------------------------------
 
-    def _write_now(self, frame: bytes) -> bool:
-        """The direct write: True when ``frame`` went to the socket (see the module
-        docstring); False, with nothing written, when the message must be queued."""
-        write = self._write_frame
+    def _writable(self) -> bool:
+        """Whether a frame may go straight to the socket: nothing waits before it."""
         return (
-            write is not None
+            self._write_frame is not None
             and not self._sending
             and not self._replies
             and not self._alerts
             and not self._updates
             and not self.closed.is_set()
-            and write(frame, self.limits.direct_write_bytes)
         )
 
     def send_update(
         self, channel: str, symbol: str | None, text: str, frame: bytes, at: float
     ) -> bool:
-        """Writes the update's ``frame`` at once when it can, else queues ``text``
-        (``enqueue_update``). True: written now (the caller counts it, see
-        ``RealtimeStats.direct``); False: queued, coalesced or closing."""
-        if self._write_now(frame):
+        """Adds the update's ``frame`` to the batch when it can go straight to the
+        socket (``flush`` writes it), else queues ``text`` (``enqueue_update``). True:
+        batched (the caller counts it as sent, see ``RealtimeStats.direct``, and must
+        have ``flush`` called in this loop turn); False: queued, coalesced or closing."""
+        if self._batch or self._writable():
+            self._batch.append((frame, channel, symbol, text, at))
             return True
         self.enqueue_update(channel, symbol, text, at)
         return False
 
     def send_alert(self, text: str, frame: bytes, at: float) -> bool:
-        """An alert: written at once when it can, else queued (``enqueue_alert``)."""
-        if self._write_now(frame):
+        """An alert: batched when it can go straight to the socket, else queued
+        (``enqueue_alert``); True and False as for ``send_update``."""
+        if self._batch or self._writable():
+            self._batch.append((frame, protocol.ALERTS, None, text, at))
             return True
         self.enqueue_alert(text, at)
         return False
+
+    def flush(self) -> None:
+        """Writes the batch in one write; when the socket cannot take it now (or
+        something got queued meanwhile) its messages are queued instead, in order, and
+        no longer count as sent directly. At close they count as dropped."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        write = self._write_frame
+        if write is not None and self._writable():
+            data = batch[0][0] if len(batch) == 1 else b"".join(item[0] for item in batch)
+            if write(data, self.limits.direct_write_bytes):
+                return
+        for _, channel, symbol, text, at in batch:
+            self.stats.sent[channel] -= 1
+            self.stats.direct[channel] -= 1
+            if self.closed.is_set():
+                self.stats.dropped[channel] += 1
+            elif channel == protocol.ALERTS:
+                self.enqueue_alert(text, at)
+            else:
+                self.enqueue_update(channel, symbol, text, at)
 
     def enqueue_update(self, channel: str, symbol: str | None, text: str, at: float) -> None:
         if self.closed.is_set():
@@ -333,6 +364,11 @@ class Connection:
         """At close: counts what will never be sent as dropped."""
         for _, channel, _ in itertools.chain(self._alerts, self._updates.values()):
             self.stats.dropped[channel] += 1
+        for _, channel, _, _, _ in self._batch:
+            self.stats.sent[channel] -= 1
+            self.stats.direct[channel] -= 1
+            self.stats.dropped[channel] += 1
+        self._batch.clear()
         self._replies.clear()
         self._alerts.clear()
         self._updates.clear()

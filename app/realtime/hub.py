@@ -3,9 +3,13 @@ a new subscriber is sent first. The hub knows connections, never Redis (the brok
 hands it every message, from this replica or another).
 
 A message is framed once (``protocol.frame``) and the same bytes go to every
-subscriber: written at once to each client that has nothing waiting, queued for the
-others (see ``connection.py``). The clients written at once count as one latency sample
-per fan-out, taken after the last of them (its worst case); each queued send is its own.
+subscriber: batched for each client that has nothing waiting, queued for the others
+(see ``connection.py``). The batches are written once per event-loop turn (``flush``,
+scheduled by the first message of the turn): the messages that arrive together (a
+burst read from Redis at once) cost one write per client, not one per client and
+message, and none waits for a later one. Each message written that way counts as one
+latency sample, taken after the turn's last write (its worst case); each queued send
+is its own.
 
 Subscriptions are indexed per channel and symbol (``None``: the whole channel), so a
 fan-out costs in proportion to its receivers. Delivery never waits for
@@ -19,6 +23,7 @@ asking again and again builds nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,6 +53,9 @@ class Hub:
         self.stats = stats
         self._clock = clock
         self.max_subscriptions = max_subscriptions
+        self._dirty: set[Connection] = set()  # with a batch to write this turn
+        self._flushed: list[tuple[str, float]] = []  # (channel, published_at) batched
+        self._flush_handle: asyncio.Handle | None = None
         # channel → symbol (None: whole-channel subscribers) → connections
         self._index: dict[str, dict[str | None, set[Connection]]] = {
             c: {} for c in protocol.CHANNELS
@@ -84,17 +92,36 @@ class Hub:
         else:
             targets = by_symbol.get(None, set()) | by_symbol.get(symbol, set())
         frame = protocol.frame(text)  # once for every client
-        written = 0
+        batched = 0
+        dirty = self._dirty
         if channel == protocol.ALERTS:
             for conn in targets:
-                written += conn.send_alert(text, frame, published_at)
+                if conn.send_alert(text, frame, published_at):
+                    batched += 1
+                    dirty.add(conn)
         else:
             for conn in targets:
-                written += conn.send_update(channel, symbol, text, frame, published_at)
-        if written:
-            self.stats.sent[channel] += written
-            self.stats.direct[channel] += written
-            self.stats.record_latency(channel, max(0.0, self._clock() - published_at))
+                if conn.send_update(channel, symbol, text, frame, published_at):
+                    batched += 1
+                    dirty.add(conn)
+        if batched:
+            self.stats.sent[channel] += batched
+            self.stats.direct[channel] += batched
+            self._flushed.append((channel, published_at))
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Writes every batch of this loop turn (``Connection.flush``); called once per
+        turn that delivered something, or at once by whoever cannot wait."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, set()
+        flushed, self._flushed = self._flushed, []
+        for conn in dirty:
+            conn.flush()
+        now = self._clock()
+        for channel, published_at in flushed:
+            self.stats.record_latency(channel, max(0.0, now - published_at))
 
     # -- alerts kept for the snapshot -------------------------------------------------------
 
@@ -209,7 +236,9 @@ class Hub:
                     del index[key]
 
     def drop(self, conn: Connection) -> None:
-        """Forgets every subscription of a connection that leaves."""
+        """Forgets every subscription of a connection that leaves (and its batch:
+        ``Connection.discard_queued``)."""
+        self._dirty.discard(conn)
         for channel in list(conn.subscriptions):
             self.unsubscribe(conn, channel, None)
 

@@ -245,25 +245,33 @@ class FakeFrameWriter:
         return True
 
 
-async def test_an_update_is_written_at_once_as_the_same_frame_for_every_client() -> None:
+def frames_in(data: bytes) -> list[dict]:
+    """The messages of the server frames in ``data``, read as a client reads them."""
+    reader = FrameProtocol(client=True, extensions=[])
+    reader.receive_bytes(data)
+    messages = []
+    for frame in reader.received_frames():
+        assert frame.opcode is Opcode.TEXT and frame.message_finished
+        messages.append(orjson.loads(frame.payload))
+    return messages
+
+
+async def test_a_turn_of_updates_is_one_write_of_the_same_frames_for_every_client() -> None:
     broadcaster = Broadcaster("r1")
     writers = [FakeFrameWriter() for _ in range(3)]
     conns = [await broadcaster.connect(FakeSocket(), f"c{i}", w) for i, w in enumerate(writers)]
     for conn in conns:
         subscribe(broadcaster, conn, ["market"])
         queued_types(conn)  # the snapshot, as if sent
-    seq = await broadcaster.publish("market", "BTCUSDT", {"price": 1}, 1000)
-    frames = {w.frames[0] for w in writers}
-    assert len(frames) == 1 and all(len(w.frames) == 1 for w in writers)
-    (frame,) = frames
-    assert frame[1] & 0x80 == 0  # a server frame is not masked
-    reader = FrameProtocol(client=True, extensions=[])  # a client reads it
-    reader.receive_bytes(frame)
-    (message,) = reader.received_frames()
-    assert message.opcode is Opcode.TEXT and message.message_finished
-    assert orjson.loads(message.payload)["seq"] == seq
+    seqs = [await broadcaster.publish("market", s, {"p": 1}, 1000) for s in ("AUSDT", "BUSDT")]
+    assert all(w.frames == [] for w in writers)  # written at the end of the loop turn
+    await asyncio.sleep(0)
+    assert all(len(w.frames) == 1 for w in writers) and len({w.frames[0] for w in writers}) == 1
+    assert writers[0].frames[0][1] & 0x80 == 0  # server frames are not masked
+    assert [m["seq"] for m in frames_in(writers[0].frames[0])] == seqs
     assert all(conn.queued == 0 for conn in conns)
-    assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 3
+    assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 6
+    assert len(broadcaster.stats.latencies) == 2  # one sample per message
     assert writers[0].max_buffered == [broadcaster.limits.direct_write_bytes]
 
 
@@ -273,18 +281,38 @@ async def test_an_update_waits_its_turn_behind_a_queued_reply_or_a_full_socket()
     conn = await broadcaster.connect(FakeSocket(), "c", writer)
     subscribe(broadcaster, conn, ["market"])  # the snapshot waits in the queue
     await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    await asyncio.sleep(0)
     assert writer.frames == []  # never before the snapshot
     assert [m["type"] for m in queued_types(conn)] == ["snapshot", "update"]
     writer.full = True
     await broadcaster.publish("market", "BTCUSDT", {"i": 2}, 1001)
+    await asyncio.sleep(0)
     assert writer.frames == [] and conn.queued == 1  # the sender will wait for it
+    assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 0
     writer.full = False
     await broadcaster.publish("market", "BTCUSDT", {"i": 3}, 1002)
+    await asyncio.sleep(0)
     assert writer.frames == []  # coalesced into the queued one: order kept
     assert [m["data"]["i"] for m in queued_types(conn)] == [3]
     await broadcaster.publish("market", "BTCUSDT", {"i": 4}, 1003)
-    assert len(writer.frames) == 1  # nothing waiting any more: written at once
+    await asyncio.sleep(0)
+    assert [m["data"]["i"] for m in frames_in(writer.frames[0])] == [4]  # nothing waits
     assert broadcaster.stats.direct["market"] == 1
+
+
+async def test_a_batch_of_a_client_closed_before_its_write_is_dropped() -> None:
+    broadcaster = Broadcaster("r1")
+    writer = FakeFrameWriter()
+    conn = await broadcaster.connect(FakeSocket(), "c", writer)
+    subscribe(broadcaster, conn, ["market", "alerts"])
+    queued_types(conn)
+    await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    await broadcaster.publish_alert({"symbol": "BTCUSDT"}, 1000)
+    conn.request_close(protocol.CLOSE_GOING_AWAY, "bye", "shutdown")
+    await asyncio.sleep(0)
+    assert writer.frames == [] and conn.queued == 0
+    assert broadcaster.stats.dropped == {"market": 1, "alerts": 1}
+    assert sum(broadcaster.stats.sent.values()) == sum(broadcaster.stats.direct.values()) == 0
 
 
 async def test_direct_writes_switched_off_queue_every_update() -> None:
@@ -294,4 +322,5 @@ async def test_direct_writes_switched_off_queue_every_update() -> None:
     subscribe(broadcaster, conn, ["market"])
     queued_types(conn)
     await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    await asyncio.sleep(0)
     assert writer.frames == [] and conn.queued == 1

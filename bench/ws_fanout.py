@@ -296,6 +296,7 @@ async def _measure(
         "server_us_per_frame": round(cpu / frames * 1e6, 2) if frames else None,
         "server_latency_s": after.get("latency_seconds"),
         "server_coalesced": after.get("coalesced"),
+        "server_trace": after.get("trace"),
     }
 
 

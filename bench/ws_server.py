@@ -8,7 +8,7 @@ the collector runs elsewhere.
 ``POST /publish?n=10``: publishes ``n`` market updates (symbols ``S0``…), one after
 the other as the live-update projection does, and answers their seqs.
 ``GET /stats``: the broadcaster's counters (connections, sent, direct, coalesced,
-server-side latency).
+server-side latency) and ``trace`` (``Trace``: where a message's time goes).
 
 Environment: ``BENCH_WS_DIRECT_BYTES`` sets ``WsLimits.direct_write_bytes`` (0: every
 frame through the per-connection queue and sender, the path before direct writes);
@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import os
 import signal
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import uvloop
@@ -36,6 +38,7 @@ from quart import Quart, Response, request
 from app.backends.connection import connect_redis
 from app.main.cli import hypercorn_config
 from app.realtime import Broadcaster, WsLimits, register_ws
+from bench.loadgen.stats import LatencySummary
 
 # The pub/sub channel of the bench (not the service's: the bench's service may listen
 # to the same Redis, and pub/sub channels span its databases).
@@ -55,6 +58,58 @@ MARKET = {
 }
 
 
+class Trace:
+    """Where a message's time goes in the server, measured around the hub: from its
+    publish to the start of its fan-out (Redis, the listener, the event loop's queue),
+    the fan-out itself (batching or queueing for every client), and the write of the
+    loop turn's batches (``Hub.flush``), with the messages per flush."""
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self.to_fanout_ms: list[float] = []
+        self.fanout_ms: list[float] = []
+        self.flush_ms: list[float] = []
+        self.per_flush: list[int] = []
+        self._since_flush = 0
+        hub, broker = broadcaster.hub, broadcaster.broker
+        deliver, flush = hub.deliver, hub.flush
+
+        def traced_deliver(message: Any, text: str, published_at: float) -> None:
+            start = time.time()
+            self.to_fanout_ms.append((start - published_at) * 1000)
+            deliver(message, text, published_at)
+            self.fanout_ms.append((time.time() - start) * 1000)
+            self._since_flush += 1
+
+        def traced_flush() -> None:
+            start = time.perf_counter()
+            flush()
+            self.flush_ms.append((time.perf_counter() - start) * 1000)
+            self.per_flush.append(self._since_flush)
+            self._since_flush = 0
+
+        self.gc_ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._gc_start = 0.0
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                self._gc_start = time.perf_counter()
+            else:
+                self.gc_ms[info["generation"]].append((time.perf_counter() - self._gc_start) * 1000)
+
+        gc.callbacks.append(on_gc)
+        broker._on_message = traced_deliver  # the broker calls the hub through this
+        hub.flush = traced_flush  # type: ignore[method-assign]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "to_fanout_ms": LatencySummary.from_ms(self.to_fanout_ms),
+            "fanout_ms": LatencySummary.from_ms(self.fanout_ms),
+            "flush_ms": LatencySummary.from_ms(self.flush_ms),
+            "messages_per_flush": LatencySummary.from_ms(self.per_flush),
+            **{f"gc{gen}_ms": LatencySummary.from_ms(ms) for gen, ms in self.gc_ms.items()},
+        }
+
+
 def build_app() -> Quart:
     """The app: ``/ws`` plus the bench's ``/publish`` and ``/stats`` (see the module
     docstring for the environment it reads)."""
@@ -65,6 +120,7 @@ def build_app() -> Quart:
     redis_url = os.environ.get("BENCH_WS_REDIS")
     redis = connect_redis(redis_url, 2.0) if redis_url else None
     broadcaster = Broadcaster("bench", redis, limits=limits, redis_channel=BENCH_CHANNEL)
+    trace = Trace(broadcaster)
     app = Quart(__name__)
     register_ws(app, broadcaster)
 
@@ -80,7 +136,8 @@ def build_app() -> Quart:
 
     @app.get("/stats")
     async def stats() -> Response:
-        return Response(orjson.dumps(broadcaster.snapshot()), content_type="application/json")
+        body = broadcaster.snapshot() | {"trace": trace.summary()}
+        return Response(orjson.dumps(body), content_type="application/json")
 
     return app
 

@@ -22,7 +22,7 @@ WS_HEADER = (
 )
 FANOUT_HEADER = (
     "| path | clients (+1 stalled) | reach | p50 ms | p99 ms | first client p99 ms "
-    "| spread p99 ms | server µs per client and frame | stalled closed with |"
+    "| spread p99 ms | server p99 ms | server µs per client and frame | stalled closed with |"
 )
 OUTAGE_HEADER = "| outage | answered | 5xx | connection errors | stale while down | recovery s |"
 PAGES_HEADER = "| page | load | TTFB ms | DOM ready ms | first data ms |"
@@ -123,17 +123,22 @@ def _fanout_section(rows: list[dict]) -> list[str]:
         "in its own process (no refresh), 10 market updates a second published through "
         "Redis as the collector publishes them, read by raw-socket clients in two "
         "processes. *first client*: per message, the latency to the first client that "
-        "got it; *spread*: from the first to the last client; *µs per client and frame*: "
-        "the server's CPU over the publishing window ÷ the update frames it sent.",
+        "got it; *spread*: from the first to the last client; *server p99*: publish → "
+        "written to the socket, the server's own count; *µs per client and frame*: "
+        "the server's CPU over the publishing window ÷ the update frames it sent. "
+        "`direct`: the service; `direct-gc-default`: the same with CPython's collector "
+        "thresholds; `queued`: the path before (a queue and sender task per client).",
         "",
         FANOUT_HEADER,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lat, first, spread = row["latency_ms"], row["first_client_ms"], row["spread_ms"]
+        server = (row.get("server_latency_s") or {}).get("p99")
         out.append(
             f"| {row['path']} | {row['connected']} | {_pct(row['reach'])} | {_ms(lat['p50'])} "
             f"| {_ms(lat['p99'])} | {_ms(first['p99'])} | {_ms(spread['p99'])} "
+            f"| {_ms(server * 1000 if server is not None else None)} "
             f"| {row['server_us_per_frame']} | {row['stalled_close_codes'] or 'open'} |"
         )
     return [*out, ""]

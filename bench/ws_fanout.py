@@ -8,9 +8,11 @@ and for the queued path before them, side by side in one run.
                               [--paths direct,queued] [--shards 2]
                               [--publisher redis|http] [--redis URL] [--profile DIR]
 
-``--paths``: ``direct`` is the service's default, ``queued`` sends every frame through
-the per-connection queue and sender task (``direct_write_bytes=0``, the path before
-direct writes); each runs on a fresh server. ``--publisher redis`` (the default)
+``--paths`` (``PATHS``): ``direct`` is the service as it is, ``direct-gc-default`` the
+same with CPython's collector thresholds instead of the serving process's
+(``app.main.gc_policy``), ``queued`` the path before both: every frame through the
+per-connection queue and sender task (``direct_write_bytes=0``); each runs on a fresh
+server. ``--publisher redis`` (the default)
 publishes from this process into Redis with the service's broker, as the collector
 does, and the server hands what its listener receives to its clients; ``http`` asks
 the server to publish in-process. Without ``--redis`` a redis-server is started.
@@ -60,7 +62,14 @@ from bench.ws_server import BENCH_CHANNEL, MARKET
 from tools.local_stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = {"direct": None, "queued": "0"}  # BENCH_WS_DIRECT_BYTES per path
+# The server's environment per path (bench/ws_server.py): the service as it is; the same
+# with CPython's collector thresholds; the path before direct writes, as it was landed
+# (every frame through the connection's queue and sender task, CPython's thresholds).
+PATHS: dict[str, dict[str, str]] = {
+    "direct": {},
+    "direct-gc-default": {"BENCH_WS_GC": "default"},
+    "queued": {"BENCH_WS_DIRECT_BYTES": "0", "BENCH_WS_GC": "default"},
+}
 STARTUP_SECONDS = 30.0
 READY_SECONDS = 60.0  # every shard's clients connected and subscribed
 WINDOW_SLACK_SECONDS = 3.0  # a shard's window beyond the publishing time
@@ -212,7 +221,7 @@ async def run_path(
     """One path (``PATHS``) on a fresh server: the pooled row and the server's CPU per
     frame. ``redis_url``: publish through that Redis (None: the server publishes)."""
     port = free_port()
-    env = {"BENCH_WS_DIRECT_BYTES": PATHS[path]} if PATHS[path] is not None else {}
+    env = dict(PATHS[path])
     if redis_url is not None:
         env["BENCH_WS_REDIS"] = redis_url
     if profile_dir is not None:  # main() creates it
@@ -346,9 +355,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     lines = [
         "| path | clients (+1 stalled) | updates per burst | reach | p50 ms | p99 ms "
-        "| first client p99 ms | spread p99 ms | server µs per client and frame "
+        "| first client p99 ms | spread p99 ms | server p99 ms | server µs per client and frame "
         "| stalled closed with |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lat, first, spread = r["latency_ms"], r["first_client_ms"], r["spread_ms"]
@@ -356,10 +365,16 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['path']} | {r['connected']} | {r['burst']} | {reach} "
             f"| {_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(first['p99'])} "
-            f"| {_ms(spread['p99'])} | {r['server_us_per_frame']} "
+            f"| {_ms(spread['p99'])} | {_server_p99(r)} | {r['server_us_per_frame']} "
             f"| {r['stalled_close_codes'] or 'open'} |"
         )
     return "\n".join(lines)
+
+
+def _server_p99(row: dict[str, Any]) -> str:
+    """The server's own publish → written p99 (``RealtimeStats`` latencies), in ms."""
+    latency = row.get("server_latency_s") or {}
+    return _ms(latency["p99"] * 1000 if "p99" in latency else None)
 
 
 def _ms(value: float | None) -> str:
@@ -374,7 +389,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--shards", type=int, default=2)
-    parser.add_argument("--paths", default="direct,queued")
+    parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--publisher", choices=("redis", "http"), default="redis")
     parser.add_argument("--redis", help="redis://host:port (default: start a redis-server)")
     parser.add_argument("--profile", type=Path)

@@ -15,7 +15,9 @@ frame through the per-connection queue and sender, the path before direct writes
 ``BENCH_WS_REDIS=redis://…``: the broadcaster listens to that Redis (updates published
 there by another process on ``BENCH_CHANNEL``, as the collector does, reach the
 clients);
-``BENCH_WS_PROFILE=<file>``: cProfile of the whole process, written at exit (pstats).
+``BENCH_WS_GC=default``: CPython's collector thresholds, not the serving process's
+(``app.main.gc_policy``); ``BENCH_WS_PROFILE=<file>``: cProfile of the whole process,
+written at exit (pstats).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from quart import Quart, Response, request
 
 from app.backends.connection import connect_redis
 from app.main.cli import hypercorn_config
+from app.main.gc_policy import tune_for_serving
 from app.realtime import Broadcaster, WsLimits, register_ws
 from bench.loadgen.stats import LatencySummary
 
@@ -106,6 +109,7 @@ class Trace:
             "fanout_ms": LatencySummary.from_ms(self.fanout_ms),
             "flush_ms": LatencySummary.from_ms(self.flush_ms),
             "messages_per_flush": LatencySummary.from_ms(self.per_flush),
+            "objects": len(gc.get_objects()),
             **{f"gc{gen}_ms": LatencySummary.from_ms(ms) for gen, ms in self.gc_ms.items()},
         }
 
@@ -147,7 +151,10 @@ async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(build_app(), hypercorn_config(f"127.0.0.1:{port}"), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    app = build_app()
+    if os.environ.get("BENCH_WS_GC") != "default":
+        tune_for_serving()  # as ``virtuoso serve`` does
+    await serve(app, hypercorn_config(f"127.0.0.1:{port}"), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -123,6 +123,9 @@ def serve(app: Quart, settings: Settings) -> int:
     code (1 when a listener failed, e.g. its address is taken)."""
     import uvloop
 
+    from app.main.gc_policy import tune_for_serving
+
+    tune_for_serving()
     return uvloop.run(_serve_listeners(app, settings))
 
 

@@ -6,7 +6,8 @@ and for the queued path before them, side by side in one run.
 
     python -m bench.ws_fanout [--clients 1000] [--burst 10] [--period 1] [--seconds 10]
                               [--paths direct,queued] [--shards 2]
-                              [--publisher redis|http] [--redis URL] [--profile DIR]
+                              [--servers 1] [--publisher redis|http] [--redis URL]
+                              [--profile DIR]
 
 ``--paths`` (``PATHS``): ``direct`` is the service as it is, ``direct-gc-default`` the
 same with CPython's collector thresholds instead of the serving process's
@@ -16,8 +17,9 @@ server. ``--publisher redis`` (the default)
 publishes from this process into Redis with the service's broker, as the collector
 does, and the server hands what its listener receives to its clients; ``http`` asks
 the server to publish in-process. Without ``--redis`` a redis-server is started.
-``--profile DIR``: the server runs under cProfile (slower) and its stats go to
-``DIR/<path>.pstats``.
+``--servers 2``: two serving processes share the clients (shard i on server i mod 2),
+both listening to Redis, as two replicas behind the proxy would. ``--profile DIR``: the
+servers run under cProfile (slower) and their stats go to ``DIR/<path>-<n>.pstats``.
 
 The readers are lean raw-socket clients (``bench/loadgen/ws_raw.py``) split over
 ``--shards`` processes; the stalled client (``bench/loadgen/ws.py``: a 4 KiB receive
@@ -215,44 +217,59 @@ async def run_path(
     period: float = 1.0,
     seconds: float = 10.0,
     shards: int = 2,
+    servers: int = 1,
     redis_url: str | None = None,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One path (``PATHS``) on a fresh server: the pooled row and the server's CPU per
-    frame. ``redis_url``: publish through that Redis (None: the server publishes)."""
-    port = free_port()
+    """One path (``PATHS``) on fresh servers: the pooled row and the servers' CPU per
+    frame. ``servers`` > 1: that many serving processes, shard i's clients on server
+    i mod ``servers`` (needs ``redis_url``). ``redis_url``: publish through that Redis
+    (None: the server publishes)."""
+    if servers > 1 and redis_url is None:
+        raise ValueError("several servers hear the publisher through Redis only")
     env = dict(PATHS[path])
     if redis_url is not None:
         env["BENCH_WS_REDIS"] = redis_url
-    if profile_dir is not None:  # main() creates it
-        env["BENCH_WS_PROFILE"] = str(profile_dir / f"{path}.pstats")
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.ws_server",
-        str(port),
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    ports = [free_port() for _ in range(servers)]
+    procs_: list[asyncio.subprocess.Process] = []
     try:
-        row = await _measure(port, server.pid, clients, burst, period, seconds, shards, redis_url)
+        for n, port in enumerate(ports):
+            if profile_dir is not None:  # main() creates it
+                env["BENCH_WS_PROFILE"] = str(profile_dir / f"{path}-{n}.pstats")
+            procs_.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.ws_server",
+                    str(port),
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        targets = [(port, proc.pid) for port, proc in zip(ports, procs_, strict=True)]
+        row = await _measure(targets, clients, burst, period, seconds, shards, redis_url)
     finally:
-        if server.returncode is None:
-            server.terminate()
-            try:
-                async with asyncio.timeout(20):
-                    await server.wait()
-            except TimeoutError:
-                server.kill()
-                await server.wait()
-    return {"path": path, "publisher": "redis" if redis_url else "http", **row}
+        for proc in procs_:
+            await _stop(proc)
+    publisher = "redis" if redis_url else "http"
+    return {"path": path, "publisher": publisher, "servers": servers, **row}
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def _measure(
-    port: int,
-    pid: int,
+    targets: list[tuple[int, int]],
     clients: int,
     burst: int,
     period: float,
@@ -260,40 +277,50 @@ async def _measure(
     shard_count: int,
     redis_url: str | None,
 ) -> dict[str, Any]:
-    base = f"http://127.0.0.1:{port}"
-    url = f"ws://127.0.0.1:{port}/ws"
+    """``targets``: (port, pid) of each server."""
+    bases = [f"http://127.0.0.1:{port}" for port, _ in targets]
     redis = Redis.from_url(redis_url) if redis_url else None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await _wait_listening(base, session, redis is not None)
+        for base in bases:
+            await _wait_listening(base, session, redis is not None)
         if redis is not None:
             broker = Broker(lambda *_: None, RealtimeStats(), redis, channel=BENCH_CHANNEL)
             publish = redis_publisher(broker)
         else:
-            publish = http_publisher(base, session)
+            publish = http_publisher(bases[0], session)
         per = math.ceil(clients / shard_count)
         counts = [min(per, clients - i * per) for i in range(shard_count)]
         window = seconds + WINDOW_SLACK_SECONDS
-        shards = [Shard(url, n, 1 if i == 0 else 0, window) for i, n in enumerate(counts)]
+        shards = [
+            Shard(f"ws://127.0.0.1:{targets[i % len(targets)][0]}/ws", n, int(i == 0), window)
+            for i, n in enumerate(counts)
+        ]
+        servers = [psutil.Process(pid) for _, pid in targets]
+
+        async def all_stats() -> list[dict[str, Any]]:
+            return [await _stats(base, session) for base in bases]
+
         try:
             for shard in shards:
                 await shard.start()
             async with asyncio.timeout(READY_SECONDS):
                 await asyncio.gather(*(shard.ready() for shard in shards))
-                while (await _stats(base, session))["connections"] < clients + 1:  # noqa: ASYNC110 (another process's count)
+                while sum(s["connections"] for s in await all_stats()) < clients + 1:  # noqa: ASYNC110 (other processes' counts)
                     await asyncio.sleep(0.1)
-            server = psutil.Process(pid)
-            before, cpu_before = await _stats(base, session), _cpu(server)
+            before, cpu_before = await all_stats(), sum(map(_cpu, servers))
             bursts = await _publish_for(publish, burst, period, seconds)
             await asyncio.sleep(GRACE_SECONDS)
-            after, cpu_after = await _stats(base, session), _cpu(server)
+            after, cpu_after = await all_stats(), sum(map(_cpu, servers))
             results = await asyncio.gather(*(shard.result() for shard in shards))
         finally:
             for shard in shards:
                 await shard.kill()
             if redis is not None:
                 await redis.aclose()
-    frames = after["sent"].get("market", 0) - before["sent"].get("market", 0)
+    frames = _total(after, "sent") - _total(before, "sent")
+    direct = _total(after, "direct") - _total(before, "direct")
     cpu = cpu_after - cpu_before
+    latencies = [s["latency_seconds"] for s in after if s.get("latency_seconds")]
     return {
         "clients": clients,
         "burst": burst,
@@ -301,12 +328,17 @@ async def _measure(
         **pool(list(results)),
         "server_cpu_seconds": round(cpu, 3),
         "server_frames": frames,
-        "server_direct": after["direct"].get("market", 0) - before["direct"].get("market", 0),
+        "server_direct": direct,
         "server_us_per_frame": round(cpu / frames * 1e6, 2) if frames else None,
-        "server_latency_s": after.get("latency_seconds"),
-        "server_coalesced": after.get("coalesced"),
-        "server_trace": after.get("trace"),
+        "server_latency_s": max(latencies, key=lambda s: s["p99"]) if latencies else None,
+        "server_coalesced": [s.get("coalesced") for s in after],
+        "server_trace": [s.get("trace") for s in after],
     }
+
+
+def _total(stats: list[dict[str, Any]], counter: str) -> int:
+    """The market channel's ``counter`` summed over the servers."""
+    return sum(int(s[counter].get("market", 0)) for s in stats)
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -363,12 +395,17 @@ def table(rows: list[dict[str, Any]]) -> str:
         lat, first, spread = r["latency_ms"], r["first_client_ms"], r["spread_ms"]
         reach = f"{r['reach']:.2%}" if r["reach"] is not None else "–"
         lines.append(
-            f"| {r['path']} | {r['connected']} | {r['burst']} | {reach} "
+            f"| {_label(r)} | {r['connected']} | {r['burst']} | {reach} "
             f"| {_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(first['p99'])} "
             f"| {_ms(spread['p99'])} | {_server_p99(r)} | {r['server_us_per_frame']} "
             f"| {r['stalled_close_codes'] or 'open'} |"
         )
     return "\n".join(lines)
+
+
+def _label(row: dict[str, Any]) -> str:
+    servers = row.get("servers", 1)
+    return row["path"] if servers == 1 else f"{row['path']}, {servers} servers"
 
 
 def _server_p99(row: dict[str, Any]) -> str:
@@ -389,6 +426,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--servers", type=int, default=1)
     parser.add_argument("--paths", default=",".join(PATHS))
     parser.add_argument("--publisher", choices=("redis", "http"), default="redis")
     parser.add_argument("--redis", help="redis://host:port (default: start a redis-server)")
@@ -416,6 +454,7 @@ def main() -> None:
                 period=args.period,
                 seconds=args.seconds,
                 shards=args.shards,
+                servers=args.servers,
                 profile_dir=args.profile,
             )
         )

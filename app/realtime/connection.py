@@ -246,18 +246,18 @@ class Connection:
         self.enqueue_alert(text, at)
         return False
 
-    def flush(self) -> None:
-        """Writes the batch in one write; when the socket cannot take it now (or
+    def flush(self) -> bool:
+        """Writes the batch in one write (True); when the socket cannot take it now (or
         something got queued meanwhile) its messages are queued instead, in order, and
-        no longer count as sent directly. At close they count as dropped."""
+        no longer count as sent directly (False). At close they count as dropped."""
         batch, self._batch = self._batch, []
         if not batch:
-            return
+            return False
         write = self._write_frame
         if write is not None and self._writable():
             data = batch[0][0] if len(batch) == 1 else b"".join(item[0] for item in batch)
             if write(data, self.limits.direct_write_bytes):
-                return
+                return True
         for _, channel, symbol, text, at in batch:
             self.stats.sent[channel] -= 1
             self.stats.direct[channel] -= 1
@@ -267,6 +267,7 @@ class Connection:
                 self.enqueue_alert(text, at)
             else:
                 self.enqueue_update(channel, symbol, text, at)
+        return False
 
     def enqueue_update(self, channel: str, symbol: str | None, text: str, at: float) -> None:
         if self.closed.is_set():

@@ -117,8 +117,11 @@ class Hub:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, set()
         flushed, self._flushed = self._flushed, []
+        written = 0
         for conn in dirty:
-            conn.flush()
+            written += conn.flush()
+        if not written:  # every batch went to its queue: the senders count them
+            return
         now = self._clock()
         for channel, published_at in flushed:
             self.stats.record_latency(channel, max(0.0, now - published_at))

@@ -207,8 +207,8 @@ class FailingWSStream(WSStream):
 
 
 class _WithFrameWriter:
-    """hypercorn's app wrapper, adding the stream's frame writer to the scope's
-    extensions before the application sees it."""
+    """hypercorn's app wrapper, adding the stream's frame writer to an HTTP/1.1
+    WebSocket scope's extensions before the application sees it."""
 
     def __init__(self, app: AppWrapper, writer: FrameWriter) -> None:
         self.app = app
@@ -222,9 +222,10 @@ class _WithFrameWriter:
         sync_spawn: Callable[..., Any],
         call_soon: Callable[..., Any],
     ) -> None:
-        # ASGI allows extra extension keys; the TypedDict lists only the standard ones.
-        extensions = cast(dict[str, Any], scope).setdefault("extensions", {})
-        extensions[FRAME_WRITER] = self.writer
+        if scope.get("http_version") == "1.1":  # under HTTP/2, h2 frames the data
+            # ASGI allows extra extension keys; the TypedDict lists only the standard ones.
+            extensions = cast(dict[str, Any], scope).setdefault("extensions", {})
+            extensions[FRAME_WRITER] = self.writer
         await self.app(scope, receive, send, sync_spawn, call_soon)
 
 

@@ -298,6 +298,7 @@ async def test_an_update_waits_its_turn_behind_a_queued_reply_or_a_full_socket()
     await asyncio.sleep(0)
     assert [m["data"]["i"] for m in frames_in(writer.frames[0])] == [4]  # nothing waits
     assert broadcaster.stats.direct["market"] == 1
+    assert len(broadcaster.stats.latencies) == 1  # only what was written counts
 
 
 async def test_a_batch_of_a_client_closed_before_its_write_is_dropped() -> None:

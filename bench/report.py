@@ -85,7 +85,7 @@ def kpis(results: dict[str, Any]) -> list[Row]:
     ws = _ws_at(results.get("scale_ws"), 1000)
     if ws:
         rows.append(_ws_kpi(f"WebSocket p99, {ws['clients']} clients + 1 stalled "
-                            "(embedded service, refresh in the same process)",
+                            "(the whole service as `make bench` starts it)",
                             ws["ws"]["latency_ms"]["p99"], ws["ws"]["reach"]))  # fmt: skip
         rows.append((f"RSS at {ws['clients']} WS clients", "< 150 MB",
                      f"{ws['rss_peak_mb']:.0f} MB", ws["rss_peak_mb"] < 150))  # fmt: skip

@@ -24,12 +24,15 @@ asking again and again builds nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from app.realtime import protocol
 from app.realtime.connection import Connection, RealtimeStats
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Hub", "alert_key", "alert_order", "status_rank"]
 
@@ -119,7 +122,11 @@ class Hub:
         flushed, self._flushed = self._flushed, []
         written = 0
         for conn in dirty:
-            written += conn.flush()
+            try:
+                written += conn.flush()
+            except Exception:  # one broken socket must not cost the others their batch
+                log.exception("realtime write to %s failed", conn)
+                conn.request_close(1011, "internal error", "error")  # as ws_route does
         if not written:  # every batch went to its queue: the senders count them
             return
         now = self._clock()

@@ -325,3 +325,21 @@ async def test_direct_writes_switched_off_queue_every_update() -> None:
     await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
     await asyncio.sleep(0)
     assert writer.frames == [] and conn.queued == 1
+
+
+async def test_a_write_that_raises_closes_its_client_and_spares_the_others() -> None:
+    broadcaster = Broadcaster("r1")
+
+    def broken(_frames: bytes, _max_buffered: int) -> bool:
+        raise RuntimeError("the transport is gone")
+
+    good = FakeFrameWriter()
+    bad_conn = await broadcaster.connect(FakeSocket(), "bad", broken)
+    good_conn = await broadcaster.connect(FakeSocket(), "good", good)
+    for conn in (bad_conn, good_conn):
+        subscribe(broadcaster, conn, ["market"])
+        queued_types(conn)
+    await broadcaster.publish("market", "BTCUSDT", {"i": 1}, 1000)
+    await asyncio.sleep(0)
+    assert len(good.frames) == 1
+    assert bad_conn.closed.is_set() and bad_conn.close_code == 1011

@@ -12,7 +12,8 @@ costs a few µs per client. Otherwise (a slow client, a reply waiting, no frame 
 the message is queued, and the connection's own sender task does the (possibly slow)
 sends, one at a time, each bounded by ``send_timeout``. A batch the socket cannot take
 at once (it holds more than ``direct_write_bytes``, a send is under way, something got
-queued meanwhile) moves to the queue, in order. Order is kept either way: a message
+queued meanwhile), or that would grow past ``direct_write_bytes`` itself (a backlog
+arriving in one turn), moves to the queue, in order. Order is kept either way: a message
 joins the batch only when nothing is waiting before it, or after a batch that is itself
 waiting. Queue, by priority:
 
@@ -156,6 +157,7 @@ class Connection:
         self.ws = ws
         self._write_frame = write_frame if limits.direct_write_bytes > 0 else None
         self._batch: list[Batched] = []  # frames for the socket at the end of this turn
+        self._batch_bytes = 0  # of the batch's frames, at most direct_write_bytes
         self._sending = False  # the sender holds a message between queue and socket
         self.client_id = client_id
         self.limits = limits
@@ -231,8 +233,9 @@ class Connection:
         socket (``flush`` writes it), else queues ``text`` (``enqueue_update``). True:
         batched (the caller counts it as sent, see ``RealtimeStats.direct``, and must
         have ``flush`` called in this loop turn); False: queued, coalesced or closing."""
-        if self._batch or self._writable():
+        if self._batchable(frame):
             self._batch.append((frame, channel, symbol, text, at))
+            self._batch_bytes += len(frame)
             return True
         self.enqueue_update(channel, symbol, text, at)
         return False
@@ -240,24 +243,43 @@ class Connection:
     def send_alert(self, text: str, frame: bytes, at: float) -> bool:
         """An alert: batched when it can go straight to the socket, else queued
         (``enqueue_alert``); True and False as for ``send_update``."""
-        if self._batch or self._writable():
+        if self._batchable(frame):
             self._batch.append((frame, protocol.ALERTS, None, text, at))
+            self._batch_bytes += len(frame)
             return True
         self.enqueue_alert(text, at)
+        return False
+
+    def _batchable(self, frame: bytes) -> bool:
+        """Whether ``frame`` may join the batch: the batch has begun (or nothing waits
+        before it) and stays within ``direct_write_bytes``. A batch that would outgrow
+        it moves to the queue first (where updates coalesce), and so does what follows."""
+        if not self._batch:
+            return self._writable()
+        if self._batch_bytes + len(frame) <= self.limits.direct_write_bytes:
+            return True
+        self._spill()
         return False
 
     def flush(self) -> bool:
         """Writes the batch in one write (True); when the socket cannot take it now (or
         something got queued meanwhile) its messages are queued instead, in order, and
         no longer count as sent directly (False). At close they count as dropped."""
-        batch, self._batch = self._batch, []
+        batch = self._batch
         if not batch:
             return False
         write = self._write_frame
         if write is not None and self._writable():
             data = batch[0][0] if len(batch) == 1 else b"".join(item[0] for item in batch)
             if write(data, self.limits.direct_write_bytes):
+                self._batch, self._batch_bytes = [], 0
                 return True
+        self._spill()
+        return False
+
+    def _spill(self) -> None:
+        """Moves the batch to the queue, in order (see ``flush``)."""
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         for _, channel, symbol, text, at in batch:
             self.stats.sent[channel] -= 1
             self.stats.direct[channel] -= 1
@@ -267,7 +289,6 @@ class Connection:
                 self.enqueue_alert(text, at)
             else:
                 self.enqueue_update(channel, symbol, text, at)
-        return False
 
     def enqueue_update(self, channel: str, symbol: str | None, text: str, at: float) -> None:
         if self.closed.is_set():
@@ -369,7 +390,7 @@ class Connection:
             self.stats.sent[channel] -= 1
             self.stats.direct[channel] -= 1
             self.stats.dropped[channel] += 1
-        self._batch.clear()
+        self._batch, self._batch_bytes = [], 0
         self._replies.clear()
         self._alerts.clear()
         self._updates.clear()

@@ -343,3 +343,19 @@ async def test_a_write_that_raises_closes_its_client_and_spares_the_others() -> 
     await asyncio.sleep(0)
     assert len(good.frames) == 1
     assert bad_conn.closed.is_set() and bad_conn.close_code == 1011
+
+
+async def test_a_backlog_in_one_turn_goes_to_the_queue_and_coalesces_there() -> None:
+    broadcaster = Broadcaster("r1")
+    writer = FakeFrameWriter()
+    conn = await broadcaster.connect(FakeSocket(), "c", writer)
+    subscribe(broadcaster, conn, ["market"])
+    queued_types(conn)
+    pad = "x" * 8192  # 8 batched frames fit within direct_write_bytes (64 KiB), not 9
+    for i in range(100):
+        await broadcaster.publish("market", f"S{i % 10}USDT", {"i": i, "pad": pad}, i)
+    await asyncio.sleep(0)
+    assert writer.frames == []  # the batch outgrew its bound before the turn ended
+    latest = {m["symbol"]: m["data"]["i"] for m in queued_types(conn)}
+    assert latest == {f"S{n}USDT": 90 + n for n in range(10)}  # in order, coalesced
+    assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 0

@@ -60,7 +60,7 @@ from bench import procs
 from bench.loadgen.stats import LatencySummary, cpu_seconds
 from bench.loadgen.ws import ws_fanout
 from bench.loadgen.ws_raw import raw_fanout
-from bench.ws_server import BENCH_CHANNEL, MARKET
+from bench.ws_server import BENCH_KEYSPACE, MARKET
 from tools.local_stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ async def _measure(
         for base in bases:
             await _wait_listening(base, session, redis is not None)
         if redis is not None:
-            broker = Broker(lambda *_: None, RealtimeStats(), redis, channel=BENCH_CHANNEL)
+            broker = Broker(lambda *_: None, RealtimeStats(), redis, keyspace=BENCH_KEYSPACE)
             publish = redis_publisher(broker)
         else:
             publish = http_publisher(bases[0], session)

@@ -13,7 +13,7 @@ server-side latency) and ``trace`` (``Trace``: where a message's time goes).
 Environment: ``BENCH_WS_DIRECT_BYTES`` sets ``WsLimits.direct_write_bytes`` (0: every
 frame through the per-connection queue and sender, the path before direct writes);
 ``BENCH_WS_REDIS=redis://…``: the broadcaster listens to that Redis (updates published
-there by another process on ``BENCH_CHANNEL``, as the collector does, reach the
+there by another process in ``BENCH_KEYSPACE``, as the collector does, reach the
 clients);
 ``BENCH_WS_GC=default``: CPython's collector thresholds, not the serving process's
 (``app.main.gc_policy``); ``BENCH_WS_PROFILE=<file>``: cProfile of the whole process,
@@ -38,14 +38,15 @@ from hypercorn.asyncio import serve
 from quart import Quart, Response, request
 
 from app.backends.connection import connect_redis
+from app.backends.keyspace import Keyspace
 from app.main.cli import hypercorn_config
 from app.main.gc_policy import tune_for_serving
 from app.realtime import Broadcaster, WsLimits, register_ws
 from bench.loadgen.stats import LatencySummary
 
-# The pub/sub channel of the bench (not the service's: the bench's service may listen
-# to the same Redis, and pub/sub channels span its databases).
-BENCH_CHANNEL = "virtuoso-bench:ws-fanout"
+# The bench's namespace in Redis (not the service's: the bench's service may listen to
+# the same Redis, and pub/sub channels span its databases).
+BENCH_KEYSPACE = Keyspace("virtuoso-bench-ws-fanout")
 
 # A market update as the projection publishes it (≈ 300 bytes of JSON).
 MARKET = {
@@ -123,7 +124,7 @@ def build_app() -> Quart:
         limits = replace(limits, direct_write_bytes=int(direct))
     redis_url = os.environ.get("BENCH_WS_REDIS")
     redis = connect_redis(redis_url, 2.0) if redis_url else None
-    broadcaster = Broadcaster("bench", redis, limits=limits, redis_channel=BENCH_CHANNEL)
+    broadcaster = Broadcaster("bench", redis, limits=limits, keyspace=BENCH_KEYSPACE)
     trace = Trace(broadcaster)
     app = Quart(__name__)
     register_ws(app, broadcaster)

@@ -311,16 +311,15 @@ Step = tuple[str, Callable[[], Awaitable[object]]]
 def run_with_app(
     app: Quart, state: ServiceState, poller: BackendPoller, *, start: Step, stop: Step
 ) -> None:
-    """When the app starts serving: the cache tiers, the webhooks, then ``start`` (the
-    collector's side), then the background loops (warming, adaptive TTLs, the backend
-    metrics). When it stops: the loops, ``stop``, the webhooks and the tiers, each step
-    bounded by ``SHUTDOWN_STEP_SECONDS``."""
+    """When the app starts serving: the cache tiers, then ``start`` (the collector's
+    side; webhooks open their session when the first is sent), then the background loops
+    (warming, adaptive TTLs, the backend metrics). When it stops: the loops, ``stop``,
+    the webhooks and the tiers, each step bounded by ``SHUTDOWN_STEP_SECONDS``."""
     background: list[asyncio.Task[None]] = []
 
     @app.before_serving
     async def started() -> None:
         await state.runtime.start()
-        await state.alerts.webhooks.start()
         await start[1]()
         background.append(asyncio.create_task(warm_until_done(state), name="cache-warming"))
         background.append(asyncio.create_task(tune_ttls(state), name="adaptive-ttl"))

@@ -20,26 +20,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from app.resilience.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
 from app.services.alerts.destinations import (
     DestinationPolicy,
     DestinationRefused,
-    IPAddress,
     mask_url,
-    parse_numeric_host,
     parse_webhook_url,
 )
+
+if TYPE_CHECKING:  # aiohttp loads where a webhook is first checked or sent
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
+
+    from app.services.alerts.webhook_resolver import GuardedResolver
 
 log = logging.getLogger(__name__)
 
@@ -84,56 +84,14 @@ def webhook_breaker_config() -> BreakerConfig:
     return BreakerConfig(consecutive_failures=3, open_seconds=30.0, max_open_seconds=600.0)
 
 
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that resolves with ``inner`` (default: aiohttp's
-    ThreadedResolver, i.e. getaddrinfo) and raises DestinationRefused when the host is
-    not allowed by name and any address it resolves to is refused by ``policy``. The
-    session's connector connects only to addresses this returned, so the check holds at
-    connection time (no DNS-rebinding window). aiohttp does not call a resolver for
-    numeric hosts: ``WebhookSender`` checks those itself before each request."""
-
-    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver | None = None) -> None:
-        self.policy = policy
-        self._inner = inner
-
-    def inner(self) -> AbstractResolver:
-        """The resolver that does the lookups (created on first use: it needs a loop)."""
-        if self._inner is None:
-            self._inner = ThreadedResolver()
-        return self._inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The inner resolver's results, once they all pass the policy; a numeric host
-        (``0x7f.1``…) is read here, never looked up."""
-        allowed = self.policy.check_literal(host)  # raises DestinationRefused
-        address = parse_numeric_host(host)
-        if address is not None:
-            return [_result(host, address, port)]
-        results = await self.inner().resolve(host, port, family)
-        if allowed:
-            return results
-        self.policy.check_resolved(host, [result["host"] for result in results])
-        return results
-
-    async def lookup(self, host: str, port: int) -> list[str]:
-        """The addresses ``host`` resolves to (any family), unchecked; OSError on failure."""
-        results = await self.inner().resolve(host, port, socket.AF_UNSPEC)
-        return [result["host"] for result in results]
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
 class WebhookSender:
     """POSTs alerts to webhook URLs under the destination policy.
 
     ``allow``: the operator's allow-list (``Settings.webhook_allow``: host names, IP
     addresses, CIDR networks; ValueError if malformed); ``resolver``: the aiohttp
     resolver doing the lookups (default getaddrinfo; tests pass their own). Times in
-    seconds."""
+    seconds. aiohttp is imported on first use (``start``, ``check_destination``), not
+    with this module: a serving process that never meets a webhook does not load it."""
 
     def __init__(
         self,
@@ -153,7 +111,8 @@ class WebhookSender:
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
         self.policy = DestinationPolicy(tuple(allow))
-        self.resolver = GuardedResolver(self.policy, resolver)
+        self._inner_resolver = resolver
+        self._resolver: GuardedResolver | None = None
         self.refused = 0  # deliveries the policy refused (no connection made)
         self._clock = clock
         self._breaker_config = breaker_config or webhook_breaker_config()
@@ -162,12 +121,28 @@ class WebhookSender:
         self._tasks: set[asyncio.Task[DeliveryResult]] = set()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._session: aiohttp.ClientSession | None = None
+        # The transport's exceptions, known once aiohttp is loaded (``start``).
+        self._transport_errors: tuple[type[BaseException], ...] = (TimeoutError, OSError)
+        self._connect_error: type[BaseException] = OSError
         self._closed = False
+
+    @property
+    def resolver(self) -> GuardedResolver:
+        """The policy-checking resolver every lookup and connection goes through."""
+        if self._resolver is None:
+            from app.services.alerts.webhook_resolver import GuardedResolver
+
+            self._resolver = GuardedResolver(self.policy, self._inner_resolver)
+        return self._resolver
 
     async def start(self) -> None:
         """Opens the session: every connection resolves through ``self.resolver``, with
         no DNS cache (each connection is checked) and no proxy from the environment."""
         if self._session is None and not self._closed:
+            import aiohttp
+
+            self._transport_errors = (aiohttp.ClientError, TimeoutError, OSError)
+            self._connect_error = aiohttp.ClientConnectorError
             timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
             connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False)
             self._session = aiohttp.ClientSession(
@@ -185,7 +160,8 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self.resolver.close()
+        if self._resolver is not None:
+            await self._resolver.close()
 
     @property
     def pending(self) -> int:
@@ -261,7 +237,7 @@ class WebhookSender:
             except _ServerError as exc:
                 status, error = exc.status, str(exc)
                 continue
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except self._transport_errors as exc:
                 error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else "", url)
                 error = error or type(exc).__name__
                 continue
@@ -304,21 +280,14 @@ class WebhookSender:
                     allow_redirects=False,
                 ) as response:
                     await response.content.read(MAX_ANSWER_BYTES)  # the rest is dropped
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, DestinationRefused):
-                raise _Refused(exc.os_error) from None
+        except self._connect_error as exc:
+            refusal = getattr(exc, "os_error", None)
+            if isinstance(refusal, DestinationRefused):
+                raise _Refused(refusal) from None
             raise
         if response.status >= 500:
             raise _ServerError(response.status)
         return response.status
-
-
-def _result(host: str, address: IPAddress, port: int) -> ResolveResult:
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    return ResolveResult(
-        hostname=host, host=str(address), port=port, family=family, proto=0,
-        flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
-    )  # fmt: skip
 
 
 def _host_key(url: str) -> str:

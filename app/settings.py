@@ -60,6 +60,7 @@ ENVIRONMENT: dict[str, str] = {
     "trusted_proxy_hops": "VIRTUOSO_TRUSTED_PROXY_HOPS",
     "optimizations_off": "VIRTUOSO_OPTIMIZATIONS_OFF",
     "monitoring_bind": "VIRTUOSO_MONITORING_BIND",
+    "collector_monitoring_bind": "VIRTUOSO_COLLECTOR_MONITORING_BIND",
     "allowed_origins": "VIRTUOSO_ALLOWED_ORIGINS",
     "webhook_allow": "VIRTUOSO_WEBHOOK_ALLOW",
     "public_details": "VIRTUOSO_PUBLIC_DETAILS",
@@ -162,6 +163,9 @@ class Settings(_Section):
     # A second listener (host:port) for /metrics, the detailed /health and the cache
     # operator endpoints; when set, the public listener stops serving them.
     monitoring_bind: str | None = None
+    # Where a server's collector child serves its /metrics (exchange calls, refreshes);
+    # none by default (``virtuoso collect`` itself takes ``monitoring_bind``).
+    collector_monitoring_bind: str | None = None
     # Origins allowed to open /ws besides the page's own (scheme://host[:port]).
     allowed_origins: tuple[str, ...] = ()
     # Internal webhook destinations an operator allows (host names, IP addresses or
@@ -258,7 +262,7 @@ class Settings(_Section):
             )
         return self
 
-    @field_validator("monitoring_bind")
+    @field_validator("monitoring_bind", "collector_monitoring_bind")
     @classmethod
     def _optional_bind(cls, bind: str | None) -> str | None:
         if not bind:

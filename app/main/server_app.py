@@ -78,7 +78,11 @@ def create_server_app(
     child = None
     if child_flags is not None:
         channel_flags = [] if host is None else ["--channel", host.path]
-        child = CollectorChild([*child_flags, *channel_flags], replica_id=settings.replica_id)
+        child = CollectorChild(
+            [*child_flags, *channel_flags],
+            replica_id=settings.replica_id,
+            monitoring_bind=settings.collector_monitoring_bind,
+        )
 
     async def start() -> None:
         log.info(

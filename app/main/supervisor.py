@@ -30,7 +30,8 @@ CHILD_UNSET = frozenset({"VIRTUOSO_MONITORING_BIND", "VIRTUOSO_BIND", "VIRTUOSO_
 
 class CollectorChild:
     """Runs ``command`` (default ``virtuoso collect`` with ``flags``) until ``stop``, as
-    replica ``<replica_id>-collector`` when the server has a configured ``replica_id``.
+    replica ``<replica_id>-collector`` when the server has a configured ``replica_id``, its
+    metrics on ``monitoring_bind`` when given.
 
     A child that exits is started again after ``backoff`` seconds (doubling from the
     first value to the second while it keeps exiting; back to the first once it ran for
@@ -42,6 +43,7 @@ class CollectorChild:
         flags: Sequence[str] = (),
         *,
         replica_id: str | None = None,
+        monitoring_bind: str | None = None,
         command: Sequence[str] = COLLECT,
         backoff: tuple[float, float] = (1.0, 30.0),
         stable_seconds: float = 60.0,
@@ -51,6 +53,8 @@ class CollectorChild:
         self.environ = {k: v for k, v in os.environ.items() if k not in CHILD_UNSET}
         if replica_id is not None:
             self.environ["VIRTUOSO_REPLICA_ID"] = f"{replica_id}-collector"
+        if monitoring_bind is not None:
+            self.environ["VIRTUOSO_MONITORING_BIND"] = monitoring_bind
         self.backoff = backoff
         self.stable_seconds = stable_seconds
         self.clock = clock

@@ -255,9 +255,10 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
     """No Redis: the child's views land in the server's in-process tier, its alerts come
     from the server's store (a file the server alone writes), and a killed child is
     restarted and reconnects."""
-    port, token = free_port(), "channel-test-token-0123456789"
+    port, token, metrics_port = free_port(), "channel-test-token-0123456789", free_port()
     environ = {
         "VIRTUOSO_COLLECTOR": "child",
+        "VIRTUOSO_COLLECTOR_MONITORING_BIND": f"127.0.0.1:{metrics_port}",
         "VIRTUOSO_BIND": f"127.0.0.1:{port}",
         "VIRTUOSO_REFRESH_SECONDS": "2",
         "VIRTUOSO_DATA_DIR": str(tmp_path),
@@ -281,6 +282,9 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
 
         wait_for("the child's evaluation firing the server's rule", fired)
         assert (tmp_path / "alerts.json").exists()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            scraped = r.read().decode()
+        assert 'virtuoso_pipeline_refresh_duration_seconds_count{outcome="ok"}' in scraped
         (first,) = children(server.pid)
         os.kill(first, signal.SIGKILL)
         killed_at_ms = time.time() * 1000

@@ -13,7 +13,7 @@ import weakref
 
 import orjson
 
-from app.main.sections import pipeline_settings
+from app.main.collector import pipeline_settings
 from app.market.sources.simulated import SimulatedMarket
 from app.services.analysis import analyse
 from app.services.catalogue import DESKTOP

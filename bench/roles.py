@@ -130,7 +130,13 @@ def split_by_refresh(result: HttpResult, refreshes: list[tuple[float, float]]) -
         for (start, end), refresh, values in zip(windows, refreshes, inside, strict=True)
         if values
     ]
+    by_second: dict[int, list[float]] = {}
+    for due, latency in zip(result.started_s, result.latencies_ms, strict=True):
+        by_second.setdefault(int(due - first), []).append(latency)
     return {
+        "p99_by_second_ms": [
+            round(LatencySummary.from_ms(by_second[s])["p99"], 2) for s in sorted(by_second)
+        ],
         "refresh_windows": per_window,
         "around_refreshes": LatencySummary.from_ms([v for w in inside for v in w]),
         "between_refreshes": LatencySummary.from_ms(outside),

@@ -149,14 +149,18 @@ async def polling(bench: Bench, base: str, seconds: float) -> dict[str, Any]:
     watch = ExchangeWatch(bench.session, bench.exchange.control)
     watcher = asyncio.create_task(watch.run())
     try:
-        result = await open_loop(base, _desktop, POLLING_RPS, seconds,
-                                 max_in_flight=POLLING_CLIENTS)  # fmt: skip
+        result = await open_loop(
+            base, _desktop, POLLING_RPS, seconds, max_in_flight=POLLING_CLIENTS
+        )
     finally:
         watch.stop()
         await watcher
     refreshes = [r for r in watch.refreshes() if r[1] >= min(result.started_s, default=0.0)]
-    return {"http": result.summary(), "refreshes": len(refreshes),
-            **split_by_refresh(result, refreshes)}  # fmt: skip
+    return {
+        "http": result.summary(),
+        "refreshes": len(refreshes),
+        **split_by_refresh(result, refreshes),
+    }
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -265,8 +269,9 @@ async def bare_route(bench: Bench, seconds: float) -> dict[str, Any]:
     ceiling = procs.baseline(bench.logs, "ceiling")
     try:
         base = f"http://127.0.0.1:{ceiling.port}"
-        result = await open_loop(base, _desktop, POLLING_RPS, seconds,
-                                 max_in_flight=POLLING_CLIENTS)  # fmt: skip
+        result = await open_loop(
+            base, _desktop, POLLING_RPS, seconds, max_in_flight=POLLING_CLIENTS
+        )
         return {"polling": {"http": result.summary()}, "throughput": await throughput(bench, base)}
     finally:
         ceiling.stop()
@@ -295,11 +300,17 @@ async def replicas(
             calls_before = await exchange_counts(bench.session, bench.exchange.control)
             metrics_before = await scrape(bench.session, monitoring)
             started = time.monotonic()
-            results = await asyncio.gather(*(
-                open_loop(f"http://127.0.0.1:{s.port}", standard_workload(SYMBOLS, seed=i),
-                          REPLICA_RPS / count, seconds)
-                for i, s in enumerate(servers)
-            ))  # fmt: skip
+            results = await asyncio.gather(
+                *(
+                    open_loop(
+                        f"http://127.0.0.1:{s.port}",
+                        standard_workload(SYMBOLS, seed=i),
+                        REPLICA_RPS / count,
+                        seconds,
+                    )
+                    for i, s in enumerate(servers)
+                )
+            )
             elapsed = time.monotonic() - started
             calls = calls_between(
                 calls_before, await exchange_counts(bench.session, bench.exchange.control)
@@ -313,17 +324,19 @@ async def replicas(
             for result in results:
                 for code, n in result.summary()["status_counts"].items():
                     statuses[code] = statuses.get(code, 0) + n
-            rows.append({
-                "replicas": count,
-                "seconds": round(elapsed, 1),
-                "requests": sum(r.completed for r in results),
-                "statuses": statuses,
-                "exchange_calls": total,
-                "exchange_calls_per_minute": round(total * 60 / elapsed, 1),
-                "ticker_calls": calls.get(TICKERS, 0),
-                "refreshes": refreshes,
-                "calls_per_refresh": round(total / refreshes, 1) if refreshes else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "replicas": count,
+                    "seconds": round(elapsed, 1),
+                    "requests": sum(r.completed for r in results),
+                    "statuses": statuses,
+                    "exchange_calls": total,
+                    "exchange_calls_per_minute": round(total * 60 / elapsed, 1),
+                    "ticker_calls": calls.get(TICKERS, 0),
+                    "refreshes": refreshes,
+                    "calls_per_refresh": round(total / refreshes, 1) if refreshes else None,
+                }
+            )
     finally:
         for server in servers[1:]:
             server.stop()
@@ -355,8 +368,14 @@ async def roles(bench: Bench) -> dict[str, Any]:
     started: list[Process] = [memcached, redis]
     out: dict[str, Any] = {"refresh_seconds": REFRESH_SECONDS, "window_s": [BEFORE_S, AFTER_S]}
     try:
-        embedded = procs.service(bench.logs, "roles-embedded", bench.exchange.url,
-                                 memcached_address, redis_address, refresh)  # fmt: skip
+        embedded = procs.service(
+            bench.logs,
+            "roles-embedded",
+            bench.exchange.url,
+            memcached_address,
+            redis_address,
+            refresh,
+        )
         started.append(embedded)
         await ready(bench.session, f"http://127.0.0.1:{embedded.port}")
         out["embedded"] = await measure_setup(bench, embedded, None, profile)
@@ -368,8 +387,9 @@ async def roles(bench: Bench) -> dict[str, Any]:
         await ready(bench.session, f"http://127.0.0.1:{server.port}")
         out["external"] = await measure_setup(bench, server, collector, profile)
         await _part(out, "bare", bare_route(bench, profile.polling_seconds))
-        await _part(out, "replicas",
-                    replicas(bench, env, collector, server, profile.replica_seconds))  # fmt: skip
+        await _part(
+            out, "replicas", replicas(bench, env, collector, server, profile.replica_seconds)
+        )
         out["machine_load"] = [round(x, 2) for x in psutil.getloadavg()]
     finally:
         for process in reversed(started):

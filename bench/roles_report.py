@@ -45,34 +45,56 @@ def kpis(results: dict[str, Any]) -> list[Row]:
         p99 = _p99(polling["http"]["latency_ms"])
         around = _p99(polling["around_refreshes"])
         ratio = p99 / bare_p99 if p99 is not None and bare_p99 else None
-        met = None if p99 is None or ratio is None else (
-            p99 < 10 and (around is None or around < 10) and ratio <= 3
-        )  # fmt: skip
-        rows.append((
-            f"API p99, 200 polling clients (800 req/s), {label}, refresh every "
-            f"{roles['refresh_seconds']:g} s",
-            "< 10 ms, refreshes included; ≤ 3× bare route",
-            f"{_ms(p99)} ms (around {polling['refreshes']} refreshes {_ms(around)} ms); "
-            f"bare {_ms(bare_p99)} ms, ×{ratio:.1f}" if ratio else f"{_ms(p99)} ms",
-            met,
-        ))  # fmt: skip
+        met = (
+            None
+            if p99 is None or ratio is None
+            else (p99 < 10 and (around is None or around < 10) and ratio <= 3)
+        )
+        rows.append(
+            (
+                f"API p99, 200 polling clients (800 req/s), {label}, refresh every "
+                f"{roles['refresh_seconds']:g} s",
+                "< 10 ms, refreshes included; ≤ 3× bare route",
+                f"{_ms(p99)} ms (around {polling['refreshes']} refreshes {_ms(around)} ms); "
+                f"bare {_ms(bare_p99)} ms, ×{ratio:.1f}"
+                if ratio
+                else f"{_ms(p99)} ms",
+                met,
+            )
+        )
         fraction = _throughput_ratio(roles, setup)
         if fraction is not None:
-            rows.append((f"throughput vs bare Quart route, {label}", "≥ 80%",
-                         f"{100 * fraction:.2f}%", fraction >= 0.8))  # fmt: skip
+            rows.append(
+                (
+                    f"throughput vs bare Quart route, {label}",
+                    "≥ 80%",
+                    f"{100 * fraction:.2f}%",
+                    fraction >= 0.8,
+                )
+            )
     external = roles.get("external")
     if external:
         idle = external["rss_idle"]
-        rows.append(("serving process RSS idle, external server", "< 80 MB",
-                     f"{idle['server_mb']:.0f} MB (tree {idle['server_tree_mb']:.0f} MB; "
-                     f"collector {idle['collector_mb']:.0f} MB)",
-                     idle["server_tree_mb"] < 80))  # fmt: skip
+        rows.append(
+            (
+                "serving process RSS idle, external server",
+                "< 80 MB",
+                f"{idle['server_mb']:.0f} MB (tree {idle['server_tree_mb']:.0f} MB; "
+                f"collector {idle['collector_mb']:.0f} MB)",
+                idle["server_tree_mb"] < 80,
+            )
+        )
         ws = external["ws"]
         peak = ws["rss_peak"]
-        rows.append((f"serving process RSS, {ws['connected']} WS clients, external server",
-                     "< 150 MB", f"{peak['server_mb']:.0f} MB (tree {peak['server_tree_mb']:.0f}"
-                     f" MB; collector {peak['collector_mb']:.0f} MB)",
-                     peak["server_tree_mb"] < 150 and ws["connected"] >= 1000))  # fmt: skip
+        rows.append(
+            (
+                f"serving process RSS, {ws['connected']} WS clients, external server",
+                "< 150 MB",
+                f"{peak['server_mb']:.0f} MB (tree {peak['server_tree_mb']:.0f}"
+                f" MB; collector {peak['collector_mb']:.0f} MB)",
+                peak["server_tree_mb"] < 150 and ws["connected"] >= 1000,
+            )
+        )
     replicas = roles.get("replicas")
     if replicas:
         rows.append(replica_kpi(replicas))
@@ -112,8 +134,11 @@ def section(results: dict[str, Any]) -> list[str]:
     ]
     bare = roles.get("bare", {})
     for name, value in _comparison_rows(roles):
-        lines.append(f"| {name} | " + " | ".join(value(roles.get(s)) for s, _ in SETUPS)
-                     + f" | {value(bare, bare=True) if bare else '—'} |")  # fmt: skip
+        lines.append(
+            f"| {name} | "
+            + " | ".join(value(roles.get(s)) for s, _ in SETUPS)
+            + f" | {value(bare, bare=True) if bare else '—'} |"
+        )
     for failure in roles.get("failed", []):
         lines.append(f"\nFailed: {failure}")
     replicas = roles.get("replicas")

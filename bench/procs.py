@@ -118,3 +118,65 @@ def baseline(log_dir: Path, module: str, *flags: str) -> Process:
     process = Process(module, argv, port)
     process.env = {"PYTHONPATH": str(ROOT)}
     return start(process, log_dir)
+
+
+def tier_env(memcached_address: str, redis_address: str, redis_db: int = 0) -> dict[str, str]:
+    """The variables every role shares: the tiers, the limits off, secrets for the bench."""
+    return {
+        "VIRTUOSO_MEMCACHED_URL": memcached_address,
+        "VIRTUOSO_REDIS_URL": f"redis://{redis_address}/{redis_db}",
+        "VIRTUOSO_RATE_LIMITS": str(RATE_LIMITS_OFF),
+        "VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN,
+        "VIRTUOSO_SECRET_KEY": "bench-secret-key-0123456789abcdef",
+    }
+
+
+def collector(log_dir: Path, name: str, exchange_url: str, env: dict[str, str]) -> Process:
+    """`virtuoso collect` on ccxt → the fake exchange, its Prometheus metrics on a free
+    port (``Process.port``: started once that port listens). ``env``: see tier_env."""
+    port = free_port()
+    environ = env | {
+        "VIRTUOSO_EXCHANGE": "bybit",
+        "VIRTUOSO_EXCHANGE_URL": exchange_url,
+        "VIRTUOSO_DATA_DIR": str(log_dir / f"{name}-data"),
+        "VIRTUOSO_REPLICA_ID": name,
+    }
+    argv = [sys.executable, "-m", "app", "collect", "--monitoring-bind", f"127.0.0.1:{port}"]
+    process = Process(name, argv, port, environ)
+    return start(process, log_dir)
+
+
+def external_server(
+    log_dir: Path, name: str, env: dict[str, str], argv_prefix: tuple[str, ...] = ()
+) -> Process:
+    """`virtuoso serve` with VIRTUOSO_COLLECTOR=external: serving only, from the tiers a
+    separate `virtuoso collect` fills. ``argv_prefix`` runs it under e.g. cProfile
+    (``python -m cProfile -o FILE``; the module ``app`` is appended)."""
+    port = free_port()
+    environ = env | {
+        "VIRTUOSO_COLLECTOR": "external",
+        "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_DATA_DIR": str(log_dir / f"{name}-data"),
+        "VIRTUOSO_REPLICA_ID": name,
+    }
+    prefix = list(argv_prefix) or [sys.executable]
+    argv = [*prefix, "-m", "app", "serve"]
+    return start(Process(name, argv, port, environ), log_dir)
+
+
+def tree_rss(process: Process) -> int:
+    """Resident bytes of ``process`` and all its descendants (memory cannot hide in a
+    child); 0 for a process that is gone."""
+    assert process.popen is not None
+    try:
+        root = psutil.Process(process.popen.pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total

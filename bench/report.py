@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench import roles_report
+
 Row = tuple[str, str, str, bool | None]  # KPI, target, measured, met
 
 SCALE_HEADER = "| clients | req/s | p50 ms | p99 ms | max ms | ticker calls/min | server CPU % |"
@@ -181,10 +183,10 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "| KPI | target | measured | |",
         "|---|---|---|---|",
     ]
-    for kpi, target, measured, met in kpis(results):
+    for kpi, target, measured, met in kpis(results) + roles_report.kpis(results):
         verdict = "met" if met else ("**not met**" if met is False else "—")
         lines.append(f"| {kpi} | {target} | {measured} | {verdict} |")
-    lines += ["", *_sections(results), ""]
+    lines += ["", *_sections(results), *roles_report.section(results), ""]
     lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 

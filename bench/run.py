@@ -28,6 +28,7 @@ import aiohttp
 from bench import procs, report
 from bench.loadgen.http import wrk_available
 from bench.pages import page_loads
+from bench.roles import roles
 from bench.scenarios import (
     FULL,
     QUICK,
@@ -66,7 +67,7 @@ def versions() -> str:
     )
 
 
-async def run(profile: Profile, out: Path) -> Path:
+async def run(profile: Profile, out: Path, only: set[str] | None = None) -> Path:
     logs = Path(tempfile.mkdtemp(prefix="virtuoso-bench-"))
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -85,7 +86,7 @@ async def run(profile: Profile, out: Path) -> Path:
             bench = Bench(profile, logs, memcached, redis, exchange, session)
             bench.start_app()
             await bench.wait_ready()
-            await scenarios(bench, results)
+            await scenarios(bench, results, only)
             results["notes"] = bench.notes
     finally:
         for process in (bench.app if "bench" in locals() else None, redis, memcached):
@@ -95,8 +96,9 @@ async def run(profile: Profile, out: Path) -> Path:
     return report.write(results, out)
 
 
-async def scenarios(bench: Bench, results: dict[str, Any]) -> None:
-    """Each scenario in turn; one that fails is reported, the others still run."""
+async def scenarios(bench: Bench, results: dict[str, Any], only: set[str] | None = None) -> None:
+    """Each scenario in turn (those in ``only`` when given); one that fails is reported,
+    the others still run."""
     steps = [
         ("steady", steady),
         ("herd", herd),
@@ -106,9 +108,12 @@ async def scenarios(bench: Bench, results: dict[str, Any]) -> None:
         ("pages", lambda b: page_loads(b.base, b.profile.page_loads)),
         ("side_by_side", side_by_side),
         ("outages", lambda b: both_outages(b)),
-        ("ablation", ablation),  # last: it restarts the service
+        ("ablation", ablation),  # restarts the service
+        ("roles", roles),  # last: stops the service, runs the two roles on tiers of their own
     ]
     for name, step in steps:
+        if only is not None and name not in only:
+            continue
         started = time.monotonic()
         print(f"bench: {name} …", flush=True)
         try:
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="about 3 minutes")
     parser.add_argument("--out", type=Path, help="default: bench/results/<date>")
+    parser.add_argument("--only", help="comma-separated scenarios to run (default: all)")
     parser.add_argument(
         "--report-from", type=Path, metavar="DIR", help="rewrite DIR's report from its results.json"
     )
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = QUICK if args.quick else FULL
     out = args.out or RESULTS / datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
     started = time.monotonic()
-    report_path = asyncio.run(run(profile, out))
+    only = set(args.only.split(",")) if args.only else None
+    report_path = asyncio.run(run(profile, out, only))
     print(f"bench: report in {report_path} ({time.monotonic() - started:.0f} s)")
     return 0
 

@@ -63,6 +63,9 @@ class HttpResult:
     status_counts: dict[int, int] = field(default_factory=dict)
     error_kinds: dict[str, int] = field(default_factory=dict)  # exception name → count
     latencies_ms: list[float] = field(default_factory=list)  # completed requests only
+    # perf_counter seconds each completed request was due (closed loop: sent), in the
+    # order of latencies_ms: latency can be looked at by when it happened
+    started_s: list[float] = field(default_factory=list)
     duration_s: float = 0.0  # first send to the last answer (or give-up)
     throughput_rps: float = 0.0  # completed / duration_s
     loadgen_cpu_seconds: float = 0.0  # this process, over the whole run
@@ -157,6 +160,7 @@ class _Run:
             self.error_kinds[type(exc).__name__] += 1
             return
         result.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+        result.started_s.append(start)
         result.completed += 1
         self.status[status] += 1
         if etag:

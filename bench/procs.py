@@ -93,10 +93,13 @@ def service(
     redis_address: str,
     extra_env: dict[str, str] | None = None,
 ) -> Process:
-    """`virtuoso serve` on ccxt → the fake exchange, with both shared tiers."""
+    """`virtuoso serve` on ccxt → the fake exchange, with both shared tiers, its collector
+    in the same process (``embedded``: the scenarios read the exchange and refresh
+    counters from this one process; ``roles`` compares it with the split)."""
     port = free_port()
     env = {
         "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_COLLECTOR": "embedded",
         "VIRTUOSO_EXCHANGE": "bybit",
         "VIRTUOSO_EXCHANGE_URL": exchange_url,
         "VIRTUOSO_MEMCACHED_URL": memcached_address,

@@ -129,15 +129,29 @@ class RemoteCollector:
         return None
 
     def take_status(self, raw: bytes) -> None:
-        """Takes a status report as the collector sent it (the newest is kept as
-        ``report``); an unreadable one is counted and the last one kept."""
+        """Takes a status report as the collector sent it (kept as ``report``, unless it
+        is older than the kept one of the same collector); an unreadable one, or one
+        dated further ahead of this server's clock than ``gone_after_seconds``, is
+        counted and the last one kept.
+
+        A report from another collector replaces the kept one whatever its date (a new
+        leader's clock may be behind the old one's), and none from the future is taken:
+        one would outdate every true report after it and hide a silent collector."""
         try:
             report = decode_status(raw)
+            ahead = report.heartbeat_ms / 1000 - self.clock()
+            if ahead > self.timings.gone_after_seconds:
+                raise WireError(f"status dated {ahead:.0f}s ahead of this server's clock")
         except WireError as error:
             self.unreadable_messages += 1
             log.warning("collector status unreadable: %s", error)
             return
-        if self.report is None or report.heartbeat_ms >= self.report.heartbeat_ms:
+        kept = self.report
+        if (
+            kept is None
+            or report.collector_id != kept.collector_id
+            or report.heartbeat_ms >= kept.heartbeat_ms
+        ):
             self.report = report
         if report.status.source_started:
             self._started.set()

@@ -143,6 +143,41 @@ async def test_hostile_messages_are_dropped_and_counted(desk, remote, redis_clie
     assert remote.unreadable_messages >= 7
 
 
+async def test_a_status_from_the_future_does_not_outdate_the_true_ones(
+    desk, remote, redis_client, clock: ManualClock
+) -> None:
+    """Another Redis client writes a report dated years ahead: it is refused, so the
+    collector's next reports are still taken and its silence still named."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    forged = orjson.loads(await redis_client.get(CHANNELS.status))
+    forged |= {"heartbeat_ms": 9_999_999_999_999, "symbols": ["BTCUSDT"]}
+    remote.take_status(orjson.dumps(forged))  # as read from the key
+    assert remote.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert remote.unreadable_messages == 1
+    clock.advance(2)
+    await desk.publish_status()
+    await remote.end.read_status()
+    assert remote.report is not None
+    assert remote.report.heartbeat_ms == int(clock() * 1000)
+    await desk.stop()
+    clock.advance(6)
+    assert remote.problems() == ["collector not heard from for 6s"]
+
+
+async def test_a_new_leader_behind_the_old_ones_clock_is_heard(
+    desk, remote, redis_client, clock: ManualClock
+) -> None:
+    """Reports are ordered per collector: another collector's report is taken even when
+    dated before the last one of the collector it replaces."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    successor = orjson.loads(await redis_client.get(CHANNELS.status))
+    successor |= {"collector_id": "collector-2", "heartbeat_ms": int(clock() * 1000) - 3000}
+    remote.take_status(orjson.dumps(successor))  # as read from the key
+    assert remote.report is not None and remote.report.collector_id == "collector-2"
+
+
 async def test_a_late_request_is_dropped(desk, redis_client, clock: ManualClock) -> None:
     late = Request("r1", "refresh", "server-9", deadline_ms=int(clock() * 1000) - 1)
     await redis_client.publish(CHANNELS.requests, encode_request(late))

@@ -178,6 +178,34 @@ async def test_a_new_leader_behind_the_old_ones_clock_is_heard(
     assert remote.report is not None and remote.report.collector_id == "collector-2"
 
 
+async def test_republish_does_not_wait_for_a_hung_collector(
+    desk, redis_client, clock: ManualClock
+) -> None:
+    """An alert write republishes the views: a collector that listens but does not answer
+    (stopped) holds it ``republish_seconds`` at most, and once it is known gone it is
+    not asked at all."""
+    timings = RemoteTimings(gone_after_seconds=5, request_seconds=600, republish_seconds=0.2)
+    end = RedisServerEnd(redis_client, guard(), CHANNELS, "server-2", poll_seconds=600)
+    link = RemoteCollector(end, "server-2", clock, timings)
+    await link.start()
+    assert await end.wait_listening(10)
+    await desk.publish_status()
+    await end.read_status()
+    await desk.stop()
+    hung = redis_client.pubsub()  # listens on the requests channel, never answers
+    await hung.subscribe(CHANNELS.requests)
+    try:
+        assert await hung.get_message(timeout=5) is not None  # the subscription
+        assert await link.republish() is False  # within republish_seconds, not 600 s
+        assert await hung.get_message(timeout=5) is not None  # it was asked
+        clock.advance(6)  # now known gone
+        assert await link.republish() is False
+        assert await hung.get_message(timeout=0.2) is None  # not asked
+    finally:
+        await hung.aclose()
+        await link.close()
+
+
 async def test_a_late_request_is_dropped(desk, redis_client, clock: ManualClock) -> None:
     late = Request("r1", "refresh", "server-9", deadline_ms=int(clock() * 1000) - 1)
     await redis_client.publish(CHANNELS.requests, encode_request(late))

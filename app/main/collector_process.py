@@ -41,6 +41,7 @@ from app.observability.metrics import Metrics
 from app.realtime.broadcaster import Broadcaster
 from app.services.alerts.service import AlertService
 from app.services.alerts.store_proxy import ProxyAlertStore
+from app.services.catalogue import check_policy_fits_refresh
 from app.services.collector_desk import CollectorDesk
 from app.services.collector_link import LocalCollector
 from app.services.collector_wire import CollectorChannels
@@ -118,7 +119,7 @@ def _parts(
     """The tiers, the metrics and the market source of a collector. Raises ConfigError
     when the cache policy does not fit the refresh interval."""
     policy = load_policy(settings.cache_policy_path)
-    collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
+    check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
     stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
     runtime = build_cache(sections.cache_config(settings), policy, clock, stats)

@@ -237,6 +237,30 @@ def test_a_killed_servers_collector_child_stops_too(shared) -> None:
     wait_for("the orphaned child to stop", lambda: not alive(child))
 
 
+def test_a_killed_servers_child_removes_the_local_channels_socket(tmp_path) -> None:
+    """No Redis: the server killed (it cannot clean up), its child stops and removes the
+    socket and its private directory rather than leaving them in the temp directory."""
+    port = free_port()
+    environ = {
+        "VIRTUOSO_COLLECTOR": "child",
+        "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_DATA_DIR": str(tmp_path),
+    }
+    server = start_serve(environ, cwd=ROOT)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=WAIT_SECONDS)
+        (child,) = children(server.pid)
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        socket = Path(argv[argv.index(b"--channel") + 1].decode())
+        wait_for("the channel's socket", socket.exists)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    wait_for("the orphaned child to stop", lambda: not alive(child))
+    assert not socket.exists()
+    assert not socket.parent.exists()
+
+
 def post_json(url: str, body: dict, token: str) -> tuple[int, Any]:
     request = urllib.request.Request(
         url,

@@ -3,6 +3,8 @@ freshness fields spliced in, and a JSON 503 when there is nothing to serve."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from quart import Response, request
 
@@ -16,11 +18,17 @@ CACHE_CONTROL = "public, no-cache"
 
 
 async def serve_view(name: str) -> Response:
+    """The view ``name`` as the response to this request: marked stale past its TTL, and
+    whenever the collector that makes it is known gone (its status reports stopped),
+    however young the copy: a silent feed is never shown as fresh. A JSON 503 when
+    there is nothing to serve."""
     state = service_state()
     try:
         read = await state.views.read(name)
     except NothingToServe as error:
         return data_unavailable(state, str(error))
+    if not read.stale and state.collector.problems():
+        read = dataclasses.replace(read, stale=True)
     reencode = not state.settings.serialize_once
     return view_response(read, state.now_ms(), reencode=reencode)
 

@@ -142,6 +142,10 @@ def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> 
         return health if health["status"] == "degraded" and gone else None
 
     wait_for("readiness degraded naming the silent collector", degraded)
+    # Marked stale as soon as the collector is known gone, not only past the TTL (30 s).
+    for view in ("market/overview", "dashboard/data", "market/movers"):
+        status, body = get_json(f"{base}/api/{view}")
+        assert status == 200 and body["stale"] is True, (view, body.get("age_ms"))
 
     def stale_but_served() -> bool:
         status, body = get_json(f"{base}/api/dashboard/data")

@@ -37,13 +37,14 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
     """``reencode`` (benchmark ablation of serialize-once): decode the stored view and
     encode it again for this request, compressing per request too."""
     entry = read.entry
+    etag = stale_etag(entry.etag) if read.stale else entry.etag
     headers = {
-        "ETag": entry.etag,
+        "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
         "Vary": "Accept-Encoding",
         "X-Cache": f"{read.tier}{' stale' if read.stale else ''}",
     }
-    if etag_matches(request.headers.get("If-None-Match", ""), entry.etag):
+    if etag_matches(request.headers.get("If-None-Match", ""), etag):
         return Response(b"", status=304, headers=headers)
     wants_zstd = accepts_zstd(request.headers.get("Accept-Encoding", ""))
     if reencode:
@@ -60,6 +61,13 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
     else:
         body = head + entry.body[1:]
     return Response(body, status=200, content_type="application/json", headers=headers)
+
+
+def stale_etag(etag: str) -> str:
+    """The ETag of a view served stale (``W/"x"`` → ``W/"x-stale"``): a client that
+    revalidates the copy it got while the view was fresh gets the body that says
+    ``stale: true``, not a 304 that keeps ``stale: false`` on its screen."""
+    return etag[:-1] + '-stale"' if etag.endswith('"') else etag + "-stale"
 
 
 def accepts_zstd(accept_encoding: str) -> bool:

@@ -231,3 +231,47 @@ def test_malformed_replies_and_status_are_wire_errors(raw: bytes) -> None:
         decode_reply(raw)
     with pytest.raises(WireError):
         decode_status(raw)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"delisted": [1, "x", None]},  # the listing lookup would fail on every request
+        {"snapshot_version": "abc"},
+        {"last_success_ms": "soon"},  # readiness computes the data's age from it
+        {"refreshes": 5},
+        {"unlisted_symbols": 7},
+    ],
+)
+async def test_a_status_with_fields_of_the_wrong_type_is_refused(
+    desk, remote, redis_client, status: dict
+) -> None:
+    """Written by another Redis client (or another version): refused as a whole, the
+    last good report kept, rather than failing the requests that read it."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    report = orjson.loads(await redis_client.get(CHANNELS.status))
+    report["status"] |= status
+    with pytest.raises(WireError):
+        decode_status(orjson.dumps(report))
+    remote.take_status(orjson.dumps(report))
+    assert remote.unreadable_messages == 1
+    kept = remote.report  # the collector's own, not the forged one
+    assert kept is not None and kept.status.delisted == []
+    assert isinstance(kept.status.snapshot_version, int) and kept.status.snapshot_version >= 1
+    assert remote.listing_issue("BTCUSDT") is None
+
+
+def test_a_breaker_that_is_not_a_mapping_is_refused() -> None:
+    report = {
+        "status": {},
+        "symbols": None,
+        "breakers": {"bybit:tickers": 5},
+        "source": "s",
+        "collector_id": "c",
+        "heartbeat_ms": 1,
+    }
+    with pytest.raises(WireError):
+        decode_status(orjson.dumps(report))
+    report["breakers"] = {"bybit:tickers": {"state": "closed"}}
+    assert decode_status(orjson.dumps(report)).breakers == report["breakers"]

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COLLECT = [sys.executable, "-m", "app", "collect"]
 WAIT_SECONDS = 90.0  # bounds every wait below: generous for a busy machine
 STATUS_KEY = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:status"
+REQUESTS_CHANNEL = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:requests"
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS) -> Any:
@@ -161,6 +162,30 @@ def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> 
         return status == 200 and health["status"] == "ok" and not body["stale"]
 
     wait_for("fresh data and readiness ok after a collector returned", fresh_again)
+
+
+def test_warm_without_a_collector_answers_with_the_copies_not_a_500(processes, shared) -> None:
+    """POST /api/cache/warm starts with a refresh the collector must do: with the
+    collector gone, the copies in the tiers are warmed (named stale), never a 500."""
+    token = "warm-admin-token-0123456789"
+    shared["VIRTUOSO_ADMIN_TOKEN"] = token
+    collector = processes.collector("collector-a")
+    base, _ = processes.server()
+    collector.send_signal(signal.SIGKILL)
+    collector.wait(timeout=10)
+    wait_for("no collector listening", lambda: not collector_listening(shared))
+    status, report = post_json(f"{base}/api/cache/warm", {}, token)
+    assert status == 200, report
+    assert "dashboard:desktop" in report["warmed"]
+
+
+def collector_listening(shared: dict[str, str]) -> bool:
+    client = redis_sync.Redis.from_url(shared["VIRTUOSO_REDIS_URL"])
+    try:
+        listeners = client.pubsub_numsub(REQUESTS_CHANNEL)
+    finally:
+        client.close()
+    return bool(listeners and listeners[0][1])
 
 
 def test_a_standby_collector_takes_over_when_the_leader_dies(processes, redis) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from app.cache.policy import CachePolicy
 from app.cache.runtime import CacheRuntime
-from app.errors import ConfigError
 from app.main import collector_telemetry, telemetry
 from app.main.alerting import build_alert_service
 from app.market.sources.base import MarketSource
@@ -21,7 +19,6 @@ from app.services.alerts.evaluation import AlertEvaluation
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore
 from app.services.analysis import AnalysisSettings
-from app.services.catalogue import CATALOGUE
 from app.services.collector_link import LocalCollector
 from app.services.coordination import RefreshCoordinator
 from app.services.live_updates import LiveUpdates
@@ -38,28 +35,6 @@ from app.services.views import ViewSettings
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:
-    """Each view's family is in the policy with the owner the catalogue gives it (a
-    snapshot view's family ``pipeline``, an on-demand one's ``on_demand``); and views
-    the pipeline owns are rewritten every refresh: a TTL that can drop below 1.5
-    refresh intervals would mark them stale between two on-time refreshes. Raises
-    ConfigError naming the family."""
-    for spec in CATALOGUE:  # the policy has every family: load_policy checks that
-        if policy.family(spec.family).owner != spec.owner:
-            raise ConfigError(
-                f"invalid configuration: cache family {spec.family} must have owner "
-                f"{spec.owner} (view {spec.name}), not {policy.family(spec.family).owner}"
-            )
-    floor = 1.5 * refresh_seconds
-    for name in policy.families:
-        rules = policy.family(name)
-        if rules.owner == "pipeline" and rules.min_ttl < floor:
-            raise ConfigError(
-                f"invalid configuration: cache family {name} min_ttl {rules.min_ttl} s is "
-                f"under 1.5 × refresh_seconds ({floor:g} s); raise it or refresh more often"
-            )
 
 
 def pipeline_settings(settings: Settings) -> PipelineSettings:

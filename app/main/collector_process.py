@@ -19,7 +19,9 @@ and the first to win the lease after the leader dies (its lease expires within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ from app.observability.metrics import Metrics
 from app.realtime.broadcaster import Broadcaster
 from app.services.alerts.service import AlertService
 from app.services.alerts.store_proxy import ProxyAlertStore
+from app.services.catalogue import check_policy_fits_refresh
 from app.services.collector_desk import CollectorDesk
 from app.services.collector_link import LocalCollector
 from app.services.collector_wire import CollectorChannels
@@ -53,6 +56,7 @@ from app.settings import Settings, parse_bind
 log = logging.getLogger(__name__)
 
 LEASE_TTL_SECONDS = 5.0  # how long standbys wait for a leader that died without resigning
+HANG_UP_SECONDS = 0.5  # how long a stopping child looks for its server's hang-up
 
 
 @dataclass(slots=True)
@@ -118,7 +122,7 @@ def _parts(
     """The tiers, the metrics and the market source of a collector. Raises ConfigError
     when the cache policy does not fit the refresh interval."""
     policy = load_policy(settings.cache_policy_path)
-    collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
+    check_policy_fits_refresh(policy, settings.refresh_seconds)
     metrics = Metrics()
     stats = CacheStats(timing_listeners=[telemetry.cache_timer(metrics)])
     runtime = build_cache(sections.cache_config(settings), policy, clock, stats)
@@ -199,8 +203,9 @@ async def run_collector(
     settings: Settings, stop: asyncio.Event, channel_path: str | None = None
 ) -> None:
     """Runs the collector of ``settings`` until ``stop`` is set — or, as a server's child
-    on the local channel at ``channel_path``, until that channel closes. Raises
-    ConfigError, and OSError when the channel cannot be reached."""
+    on the local channel at ``channel_path``, until that channel closes (then it removes
+    the socket its dead server left). Raises ConfigError, and OSError when the channel
+    cannot be reached."""
     channel = None if channel_path is None else await connect(channel_path)
     if channel is None:
         parts = build_collector(settings)
@@ -219,11 +224,34 @@ async def run_collector(
         await stop.wait()
     finally:
         await parts.stop()
+        # The server hung up (killed: the kernel closed its end and sent us SIGTERM): no
+        # one else will remove its socket. A server stopping us cleanly removes it itself.
+        server_gone = channel is not None and await _hung_up(channel)
         if channel is not None:
             watch.cancel()
             await channel.close()
         if metrics_server is not None:
             metrics_server.shutdown()
+        if channel_path is not None and server_gone:
+            _remove_socket(channel_path)
+
+
+async def _hung_up(channel: Channel) -> bool:
+    """True when the server closed its end of the channel, seen within a moment (a killed
+    server's end is closed by the kernel as the SIGTERM is sent, not always read yet)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(channel.closed.wait(), HANG_UP_SECONDS)
+    return channel.closed.is_set()
+
+
+def _remove_socket(path: str) -> None:
+    """Removes the socket of a server that died without removing it (killed: the child
+    got SIGTERM from the kernel) and its private directory, if empty; nothing else."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
+    log.info("the server is gone; removed its socket %s", path)
 
 
 async def _stop_with(channel: Channel, stop: asyncio.Event) -> None:

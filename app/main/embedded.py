@@ -20,6 +20,7 @@ from app.main import collector, collector_telemetry, server
 from app.main.sources import make_source
 from app.market.sources.base import MarketSource, data_quality_of
 from app.realtime.broadcaster import Broadcaster
+from app.services.catalogue import check_policy_fits_refresh
 from app.services.live_updates import LiveUpdates
 from app.settings import Settings
 
@@ -38,7 +39,7 @@ def create_app(
     without an OTLP endpoint); tests pass one with an in-memory exporter. Raises
     ConfigError when the cache policy does not fit."""
     policy = load_policy(settings.cache_policy_path)
-    collector.check_policy_fits_refresh(policy, settings.refresh_seconds)
+    check_policy_fits_refresh(policy, settings.refresh_seconds)
     app, runtime, limiter, metrics = server.serving_shell(settings, policy, clock)
     exchange_metrics = collector_telemetry.ExchangeMetrics(metrics, settings.exchange)
     market = source or make_source(settings, observers=[exchange_metrics])

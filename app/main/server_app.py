@@ -27,6 +27,7 @@ from app.main.alerting import build_alert_service
 from app.main.child_host import ChildHost
 from app.main.supervisor import CollectorChild
 from app.realtime.broadcaster import Broadcaster
+from app.services.catalogue import check_policy_fits_refresh
 from app.services.collector_wire import CollectorChannels, ServerEnd
 from app.services.remote_collector import RemoteCollector
 from app.services.view_cache import ViewCache
@@ -46,8 +47,11 @@ def create_server_app(
     """The serving role as a Quart app whose collector runs elsewhere: as a child process
     it starts with ``child_flags``, keeps running and stops, or (``child_flags`` None) as
     a service of its own. The two meet in Redis when it is configured, else over a local
-    channel (a child only). Raises ConfigError for an external collector without Redis."""
+    channel (a child only). Raises ConfigError for an external collector without Redis,
+    and for a child when the cache policy does not fit the refresh interval."""
     policy = load_policy(settings.cache_policy_path)
+    if child_flags is not None:  # the child would refuse it, again after each restart
+        check_policy_fits_refresh(policy, settings.refresh_seconds)
     app, runtime, limiter, metrics = server.serving_shell(settings, policy, clock)
     namespace = runtime.cache.policy.namespace
     end: ServerEnd

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from app.backends.keyspace import DEFAULT_NAMESPACE
 from app.cache.keys import make_key
+from app.cache.policy import CachePolicy
+from app.errors import ConfigError
 from app.services import view_models
 
 
@@ -156,3 +158,25 @@ def view_key(view_name: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     """The cache key of a view name (``virtuoso:v1:dash:desktop``); ValueError if unknown."""
     family, parts = view_parts(view_name)
     return make_key(family, *parts, namespace=namespace)
+
+
+def check_policy_fits_refresh(policy: CachePolicy, refresh_seconds: float) -> None:
+    """Each view's family is in the policy with the owner the catalogue gives it (a
+    snapshot view's family ``pipeline``, an on-demand one's ``on_demand``); and views
+    the pipeline owns are rewritten every refresh: a TTL that can drop below 1.5
+    refresh intervals would mark them stale between two on-time refreshes. Raises
+    ConfigError naming the family."""
+    for spec in CATALOGUE:  # the policy has every family: load_policy checks that
+        if policy.family(spec.family).owner != spec.owner:
+            raise ConfigError(
+                f"invalid configuration: cache family {spec.family} must have owner "
+                f"{spec.owner} (view {spec.name}), not {policy.family(spec.family).owner}"
+            )
+    floor = 1.5 * refresh_seconds
+    for name in policy.families:
+        rules = policy.family(name)
+        if rules.owner == "pipeline" and rules.min_ttl < floor:
+            raise ConfigError(
+                f"invalid configuration: cache family {name} min_ttl {rules.min_ttl} s is "
+                f"under 1.5 × refresh_seconds ({floor:g} s); raise it or refresh more often"
+            )

@@ -27,11 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from pydantic import TypeAdapter
 
 from app.market.errors import MarketDataError
 from app.services.collector_link import CollectorStatus
 
 REQUEST_KINDS = ("refresh", "candles", "republish")
+_STATUS = TypeAdapter(CollectorStatus)
+_BREAKERS = TypeAdapter(dict[str, dict[str, Any]])
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -217,19 +220,19 @@ def decode_status(raw: bytes) -> StatusReport:
     data = _object(raw)
     try:
         known = {f.name for f in dataclasses.fields(CollectorStatus)}
-        status = CollectorStatus(**{k: v for k, v in data["status"].items() if k in known})
-        status.unlisted_symbols = tuple(status.unlisted_symbols)
+        fields = {k: v for k, v in data["status"].items() if k in known}
+        status = _STATUS.validate_python(fields)  # types too: a server reads every field
         symbols = data["symbols"]
         return StatusReport(
             status=status,
             symbols=None if symbols is None else [str(s) for s in symbols],
-            breakers=dict(data["breakers"]),
+            breakers=_BREAKERS.validate_python(data["breakers"]),
             source=str(data["source"]),
             collector_id=str(data["collector_id"]),
             heartbeat_ms=int(data["heartbeat_ms"]),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise WireError(f"not a collector status: {error}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # ValidationError too
+        raise WireError(f"not a collector status: {' '.join(str(error).split())[:200]}") from None
 
 
 def _object(raw: bytes) -> dict[str, Any]:

@@ -42,10 +42,13 @@ MAX_PENDING = 256  # requests awaiting a reply at once; more are refused at once
 @dataclasses.dataclass(frozen=True, slots=True)
 class RemoteTimings:
     """``gone_after_seconds``: a status report older than this means the collector is
-    gone; ``request_seconds``: how long a request waits for its reply."""
+    gone; ``request_seconds``: how long a request waits for its reply;
+    ``republish_seconds``: how long a republish does (an alert write waits for it, and
+    the next refresh rebuilds the views anyway)."""
 
     gone_after_seconds: float = 5.0
     request_seconds: float = 15.0
+    republish_seconds: float = 3.0
 
 
 class RemoteCollector:
@@ -129,15 +132,29 @@ class RemoteCollector:
         return None
 
     def take_status(self, raw: bytes) -> None:
-        """Takes a status report as the collector sent it (the newest is kept as
-        ``report``); an unreadable one is counted and the last one kept."""
+        """Takes a status report as the collector sent it (kept as ``report``, unless it
+        is older than the kept one of the same collector); an unreadable one, or one
+        dated further ahead of this server's clock than ``gone_after_seconds``, is
+        counted and the last one kept.
+
+        A report from another collector replaces the kept one whatever its date (a new
+        leader's clock may be behind the old one's), and none from the future is taken:
+        one would outdate every true report after it and hide a silent collector."""
         try:
             report = decode_status(raw)
+            ahead = report.heartbeat_ms / 1000 - self.clock()
+            if ahead > self.timings.gone_after_seconds:
+                raise WireError(f"status dated {ahead:.0f}s ahead of this server's clock")
         except WireError as error:
             self.unreadable_messages += 1
             log.warning("collector status unreadable: %s", error)
             return
-        if self.report is None or report.heartbeat_ms >= self.report.heartbeat_ms:
+        kept = self.report
+        if (
+            kept is None
+            or report.collector_id != kept.collector_id
+            or report.heartbeat_ms >= kept.heartbeat_ms
+        ):
             self.report = report
         if report.status.source_started:
             self._started.set()
@@ -158,22 +175,33 @@ class RemoteCollector:
 
     async def republish(self, fresh_within: float | None = None) -> bool:
         """Has the collector rebuild the views of its latest snapshot (alerts changed);
-        False when it holds none that recent or cannot be reached (its next refresh
-        rebuilds them anyway)."""
+        False when it holds none that recent, is gone (not asked: the caller, an alert
+        write, would wait for nothing) or does not answer within ``republish_seconds``
+        (its next refresh rebuilds them anyway)."""
+        gone = self._gone_reason()
+        if gone is not None:
+            log.debug("republish not asked: %s", gone)
+            return False
         try:
             reply = await self._ask_once(
-                ("republish", fresh_within), "republish", {"fresh_within": fresh_within}
+                ("republish", fresh_within),
+                "republish",
+                {"fresh_within": fresh_within},
+                self.timings.republish_seconds,
             )
         except CollectorUnavailable as error:
             log.info("republish not done: %s", error)
             return False
         return reply.body == b"true"
 
-    async def _ask_once(self, question: tuple[Any, ...], kind: str, args: dict) -> Reply:
-        """One request per distinct question in flight; every caller shares its reply."""
+    async def _ask_once(
+        self, question: tuple[Any, ...], kind: str, args: dict, seconds: float | None = None
+    ) -> Reply:
+        """One request per distinct question in flight; every caller shares its reply,
+        awaited ``seconds`` (default ``request_seconds``)."""
         task = self._shared.get(question)
         if task is None or task.done():
-            task = asyncio.create_task(self._ask(kind, args))
+            task = asyncio.create_task(self._ask(kind, args, seconds))
             self._shared[question] = task
             task.add_done_callback(functools.partial(self._forget, question))
         return await asyncio.shield(task)
@@ -184,12 +212,12 @@ class RemoteCollector:
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody awaited is not logged as lost
 
-    async def _ask(self, kind: str, args: dict) -> Reply:
+    async def _ask(self, kind: str, args: dict, seconds: float | None = None) -> Reply:
         if len(self._pending) >= MAX_PENDING:
             raise CollectorUnavailable("too many requests to the collector are waiting")
         if not self.end.listening:
             raise CollectorUnavailable("not listening for the collector's replies")
-        wait = self.timings.request_seconds
+        wait = self.timings.request_seconds if seconds is None else seconds
         request = Request(
             id=f"{self.replica_id}.{next(self._ids)}",
             kind=kind,

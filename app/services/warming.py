@@ -17,6 +17,7 @@ from collections import Counter
 
 from app.cache.entry import CacheEntry
 from app.cache.layered import NothingToServe
+from app.market.errors import MarketDataError
 from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
 from app.services.view_cache import ViewCache
 
@@ -48,10 +49,14 @@ class Warmer:
         [tier…]}, "stale": [view…], "duration_ms": float}``: ``warmed`` views are in
         every shared tier, read back; ``failed`` ones could not be had at all;
         ``not_warmed`` ones are missing from the tiers named; ``stale`` ones were warmed
-        with a copy past its TTL (the source is failing). Raises NothingToServe when no
-        pipeline view could be had."""
+        with a copy past its TTL (the source is failing). A refresh that fails (the
+        exchange or the collector is down) leaves the copies the tiers hold to warm with.
+        Raises NothingToServe when no pipeline view could be had."""
         started = time.perf_counter()
-        await self.views.collector.refresh()  # a peer's recent refresh counts
+        try:
+            await self.views.collector.refresh()  # a peer's recent refresh counts
+        except MarketDataError as error:
+            log.warning("warming without a refresh: %s", error)
         entries, failed = await self._read(known_symbols)
         if failed and set(failed) >= set(HOT_VIEWS):
             raise NothingToServe(f"no hot view could be warmed: {next(iter(failed.values()))}")

@@ -11,20 +11,40 @@ Message kinds: ``request`` (server → child), ``reply``, ``status``, ``views``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from app.backends.local_channel import Channel, ChannelError
-from app.services.collector_wire import CollectorUnavailable, Received
+from app.services.collector_wire import (
+    CollectorUnavailable,
+    Received,
+    Reply,
+    WireError,
+    decode_reply,
+    decode_request,
+    encode_reply,
+)
+
+CHILD_GONE = "the collector child exited before answering"
+REMEMBERED = 1024  # unanswered requests remembered per channel (a server has ≤ 256 waiting)
 
 
 class ChannelServerEnd:
     """A server's end: the channel of its current child, attached by whoever accepts the
-    child's connection (a restarted child attaches a new one)."""
+    child's connection (a restarted child attaches a new one).
+
+    The requests sent on a channel and not answered yet are remembered (the latest
+    ``REMEMBERED``; a server keeps fewer than that waiting): when that channel closes —
+    the child exited — each is answered here at once with the reason, since no child
+    will ever answer it, instead of being awaited until its deadline."""
 
     def __init__(self) -> None:
         self.channel: Channel | None = None
         self._on_reply: Received | None = None
         self._on_status: Received | None = None
+        self._unanswered: dict[str, None] = {}  # ids sent on the current channel, in order
+        self._watches: set[asyncio.Task[None]] = set()
 
     @property
     def listening(self) -> bool:
@@ -38,24 +58,55 @@ class ChannelServerEnd:
     def attach(self, channel: Channel) -> None:
         """Talks to the collector through ``channel`` from now on."""
         self.channel = channel
+        self._unanswered = {}
         if self._on_reply is not None:
             self._listen(channel)
 
     def _listen(self, channel: Channel) -> None:
         assert self._on_reply is not None and self._on_status is not None
-        channel.on_notify("reply", self._on_reply)
+        unanswered, on_reply = self._unanswered, self._on_reply
+
+        async def replied(raw: bytes) -> None:
+            with contextlib.suppress(WireError):  # the link counts what it cannot read
+                unanswered.pop(decode_reply(raw).id, None)
+            result = on_reply(raw)
+            if result is not None:
+                await result
+
+        channel.on_notify("reply", replied)
         channel.on_notify("status", self._on_status)
+        watch = asyncio.create_task(self._answer_when_closed(channel, unanswered))
+        self._watches.add(watch)
+        watch.add_done_callback(self._watches.discard)
+
+    async def _answer_when_closed(self, channel: Channel, unanswered: dict[str, None]) -> None:
+        await channel.closed.wait()
+        for request_id in list(unanswered):  # the link ignores ids no one awaits any more
+            if self._on_reply is not None:
+                reply = Reply(request_id, ok=False, error=CHILD_GONE)
+                result = self._on_reply(encode_reply(reply))
+                if result is not None:
+                    await result
+        unanswered.clear()
 
     async def send(self, payload: bytes) -> None:
         channel = self.channel
         if channel is None or channel.closed.is_set():
             raise CollectorUnavailable("the collector child is not connected")
+        request = decode_request(payload)
+        self._unanswered[request.id] = None
+        if len(self._unanswered) > REMEMBERED:
+            del self._unanswered[next(iter(self._unanswered))]  # the oldest: long given up
         try:
             await channel.notify("request", payload)
         except ChannelError as error:
+            self._unanswered.pop(request.id, None)
             raise CollectorUnavailable(f"cannot reach the collector child: {error}") from None
 
     async def close(self) -> None:
+        for watch in list(self._watches):
+            watch.cancel()
+        await asyncio.gather(*self._watches, return_exceptions=True)
         if self.channel is not None:
             await self.channel.close()
 

@@ -3,6 +3,8 @@ freshness fields spliced in, and a JSON 503 when there is nothing to serve."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from quart import Response, request
 
@@ -16,11 +18,17 @@ CACHE_CONTROL = "public, no-cache"
 
 
 async def serve_view(name: str) -> Response:
+    """The view ``name`` as the response to this request: marked stale past its TTL, and
+    whenever the collector that makes it is known gone (its status reports stopped),
+    however young the copy: a silent feed is never shown as fresh. A JSON 503 when
+    there is nothing to serve."""
     state = service_state()
     try:
         read = await state.views.read(name)
     except NothingToServe as error:
         return data_unavailable(state, str(error))
+    if not read.stale and state.collector.problems():
+        read = dataclasses.replace(read, stale=True)
     reencode = not state.settings.serialize_once
     return view_response(read, state.now_ms(), reencode=reencode)
 
@@ -29,13 +37,14 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
     """``reencode`` (benchmark ablation of serialize-once): decode the stored view and
     encode it again for this request, compressing per request too."""
     entry = read.entry
+    etag = stale_etag(entry.etag) if read.stale else entry.etag
     headers = {
-        "ETag": entry.etag,
+        "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
         "Vary": "Accept-Encoding",
         "X-Cache": f"{read.tier}{' stale' if read.stale else ''}",
     }
-    if etag_matches(request.headers.get("If-None-Match", ""), entry.etag):
+    if etag_matches(request.headers.get("If-None-Match", ""), etag):
         return Response(b"", status=304, headers=headers)
     wants_zstd = accepts_zstd(request.headers.get("Accept-Encoding", ""))
     if reencode:
@@ -52,6 +61,13 @@ def view_response(read: CacheRead, now_ms: int, reencode: bool = False) -> Respo
     else:
         body = head + entry.body[1:]
     return Response(body, status=200, content_type="application/json", headers=headers)
+
+
+def stale_etag(etag: str) -> str:
+    """The ETag of a view served stale (``W/"x"`` → ``W/"x-stale"``): a client that
+    revalidates the copy it got while the view was fresh gets the body that says
+    ``stale: true``, not a 304 that keeps ``stale: false`` on its screen."""
+    return etag[:-1] + '-stale"' if etag.endswith('"') else etag + "-stale"
 
 
 def accepts_zstd(accept_encoding: str) -> bool:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COLLECT = [sys.executable, "-m", "app", "collect"]
 WAIT_SECONDS = 90.0  # bounds every wait below: generous for a busy machine
 STATUS_KEY = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:status"
+REQUESTS_CHANNEL = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:requests"
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS) -> Any:
@@ -142,6 +143,10 @@ def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> 
         return health if health["status"] == "degraded" and gone else None
 
     wait_for("readiness degraded naming the silent collector", degraded)
+    # Marked stale as soon as the collector is known gone, not only past the TTL (30 s).
+    for view in ("market/overview", "dashboard/data", "market/movers"):
+        status, body = get_json(f"{base}/api/{view}")
+        assert status == 200 and body["stale"] is True, (view, body.get("age_ms"))
 
     def stale_but_served() -> bool:
         status, body = get_json(f"{base}/api/dashboard/data")
@@ -157,6 +162,30 @@ def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> 
         return status == 200 and health["status"] == "ok" and not body["stale"]
 
     wait_for("fresh data and readiness ok after a collector returned", fresh_again)
+
+
+def test_warm_without_a_collector_answers_with_the_copies_not_a_500(processes, shared) -> None:
+    """POST /api/cache/warm starts with a refresh the collector must do: with the
+    collector gone, the copies in the tiers are warmed (named stale), never a 500."""
+    token = "warm-admin-token-0123456789"
+    shared["VIRTUOSO_ADMIN_TOKEN"] = token
+    collector = processes.collector("collector-a")
+    base, _ = processes.server()
+    collector.send_signal(signal.SIGKILL)
+    collector.wait(timeout=10)
+    wait_for("no collector listening", lambda: not collector_listening(shared))
+    status, report = post_json(f"{base}/api/cache/warm", {}, token)
+    assert status == 200, report
+    assert "dashboard:desktop" in report["warmed"]
+
+
+def collector_listening(shared: dict[str, str]) -> bool:
+    client = redis_sync.Redis.from_url(shared["VIRTUOSO_REDIS_URL"])
+    try:
+        listeners = client.pubsub_numsub(REQUESTS_CHANNEL)
+    finally:
+        client.close()
+    return bool(listeners and listeners[0][1])
 
 
 def test_a_standby_collector_takes_over_when_the_leader_dies(processes, redis) -> None:
@@ -235,6 +264,30 @@ def test_a_killed_servers_collector_child_stops_too(shared) -> None:
         server.kill()
         server.wait(timeout=10)
     wait_for("the orphaned child to stop", lambda: not alive(child))
+
+
+def test_a_killed_servers_child_removes_the_local_channels_socket(tmp_path) -> None:
+    """No Redis: the server killed (it cannot clean up), its child stops and removes the
+    socket and its private directory rather than leaving them in the temp directory."""
+    port = free_port()
+    environ = {
+        "VIRTUOSO_COLLECTOR": "child",
+        "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_DATA_DIR": str(tmp_path),
+    }
+    server = start_serve(environ, cwd=ROOT)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=WAIT_SECONDS)
+        (child,) = children(server.pid)
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        socket = Path(argv[argv.index(b"--channel") + 1].decode())
+        wait_for("the channel's socket", socket.exists)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    wait_for("the orphaned child to stop", lambda: not alive(child))
+    assert not socket.exists()
+    assert not socket.parent.exists()
 
 
 def post_json(url: str, body: dict, token: str) -> tuple[int, Any]:

@@ -143,6 +143,69 @@ async def test_hostile_messages_are_dropped_and_counted(desk, remote, redis_clie
     assert remote.unreadable_messages >= 7
 
 
+async def test_a_status_from_the_future_does_not_outdate_the_true_ones(
+    desk, remote, redis_client, clock: ManualClock
+) -> None:
+    """Another Redis client writes a report dated years ahead: it is refused, so the
+    collector's next reports are still taken and its silence still named."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    forged = orjson.loads(await redis_client.get(CHANNELS.status))
+    forged |= {"heartbeat_ms": 9_999_999_999_999, "symbols": ["BTCUSDT"]}
+    remote.take_status(orjson.dumps(forged))  # as read from the key
+    assert remote.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert remote.unreadable_messages == 1
+    clock.advance(2)
+    await desk.publish_status()
+    await remote.end.read_status()
+    assert remote.report is not None
+    assert remote.report.heartbeat_ms == int(clock() * 1000)
+    await desk.stop()
+    clock.advance(6)
+    assert remote.problems() == ["collector not heard from for 6s"]
+
+
+async def test_a_new_leader_behind_the_old_ones_clock_is_heard(
+    desk, remote, redis_client, clock: ManualClock
+) -> None:
+    """Reports are ordered per collector: another collector's report is taken even when
+    dated before the last one of the collector it replaces."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    successor = orjson.loads(await redis_client.get(CHANNELS.status))
+    successor |= {"collector_id": "collector-2", "heartbeat_ms": int(clock() * 1000) - 3000}
+    remote.take_status(orjson.dumps(successor))  # as read from the key
+    assert remote.report is not None and remote.report.collector_id == "collector-2"
+
+
+async def test_republish_does_not_wait_for_a_hung_collector(
+    desk, redis_client, clock: ManualClock
+) -> None:
+    """An alert write republishes the views: a collector that listens but does not answer
+    (stopped) holds it ``republish_seconds`` at most, and once it is known gone it is
+    not asked at all."""
+    timings = RemoteTimings(gone_after_seconds=5, request_seconds=600, republish_seconds=0.2)
+    end = RedisServerEnd(redis_client, guard(), CHANNELS, "server-2", poll_seconds=600)
+    link = RemoteCollector(end, "server-2", clock, timings)
+    await link.start()
+    assert await end.wait_listening(10)
+    await desk.publish_status()
+    await end.read_status()
+    await desk.stop()
+    hung = redis_client.pubsub()  # listens on the requests channel, never answers
+    await hung.subscribe(CHANNELS.requests)
+    try:
+        assert await hung.get_message(timeout=5) is not None  # the subscription
+        assert await link.republish() is False  # within republish_seconds, not 600 s
+        assert await hung.get_message(timeout=5) is not None  # it was asked
+        clock.advance(6)  # now known gone
+        assert await link.republish() is False
+        assert await hung.get_message(timeout=0.2) is None  # not asked
+    finally:
+        await hung.aclose()
+        await link.close()
+
+
 async def test_a_late_request_is_dropped(desk, redis_client, clock: ManualClock) -> None:
     late = Request("r1", "refresh", "server-9", deadline_ms=int(clock() * 1000) - 1)
     await redis_client.publish(CHANNELS.requests, encode_request(late))
@@ -168,3 +231,47 @@ def test_malformed_replies_and_status_are_wire_errors(raw: bytes) -> None:
         decode_reply(raw)
     with pytest.raises(WireError):
         decode_status(raw)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"delisted": [1, "x", None]},  # the listing lookup would fail on every request
+        {"snapshot_version": "abc"},
+        {"last_success_ms": "soon"},  # readiness computes the data's age from it
+        {"refreshes": 5},
+        {"unlisted_symbols": 7},
+    ],
+)
+async def test_a_status_with_fields_of_the_wrong_type_is_refused(
+    desk, remote, redis_client, status: dict
+) -> None:
+    """Written by another Redis client (or another version): refused as a whole, the
+    last good report kept, rather than failing the requests that read it."""
+    await desk.publish_status()
+    await remote.end.read_status()
+    report = orjson.loads(await redis_client.get(CHANNELS.status))
+    report["status"] |= status
+    with pytest.raises(WireError):
+        decode_status(orjson.dumps(report))
+    remote.take_status(orjson.dumps(report))
+    assert remote.unreadable_messages == 1
+    kept = remote.report  # the collector's own, not the forged one
+    assert kept is not None and kept.status.delisted == []
+    assert isinstance(kept.status.snapshot_version, int) and kept.status.snapshot_version >= 1
+    assert remote.listing_issue("BTCUSDT") is None
+
+
+def test_a_breaker_that_is_not_a_mapping_is_refused() -> None:
+    report = {
+        "status": {},
+        "symbols": None,
+        "breakers": {"bybit:tickers": 5},
+        "source": "s",
+        "collector_id": "c",
+        "heartbeat_ms": 1,
+    }
+    with pytest.raises(WireError):
+        decode_status(orjson.dumps(report))
+    report["breakers"] = {"bybit:tickers": {"state": "closed"}}
+    assert decode_status(orjson.dumps(report)).breakers == report["breakers"]

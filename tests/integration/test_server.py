@@ -64,6 +64,16 @@ def test_an_inconsistent_cache_policy_stops_start_up(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_refresh_interval_the_policy_does_not_fit_stops_a_child_servers_start_up() -> None:
+    """The collector child would refuse it and be restarted forever while the server
+    reported only "first snapshot in progress": the server refuses it first."""
+    env = os.environ | {"VIRTUOSO_COLLECTOR": "child", "VIRTUOSO_REFRESH_SECONDS": "120"}
+    result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "min_ttl 30 s is under 1.5 × refresh_seconds (180 s)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_invalid_configuration_stops_start_up_with_one_message() -> None:
     env = os.environ | {"VIRTUOSO_EXCHANGE": "nowhere"}
     result = subprocess.run(SERVE, env=env, capture_output=True, text=True, timeout=60)

@@ -244,11 +244,20 @@ async def test_exchange_outage_serves_stale_then_503(
     async def outage(symbols):
         raise ExchangeUnavailable("exchange down")
 
+    client = simulated_app.test_client()
+    fresh_etag = (await client.get("/api/market/overview")).headers["ETag"]
     state.pipeline.source.fetch_tickers = outage  # type: ignore[method-assign]
     clock.advance(61)  # past the TTL and grace of every view
     stale = await get_json(simulated_app, "/api/market/overview")
     assert stale["stale"] is True and stale["age_ms"] == 61_000
     assert stale["overview"] == before["overview"]
+    # A client revalidating its fresh copy learns it went stale (not a 304).
+    revalidated = await client.get("/api/market/overview", headers={"If-None-Match": fresh_etag})
+    assert revalidated.status_code == 200 and (await revalidated.get_json())["stale"] is True
+    stale_etag = revalidated.headers["ETag"]
+    assert stale_etag != fresh_etag
+    again = await client.get("/api/market/overview", headers={"If-None-Match": stale_etag})
+    assert again.status_code == 304
     ready = await get_json(simulated_app, "/health/ready")  # degraded, not dead
     assert ready["status"] == "degraded" and "stale" in ready["reasons"][0]
     clock.advance(900)  # beyond max_stale: nothing honest is left to serve

@@ -124,7 +124,7 @@ def test_invalid_yaml_names_the_setting(tmp_path: Path, yaml_text: str, expected
 
 def test_cache_policy_must_outlast_the_refresh_interval() -> None:
     from app.cache.policy import load_policy
-    from app.main.collector import check_policy_fits_refresh
+    from app.services.catalogue import check_policy_fits_refresh
 
     policy = load_policy()
     check_policy_fits_refresh(policy, 10)  # the shipped defaults fit
@@ -150,7 +150,7 @@ def test_cache_policy_owners_must_match_the_view_catalogue(
     """A snapshot view in an on-demand family would never be refreshed by the pipeline;
     an on-demand view in a pipeline family would run a whole refresh per miss."""
     from app.cache.policy import POLICY_FILE, load_policy
-    from app.main.collector import check_policy_fits_refresh
+    from app.services.catalogue import check_policy_fits_refresh
 
     data = yaml.safe_load(POLICY_FILE.read_text())
     data["families"][family]["owner"] = owner

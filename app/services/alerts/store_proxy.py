@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from app.backends.errors import TierUnavailable
+from app.backends.local_channel import ChannelError
 from app.services.alerts.rules import Alert, AlertRule
 from app.services.alerts.store import AlertStore
 
@@ -32,13 +34,18 @@ METHODS = WRITES | READS
 
 class ProxyAlertStore:
     """An AlertStore whose every method is a ``call`` to the process holding the store.
-    Raises what ``call`` raises when the other side cannot answer (ChannelError)."""
+    Raises TierUnavailable, as any store that cannot answer, when the other side does
+    not answer in time, is gone or refuses (its reason): the callers' handling of a
+    store outage applies (a refresh goes on without the critical alerts)."""
 
     def __init__(self, call: Call) -> None:
         self._call = call
 
     async def _ask(self, method: str, *args: Any) -> Any:
-        return await self._call(CALL_KIND, [method, list(args)], CALL_SECONDS)
+        try:
+            return await self._call(CALL_KIND, [method, list(args)], CALL_SECONDS)
+        except ChannelError as error:
+            raise TierUnavailable(f"the alert store did not answer {method}: {error}") from None
 
     async def add_rule(self, rule: AlertRule, max_rules: int | None = None) -> None:
         await self._ask("add_rule", rule.to_dict(), max_rules)

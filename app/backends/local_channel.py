@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # every view of a snapshot fits many times over
 _LENGTH = struct.Struct(">I")
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 Notified = Callable[[Any], Awaitable[None] | None]
 Called = Callable[[Any], Awaitable[Any]]
@@ -52,6 +54,21 @@ class Channel:
         self._reading: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
+
+    @property
+    def peer_pid(self) -> int | None:
+        """The process id of the other end (the kernel's ``SO_PEERCRED``), None where
+        the platform does not say."""
+        sock = self._writer.get_extra_info("socket")
+        option = getattr(socket, "SO_PEERCRED", None)
+        if sock is None or option is None:
+            return None
+        try:
+            credentials = sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size)
+        except OSError:
+            return None
+        pid, _uid, _gid = _PEERCRED.unpack(credentials)
+        return int(pid)
 
     def on_notify(self, kind: str, handler: Notified) -> None:
         """``handler(payload)`` for every one-way message of ``kind``."""
@@ -182,15 +199,17 @@ class Channel:
 async def listen(
     path: str, on_channel: Callable[[Channel], Awaitable[None] | None]
 ) -> asyncio.Server:
-    """Listens on the Unix socket ``path``; each connection becomes a started Channel
-    handed to ``on_channel`` (which registers its handlers before it starts reading)."""
+    """Listens on the Unix socket ``path``; each connection becomes a Channel handed to
+    ``on_channel``, which registers its handlers (or closes it: refused) before it starts
+    reading."""
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         channel = Channel(reader, writer)
         result = on_channel(channel)
         if result is not None:
             await result
-        channel.start()
+        if not channel.closed.is_set():
+            channel.start()
 
     return await asyncio.start_unix_server(accepted, path=path)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 class ChildHost:
     """Accepts the collector child's channel at ``path`` and serves it (see the module
-    docstring)."""
+    docstring); a connection from any process but ``child_pid()`` is closed at once."""
 
     def __init__(
         self,
@@ -37,8 +38,10 @@ class ChildHost:
         broadcaster: Broadcaster,
         store: AlertStore,
         coherence: Coherence,
+        child_pid: Callable[[], int | None],
     ) -> None:
         self.end = end
+        self.child_pid = child_pid
         self.views = views
         self.broadcaster = broadcaster
         self.store = store
@@ -46,6 +49,7 @@ class ChildHost:
         self._directory = tempfile.mkdtemp(prefix="virtuoso-")  # mode 0700: ours alone
         self.path = str(Path(self._directory) / "collector.sock")
         self._server: asyncio.Server | None = None
+        self.refused = 0  # connections from a process other than the child
 
     async def start(self) -> None:
         """Listens for the child."""
@@ -60,8 +64,15 @@ class ChildHost:
         await self.end.close()
         shutil.rmtree(self._directory, ignore_errors=True)
 
-    def _accepted(self, channel: Channel) -> None:
-        log.info("collector child connected")
+    async def _accepted(self, channel: Channel) -> None:
+        peer, child = channel.peer_pid, self.child_pid()
+        if peer is None or peer != child:
+            # Another process of this user found the socket: it must not feed the views.
+            self.refused += 1
+            log.warning("local channel: refused a connection from pid %s (not the child)", peer)
+            await channel.close()
+            return
+        log.info("collector child connected (pid %d)", peer)
         channel.on_notify("views", self._views)
         channel.on_notify("live", self._live)
         channel.on_notify("alert", self._alert)

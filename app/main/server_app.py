@@ -77,9 +77,12 @@ def create_server_app(
 
     state = server.serving_state(settings, runtime, limiter, metrics, clock, parts)
     host = None
+    child: CollectorChild | None = None
     if isinstance(end, ChannelServerEnd):
-        host = ChildHost(end, state.views, state.broadcaster, state.alerts.store, runtime.coherence)
-    child = None
+        store, coherence = state.alerts.store, runtime.coherence
+        host = ChildHost(
+            end, state.views, state.broadcaster, store, coherence, lambda: child_pid(child)
+        )
     if child_flags is not None:
         channel_flags = [] if host is None else ["--channel", host.path]
         child = CollectorChild(
@@ -113,3 +116,8 @@ def create_server_app(
         app, state, poller, start=("collector link", start), stop=("collector link", stop)
     )
     return app
+
+
+def child_pid(child: CollectorChild | None) -> int | None:
+    """The running collector child's process id, None without one."""
+    return None if child is None else child.pid

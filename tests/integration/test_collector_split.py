@@ -9,6 +9,7 @@ over when the leader is killed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import orjson
 import pytest
 import redis as redis_sync
 
+from app.backends.local_channel import connect
 from app.cache.policy import load_policy
 from app.settings import DEFAULT_CACHE_POLICY
 from tests.support.serve import get_json, start_serve, stop, wait_until_ready
@@ -304,6 +306,17 @@ def post_json(url: str, body: dict, token: str) -> tuple[int, Any]:
         return error.code, orjson.loads(error.read())
 
 
+async def refused_at_once(path: str) -> bool:
+    """True when the server closes a channel this process opens to its socket."""
+    channel = await connect(path)
+    try:
+        async with asyncio.timeout(WAIT_SECONDS):
+            await channel.closed.wait()
+        return True
+    finally:
+        await channel.close()
+
+
 def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
     """No Redis: the child's views land in the server's in-process tier, its alerts come
     from the server's store (a file the server alone writes), and a killed child is
@@ -334,6 +347,11 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
             return [a for a in page["alerts"] if a["rule_id"] == created["rule"]["id"]]
 
         wait_for("the child's evaluation firing the server's rule", fired)
+        # Another process of the same user finds the socket: refused, the child unharmed.
+        (child,) = children(server.pid)
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        socket_path = argv[argv.index(b"--channel") + 1].decode()
+        assert asyncio.run(refused_at_once(socket_path))
         assert (tmp_path / "alerts.json").exists()
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
             scraped = r.read().decode()

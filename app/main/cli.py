@@ -114,7 +114,11 @@ def collect(settings: Settings, channel_path: str | None = None) -> int:
         await run_collector(settings, _stop_on_signals(), channel_path)
         return 0
 
-    return uvloop.run(run())
+    try:
+        return uvloop.run(run())
+    except OSError as error:  # e.g. its metrics address taken, its server's socket gone
+        print(f"virtuoso collect: {error}", file=sys.stderr)
+        return 1
 
 
 def serve(app: Quart, settings: Settings) -> int:

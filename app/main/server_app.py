@@ -62,7 +62,10 @@ def create_server_app(
         end = ChannelServerEnd()
     else:
         raise ConfigError("an external collector needs VIRTUOSO_REDIS_URL")
-    remote = RemoteCollector(end, runtime.replica_id, clock)
+    child: CollectorChild | None = None  # built once the host's socket path is known
+    remote = RemoteCollector(
+        end, runtime.replica_id, clock, more_problems=(lambda: child_problems(child),)
+    )
 
     def parts(broadcaster: Broadcaster) -> server.StateParts:
         async def announce(alert: dict[str, Any], generated_at_ms: int) -> None:
@@ -77,7 +80,6 @@ def create_server_app(
 
     state = server.serving_state(settings, runtime, limiter, metrics, clock, parts)
     host = None
-    child: CollectorChild | None = None
     if isinstance(end, ChannelServerEnd):
         store, coherence = state.alerts.store, runtime.coherence
         host = ChildHost(
@@ -121,3 +123,8 @@ def create_server_app(
 def child_pid(child: CollectorChild | None) -> int | None:
     """The running collector child's process id, None without one."""
     return None if child is None else child.pid
+
+
+def child_problems(child: CollectorChild | None) -> list[str]:
+    """The collector child's readiness reasons (it keeps exiting); none without one."""
+    return [] if child is None else child.problems()

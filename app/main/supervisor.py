@@ -59,6 +59,8 @@ class CollectorChild:
         self.stable_seconds = stable_seconds
         self.clock = clock
         self.restarts = 0
+        self.failures = 0  # exits in a row without a stable run between them
+        self.last_exit: int | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -90,14 +92,34 @@ class CollectorChild:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv, env=self.environ, preexec_fn=_die_with_parent
             )
-            log.info("collector child started (pid %d)", self._process.pid)
-            code = await self._process.wait()
+            log.log(
+                logging.DEBUG if self.failures > 1 else logging.INFO,
+                "collector child started (pid %d)",
+                self._process.pid,
+            )
+            self.last_exit = await self._process.wait()
             if self.clock() - started >= self.stable_seconds:
-                delay = self.backoff[0]
-            log.warning("collector child exited with %s; restarting in %.0f s", code, delay)
+                delay, self.failures = self.backoff[0], 0
+            self.failures += 1
+            # One warning per crash loop; the loop itself shows in readiness (problems).
+            log.log(
+                logging.WARNING if self.failures == 1 else logging.DEBUG,
+                "collector child exited with %s; restarting in %.0f s",
+                self.last_exit,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(self.backoff[1], delay * 2)
             self.restarts += 1
+
+    def problems(self) -> list[str]:
+        """Readiness reasons: the child keeps exiting (twice or more in a row)."""
+        if self.failures < 2:
+            return []
+        return [
+            f"collector child exited {self.failures} times in a row (last exit code "
+            f"{self.last_exit}); restarting with back-off"
+        ]
 
     async def _terminate(self) -> None:
         process = self._process

@@ -18,7 +18,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from app.services.collector_link import CollectorStatus
@@ -62,8 +62,10 @@ class RemoteCollector:
         replica_id: str,
         clock: Callable[[], float] = time.time,
         timings: RemoteTimings | None = None,
+        more_problems: Sequence[Callable[[], list[str]]] = (),
     ) -> None:
         self.end = end
+        self.more_problems = tuple(more_problems)
         self.replica_id = replica_id
         self.clock = clock
         self.timings = timings or RemoteTimings()
@@ -117,10 +119,13 @@ class RemoteCollector:
         return {} if self.report is None else dict(self.report.breakers)
 
     def problems(self) -> list[str]:
-        """Why the collector cannot be counted on now (readiness reasons); empty when it
-        reports on time."""
+        """Why the collector cannot be counted on now (readiness reasons): it does not
+        report on time, or what ``more_problems`` say (e.g. a child that keeps exiting)."""
         gone = self._gone_reason()
-        return [] if gone is None else [gone]
+        found = [] if gone is None else [gone]
+        for more in self.more_problems:
+            found += more()
+        return found
 
     def _gone_reason(self) -> str | None:
         report = self.report

@@ -102,7 +102,8 @@ async def readiness_verdict(state: ServiceState, details: bool = True) -> tuple[
     status = state.collector.status
     last_error = f" (last error: {status.last_error})" if status.last_error and details else ""
     if not state.warmed:
-        return "unavailable", [f"cache not warm yet{last_error or ': first snapshot in progress'}"]
+        waiting = f"cache not warm yet{last_error or ': first snapshot in progress'}"
+        return "unavailable", [waiting, *state.collector.problems()]
     entry = await state.views.peek(READINESS_VIEW)
     now = state.now_ms()
     if entry is None or not entry.usable_if_error(now):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -367,3 +368,34 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
         wait_for("data from the restarted child", fresh_from_a_new_child)
     finally:
         assert stop(server) == 0
+
+
+def test_a_child_that_keeps_exiting_is_named_in_readiness(tmp_path) -> None:
+    """A child that cannot start (its metrics port is taken) is restarted with back-off,
+    and readiness says so rather than only "first snapshot in progress"."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = free_port()
+    environ = {
+        "VIRTUOSO_BIND": f"127.0.0.1:{port}",
+        "VIRTUOSO_DATA_DIR": str(tmp_path),
+        "VIRTUOSO_COLLECTOR_MONITORING_BIND": f"127.0.0.1:{taken.getsockname()[1]}",
+    }
+    server = start_serve(environ, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def named() -> list[str]:
+            try:
+                status, health = get_json(f"{base}/health/ready")
+            except (urllib.error.URLError, ConnectionError):
+                return []
+            assert status == 503, health
+            return [r for r in health["reasons"] if "collector child exited" in r]
+
+        (reason,) = wait_for("readiness naming the crash loop", named)
+        assert "times in a row" in reason
+    finally:
+        stop(server)
+        taken.close()

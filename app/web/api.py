@@ -101,6 +101,11 @@ def not_listed(issue: dict) -> Response:
     return json_error(404, "not_listed", message, listing=issue)
 
 
+SHOWN_SYMBOL_CHARS = 40  # of an unknown symbol echoed back (symbols are ≤ 20)
+
+
 def unknown_symbol(text: str) -> Response:
+    """404 naming the symbol asked for (cut to ``SHOWN_SYMBOL_CHARS``) and the valid ones."""
+    shown = text if len(text) <= SHOWN_SYMBOL_CHARS else text[:SHOWN_SYMBOL_CHARS] + "…"
     valid = service_state().known_symbols
-    return json_error(404, "unknown_symbol", f"unknown symbol {text!r}", valid=valid)
+    return json_error(404, "unknown_symbol", f"unknown symbol {shown!r}", valid=valid)

@@ -198,6 +198,9 @@ async def test_unknown_symbol_is_404_with_valid_values(simulated_app: QuartTestA
         error = await get_json(simulated_app, f"/api/confluence/{bad}", status=404)
         assert error["error"] == "unknown_symbol"
         assert "BTCUSDT" in error["valid"] and len(error["valid"]) == 25
+    long = "X" * 5000
+    error = await get_json(simulated_app, f"/api/confluence/{long}", status=404)
+    assert len(error["message"]) < 80 and error["message"].endswith("…'")
 
 
 @pytest.mark.parametrize("query", ["timeframe=2h", "timeframe=", "timeframe=1d", "tf=5m"])

@@ -49,6 +49,7 @@ from app.services.collector_link import LocalCollector
 from app.services.collector_wire import CollectorChannels
 from app.services.live_updates import LiveUpdates
 from app.services.pipeline import Pipeline
+from app.services.view_cache import ViewCache
 from app.services.wire_channel import ChannelCollectorEnd, ChannelLivePublisher, ChannelViews
 from app.services.wire_redis import RedisCollectorEnd
 from app.settings import Settings, parse_bind
@@ -133,6 +134,25 @@ def _parts(
     return runtime, metrics, market
 
 
+class LeaderOnlyViews:
+    """The pipeline's ``publish`` while this collector leads: once its term is over by
+    its own clock (it stops acting before its lease can have expired), a refresh still in
+    flight publishes nothing, so a deposed leader cannot overwrite the views of the one
+    that took over. ``skipped``: snapshots not published for that reason."""
+
+    def __init__(self, lease: LeaderLease) -> None:
+        self.lease = lease
+        self.views: ViewCache | None = None  # set once the pipeline's view cache exists
+        self.skipped = 0
+
+    async def __call__(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
+        if self.views is None or not self.lease.is_leader:
+            self.skipped += 1
+            log.info("not leading: a snapshot's views were not published")
+            return
+        await self.views.publish(bodies, generated_at_ms)
+
+
 def build_collector(
     settings: Settings, source: MarketSource | None = None, clock: Callable[[], float] = time.time
 ) -> Collector:
@@ -154,18 +174,26 @@ def build_collector(
         server_clock=clock,
         keyspace=runtime.keyspace,
     )
-    alerts, pipeline, _ = collector.snapshot_flow(
-        settings, market, runtime, LiveUpdates(broadcaster), metrics, clock
+    lease = LeaderLease(
+        runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
     )
+    leading_views = LeaderOnlyViews(lease)
+    alerts, pipeline, views = collector.snapshot_flow(
+        settings,
+        market,
+        runtime,
+        LiveUpdates(broadcaster),
+        metrics,
+        clock,
+        publish=leading_views,
+    )
+    leading_views.views = views
     link = LocalCollector(pipeline)
     desk = CollectorDesk(
         RedisCollectorEnd(runtime.redis, runtime.redis_guard, CollectorChannels(namespace)),
         link,
         runtime.replica_id,
         clock,
-    )
-    lease = LeaderLease(
-        runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
     )
     metrics.registry.register(
         collector_telemetry.CollectorProcessMetrics(lambda: link.status, lambda: lease.is_leader)

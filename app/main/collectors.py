@@ -14,6 +14,8 @@ from app.cache.stats import SERVED_OUTCOMES
 from app.main.poller import BackendPoller
 from app.realtime.protocol import CHANNELS
 from app.resilience.breaker import STATE_CODES
+from app.services.collector_wire import REQUEST_KINDS
+from app.services.remote_collector import RemoteCollector
 from app.state import ServiceState
 from app.web.health import breakers
 
@@ -217,3 +219,41 @@ class ServiceCollector(Collector):
             for kind, count in sorted(kinds.items()):
                 family.add_metric((symbol, kind), count)
         yield family
+
+
+REQUEST_OUTCOMES = ("ok", "refused", "timeout", "unavailable")
+
+
+class CollectorLinkMetrics(Collector):
+    """A server's view of its collector at scrape time: the requests it sent it by kind
+    and outcome, and how old the collector's last status report is (since ``since()``,
+    the server's start, while none came — a server that never hears one still trips the
+    alert). ``clock``: epoch seconds."""
+
+    def __init__(
+        self, remote: RemoteCollector, clock: Callable[[], float], since: Callable[[], float]
+    ) -> None:
+        self.remote = remote
+        self.clock = clock
+        self.since = since
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        requests = CounterMetricFamily(
+            "virtuoso_collector_requests",
+            "Requests this server sent its collector (cold reads, refresh, republish), by "
+            "outcome: ok, refused (answered with an error), timeout, unavailable (none to "
+            "send to)",
+            labels=("kind", "outcome"),
+        )
+        counts = self.remote.requests
+        for kind in REQUEST_KINDS:
+            for outcome in REQUEST_OUTCOMES:
+                requests.add_metric((kind, outcome), counts[(kind, outcome)])
+        yield requests
+        report = self.remote.report
+        heard = self.since() if report is None else report.heartbeat_ms / 1000
+        yield GaugeMetricFamily(
+            "virtuoso_collector_report_age_seconds",
+            "Age of the collector's last status report (since this server's start if none)",
+            value=max(0.0, self.clock() - heard),
+        )

@@ -25,6 +25,7 @@ from app.errors import ConfigError
 from app.main import server
 from app.main.alerting import build_alert_service
 from app.main.child_host import ChildHost
+from app.main.collectors import CollectorLinkMetrics
 from app.main.supervisor import CollectorChild
 from app.realtime.broadcaster import Broadcaster
 from app.services.catalogue import check_policy_fits_refresh
@@ -114,6 +115,7 @@ def create_server_app(
         await remote.close()
 
     poller = server.finish_app(app, settings, state, tracer_provider)
+    metrics.registry.register(CollectorLinkMetrics(remote, clock, lambda: state.started_at))
     server.run_with_app(
         app, state, poller, start=("collector link", start), stop=("collector link", stop)
     )

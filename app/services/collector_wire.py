@@ -44,7 +44,12 @@ class WireError(ValueError):
 
 class CollectorUnavailable(MarketDataError):
     """The collector could not answer: none is listening, it did not answer in time, or
-    it answered that it could not. The data it was asked for cannot be had now."""
+    it answered that it could not. The data it was asked for cannot be had now.
+    ``outcome``: ``unavailable`` (nothing to send to), ``timeout`` or ``refused``."""
+
+    def __init__(self, message: str, outcome: str = "unavailable") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass(frozen=True, slots=True)

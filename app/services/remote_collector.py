@@ -18,6 +18,7 @@ import functools
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,6 +76,9 @@ class RemoteCollector:
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._shared: dict[tuple[Any, ...], asyncio.Task[Reply]] = {}
         self._ids = itertools.count(1)
+        # Requests by (kind, outcome): ok, refused (answered with an error), timeout,
+        # unavailable (no collector to send to, or too many waiting).
+        self.requests: Counter[tuple[str, str]] = Counter()
 
     async def start(self) -> None:
         """Listens for replies and status reports."""
@@ -218,6 +222,15 @@ class RemoteCollector:
             task.exception()  # retrieved: a failure nobody awaited is not logged as lost
 
     async def _ask(self, kind: str, args: dict, seconds: float | None = None) -> Reply:
+        try:
+            reply = await self._ask_unseen(kind, args, seconds)
+        except CollectorUnavailable as error:
+            self.requests[(kind, error.outcome)] += 1
+            raise
+        self.requests[(kind, "ok")] += 1
+        return reply
+
+    async def _ask_unseen(self, kind: str, args: dict, seconds: float | None) -> Reply:
         if len(self._pending) >= MAX_PENDING:
             raise CollectorUnavailable("too many requests to the collector are waiting")
         if not self.end.listening:
@@ -237,11 +250,15 @@ class RemoteCollector:
             async with asyncio.timeout(wait):
                 reply = await future
         except TimeoutError:
-            raise CollectorUnavailable(f"the collector did not answer within {wait:g}s") from None
+            raise CollectorUnavailable(
+                f"the collector did not answer within {wait:g}s", outcome="timeout"
+            ) from None
         finally:
             self._pending.pop(request.id, None)
         if not reply.ok:
-            raise CollectorUnavailable(reply.error or "the collector could not answer")
+            raise CollectorUnavailable(
+                reply.error or "the collector could not answer", outcome="refused"
+            )
         return reply
 
     def _on_reply(self, raw: bytes) -> None:

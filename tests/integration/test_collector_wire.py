@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from app.backends.guard import RedisGuard
+from app.main.collectors import CollectorLinkMetrics
 from app.market.errors import MarketDataError
 from app.resilience.breaker import CircuitBreaker
 from app.services.collector_desk import CollectorDesk
@@ -275,3 +277,32 @@ def test_a_breaker_that_is_not_a_mapping_is_refused() -> None:
         decode_status(orjson.dumps(report))
     report["breakers"] = {"bybit:tickers": {"state": "closed"}}
     assert decode_status(orjson.dumps(report)).breakers == report["breakers"]
+
+
+def scraped(remote: RemoteCollector, clock: ManualClock) -> str:
+    registry = CollectorRegistry()
+    registry.register(CollectorLinkMetrics(remote, clock, lambda: clock() - 30))
+    return generate_latest(registry).decode()
+
+
+async def test_requests_and_report_age_are_metrics(desk, remote, clock: ManualClock) -> None:
+    text = scraped(remote, clock)
+    assert 'virtuoso_collector_requests_total{kind="candles",outcome="ok"} 0.0' in text
+    await remote.candles("BTCUSDT", "1h")
+    with pytest.raises(MarketDataError):
+        await remote.candles("NOPEUSDT", "1h")
+    await desk.publish_status()
+    await remote.end.read_status()
+    clock.advance(2)
+    text = scraped(remote, clock)
+    assert 'virtuoso_collector_requests_total{kind="candles",outcome="ok"} 1.0' in text
+    assert 'virtuoso_collector_requests_total{kind="candles",outcome="refused"} 1.0' in text
+    assert "virtuoso_collector_report_age_seconds 2.0" in text
+
+
+async def test_a_question_nobody_hears_counts_as_unavailable(remote, clock) -> None:
+    with pytest.raises(CollectorUnavailable):
+        await remote.refresh()
+    text = scraped(remote, clock)
+    assert 'virtuoso_collector_requests_total{kind="refresh",outcome="unavailable"} 1.0' in text
+    assert "virtuoso_collector_report_age_seconds 30.0" in text  # since start: none came

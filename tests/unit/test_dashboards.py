@@ -104,6 +104,14 @@ CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
     ),
     "virtuoso_alerts_triggered_total": ("counter", {"level": {"info", "warning", "critical"}}),
     "virtuoso_collector_leading": ("gauge", {}),
+    "virtuoso_collector_requests_total": (
+        "counter",
+        {
+            "kind": {"refresh", "candles", "republish"},
+            "outcome": {"ok", "refused", "timeout", "unavailable"},
+        },
+    ),
+    "virtuoso_collector_report_age_seconds": ("gauge", {}),
     "process_cpu_seconds_total": ("counter", {}),
     "process_resident_memory_bytes": ("gauge", {}),
     "process_open_fds": ("gauge", {}),

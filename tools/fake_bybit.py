@@ -248,6 +248,12 @@ class FakeBybit:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.ws_url = ""
+        """``ws://host:port`` once started; the streams live at its ``/v5/public/...``."""
+        from tools.fake_bybit_ws import BybitStreams  # the stream side uses this module
+
+        self.streams = BybitStreams(self)
+        """The public WebSocket endpoints (``/v5/public/spot``, ``/v5/public/linear``)."""
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -259,6 +265,7 @@ class FakeBybit:
         app.router.add_get(KLINE_PATH, self._kline)
         app.router.add_get(ORDERBOOK_PATH, self._orderbook)
         app.router.add_get(TIME_PATH, self._time)
+        self.streams.install(app)
         app.middlewares.append(self._middleware)
         self._closing.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -267,12 +274,14 @@ class FakeBybit:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
+        self.ws_url = f"ws://{host}:{port}"
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving; delayed and hung requests are released at once. Idempotent."""
         self._closing.set()
         self._release_hangs()
+        await self.streams.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -526,6 +535,20 @@ class FakeBybit:
         """How many requests reached ``path`` (faulted ones included)."""
         return sum(1 for request in self.requests if request.path == path)
 
+    def set_now(self, now_ms: int | None) -> None:
+        """Freeze the clock at ``now_ms`` (epoch ms), or back to real time with None.
+        Moving a frozen clock past a candle's end closes it (REST and streams)."""
+        self._frozen_now_ms = now_ms
+
+    def is_served(self, symbol: str) -> bool:
+        """Whether ``symbol`` has market data (listed, trading, not delisted)."""
+        return symbol in self.tickers and symbol not in self._delisted
+
+    def rebuild_book(self, symbol: str) -> None:
+        """Re-centre ``symbol``'s order book on its ticker's best bid/ask (after a price
+        move); the ladder's spacing and sizes are the symbol's seeded ones."""
+        self.order_books[symbol] = self._make_book(symbol)
+
     def now_ms(self) -> int:
         if self._frozen_now_ms is not None:
             return self._frozen_now_ms
@@ -561,6 +584,9 @@ class FakeBybit:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.streams.serves(request.path):  # WebSocket upgrades: no envelope, no faults
+            response: web.StreamResponse = await handler(request)
+            return response
         self.requests.append(RecordedRequest(request.path, dict(request.query)))
         hang = next((h for h in self._hangs if h.matches(request.path)), None)
         if hang is not None and not self._closing.is_set():

@@ -94,6 +94,7 @@ class _Conn:
     tickers: dict[str, dict[str, str]] = field(default_factory=dict)
     kline_buckets: dict[str, int] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, message: dict[str, Any]) -> bool:
         """Send ``message``; False if the connection is gone."""
@@ -210,8 +211,9 @@ class BybitStreams:
                 await task
 
     async def drop_all(self, *, abrupt: bool = False) -> int:
-        """Close every connection: a close frame (code 1001, "going away"), or with
-        ``abrupt`` the TCP connection cut without one. Returns how many were open."""
+        """Close every connection: a close frame (code 1001, "going away"; returns once
+        each client has answered it, or after 5 s), or with ``abrupt`` the TCP
+        connection cut without one. Returns how many were open."""
         conns = [conn for conn in self._conns if not conn.ws.closed]
         for conn in conns:
             if abrupt:
@@ -221,6 +223,11 @@ class BybitStreams:
             else:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await conn.ws.close(code=1001, message=b"going away")
+        waits = [asyncio.create_task(conn.ended.wait()) for conn in conns]
+        if waits:
+            _, late = await asyncio.wait(waits, timeout=5)
+            for wait in late:
+                wait.cancel()
         return len(conns)
 
     def silence(self, *, pongs: bool = True) -> None:
@@ -269,6 +276,7 @@ class BybitStreams:
                 await self._on_text(conn, frame.data)
         finally:
             self._conns.discard(conn)
+            conn.ended.set()
         return ws
 
     async def _on_text(self, conn: _Conn, text: str) -> None:

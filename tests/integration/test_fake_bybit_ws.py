@@ -250,6 +250,26 @@ async def test_a_lost_book_update_goes_unnoticed_by_ccxt_until_a_snapshot(
     await eventually(lambda: exchange.orderbooks["BTC/USDT"]["bids"] == repaired, BOUND)
 
 
+async def test_resubscribing_is_how_a_caller_gets_a_fresh_book_snapshot(
+    fake: FakeBybit, exchange: Exchange
+) -> None:
+    """Since ccxt does not re-snapshot by itself, a caller that detects a gap can
+    unsubscribe and subscribe again: the exchange answers a new subscription with a
+    snapshot, and ccxt resets its book on it."""
+    await asyncio.wait_for(exchange.watch_order_book("BTC/USDT"), BOUND)
+    fake.streams.skip_update("BTCUSDT")
+    await fake.streams.set_price("BTCUSDT", 64_100.0)
+
+    await asyncio.wait_for(exchange.un_watch_order_book("BTC/USDT"), BOUND)
+    book = await asyncio.wait_for(exchange.watch_order_book("BTC/USDT"), BOUND)
+
+    rest = fake.order_books["BTCUSDT"]
+    assert book["bids"] == floats(rest["b"][:50])
+    assert book["asks"] == floats(rest["a"][:50])
+    kinds = [m["type"] for m in book_messages(fake.streams, "orderbook.50.BTCUSDT")]
+    assert kinds == ["snapshot", "snapshot"]  # the lost delta never went out
+
+
 # ----- trades and batches ----------------------------------------------------------------
 
 
@@ -448,6 +468,23 @@ async def test_drop_then_ccxt_reconnects_on_the_next_watch(
     assert ticker["last"] == 64_555.0
     assert fake.streams.connections_opened == 2
     assert [r["args"] for r in subscribe_requests(fake.streams)] == [["tickers.BTCUSDT"]] * 2
+
+
+async def test_after_a_drop_only_the_watched_topics_are_subscribed_again(
+    fake: FakeBybit, exchange: Exchange
+) -> None:
+    """ccxt's new connection starts with no subscriptions: each watch call subscribes
+    its own topics again, so every stream a caller wants must be watched again."""
+    await asyncio.wait_for(exchange.watch_ticker("BTC/USDT"), BOUND)
+    await asyncio.wait_for(exchange.watch_order_book("BTC/USDT"), BOUND)
+    await fake.streams.drop_all()  # returns once ccxt has answered the close frame
+
+    await watch_while_pushing(
+        lambda: exchange.watch_ticker("BTC/USDT"),
+        lambda: fake.streams.set_price("BTCUSDT", 64_888.0),
+    )
+
+    assert fake.streams.subscribed() == {"tickers.BTCUSDT"}
 
 
 async def test_silent_stream_times_out_the_watch_then_resumes(

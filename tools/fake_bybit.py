@@ -77,6 +77,9 @@ INTERVAL_MS: dict[str, int] = {
     "W": 604_800_000,
 }
 
+LINEAR_QUOTES = ("USDT", "USDC")
+"""Quotes of the symbols also listed as linear perpetuals (same id, e.g. BTCUSDT)."""
+
 PARAMS_ERROR = 10001
 NOT_SUPPORTED_SYMBOLS = "Not supported symbols"
 """Bybit's message for an unknown symbol (retCode 10001); ccxt maps it to BadSymbol."""
@@ -206,7 +209,8 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 class FakeBybit:
-    """Bybit v5 public market endpoints (spot) served on 127.0.0.1."""
+    """Bybit v5 public market endpoints (spot; linear: instruments only) on 127.0.0.1,
+    and the public streams (``self.streams``, see ``tools.fake_bybit_ws``)."""
 
     def __init__(
         self,
@@ -667,12 +671,20 @@ class FakeBybit:
     # ----- endpoints ---------------------------------------------------------------
 
     async def _instruments(self, request: web.Request) -> dict[str, Any]:
-        self._require_spot(request)
         listed = [
             s
             for s in self._specs.values()
             if s.symbol not in self._delisted or s.symbol in self._still_listed
         ]
+        if request.query.get("category") == "linear":  # for the linear stream's markets
+            status = request.query.get("status", "Trading")
+            chosen = [s for s in listed if s.quote in LINEAR_QUOTES and s.status == status]
+            return {
+                "category": "linear",
+                "list": [self._linear_instrument(spec) for spec in chosen],
+                "nextPageCursor": "",
+            }
+        self._require_spot(request)
         return {"category": "spot", "list": [self._instrument(spec) for spec in listed]}
 
     async def _tickers(self, request: web.Request) -> dict[str, Any]:
@@ -773,6 +785,32 @@ class FakeBybit:
             "priceFilter": {"tickSize": spec.tick},
             "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"},
             "symbolType": "",
+        }
+
+    def _linear_instrument(self, spec: _Spec) -> dict[str, Any]:
+        """``spec`` as a linear perpetual (instruments-info with category=linear)."""
+        return {
+            "symbol": spec.symbol,
+            "contractType": "LinearPerpetual",
+            "status": spec.status,
+            "baseCoin": spec.base,
+            "quoteCoin": spec.quote,
+            "settleCoin": spec.quote,
+            "launchTime": "1585526400000",
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": str(spec.decimals),
+            "leverageFilter": {"minLeverage": "1", "maxLeverage": "50.00", "leverageStep": "0.01"},
+            "priceFilter": {"minPrice": spec.tick, "maxPrice": "9999999", "tickSize": spec.tick},
+            "lotSizeFilter": {
+                "maxOrderQty": "100000",
+                "minOrderQty": "0.001",
+                "qtyStep": "0.001",
+                "postOnlyMaxOrderQty": "100000",
+                "minNotionalValue": "5",
+            },
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
         }
 
     def _make_ticker(self, symbol: str) -> dict[str, str]:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from tools.fake_bybit import INTERVAL_MS
+from tools.fake_bybit import INTERVAL_MS, LINEAR_QUOTES
 
 if TYPE_CHECKING:
     from tools.fake_bybit import FakeBybit
@@ -175,7 +175,7 @@ class BybitStreams:
         candle of each subscribed interval and a book update."""
         self.fake.pin(symbol, price)
         self.fake.rebuild_book(symbol)
-        await self._publish(symbol, trade_price=price)
+        await self._publish(symbol, with_trade=True)
 
     async def tick(self, symbols: Iterable[str] | None = None, *, max_move: float = 5e-4) -> None:
         """Move each of ``symbols`` (default: all served) by a seeded random step of at
@@ -362,7 +362,8 @@ class BybitStreams:
         )
         if not known:
             return f"error:handler not found,topic:{topic}"
-        if not self.fake.is_served(symbol):
+        linear_ok = category != "linear" or symbol.endswith(LINEAR_QUOTES)
+        if not self.fake.is_served(symbol) or not linear_ok:
             return f"Invalid symbol :[{topic}]"
         return None
 
@@ -393,14 +394,14 @@ class BybitStreams:
         elif kind == "orderbook":
             await self._send_book(conn, topic, symbol, int(param), snapshot=True)
 
-    async def _publish(self, symbol: str, *, trade_price: float | None) -> None:
+    async def _publish(self, symbol: str, *, with_trade: bool) -> None:
         """Send ``symbol``'s current state to every subscriber of its topics."""
         skipped = self._skips.get(symbol, 0) > 0
         if skipped:
             self._skips[symbol] -= 1
         if self.silent:
             return
-        trade = self._trade(symbol, trade_price) if trade_price is not None else None
+        trade = self._trade(symbol) if with_trade else None
         for key in {
             (conn.category, symbol, int(param))
             for conn in self._conns
@@ -518,7 +519,7 @@ class BybitStreams:
         data["seq"] = self._seq[symbol]
         await self._send(conn, self._envelope(topic, kind, data, cts=now - 1))
 
-    def _trade(self, symbol: str, price: float) -> dict[str, Any]:
+    def _trade(self, symbol: str) -> dict[str, Any]:
         now = self.fake.now_ms()
         ticker = self.fake.tickers[symbol]
         size = self._rng.uniform(0.001, 1.0)

@@ -404,7 +404,34 @@ async def test_linear_takes_more_args_and_sends_ticker_deltas(
     assert delta["type"] == "delta" and delta["topic"] == "tickers.BTCUSDT"
     assert delta["data"]["lastPrice"] == "64321.00"
     assert "volume24h" not in delta["data"]  # only what changed
+    spot_only = await raw_request(ws, "subscribe", args=["tickers.ETHBTC"])
+    assert spot_only["success"] is False  # no ETHBTC perpetual
     await ws.close()
+
+
+async def test_ccxt_watches_the_linear_stream(fake: FakeBybit, make_exchange: MakeExchange) -> None:
+    """Linear perpetuals (``BTC/USDT:USDT``) go to ``/v5/public/linear``; ccxt merges the
+    ticker deltas into the snapshot it holds."""
+    options = {"defaultType": "swap", "fetchMarkets": {"types": ["linear"]}}
+    exchange = make_exchange(options=options)
+    first = await asyncio.wait_for(exchange.watch_ticker("BTC/USDT:USDT"), BOUND)
+    rest = fake.tickers["BTCUSDT"]
+    assert first["last"] == float(rest["lastPrice"])
+    assert first["bid"] == float(rest["bid1Price"])
+
+    ticker = await watch_while_pushing(
+        lambda: exchange.watch_ticker("BTC/USDT:USDT"),
+        lambda: fake.streams.set_price("BTCUSDT", 64_999.0),
+    )
+    book = await asyncio.wait_for(exchange.watch_order_book("BTC/USDT:USDT"), BOUND)
+
+    assert ticker["last"] == 64_999.0
+    assert ticker["bid"] == 64_998.99
+    assert ticker["baseVolume"] == float(rest["volume24h"])  # kept from the snapshot
+    assert book["bids"] == floats(fake.order_books["BTCUSDT"]["b"][:50])
+    assert {r.category for r in fake.streams.received} == {"linear"}
+    kinds = [m["type"] for m in fake.streams.sent if m.get("topic") == "tickers.BTCUSDT"]
+    assert kinds[0] == "snapshot" and "delta" in kinds
 
 
 # ----- keepalive, drops and silence ------------------------------------------------------

@@ -30,6 +30,9 @@ Usage::
 
     async with FakeBybit() as fake:
         source = CcxtMarketSource("bybit", base_url=fake.base_url)
+
+The public WebSocket streams share the port and this state: ``fake.streams``
+(``tools.fake_bybit_ws.BybitStreams``), at ``fake.streams.url("spot")``.
 """
 
 from __future__ import annotations

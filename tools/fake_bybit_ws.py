@@ -130,6 +130,7 @@ class BybitStreams:
         self._trade_ids = itertools.count(1)
         self._rng = random.Random(f"{fake.seed}:streams")
         self._ticker_task: asyncio.Task[None] | None = None
+        self._stop_ticking = asyncio.Event()
 
     # ----- wiring ----------------------------------------------------------------
 
@@ -194,21 +195,23 @@ class BybitStreams:
     async def start_ticking(self, per_second: float = 5.0) -> None:
         """``tick`` all symbols ``per_second`` times a second until ``stop_ticking``."""
         await self.stop_ticking()
+        stop = self._stop_ticking = asyncio.Event()
 
         async def loop() -> None:
-            while True:
+            while not stop.is_set():
                 await self.tick()
-                await asyncio.sleep(1.0 / per_second)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0 / per_second)
 
         self._ticker_task = asyncio.create_task(loop())
 
     async def stop_ticking(self) -> None:
-        """End ``start_ticking``'s loop (no-op when not ticking)."""
+        """End ``start_ticking``'s loop once its current tick is sent (no-op when not
+        ticking): every price the REST fake holds has then been published."""
         task, self._ticker_task = self._ticker_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self._stop_ticking.set()
+            await task
 
     async def drop_all(self, *, abrupt: bool = False) -> int:
         """Close every connection: a close frame (code 1001, "going away"; returns once

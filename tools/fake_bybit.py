@@ -30,6 +30,9 @@ Usage::
 
     async with FakeBybit() as fake:
         source = CcxtMarketSource("bybit", base_url=fake.base_url)
+
+The public WebSocket streams share the port and this state: ``fake.streams``
+(``tools.fake_bybit_ws.BybitStreams``), at ``fake.streams.url("spot")``.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ INTERVAL_MS: dict[str, int] = {
     "D": 86_400_000,
     "W": 604_800_000,
 }
+
+LINEAR_QUOTES = ("USDT", "USDC")
+"""Quotes of the symbols also listed as linear perpetuals (same id, e.g. BTCUSDT)."""
 
 PARAMS_ERROR = 10001
 NOT_SUPPORTED_SYMBOLS = "Not supported symbols"
@@ -206,7 +212,8 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 class FakeBybit:
-    """Bybit v5 public market endpoints (spot) served on 127.0.0.1."""
+    """Bybit v5 public market endpoints (spot; linear: instruments only) on 127.0.0.1,
+    and the public streams (``self.streams``, see ``tools.fake_bybit_ws``)."""
 
     def __init__(
         self,
@@ -248,6 +255,12 @@ class FakeBybit:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.ws_url = ""
+        """``ws://host:port`` once started; the streams live at its ``/v5/public/...``."""
+        from tools.fake_bybit_ws import BybitStreams  # the stream side uses this module
+
+        self.streams = BybitStreams(self)
+        """The public WebSocket endpoints (``/v5/public/spot``, ``/v5/public/linear``)."""
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -259,6 +272,7 @@ class FakeBybit:
         app.router.add_get(KLINE_PATH, self._kline)
         app.router.add_get(ORDERBOOK_PATH, self._orderbook)
         app.router.add_get(TIME_PATH, self._time)
+        self.streams.install(app)
         app.middlewares.append(self._middleware)
         self._closing.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -267,12 +281,14 @@ class FakeBybit:
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}"
+        self.ws_url = f"ws://{host}:{port}"
         return self.base_url
 
     async def stop(self) -> None:
         """Stop serving; delayed and hung requests are released at once. Idempotent."""
         self._closing.set()
         self._release_hangs()
+        await self.streams.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -526,6 +542,20 @@ class FakeBybit:
         """How many requests reached ``path`` (faulted ones included)."""
         return sum(1 for request in self.requests if request.path == path)
 
+    def set_now(self, now_ms: int | None) -> None:
+        """Freeze the clock at ``now_ms`` (epoch ms), or back to real time with None.
+        Moving a frozen clock past a candle's end closes it (REST and streams)."""
+        self._frozen_now_ms = now_ms
+
+    def is_served(self, symbol: str) -> bool:
+        """Whether ``symbol`` has market data (listed, trading, not delisted)."""
+        return symbol in self.tickers and symbol not in self._delisted
+
+    def rebuild_book(self, symbol: str) -> None:
+        """Re-centre ``symbol``'s order book on its ticker's best bid/ask (after a price
+        move); the ladder's spacing and sizes are the symbol's seeded ones."""
+        self.order_books[symbol] = self._make_book(symbol)
+
     def now_ms(self) -> int:
         if self._frozen_now_ms is not None:
             return self._frozen_now_ms
@@ -561,6 +591,9 @@ class FakeBybit:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.streams.serves(request.path):  # WebSocket upgrades: no envelope, no faults
+            response: web.StreamResponse = await handler(request)
+            return response
         self.requests.append(RecordedRequest(request.path, dict(request.query)))
         hang = next((h for h in self._hangs if h.matches(request.path)), None)
         if hang is not None and not self._closing.is_set():
@@ -641,12 +674,20 @@ class FakeBybit:
     # ----- endpoints ---------------------------------------------------------------
 
     async def _instruments(self, request: web.Request) -> dict[str, Any]:
-        self._require_spot(request)
         listed = [
             s
             for s in self._specs.values()
             if s.symbol not in self._delisted or s.symbol in self._still_listed
         ]
+        if request.query.get("category") == "linear":  # for the linear stream's markets
+            status = request.query.get("status", "Trading")
+            chosen = [s for s in listed if s.quote in LINEAR_QUOTES and s.status == status]
+            return {
+                "category": "linear",
+                "list": [self._linear_instrument(spec) for spec in chosen],
+                "nextPageCursor": "",
+            }
+        self._require_spot(request)
         return {"category": "spot", "list": [self._instrument(spec) for spec in listed]}
 
     async def _tickers(self, request: web.Request) -> dict[str, Any]:
@@ -747,6 +788,32 @@ class FakeBybit:
             "priceFilter": {"tickSize": spec.tick},
             "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"},
             "symbolType": "",
+        }
+
+    def _linear_instrument(self, spec: _Spec) -> dict[str, Any]:
+        """``spec`` as a linear perpetual (instruments-info with category=linear)."""
+        return {
+            "symbol": spec.symbol,
+            "contractType": "LinearPerpetual",
+            "status": spec.status,
+            "baseCoin": spec.base,
+            "quoteCoin": spec.quote,
+            "settleCoin": spec.quote,
+            "launchTime": "1585526400000",
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": str(spec.decimals),
+            "leverageFilter": {"minLeverage": "1", "maxLeverage": "50.00", "leverageStep": "0.01"},
+            "priceFilter": {"minPrice": spec.tick, "maxPrice": "9999999", "tickSize": spec.tick},
+            "lotSizeFilter": {
+                "maxOrderQty": "100000",
+                "minOrderQty": "0.001",
+                "qtyStep": "0.001",
+                "postOnlyMaxOrderQty": "100000",
+                "minNotionalValue": "5",
+            },
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
         }
 
     def _make_ticker(self, symbol: str) -> dict[str, str]:

@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import ccxt.pro
 import pytest
 from ccxt.base.errors import ExchangeError, NetworkError, RequestTimeout
 
-from app.market.sources.ccxt import override_api_urls
 from tests.conftest import eventually
+from tests.support.streams import pro_exchange
 from tools.fake_bybit import FakeBybit
 from tools.fake_bybit_ws import ARGS_TOO_MANY, BybitStreams, topics_for
 
@@ -58,11 +57,7 @@ async def make_exchange(fake: FakeBybit) -> AsyncIterator[MakeExchange]:
     made: list[Exchange] = []
 
     def make(**config: Any) -> Exchange:
-        options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
-        exchange = ccxt.pro.bybit({"timeout": 5_000, "options": options, **config})
-        exchange.urls["api"] = override_api_urls(exchange.urls["api"], fake.base_url)
-        exchange.urls["api"]["ws"]["public"]["spot"] = fake.streams.url("spot")
-        exchange.urls["api"]["ws"]["public"]["linear"] = fake.streams.url("linear")
+        exchange = pro_exchange(fake, **config)
         made.append(exchange)
         return exchange
 

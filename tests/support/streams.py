@@ -1,0 +1,22 @@
+"""ccxt.pro against the loopback fake Bybit: an instance whose REST and stream URLs
+point at the fake (spot markets only, as the service loads them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ccxt.pro
+
+from app.market.sources.ccxt import override_api_urls
+from tools.fake_bybit import FakeBybit
+
+
+def pro_exchange(fake: FakeBybit, **config: Any) -> Any:
+    """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams); the caller
+    closes it (``await exchange.close()``)."""
+    options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
+    exchange = ccxt.pro.bybit({"timeout": 5_000, "options": options, **config})
+    exchange.urls["api"] = override_api_urls(exchange.urls["api"], fake.base_url)
+    exchange.urls["api"]["ws"]["public"]["spot"] = fake.streams.url("spot")
+    exchange.urls["api"]["ws"]["public"]["linear"] = fake.streams.url("linear")
+    return exchange

@@ -19,26 +19,13 @@ import pytest
 from ccxt.base.errors import ExchangeError, NetworkError, RequestTimeout
 
 from tests.conftest import eventually
-from tests.support.streams import pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, pro_exchange
 from tools.fake_bybit import FakeBybit
 from tools.fake_bybit_ws import ARGS_TOO_MANY, BybitStreams, topics_for
 
 NOW = 1_800_000_000_000 + 30_000  # frozen clock: half-way through a 1 m candle
 MINUTE = 60_000
-SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "DOGEUSDT",
-    "ADAUSDT",
-    "DOTUSDT",
-    "LTCUSDT",
-    "LINKUSDT",
-    "AVAXUSDT",
-    "ATOMUSDT",
-    "ETHBTC",
-)
+SYMBOLS = STREAM_SYMBOLS
 BOUND = 10.0  # seconds: the most any single wait may take on a busy machine
 
 Exchange = Any  # ccxt.pro.bybit has no type stubs

@@ -14,23 +14,10 @@ import pytest
 from app.market.models.ticker import Ticker
 from app.market.sources.ticker_stream import TickerStream
 from tests.conftest import eventually
-from tests.support.streams import pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, pro_exchange
 from tools.fake_bybit import FakeBybit
 
-SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "DOGEUSDT",
-    "ADAUSDT",
-    "DOTUSDT",
-    "LTCUSDT",
-    "LINKUSDT",
-    "AVAXUSDT",
-    "ATOMUSDT",
-    "NEARUSDT",
-)
+SYMBOLS = (*STREAM_SYMBOLS[:-1], "NEARUSDT")  # twelve USDT pairs
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
 
 

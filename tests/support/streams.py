@@ -10,6 +10,22 @@ import ccxt.pro
 from app.market.sources.ccxt import override_api_urls
 from tools.fake_bybit import FakeBybit
 
+# Eleven USDT pairs and one more: more than one Bybit spot subscribe request may carry.
+STREAM_SYMBOLS = (
+    "BTCUSDT",
+    "ETHUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "DOTUSDT",
+    "LTCUSDT",
+    "LINKUSDT",
+    "AVAXUSDT",
+    "ATOMUSDT",
+    "ETHBTC",
+)
+
 
 def pro_exchange(fake: FakeBybit, **config: Any) -> Any:
     """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams); the caller

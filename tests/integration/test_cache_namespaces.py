@@ -74,9 +74,11 @@ def tickers_fetched(app: QuartTestApp) -> int:
     return state_of(app).pipeline.source.calls["tickers"]
 
 
-async def use_everything(app: QuartTestApp) -> None:
+async def use_everything(app: QuartTestApp, redis_client: Redis) -> list[str]:
     """Sessions, alert rules, rate-limited reads, an invalidation and a refresh whose
-    live updates go out through Redis."""
+    live updates go out through Redis. Returns the rate-limit keys right after the reads:
+    a bucket lives only until it has refilled (20 reads of the data family's 20 a second:
+    about a second, which a busy machine's pause does not outlast)."""
     client = app.test_client()
     admin = {"Authorization": f"Bearer {TOKEN}"}
     saved = await client.put("/api/session/watchlist", json={"watchlist": ["BTCUSDT"]})
@@ -87,12 +89,16 @@ async def use_everything(app: QuartTestApp) -> None:
     for path in ("/api/dashboard/data", "/api/market/candles/ETHUSDT?timeframe=1h"):
         response = await client.get(path)
         assert response.status_code == 200 and "RateLimit-Remaining" in response.headers
+    for _ in range(18):
+        assert (await client.get("/api/symbols")).status_code == 200
+    buckets = [key.decode() async for key in redis_client.scan_iter(match="*:ratelimit:*")]
     invalidated = await client.post(
         "/api/cache/invalidate", json={"family": "market"}, headers=admin
     )
     assert invalidated.status_code == 200
     assert await state_of(app).pipeline.refresh(force=True) is not None
     assert state_of(app).broadcaster.broker.snapshot()["published"]["ops"] > 0
+    return buckets
 
 
 def memcached_keys(address: str) -> list[str]:
@@ -140,9 +146,7 @@ async def test_every_key_and_channel_carries_its_deployments_namespace(
     seen: set[str] = set()
     try:
         for app in deployments:
-            await use_everything(app)
-            # Read at once: a rate-limit bucket expires once it has refilled (seconds),
-            # which a busy machine can reach before the other deployment is done.
+            seen.update(await use_everything(app, client))
             seen.update([key.decode() async for key in client.scan_iter(count=1000)])
         keys = sorted(seen)
         channels = sorted(channel.decode() for channel in await client.pubsub_channels())

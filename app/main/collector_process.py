@@ -38,7 +38,7 @@ from app.errors import ConfigError
 from app.main import collector, collector_telemetry, sections, telemetry
 from app.main.server import bounded
 from app.main.sources import make_source
-from app.market.sources.base import MarketSource
+from app.market.sources.base import MarketSource, data_quality_of
 from app.observability.metrics import Metrics
 from app.realtime.broadcaster import Broadcaster
 from app.services.alerts.service import AlertService
@@ -195,9 +195,7 @@ def build_collector(
         runtime.replica_id,
         clock,
     )
-    metrics.registry.register(
-        collector_telemetry.CollectorProcessMetrics(lambda: link.status, lambda: lease.is_leader)
-    )
+    _process_metrics(metrics, link, lambda: lease.is_leader, market)
     return Collector(runtime, pipeline, alerts, desk, metrics, broadcaster, lease)
 
 
@@ -224,7 +222,20 @@ def build_child_collector(
     desk = CollectorDesk(
         ChannelCollectorEnd(channel), LocalCollector(pipeline), runtime.replica_id, clock
     )
+    _process_metrics(metrics, desk.link, lambda: True, market)  # a child always leads
     return Collector(runtime, pipeline, alerts, desk, metrics)
+
+
+def _process_metrics(
+    metrics: Metrics, link: LocalCollector, leading: Callable[[], bool], market: MarketSource
+) -> None:
+    """The collector's scrape-time metrics: leadership, its refreshes, its source's
+    bad-data counts."""
+    metrics.registry.register(
+        collector_telemetry.CollectorProcessMetrics(
+            lambda: link.status, leading, lambda: data_quality_of(market)
+        )
+    )
 
 
 async def run_collector(

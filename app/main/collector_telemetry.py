@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.main.collectors import DataQuality, data_quality_family
 from app.market.sources.base import MarketSource
 from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
 from app.market.sources.guarded import GuardedSource
@@ -68,11 +69,18 @@ class CollectorProcessMetrics(Collector):
     pipeline's ``virtuoso_pipeline_refreshes_total`` by outcome and
     ``virtuoso_views_built_total`` (a serving process reports the collector's copies;
     here they are counted where the refreshes run). ``status`` and ``leading`` are read
-    at each scrape."""
+    at each scrape; with ``data_quality``, the source's bad-data counts
+    (``virtuoso_exchange_data_quality``, counted where the source runs)."""
 
-    def __init__(self, status: Callable[[], CollectorStatus], leading: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        status: Callable[[], CollectorStatus],
+        leading: Callable[[], bool],
+        data_quality: DataQuality = dict,
+    ) -> None:
         self.status = status
         self.leading = leading
+        self.data_quality = data_quality
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(
@@ -92,3 +100,4 @@ class CollectorProcessMetrics(Collector):
         yield CounterMetricFamily(
             "virtuoso_views_built", "Views built from snapshots", value=status.views_built
         )
+        yield data_quality_family(self.data_quality())

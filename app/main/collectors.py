@@ -207,18 +207,22 @@ class ServiceCollector(Collector):
         )
 
     def _data_quality(self) -> Iterator[CounterMetricFamily]:
-        """Bad exchange data cleaned at the source, by symbol (configured: bounded) and
-        kind (a fixed set: candles_filled, duplicate_candles, ticker_missing, …)."""
-        family = CounterMetricFamily(
-            "virtuoso_exchange_data_quality",
-            "Exchange data that had to be cleaned or was missing, by symbol and kind",
-            labels=("symbol", "kind"),
-        )
-        counts = self.data_quality()  # the source's counts, where it runs
-        for symbol, kinds in sorted(counts.items()):
-            for kind, count in sorted(kinds.items()):
-                family.add_metric((symbol, kind), count)
-        yield family
+        yield data_quality_family(self.data_quality())  # the source's counts, where it runs
+
+
+def data_quality_family(counts: dict[str, dict[str, int]]) -> CounterMetricFamily:
+    """Bad exchange data cleaned at the source, by symbol (configured: bounded) and kind
+    (a fixed set: candles_filled, duplicate_candles, ticker_missing, …), from the source's
+    ``{symbol: {kind: count}}``."""
+    family = CounterMetricFamily(
+        "virtuoso_exchange_data_quality",
+        "Exchange data that had to be cleaned or was missing, by symbol and kind",
+        labels=("symbol", "kind"),
+    )
+    for symbol, kinds in sorted(counts.items()):
+        for kind, count in sorted(kinds.items()):
+            family.add_metric((symbol, kind), count)
+    return family
 
 
 REQUEST_OUTCOMES = ("ok", "refused", "timeout", "unavailable")

@@ -357,6 +357,8 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
             scraped = r.read().decode()
         assert 'virtuoso_pipeline_refresh_duration_seconds_count{outcome="ok"}' in scraped
+        assert "virtuoso_collector_leading 1.0" in scraped  # a child leads from the start
+        assert "# TYPE virtuoso_exchange_data_quality_total counter" in scraped
         (first,) = children(server.pid)
         os.kill(first, signal.SIGKILL)
         killed_at_ms = time.time() * 1000

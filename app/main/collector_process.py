@@ -195,7 +195,7 @@ def build_collector(
         runtime.replica_id,
         clock,
     )
-    _process_metrics(metrics, link, lambda: lease.is_leader, market)
+    _process_metrics(metrics, link, lambda: lease.is_leader, market, alerts)
     return Collector(runtime, pipeline, alerts, desk, metrics, broadcaster, lease)
 
 
@@ -222,18 +222,25 @@ def build_child_collector(
     desk = CollectorDesk(
         ChannelCollectorEnd(channel), LocalCollector(pipeline), runtime.replica_id, clock
     )
-    _process_metrics(metrics, desk.link, lambda: True, market)  # a child always leads
+    _process_metrics(metrics, desk.link, lambda: True, market, alerts)  # a child always leads
     return Collector(runtime, pipeline, alerts, desk, metrics)
 
 
 def _process_metrics(
-    metrics: Metrics, link: LocalCollector, leading: Callable[[], bool], market: MarketSource
+    metrics: Metrics,
+    link: LocalCollector,
+    leading: Callable[[], bool],
+    market: MarketSource,
+    alerts: AlertService,
 ) -> None:
     """The collector's scrape-time metrics: leadership, its refreshes, its source's
-    bad-data counts."""
+    bad-data counts, its refused webhook deliveries."""
     metrics.registry.register(
         collector_telemetry.CollectorProcessMetrics(
-            lambda: link.status, leading, lambda: data_quality_of(market)
+            lambda: link.status,
+            leading,
+            lambda: data_quality_of(market),
+            lambda: alerts.webhooks.refused,
         )
     )
 

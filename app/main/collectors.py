@@ -200,14 +200,19 @@ class ServiceCollector(Collector):
         yield disconnects
 
     def _webhooks(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(
-            "virtuoso_webhook_refused",
-            "Webhook deliveries refused by the destination policy (no connection made)",
-            value=self.state.alerts.webhooks.refused,
-        )
+        yield webhook_refused_family(self.state.alerts.webhooks.refused)
 
     def _data_quality(self) -> Iterator[CounterMetricFamily]:
         yield data_quality_family(self.data_quality())  # the source's counts, where it runs
+
+
+def webhook_refused_family(refused: int) -> CounterMetricFamily:
+    """Webhook deliveries the destination policy refused, where they are sent."""
+    return CounterMetricFamily(
+        "virtuoso_webhook_refused",
+        "Webhook deliveries refused by the destination policy (no connection made)",
+        value=refused,
+    )
 
 
 def data_quality_family(counts: dict[str, dict[str, int]]) -> CounterMetricFamily:

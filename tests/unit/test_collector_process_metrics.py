@@ -30,11 +30,14 @@ def test_a_standby_reports_zero() -> None:
     assert 'virtuoso_pipeline_refreshes_total{outcome="ok"} 0.0' in text
 
 
-def test_the_sources_bad_data_counts_are_reported_where_it_runs() -> None:
+def test_bad_data_and_refused_webhooks_are_reported_where_they_happen() -> None:
     registry = CollectorRegistry()
     counts = {"SOLUSDT": {"candles_filled": 3}, "BTCUSDT": {"ticker_missing": 1}}
-    registry.register(CollectorProcessMetrics(CollectorStatus, lambda: True, lambda: counts))
+    registry.register(
+        CollectorProcessMetrics(CollectorStatus, lambda: True, lambda: counts, lambda: 2)
+    )
     text = generate_latest(registry).decode()
     family = "virtuoso_exchange_data_quality_total"
     assert f'{family}{{kind="candles_filled",symbol="SOLUSDT"}} 3.0' in text
     assert f'{family}{{kind="ticker_missing",symbol="BTCUSDT"}} 1.0' in text
+    assert "virtuoso_webhook_refused_total 2.0" in text

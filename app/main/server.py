@@ -330,19 +330,16 @@ def run_with_app(
         for task in background:
             task.cancel()
         await bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
-        await bounded(*stop)
+        await bounded(stop[0], stop[1]())
         await bounded("webhooks", state.alerts.webhooks.close())
         await bounded("cache tiers", state.runtime.close())
 
 
-async def bounded(
-    step: str, awaitable: Awaitable[object] | Callable[[], Awaitable[object]]
-) -> None:
+async def bounded(step: str, awaitable: Awaitable[object]) -> None:
     """Awaits one shutdown step, at most ``SHUTDOWN_STEP_SECONDS`` (a backend that is down
     must not hold the process), then moves on with a warning."""
-    pending = awaitable() if callable(awaitable) else awaitable
     try:
         async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
-            await pending
+            await awaitable
     except TimeoutError:
         log.warning("shutdown: %s took over %.0f s; moving on", step, SHUTDOWN_STEP_SECONDS)

@@ -5,7 +5,6 @@ invalidation, sessions and the operator endpoints."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,35 +17,7 @@ from app.main.embedded import create_app
 from app.services.catalogue import view_key
 from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
 from tests.support.markets import CountingMarket
-from tests.support.servers import LocalServer
-
-TOKEN = "operator-token-for-tests"
-SECRET = "session-secret-for-tests-0123456789"
-SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
-
-
-def tiered_settings(memcached: LocalServer, redis: LocalServer, replica: str, **extra: str):
-    """Rate limits are off here (these tests send hundreds of requests from one
-    client) unless a test passes VIRTUOSO_RATE_LIMITS itself."""
-    return make_settings(
-        **({"VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF} | extra),
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-        VIRTUOSO_ADMIN_TOKEN=TOKEN,
-        VIRTUOSO_SECRET_KEY=SECRET,
-        VIRTUOSO_SYMBOLS=SYMBOLS,
-        VIRTUOSO_REPLICA_ID=replica,
-    )
-
-
-@contextlib.asynccontextmanager
-async def replica(memcached, redis, clock, name: str, **extra: str) -> AsyncIterator[QuartTestApp]:
-    settings = tiered_settings(memcached, redis, name, **extra)
-    app = create_app(settings, CountingMarket(clock), clock)
-    async with app.test_app() as test_app:
-        await eventually(lambda: state_of(test_app).warmed, seconds=30)
-        await eventually(lambda: state_of(test_app).runtime.bus.listening, seconds=10)
-        yield test_app
+from tests.support.replicas import SYMBOLS, TOKEN, replica, tiered_settings
 
 
 @pytest.fixture

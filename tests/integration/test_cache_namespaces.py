@@ -5,7 +5,6 @@ realtime channel and sequences, sessions, rate-limit buckets, alert store)."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -15,13 +14,10 @@ import pytest
 from quart.typing import TestAppProtocol as QuartTestApp
 from redis.asyncio import Redis
 
-from app.main.embedded import create_app
 from app.settings import DEFAULT_CACHE_POLICY
-from tests.conftest import ManualClock, eventually, make_settings, state_of
-from tests.support.markets import CountingMarket
-from tests.support.servers import LocalServer
+from tests.conftest import ManualClock, state_of
+from tests.support.replicas import TOKEN, replica
 
-TOKEN = "operator-token-for-tests"
 API_TOKEN = "api-token-for-namespace-tests"
 SHIPPED_RATE_LIMITS = str(Path(__file__).parents[2] / "config" / "ratelimits.yaml")
 NAMESPACES = ("desk-a", "desk-b")
@@ -36,26 +32,15 @@ def policy_file(directory: Path, namespace: str) -> str:
     return str(path)
 
 
-@contextlib.asynccontextmanager
-async def deployment(
-    memcached: LocalServer, redis: LocalServer, clock, policy: str, name: str
-) -> AsyncIterator[QuartTestApp]:
-    settings = make_settings(
-        VIRTUOSO_CACHE_POLICY=policy,
-        VIRTUOSO_RATE_LIMITS=SHIPPED_RATE_LIMITS,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-        VIRTUOSO_ADMIN_TOKEN=TOKEN,
-        VIRTUOSO_API_TOKEN=API_TOKEN,
-        VIRTUOSO_SECRET_KEY="session-secret-for-tests-0123456789",
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT",
-        VIRTUOSO_REPLICA_ID=name,
-    )
-    app = create_app(settings, CountingMarket(clock), clock)
-    async with app.test_app() as test_app:
-        await eventually(lambda: state_of(test_app).warmed, seconds=30)
-        await eventually(lambda: state_of(test_app).runtime.bus.listening, seconds=10)
-        yield test_app
+def deployment(policy: str) -> dict[str, str]:
+    """A deployment's own settings: its cache policy (namespace), the shipped rate limits
+    (their buckets are keys too), an API token (alert rules are keys too)."""
+    return {
+        "VIRTUOSO_CACHE_POLICY": policy,
+        "VIRTUOSO_RATE_LIMITS": SHIPPED_RATE_LIMITS,
+        "VIRTUOSO_API_TOKEN": API_TOKEN,
+        "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT",
+    }
 
 
 @pytest.fixture
@@ -64,8 +49,8 @@ async def deployments(
 ) -> AsyncIterator[tuple[QuartTestApp, QuartTestApp]]:
     policies = [policy_file(tmp_path, namespace) for namespace in NAMESPACES]
     async with (
-        deployment(memcached, redis, clock, policies[0], "a") as a,
-        deployment(memcached, redis, clock, policies[1], "b") as b,
+        replica(memcached, redis, clock, "a", **deployment(policies[0])) as a,
+        replica(memcached, redis, clock, "b", **deployment(policies[1])) as b,
     ):
         yield a, b
 

@@ -28,11 +28,11 @@ from app.cache.layered import LayeredCache
 from app.cache.tier import SharedTier
 from app.market.models.ticker import Ticker
 from app.services.catalogue import DEFAULT_HOT_ON_DEMAND, HOT_VIEWS
-from tests.conftest import RATE_LIMITS_OFF, ManualClock, eventually, make_settings, state_of
+from tests.conftest import ManualClock, eventually, state_of
 from tests.support.markets import CountingMarket
+from tests.support.replicas import TOKEN, replica
 from tests.support.servers import LocalServer, empty_memcached
 
-TOKEN = "operator-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 DESKTOP = "/api/dashboard/data"
 
@@ -51,33 +51,11 @@ class GatedMarket(CountingMarket):
         return await super().fetch_tickers(symbols)
 
 
-@contextlib.asynccontextmanager
-async def replica(
-    memcached: LocalServer, redis: LocalServer, clock: ManualClock, name: str
-) -> AsyncIterator[QuartTestApp]:
-    from app.main.embedded import create_app
-
-    settings = make_settings(
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-        VIRTUOSO_MEMCACHED_URL=memcached.address,
-        VIRTUOSO_REDIS_URL=f"redis://{redis.address}/0",
-        VIRTUOSO_ADMIN_TOKEN=TOKEN,
-        VIRTUOSO_SECRET_KEY="session-secret-for-tests-0123456789",
-        VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT",
-        VIRTUOSO_REPLICA_ID=name,
-    )
-    app = create_app(settings, GatedMarket(clock), clock)
-    async with app.test_app() as test_app:
-        await eventually(lambda: state_of(test_app).warmed, seconds=30)
-        await eventually(lambda: state_of(test_app).runtime.bus.listening, seconds=10)
-        yield test_app
-
-
 @pytest.fixture
 async def two(memcached, redis, clock) -> AsyncIterator[tuple[QuartTestApp, QuartTestApp]]:
     async with (
-        replica(memcached, redis, clock, "a") as a,
-        replica(memcached, redis, clock, "b") as b,
+        replica(memcached, redis, clock, "a", GatedMarket(clock)) as a,
+        replica(memcached, redis, clock, "b", GatedMarket(clock)) as b,
     ):
         yield a, b
 

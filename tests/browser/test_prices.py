@@ -266,8 +266,13 @@ async def test_a_coin_priced_around_1e8_is_readable_in_the_table_and_the_chart(
         "() => document.getElementById('chart').dataset.minMove === '1e-10'", timeout=WAIT_MS
     )
     assert await chart.get_attribute("data-precision") == "10"
+    # the axis is redrawn on a later frame than the format is applied: wait for labels of
+    # this coin's prices (the ones before are BTC's); a wrong format still fails below
     await page.wait_for_function(
-        "() => (document.getElementById('chart').dataset.axisLabels || '').split('|').length >= 3",
+        """() => {
+            const labels = (document.getElementById('chart').dataset.axisLabels || '').split('|');
+            return labels.length >= 3 && labels.every((label) => label.startsWith('0.'));
+        }""",
         timeout=WAIT_MS,
     )
     labels = (await chart.get_attribute("data-axis-labels") or "").split("|")

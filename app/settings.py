@@ -39,6 +39,9 @@ CONFIG_ENV = "VIRTUOSO_CONFIG"
 ENVIRONMENT: dict[str, str] = {
     "exchange": "VIRTUOSO_EXCHANGE",
     "exchange_url": "VIRTUOSO_EXCHANGE_URL",
+    "exchange_ws_url": "VIRTUOSO_EXCHANGE_WS_URL",
+    "streams": "VIRTUOSO_STREAMS",
+    "stream_silence_seconds": "VIRTUOSO_STREAM_SILENCE_SECONDS",
     "exchange_timeout_seconds": "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS",
     "exchange_rate_limit_ms": "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS",
     "symbols": "VIRTUOSO_SYMBOLS",
@@ -134,6 +137,16 @@ class Settings(_Section):
     exchange_timeout_seconds: float = Field(gt=0, le=120)
     # ccxt's rateLimit (ms per unit of request cost); None: ccxt's value for the exchange.
     exchange_rate_limit_ms: float | None = Field(default=None, ge=1, le=1000)
+    # The exchange's public WebSocket base URL override, as exchange_url is for REST
+    # (ws://127.0.0.1:9000 + the exchange's own paths such as /v5/public/spot).
+    exchange_ws_url: str | None = None
+    # Read the exchange's public streams (ccxt.pro) and poll REST only for history, the
+    # markets and as the fallback; "off" polls REST on the refresh cadence alone.
+    streams: Literal["on", "off"] = "on"
+    # A stream that delivers nothing for this long is not live: REST takes over.
+    stream_silence_seconds: float = Field(default=10, ge=0.5, le=600)
+    # Live updates of one (channel, symbol) per second at most (ticks are coalesced).
+    live_updates_per_second: float = Field(default=4, ge=0.1, le=50)
     seed: int
     bind: str
     refresh_seconds: float = Field(ge=1, le=3600)
@@ -345,6 +358,22 @@ class Settings(_Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url.rstrip("/")
+
+    @field_validator("exchange_ws_url")
+    @classmethod
+    def _ws_url(cls, url: str | None) -> str | None:
+        if url in (None, ""):
+            return None
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return url.rstrip("/")
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML reads a bare on/off as a boolean
+            return "on" if value else "off"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("bind")
     @classmethod

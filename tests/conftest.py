@@ -96,13 +96,15 @@ FAKE_EXCHANGE_RATE_LIMIT_MS = "1"
 
 def exchange_settings(base_url: str, symbols: str, **environ: str) -> Settings:
     """The service on ccxt's Bybit against the loopback fake at ``base_url``, for these
-    comma-separated symbols."""
+    comma-separated symbols, polling REST (the tests of streams say VIRTUOSO_STREAMS=on
+    and where the streams are)."""
     return make_settings(
         **{
             "VIRTUOSO_EXCHANGE": "bybit",
             "VIRTUOSO_EXCHANGE_URL": base_url,
             "VIRTUOSO_SYMBOLS": symbols,
             "VIRTUOSO_EXCHANGE_TIMEOUT_SECONDS": "3",
+            "VIRTUOSO_STREAMS": "off",
             "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": FAKE_EXCHANGE_RATE_LIMIT_MS,
         }
         | environ

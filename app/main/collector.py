@@ -8,6 +8,7 @@ here needs the Quart app.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from app.cache.runtime import CacheRuntime
@@ -18,7 +19,7 @@ from app.observability.metrics import Metrics
 from app.services.alerts.evaluation import AlertEvaluation
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore
-from app.services.analysis import AnalysisSettings
+from app.services.analysis import Analysis, AnalysisSettings
 from app.services.collector_link import LocalCollector
 from app.services.coordination import RefreshCoordinator
 from app.services.live_updates import LiveUpdates
@@ -30,11 +31,15 @@ from app.services.pipeline import (
     RefreshListener,
     SnapshotListener,
 )
+from app.services.snapshot import Snapshot
 from app.services.view_cache import ViewCache
 from app.services.views import ViewSettings
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+TICK_ALERT_SECONDS = 1.0
+"""Between refreshes, the alert rules run on streamed prices at most this often."""
 
 
 def pipeline_settings(settings: Settings) -> PipelineSettings:
@@ -58,6 +63,7 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         ),
         single_flight=settings.optimized("single_flight"),
         refresh_ahead=settings.optimized("refresh_ahead"),
+        views_per_second=settings.live_updates_per_second,
     )
 
 
@@ -68,6 +74,7 @@ def build_pipeline(
     clock: Callable[[], float],
     *,
     listeners: Sequence[SnapshotListener],
+    tick_listeners: Sequence[SnapshotListener] = (),
     on_refresh: Sequence[RefreshListener],
     critical_alerts: CriticalAlerts,
     publish: Publish | None = None,
@@ -84,6 +91,7 @@ def build_pipeline(
         _coordinator(settings, runtime),
         clock,
         listeners=listeners,
+        tick_listeners=tick_listeners,
         on_refresh=on_refresh,
         critical_alerts=critical_alerts,
     )
@@ -122,17 +130,40 @@ def snapshot_flow(
         clock=clock,
         store=store,
     )
+    evaluation = AlertEvaluation(alerts)
+    tick_alerts = at_most_every(TICK_ALERT_SECONDS, evaluation.on_snapshot)
     pipeline, views = build_pipeline(
         settings,
         source,
         runtime,
         clock,
-        listeners=(AlertEvaluation(alerts).on_snapshot, live.on_snapshot),
+        listeners=(evaluation.on_snapshot, live.on_snapshot),
+        # streamed tickers: live updates at once, the alert rules once a second at most
+        tick_listeners=(
+            live.on_snapshot,
+            at_most_every(TICK_ALERT_SECONDS, evaluation.on_snapshot),
+        ),
         on_refresh=(collector_telemetry.refresh_observer(metrics),),
         critical_alerts=alerts.critical_alerts,
         publish=publish,
     )
     return alerts, pipeline, views
+
+
+def at_most_every(seconds: float, listener: SnapshotListener) -> SnapshotListener:
+    """``listener`` told of a snapshot only when ``seconds`` (monotonic) have passed
+    since it was last told (the alert rules read and write their store each time)."""
+    told = -float("inf")
+
+    async def throttled(snapshot: Snapshot, analysis: Analysis) -> None:
+        nonlocal told
+        if time.monotonic() - told < seconds:
+            return
+        told = time.monotonic()
+        await listener(snapshot, analysis)
+
+    throttled.__qualname__ = getattr(listener, "__qualname__", "listener")
+    return throttled
 
 
 def _coordinator(settings: Settings, runtime: CacheRuntime) -> RefreshCoordinator | None:

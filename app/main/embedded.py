@@ -46,7 +46,7 @@ def create_app(
     collector_telemetry.start_at_zero(metrics, market)
 
     def parts(broadcaster: Broadcaster) -> server.StateParts:
-        live = LiveUpdates(broadcaster)
+        live = LiveUpdates(broadcaster, per_second=settings.live_updates_per_second)
         alerts, pipeline, views = collector.snapshot_flow(
             settings, market, runtime, live, metrics, clock
         )

@@ -3,6 +3,7 @@ GuardedSource: timeouts, bounded jittered retries and a breaker per operation fa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,10 @@ from app.market.sources.base import MarketSource
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.market.sources.ccxt import CcxtMarketSource
     from app.market.sources.guarded import CallObserver
+
+log = logging.getLogger(__name__)
 
 
 def make_source(settings: Settings, observers: Sequence[CallObserver] = ()) -> MarketSource:
@@ -29,8 +33,31 @@ def make_source(settings: Settings, observers: Sequence[CallObserver] = ()) -> M
         timeout_ms=int(settings.exchange_timeout_seconds * 1000),
         symbols_hint=settings.symbols,
         rate_limit_ms=settings.exchange_rate_limit_ms,
+        ws_url=settings.exchange_ws_url,
+        streaming=settings.streams == "on",
     )
     # ccxt times out first; the guard's bound only catches what ccxt's does not.
-    return GuardedSource(
+    guarded = GuardedSource(
         exchange, timeout_seconds=settings.exchange_timeout_seconds + 1, observers=observers
     )
+    return _with_streams(settings, exchange, guarded)
+
+
+def _with_streams(
+    settings: Settings, exchange: CcxtMarketSource, guarded: MarketSource
+) -> MarketSource:
+    """The guarded REST source behind the exchange's streams, when they are on and the
+    exchange's ccxt class has them (else polled, with one line saying so)."""
+    if settings.streams == "off":
+        return guarded
+    from app.market.sources.exchange_feed import ExchangeStreams, supports_streams
+    from app.market.sources.streaming import StreamingSource
+
+    if not supports_streams(exchange):
+        log.warning("%s has no public streams in ccxt.pro: polling REST", settings.exchange)
+        return guarded
+
+    def feed(_source: MarketSource, symbols: Sequence[str]) -> ExchangeStreams:
+        return ExchangeStreams(exchange, symbols, silent_after=settings.stream_silence_seconds)
+
+    return StreamingSource(guarded, feed, settings.symbols)

@@ -6,6 +6,12 @@ computed, a symbol no longer collected) is published as null, so the kept snapsh
 the open pages drop it instead of showing the last value; when it returns it differs
 from that null and is sent again.
 
+A (channel, symbol) is published at most ``per_second`` times a second: a change that
+comes sooner waits for its turn, and only the newest value of a key is sent then (ticks
+coalesced; a busy market cannot flood clients). A market update is stamped with the
+exchange's own event time of its ticker (``generated_at``), so the page and the bench
+see exchange→screen latency; the broadcaster adds ``published_at``.
+
 The projection sits next to the views it shares helpers with; it hands its updates to a
 ``LivePublisher`` (the realtime broadcaster, passed in by the composition), so realtime
 knows nothing of snapshots and analyses.
@@ -13,6 +19,10 @@ knows nothing of snapshots and analyses.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -37,31 +47,98 @@ class LivePublisher(Protocol):
         ...
 
 
-class LiveUpdates:
-    """The pipeline's snapshot listener that publishes what changed to ``broadcaster``."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, broadcaster: LivePublisher) -> None:
+Key = tuple[str, str | None]
+
+
+class LiveUpdates:
+    """The pipeline's snapshot listener that publishes what changed to ``broadcaster``,
+    each (channel, symbol) at most ``per_second`` times a second (``clock``: monotonic
+    seconds). ``coalesced``: changes replaced by a newer one before their turn."""
+
+    def __init__(
+        self,
+        broadcaster: LivePublisher,
+        *,
+        per_second: float = 4.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if per_second <= 0:
+            raise ValueError("per_second must be > 0")
         self.broadcaster = broadcaster
-        self._last: dict[tuple[str, str | None], bytes] = {}
+        self.interval = 1.0 / per_second
+        self.clock = clock
+        self.coalesced = 0
+        self._last: dict[Key, bytes] = {}  # the last value sent
+        self._sent_at: dict[Key, float] = {}
+        self._waiting: dict[Key, tuple[Any, bytes, int]] = {}  # newest change held back
+        self._flush: asyncio.Task[None] | None = None
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
         """Publishes every (channel, symbol) whose value changed since the last snapshot
-        (a value gone: null), stamped with the snapshot's ``fetched_at_ms``."""
+        (a value gone: null), stamped with the snapshot's ``fetched_at_ms`` — a market
+        update with its ticker's event time."""
         at = snapshot.fetched_at_ms
         updates = updates_of(snapshot, analysis)
         present = {(channel, symbol) for channel, symbol, _ in updates}
         gone = [key for key in self._last if key[1] is not None and key not in present]
         updates += [(channel, symbol, None) for channel, symbol in gone]
         for channel, symbol, data in updates:
-            encoded = orjson.dumps(data)
-            if self._last.get((channel, symbol)) == encoded:
-                continue
-            self._last[(channel, symbol)] = encoded
-            await self.broadcaster.publish(channel, symbol, data, at)
+            stamp = event_time(snapshot, symbol, at) if channel == "market" else at
+            await self._offer((channel, symbol), data, stamp)
 
     async def announce_alert(self, alert: dict, generated_at_ms: int) -> None:
-        """Publishes an alert (new or changed) to the live clients."""
+        """Publishes an alert (new or changed) to the live clients (never held back)."""
         await self.broadcaster.publish_alert(alert, generated_at_ms)
+
+    async def close(self) -> None:
+        """Stops the flush of held-back changes (they are dropped)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            await asyncio.gather(self._flush, return_exceptions=True)
+
+    async def _offer(self, key: Key, data: Any, at: int) -> None:
+        encoded = orjson.dumps(data)
+        if self._last.get(key) == encoded:
+            if self._waiting.pop(key, None) is not None:  # back to what clients have
+                self.coalesced += 1
+            return
+        if self.clock() - self._sent_at.get(key, -float("inf")) >= self.interval:
+            await self._send(key, data, encoded, at)
+            return
+        if key in self._waiting:
+            self.coalesced += 1
+        self._waiting[key] = (data, encoded, at)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_waiting(), name="live-coalesced")
+
+    async def _send(self, key: Key, data: Any, encoded: bytes, at: int) -> None:
+        self._last[key] = encoded
+        self._sent_at[key] = self.clock()
+        await self.broadcaster.publish(key[0], key[1], data, at)
+
+    async def _flush_waiting(self) -> None:
+        """Sends each held-back change when its key's turn comes."""
+        while self._waiting:
+            now = self.clock()
+            due = min(self._sent_at.get(key, now) + self.interval for key in self._waiting)
+            await asyncio.sleep(max(0.0, due - now))
+            now = self.clock()
+            for key in [k for k in self._waiting if now - self._sent_at.get(k, 0) >= self.interval]:
+                data, encoded, at = self._waiting.pop(key)
+                try:
+                    await self._send(key, data, encoded, at)
+                except Exception as error:  # the next change of the key is sent anew
+                    log.warning("live update %s/%s not sent: %s", key[0], key[1], error)
+
+
+def event_time(snapshot: Snapshot, symbol: str | None, fallback_ms: int) -> int:
+    """The exchange's event time of the symbol's ticker (epoch ms), or ``fallback_ms``
+    when there is none or it is implausible (after ``fallback_ms``, or a day before)."""
+    ticker = snapshot.tickers.get(symbol) if symbol is not None else None
+    stamp = 0 if ticker is None else ticker.timestamp_ms
+    return stamp if 0 < stamp and fallback_ms - 86_400_000 < stamp <= fallback_ms else fallback_ms
 
 
 def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | None, Any]]:

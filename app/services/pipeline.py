@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import orjson
@@ -22,6 +22,7 @@ import orjson
 from app.backends.errors import TierUnavailable
 from app.market.errors import MarketDataError
 from app.market.listing import UNSERVED
+from app.market.models.ticker import Ticker
 from app.market.sources.base import MarketSource
 from app.observability.tracing import step_span
 from app.services.analysis import Analysis, AnalysisSettings, analyse
@@ -41,6 +42,8 @@ Publish = Callable[[dict[str, bytes], int], Awaitable[None]]
 RefreshListener = Callable[[str, float], None]
 # The pending critical alerts (as dicts) the mobile dashboard shows.
 CriticalAlerts = Callable[[], Awaitable[list[dict]]]
+# Waits for the tickers a source's streams pushed since the last call (by symbol).
+NextTicks = Callable[[], Awaitable[dict[str, Ticker]]]
 
 
 class SnapshotListener(Protocol):
@@ -67,6 +70,7 @@ class PipelineSettings:
     views: ViewSettings
     single_flight: bool = True
     refresh_ahead: bool = True
+    views_per_second: float = 4.0  # views rebuilt from ticks at most this often
 
 
 class Pipeline:
@@ -86,6 +90,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         *,
         listeners: Sequence[SnapshotListener] = (),
+        tick_listeners: Sequence[SnapshotListener] = (),
         on_refresh: Sequence[RefreshListener] = (),
         critical_alerts: CriticalAlerts | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -99,6 +104,8 @@ class Pipeline:
         self.latest: Snapshot | None = None
         self.latest_analysis: Analysis | None = None
         self.listeners = tuple(listeners)
+        self.tick_listeners = tuple(tick_listeners)
+        self.monotonic = monotonic
         self.critical_alerts: CriticalAlerts = critical_alerts or _no_alerts
         self.on_refresh = tuple(on_refresh)
         self.cadence = Cadence(settings.refresh_seconds, monotonic)
@@ -107,6 +114,11 @@ class Pipeline:
         self.collector: SnapshotCollector | None = None
         self._inflight: asyncio.Task[Snapshot | None] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._tick_task: asyncio.Task[None] | None = None
+        self._views_task: asyncio.Task[None] | None = None
+        self._newest: dict[str, Ticker] = {}  # the newest streamed ticker of each symbol
+        self._views_at = -float("inf")  # monotonic time of the last views built from ticks
+        self.ticks_applied = 0
         self._published = asyncio.Event()
         self.source_started = asyncio.Event()
         self._failing_listeners: set[str] = set()  # names of listeners in a failure episode
@@ -118,11 +130,12 @@ class Pipeline:
     async def halt(self) -> None:
         """Stops refreshing (the loop and a refresh in flight) but keeps the source open:
         ``start`` resumes (a collector that lost its leadership and may win it back)."""
-        tasks = [t for t in (self._loop_task, self._inflight) if t is not None]
+        running = (self._loop_task, self._inflight, self._tick_task, self._views_task)
+        tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # outcomes already recorded
-        self._loop_task = self._inflight = None
+        self._loop_task = self._inflight = self._tick_task = self._views_task = None
 
     async def stop(self) -> None:
         """Stops refreshing and closes the source."""
@@ -172,6 +185,9 @@ class Pipeline:
     async def _run(self) -> None:
         if self.collector is None:  # started once; a resumed loop goes on with it
             await self._start_source()
+        next_ticks: NextTicks | None = getattr(self.source, "next_ticks", None)
+        if next_ticks is not None and self._tick_task is None:
+            self._tick_task = asyncio.create_task(self._follow(next_ticks), name="pipeline-ticks")
         while True:
             self.cadence.started()
             try:
@@ -233,7 +249,7 @@ class Pipeline:
         self.status.last_attempt_ms = int(self.clock() * 1000)
         try:
             with step_span("market.fetch", exchange=self.source.name):
-                snapshot = await self.collector.collect()
+                snapshot = _with_ticks(await self.collector.collect(), self._newest)
         except MarketDataError as error:
             if self.status.consecutive_failures == 0:  # one line per outage, not per attempt
                 log.warning("refresh failed: %s", error)
@@ -280,6 +296,63 @@ class Pipeline:
         payloads = build_views(snapshot, analysis, self.settings.views, alerts)
         return {name: _json(payload) for name, payload in payloads.items()}
 
+    async def _follow(self, next_ticks: NextTicks) -> None:
+        """Applies the streamed tickers to the latest snapshot as they come (a batch of
+        whatever arrived while the last one was applied)."""
+        failing = False
+        while True:
+            ticks = await next_ticks()
+            try:
+                await self._apply_ticks(ticks)
+            except Exception:  # a defect must not stop the ticks (logged once per episode)
+                if not failing:
+                    log.exception("applying streamed tickers failed")
+                failing = True
+            else:
+                failing = False
+
+    async def _apply_ticks(self, ticks: dict[str, Ticker]) -> None:
+        """The latest snapshot with these tickers (newer ones only) → the cheap analysis
+        → the tick listeners (live updates, coalesced per key); the views are rebuilt at
+        most ``views_per_second`` (the last change is never left unbuilt)."""
+        newer = {
+            s: t
+            for s, t in ticks.items()
+            if (old := self._newest.get(s)) is None or t.timestamp_ms >= old.timestamp_ms
+        }
+        self._newest |= newer
+        snapshot, analysis = self.latest, self.latest_analysis
+        if snapshot is None or analysis is None or not newer:
+            return
+        snapshot = _with_ticks(snapshot, newer, int(self.clock() * 1000))
+        if snapshot is self.latest:
+            return
+        analysis = await asyncio.to_thread(self._analyse_ticks, snapshot)
+        self.latest, self.latest_analysis = snapshot, analysis
+        self.ticks_applied += len(newer)
+        for listener in self.tick_listeners:
+            await self._tell(listener, snapshot, analysis)
+        self._views_due()
+
+    def _analyse_ticks(self, snapshot: Snapshot) -> Analysis:
+        return analyse(snapshot, self.settings.analysis)
+
+    def _views_due(self) -> None:
+        """Rebuilds the views of the latest snapshot now, or when their turn comes."""
+        if self._views_task is not None and not self._views_task.done():
+            return  # already waiting for its turn: it builds the newest
+        wait = self._views_at + 1.0 / self.settings.views_per_second - self.monotonic()
+        self._views_task = asyncio.create_task(self._views_later(max(0.0, wait)))
+
+    async def _views_later(self, wait: float) -> None:
+        if wait > 0:
+            await self._sleep(wait)
+        self._views_at = self.monotonic()
+        try:
+            await self.republish()
+        except Exception as error:  # the next tick or refresh tries again
+            log.warning("views from streamed tickers not published: %s", error)
+
     async def republish(self, fresh_within: float | None = None) -> bool:
         """Rebuilds the views of the latest snapshot (e.g. after alerts changed) without
         fetching; False when this replica holds no snapshot (the next refresh will) or,
@@ -298,15 +371,20 @@ class Pipeline:
 
     async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:
         for listener in self.listeners:
-            name = getattr(listener, "__qualname__", repr(listener))
-            try:
-                await listener(snapshot, analysis)
-            except Exception as error:  # a listener's failure must not stop the refresher
-                self._listener_failed(name, error)
-            else:
-                if name in self._failing_listeners:
-                    self._failing_listeners.discard(name)
-                    log.info("snapshot listener %s works again", name)
+            await self._tell(listener, snapshot, analysis)
+
+    async def _tell(
+        self, listener: SnapshotListener, snapshot: Snapshot, analysis: Analysis
+    ) -> None:
+        name = getattr(listener, "__qualname__", repr(listener))
+        try:
+            await listener(snapshot, analysis)
+        except Exception as error:  # a listener's failure must not stop the refresher
+            self._listener_failed(name, error)
+        else:
+            if name in self._failing_listeners:
+                self._failing_listeners.discard(name)
+                log.info("snapshot listener %s works again", name)
 
     def _listener_failed(self, name: str, error: Exception) -> None:
         """One log line per failure episode of a listener: a backend that is down
@@ -341,6 +419,20 @@ class Pipeline:
         self.status.last_error = reason
         self.status.consecutive_failures += 1
         self.status.last_attempt_ms = int(self.clock() * 1000)
+
+
+def _with_ticks(snapshot: Snapshot, ticks: dict[str, Ticker], at_ms: int | None = None) -> Snapshot:
+    """``snapshot`` with the tickers in ``ticks`` that are newer than its own (for the
+    symbols it prices), as of ``at_ms`` (default: unchanged); itself when none is."""
+    fresher = {
+        s: t
+        for s, t in ticks.items()
+        if (old := snapshot.tickers.get(s)) is not None and t.timestamp_ms > old.timestamp_ms
+    }
+    if not fresher:
+        return snapshot
+    fetched = snapshot.fetched_at_ms if at_ms is None else max(at_ms, snapshot.fetched_at_ms)
+    return replace(snapshot, tickers=snapshot.tickers | fresher, fetched_at_ms=fetched)
 
 
 def _json(payload: dict) -> bytes:

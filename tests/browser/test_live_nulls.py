@@ -89,6 +89,21 @@ async def confluence_snapshot(base: str, symbol: str) -> dict:
     return found
 
 
+async def delisting_announced(base: str, symbol: str) -> dict:
+    """What a subscriber gets once the delisting's nulls are out: a live update waits
+    for its key's turn (at most a few per second per key), so not at once."""
+    found: dict = {}
+
+    async def nulls() -> bool:
+        found.update(await confluence_snapshot(base, symbol))
+        return found.get("confluence") is None
+
+    async with asyncio.timeout(30):
+        while not await nulls():
+            await asyncio.sleep(0.5)  # a connection at a time (5 per client at most)
+    return found
+
+
 async def test_a_client_subscribing_after_a_delisting_gets_no_old_confluence(
     fake: FakeBybit, clock: ManualClock
 ) -> None:
@@ -99,7 +114,7 @@ async def test_a_client_subscribing_after_a_delisting_gets_no_old_confluence(
         assert isinstance(before["confluence"]["score"], float)
         fake.delist("SOLUSDT")
         await refresh(app, clock)
-        after = await confluence_snapshot(base, "SOLUSDT")
+        after = await delisting_announced(base, "SOLUSDT")
         assert after == {"confluence": None, "beta": None}
         fake.relist("SOLUSDT")
         for _ in range(5):  # its candles come back over the next refreshes
@@ -126,6 +141,7 @@ async def test_a_page_loaded_after_a_delisting_shows_no_old_score(
         await eventually(lambda: app.extensions["virtuoso"].warmed, seconds=30)
         fake.delist("SOLUSDT")
         await refresh(app, clock)
+        await delisting_announced(ws_base, "SOLUSDT")
         desktop = await new_page(browser, base + "/?view=desktop", problems, {})
         phone = await new_page(browser, base + "/mobile", problems, PHONE)
         await wait_snapshot(desktop, "confluence")
@@ -176,8 +192,14 @@ async def test_a_symbol_no_longer_collected_gets_nulls_and_values_again_when_bac
     ]  # fmt: skip
     monkeypatch.setattr(live_updates, "updates_of", lambda _s, _a: list(rounds.pop(0)))
     broadcaster = RecordingBroadcaster()
-    live = LiveUpdates(broadcaster)  # type: ignore[arg-type]
-    snapshot = type("S", (), {"fetched_at_ms": 1, "listing": {}})()
+    now = [0.0]  # each round a second after the last: none is held back (coalescing)
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    live = LiveUpdates(broadcaster, clock=clock)  # type: ignore[arg-type]
+    snapshot = type("S", (), {"fetched_at_ms": 1, "listing": {}, "tickers": {}})()
     await live.on_snapshot(snapshot, None)  # type: ignore[arg-type]
     broadcaster.published.clear()
     await live.on_snapshot(snapshot, None)  # type: ignore[arg-type]

@@ -22,3 +22,9 @@ class OrderBook:
     @property
     def mid(self) -> float:
         return float((self.bids[0, 0] + self.asks[0, 0]) / 2)
+
+    def top(self, depth: int) -> OrderBook:
+        """The best ``depth`` levels of each side (this book when it has no more)."""
+        if len(self.bids) <= depth and len(self.asks) <= depth:
+            return self
+        return OrderBook(self.symbol, self.bids[:depth], self.asks[:depth], self.timestamp_ms)

@@ -152,19 +152,41 @@ def _restrict_to_spot(exchange: ccxt_async.Exchange) -> None:
 
 
 def _build_exchange(
-    exchange_id: str, base_url: str | None, timeout_ms: int, rate_limit_ms: float | None
+    exchange_id: str,
+    base_url: str | None,
+    timeout_ms: int,
+    rate_limit_ms: float | None,
+    ws_url: str | None = None,
+    streaming: bool = False,
 ) -> ccxt_async.Exchange:
+    """The ccxt instance: ccxt.pro's class (REST and streams on one instance: one market
+    load, one rate limiter) when ``streaming`` and ccxt.pro has the exchange."""
     if exchange_id not in ccxt_async.exchanges:
         raise ValueError(f"unknown ccxt exchange id {exchange_id!r}")
-    exchange_class = getattr(ccxt_async, exchange_id)
+    module: Any = ccxt_async
+    if streaming:
+        import ccxt.pro as ccxt_pro
+
+        module = ccxt_pro if exchange_id in ccxt_pro.exchanges else ccxt_async
     config: dict[str, Any] = {"enableRateLimit": True, "timeout": timeout_ms}
     if rate_limit_ms is not None:
         config["rateLimit"] = rate_limit_ms
-    exchange = exchange_class(config)
+    exchange = getattr(module, exchange_id)(config)
     _restrict_to_spot(exchange)
     if base_url:
         exchange.urls["api"] = override_api_urls(exchange.urls["api"], base_url)
+    streams = ws_url or (base_url and _ws_scheme(base_url))
+    if streams and isinstance(exchange.urls["api"], dict) and "ws" in exchange.urls["api"]:
+        # After the REST override (which rewrote these too, to http): the streams' own
+        # base, the exchange's paths kept (/v5/public/spot).
+        exchange.urls["api"]["ws"] = override_api_urls(exchange.urls["api"]["ws"], streams)
     return exchange
+
+
+def _ws_scheme(url: str) -> str:
+    """``http(s)://host`` → ``ws(s)://host``: a REST override without a stream override
+    points the streams at the same host (never at the real exchange)."""
+    return "ws" + url.removeprefix("http")
 
 
 def _now_ms() -> int:
@@ -278,8 +300,12 @@ class CcxtMarketSource:
         timeout_ms: int = 10_000,
         symbols_hint: Iterable[str] | None = None,
         rate_limit_ms: float | None = None,
+        ws_url: str | None = None,
+        streaming: bool = False,
     ) -> None:
-        """``base_url`` replaces the host of every API root (proxy, testnet, local fake).
+        """``base_url`` replaces the host of every API root (proxy, testnet, local fake);
+        ``ws_url`` the streams' (default: ``base_url`` as ws://). ``streaming``: a
+        ccxt.pro instance, whose streams ``exchange_feed.ExchangeStreams`` reads.
 
         ``rate_limit_ms``: ccxt's ``rateLimit``, the client-side spacing in ms per unit
         of an endpoint's cost (Bybit's market endpoints cost 5); None keeps ccxt's value
@@ -290,7 +316,9 @@ class CcxtMarketSource:
         shows up at start rather than as per-request SymbolNotListed errors.
         """
         self.name = exchange_id
-        self._exchange = _build_exchange(exchange_id, base_url, timeout_ms, rate_limit_ms)
+        self._exchange = _build_exchange(
+            exchange_id, base_url, timeout_ms, rate_limit_ms, ws_url, streaming
+        )
         # Waits in ccxt's rate limiter are timed apart from the requests (metrics, spans).
         from app.market.sources.ccxt_timing import instrument_throttle
 
@@ -521,6 +549,10 @@ class CcxtMarketSource:
         """(base, quote) of every listed symbol, from the exchange's market definitions
         (ccxt's ``markets``: any quote asset, DAI, TRY, FDUSD...); valid after ``start``."""
         return dict(self._assets)
+
+    def ccxt_symbols(self, symbols: Iterable[str]) -> dict[str, str]:
+        """ccxt symbol → canonical symbol of those of ``symbols`` the exchange lists."""
+        return {self._to_ccxt[s]: s for s in symbols if s in self._to_ccxt}
 
     def _ccxt_symbol(self, symbol: str) -> str:
         try:

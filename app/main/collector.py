@@ -131,7 +131,6 @@ def snapshot_flow(
         store=store,
     )
     evaluation = AlertEvaluation(alerts)
-    tick_alerts = at_most_every(TICK_ALERT_SECONDS, evaluation.on_snapshot)
     pipeline, views = build_pipeline(
         settings,
         source,

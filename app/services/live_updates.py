@@ -138,7 +138,7 @@ def event_time(snapshot: Snapshot, symbol: str | None, fallback_ms: int) -> int:
     when there is none or it is implausible (after ``fallback_ms``, or a day before)."""
     ticker = snapshot.tickers.get(symbol) if symbol is not None else None
     stamp = 0 if ticker is None else ticker.timestamp_ms
-    return stamp if 0 < stamp and fallback_ms - 86_400_000 < stamp <= fallback_ms else fallback_ms
+    return stamp if stamp > 0 and fallback_ms - 86_400_000 < stamp <= fallback_ms else fallback_ms
 
 
 def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | None, Any]]:

@@ -99,7 +99,7 @@ async def delisting_announced(base: str, symbol: str) -> dict:
         return found.get("confluence") is None
 
     async with asyncio.timeout(30):
-        while not await nulls():
+        while not await nulls():  # noqa: ASYNC110 (a new subscriber each time)
             await asyncio.sleep(0.5)  # a connection at a time (5 per client at most)
     return found
 

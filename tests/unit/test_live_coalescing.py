@@ -10,6 +10,7 @@ import pytest
 
 from app.services import live_updates
 from app.services.live_updates import LiveUpdates, event_time
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -43,12 +44,6 @@ async def offer(live: LiveUpdates, monkeypatch, updates: list) -> None:
     await live.on_snapshot(snapshot(), None)  # type: ignore[arg-type]
 
 
-async def wait_for(condition, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def test_a_key_changing_faster_than_its_rate_sends_the_newest_value_on_its_turn(
     monkeypatch,
 ) -> None:
@@ -61,7 +56,7 @@ async def test_a_key_changing_faster_than_its_rate_sends_the_newest_value_on_its
     await offer(live, monkeypatch, [("market", "BTCUSDT", {"price": 3})])
     assert len(recorder.published) == 1  # held back: its turn is 0.25 s after the first
     clock.now += 0.2  # the turn has come: the flush sends the newest only
-    await wait_for(lambda: len(recorder.published) == 2)
+    await eventually(lambda: len(recorder.published) == 2)
     assert recorder.published[-1][2] == {"price": 3}
     assert live.coalesced == 1
     await live.close()

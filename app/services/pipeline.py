@@ -117,6 +117,7 @@ class Pipeline:
         self._tick_task: asyncio.Task[None] | None = None
         self._views_task: asyncio.Task[None] | None = None
         self._newest: dict[str, Ticker] = {}  # the newest streamed ticker of each symbol
+        self._ticked_at: dict[str, float] = {}  # when it came (monotonic seconds)
         self._views_at = -float("inf")  # monotonic time of the last views built from ticks
         self.ticks_applied = 0
         self._published = asyncio.Event()
@@ -247,9 +248,10 @@ class Pipeline:
             raise MarketDataError(f"{self.source.name} has not started yet")
         started = time.perf_counter()
         self.status.last_attempt_ms = int(self.clock() * 1000)
+        since = self.monotonic()
         try:
             with step_span("market.fetch", exchange=self.source.name):
-                snapshot = _with_ticks(await self.collector.collect(), self._newest)
+                snapshot = _with_ticks(await self.collector.collect(), self._ticked_since(since))
         except MarketDataError as error:
             if self.status.consecutive_failures == 0:  # one line per outage, not per attempt
                 log.warning("refresh failed: %s", error)
@@ -321,6 +323,8 @@ class Pipeline:
             if (old := self._newest.get(s)) is None or t.timestamp_ms >= old.timestamp_ms
         }
         self._newest |= newer
+        now = self.monotonic()
+        self._ticked_at |= dict.fromkeys(newer, now)
         snapshot, analysis = self.latest, self.latest_analysis
         if snapshot is None or analysis is None or not newer:
             return
@@ -333,6 +337,11 @@ class Pipeline:
         for listener in self.tick_listeners:
             await self._tell(listener, snapshot, analysis)
         self._views_due()
+
+    def _ticked_since(self, since: float) -> dict[str, Ticker]:
+        """The streamed tickers that came after ``since`` (a refresh that started then
+        must not put back older prices)."""
+        return {s: t for s, t in self._newest.items() if self._ticked_at[s] >= since}
 
     def _analyse_ticks(self, snapshot: Snapshot) -> Analysis:
         return analyse(snapshot, self.settings.analysis)

@@ -1,0 +1,170 @@
+"""The service on the exchange's streams, end to end: real ccxt.pro against the loopback
+fake Bybit's v5 public stream, the embedded service served by hypercorn, a WebSocket
+client of the service. A price set on the exchange reaches the client without a REST
+ticker call; a dropped stream is watched again; a silent one falls back to REST polling
+(the price still moves, from REST) and the streams take over again when they speak;
+``VIRTUOSO_STREAMS=off`` opens no stream at all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import websockets
+
+from app.main.embedded import create_app
+from tests.conftest import eventually, exchange_settings
+from tests.support.ws_server import serve_app
+from tools.fake_bybit import FakeBybit
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
+BOUND = 30.0  # seconds: the most any wait may take on a busy machine
+
+
+def streaming_settings(fake: FakeBybit, **environ: str) -> Any:
+    host_port = fake.base_url.removeprefix("http://")
+    streaming = {
+        "VIRTUOSO_STREAMS": "on",
+        "VIRTUOSO_EXCHANGE_WS_URL": f"ws://{host_port}",
+        "VIRTUOSO_STREAM_SILENCE_SECONDS": "1",
+        "VIRTUOSO_REFRESH_SECONDS": "1",
+    }
+    return exchange_settings(fake.base_url, SYMBOLS, **(streaming | environ))
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBybit]:
+    async with FakeBybit(symbols=SYMBOLS.split(",")) as exchange:
+        yield exchange
+
+
+class Client:
+    """A /ws client subscribed to the market channel, keeping the newest price seen."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.prices: dict[str, float] = {}
+        self.updates: list[dict] = []
+
+    async def read(self) -> None:
+        async for text in self.ws:
+            message = json.loads(text)
+            if message["type"] == "heartbeat":
+                await self.ws.send(json.dumps({"type": "pong", "nonce": message["nonce"]}))
+            elif message["type"] == "update" and message["channel"] == "market":
+                self.updates.append(message)
+                if message["data"] and message["data"].get("price") is not None:
+                    self.prices[message["symbol"]] = message["data"]["price"]
+            elif message["type"] == "snapshot" and message["channel"] == "market":
+                for item in message["items"]:
+                    if item["data"] and item["data"].get("price") is not None:
+                        self.prices[item["symbol"]] = item["data"]["price"]
+
+
+@contextlib.asynccontextmanager
+async def market_client(base: str) -> AsyncIterator[Client]:
+    async with websockets.connect(f"{base}/ws", origin=base.replace("ws", "http")) as ws:
+        subscribe = {"type": "subscribe", "channels": ["market"], "symbols": SYMBOLS.split(",")}
+        await ws.send(json.dumps(subscribe))
+        client = Client(ws)
+        reader = asyncio.create_task(client.read())
+        try:
+            yield client
+        finally:
+            reader.cancel()
+
+
+def ticker_calls(fake: FakeBybit) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith("/market/tickers"))
+
+
+async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_rest(
+    fake: FakeBybit,
+) -> None:
+    app = create_app(streaming_settings(fake))
+    source = app.extensions["virtuoso"].pipeline.source
+    async with serve_app(app) as base:
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await eventually(source.streaming, BOUND)
+        async with market_client(base) as client:
+            await eventually(lambda: len(client.prices) == 3, BOUND)
+            rest_before = ticker_calls(fake)
+            for price in (45_678.5, 45_700.0, 45_650.25):
+                await fake.streams.set_price("BTCUSDT", price)
+                await eventually(lambda p=price: client.prices.get("BTCUSDT") == p, BOUND)
+            # the update carries the exchange's event time and when it was published
+            last = client.updates[-1]
+            assert last["symbol"] == "BTCUSDT"
+            assert 0 < last["generated_at"] <= last["published_at"] * 1000 + 1
+            # refreshes went on meanwhile (every second) but asked REST for no ticker
+            assert ticker_calls(fake) == rest_before
+            assert source.status()["mode"] == "streaming"
+            # the polled dashboard follows the stream too (views rebuilt from ticks)
+            await eventually(lambda: dashboard_price(app) == 45_650.25, BOUND)
+
+
+def dashboard_price(app: Any) -> float | None:
+    latest = app.extensions["virtuoso"].pipeline.latest
+    ticker = None if latest is None else latest.tickers.get("BTCUSDT")
+    return None if ticker is None else ticker.last
+
+
+async def test_a_dropped_stream_is_watched_again(fake: FakeBybit) -> None:
+    app = create_app(streaming_settings(fake))
+    source = app.extensions["virtuoso"].pipeline.source
+    async with serve_app(app) as base:
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await eventually(source.streaming, BOUND)
+        async with market_client(base) as client:
+            await eventually(lambda: len(client.prices) == 3, BOUND)
+            opened = fake.streams.connections_opened
+            await fake.streams.drop_all(abrupt=True)
+            await eventually(lambda: fake.streams.connections_opened > opened, BOUND)  # noqa: B023
+            await fake.streams.set_price("ETHUSDT", 2_345.5)
+            await eventually(lambda: client.prices.get("ETHUSDT") == 2_345.5, BOUND)
+            await eventually(source.streaming, BOUND)
+
+
+async def test_a_silent_stream_falls_back_to_rest_and_streams_take_over_again(
+    fake: FakeBybit,
+) -> None:
+    app = create_app(streaming_settings(fake))
+    source = app.extensions["virtuoso"].pipeline.source
+    async with serve_app(app) as base:
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await eventually(source.streaming, BOUND)
+        async with market_client(base) as client:
+            await eventually(lambda: len(client.prices) == 3, BOUND)
+            fake.streams.silence(pongs=True)  # connected and answering pings: ccxt is happy
+            rest_before = ticker_calls(fake)
+            await eventually(lambda: not source.streaming(), BOUND)
+            # a price the stream does not send arrives through REST polling
+            await fake.streams.set_price("SOLUSDT", 150.5)
+            await eventually(lambda: client.prices.get("SOLUSDT") == 150.5, BOUND)
+            assert ticker_calls(fake) > rest_before
+            assert source.fallbacks >= 1
+            fake.streams.resume()
+            await fake.streams.set_price("SOLUSDT", 151.5)  # the stream speaks again
+            await eventually(source.streaming, BOUND)
+            await eventually(lambda: client.prices.get("SOLUSDT") == 151.5, BOUND)
+            calls = ticker_calls(fake)
+            await fake.streams.set_price("SOLUSDT", 152.0)
+            await eventually(lambda: client.prices.get("SOLUSDT") == 152.0, BOUND)
+            assert source.status()["mode"] == "streaming"
+            assert ticker_calls(fake) - calls <= 1  # at most a refresh already under way
+
+
+async def test_streams_off_polls_rest_and_opens_no_stream(fake: FakeBybit) -> None:
+    app = create_app(streaming_settings(fake, VIRTUOSO_STREAMS="off"))
+    async with serve_app(app):
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        calls = ticker_calls(fake)
+        await eventually(lambda: ticker_calls(fake) > calls, BOUND)  # polled each refresh
+        assert fake.streams.connections_opened == 0
+        assert not hasattr(app.extensions["virtuoso"].pipeline.source, "next_ticks")

@@ -125,7 +125,7 @@ async def test_a_dropped_stream_is_watched_again(fake: FakeBybit) -> None:
             await eventually(lambda: len(client.prices) == 3, BOUND)
             opened = fake.streams.connections_opened
             await fake.streams.drop_all(abrupt=True)
-            await eventually(lambda: fake.streams.connections_opened > opened, BOUND)  # noqa: B023
+            await eventually(lambda: fake.streams.connections_opened > opened, BOUND)
             await fake.streams.set_price("ETHUSDT", 2_345.5)
             await eventually(lambda: client.prices.get("ETHUSDT") == 2_345.5, BOUND)
             await eventually(source.streaming, BOUND)

@@ -10,7 +10,12 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.main.collectors import DataQuality, data_quality_family, webhook_refused_family
+from app.main.collectors import (
+    DataQuality,
+    data_quality_family,
+    stream_families,
+    webhook_refused_family,
+)
 from app.market.sources.base import MarketSource
 from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
 from app.market.sources.guarded import GuardedSource
@@ -105,3 +110,4 @@ class CollectorProcessMetrics(Collector):
         )
         yield data_quality_family(self.data_quality())
         yield webhook_refused_family(self.webhooks_refused())
+        yield from stream_families(status.streams)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -169,6 +170,7 @@ class ServiceCollector(Collector):
         for outcome, count in sorted(status.refreshes.items()):
             refreshes.add_metric((outcome,), count)
         yield refreshes
+        yield from stream_families(status.streams)
 
     def _realtime(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         broadcaster = self.state.broadcaster
@@ -228,6 +230,36 @@ def data_quality_family(counts: dict[str, dict[str, int]]) -> CounterMetricFamil
         for kind, count in sorted(kinds.items()):
             family.add_metric((symbol, kind), count)
     return family
+
+
+def stream_families(
+    streams: dict[str, Any] | None,
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The exchange streams' state from ``CollectorStatus.streams`` (nothing when the
+    source only polls): ``virtuoso_stream_live`` (1 streaming, 0 fallen back to REST),
+    ``virtuoso_stream_fallbacks_total`` and ``virtuoso_market_reads_total{by}`` (what
+    answered the collector's reads: the feed or REST — REST in steady state is the
+    fallback's price)."""
+    if not streams:
+        return
+    yield GaugeMetricFamily(
+        "virtuoso_stream_live",
+        "1 while the exchange streams are live, 0 while REST polling stands in",
+        value=1 if streams.get("mode") == "streaming" else 0,
+    )
+    yield CounterMetricFamily(
+        "virtuoso_stream_fallbacks",
+        "Times the exchange streams stopped being live (REST polling took over)",
+        value=int(streams.get("fallbacks", 0)),
+    )
+    reads = CounterMetricFamily(
+        "virtuoso_market_reads",
+        "Market data reads by what answered them: the stream feed or REST",
+        labels=("by",),
+    )
+    for by, count in sorted((streams.get("answered") or {}).items()):
+        reads.add_metric((str(by),), int(count))
+    yield reads
 
 
 REQUEST_OUTCOMES = ("ok", "refused", "timeout", "unavailable")

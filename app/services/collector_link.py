@@ -25,6 +25,9 @@ class CollectorStatus:
     ``delisted``: configured symbols the exchange does not list or serve now, each
     ``{symbol, status (delisted | unserved | not_listed), since, reason, last_price,
     last_seen}``. ``refreshes``: counts by outcome (ok | error | skipped).
+    ``streams``: the exchange streams' state when the source streams (``mode``
+    streaming | polling, ``answered`` by feed | rest, ``fallbacks``, ``feed``: per
+    stream), None when it only polls.
     """
 
     source_started: bool = False
@@ -38,6 +41,7 @@ class CollectorStatus:
     delisted: list[dict] = field(default_factory=list)
     refreshes: dict[str, int] = field(default_factory=dict)  # a plain dict: asdict-safe
     views_built: int = 0
+    streams: dict | None = None
 
 
 class CollectorLink(Protocol):

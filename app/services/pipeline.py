@@ -179,6 +179,7 @@ class Pipeline:
     def _refreshed(self, outcome: str, started: float, span) -> None:
         span.set_attribute("pipeline.outcome", outcome)
         self.status.refreshes[outcome] = self.status.refreshes.get(outcome, 0) + 1
+        self.status.streams = stream_status(self.source)
         seconds = time.perf_counter() - started
         for listener in self.on_refresh:
             listener(outcome, seconds)
@@ -428,6 +429,12 @@ class Pipeline:
         self.status.last_error = reason
         self.status.consecutive_failures += 1
         self.status.last_attempt_ms = int(self.clock() * 1000)
+
+
+def stream_status(source: MarketSource) -> dict | None:
+    """The source's stream state (``StreamingSource.status``), None when it only polls."""
+    status = getattr(source, "status", None)
+    return status() if callable(status) else None
 
 
 def _with_ticks(snapshot: Snapshot, ticks: dict[str, Ticker], at_ms: int | None = None) -> Snapshot:

@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 
@@ -94,19 +95,56 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
         await eventually(source.streaming, BOUND)
         async with market_client(base) as client:
             await eventually(lambda: len(client.prices) == 3, BOUND)
+            # a market that moves (ETH, SOL tick), as a live stream does: its silence
+            # bound (1 s here) is never reached, so no REST call is needed
+            ticking = asyncio.create_task(tick_forever(fake, ["ETHUSDT", "SOLUSDT"]))
             rest_before = ticker_calls(fake)
+            refreshed = refreshes(app)
             for price in (45_678.5, 45_700.0, 45_650.25):
                 await fake.streams.set_price("BTCUSDT", price)
                 await eventually(lambda p=price: client.prices.get("BTCUSDT") == p, BOUND)
             # the update carries the exchange's event time and when it was published
-            last = client.updates[-1]
-            assert last["symbol"] == "BTCUSDT"
+            last = [u for u in client.updates if u["symbol"] == "BTCUSDT"][-1]
             assert 0 < last["generated_at"] <= last["published_at"] * 1000 + 1
-            # refreshes went on meanwhile (every second) but asked REST for no ticker
+            # refreshes go on (every second) but ask REST for no ticker
+            await eventually(lambda: refreshes(app) >= refreshed + 2, BOUND)
             assert ticker_calls(fake) == rest_before
             assert source.status()["mode"] == "streaming"
+            ticking.cancel()
             # the polled dashboard follows the stream too (views rebuilt from ticks)
             await eventually(lambda: dashboard_price(app) == 45_650.25, BOUND)
+        # operators see it: metrics and the collector's status in /health
+        http = base.replace("ws://", "http://")
+        await eventually(lambda: metric_is(http, "virtuoso_stream_live", 1.0), BOUND)
+        reads = await metric(http, 'virtuoso_market_reads_total{by="feed"}')
+        assert (reads or 0) >= 3  # the three tickers of a refresh, at least
+        async with aiohttp.ClientSession() as session, session.get(f"{http}/health") as reply:
+            health = await reply.json()
+        assert "streaming" in json.dumps(health), health
+
+
+async def metric(http: str, name: str) -> float | None:
+    """The value of the sample ``name`` (with its labels) in the service's /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(f"{http}/metrics") as reply:
+        text = await reply.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+async def tick_forever(fake: FakeBybit, symbols: list[str]) -> None:
+    while True:
+        await fake.streams.tick(symbols)
+        await asyncio.sleep(0.2)
+
+
+def refreshes(app: Any) -> int:
+    return app.extensions["virtuoso"].pipeline.status.refreshes.get("ok", 0)
+
+
+async def metric_is(http: str, name: str, value: float) -> bool:
+    return await metric(http, name) == value
 
 
 def dashboard_price(app: Any) -> float | None:
@@ -149,6 +187,8 @@ async def test_a_silent_stream_falls_back_to_rest_and_streams_take_over_again(
             await eventually(lambda: client.prices.get("SOLUSDT") == 150.5, BOUND)
             assert ticker_calls(fake) > rest_before
             assert source.fallbacks >= 1
+            http = base.replace("ws://", "http://")
+            await eventually(lambda: metric_is(http, "virtuoso_stream_live", 0.0), BOUND)
             fake.streams.resume()
             await fake.streams.set_price("SOLUSDT", 151.5)  # the stream speaks again
             await eventually(source.streaming, BOUND)

@@ -214,6 +214,27 @@ async def test_a_dropped_stream_reconnects_and_backfills_without_a_gap(
     assert max(len(args) for args in requests) <= 10
 
 
+async def test_a_failed_backfill_is_retried_for_that_pair_alone(
+    make_stream, fake: FakeBybit, rest: CcxtMarketSource
+) -> None:
+    await rest.start()  # markets loaded, so the next REST call is a kline request
+    fake.http_error_next(503, times=2, path="/v5/market/kline")
+    stream, _ = make_stream()
+    await fake.streams.start_ticking(10)  # deliveries to retry on
+    try:
+        await all_series(stream)
+    finally:
+        await fake.streams.stop_ticking()
+
+    assert stream.backfill_errors == 2
+    assert stream.errors == 0  # the batches carried on
+    assert stream.backfills == len(PAIRS)
+    for (_, tf), symbol in PAIRS.items():
+        kept = stream.series(symbol, tf)
+        assert kept is not None and len(kept) == LIMITS[tf]
+        assert_consecutive(kept, 5 * MINUTE if tf == "5m" else MINUTE)
+
+
 async def test_a_silent_stream_hands_out_no_series(make_stream, fake: FakeBybit) -> None:
     stream, _ = make_stream(silent_after=1.0)
     await fake.streams.start_ticking(10)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,6 +65,10 @@ class _Series:
     """Cache rows already taken (open time → values), so an unchanged cached candle
     never overwrites a newer REST one."""
     built: Candles | None = None
+    retry_delay: float = 0.0
+    """Seconds between backfill tries while they fail (0: not failing)."""
+    retry_at: float = 0.0
+    """Clock time before which no backfill is tried (after a failed one)."""
 
 
 class CandleStream(BatchedStream[Pair]):
@@ -73,8 +78,10 @@ class CandleStream(BatchedStream[Pair]):
     ``backfill``: REST history, ``limits``: how many candles to keep per timeframe
     (every timeframe of ``pairs`` needs one). ``on_close``: see the module docstring.
     ``topics_per_request``, ``silent_after``, ``retry``, ``clock``: as
-    ``BatchedStream``. Counters: ``backfills`` (REST calls made), ``gaps`` (streamed
-    candles that left a hole), ``updates`` (candles merged from the stream), and the
+    ``BatchedStream`` (``retry`` also paces backfills of a pair while they fail).
+    Counters: ``backfills`` (REST calls that answered), ``backfill_errors`` (that
+    failed), ``gaps`` (streamed candles that left a hole), ``updates`` (candles
+    merged from the stream), and the
     inherited ``errors``, ``reconnects``, ``deliveries``; ``data_quality``: what
     cleaning did to streamed rows, per canonical symbol.
     """
@@ -114,6 +121,7 @@ class CandleStream(BatchedStream[Pair]):
         self.backfills = 0
         self.gaps = 0
         self.updates = 0
+        self.backfill_errors = 0
         self.data_quality = DataQualityCounters()
         self._series: dict[Pair, _Series] = {
             pair: _Series(
@@ -167,18 +175,39 @@ class CandleStream(BatchedStream[Pair]):
     # ----- merging ------------------------------------------------------------------------
 
     async def _refresh(self, pair: Pair, *, backfill: bool) -> None:
-        """Bring ``pair``'s series up to date: backfill when asked (or never done), then
-        merge the stream's new candles; a gap backfills once more."""
+        """Bring ``pair``'s series up to date: backfill when asked (or not yet done),
+        then merge the stream's new candles; a gap backfills once more."""
         kept = self._series[pair]
-        if backfill or not kept.backfilled:
-            await self._backfill(pair)
+        if backfill:
+            kept.backfilled = False
+        if not kept.backfilled and not await self._try_backfill(pair):
+            return
         if not self._merge(pair):
             self.gaps += 1
             log.info("%s %s candles: the stream left a gap; backfilling", *pair)
-            await self._backfill(pair)
-            if not self._merge(pair):  # REST behind the stream: not current until closed
-                kept.backfilled = False
+            if await self._try_backfill(pair) and not self._merge(pair):
+                kept.backfilled = False  # REST behind the stream: not current until closed
         self._note_closed(kept)
+
+    async def _try_backfill(self, pair: Pair) -> bool:
+        """Backfill ``pair`` unless a failed backfill's back-off is still running; True
+        when the series is backfilled. A failure is counted (``backfill_errors``) and
+        delays this pair's next try (the batch's other pairs carry on)."""
+        kept = self._series[pair]
+        if self.clock() < kept.retry_at:
+            return False
+        try:
+            await self._backfill(pair)
+        except Exception as error:  # the REST source's errors, whatever they are
+            self.backfill_errors += 1
+            kept.backfilled = False
+            if not kept.retry_delay:  # one line per episode
+                log.warning("%s %s candles: backfill failed (%s); retrying", *pair, error)
+            kept.retry_delay = min(self.retry[1], kept.retry_delay * 2 or self.retry[0])
+            kept.retry_at = self.clock() + kept.retry_delay * random.uniform(0.5, 1.0)
+            return False
+        kept.retry_delay, kept.retry_at = 0.0, 0.0
+        return kept.backfilled
 
     async def _backfill(self, pair: Pair) -> None:
         kept = self._series[pair]

@@ -80,6 +80,7 @@ class BatchedStream(Generic[K]):
         self.deliveries = 0
         self._batch_of: dict[K, tuple[K, ...]] = {k: b for b in self.batches for k in b}
         self._heard: dict[tuple[K, ...], float] = {}
+        self._busy: set[tuple[K, ...]] = set()  # batches taking a delivery
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----- what a subclass says -------------------------------------------------------
@@ -90,9 +91,9 @@ class BatchedStream(Generic[K]):
 
     async def _deliver(self, batch: tuple[K, ...], recovered: bool) -> None:
         """Take what ``batch`` delivered from ccxt's cache. ``recovered``: the batch
-        had failed, or been silent beyond ``silent_after``, before this delivery (what
-        came before may be incomplete); the first delivery is one too. Raising counts as
-        a failure of the batch."""
+        had failed, or its watch waited longer than ``silent_after``, before this
+        delivery (what came before may be incomplete); the first delivery is one too.
+        Raising counts as a failure of the batch."""
         raise NotImplementedError
 
     def _failed(self, batch: tuple[K, ...]) -> None:
@@ -124,7 +125,11 @@ class BatchedStream(Generic[K]):
     # ----- liveness --------------------------------------------------------------------
 
     def batch_live(self, batch: tuple[K, ...]) -> bool:
-        """Whether ``batch`` delivered within ``silent_after`` seconds."""
+        """Whether ``batch`` delivered within ``silent_after`` seconds, or is still
+        taking its last delivery (e.g. a REST backfill: our time, not the exchange's
+        silence; what the exchange sends meanwhile waits in ccxt's cache)."""
+        if batch in self._busy:
+            return True
         heard = self._heard.get(batch)
         return heard is not None and self.clock() - heard <= self.silent_after
 
@@ -150,11 +155,17 @@ class BatchedStream(Generic[K]):
         failing = False
         while True:
             try:
+                asked = self.clock()
                 await self._watch(batch)
                 self.deliveries += 1
-                recovered = failing or not self.batch_live(batch)
-                self._heard[batch] = self.clock()
-                await self._deliver(batch, recovered)
+                now = self.clock()
+                recovered = failing or batch not in self._heard or now - asked > self.silent_after
+                self._heard[batch] = now
+                self._busy.add(batch)
+                try:
+                    await self._deliver(batch, recovered)
+                finally:
+                    self._busy.discard(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # ccxt's NetworkError, ExchangeError, …

@@ -27,7 +27,8 @@ once: ticker, trade, candle and book update), ``tick`` / ``start_ticking`` (move
 symbol a little, several times a second), ``drop_all`` (close every connection),
 ``silence`` / ``resume`` (the socket stays open, no data flows; pongs optionally
 too), ``skip_update`` (the next book update of a symbol is lost, so the one after jumps
-``u`` by 2), ``resnapshot`` (a fresh book snapshot, as Bybit sends after a restart).
+``u`` by 2), ``send_trade`` (one public trade with the fields given, e.g. a bad
+price), ``resnapshot`` (a fresh book snapshot, as Bybit sends after a restart).
 ``received`` records every client message, ``sent`` the recent server messages.
 """
 
@@ -258,6 +259,20 @@ class BybitStreams:
                 kind, depth, topic_symbol = _parse(topic)
                 if kind == "orderbook" and topic_symbol == symbol:
                     await self._send_book(conn, topic, symbol, int(depth), snapshot=True)
+
+    async def send_trade(
+        self, symbol: str, *, price: str, size: str, side: str = "Buy"
+    ) -> dict[str, Any]:
+        """Send one public trade of ``symbol`` with exactly these fields (strings as
+        Bybit sends them, e.g. a bad ``price="0"`` or ``size="-1"``) to its trade
+        subscribers, leaving the fake's prices alone; returns the trade sent."""
+        trade = self._trade(symbol) | {"p": price, "v": size, "S": side}
+        if not self.silent:
+            topic = f"publicTrade.{symbol}"
+            for conn in list(self._conns):
+                if topic in conn.topics:
+                    await self._send(conn, self._envelope(topic, "snapshot", [trade]))
+        return trade
 
     def book_update_id(self, symbol: str, depth: int, category: str = "spot") -> int:
         """The last ``u`` of ``symbol``'s book at ``depth`` (0: none yet)."""

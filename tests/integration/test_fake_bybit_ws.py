@@ -269,6 +269,21 @@ async def test_watch_trades_sees_the_trade_of_a_price_move(
     assert trades[-1]["side"] in ("buy", "sell")
 
 
+async def test_send_trade_sends_exactly_the_fields_given(
+    fake: FakeBybit, exchange: Exchange
+) -> None:
+    price = fake.tickers["ETHUSDT"]["lastPrice"]
+    trades = await watch_while_pushing(
+        lambda: exchange.watch_trades("ETH/USDT"),
+        lambda: fake.streams.send_trade("ETHUSDT", price="0", size="-1", side="Sell"),
+    )
+
+    assert (trades[-1]["price"], trades[-1]["amount"], trades[-1]["side"]) == (0.0, -1.0, "sell")
+    assert fake.tickers["ETHUSDT"]["lastPrice"] == price  # the fake's prices stay
+    [message, *_] = [m for m in fake.streams.sent if m.get("topic") == "publicTrade.ETHUSDT"]
+    assert message["data"][0]["p"] == "0" and message["data"][0]["S"] == "Sell"
+
+
 async def test_batch_watches_send_one_subscribe_request_each(
     fake: FakeBybit, exchange: Exchange
 ) -> None:

@@ -1,0 +1,210 @@
+"""Order books from the exchange's stream (ccxt.pro ``watch_order_book_for_symbols``):
+a snapshot, then deltas, with our own sequence check.
+
+ccxt 4.5.90's bybit applies every delta without looking at its update id (``u``) or
+``seq`` (no checksum either), so a lost delta would leave stale levels in its book
+until the exchange happens to send a new snapshot. This reader wraps the exchange
+instance's ``handle_order_book`` to check, per topic, that each delta's ``u`` is the
+previous one + 1 (a snapshot sets it). On a gap the symbol's book is out of sync: it is
+not served, and its topic is unsubscribed and subscribed again
+(``un_watch_order_book_for_symbols`` then the batch's next watch, which subscribes only
+what is missing), since a new subscription begins with a snapshot. A batch whose watch
+fails waits for fresh snapshots too (ccxt's new connection subscribes anew).
+
+Bybit's spot books come at depths 1, 50 and 200: the stream takes the smallest of
+``depths`` at least the depth wanted (the largest if none is) and ``book`` cuts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from app.market.models.order_book import OrderBook
+from app.market.sources.quality import finite
+from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+
+log = logging.getLogger(__name__)
+
+BYBIT_BOOK_DEPTHS = (1, 50, 200)
+"""The depths Bybit's public spot stream serves (ccxt would also pass 1000)."""
+UNWATCH_TIMEOUT = 5.0
+"""Seconds to wait at least for the exchange to acknowledge an unsubscribe (a failure
+of the batch after that)."""
+
+
+class Sync(Enum):
+    """Where a topic's book stands: waiting for its first snapshot, consistent, or
+    broken by a lost update (waiting for a re-snapshot)."""
+
+    WAITING = "waiting"
+    SYNCED = "synced"
+    GAPPED = "gapped"
+
+
+def stream_depth(wanted: int, depths: Sequence[int]) -> int:
+    """The smallest of ``depths`` at least ``wanted``, else the largest."""
+    if wanted < 1 or not depths:
+        raise ValueError("depth must be >= 1 and depths non-empty")
+    return min((d for d in depths if d >= wanted), default=max(depths))
+
+
+class BookStream(BatchedStream[str]):
+    """Watches the order books of ``symbols`` (ccxt symbol → canonical symbol) on
+    ``exchange`` (a ccxt.pro instance whose markets are loaded; one BookStream per
+    instance) until ``stop``, ``depth`` levels a side served.
+
+    ``depths``: the depths the exchange streams. ``topics_per_request``,
+    ``silent_after``, ``retry``, ``clock``: as ``BatchedStream``. Counters: ``gaps``
+    (deltas whose ``u`` did not follow the previous one), ``resnapshots`` (topics
+    subscribed again after a gap), ``updates`` (book messages checked), and the
+    inherited ``errors``, ``reconnects``, ``deliveries``.
+    """
+
+    kind = "order book"
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: Mapping[str, str],
+        depth: int,
+        *,
+        depths: Sequence[int] = BYBIT_BOOK_DEPTHS,
+        topics_per_request: int = TOPICS_PER_REQUEST,
+        silent_after: float = 5.0,
+        retry: tuple[float, float] = (0.5, 10.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            sorted(symbols),
+            topics_per_request=topics_per_request,
+            silent_after=silent_after,
+            retry=retry,
+            clock=clock,
+        )
+        self.exchange = exchange
+        self.symbols = dict(symbols)
+        self.depth = depth
+        self.stream_depth = stream_depth(depth, depths)
+        self.gaps = 0
+        self.resnapshots = 0
+        self.updates = 0
+        self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
+        self._topic_of = {name: self._topic(name) for name in self.symbols}
+        self._ours = set(self._topic_of.values())
+        self._sync: dict[str, Sync] = {}
+        self._last_u: dict[str, int] = {}
+        self._original: Any = None
+        self._wrapper: Any = None
+
+    def _topic(self, name: str) -> str:
+        return f"orderbook.{self.stream_depth}.{self.exchange.market(name)['id']}"
+
+    # ----- reading --------------------------------------------------------------------
+
+    def book(self, symbol: str) -> OrderBook | None:
+        """The top ``depth`` levels a side of canonical ``symbol``'s book; None unless
+        its batch is live and its book in sync (or for a symbol not watched)."""
+        name = self._ccxt_of.get(symbol)
+        if name is None or not self.key_live(name) or not self.in_sync(symbol):
+            return None
+        held = self.exchange.orderbooks.get(name)
+        if held is None:
+            return None
+        stamp = finite(held.get("timestamp"))
+        return OrderBook(
+            symbol=symbol,
+            bids=_side(held.get("bids"), self.depth),
+            asks=_side(held.get("asks"), self.depth),
+            timestamp_ms=int(time.time() * 1000) if stamp is None else int(stamp),
+        )
+
+    def in_sync(self, symbol: str) -> bool:
+        """Whether canonical ``symbol``'s book has had a snapshot and every delta since."""
+        name = self._ccxt_of.get(symbol)
+        return name is not None and self._sync.get(self._topic_of[name]) is Sync.SYNCED
+
+    # ----- running --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the sequence check on the exchange, then watch (once)."""
+        if self._wrapper is None:
+            self._install()
+        super().start()
+
+    async def stop(self) -> None:
+        """Stop watching and take the sequence check off the exchange."""
+        await super().stop()
+        if self._wrapper is not None and self.exchange.handle_order_book is self._wrapper:
+            self.exchange.handle_order_book = self._original
+        self._wrapper = None
+
+    def _install(self) -> None:
+        original = self.exchange.handle_order_book
+
+        def checked(client: Any, message: dict[str, Any]) -> Any:
+            self._check(message)
+            return original(client, message)
+
+        self._original, self._wrapper = original, checked
+        self.exchange.handle_order_book = checked
+
+    def _check(self, message: Any) -> None:
+        """The sequence check of one book message (see the module docstring)."""
+        topic = message.get("topic") if isinstance(message, dict) else None
+        if topic not in self._ours:
+            return
+        self.updates += 1
+        data = message.get("data")
+        update = data.get("u") if isinstance(data, dict) else None
+        if message.get("type") == "snapshot" and isinstance(update, int):
+            self._sync[topic], self._last_u[topic] = Sync.SYNCED, update
+            return
+        state, last = self._sync.get(topic), self._last_u.get(topic)
+        if state is Sync.SYNCED and isinstance(update, int) and update - 1 == last:
+            self._last_u[topic] = update
+            return
+        if state is not Sync.GAPPED:
+            self.gaps += 1
+            log.warning("%s: update %s after %s; re-snapshotting", topic, update, last)
+        self._sync[topic] = Sync.GAPPED
+
+    # ----- BatchedStream ----------------------------------------------------------------
+
+    def _label(self, key: str) -> str:
+        return self.symbols[key]
+
+    async def _watch(self, batch: tuple[str, ...]) -> None:
+        await self.exchange.watch_order_book_for_symbols(list(batch), self.stream_depth)
+
+    def _failed(self, batch: tuple[str, ...]) -> None:
+        for name in batch:  # a new connection starts with snapshots
+            self._sync[self._topic_of[name]] = Sync.WAITING
+            self._last_u.pop(self._topic_of[name], None)
+
+    async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
+        gapped = [name for name in batch if self._sync.get(self._topic_of[name]) is Sync.GAPPED]
+        if not gapped:
+            return
+        # The ack comes after the last message of the old subscription; the batch's
+        # next watch subscribes these topics again, and the exchange starts each with
+        # a snapshot.
+        unwatch = self.exchange.un_watch_order_book_for_symbols(
+            gapped, {"limit": self.stream_depth}
+        )
+        await asyncio.wait_for(unwatch, max(UNWATCH_TIMEOUT, self.silent_after))
+        for name in gapped:
+            self._sync[self._topic_of[name]] = Sync.WAITING
+        self.resnapshots += len(gapped)
+
+
+def _side(levels: Any, depth: int) -> np.ndarray:
+    """ccxt levels ``[price, amount, …]`` → float64 array of shape (≤ depth, 2)."""
+    rows = [level[:2] for level in (levels or [])[:depth]]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)

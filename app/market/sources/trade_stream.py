@@ -1,0 +1,149 @@
+"""Public trades from the exchange's stream (ccxt.pro ``watch_trades_for_symbols``): a
+bounded window of each symbol's recent trades, the input of cumulative volume delta.
+
+Trades are read from ccxt's cache (``exchange.trades[symbol]``: with ``newUpdates`` a
+watch returns only what resolved it), newest first back to the last one taken, and
+kept oldest first in a bounded deque per symbol. A row without a time, a taker side
+or a finite positive price and amount is dropped and counted (``dropped``).
+
+Trades missed while a batch was failing or silent are gone (the stream has no
+history): ``complete_since_ms`` says from when a symbol's window has no such hole.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.market.sources.quality import finite
+from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+
+Side = Literal["buy", "sell"]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicTrade:
+    """One trade on the exchange: when (epoch ms, the exchange's time), at what price
+    (quote per base), how much (base units), and the taker's side (``buy``: an
+    aggressive buyer lifted an ask)."""
+
+    timestamp_ms: int
+    price: float
+    amount: float
+    side: Side
+
+
+class TradeStream(BatchedStream[str]):
+    """Watches the public trades of ``symbols`` (ccxt symbol → canonical symbol) on
+    ``exchange`` (a ccxt.pro instance whose markets are loaded) until ``stop``,
+    keeping the newest ``keep`` trades of each symbol.
+
+    ``topics_per_request``, ``silent_after``, ``retry``, ``clock``: as
+    ``BatchedStream``. Counters: ``updates`` (trades kept), ``dropped`` (bad rows),
+    and the inherited ``errors``, ``reconnects``, ``deliveries``.
+    """
+
+    kind = "trade"
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: Mapping[str, str],
+        *,
+        keep: int = 1_000,
+        topics_per_request: int = TOPICS_PER_REQUEST,
+        silent_after: float = 30.0,
+        retry: tuple[float, float] = (0.5, 10.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        super().__init__(
+            sorted(symbols),
+            topics_per_request=topics_per_request,
+            silent_after=silent_after,
+            retry=retry,
+            clock=clock,
+        )
+        self.exchange = exchange
+        self.symbols = dict(symbols)
+        self.keep = keep
+        self.updates = 0
+        self.dropped = 0
+        self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
+        self._trades: dict[str, deque[PublicTrade]] = {
+            name: deque(maxlen=keep) for name in self.symbols
+        }
+        self._taken: dict[str, Any] = {}  # ccxt symbol → the newest cache entry taken
+        self._complete_since: dict[str, int] = {}
+
+    # ----- reading --------------------------------------------------------------------
+
+    def recent(self, symbol: str) -> list[PublicTrade] | None:
+        """Canonical ``symbol``'s kept trades, oldest first (empty: none yet); None
+        while its batch is not live (or for a symbol not watched)."""
+        name = self._ccxt_of.get(symbol)
+        if name is None or not self.key_live(name):
+            return None
+        return list(self._trades[name])
+
+    def last_trade_ms(self, symbol: str) -> int | None:
+        """Exchange time (epoch ms) of canonical ``symbol``'s newest kept trade."""
+        name = self._ccxt_of.get(symbol)
+        kept = self._trades.get(name) if name is not None else None
+        return kept[-1].timestamp_ms if kept else None
+
+    def complete_since_ms(self, symbol: str) -> int | None:
+        """Epoch ms from which no trade of canonical ``symbol`` was missed (the first
+        trade taken after its batch last (re)started delivering, or that moment if it
+        brought none); None before its first delivery."""
+        name = self._ccxt_of.get(symbol)
+        return None if name is None else self._complete_since.get(name)
+
+    # ----- BatchedStream ----------------------------------------------------------------
+
+    def _label(self, key: str) -> str:
+        return self.symbols[key]
+
+    async def _watch(self, batch: tuple[str, ...]) -> None:
+        await self.exchange.watch_trades_for_symbols(list(batch))
+
+    async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
+        for name in batch:
+            fresh = self._take(name)
+            if recovered:
+                first = fresh[0].timestamp_ms if fresh else int(time.time() * 1000)
+                self._complete_since[name] = first
+            self._trades[name].extend(fresh)
+            self.updates += len(fresh)
+
+    def _take(self, name: str) -> list[PublicTrade]:
+        """The cache's trades of ``name`` after the last one taken, oldest first."""
+        cache = self.exchange.trades.get(name)
+        if not cache:
+            return []
+        newer = list(
+            itertools.takewhile(lambda row: row is not self._taken.get(name), reversed(cache))
+        )
+        if newer:
+            self._taken[name] = newer[0]
+        trades = [self._parse(row) for row in reversed(newer)]
+        return [trade for trade in trades if trade is not None]
+
+    def _parse(self, row: Any) -> PublicTrade | None:
+        """A ccxt trade → ``PublicTrade``; None (counted) for a bad row."""
+        stamp = finite(row.get("timestamp")) if isinstance(row, dict) else None
+        price = finite(row.get("price")) if isinstance(row, dict) else None
+        amount = finite(row.get("amount")) if isinstance(row, dict) else None
+        side = row.get("side") if isinstance(row, dict) else None
+        if stamp is None or price is None or amount is None or price <= 0 or amount <= 0:
+            self.dropped += 1
+            return None
+        if side not in ("buy", "sell"):
+            self.dropped += 1
+            return None
+        return PublicTrade(int(stamp), price, amount, side)

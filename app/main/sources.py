@@ -50,14 +50,16 @@ def _with_streams(
     exchange's ccxt class has them (else polled, with one line saying so)."""
     if settings.streams == "off":
         return guarded
-    from app.market.sources.exchange_feed import ExchangeStreams, supports_streams
+    from app.market.sources.exchange_feed import exchange_feed_factory, supports_streams
     from app.market.sources.streaming import StreamingSource
 
     if not supports_streams(exchange):
         log.warning("%s has no public streams in ccxt.pro: polling REST", settings.exchange)
         return guarded
-
-    def feed(_source: MarketSource, symbols: Sequence[str]) -> ExchangeStreams:
-        return ExchangeStreams(exchange, symbols, silent_after=settings.stream_silence_seconds)
-
+    feed = exchange_feed_factory(
+        exchange,
+        candle_limits=settings.candle_limits,
+        book_depth=settings.order_book_depth,
+        silent_after=settings.stream_silence_seconds,
+    )
     return StreamingSource(guarded, feed, settings.symbols)

@@ -1,25 +1,50 @@
-"""The MarketFeed of a real exchange: its public WebSocket streams through ccxt.pro, on
-the same ccxt instance as the REST calls (one market load, one rate limiter).
+"""The MarketFeed of a real exchange: its public WebSocket streams through ccxt.pro.
 
-Each kind of data has its stream reader (``ticker_stream``, and the candle, book and
-trade streams); this module starts them for the listed symbols and answers the feed's
-questions from what they hold, only while they are live.
+Each kind of data has its reader (``ticker_stream``, ``candle_stream``, ``book_stream``,
+``trade_stream``); this module starts them for the listed symbols and answers the
+feed's questions from what they hold, only while they are live.
+
+Connections: ccxt keeps one connection per stream URL and instance, and an exchange
+bounds the topics one connection may carry (the fake Bybit: 200; 25 symbols × 6 candle
+timeframes alone are 150). So each reader gets connections of its own: the REST
+instance carries the tickers, and sibling instances (same class, URLs and loaded
+markets, no market load of their own) carry the rest, at most ``topics_per_connection``
+topics each. Subscribe requests are split further by each reader (10 topics on Bybit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.market.models.candles import Candles
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
+from app.market.sources.base import MarketSource
+from app.market.sources.book_stream import BookStream
+from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.feed import OnTicker
 from app.market.sources.ticker_stream import TickerStream
+from app.market.sources.trade_stream import PublicTrade, TradeStream
 
-NEEDED_METHODS = ("watchTickers",)
+NEEDED_METHODS = (
+    "watchTickers",
+    "watchOHLCVForSymbols",
+    "watchOrderBookForSymbols",
+    "watchTradesForSymbols",
+)
 """The ccxt.pro methods the feed uses; an exchange without them is polled (REST)."""
+
+TOPICS_PER_CONNECTION = 200
+"""Topics one connection carries at most (Bybit bounds it; the fake refuses beyond 200)."""
+
+QUIET_TICKER_SECONDS = 60.0
+"""A streamed ticker whose exchange time is older than this is not handed out even while
+its batch is live: a pair that stopped trading (or was delisted) is asked of REST."""
 
 
 def supports_streams(market: CcxtMarketSource) -> bool:
@@ -29,65 +54,188 @@ def supports_streams(market: CcxtMarketSource) -> bool:
 
 
 class ExchangeStreams:
-    """The streams of ``market``'s exchange for ``symbols`` (canonical, listed);
-    ``silent_after``: seconds without a message after which a stream is not live."""
+    """The streams of ``market``'s exchange for ``symbols`` (canonical, listed).
+
+    ``backfill``: REST candles ``(symbol, timeframe, limit)`` (the guarded source's
+    ``fetch_candles``) for the history at start and after every reconnect;
+    ``candle_limits``: candles kept per timeframe; ``book_depth``: levels per side;
+    ``silent_after``: seconds without a message after which tickers and books are not
+    live (candles, pushed every 1–60 s, and trades, only when someone trades, get at
+    least 90 s and 60 s)."""
 
     def __init__(
-        self, market: CcxtMarketSource, symbols: Sequence[str], *, silent_after: float
+        self,
+        market: CcxtMarketSource,
+        symbols: Sequence[str],
+        *,
+        backfill: Callable[[str, str, int], Any],
+        candle_limits: Mapping[str, int],
+        book_depth: int,
+        silent_after: float,
+        topics_per_connection: int = TOPICS_PER_CONNECTION,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = market.name
         self.market = market
         self.symbols = tuple(symbols)
+        self.backfill = backfill
+        self.candle_limits = dict(candle_limits)
+        self.book_depth = book_depth
         self.silent_after = silent_after
-        self.tickers: TickerStream | None = None
+        self.topics_per_connection = topics_per_connection
+        self.clock = clock
+        self.tickers: list[TickerStream] = []
+        self.candle_streams: list[CandleStream] = []
+        self.books: list[BookStream] = []
+        self.trades: list[TradeStream] = []
+        self._siblings: list[Any] = []
 
     def start(self, on_ticker: OnTicker) -> None:
         """Starts every stream (once)."""
-        if self.tickers is not None:
+        if self.tickers:
             return
-        exchange = self.market.exchange
-        self.tickers = TickerStream(
-            exchange,
-            self.market.ccxt_symbols(self.symbols),
-            on_ticker=on_ticker,
-            silent_after=self.silent_after,
-        )
-        self.tickers.start()
+        names = self.market.ccxt_symbols(self.symbols)  # ccxt symbol → canonical
+        quiet = self.silent_after
+        for part in self._chunks(sorted(names)):
+            exchange = self.market.exchange if not self.tickers else self._sibling()
+            symbols = {n: names[n] for n in part}
+            self.tickers.append(
+                TickerStream(exchange, symbols, on_ticker=on_ticker, silent_after=quiet)
+            )
+        for part in self._chunks(sorted(names)):
+            symbols = {n: names[n] for n in part}
+            book = BookStream(self._sibling(), symbols, self.book_depth, silent_after=quiet)
+            self.books.append(book)
+        for part in self._chunks(sorted(names)):
+            symbols = {n: names[n] for n in part}
+            slow = max(60.0, self.silent_after)
+            self.trades.append(TradeStream(self._sibling(), symbols, silent_after=slow))
+        pairs = [(n, tf) for n in sorted(names) for tf in sorted(self.candle_limits)]
+        for part in self._chunks(pairs):
+            self.candle_streams.append(
+                CandleStream(
+                    self._sibling(),
+                    {pair: names[pair[0]] for pair in part},
+                    self.backfill,
+                    self.candle_limits,
+                    silent_after=max(90.0, self.silent_after),
+                )
+            )
+        for stream in self._all():
+            stream.start()
 
     async def stop(self) -> None:
-        """Stops every stream (the exchange is closed with the source)."""
-        if self.tickers is not None:
-            await self.tickers.stop()
+        """Stops every stream and closes the sibling connections (the REST instance is
+        closed with the source)."""
+        for stream in self._all():
+            await stream.stop()
+        for sibling in self._siblings:
+            with contextlib.suppress(Exception):  # closing what may already be gone
+                await sibling.close()
 
     def is_live(self) -> bool:
-        """Whether every stream delivered within ``silent_after``."""
-        return self.tickers is not None and self.tickers.is_live()
+        """Whether the ticker streams delivered within ``silent_after`` (the mode: the
+        other kinds are checked per symbol when read)."""
+        return bool(self.tickers) and all(stream.is_live() for stream in self.tickers)
 
     def live_tickers(self) -> dict[str, Ticker]:
-        """The newest ticker of each symbol whose batch is live."""
-        if self.tickers is None:
-            return {}
-        silent = set(self.tickers.silent_symbols())
-        return {s: t for s, t in self.tickers.latest.items() if s not in silent}
+        """The newest ticker of each symbol whose batch is live and that is not quiet."""
+        since = int((self.clock() - QUIET_TICKER_SECONDS) * 1000)
+        live: dict[str, Ticker] = {}
+        for stream in self.tickers:
+            silent = set(stream.silent_symbols())
+            live |= {
+                s: t
+                for s, t in stream.latest.items()
+                if s not in silent and t.timestamp_ms >= since
+            }
+        return live
 
     def candles(self, symbol: str, timeframe: str) -> Candles | None:
-        """Not streamed yet: REST answers."""
+        """The backfilled, live series of the symbol at ``timeframe``; else None."""
+        for stream in self.candle_streams:
+            series = stream.series(symbol, timeframe)
+            if series is not None:
+                return series
         return None
 
     def book(self, symbol: str) -> OrderBook | None:
-        """Not streamed yet: REST answers."""
+        """The live, in-sequence book of the symbol; else None."""
+        for stream in self.books:
+            book = stream.book(symbol)
+            if book is not None:
+                return book
+        return None
+
+    def recent_trades(self, symbol: str) -> list[PublicTrade] | None:
+        """The symbol's recent public trades while its stream is live; else None."""
+        for stream in self.trades:
+            trades = stream.recent(symbol)
+            if trades is not None:
+                return trades
         return None
 
     def status(self) -> dict[str, Any]:
-        """Per stream: live, updates, errors, silent symbols."""
-        tickers = self.tickers
+        """Per kind of stream: live, counters, silent symbols (JSON-ready)."""
         return {
-            "tickers": None
-            if tickers is None
-            else {
-                "live": tickers.is_live(),
-                "updates": tickers.updates,
-                "errors": tickers.errors,
-                "silent": tickers.silent_symbols(),
-            }
+            "tickers": _kind_status(self.tickers, updates="updates"),
+            "candles": _kind_status(
+                self.candle_streams, updates="updates", backfills="backfills", gaps="gaps"
+            ),
+            "books": _kind_status(
+                self.books, updates="updates", gaps="gaps", resnapshots="resnapshots"
+            ),
+            "trades": _kind_status(self.trades, updates="updates", dropped="dropped"),
+            "connections": 1 + len(self._siblings),
         }
+
+    def _all(self) -> list[Any]:
+        return [*self.tickers, *self.books, *self.trades, *self.candle_streams]
+
+    def _chunks(self, keys: Sequence[Any]) -> list[Sequence[Any]]:
+        size = self.topics_per_connection
+        return [keys[i : i + size] for i in range(0, len(keys), size)]
+
+    def _sibling(self) -> Any:
+        """A new ccxt instance of the exchange for one more connection: the REST
+        instance's class, options and URLs, its markets set (not loaded again)."""
+        main = self.market.exchange
+        sibling = type(main)({"timeout": main.timeout, "options": copy.deepcopy(main.options)})
+        sibling.urls = copy.deepcopy(main.urls)
+        sibling.set_markets(main.markets, main.currencies)
+        self._siblings.append(sibling)
+        return sibling
+
+
+def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:
+    """Live, summed counters and silent symbols of the readers of one kind."""
+    return {
+        "live": bool(streams) and all(s.is_live() for s in streams),
+        "errors": sum(s.errors for s in streams),
+        "reconnects": sum(s.reconnects for s in streams),
+        **{name: sum(getattr(s, attr) for s in streams) for name, attr in counters.items()},
+        "silent": sorted({sym for s in streams for sym in s.silent_symbols()}),
+    }
+
+
+def exchange_feed_factory(
+    market: CcxtMarketSource,
+    *,
+    candle_limits: Mapping[str, int],
+    book_depth: int,
+    silent_after: float,
+) -> Callable[[MarketSource, Sequence[str]], ExchangeStreams]:
+    """The StreamingSource's feed factory: the streams of ``market`` for the listed
+    symbols, backfilled through the (guarded) REST source it is handed."""
+
+    def build(source: MarketSource, symbols: Sequence[str]) -> ExchangeStreams:
+        return ExchangeStreams(
+            market,
+            symbols,
+            backfill=source.fetch_candles,
+            candle_limits=candle_limits,
+            book_depth=book_depth,
+            silent_after=silent_after,
+        )
+
+    return build

@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 import websockets
 
 from app.main.embedded import create_app
+from app.market.models.timeframes import TIMEFRAME_SECONDS
 from tests.conftest import eventually, exchange_settings
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
@@ -208,3 +210,58 @@ async def test_streams_off_polls_rest_and_opens_no_stream(fake: FakeBybit) -> No
         await eventually(lambda: ticker_calls(fake) > calls, BOUND)  # polled each refresh
         assert fake.streams.connections_opened == 0
         assert not hasattr(app.extensions["virtuoso"].pipeline.source, "next_ticks")
+
+
+def fake_best_bid(fake: FakeBybit, symbol: str) -> float:
+    return float(fake.order_books[symbol]["b"][0][0])
+
+
+def served_best_bid(app: Any, symbol: str) -> float | None:
+    latest = app.extensions["virtuoso"].pipeline.latest
+    book = None if latest is None else latest.books.get(symbol)
+    return None if book is None else float(book.bids[0, 0])
+
+
+def feed_status(app: Any) -> dict:
+    return app.extensions["virtuoso"].pipeline.source.status()["feed"]
+
+
+async def test_a_lost_book_update_resnapshots_and_the_served_book_follows_the_exchange(
+    fake: FakeBybit,
+) -> None:
+    app = create_app(streaming_settings(fake))
+    async with app.test_app():
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await eventually(lambda: feed_status(app)["books"]["live"], BOUND)
+        fake.streams.skip_update("BTCUSDT")
+        await fake.streams.set_price("BTCUSDT", 61_000.0)  # this book update is lost
+        await fake.streams.set_price("BTCUSDT", 61_500.0)  # the next one shows the gap
+        await eventually(lambda: feed_status(app)["books"]["resnapshots"] >= 1, BOUND)
+        assert feed_status(app)["books"]["gaps"] >= 1
+        # the refreshes serve the re-snapshotted book: the exchange's, not a stale one
+        await eventually(
+            lambda: served_best_bid(app, "BTCUSDT") == fake_best_bid(fake, "BTCUSDT"), BOUND
+        )
+
+
+async def test_a_dropped_stream_backfills_candles_with_no_gap(fake: FakeBybit) -> None:
+    app = create_app(streaming_settings(fake))
+    async with app.test_app():
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await eventually(lambda: feed_status(app)["candles"]["live"], BOUND)
+        backfills = feed_status(app)["candles"]["backfills"]
+        await fake.streams.drop_all(abrupt=True)
+        ticking = asyncio.create_task(tick_forever(fake, SYMBOLS.split(",")))
+        try:
+            await eventually(lambda: feed_status(app)["candles"]["backfills"] > backfills, BOUND)
+            source = app.extensions["virtuoso"].pipeline.source
+            for timeframe in ("1m", "5m"):
+                series = await source.fetch_candles("BTCUSDT", timeframe, 100)
+                steps = set(np.diff(series.timestamp_ms).tolist())
+                assert steps == {TIMEFRAME_SECONDS[timeframe] * 1000}, (timeframe, steps)
+            # answered by the stream (backfilled), not by a REST call of this read
+            reads = source.answered["feed"]
+            await source.fetch_candles("BTCUSDT", "1m", 100)
+            assert source.answered["feed"] == reads + 1
+        finally:
+            ticking.cancel()

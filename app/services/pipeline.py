@@ -35,6 +35,8 @@ from app.services.views import ViewSettings, build_views, candles_view
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 60.0
+TICK_BATCH_SECONDS = 0.05
+"""Streamed tickers are applied at most this often (those in between together)."""
 
 # Receives every view of a snapshot: JSON bytes by view name, and the data's time.
 Publish = Callable[[dict[str, bytes], int], Awaitable[None]]
@@ -305,6 +307,7 @@ class Pipeline:
         failing = False
         while True:
             ticks = await next_ticks()
+            applied = self.monotonic()
             try:
                 await self._apply_ticks(ticks)
             except Exception:  # a defect must not stop the ticks (logged once per episode)
@@ -313,6 +316,9 @@ class Pipeline:
                 failing = True
             else:
                 failing = False
+            # ticks that come meanwhile wait and are applied together: at most
+            # 1 / TICK_BATCH_SECONDS applications a second however busy the market
+            await self._sleep(max(0.0, applied + TICK_BATCH_SECONDS - self.monotonic()))
 
     async def _apply_ticks(self, ticks: dict[str, Ticker]) -> None:
         """The latest snapshot with these tickers (newer ones only) → the cheap analysis

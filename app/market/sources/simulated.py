@@ -358,26 +358,26 @@ class SimulatedMarket:
         return np.random.default_rng([self.seed, self._last_step, column, 1])
 
     def _spread(self, column: int, price: float, draw: float) -> tuple[float, int]:
-        """Best bid and spread (in price ticks) around ``price`` for a spread draw in
+        """Best bid and spread (in price increments) around ``price`` for a spread draw in
         [0, 1): 1-2 bp, at least 2 ticks, the price inside the spread."""
-        tick = 10.0 ** -self._decimals[column]
-        spread_ticks = max(2, round(price * 1e-4 * (1 + draw) / tick))
-        return price - (spread_ticks // 2) * tick, spread_ticks
+        unit = 10.0 ** -self._decimals[column]  # the price increment
+        spread_ticks = max(2, round(price * 1e-4 * (1 + draw) / unit))
+        return price - (spread_ticks // 2) * unit, spread_ticks
 
     def _order_book(self, column: int, depth: int, tick: int) -> OrderBook:
         """A book around the live price at ``tick`` whose bid/ask imbalance leans with
         the last 5 minutes; spread and sizes are drawn once per step."""
         price = self._tick_price(column, self._step_view(), tick)
         digits = self._decimals[column]
-        tick = 10.0**-digits
+        unit = 10.0**-digits  # the price increment
         rng = self._book_rng(column)
         best_bid, spread_ticks = self._spread(column, price, rng.random())
         five_minutes = self._tables["5m"].ohlcv[3, -2:, column]
         lean = math.tanh(50 * math.log(five_minutes[-1] / five_minutes[0]))
-        levels = np.arange(depth) * tick
+        levels = np.arange(depth) * unit
         sizes = rng.lognormal(0.0, 0.6, size=(2, depth)) * self._step_volume[column] * 4
         bid_prices = np.round(best_bid - levels, digits)
-        ask_prices = np.round(best_bid + spread_ticks * tick + levels, digits)
+        ask_prices = np.round(best_bid + spread_ticks * unit + levels, digits)
         bids = np.column_stack([bid_prices, sizes[0] * (1 + 0.5 * lean)])
         asks = np.column_stack([ask_prices, sizes[1] * (1 - 0.5 * lean)])
         return OrderBook(self.assets[column].symbol, bids, asks, self._tick_ms(tick))

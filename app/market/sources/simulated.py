@@ -192,8 +192,8 @@ class SimulatedMarket:
     def tickers_now(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         """The tickers of ``symbols`` at the clock's tick, by symbol (delisted ones left
         out; SymbolNotListed for an unknown one). ``last`` is the live tick price,
-        ``timestamp_ms`` the tick's time. Cheap between steps (tens of µs for 25
-        symbols): what only changes per step is computed once per step."""
+        ``timestamp_ms`` the tick's time. Cheap: what only changes per step is computed
+        once per step (25 symbols: about 0.1 ms a tick, 1 ms when a step begins)."""
         tick = self._advance()
         view = self._step_view()
         served = [symbol for symbol in symbols if symbol not in self._delisted]

@@ -60,9 +60,9 @@ def analyse(snapshot: Snapshot, settings: AnalysisSettings) -> Analysis:
     longer lists or serves (``snapshot.listing``) gets no confluence, signal or beta:
     its candles are the older ones kept, and no one can trade it.
 
-    Everything is computed from scratch; ``IncrementalAnalyser``
-    (``app.services.incremental_analysis``) gives the same result reusing what did not
-    change, for snapshots built many times a second."""
+    Everything is computed from scratch (REST polling); for snapshots built many times
+    a second, ``IncrementalAnalyser`` (``app.services.incremental_analysis``) reuses
+    what did not change, with the staleness it documents."""
     errors: dict[str, str] = {}
     weights = settings.weights
     confluence = {}

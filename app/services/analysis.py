@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from app.market.analytics.beta import BETA_WINDOWS, BetaStats, beta_overview, explain_beta
 from app.market.analytics.confluence import ConfluenceResult, combine_timeframes, score_timeframe
@@ -58,39 +58,81 @@ class Analysis:
 def analyse(snapshot: Snapshot, settings: AnalysisSettings) -> Analysis:
     """CPU-bound (TA-Lib + numpy): run it in a worker thread. A symbol the exchange no
     longer lists or serves (``snapshot.listing``) gets no confluence, signal or beta:
-    its candles are the older ones kept, and no one can trade it."""
+    its candles are the older ones kept, and no one can trade it.
+
+    Everything is computed from scratch (REST polling); for snapshots built many times
+    a second, ``IncrementalAnalyser`` (``app.services.incremental_analysis``) reuses
+    what did not change, with the staleness it documents."""
     errors: dict[str, str] = {}
     weights = settings.weights
     confluence = {}
     for symbol in traded(snapshot):
-        result = _section(
+        result = section(
             errors, f"confluence/{symbol}", partial(_confluence, snapshot, symbol, weights)
         )
         if result:
             confluence[symbol] = result
     unavailable: dict[str, dict[str, str]] = {}
-    beta = _section(errors, "beta", lambda: _all_betas(snapshot, errors, unavailable))
+    beta = section(errors, "beta", lambda: _all_betas(snapshot, errors, unavailable))
+    return assemble(snapshot, settings, Expensive(confluence, beta, unavailable), errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Expensive:
+    """The sections that cost (TA-Lib, regressions), already computed: confluence per
+    symbol (timeframe | ``COMBINED``), beta per symbol and timeframe (None when the
+    section failed) and why beta is undefined where it is."""
+
+    confluence: dict[str, dict[str, ConfluenceResult]]
+    beta: dict[str, dict[str, BetaStats]] | None
+    beta_unavailable: dict[str, dict[str, str]]
+
+
+class SectionRunner(Protocol):
+    """Runs one section: its value, or None with the reason put in ``errors[name]``."""
+
+    def __call__(self, errors: dict[str, str], name: str, compute: Callable[[], T], /) -> T | None:
+        """Never raises what ``compute`` raises."""
+        ...
+
+
+def assemble(
+    snapshot: Snapshot,
+    settings: AnalysisSettings,
+    expensive: Expensive,
+    errors: dict[str, str],
+    run: SectionRunner | None = None,
+) -> Analysis:
+    """The Analysis of ``snapshot`` from its expensive sections and the cheap ones
+    computed now from its tickers (beta overview, market overview with BTC's 5m
+    volatility, movers, signals: well under a millisecond for 25 symbols), which move
+    with every price. ``errors`` (section → reason, already holding the expensive
+    sections' failures) gets the cheap sections' failures, run through ``run``
+    (default ``section``)."""
+    run = run or section
+    beta = expensive.beta
+    confluence = expensive.confluence
     return Analysis(
         confluence=confluence,
         beta=beta,
         beta_overview=None
         if beta is None
-        else _section(errors, "beta", lambda: _beta_overview(snapshot, beta)),
-        overview=_section(
+        else run(errors, "beta", lambda: _beta_overview(snapshot, beta)),
+        overview=run(
             errors,
             "overview",
             lambda: market_overview(snapshot.tickers, snapshot.candles.get(BTC, {}).get("5m")),
         ),
-        movers=_section(
+        movers=run(
             errors,
             "movers",
             lambda: top_movers(
                 snapshot.tickers, settings.movers_count, settings.movers_min_quote_volume
             ),
         ),
-        signals=_section(errors, "signals", lambda: _signals(snapshot, confluence)),
+        signals=run(errors, "signals", lambda: _signals(snapshot, confluence)),
         errors=errors,
-        beta_unavailable=unavailable,
+        beta_unavailable=expensive.beta_unavailable,
     )
 
 
@@ -99,14 +141,20 @@ def traded(snapshot: Snapshot) -> list[str]:
     return [s for s in snapshot.symbols if s not in snapshot.listing]
 
 
-def _section(errors: dict[str, str], name: str, compute: Callable[[], T]) -> T | None:
-    """The section's value, or None with the reason recorded (never an exception)."""
+def section(errors: dict[str, str], name: str, compute: Callable[[], T], /) -> T | None:
+    """The section's value, or None with the reason (``"TypeName: message"``) recorded
+    in ``errors[name]`` and logged with its traceback; never an exception."""
     try:
         return compute()
     except Exception as error:
         log.warning("section %s unavailable: %s", name, error, exc_info=True)
-        errors[name] = f"{type(error).__name__}: {error}"
+        errors[name] = failure_reason(error)
         return None
+
+
+def failure_reason(error: BaseException) -> str:
+    """How ``errors`` names a failed section's cause: ``"TypeName: message"``."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _all_betas(
@@ -121,7 +169,7 @@ def _all_betas(
     for symbol in traded(snapshot):
         if symbol == BTC:
             continue
-        result = _section(errors, f"beta/{symbol}", partial(_betas, snapshot, symbol, unavailable))
+        result = section(errors, f"beta/{symbol}", partial(_betas, snapshot, symbol, unavailable))
         if result is not None:
             betas[symbol] = result
     return betas

@@ -54,6 +54,7 @@ SERVING_MODULES: tuple[str, ...] = (
 COLLECTOR_SIDE: dict[str, str] = {
     "app.services.snapshot": "fetches tickers, candles and books from the market source",
     "app.services.analysis": "runs the analytics (numpy, TA-Lib) on a snapshot",
+    "app.services.incremental_analysis": "runs the analytics on snapshots, reusing results",
     "app.services.views": "builds the views from a snapshot and its analysis",
     "app.services.pipeline": "the refresh: snapshot → analysis → views, published",
     "app.services.live_updates": "projects a snapshot's analysis into live messages",

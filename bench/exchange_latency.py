@@ -223,12 +223,14 @@ class LatencyClient(RawClient):
             tally.over_rate += 1
 
 
-async def _loop_lag(stop: asyncio.Event) -> None:
+async def _loop_lag(run_window: dict[str, float], stop: asyncio.Event) -> None:
+    """The overshoot of a ``LAG_EVERY_S`` timer, counted while the window is open."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         started = loop.time()
         await asyncio.sleep(LAG_EVERY_S)
-        TALLY.lag[_bin((loop.time() - started - LAG_EVERY_S) * 1000.0)] += 1
+        if run_window["open"]:
+            TALLY.lag[_bin((loop.time() - started - LAG_EVERY_S) * 1000.0)] += 1
 
 
 async def shard_main(url: str, clients: int, seconds: float) -> None:
@@ -242,11 +244,12 @@ async def shard_main(url: str, clients: int, seconds: float) -> None:
         sys.stdout.buffer.flush()
 
     stop = asyncio.Event()
-    lag = asyncio.create_task(_loop_lag(stop))
+    lag = asyncio.create_task(_loop_lag(window, stop))
     cpu_start = cpu_seconds()
     raw = await raw_fanout(
         url, clients, ["market"], seconds, on_window=announce, client=LatencyClient
     )
+    window["open"] = 0.0
     stop.set()
     await lag
     tally = TALLY
@@ -271,7 +274,6 @@ async def shard_main(url: str, clients: int, seconds: float) -> None:
         "sample": tally.sample,
         "lag": tally.lag,
         "cpu_seconds": round(cpu_seconds() - cpu_start, 3),
-        "window_opened": window["open"],
     }
     sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS))
 
@@ -334,14 +336,14 @@ def service(bench: Bench) -> Process:
     return procs.start(Process("exchange-latency", [virtuoso, "serve"], port, env), bench.logs)
 
 
-def _tree_cpu(pid: int | None) -> float:
-    """CPU seconds of ``pid`` and its descendants (0 when gone)."""
+def _tree_cpu(pid: int | None, *, children: bool = True) -> float:
+    """CPU seconds of ``pid`` and (``children``) its descendants; 0 when gone."""
     if pid is None:
         return 0.0
     with contextlib.suppress(psutil.NoSuchProcess):
         root = psutil.Process(pid)
         total = 0.0
-        for member in [root, *root.children(recursive=True)]:
+        for member in [root, *(root.children(recursive=True) if children else [])]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = member.cpu_times()
                 total += times.user + times.system
@@ -383,7 +385,7 @@ async def sample_age(
     session: aiohttp.ClientSession, base: str, stop: asyncio.Event
 ) -> list[dict[str, Any]]:
     """``/api/dashboard/data`` every ``AGE_EVERY_S``: its ``age_ms`` (the server's count)
-    and now − its ``freshness.generated_at`` (this side's clock)."""
+    and now − its ``generated_at`` (this side's clock, after the body arrived)."""
     samples = []
     while not stop.is_set():
         with contextlib.suppress(aiohttp.ClientError, ValueError, TimeoutError):
@@ -391,7 +393,7 @@ async def sample_age(
                 body = await response.read()
                 now_ms = time.time() * 1000
             data = orjson.loads(body)
-            generated = (data.get("freshness") or {}).get("generated_at")
+            generated = data.get("generated_at")
             samples.append(
                 {
                     "status": response.status,
@@ -426,6 +428,7 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
     session, control = bench.session, bench.exchange.control
     load_before = os.getloadavg()
     calls_start = await exchange_counts(session, control)
+    opened_before = (await _json(session, "GET", f"{control}/streams/status"))["connections_opened"]
     ticking = await _json(
         session,
         "POST",
@@ -489,7 +492,7 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
         **pool(results, profile.steady_seconds),
         "check": check(results, sent),
         "exchange_ticks_sent": len(sent),
-        "stream_connections_opened": status["connections_opened"],
+        "stream_connections_opened": status["connections_opened"] - opened_before,
         "rest_steady": steady,
         "rest_steady_per_minute": round(sum(steady.values()) * 60 / elapsed, 1),
         "rest_steady_tickers_per_minute": round(steady.get(TICKERS, 0) * 60 / elapsed, 1),
@@ -504,11 +507,14 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
 
 
 def _cpus(server: Process, bench: Bench, shards: list[Shard]) -> dict[str, float]:
-    """CPU seconds so far: the service (server + collector child), the fake exchange, the
-    client shards."""
+    """CPU seconds so far: the serving process, its collector child (its descendants),
+    the fake exchange, the client shards."""
     assert server.popen is not None
+    whole = _tree_cpu(server.popen.pid)
+    alone = _tree_cpu(server.popen.pid, children=False)
     return {
-        "service": _tree_cpu(server.popen.pid),
+        "server": alone,
+        "collector": whole - alone,
         "exchange": _tree_cpu(bench.exchange.popen.pid),
         "clients": sum(shard.cpu() for shard in shards),
     }

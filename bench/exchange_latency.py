@@ -22,18 +22,20 @@ event time of the ticker (the Bybit message's ``ts``: ccxt.pro's bybit
 it into ``Ticker.timestamp_ms`` and the live update is stamped with it). The fake
 stamps ``ts`` just before it writes the message, so it is the fake's send time (to
 the millisecond, truncated: up to 1 ms more latency than there was). That chain is
-checked on every run: one client's updates (symbol, price, ``generated_at``) are
-matched against the fake's own log of what it sent (``matched``). Split: exchange →
-published (``published_at`` − ``generated_at``: ccxt, the collector, coalescing) and
-published → received (the fan-out and the client harness).
+checked on every run: the updates of one client per client process (symbol, price,
+``generated_at``) are matched against the fake's own log of what it sent
+(``check``). Split: exchange → published (``published_at`` − ``generated_at``: ccxt,
+the collector, coalescing) and published → received (the fan-out and the client
+harness).
 
-Also measured: the rate per (channel, symbol) a client sees (the most messages of one
-symbol in any 1 s at one client; the smallest gap), the REST calls the fake exchange
+Also measured: the rate per (channel, symbol) as published (the most updates of one
+symbol in any 1 s, from each distinct update's ``published_at``: the coalescing bound)
+and as a client sees it (delivery jitter included), the REST calls the fake exchange
 received per path during the steady window and before it (start-up and backfill), the
-data age of ``/api/dashboard/data`` sampled twice a second, the CPU of the service
-(server + collector child), the fake and the client harness, and the harness's own
-event-loop lag (a 10 ms timer's overshoot in each client process): what of the
-latency is the measuring side's.
+data age of ``/api/dashboard/data`` sampled twice a second, the CPU of the server, its
+collector child, the fake and the client harness, and the harness's own event-loop lag
+(a 10 ms timer's overshoot in each client process, in the window): what of the latency
+is the measuring side's.
 
     python -m bench.run --only exchange_latency [--quick]
 """
@@ -148,7 +150,8 @@ class Tally:
     def __init__(self) -> None:
         self.latency: Counter[int] = Counter()  # receipt − generated_at
         self.delivery: Counter[int] = Counter()  # receipt − published_at
-        self.collector: dict[tuple[str, int], float] = {}  # per message: published − generated
+        # per message: (generated_at epoch ms, published_at epoch s)
+        self.messages: dict[tuple[str, int], tuple[int, float]] = {}
         self.first: dict[tuple[str, int], float] = {}  # per message: its first client's latency
         self.received = 0
         self.negative = 0  # receipt before generated_at (clock disagreement): none expected
@@ -201,8 +204,8 @@ class LatencyClient(RawClient):
             tally.first[key] = ms
         if published is not None:
             tally.delivery[_bin((now - published) * 1000.0)] += 1
-            if key not in tally.collector:
-                tally.collector[key] = published * 1000.0 - generated
+            if key not in tally.messages:
+                tally.messages[key] = (int(generated), float(published))
         self._rate(symbol, now)
         if self.number == tally.sampler and len(tally.sample) < SAMPLE_MAX:
             data = orjson.loads(raw).get("data") or {}
@@ -262,7 +265,7 @@ async def shard_main(url: str, clients: int, seconds: float) -> None:
         "negative": tally.negative,
         "latency": tally.latency,
         "delivery": tally.delivery,
-        "collector": list(tally.collector.values()),
+        "messages_seen": [[s, q, g, p] for (s, q), (g, p) in tally.messages.items()],
         "first": list(tally.first.values()),
         "messages": len(tally.first),
         "max_in_second": tally.max_in_second,
@@ -455,12 +458,12 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
             await asyncio.gather(*(shard.ready() for shard in shards))
         calls_before = await exchange_counts(session, control)
         cpu_before = _cpus(server, bench, shards)
-        window_started = time.monotonic()
+        window_started, window_from_ms = time.monotonic(), time.time() * 1000
         stop = asyncio.Event()
         ages = asyncio.create_task(sample_age(session, base, stop))
         await asyncio.sleep(profile.steady_seconds)
         stop.set()
-        elapsed = time.monotonic() - window_started
+        elapsed, window_to_ms = time.monotonic() - window_started, time.time() * 1000
         calls_after = await exchange_counts(session, control)
         cpu_after = _cpus(server, bench, shards)
         age_samples = await ages
@@ -492,6 +495,9 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
         **pool(results, profile.steady_seconds),
         "check": check(results, sent),
         "exchange_ticks_sent": len(sent),
+        "exchange_ticks_in_window": sum(
+            1 for row in sent if window_from_ms <= row[2] < window_to_ms
+        ),
         "stream_connections_opened": status["connections_opened"] - opened_before,
         "rest_steady": steady,
         "rest_steady_per_minute": round(sum(steady.values()) * 60 / elapsed, 1),
@@ -524,7 +530,11 @@ def pool(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     """The shards' tallies as one row."""
     connected = sum(r["connected"] for r in results)
     first = [ms for r in results for ms in r["first"]]
-    collector = [ms for r in results for ms in r["collector"]]
+    published: dict[tuple[str, int], tuple[int, float]] = {}
+    for r in results:
+        for symbol, seq, generated, at in r["messages_seen"]:
+            published[(symbol, seq)] = (generated, at)
+    collector = [at * 1000.0 - generated for generated, at in published.values()]
     messages = len(first)  # per shard: the same message counts in each, so…
     distinct = max((r["messages"] for r in results), default=0)  # …take one shard's
     received = sum(r["received"] for r in results)
@@ -541,6 +551,7 @@ def pool(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "exchange_to_published_ms": summary(merge([Counter(map(_bin, collector))])),
         "first_client_ms": summary(merge([Counter(map(_bin, first))])),
         "first_counted": messages,
+        "published_rate": publish_rate(published),
         "rate": {
             "max_in_any_second": max((r["max_in_second"] for r in results), default=0),
             "over_limit": sum(r["over_rate"] for r in results),
@@ -557,6 +568,30 @@ def pool(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             "loop_lag_ms": summary(merge(r["lag"] for r in results)),
             "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 1),
         },
+    }
+
+
+def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[str, Any]:
+    """Per symbol, the market updates as the collector published them (``published_at``
+    of each distinct update): the most in any 1 s and the smallest gap — the coalescing
+    bound itself, free of the delivery's jitter."""
+    times: dict[str, list[float]] = {}
+    for (symbol, _seq), (_generated, at) in published.items():
+        times.setdefault(symbol, []).append(at)
+    most, gap = 0, math.inf
+    for series in times.values():
+        series.sort()
+        start = 0
+        for end, at in enumerate(series):
+            while at - series[start] >= 1.0:
+                start += 1
+            most = max(most, end - start + 1)
+            if end:
+                gap = min(gap, at - series[end - 1])
+    return {
+        "symbols": len(times),
+        "max_in_any_second": most,
+        "min_gap_ms": None if gap == math.inf else round(gap * 1000, 1),
     }
 
 

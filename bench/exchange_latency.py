@@ -552,6 +552,7 @@ def pool(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "first_client_ms": summary(merge([Counter(map(_bin, first))])),
         "first_counted": messages,
         "published_rate": publish_rate(published),
+        "slowest_published": slowest(published),
         "rate": {
             "max_in_any_second": max((r["max_in_second"] for r in results), default=0),
             "over_limit": sum(r["over_rate"] for r in results),
@@ -593,6 +594,26 @@ def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[st
         "max_in_any_second": most,
         "min_gap_ms": None if gap == math.inf else round(gap * 1000, 1),
     }
+
+
+def slowest(published: dict[tuple[str, int], tuple[int, float]], n: int = 12) -> list[Any]:
+    """The ``n`` updates slowest from the exchange to their publishing: (symbol, UTC time
+    of the tick, ms) — when they cluster (e.g. every refresh), the cause shows."""
+    rows = sorted(
+        (
+            (at * 1000.0 - generated, symbol, generated)
+            for (symbol, _), (generated, at) in published.items()
+        ),
+        reverse=True,
+    )[:n]
+    return [
+        [
+            symbol,
+            time.strftime("%H:%M:%S", time.gmtime(generated / 1000)) + f".{generated % 1000:03d}",
+            round(ms, 1),
+        ]
+        for ms, symbol, generated in rows
+    ]
 
 
 def check(results: list[dict[str, Any]], sent: list[list[Any]]) -> dict[str, Any]:

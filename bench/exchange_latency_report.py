@@ -102,6 +102,8 @@ def section(results: dict[str, Any]) -> list[str]:
         f"served `age_ms` p50 {_s(ages['served_age_s']['p50'])} s, max "
         f"{_s(ages['served_age_s']['max'])} s; now − `generated_at` here p50 "
         f"{_s(ages['seen_age_s']['p50'])} s, max {_s(ages['seen_age_s']['max'])} s",
+        "- slowest exchange → published (symbol, tick time UTC, ms): "
+        + ", ".join(f"{symbol} {at} {ms:g}" for symbol, at, ms in row["slowest_published"]),
         f"- CPU (% of one core): server {cpu['server']:g}, collector child "
         f"{cpu['collector']:g}, fake exchange {cpu['exchange']:g}, clients {cpu['clients']:g}; "
         f"load average before/after {row['load_average']['before'][0]:g}/"

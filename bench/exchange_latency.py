@@ -11,10 +11,12 @@ service is stopped meanwhile (its REST polling would count on the same fake exch
 and its CPU would share the cores) and started again afterwards.
 
 The ticks: each symbol ticks at a rate of its own drawn uniformly from ``TICK_HZ``
-(1–2 ticks a second: a liquid spot pair's ticker stream pushes about that often), at a
-random phase, so about 37 ticker messages a second arrive for the 25 symbols, spread
-out rather than in bursts. A tick moves the price by at most 0.05 % (at least one
-price tick), so every tick changes the market update of its symbol.
+(1–2 ticks a second), at a random phase, so about 37 ticker messages a second arrive
+for the 25 symbols, spread out rather than in bursts. A tick moves the price by at
+most 0.05 % (at least one price tick), so every tick changes the market update of its
+symbol. That is a moderate market: Bybit's spot ticker stream pushes a busy pair up to
+every 50 ms, so ``BENCH_TICK_HZ="lo,hi"`` sets another range (e.g. ``4,8``: ~150
+ticks a second, where coalescing to ``TARGET_RATE`` per symbol engages).
 
 Per received market update: latency = receipt time − ``generated_at``, the exchange's
 event time of the ticker (the Bybit message's ``ts``: ccxt.pro's bybit
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
 
 CLIENTS = 1000
 SHARDS = 2  # client processes (as bench/ws_fanout.py)
-TICK_HZ = (1.0, 2.0)  # each symbol's tick rate, drawn uniformly
+TICK_HZ = (1.0, 2.0)  # each symbol's tick rate, drawn uniformly (BENCH_TICK_HZ="lo,hi")
 TICK_SEED = 18
 REDIS_DB = 3  # the service's Redis database, away from the bench's own service
 TARGET_P99_MS = 250.0
@@ -420,17 +422,31 @@ async def exchange_latency(bench: Bench) -> dict[str, Any]:
     """The scenario (module docstring); the bench's own service is stopped meanwhile
     and started again afterwards."""
     profile = PROFILES.get(bench.profile.name, PROFILES["quick"])
+    low, high = tick_hz()
     if bench.app is not None:
         bench.app.stop()
     try:
-        return await _measure(bench, profile)
+        return await _measure(bench, profile, (low, high))
     finally:
         await bench.flush_caches()
         bench.start_app()
         await bench.wait_ready()
 
 
-async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
+def tick_hz() -> tuple[float, float]:
+    """The per-symbol tick rate range: ``TICK_HZ``, or ``BENCH_TICK_HZ`` ("lo,hi")."""
+    override = os.environ.get("BENCH_TICK_HZ")
+    if not override:
+        return TICK_HZ
+    low, high = (float(part) for part in override.split(","))
+    if not 0 < low <= high:
+        raise ValueError(f"BENCH_TICK_HZ must be lo,hi with 0 < lo <= hi, not {override!r}")
+    return low, high
+
+
+async def _measure(
+    bench: Bench, profile: LatencyProfile, hz: tuple[float, float]
+) -> dict[str, Any]:
     session, control = bench.session, bench.exchange.control
     load_before = os.getloadavg()
     calls_start = await exchange_counts(session, control)
@@ -438,7 +454,7 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
     ticking = await _json(
         session,
         "POST",
-        f"{control}/streams/ticking?min_hz={TICK_HZ[0]}&max_hz={TICK_HZ[1]}&seed={TICK_SEED}",
+        f"{control}/streams/ticking?min_hz={hz[0]}&max_hz={hz[1]}&seed={TICK_SEED}",
     )
     server: Process | None = None
     shards: list[Shard] = []
@@ -488,7 +504,7 @@ async def _measure(bench: Bench, profile: LatencyProfile) -> dict[str, Any]:
     return {
         "clients": CLIENTS,
         "shards": SHARDS,
-        "tick_hz": list(TICK_HZ),
+        "tick_hz": list(hz),
         "tick_rates": ticking["rates"],
         "ticks_per_second": round(sum(ticking["rates"].values()), 1),
         "warmup_seconds": profile.warmup_seconds,

@@ -593,27 +593,41 @@ def pool(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 
 def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[str, Any]:
-    """Per symbol, the market updates as the collector published them (``published_at``
-    of each distinct update): the most in any 1 s and the smallest gap — the coalescing
-    bound itself, free of the delivery's jitter."""
-    times: dict[str, list[float]] = {}
-    for (symbol, _seq), (_generated, at) in published.items():
-        times.setdefault(symbol, []).append(at)
-    most, gap = 0, math.inf
-    for series in times.values():
-        series.sort()
+    """Per symbol, the market updates in the order the collector published them (by
+    ``seq``; ``published_at`` of each distinct update): the most in any 1 s, the smallest
+    gap — the coalescing bound itself, free of the delivery's jitter — the closest pairs
+    (symbol, UTC time, gap ms), and ``older_after_newer``: updates whose tick is older
+    than the one published before them for that symbol (a price going back on screen)."""
+    series: dict[str, list[tuple[int, int, float]]] = {}
+    for (symbol, seq), (generated, at) in published.items():
+        series.setdefault(symbol, []).append((seq, generated, at))
+    most, gaps, older = 0, [], 0
+    for symbol, updates in series.items():
+        updates.sort()
         start = 0
-        for end, at in enumerate(series):
-            while at - series[start] >= 1.0:
+        for end, (_seq, generated, at) in enumerate(updates):
+            while at - updates[start][2] >= 1.0:
                 start += 1
             most = max(most, end - start + 1)
             if end:
-                gap = min(gap, at - series[end - 1])
+                gaps.append((at - updates[end - 1][2], symbol, at))
+                older += generated < updates[end - 1][1]
+    gaps.sort()
     return {
-        "symbols": len(times),
+        "symbols": len(series),
         "max_in_any_second": most,
-        "min_gap_ms": None if gap == math.inf else round(gap * 1000, 1),
+        "min_gap_ms": round(gaps[0][0] * 1000, 1) if gaps else None,
+        "under_interval": sum(1 for gap, _, _ in gaps if gap < 1.0 / TARGET_RATE - 0.002),
+        "closest": [
+            [symbol, _utc(at * 1000), round(gap * 1000, 1)] for gap, symbol, at in gaps[:6]
+        ],
+        "older_after_newer": older,
     }
+
+
+def _utc(epoch_ms: float) -> str:
+    whole = int(epoch_ms)
+    return time.strftime("%H:%M:%S", time.gmtime(whole / 1000)) + f".{whole % 1000:03d}"
 
 
 def slowest(published: dict[tuple[str, int], tuple[int, float]], n: int = 12) -> list[Any]:

@@ -601,7 +601,7 @@ def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[st
     series: dict[str, list[tuple[int, int, float]]] = {}
     for (symbol, seq), (generated, at) in published.items():
         series.setdefault(symbol, []).append((seq, generated, at))
-    most, gaps, older = 0, [], 0
+    most, gaps, older = 0, [], []
     for symbol, updates in series.items():
         updates.sort()
         start = 0
@@ -611,7 +611,8 @@ def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[st
             most = max(most, end - start + 1)
             if end:
                 gaps.append((at - updates[end - 1][2], symbol, at))
-                older += generated < updates[end - 1][1]
+                if generated < updates[end - 1][1]:
+                    older.append([symbol, _utc(at * 1000), updates[end - 1][1] - generated])
     gaps.sort()
     return {
         "symbols": len(series),
@@ -621,7 +622,8 @@ def publish_rate(published: dict[tuple[str, int], tuple[int, float]]) -> dict[st
         "closest": [
             [symbol, _utc(at * 1000), round(gap * 1000, 1)] for gap, symbol, at in gaps[:6]
         ],
-        "older_after_newer": older,
+        "older_after_newer": len(older),
+        "older_examples": older[:6],  # symbol, published (UTC), ms older than the one before
     }
 
 

@@ -95,7 +95,12 @@ def section(results: dict[str, Any]) -> list[str]:
         f"{published['under_interval']} gaps under {1000 / TARGET_RATE:g} ms (closest: "
         + ", ".join(f"{symbol} {at} {ms:g} ms" for symbol, at, ms in published["closest"])
         + f"); updates carrying an older tick than the one before them: "
-        f"{published['older_after_newer']}; at a client (delivery "
+        f"{published['older_after_newer']} ("
+        + ", ".join(
+            f"{symbol} at {at}, {ms} ms older"
+            for symbol, at, ms in published.get("older_examples", [])
+        )
+        + "); at a client (delivery "
         f"jitter included): mean {rate['mean_per_second']:g}/s, busiest "
         f"{rate['max_mean_per_second']:g}/s, at most {rate['max_in_any_second']} in any 1 s, "
         f"smallest gap {_ms(rate['min_gap_ms'])} ms",

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import roles_report
+from bench import exchange_latency_report, roles_report
 
 Row = tuple[str, str, str, bool | None]  # KPI, target, measured, met
 
@@ -183,10 +183,12 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         "| KPI | target | measured | |",
         "|---|---|---|---|",
     ]
-    for kpi, target, measured, met in kpis(results) + roles_report.kpis(results):
+    rows = kpis(results) + exchange_latency_report.kpis(results) + roles_report.kpis(results)
+    for kpi, target, measured, met in rows:
         verdict = "met" if met else ("**not met**" if met is False else "—")
         lines.append(f"| {kpi} | {target} | {measured} | {verdict} |")
-    lines += ["", *_sections(results), *roles_report.section(results), ""]
+    lines += ["", *_sections(results), *exchange_latency_report.section(results)]
+    lines += [*roles_report.section(results), ""]
     lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from bench import procs, report
+from bench.exchange_latency import exchange_latency
 from bench.loadgen.http import wrk_available
 from bench.pages import page_loads
 from bench.roles import roles
@@ -108,6 +109,7 @@ async def scenarios(bench: Bench, results: dict[str, Any], only: set[str] | None
         ("pages", lambda b: page_loads(b.base, b.profile.page_loads)),
         ("side_by_side", side_by_side),
         ("outages", lambda b: both_outages(b)),
+        ("exchange_latency", exchange_latency),  # its own streaming service; restarts ours
         ("ablation", ablation),  # restarts the service
         ("roles", roles),  # last: stops the service, runs the two roles on tiers of their own
     ]

@@ -217,11 +217,13 @@ async def raw_fanout(
     *,
     grace_s: float = 1.0,
     on_window: Callable[[], None] | None = None,
+    client: type[RawClient] = RawClient,
 ) -> RawResult:
     """``clients`` lean readers subscribed to every symbol of ``channels``, kept for a
     window of ``duration_s`` (+ ``grace_s``), then closed. Failed connects are counted
     (``failed``), never raised. ``on_window``: called when the window opens (every
-    client subscribed, or its wait over)."""
+    client subscribed, or its wait over). ``client``: the reader class (a subclass
+    measuring something else overrides ``_message``)."""
     raise_nofile_limit(clients + 256)
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -232,20 +234,20 @@ async def raw_fanout(
     opened: list[RawClient] = []
 
     async def one() -> None:
-        client = RawClient(run, f"{host}:{port}", parts.path or "/", subscribe)
+        reader = client(run, f"{host}:{port}", parts.path or "/", subscribe)
         try:
             async with gate, asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                await loop.create_connection(lambda: client, host, port)
-                ok = await client.opened
+                await loop.create_connection(lambda: reader, host, port)
+                ok = await reader.opened
         except (OSError, TimeoutError):
             ok = False
         if not ok:
             run.result.failed += 1
-            client.mark_subscribed()
-            client.close()
+            reader.mark_subscribed()
+            reader.close()
             return
-        opened.append(client)
-        loop.call_later(SUBSCRIBE_TIMEOUT_S, client.mark_subscribed)
+        opened.append(reader)
+        loop.call_later(SUBSCRIBE_TIMEOUT_S, reader.mark_subscribed)
 
     connects = [asyncio.create_task(one()) for _ in range(clients)]
     try:

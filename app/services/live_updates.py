@@ -73,6 +73,7 @@ class LiveUpdates:
         self._last: dict[Key, bytes] = {}  # the last value sent
         self._sent_at: dict[Key, float] = {}
         self._waiting: dict[Key, tuple[Any, bytes, int]] = {}  # newest change held back
+        self._stamp: dict[Key, int] = {}  # the newest generated_at sent or held
         self._flush: asyncio.Task[None] | None = None
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
@@ -99,38 +100,46 @@ class LiveUpdates:
             await asyncio.gather(self._flush, return_exceptions=True)
 
     async def _offer(self, key: Key, data: Any, at: int) -> None:
+        if key[0] == "market" and at < self._stamp.get(key, 0):
+            return  # an older price than the one sent or held: the screen never steps back
         encoded = orjson.dumps(data)
         if self._last.get(key) == encoded:
             if self._waiting.pop(key, None) is not None:  # back to what clients have
                 self.coalesced += 1
             return
         if self.clock() - self._sent_at.get(key, -float("inf")) >= self.interval:
+            self._waiting.pop(key, None)  # superseded by this newer value
             await self._send(key, data, encoded, at)
             return
         if key in self._waiting:
             self.coalesced += 1
         self._waiting[key] = (data, encoded, at)
+        self._stamp[key] = max(at, self._stamp.get(key, 0))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._flush_waiting(), name="live-coalesced")
 
     async def _send(self, key: Key, data: Any, encoded: bytes, at: int) -> None:
         self._last[key] = encoded
         self._sent_at[key] = self.clock()
+        self._stamp[key] = max(at, self._stamp.get(key, 0))
         await self.broadcaster.publish(key[0], key[1], data, at)
 
     async def _flush_waiting(self) -> None:
-        """Sends each held-back change when its key's turn comes."""
+        """Sends each held-back change when its key's turn comes: one key at a time,
+        its turn checked again after every await (a newer value may have been sent
+        meanwhile, which took the held one's place)."""
         while self._waiting:
             now = self.clock()
-            due = min(self._sent_at.get(key, now) + self.interval for key in self._waiting)
-            await asyncio.sleep(max(0.0, due - now))
-            now = self.clock()
-            for key in [k for k in self._waiting if now - self._sent_at.get(k, 0) >= self.interval]:
-                data, encoded, at = self._waiting.pop(key)
-                try:
-                    await self._send(key, data, encoded, at)
-                except Exception as error:  # the next change of the key is sent anew
-                    log.warning("live update %s/%s not sent: %s", key[0], key[1], error)
+            key = min(self._waiting, key=lambda k: self._sent_at.get(k, now))
+            due = self._sent_at.get(key, now) + self.interval
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            data, encoded, at = self._waiting.pop(key)
+            try:
+                await self._send(key, data, encoded, at)
+            except Exception as error:  # the next change of the key is sent anew
+                log.warning("live update %s/%s not sent: %s", key[0], key[1], error)
 
 
 def event_time(snapshot: Snapshot, symbol: str | None, fallback_ms: int) -> int:

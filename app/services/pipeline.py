@@ -29,13 +29,14 @@ from app.services.analysis import Analysis, AnalysisSettings, analyse
 from app.services.cadence import Cadence
 from app.services.collector_link import CollectorStatus
 from app.services.coordination import RefreshCoordinator
+from app.services.incremental_analysis import IncrementalAnalyser
 from app.services.snapshot import Snapshot, SnapshotCollector
 from app.services.views import ViewSettings, build_views, candles_view
 
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 60.0
-TICK_BATCH_SECONDS = 0.05
+TICK_BATCH_SECONDS = 0.02
 """Streamed tickers are applied at most this often (those in between together)."""
 
 # Receives every view of a snapshot: JSON bytes by view name, and the data's time.
@@ -125,6 +126,13 @@ class Pipeline:
         self._published = asyncio.Event()
         self.source_started = asyncio.Event()
         self._failing_listeners: set[str] = set()  # names of listeners in a failure episode
+        # With streams (snapshots several times a second) the analytics are recomputed
+        # only where their inputs changed; polled sources analyse each snapshot whole.
+        self.analyser = (
+            IncrementalAnalyser(settings.analysis)
+            if getattr(source, "next_ticks", None) is not None
+            else None
+        )
 
     async def start(self) -> None:
         """Starts the background loop; returns at once (data arrives when it can)."""
@@ -262,7 +270,7 @@ class Pipeline:
             raise
         alerts = await self.critical_alerts()
         with step_span("analysis", symbols=len(snapshot.tickers)):
-            analysis = await asyncio.to_thread(analyse, snapshot, self.settings.analysis)
+            analysis = await asyncio.to_thread(self._analyse, snapshot)
         with step_span("views.build"):
             bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
         await self._publish(bodies, snapshot.fetched_at_ms)
@@ -338,7 +346,7 @@ class Pipeline:
         snapshot = _with_ticks(snapshot, newer, int(self.clock() * 1000))
         if snapshot is self.latest:
             return
-        analysis = await asyncio.to_thread(self._analyse_ticks, snapshot)
+        analysis = await asyncio.to_thread(self._analyse, snapshot)
         self.latest, self.latest_analysis = snapshot, analysis
         self.ticks_applied += len(newer)
         for listener in self.tick_listeners:
@@ -350,7 +358,10 @@ class Pipeline:
         must not put back older prices)."""
         return {s: t for s, t in self._newest.items() if self._ticked_at[s] >= since}
 
-    def _analyse_ticks(self, snapshot: Snapshot) -> Analysis:
+    def _analyse(self, snapshot: Snapshot) -> Analysis:
+        """The analysis of ``snapshot``: incremental with streams, else whole."""
+        if self.analyser is not None:
+            return self.analyser.analyse(snapshot)
         return analyse(snapshot, self.settings.analysis)
 
     def _views_due(self) -> None:

@@ -106,3 +106,35 @@ def test_market_updates_carry_the_exchange_event_time_when_plausible() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError):
         LiveUpdates(Recorder(), per_second=0)  # type: ignore[arg-type]
+
+
+async def test_a_value_sent_at_once_replaces_the_one_held_back(monkeypatch) -> None:
+    recorder, clock = Recorder(), Clock()
+    live = LiveUpdates(recorder, per_second=4, clock=clock)  # type: ignore[arg-type]
+    await offer(live, monkeypatch, [("market", "BTCUSDT", {"price": 1})])
+    clock.now += 0.1
+    await offer(live, monkeypatch, [("market", "BTCUSDT", {"price": 2})])  # held
+    clock.now += 0.2  # its turn: a newer value comes first and goes at once
+    await offer(live, monkeypatch, [("market", "BTCUSDT", {"price": 3})])
+    await asyncio.sleep(0.05)  # the flush had its chance: the held value must not follow
+    assert [p[2] for p in recorder.published] == [{"price": 1}, {"price": 3}]
+    await live.close()
+
+
+async def test_an_older_price_never_follows_a_newer_one(monkeypatch) -> None:
+    recorder, clock = Recorder(), Clock()
+    live = LiveUpdates(recorder, per_second=4, clock=clock)  # type: ignore[arg-type]
+    newer = type("T", (), {"timestamp_ms": 2_000})()
+    older = type("T", (), {"timestamp_ms": 1_500})()
+    monkeypatch.setattr(
+        live_updates, "updates_of", lambda _s, _a: [("market", "BTCUSDT", {"price": 2})]
+    )
+    await live.on_snapshot(snapshot(3_000, {"BTCUSDT": newer}), None)  # type: ignore[arg-type]
+    clock.now += 1.0
+    monkeypatch.setattr(
+        live_updates, "updates_of", lambda _s, _a: [("market", "BTCUSDT", {"price": 1})]
+    )
+    # a refresh that read the ticker before the stream's newer one landed
+    await live.on_snapshot(snapshot(3_500, {"BTCUSDT": older}), None)  # type: ignore[arg-type]
+    assert [(p[2], p[3]) for p in recorder.published] == [({"price": 2}, 2_000)]
+    await live.close()

@@ -13,6 +13,7 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.market.sources.ccxt import CcxtMarketSource
     from app.market.sources.guarded import CallObserver
+    from app.market.sources.simulated import SimulatedMarket
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,10 @@ def make_source(settings: Settings, observers: Sequence[CallObserver] = ()) -> M
     if settings.exchange == "simulated":
         from app.market.sources.simulated import SimulatedMarket
 
-        return SimulatedMarket(seed=settings.seed)
+        market = SimulatedMarket(seed=settings.seed)
+        if settings.streams == "off":
+            return market
+        return _simulated_streams(settings, market)
     from app.market.sources.ccxt import CcxtMarketSource  # ccxt is slow to import
     from app.market.sources.guarded import GuardedSource
 
@@ -63,3 +67,15 @@ def _with_streams(
         silent_after=settings.stream_silence_seconds,
     )
     return StreamingSource(guarded, feed, settings.symbols)
+
+
+def _simulated_streams(settings: Settings, market: SimulatedMarket) -> MarketSource:
+    """The simulated market with its ticks pushed like an exchange's streams (several
+    a second), so the embedded default moves as a streaming exchange does."""
+    from app.market.sources.simulated_feed import SimulatedFeed
+    from app.market.sources.streaming import StreamingSource
+
+    def feed(_source: MarketSource, symbols: Sequence[str]) -> SimulatedFeed:
+        return SimulatedFeed(market, symbols)
+
+    return StreamingSource(market, feed, settings.symbols)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ import websockets
 
 from app.main.embedded import create_app
 from app.market.models.timeframes import TIMEFRAME_SECONDS
-from tests.conftest import eventually, exchange_settings
+from tests.conftest import eventually, exchange_settings, make_settings
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -265,3 +266,24 @@ async def test_a_dropped_stream_backfills_candles_with_no_gap(fake: FakeBybit) -
             assert source.answered["feed"] == reads + 1
         finally:
             ticking.cancel()
+
+
+async def test_the_simulated_market_streams_its_ticks_between_refreshes() -> None:
+    """The embedded default: prices move several times a second on a /ws client while
+    the refresh comes every 10 s."""
+    app = create_app(make_settings(VIRTUOSO_REFRESH_SECONDS="10", VIRTUOSO_SYMBOLS=SYMBOLS))
+    async with serve_app(app) as base:
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        async with market_client(base) as client:
+            await eventually(lambda: len(client.prices) == 3, BOUND)
+            await eventually(lambda: len({u["data"]["price"] for u in btc(client)}) >= 4, BOUND)
+            assert refreshes(app) <= 2  # the moves came from the ticks, not from refreshes
+            stamps = [u["generated_at"] for u in btc(client)]
+            assert stamps == sorted(stamps)  # never a step back
+            sent = [u["published_at"] for u in btc(client)]
+            gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+            assert min(gaps) >= 0.2  # at most 4 a second per (channel, symbol), some slack
+
+
+def btc(client: Client) -> list[dict]:
+    return [u for u in client.updates if u["symbol"] == "BTCUSDT" and u["data"]]

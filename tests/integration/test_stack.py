@@ -38,6 +38,9 @@ async def stack() -> AsyncIterator[tuple[LocalStack, FakeBybit]]:
             app_env={
                 "VIRTUOSO_EXCHANGE": "bybit",
                 "VIRTUOSO_EXCHANGE_URL": fake.base_url,
+                # REST polling: the checks below move prices and count calls by REST
+                # (the streams have tests of their own: test_streaming_service)
+                "VIRTUOSO_STREAMS": "off",
                 "VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": FAKE_EXCHANGE_RATE_LIMIT_MS,
                 "VIRTUOSO_SYMBOLS": "BTCUSDT,ETHUSDT,SOLUSDT",
                 "VIRTUOSO_REFRESH_SECONDS": str(REFRESH_SECONDS),

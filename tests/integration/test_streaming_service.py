@@ -84,13 +84,10 @@ async def market_client(base: str) -> AsyncIterator[Client]:
             reader.cancel()
 
 
-def ticker_calls(fake: FakeBybit) -> int:
-    return sum(1 for r in fake.requests if r.path.endswith("/market/tickers"))
-
-
-async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_rest(
-    fake: FakeBybit,
-) -> None:
+@contextlib.asynccontextmanager
+async def streaming_service(fake: FakeBybit) -> AsyncIterator[tuple[Any, str, Client]]:
+    """The service on ``fake``'s streams, served, warm and streaming, with a /ws client
+    that has every symbol's price: (the app, its ws:// base, the client)."""
     app = create_app(streaming_settings(fake))
     source = app.extensions["virtuoso"].pipeline.source
     async with serve_app(app) as base:
@@ -98,24 +95,35 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
         await eventually(source.streaming, BOUND)
         async with market_client(base) as client:
             await eventually(lambda: len(client.prices) == 3, BOUND)
-            # a market that moves (ETH, SOL tick), as a live stream does: its silence
-            # bound (1 s here) is never reached, so no REST call is needed
-            ticking = asyncio.create_task(tick_forever(fake, ["ETHUSDT", "SOLUSDT"]))
-            rest_before = ticker_calls(fake)
-            refreshed = refreshes(app)
-            for price in (45_678.5, 45_700.0, 45_650.25):
-                await fake.streams.set_price("BTCUSDT", price)
-                await eventually(lambda p=price: client.prices.get("BTCUSDT") == p, BOUND)
-            # the update carries the exchange's event time and when it was published
-            last = [u for u in client.updates if u["symbol"] == "BTCUSDT"][-1]
-            assert 0 < last["generated_at"] <= last["published_at"] * 1000 + 1
-            # refreshes go on (every second) but ask REST for no ticker
-            await eventually(lambda: refreshes(app) >= refreshed + 2, BOUND)
-            assert ticker_calls(fake) == rest_before
-            assert source.status()["mode"] == "streaming"
-            ticking.cancel()
-            # the polled dashboard follows the stream too (views rebuilt from ticks)
-            await eventually(lambda: dashboard_price(app) == 45_650.25, BOUND)
+            yield app, base, client
+
+
+def ticker_calls(fake: FakeBybit) -> int:
+    return sum(1 for r in fake.requests if r.path.endswith("/market/tickers"))
+
+
+async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_rest(
+    fake: FakeBybit,
+) -> None:
+    async with streaming_service(fake) as (app, base, client):
+        source = app.extensions["virtuoso"].pipeline.source
+        # a market that moves (ETH, SOL tick), as a live stream does: its silence
+        # bound (1 s here) is never reached, so no REST call is needed
+        ticking = asyncio.create_task(tick_forever(fake, ["ETHUSDT", "SOLUSDT"]))
+        rest_before = ticker_calls(fake)
+        refreshed = refreshes(app)
+        for price in (45_678.5, 45_700.0, 45_650.25):
+            await fake.streams.set_price("BTCUSDT", price)
+            await eventually(lambda p=price: client.prices.get("BTCUSDT") == p, BOUND)
+        # the update carries the exchange's event time and when it was published
+        last = [u for u in client.updates if u["symbol"] == "BTCUSDT"][-1]
+        assert 0 < last["generated_at"] <= last["published_at"] * 1000 + 1
+        # refreshes go on (every second) but ask REST for no ticker
+        await eventually(lambda: refreshes(app) >= refreshed + 2, BOUND)
+        assert ticker_calls(fake) == rest_before
+        assert source.status()["mode"] == "streaming"
+        # the polled dashboard follows the stream too (views rebuilt from ticks)
+        await eventually(lambda: dashboard_price(app) == 45_650.25, BOUND)
         # operators see it: metrics and the collector's status in /health
         http = base.replace("ws://", "http://")
         await eventually(lambda: metric_is(http, "virtuoso_stream_live", 1.0), BOUND)
@@ -124,6 +132,7 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
         async with aiohttp.ClientSession() as session, session.get(f"{http}/health") as reply:
             health = await reply.json()
         assert "streaming" in json.dumps(health), health
+        ticking.cancel()
 
 
 async def metric(http: str, name: str) -> float | None:
@@ -157,50 +166,40 @@ def dashboard_price(app: Any) -> float | None:
 
 
 async def test_a_dropped_stream_is_watched_again(fake: FakeBybit) -> None:
-    app = create_app(streaming_settings(fake))
-    source = app.extensions["virtuoso"].pipeline.source
-    async with serve_app(app) as base:
-        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+    async with streaming_service(fake) as (app, _, client):
+        source = app.extensions["virtuoso"].pipeline.source
+        opened = fake.streams.connections_opened
+        await fake.streams.drop_all(abrupt=True)
+        await eventually(lambda: fake.streams.connections_opened > opened, BOUND)
+        await fake.streams.set_price("ETHUSDT", 2_345.5)
+        await eventually(lambda: client.prices.get("ETHUSDT") == 2_345.5, BOUND)
         await eventually(source.streaming, BOUND)
-        async with market_client(base) as client:
-            await eventually(lambda: len(client.prices) == 3, BOUND)
-            opened = fake.streams.connections_opened
-            await fake.streams.drop_all(abrupt=True)
-            await eventually(lambda: fake.streams.connections_opened > opened, BOUND)
-            await fake.streams.set_price("ETHUSDT", 2_345.5)
-            await eventually(lambda: client.prices.get("ETHUSDT") == 2_345.5, BOUND)
-            await eventually(source.streaming, BOUND)
 
 
 async def test_a_silent_stream_falls_back_to_rest_and_streams_take_over_again(
     fake: FakeBybit,
 ) -> None:
-    app = create_app(streaming_settings(fake))
-    source = app.extensions["virtuoso"].pipeline.source
-    async with serve_app(app) as base:
-        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+    async with streaming_service(fake) as (app, base, client):
+        source = app.extensions["virtuoso"].pipeline.source
+        fake.streams.silence(pongs=True)  # connected and answering pings: ccxt is happy
+        rest_before = ticker_calls(fake)
+        await eventually(lambda: not source.streaming(), BOUND)
+        # a price the stream does not send arrives through REST polling
+        await fake.streams.set_price("SOLUSDT", 150.5)
+        await eventually(lambda: client.prices.get("SOLUSDT") == 150.5, BOUND)
+        assert ticker_calls(fake) > rest_before
+        assert source.fallbacks >= 1
+        http = base.replace("ws://", "http://")
+        await eventually(lambda: metric_is(http, "virtuoso_stream_live", 0.0), BOUND)
+        fake.streams.resume()
+        await fake.streams.set_price("SOLUSDT", 151.5)  # the stream speaks again
         await eventually(source.streaming, BOUND)
-        async with market_client(base) as client:
-            await eventually(lambda: len(client.prices) == 3, BOUND)
-            fake.streams.silence(pongs=True)  # connected and answering pings: ccxt is happy
-            rest_before = ticker_calls(fake)
-            await eventually(lambda: not source.streaming(), BOUND)
-            # a price the stream does not send arrives through REST polling
-            await fake.streams.set_price("SOLUSDT", 150.5)
-            await eventually(lambda: client.prices.get("SOLUSDT") == 150.5, BOUND)
-            assert ticker_calls(fake) > rest_before
-            assert source.fallbacks >= 1
-            http = base.replace("ws://", "http://")
-            await eventually(lambda: metric_is(http, "virtuoso_stream_live", 0.0), BOUND)
-            fake.streams.resume()
-            await fake.streams.set_price("SOLUSDT", 151.5)  # the stream speaks again
-            await eventually(source.streaming, BOUND)
-            await eventually(lambda: client.prices.get("SOLUSDT") == 151.5, BOUND)
-            calls = ticker_calls(fake)
-            await fake.streams.set_price("SOLUSDT", 152.0)
-            await eventually(lambda: client.prices.get("SOLUSDT") == 152.0, BOUND)
-            assert source.status()["mode"] == "streaming"
-            assert ticker_calls(fake) - calls <= 1  # at most a refresh already under way
+        await eventually(lambda: client.prices.get("SOLUSDT") == 151.5, BOUND)
+        calls = ticker_calls(fake)
+        await fake.streams.set_price("SOLUSDT", 152.0)
+        await eventually(lambda: client.prices.get("SOLUSDT") == 152.0, BOUND)
+        assert source.status()["mode"] == "streaming"
+        assert ticker_calls(fake) - calls <= 1  # at most a refresh already under way
 
 
 async def test_streams_off_polls_rest_and_opens_no_stream(fake: FakeBybit) -> None:

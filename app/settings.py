@@ -366,6 +366,13 @@ class Settings(_Section):
             return None
         if not url.startswith(("ws://", "wss://")):
             raise ValueError("must be a ws:// or wss:// URL")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # ValueError for a port that is not 0–65535 digits
+        except ValueError:
+            raise ValueError("must be a ws:// or wss:// URL with a valid port") from None
+        if not parts.hostname or port == 0:
+            raise ValueError("must be a ws:// or wss:// URL naming a host (and port 1–65535)")
         return url.rstrip("/")
 
     @field_validator("streams", mode="before")

@@ -78,8 +78,10 @@ PATIENT_TIER_TIMEOUTS = {
 def make_settings(**environ: str) -> Settings:
     """Settings from these variables; alerts kept in a throwaway directory unless given
     (one per test: rules a test leaves behind must not fire in the next test's app);
-    tier timeouts patient unless given."""
-    defaults = {"VIRTUOSO_DATA_DIR": _DATA_DIR} | PATIENT_TIER_TIMEOUTS
+    tier timeouts patient unless given; the market polled on the refresh cadence unless
+    ``VIRTUOSO_STREAMS=on`` is given (the tests of streams say so; the others assert
+    what a refresh changes, which ticks between refreshes would blur)."""
+    defaults = {"VIRTUOSO_DATA_DIR": _DATA_DIR, "VIRTUOSO_STREAMS": "off"} | PATIENT_TIER_TIMEOUTS
     return load_settings(environ=defaults | environ)
 
 

@@ -270,7 +270,11 @@ async def test_a_dropped_stream_backfills_candles_with_no_gap(fake: FakeBybit) -
 async def test_the_simulated_market_streams_its_ticks_between_refreshes() -> None:
     """The embedded default: prices move several times a second on a /ws client while
     the refresh comes every 10 s."""
-    app = create_app(make_settings(VIRTUOSO_REFRESH_SECONDS="10", VIRTUOSO_SYMBOLS=SYMBOLS))
+    app = create_app(
+        make_settings(
+            VIRTUOSO_REFRESH_SECONDS="10", VIRTUOSO_SYMBOLS=SYMBOLS, VIRTUOSO_STREAMS="on"
+        )
+    )
     async with serve_app(app) as base:
         await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
         async with market_client(base) as client:

@@ -29,6 +29,8 @@ from app.market.sources.feed import MarketFeed
 
 log = logging.getLogger(__name__)
 
+STOP_SECONDS = 5.0
+
 FeedFactory = Callable[[MarketSource, Sequence[str]], MarketFeed]
 """Builds the feed for the listed symbols once the source has started (markets loaded)."""
 
@@ -68,9 +70,13 @@ class StreamingSource:
             self.feed.start(self._on_ticker)
 
     async def close(self) -> None:
-        """Stops the feed, then closes the source."""
+        """Stops the feed (waiting at most ``STOP_SECONDS``: a half-dead connection must
+        not hold a shutdown), then closes the source."""
         if self.feed is not None:
-            await self.feed.stop()
+            try:
+                await asyncio.wait_for(self.feed.stop(), STOP_SECONDS)
+            except TimeoutError:
+                log.warning("%s streams did not stop within %g s", self.name, STOP_SECONDS)
         await self.source.close()
 
     def listed_symbols(self) -> frozenset[str]:
@@ -83,7 +89,9 @@ class StreamingSource:
         if live != self._live:
             if live:
                 log.info("%s streams are live: REST polling only for history", self.name)
-            elif self._live is not None:
+            elif self._live is None:  # never live yet: said once, not counted as a fallback
+                log.warning("%s streams are not live yet: polling REST meanwhile", self.name)
+            else:
                 self.fallbacks += 1
                 log.warning("%s streams are not live: falling back to REST polling", self.name)
             self._live = live

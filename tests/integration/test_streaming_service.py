@@ -290,3 +290,21 @@ async def test_the_simulated_market_streams_its_ticks_between_refreshes() -> Non
 
 def btc(client: Client) -> list[dict]:
     return [u for u in client.updates if u["symbol"] == "BTCUSDT" and u["data"]]
+
+
+async def test_a_message_ccxt_cannot_read_is_dropped_and_the_connection_reads_on(
+    fake: FakeBybit,
+) -> None:
+    """A trade with a NaN size makes ccxt raise in its message callback, which would end
+    the connection's reading (socket open, silent ~50 s until ccxt's keepalive): it is
+    dropped and counted, and the next message is read at once."""
+    app = create_app(streaming_settings(fake))
+    async with app.test_app():
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await fake.streams.send_trade("BTCUSDT", price="60000", size="0.5")
+        await eventually(lambda: feed_status(app)["trades"]["updates"] >= 1, BOUND)
+        before = feed_status(app)["trades"]["updates"]
+        await fake.streams.send_trade("BTCUSDT", price="60000", size="NaN")
+        await eventually(lambda: feed_status(app)["unreadable"] >= 1, BOUND)
+        await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
+        await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.feed import OnTicker
 from app.market.sources.ticker_stream import TickerStream
 from app.market.sources.trade_stream import PublicTrade, TradeStream
+
+log = logging.getLogger(__name__)
 
 NEEDED_METHODS = (
     "watchTickers",
@@ -89,12 +92,15 @@ class ExchangeStreams:
         self.books: list[BookStream] = []
         self.trades: list[TradeStream] = []
         self._siblings: list[Any] = []
+        self.unreadable = 0  # stream messages ccxt could not handle (dropped)
+        self._unreadable_logged = False
 
     def start(self, on_ticker: OnTicker) -> None:
         """Starts every stream (once)."""
         if self.tickers:
             return
         names = self.market.ccxt_symbols(self.symbols)  # ccxt symbol → canonical
+        self._guard(self.market.exchange)
         quiet = self.silent_after
         for part in self._chunks(sorted(names)):
             exchange = self.market.exchange if not self.tickers else self._sibling()
@@ -187,6 +193,7 @@ class ExchangeStreams:
             ),
             "trades": _kind_status(self.trades, updates="updates", dropped="dropped"),
             "connections": 1 + len(self._siblings),
+            "unreadable": self.unreadable,
         }
 
     def _all(self) -> list[Any]:
@@ -203,8 +210,32 @@ class ExchangeStreams:
         sibling = type(main)({"timeout": main.timeout, "options": copy.deepcopy(main.options)})
         sibling.urls = copy.deepcopy(main.urls)
         sibling.set_markets(main.markets, main.currencies)
+        self._guard(sibling)
         self._siblings.append(sibling)
         return sibling
+
+    def _guard(self, exchange: Any) -> None:
+        """Drops (and counts) a stream message ccxt fails to handle: raised from its
+        message callback, the exception ends that connection's reading while the
+        socket stays open — one malformed trade (``"v": "NaN"``) would silence every
+        topic of the connection until ccxt's keepalive gave up on it (~50 s)."""
+        handle = exchange.handle_message  # bound when a connection is made: set first
+
+        def guarded(client: Any, message: Any) -> Any:
+            try:
+                return handle(client, message)
+            except Exception as error:
+                self.unreadable += 1
+                if not self._unreadable_logged:  # once: the counter tells the rest
+                    self._unreadable_logged = True
+                    log.warning(
+                        "%s stream message dropped, ccxt cannot read it: %s",
+                        self.name,
+                        " ".join(str(error).split())[:200],
+                    )
+                return None
+
+        exchange.handle_message = guarded
 
 
 def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class CollectorStatus:
     refreshes: dict[str, int] = field(default_factory=dict)  # a plain dict: asdict-safe
     views_built: int = 0
     streams: dict | None = None
+    data_at_ms: int | None = None  # the time of the newest data published (ticks too)
 
 
 class CollectorLink(Protocol):

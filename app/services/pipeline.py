@@ -302,6 +302,7 @@ class Pipeline:
         with step_span("views.publish", views=len(bodies)):
             await self.publish(bodies, generated_at_ms)
         self.status.views_built += len(bodies)
+        self.status.data_at_ms = max(generated_at_ms, self.status.data_at_ms or 0)
 
     def _encode_views(
         self, snapshot: Snapshot, analysis: Analysis, alerts: list[dict]

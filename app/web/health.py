@@ -178,7 +178,8 @@ def _pipeline_status(state: ServiceState, details: bool) -> dict:
     status = dataclasses.asdict(state.collector.status)
     if not details:  # the exchange's error text can name hosts and URLs
         status["last_error"] = None if status["last_error"] is None else "hidden"
-    last = state.collector.status.last_success_ms
+    # the newest data published: streamed ticks rebuild the views between refreshes
+    last = state.collector.status.data_at_ms or state.collector.status.last_success_ms
     status["data_age_ms"] = None if last is None else state.now_ms() - last
     return status
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -286,6 +287,17 @@ async def test_the_simulated_market_streams_its_ticks_between_refreshes() -> Non
             sent = [u["published_at"] for u in btc(client)]
             gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
             assert min(gaps) >= 0.2  # at most 4 a second per (channel, symbol), some slack
+        # /health says how old the newest data is: a tick's, not the last refresh's
+        status = app.extensions["virtuoso"].pipeline.status
+        await eventually(lambda: time.time() * 1000 - (status.last_success_ms or 0) > 3_000, BOUND)
+        http = base.replace("ws://", "http://")
+        assert await health_age_ms(http, under=2_000)
+
+
+async def health_age_ms(http: str, *, under: int) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(f"{http}/health") as reply:
+        age = (await reply.json())["pipeline"]["data_age_ms"]
+    return age is not None and 0 <= age < under
 
 
 def btc(client: Client) -> list[dict]:

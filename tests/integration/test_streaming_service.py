@@ -86,17 +86,23 @@ async def market_client(base: str) -> AsyncIterator[Client]:
 
 
 @contextlib.asynccontextmanager
-async def streaming_service(fake: FakeBybit) -> AsyncIterator[tuple[Any, str, Client]]:
+async def streaming_service(fake: FakeBybit, moving: str) -> AsyncIterator[tuple[Any, str, Client]]:
     """The service on ``fake``'s streams, served, warm and streaming, with a /ws client
-    that has every symbol's price: (the app, its ws:// base, the client)."""
+    that has every symbol's price: (the app, its ws:// base, the client). The symbol
+    ``moving`` ticks all along, as a live market does (the fake sends only on a change,
+    and the streams' silence bound is 1 s here); the test's own symbols stay put."""
     app = create_app(streaming_settings(fake))
     source = app.extensions["virtuoso"].pipeline.source
-    async with serve_app(app) as base:
-        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
-        await eventually(source.streaming, BOUND)
-        async with market_client(base) as client:
-            await eventually(lambda: len(client.prices) == 3, BOUND)
-            yield app, base, client
+    ticking = asyncio.create_task(tick_forever(fake, [moving]))
+    try:
+        async with serve_app(app) as base:
+            await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+            await eventually(source.streaming, BOUND)
+            async with market_client(base) as client:
+                await eventually(lambda: len(client.prices) == 3, BOUND)
+                yield app, base, client
+    finally:
+        ticking.cancel()
 
 
 def ticker_calls(fake: FakeBybit) -> int:
@@ -106,7 +112,7 @@ def ticker_calls(fake: FakeBybit) -> int:
 async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_rest(
     fake: FakeBybit,
 ) -> None:
-    async with streaming_service(fake) as (app, base, client):
+    async with streaming_service(fake, "ETHUSDT") as (app, base, client):
         source = app.extensions["virtuoso"].pipeline.source
         # a market that moves (ETH, SOL tick), as a live stream does: its silence
         # bound (1 s here) is never reached, so no REST call is needed
@@ -167,7 +173,7 @@ def dashboard_price(app: Any) -> float | None:
 
 
 async def test_a_dropped_stream_is_watched_again(fake: FakeBybit) -> None:
-    async with streaming_service(fake) as (app, _, client):
+    async with streaming_service(fake, "SOLUSDT") as (app, _, client):
         source = app.extensions["virtuoso"].pipeline.source
         opened = fake.streams.connections_opened
         await fake.streams.drop_all(abrupt=True)
@@ -180,7 +186,7 @@ async def test_a_dropped_stream_is_watched_again(fake: FakeBybit) -> None:
 async def test_a_silent_stream_falls_back_to_rest_and_streams_take_over_again(
     fake: FakeBybit,
 ) -> None:
-    async with streaming_service(fake) as (app, base, client):
+    async with streaming_service(fake, "ETHUSDT") as (app, base, client):
         source = app.extensions["virtuoso"].pipeline.source
         fake.streams.silence(pongs=True)  # connected and answering pings: ccxt is happy
         rest_before = ticker_calls(fake)
@@ -233,6 +239,7 @@ async def test_a_lost_book_update_resnapshots_and_the_served_book_follows_the_ex
     app = create_app(streaming_settings(fake))
     async with app.test_app():
         await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        ticking = asyncio.create_task(tick_forever(fake, ["ETHUSDT"]))  # a live market
         await eventually(lambda: feed_status(app)["books"]["live"], BOUND)
         fake.streams.skip_update("BTCUSDT")
         await fake.streams.set_price("BTCUSDT", 61_000.0)  # this book update is lost
@@ -243,6 +250,7 @@ async def test_a_lost_book_update_resnapshots_and_the_served_book_follows_the_ex
         await eventually(
             lambda: served_best_bid(app, "BTCUSDT") == fake_best_bid(fake, "BTCUSDT"), BOUND
         )
+        ticking.cancel()
 
 
 async def test_a_dropped_stream_backfills_candles_with_no_gap(fake: FakeBybit) -> None:

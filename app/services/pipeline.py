@@ -122,16 +122,14 @@ class Pipeline:
         self._newest: dict[str, Ticker] = {}  # the newest streamed ticker of each symbol
         self._ticked_at: dict[str, float] = {}  # when it came (monotonic seconds)
         self._views_at = -float("inf")  # monotonic time of the last views built from ticks
-        self.ticks_applied = 0
         self._published = asyncio.Event()
         self.source_started = asyncio.Event()
         self._failing_listeners: set[str] = set()  # names of listeners in a failure episode
         # With streams (snapshots several times a second) the analytics are recomputed
         # only where their inputs changed; polled sources analyse each snapshot whole.
+        self._next_ticks: NextTicks | None = getattr(source, "next_ticks", None)
         self.analyser = (
-            IncrementalAnalyser(settings.analysis)
-            if getattr(source, "next_ticks", None) is not None
-            else None
+            IncrementalAnalyser(settings.analysis) if self._next_ticks is not None else None
         )
 
     async def start(self) -> None:
@@ -197,9 +195,10 @@ class Pipeline:
     async def _run(self) -> None:
         if self.collector is None:  # started once; a resumed loop goes on with it
             await self._start_source()
-        next_ticks: NextTicks | None = getattr(self.source, "next_ticks", None)
-        if next_ticks is not None and self._tick_task is None:
-            self._tick_task = asyncio.create_task(self._follow(next_ticks), name="pipeline-ticks")
+        if self._next_ticks is not None and self._tick_task is None:
+            self._tick_task = asyncio.create_task(
+                self._follow(self._next_ticks), name="pipeline-ticks"
+            )
         while True:
             self.cadence.started()
             try:
@@ -349,7 +348,6 @@ class Pipeline:
             return
         analysis = await asyncio.to_thread(self._analyse, snapshot)
         self.latest, self.latest_analysis = snapshot, analysis
-        self.ticks_applied += len(newer)
         for listener in self.tick_listeners:
             await self._tell(listener, snapshot, analysis)
         self._views_due()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,23 +36,20 @@ FeedFactory = Callable[[MarketSource, Sequence[str]], MarketFeed]
 
 class StreamingSource:
     """The MarketSource ``source`` with ``feed`` in front of it. ``symbols``: the
-    canonical symbols to stream (those the source lists at start); ``clock``: monotonic
-    seconds. Counters: ``answered`` (by ``feed`` / ``rest``) and ``fallbacks`` (times the
-    feed stopped being live)."""
+    canonical symbols to stream (those the source lists at start). Counters:
+    ``answered`` (by ``feed`` / ``rest``) and ``fallbacks`` (times the feed stopped
+    being live)."""
 
     def __init__(
         self,
         source: MarketSource,
         feed_factory: FeedFactory,
         symbols: Sequence[str],
-        *,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.name = source.name
         self.feed_factory = feed_factory
         self.symbols = tuple(symbols)
-        self.clock = clock
         self.feed: MarketFeed | None = None
         self.answered = {"feed": 0, "rest": 0}
         self.fallbacks = 0

@@ -28,7 +28,7 @@ import numpy as np
 
 from app.market.models.order_book import OrderBook
 from app.market.sources.quality import finite
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def stream_depth(wanted: int, depths: Sequence[int]) -> int:
     return min((d for d in depths if d >= wanted), default=max(depths))
 
 
-class BookStream(BatchedStream[str]):
+class BookStream(SymbolStream):
     """Watches the order books of ``symbols`` (ccxt symbol → canonical symbol) on
     ``exchange`` (a ccxt.pro instance whose markets are loaded; one BookStream per
     instance) until ``stop``, ``depth`` levels a side served.
@@ -82,20 +82,18 @@ class BookStream(BatchedStream[str]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            sorted(symbols),
+            exchange,
+            symbols,
             topics_per_request=topics_per_request,
             silent_after=silent_after,
             retry=retry,
             clock=clock,
         )
-        self.exchange = exchange
-        self.symbols = dict(symbols)
         self.depth = depth
         self.stream_depth = stream_depth(depth, depths)
         self.gaps = 0
         self.resnapshots = 0
         self.updates = 0
-        self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
         self._topic_of = {name: self._topic(name) for name in self.symbols}
         self._ours = set(self._topic_of.values())
         self._sync: dict[str, Sync] = {}
@@ -176,9 +174,6 @@ class BookStream(BatchedStream[str]):
         self._sync[topic] = Sync.GAPPED
 
     # ----- BatchedStream ----------------------------------------------------------------
-
-    def _label(self, key: str) -> str:
-        return self.symbols[key]
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_order_book_for_symbols(list(batch), self.stream_depth)

@@ -26,8 +26,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +183,34 @@ class BatchedStream(Generic[K]):
                 log.info("%s stream %s… delivers again", self.kind, batch[0])
                 self.reconnects += 1
             failing, delay = False, self.retry[0]
+
+
+class SymbolStream(BatchedStream[str]):
+    """A stream with one topic per symbol (tickers, books, trades) on ``exchange`` (a
+    ccxt.pro instance whose markets are loaded): ``symbols`` maps each ccxt symbol to
+    its canonical one (``_ccxt_of`` the other way); the batching arguments are
+    ``BatchedStream``'s."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: Mapping[str, str],
+        *,
+        topics_per_request: int,
+        silent_after: float,
+        retry: tuple[float, float],
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(
+            sorted(symbols),
+            topics_per_request=topics_per_request,
+            silent_after=silent_after,
+            retry=retry,
+            clock=clock,
+        )
+        self.exchange = exchange
+        self.symbols = dict(symbols)
+        self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
+
+    def _label(self, key: str) -> str:
+        return self.symbols[key]

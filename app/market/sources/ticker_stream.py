@@ -22,14 +22,14 @@ from typing import Any
 
 from app.market.models.ticker import Ticker
 from app.market.sources.ccxt import ticker_from_ccxt
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
 
 __all__ = ["TOPICS_PER_REQUEST", "OnTicker", "TickerStream"]
 
 OnTicker = Callable[[Ticker], None]
 
 
-class TickerStream(BatchedStream[str]):
+class TickerStream(SymbolStream):
     """Watches ``symbols`` (ccxt symbol → canonical symbol) on ``exchange`` (a ccxt.pro
     instance whose markets are loaded) until ``stop``. ``latest``: the newest ticker of
     each canonical symbol; ``errors``: failed watches; ``updates``: tickers handed on.
@@ -50,20 +50,16 @@ class TickerStream(BatchedStream[str]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
-            sorted(symbols),
+            exchange,
+            symbols,
             topics_per_request=topics_per_request,
             silent_after=silent_after,
             retry=retry,
             clock=clock,
         )
-        self.exchange = exchange
-        self.symbols = dict(symbols)
         self.on_ticker = on_ticker
         self.latest: dict[str, Ticker] = {}
         self.updates = 0
-
-    def _label(self, key: str) -> str:
-        return self.symbols[key]
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_tickers(list(batch))

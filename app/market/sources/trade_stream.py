@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.market.sources.quality import finite
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
 
 Side = Literal["buy", "sell"]
 
@@ -37,7 +37,7 @@ class PublicTrade:
     side: Side
 
 
-class TradeStream(BatchedStream[str]):
+class TradeStream(SymbolStream):
     """Watches the public trades of ``symbols`` (ccxt symbol → canonical symbol) on
     ``exchange`` (a ccxt.pro instance whose markets are loaded) until ``stop``,
     keeping the newest ``keep`` trades of each symbol.
@@ -63,18 +63,16 @@ class TradeStream(BatchedStream[str]):
         if keep < 1:
             raise ValueError("keep must be >= 1")
         super().__init__(
-            sorted(symbols),
+            exchange,
+            symbols,
             topics_per_request=topics_per_request,
             silent_after=silent_after,
             retry=retry,
             clock=clock,
         )
-        self.exchange = exchange
-        self.symbols = dict(symbols)
         self.keep = keep
         self.updates = 0
         self.dropped = 0
-        self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
         self._trades: dict[str, deque[PublicTrade]] = {
             name: deque(maxlen=keep) for name in self.symbols
         }
@@ -105,9 +103,6 @@ class TradeStream(BatchedStream[str]):
         return None if name is None else self._complete_since.get(name)
 
     # ----- BatchedStream ----------------------------------------------------------------
-
-    def _label(self, key: str) -> str:
-        return self.symbols[key]
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_trades_for_symbols(list(batch))

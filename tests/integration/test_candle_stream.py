@@ -18,7 +18,7 @@ from app.market.models.candles import Candles
 from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
 
 NOW = 1_800_000_000_000 + 30_000  # frozen clock: half-way through a 1 m candle
@@ -26,10 +26,6 @@ MINUTE = 60_000
 BUCKET = NOW // MINUTE * MINUTE  # the forming 1 m candle's open time
 LIMITS = {"1m": 30, "5m": 12}
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
-
-
-def ccxt_symbol(name: str) -> str:
-    return f"{name[:-4]}/USDT" if name.endswith("USDT") else f"{name[:-3]}/BTC"
 
 
 # Twelve symbols at 1 m and BTC at 5 m: thirteen topics, two subscribe requests.
@@ -51,10 +47,8 @@ async def rest(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
 
 @pytest.fixture
 async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
-    made = pro_exchange(fake)
-    await made.load_markets()
-    yield made
-    await made.close()
+    async with loaded_pro_exchange(fake) as made:
+        yield made
 
 
 Closes = list[tuple[str, str]]

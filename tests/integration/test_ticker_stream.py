@@ -14,7 +14,7 @@ import pytest
 from app.market.models.ticker import Ticker
 from app.market.sources.ticker_stream import TickerStream
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
 
 SYMBOLS = (*STREAM_SYMBOLS[:-1], "NEARUSDT")  # twelve USDT pairs
@@ -29,16 +29,14 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
-    made = pro_exchange(fake)
-    await made.load_markets()
-    yield made
-    await made.close()
+    async with loaded_pro_exchange(fake) as made:
+        yield made
 
 
 @pytest.fixture
 async def stream(exchange: Any) -> AsyncIterator[tuple[TickerStream, list[Ticker]]]:
     heard: list[Ticker] = []
-    symbols = {f"{name[:-4]}/USDT": name for name in SYMBOLS}
+    symbols = {ccxt_symbol(name): name for name in SYMBOLS}
     watching = TickerStream(exchange, symbols, on_ticker=heard.append, silent_after=1.0)
     watching.start()
     yield watching, heard

@@ -13,15 +13,11 @@ import pytest
 
 from app.market.sources.trade_stream import PublicTrade, TradeStream
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
 
 NOW = 1_800_000_000_000 + 30_000  # frozen clock
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
-
-
-def ccxt_symbol(name: str) -> str:
-    return f"{name[:-4]}/USDT" if name.endswith("USDT") else f"{name[:-3]}/BTC"
 
 
 SYMBOLS = {ccxt_symbol(s): s for s in STREAM_SYMBOLS}
@@ -35,10 +31,8 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
-    made = pro_exchange(fake)
-    await made.load_markets()
-    yield made
-    await made.close()
+    async with loaded_pro_exchange(fake) as made:
+        yield made
 
 
 @pytest.fixture

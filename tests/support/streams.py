@@ -3,6 +3,8 @@ point at the fake (spot markets only, as the service loads them)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.pro
@@ -36,3 +38,19 @@ def pro_exchange(fake: FakeBybit, **config: Any) -> Any:
     exchange.urls["api"]["ws"]["public"]["spot"] = fake.streams.url("spot")
     exchange.urls["api"]["ws"]["public"]["linear"] = fake.streams.url("linear")
     return exchange
+
+
+def ccxt_symbol(name: str) -> str:
+    """The ccxt spot symbol of a canonical USDT or BTC pair (``ETHBTC`` → ``ETH/BTC``)."""
+    return f"{name[:-4]}/USDT" if name.endswith("USDT") else f"{name[:-3]}/BTC"
+
+
+@contextlib.asynccontextmanager
+async def loaded_pro_exchange(fake: FakeBybit) -> AsyncIterator[Any]:
+    """``pro_exchange(fake)`` with its markets loaded, closed on exit."""
+    made = pro_exchange(fake)
+    await made.load_markets()
+    try:
+        yield made
+    finally:
+        await made.close()

@@ -49,7 +49,6 @@ import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections import Counter, deque
@@ -63,7 +62,7 @@ import orjson
 import psutil
 import uvloop
 
-from bench import procs
+from bench import procs, ws_fanout
 from bench.loadgen.stats import cpu_seconds
 from bench.loadgen.ws import _parse
 from bench.loadgen.ws_raw import RawClient, raw_fanout
@@ -90,9 +89,7 @@ RATE_KEEP = 8  # receipt times kept per (client, symbol) for the 1 s rate
 SAMPLE_MAX = 5000  # updates of the sampled client kept for the check against the fake
 STREAMS_LIVE_S = 60.0
 READY_S = 90.0
-SHARD_SLACK_S = 60.0
 GRACE_S = 3.0  # after a client's window: updates of ticks inside it still arrive
-READY_LINE = b"ready\n"
 DESKTOP = "/api/dashboard/data"
 TICKERS = "/v5/market/tickers"
 
@@ -242,13 +239,13 @@ async def _loop_lag(run_window: dict[str, float], stop: asyncio.Event) -> None:
 
 
 async def shard_main(url: str, clients: int, seconds: float) -> None:
-    """A shard: ``clients`` latency readers; prints ``READY_LINE`` when its window
+    """A shard: ``clients`` latency readers; prints ``ws_fanout.READY_LINE`` when its window
     opens, then its tally as one JSON document."""
     window = {"open": 0.0}
 
     def announce() -> None:
         window["open"] = time.time()
-        sys.stdout.buffer.write(READY_LINE)
+        sys.stdout.buffer.write(ws_fanout.READY_LINE)
         sys.stdout.buffer.flush()
 
     stop = asyncio.Event()
@@ -286,38 +283,11 @@ async def shard_main(url: str, clients: int, seconds: float) -> None:
     sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS))
 
 
-class Shard:
-    """One client process: announces its window, then its tally."""
+class Shard(ws_fanout.Shard):
+    """One client process (``--shard``): announces its window, then its tally."""
 
     def __init__(self, url: str, clients: int, seconds: float) -> None:
-        self.argv = [sys.executable, "-m", "bench.exchange_latency", "--shard", url]
-        self.argv += [str(clients), str(seconds)]
-        self.seconds = seconds
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, cwd=procs.ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-
-    async def ready(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        line = await self.proc.stdout.readline()
-        if line != READY_LINE:
-            raise RuntimeError(f"a client shard failed before its window: {line!r}")
-
-    async def result(self) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        async with asyncio.timeout(self.seconds + SHARD_SLACK_S):
-            out = await self.proc.stdout.read()
-            await self.proc.wait()
-        result: dict[str, Any] = orjson.loads(out)
-        return result
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        super().__init__("bench.exchange_latency", [url, str(clients), str(seconds)], seconds)
 
     def cpu(self) -> float:
         return _tree_cpu(self.proc.pid if self.proc else None)

@@ -139,11 +139,12 @@ async def _publish_for(publish: Publish, burst: int, period: float, seconds: flo
 
 
 class Shard:
-    """One load-generator process (``--shard``): announces its window, then its result."""
+    """One load-generator process (``python -m <module> --shard <args>``): it prints
+    ``READY_LINE`` when its window starts, then its result as JSON, within
+    ``seconds`` + ``SHARD_SLACK_SECONDS``."""
 
-    def __init__(self, url: str, readers: int, stalled: int, seconds: float) -> None:
-        self.argv = [sys.executable, "-m", "bench.ws_fanout", "--shard", url]
-        self.argv += [str(readers), str(stalled), str(seconds)]
+    def __init__(self, module: str, args: list[str], seconds: float) -> None:
+        self.argv = [sys.executable, "-m", module, "--shard", *args]
         self.seconds = seconds
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -175,6 +176,12 @@ class Shard:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+def fanout_shard(url: str, readers: int, stalled: bool, seconds: float) -> Shard:
+    """A shard of this scenario: ``readers`` clients of ``url`` (and one that never
+    reads when ``stalled``) for ``seconds``."""
+    return Shard("bench.ws_fanout", [url, str(readers), str(int(stalled)), str(seconds)], seconds)
 
 
 def pool(shards: list[dict[str, Any]]) -> dict[str, Any]:
@@ -292,7 +299,7 @@ async def _measure(
         counts = [min(per, clients - i * per) for i in range(shard_count)]
         window = seconds + WINDOW_SLACK_SECONDS
         shards = [
-            Shard(f"ws://127.0.0.1:{targets[i % len(targets)][0]}/ws", n, int(i == 0), window)
+            fanout_shard(f"ws://127.0.0.1:{targets[i % len(targets)][0]}/ws", n, i == 0, window)
             for i, n in enumerate(counts)
         ]
         servers = [psutil.Process(pid) for _, pid in targets]

@@ -25,10 +25,12 @@ linear tickers are a snapshot, then deltas holding only the fields that changed.
 Controls for tests (all coroutines send before they return): ``set_price`` (a price at
 once: ticker, trade, candle and book update), ``tick`` / ``start_ticking`` (move every
 symbol a little, several times a second), ``drop_all`` (close every connection),
-``silence`` / ``resume`` (the socket stays open, no data flows; pongs optionally
-too), ``skip_update`` (the next book update of a symbol is lost, so the one after jumps
-``u`` by 2), ``send_trade`` (one public trade with the fields given, e.g. a bad
-price), ``resnapshot`` (a fresh book snapshot, as Bybit sends after a restart).
+``silence`` / ``resume`` (the socket stays open, no data flows; pongs and
+subscription requests optionally go unanswered too), ``forget`` (the server drops
+subscriptions without telling the client), ``skip_update`` (the next book update of
+a symbol is lost, so the one after jumps ``u`` by 2), ``send_trade`` (one public
+trade with the fields given, e.g. a bad price), ``resnapshot`` (a fresh book snapshot,
+as Bybit sends after a restart).
 ``received`` records every client message, ``sent`` the recent server messages.
 """
 
@@ -123,6 +125,7 @@ class BybitStreams:
         self.connections_opened = 0
         self.silent = False
         self.answer_pings = True
+        self.answer_requests = True
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(1)
         self._update_ids: dict[tuple[str, str, int], int] = {}  # (category, symbol, depth) → u
@@ -234,17 +237,35 @@ class BybitStreams:
                 wait.cancel()
         return len(conns)
 
-    def silence(self, *, pongs: bool = True) -> None:
+    def silence(self, *, pongs: bool = True, requests: bool = True) -> None:
         """Stop sending data (sockets stay open; acks still answered). ``pongs=False``
-        also leaves pings unanswered, so a client's keepalive can notice."""
+        also leaves pings unanswered, so a client's keepalive can notice;
+        ``requests=False`` leaves subscribe and unsubscribe requests unanswered and
+        without effect (a connection dead to everything but pings)."""
         self.silent = True
         self.answer_pings = pongs
+        self.answer_requests = requests
 
     def resume(self) -> None:
         """Undo ``silence``: the next update flows again (books as deltas against what
         each connection last received, so they stay consistent)."""
         self.silent = False
         self.answer_pings = True
+        self.answer_requests = True
+
+    def forget(self, symbols: Iterable[str] | None = None) -> int:
+        """Drop every connection's subscriptions to the topics of ``symbols`` (default:
+        all) without a word to the client, as a gateway that lost its state would: no
+        data flows on them until the client subscribes again. Returns how many
+        subscriptions were dropped."""
+        wanted = None if symbols is None else set(symbols)
+        dropped = 0
+        for conn in list(self._conns):
+            for topic in sorted(conn.topics):
+                if wanted is None or _parse(topic)[2] in wanted:
+                    self._drop_topic(conn, topic)
+                    dropped += 1
+        return dropped
 
     def skip_update(self, symbol: str, times: int = 1) -> None:
         """Lose the next ``times`` order-book updates of ``symbol`` (on every depth and
@@ -310,6 +331,8 @@ class BybitStreams:
         if op == "ping":
             if self.answer_pings:
                 await self._reply(conn, self._ack(conn, message, "pong", op="ping"))
+        elif op in ("subscribe", "unsubscribe") and not self.answer_requests:
+            return
         elif op == "subscribe":
             await self._subscribe(conn, message)
         elif op == "unsubscribe":
@@ -394,11 +417,15 @@ class BybitStreams:
             await self._reply(conn, invalid)
             return
         for topic in args:
-            conn.topics.discard(topic)
-            conn.book_views.pop(topic, None)
-            conn.tickers.pop(topic, None)
-            conn.kline_buckets.pop(topic, None)
+            self._drop_topic(conn, topic)
         await self._reply(conn, self._ack(conn, request, op="unsubscribe"))
+
+    @staticmethod
+    def _drop_topic(conn: _Conn, topic: str) -> None:
+        conn.topics.discard(topic)
+        conn.book_views.pop(topic, None)
+        conn.tickers.pop(topic, None)
+        conn.kline_buckets.pop(topic, None)
 
     # ----- data messages -------------------------------------------------------------
 

@@ -260,6 +260,32 @@ def stream_families(
     for by, count in sorted((streams.get("answered") or {}).items()):
         reads.add_metric((str(by),), int(count))
     yield reads
+    yield from _stream_events(streams.get("feed") or {})
+
+
+STREAM_EVENTS = ("errors", "reconnects", "resubscribes", "resets", "gaps", "resnapshots")
+"""The counters of an exchange feed's readers (``ExchangeStreams.status``) exported per
+kind of stream as ``virtuoso_stream_events_total{kind,event}``."""
+
+
+def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily]:
+    """``virtuoso_stream_events_total{kind,event}`` from an exchange feed's status (the
+    simulated feed has no readers: nothing)."""
+    events = CounterMetricFamily(
+        "virtuoso_stream_events",
+        "Exchange stream incidents by kind of stream: failed watches (errors), batches "
+        "delivering again (reconnects), stalled batches subscribed again (resubscribes), "
+        "connections reset for an unanswered unsubscribe (resets), order-book or candle "
+        "gaps, and order books subscribed again for a fresh snapshot (resnapshots)",
+        labels=("kind", "event"),
+    )
+    for kind, counters in sorted(feed.items()):
+        if not isinstance(counters, dict) or "live" not in counters:
+            continue
+        for event in STREAM_EVENTS:
+            if event in counters:
+                events.add_metric((kind, event), int(counters[event]))
+    yield events
 
 
 REQUEST_OUTCOMES = ("ok", "refused", "timeout", "unavailable")

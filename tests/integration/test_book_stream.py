@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from app.market.sources.book_stream import BookStream, stream_depth
+from app.market.sources.stream_batches import Batching
 from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
@@ -40,9 +41,9 @@ async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
 async def make_stream(exchange: Any) -> AsyncIterator[Callable[..., BookStream]]:
     made: list[BookStream] = []
 
-    def make(**options: Any) -> BookStream:
-        options = {"silent_after": 60.0, "retry": (0.2, 1.0), **options}
-        stream = BookStream(exchange, SYMBOLS, DEPTH, **options)
+    def make(**timing: Any) -> BookStream:
+        batching = Batching(**{"silent_after": 60.0, "retry": (0.2, 1.0), **timing})
+        stream = BookStream(exchange, SYMBOLS, DEPTH, batching=batching)
         stream.start()
         made.append(stream)
         return stream
@@ -165,7 +166,7 @@ async def test_a_dropped_stream_recovers(make_stream, fake: FakeBybit) -> None:
 
 
 async def test_a_silent_stream_serves_no_book(make_stream, fake: FakeBybit) -> None:
-    stream = make_stream(silent_after=1.0)
+    stream = make_stream(silent_after=1.0, resubscribe_after=60.0)  # silent, not stalled
     await fake.streams.start_ticking(10)
     try:
         await eventually(lambda: all(stream.book(s) is not None for s in SYMBOLS.values()), BOUND)
@@ -176,3 +177,19 @@ async def test_a_silent_stream_serves_no_book(make_stream, fake: FakeBybit) -> N
         await eventually(lambda: stream.book("BTCUSDT") is not None, BOUND)
     finally:
         await fake.streams.stop_ticking()
+
+
+async def test_a_forgotten_subscription_is_subscribed_again_from_a_snapshot(
+    make_stream, fake: FakeBybit
+) -> None:
+    stream = make_stream(silent_after=1.0)  # stalls after 3 s without a message
+    await eventually(lambda: all(stream.book(s) is not None for s in SYMBOLS.values()), BOUND)
+    fake.streams.forget()  # the exchange lost every subscription and says nothing
+
+    await eventually(lambda: stream.resubscribes >= len(stream.batches), BOUND)
+    for symbol in ("BTCUSDT", "ETHBTC"):  # one of each batch
+        moved = float(fake.tickers[symbol]["lastPrice"]) * 1.01
+        await push_until(fake, symbol, moved, lambda s=symbol: matches_fake(stream, fake, s))
+    assert stream.gaps == 0 and stream.resets == 0
+    assert fake.streams.connections_opened == 1  # subscribed again on the same connection
+    assert fake.streams.subscribed() == {f"orderbook.50.{s}" for s in SYMBOLS.values()}

@@ -17,6 +17,7 @@ import pytest
 from app.market.models.candles import Candles
 from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.stream_batches import Batching
 from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
@@ -60,16 +61,16 @@ async def make_stream(
 ) -> AsyncIterator[Callable[..., tuple[CandleStream, Closes]]]:
     made: list[CandleStream] = []
 
-    def make(**options: Any) -> tuple[CandleStream, Closes]:
+    def make(**timing: Any) -> tuple[CandleStream, Closes]:
         closes: Closes = []
-        options = {"silent_after": 60.0, "retry": (0.2, 1.0), **options}
+        batching = Batching(**{"silent_after": 60.0, "retry": (0.2, 1.0), **timing})
         stream = CandleStream(
             exchange,
             PAIRS,
             rest.fetch_candles,
             LIMITS,
             on_close=lambda s, tf: closes.append((s, tf)),
-            **options,
+            batching=batching,
         )
         stream.start()
         made.append(stream)
@@ -92,6 +93,11 @@ def assert_same(stream_series: Candles, rest_series: Candles) -> None:
     assert stream_series.timestamp_ms.tolist() == rest_series.timestamp_ms.tolist()
     for column in ("open", "high", "low", "close", "volume"):
         assert getattr(stream_series, column).tolist() == getattr(rest_series, column).tolist()
+
+
+def rows(candles: Candles) -> list[list[float]]:
+    columns = ("timestamp_ms", "open", "high", "low", "close", "volume")
+    return [getattr(candles, column).tolist() for column in columns]
 
 
 async def push_until(fake: FakeBybit, symbol: str, price: float, done: Callable[[], bool]) -> None:
@@ -246,6 +252,31 @@ async def test_a_silent_stream_hands_out_no_series(make_stream, fake: FakeBybit)
         assert stream.backfills > backfills  # after silence, history is fetched again
     finally:
         await fake.streams.stop_ticking()
+
+
+async def test_a_forgotten_subscription_is_subscribed_again_and_backfilled(
+    make_stream, fake: FakeBybit, rest: CcxtMarketSource
+) -> None:
+    stream, _ = make_stream(silent_after=1.0)  # stalls after 3 s without a message
+    await fake.streams.start_ticking(10)
+    try:
+        await all_series(stream)
+        backfills = stream.backfills
+        fake.streams.forget()  # the exchange lost every subscription and says nothing
+
+        await eventually(lambda: stream.resubscribes >= len(stream.batches), BOUND)
+        await all_series(stream)
+    finally:
+        await fake.streams.stop_ticking()
+    assert stream.backfills >= backfills + len(PAIRS)  # history fetched again, every pair
+    assert stream.resets == 0 and fake.streams.connections_opened == 1
+    served = await rest.fetch_candles("BTCUSDT", "1m", LIMITS["1m"])  # ticking stopped
+
+    def same_as_rest() -> bool:
+        kept = stream.series("BTCUSDT", "1m")
+        return kept is not None and rows(kept) == rows(served)
+
+    await eventually(same_as_rest, BOUND)  # the last tick's candle may still be merging
 
 
 def _close(symbol: str, stream: CandleStream) -> float | None:

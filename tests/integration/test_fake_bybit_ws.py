@@ -532,6 +532,41 @@ async def test_silent_stream_times_out_the_watch_then_resumes(
     assert fake.streams.connections_opened == 1  # the same connection
 
 
+async def test_forget_drops_subscriptions_without_a_word(
+    fake: FakeBybit, raw: Callable[[str], Any]
+) -> None:
+    ws = await raw("spot")
+    ack = await raw_request(ws, "subscribe", args=["tickers.BTCUSDT", "tickers.ETHUSDT"])
+    assert ack["success"] is True
+    assert fake.streams.forget(["BTCUSDT"]) == 1
+    await fake.streams.set_price("BTCUSDT", 64_100.0)
+    await fake.streams.set_price("ETHUSDT", 3_100.0)
+    prices: list[tuple[str, float]] = []  # until ETH's new price: BTC's never came
+    async with asyncio.timeout(BOUND):
+        while ("tickers.ETHUSDT", 3_100.0) not in prices:
+            data = json.loads((await ws.receive()).data)
+            prices.append((data["topic"], float(data["data"]["lastPrice"])))
+    assert ("tickers.BTCUSDT", 64_100.0) not in prices
+    again = await raw_request(ws, "subscribe", args=["tickers.BTCUSDT"])
+    assert again["success"] is True  # not "already subscribed": the server forgot it
+    assert fake.streams.forget() == 2
+    assert fake.streams.subscribed() == set()
+
+
+async def test_silence_can_leave_requests_unanswered(
+    fake: FakeBybit, raw: Callable[[str], Any]
+) -> None:
+    ws = await raw("spot")
+    fake.streams.silence(requests=False)
+    await ws.send_str(json.dumps({"op": "subscribe", "args": ["tickers.BTCUSDT"]}))
+    pong = await raw_request(ws, "ping", req_id="7")  # pings still answered, first
+    assert pong["ret_msg"] == "pong"
+    assert fake.streams.subscribed() == set()  # and the subscribe had no effect
+    fake.streams.resume()
+    ack = await raw_request(ws, "subscribe", args=["tickers.BTCUSDT"])
+    assert ack["success"] is True and fake.streams.subscribed() == {"tickers.BTCUSDT"}
+
+
 async def test_ticking_moves_every_symbol_several_times(
     fake: FakeBybit, exchange: Exchange
 ) -> None:

@@ -166,6 +166,10 @@ async def metric_is(http: str, name: str, value: float) -> bool:
     return await metric(http, name) == value
 
 
+async def metric_at_least(http: str, name: str, value: float) -> bool:
+    return (await metric(http, name) or 0) >= value
+
+
 def dashboard_price(app: Any) -> float | None:
     latest = app.extensions["virtuoso"].pipeline.latest
     ticker = None if latest is None else latest.tickers.get("BTCUSDT")
@@ -207,6 +211,27 @@ async def test_a_silent_stream_falls_back_to_rest_and_streams_take_over_again(
         await eventually(lambda: client.prices.get("SOLUSDT") == 152.0, BOUND)
         assert source.status()["mode"] == "streaming"
         assert ticker_calls(fake) - calls <= 1  # at most a refresh already under way
+
+
+async def test_a_forgotten_subscription_is_subscribed_again_and_streams_take_over(
+    fake: FakeBybit,
+) -> None:
+    """The exchange drops every subscription without a word (the connection stays up
+    and answers pings): REST stands in while the streams are silent, then the stalled
+    batches are subscribed again and the streams carry the prices once more."""
+    async with streaming_service(fake, "ETHUSDT") as (app, base, client):
+        source = app.extensions["virtuoso"].pipeline.source
+        opened = fake.streams.connections_opened
+        fake.streams.forget()
+        await eventually(lambda: not source.streaming(), BOUND)
+        await eventually(source.streaming, BOUND)  # subscribed again (3 s stall bound)
+        await fake.streams.set_price("BTCUSDT", 46_111.0)
+        await eventually(lambda: client.prices.get("BTCUSDT") == 46_111.0, BOUND)
+        assert fake.streams.connections_opened == opened  # the same connections
+        http = base.replace("ws://", "http://")
+        resubscribed = 'virtuoso_stream_events_total{event="resubscribes",kind="tickers"}'
+        assert feed_status(app)["tickers"]["resubscribes"] >= 1
+        await eventually(lambda: metric_at_least(http, resubscribed, 1.0), BOUND)  # next report
 
 
 async def test_streams_off_polls_rest_and_opens_no_stream(fake: FakeBybit) -> None:

@@ -1,7 +1,9 @@
 """Tickers from the exchange's stream: real ccxt.pro on the loopback fake Bybit's v5
 public stream. A price set on the fake reaches ``on_ticker``; more symbols than one
 subscribe request may carry are split (none refused); a dropped connection is watched
-again; a silent stream stops being live, and is live again when it speaks."""
+again; a silent stream stops being live, and is live again when it speaks; a
+subscription the exchange forgot is subscribed again, and a connection dead to
+everything but pings is reset — every batch on it delivers again."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from app.market.models.ticker import Ticker
+from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
 from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
@@ -37,7 +40,8 @@ async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
 async def stream(exchange: Any) -> AsyncIterator[tuple[TickerStream, list[Ticker]]]:
     heard: list[Ticker] = []
     symbols = {ccxt_symbol(name): name for name in SYMBOLS}
-    watching = TickerStream(exchange, symbols, on_ticker=heard.append, silent_after=1.0)
+    timing = Batching(silent_after=1.0)
+    watching = TickerStream(exchange, symbols, on_ticker=heard.append, batching=timing)
     watching.start()
     yield watching, heard
     await watching.stop()
@@ -87,3 +91,70 @@ async def test_a_silent_stream_is_not_live_and_comes_back(stream, fake) -> None:
     fake.streams.resume()
     await eventually(watching.is_live, BOUND)
     await fake.streams.stop_ticking()
+
+
+async def moved_in_every_batch(watching: TickerStream, fake: FakeBybit, bound: float) -> None:
+    """Set a new price on the first symbol of each batch until the stream has them all
+    (each set is sent at once; a batch not subscribed misses it and the next is tried)."""
+    firsts = [watching.symbols[batch[0]] for batch in watching.batches]
+    step = 0
+    async with asyncio.timeout(bound):
+        while True:
+            step += 1
+            prices = {s: float(fake.tickers[s]["lastPrice"]) + step for s in firsts}
+            for symbol, price in prices.items():
+                await fake.streams.set_price(symbol, price)
+            await asyncio.sleep(0.2)
+            if all(watching.latest[s].last == p for s, p in prices.items()):
+                return
+
+
+async def test_a_forgotten_subscription_is_subscribed_again(stream, fake) -> None:
+    watching, _ = stream  # stalls after three times silent_after (3 s)
+    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+    assert fake.streams.forget() == len(SYMBOLS)
+
+    await moved_in_every_batch(watching, fake, BOUND + watching.stall_after)
+
+    assert watching.resubscribes >= len(watching.batches)
+    assert watching.resets == 0
+    assert fake.streams.connections_opened == 1  # the same connection, subscribed anew
+    unsubscribed = {
+        topic
+        for received in fake.streams.received
+        if received.message.get("op") == "unsubscribe"
+        for topic in received.message["args"]
+    }
+    assert unsubscribed == {f"tickers.{s}" for s in SYMBOLS}
+    assert fake.streams.subscribed() == {f"tickers.{s}" for s in SYMBOLS}
+
+
+async def test_a_connection_dead_to_requests_is_reset_for_every_batch(stream, fake) -> None:
+    watching, _ = stream
+    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+    fake.streams.silence(requests=False)  # pings answered; nothing else, ever
+
+    await eventually(lambda: watching.resets >= 1, BOUND + 3 * watching.stall_after)
+    await eventually(lambda: fake.streams.connections_opened >= 2, BOUND)
+    assert not watching.is_live()
+    fake.streams.resume()
+
+    await moved_in_every_batch(watching, fake, BOUND + 3 * watching.stall_after)
+    assert watching.is_live()
+    assert watching.reconnects >= len(watching.batches)  # no batch's task was lost
+
+
+async def test_a_connection_ccxt_closes_under_the_readers_loses_no_batch(
+    stream, fake, exchange
+) -> None:
+    """ccxt's ``Client.close`` cancels the pending watches: each batch takes that as a
+    failure (its task carries on) and watches again on a new connection."""
+    watching, _ = stream
+    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+    for client in list(exchange.clients.values()):
+        await client.close()
+
+    await moved_in_every_batch(watching, fake, BOUND)
+    assert watching.errors >= len(watching.batches)
+    assert watching.reconnects >= len(watching.batches)
+    assert fake.streams.connections_opened >= 2

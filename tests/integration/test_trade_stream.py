@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from app.market.sources.stream_batches import Batching
 from app.market.sources.trade_stream import PublicTrade, TradeStream
 from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
@@ -39,9 +40,9 @@ async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
 async def make_stream(exchange: Any, fake: FakeBybit) -> AsyncIterator[Callable[..., Any]]:
     made: list[TradeStream] = []
 
-    async def make(**options: Any) -> TradeStream:
-        options = {"silent_after": 60.0, "retry": (0.2, 1.0), **options}
-        stream = TradeStream(exchange, SYMBOLS, **options)
+    async def make(keep: int = 1_000, **timing: Any) -> TradeStream:
+        batching = Batching(**{"silent_after": 60.0, "retry": (0.2, 1.0), **timing})
+        stream = TradeStream(exchange, SYMBOLS, keep=keep, batching=batching)
         stream.start()
         made.append(stream)
         topics = {f"publicTrade.{s}" for s in STREAM_SYMBOLS}

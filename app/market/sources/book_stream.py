@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -28,15 +28,17 @@ import numpy as np
 
 from app.market.models.order_book import OrderBook
 from app.market.sources.quality import finite
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
+from app.market.sources.stream_batches import (
+    DEFAULT_BATCHING,
+    UNWATCH_TIMEOUT,
+    Batching,
+    SymbolStream,
+)
 
 log = logging.getLogger(__name__)
 
 BYBIT_BOOK_DEPTHS = (1, 50, 200)
 """The depths Bybit's public spot stream serves (ccxt would also pass 1000)."""
-UNWATCH_TIMEOUT = 5.0
-"""Seconds to wait at least for the exchange to acknowledge an unsubscribe (a failure
-of the batch after that)."""
 
 
 class Sync(Enum):
@@ -60,8 +62,8 @@ class BookStream(SymbolStream):
     ``exchange`` (a ccxt.pro instance whose markets are loaded; one BookStream per
     instance) until ``stop``, ``depth`` levels a side served.
 
-    ``depths``: the depths the exchange streams. ``topics_per_request``,
-    ``silent_after``, ``retry``, ``clock``: as ``BatchedStream``. Counters: ``gaps``
+    ``depths``: the depths the exchange streams; ``batching``: as ``BatchedStream``.
+    Counters: ``gaps``
     (deltas whose ``u`` did not follow the previous one), ``resnapshots`` (topics
     subscribed again after a gap), ``updates`` (book messages checked), and the
     inherited ``errors``, ``reconnects``, ``deliveries``.
@@ -76,19 +78,9 @@ class BookStream(SymbolStream):
         depth: int,
         *,
         depths: Sequence[int] = BYBIT_BOOK_DEPTHS,
-        topics_per_request: int = TOPICS_PER_REQUEST,
-        silent_after: float = 5.0,
-        retry: tuple[float, float] = (0.5, 10.0),
-        clock: Callable[[], float] = time.monotonic,
+        batching: Batching = DEFAULT_BATCHING,
     ) -> None:
-        super().__init__(
-            exchange,
-            symbols,
-            topics_per_request=topics_per_request,
-            silent_after=silent_after,
-            retry=retry,
-            clock=clock,
-        )
+        super().__init__(exchange, symbols, batching)
         self.depth = depth
         self.stream_depth = stream_depth(depth, depths)
         self.gaps = 0
@@ -178,6 +170,9 @@ class BookStream(SymbolStream):
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_order_book_for_symbols(list(batch), self.stream_depth)
 
+    async def _unwatch(self, batch: tuple[str, ...]) -> None:
+        await self._unwatch_books(list(batch))
+
     def _failed(self, batch: tuple[str, ...]) -> None:
         for name in batch:  # a new connection starts with snapshots
             self._sync[self._topic_of[name]] = Sync.WAITING
@@ -190,13 +185,13 @@ class BookStream(SymbolStream):
         # The ack comes after the last message of the old subscription; the batch's
         # next watch subscribes these topics again, and the exchange starts each with
         # a snapshot.
-        unwatch = self.exchange.un_watch_order_book_for_symbols(
-            gapped, {"limit": self.stream_depth}
-        )
-        await asyncio.wait_for(unwatch, max(UNWATCH_TIMEOUT, self.silent_after))
+        await asyncio.wait_for(self._unwatch_books(gapped), max(UNWATCH_TIMEOUT, self.silent_after))
         for name in gapped:
             self._sync[self._topic_of[name]] = Sync.WAITING
         self.resnapshots += len(gapped)
+
+    async def _unwatch_books(self, names: list[str]) -> None:
+        await self.exchange.un_watch_order_book_for_symbols(names, {"limit": self.stream_depth})
 
 
 def _side(levels: Any, depth: int) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 from app.market.models.candles import CLEAN, CandleQuality, Candles
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, BatchedStream
+from app.market.sources.stream_batches import BatchedStream, Batching
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,18 @@ class _Series:
     """Clock time before which no backfill is tried (after a failed one)."""
 
 
+CANDLE_BATCHING = Batching(silent_after=90.0)
+
+
 class CandleStream(BatchedStream[Pair]):
     """Watches ``pairs`` ((ccxt symbol, timeframe) → canonical symbol) on ``exchange`` (a
     ccxt.pro instance whose markets are loaded) until ``stop``.
 
     ``backfill``: REST history, ``limits``: how many candles to keep per timeframe
     (every timeframe of ``pairs`` needs one). ``on_close``: see the module docstring.
-    ``topics_per_request``, ``silent_after``, ``retry``, ``clock``: as
-    ``BatchedStream`` (``retry`` also paces backfills of a pair while they fail).
+    ``batching``: as ``BatchedStream`` (Bybit pushes a candle every 1–60 s, so the
+    default waits 90 s before a batch is not live; ``retry`` also paces backfills of a
+    pair while they fail).
     Counters: ``backfills`` (REST calls that answered), ``backfill_errors`` (that
     failed), ``gaps`` (streamed candles that left a hole), ``updates`` (candles
     merged from the stream), and the
@@ -96,10 +99,7 @@ class CandleStream(BatchedStream[Pair]):
         limits: Mapping[str, int],
         *,
         on_close: OnClose | None = None,
-        topics_per_request: int = TOPICS_PER_REQUEST,
-        silent_after: float = 90.0,
-        retry: tuple[float, float] = (0.5, 10.0),
-        clock: Callable[[], float] = time.monotonic,
+        batching: Batching = CANDLE_BATCHING,
     ) -> None:
         missing = {tf for _, tf in pairs if tf not in limits or limits[tf] < 1}
         if missing:
@@ -107,14 +107,7 @@ class CandleStream(BatchedStream[Pair]):
         unknown = {tf for _, tf in pairs if tf not in TIMEFRAME_SECONDS}
         if unknown:
             raise ValueError(f"unsupported timeframes {sorted(unknown)}")
-        super().__init__(
-            sorted(pairs),
-            topics_per_request=topics_per_request,
-            silent_after=silent_after,
-            retry=retry,
-            clock=clock,
-        )
-        self.exchange = exchange
+        super().__init__(exchange, sorted(pairs), batching)
         self.pairs = dict(pairs)
         self.backfill = backfill
         self.on_close = on_close
@@ -163,6 +156,9 @@ class CandleStream(BatchedStream[Pair]):
 
     async def _watch(self, batch: tuple[Pair, ...]) -> None:
         await self.exchange.watch_ohlcv_for_symbols([list(pair) for pair in batch])
+
+    async def _unwatch(self, batch: tuple[Pair, ...]) -> None:
+        await self.exchange.un_watch_ohlcv_for_symbols([list(pair) for pair in batch])
 
     def _failed(self, batch: tuple[Pair, ...]) -> None:
         for pair in batch:  # what the stream sends after this may follow a hole

@@ -29,6 +29,7 @@ from app.market.sources.book_stream import BookStream
 from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.feed import OnTicker
+from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
 from app.market.sources.trade_stream import PublicTrade, TradeStream
 
@@ -101,22 +102,23 @@ class ExchangeStreams:
             return
         names = self.market.ccxt_symbols(self.symbols)  # ccxt symbol → canonical
         self._guard(self.market.exchange)
-        quiet = self.silent_after
+        quick = Batching(silent_after=self.silent_after)
         for part in self._chunks(sorted(names)):
             exchange = self.market.exchange if not self.tickers else self._sibling()
             symbols = {n: names[n] for n in part}
             self.tickers.append(
-                TickerStream(exchange, symbols, on_ticker=on_ticker, silent_after=quiet)
+                TickerStream(exchange, symbols, on_ticker=on_ticker, batching=quick)
             )
         for part in self._chunks(sorted(names)):
             symbols = {n: names[n] for n in part}
-            book = BookStream(self._sibling(), symbols, self.book_depth, silent_after=quiet)
+            book = BookStream(self._sibling(), symbols, self.book_depth, batching=quick)
             self.books.append(book)
+        slow = Batching(silent_after=max(60.0, self.silent_after))
         for part in self._chunks(sorted(names)):
             symbols = {n: names[n] for n in part}
-            slow = max(60.0, self.silent_after)
-            self.trades.append(TradeStream(self._sibling(), symbols, silent_after=slow))
+            self.trades.append(TradeStream(self._sibling(), symbols, batching=slow))
         pairs = [(n, tf) for n in sorted(names) for tf in sorted(self.candle_limits)]
+        candles = Batching(silent_after=max(90.0, self.silent_after))
         for part in self._chunks(pairs):
             self.candle_streams.append(
                 CandleStream(
@@ -124,7 +126,7 @@ class ExchangeStreams:
                     {pair: names[pair[0]] for pair in part},
                     self.backfill,
                     self.candle_limits,
-                    silent_after=max(90.0, self.silent_after),
+                    batching=candles,
                 )
             )
         for stream in self._all():
@@ -244,6 +246,8 @@ def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:
         "live": bool(streams) and all(s.is_live() for s in streams),
         "errors": sum(s.errors for s in streams),
         "reconnects": sum(s.reconnects for s in streams),
+        "resubscribes": sum(s.resubscribes for s in streams),
+        "resets": sum(s.resets for s in streams),
         **{name: sum(getattr(s, attr) for s in streams) for name, attr in counters.items()},
         "silent": sorted({sym for s in streams for sym in s.silent_symbols()}),
     }

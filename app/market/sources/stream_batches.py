@@ -17,6 +17,17 @@ waits forever without an error. So a batch is live only while it has delivered w
 ``silent_after`` seconds, and whoever reads a stream asks ``is_live()`` (or the
 per-batch ``batch_live``) before trusting what it holds: a frozen stream is never
 current data.
+
+Stalls: a watch that brings nothing for ``resubscribe_after`` seconds (the exchange
+forgot the subscription, or the connection is alive but dead to data) is given up and
+the batch subscribed again: its topics are unsubscribed (``_unwatch``) so that the next
+watch sends a fresh subscribe request. If the exchange does not acknowledge the
+unsubscribe either, the reader's connections are reset (every pending watch on them
+fails with a ``NetworkError``, so each batch watches again and ccxt dials anew).
+
+A watch that ends cancelled while nobody cancelled its task (ccxt cancels the pending
+futures of a connection it closes) is a failure of the batch like any other: the
+task must outlive every connection it reads.
 """
 
 from __future__ import annotations
@@ -27,11 +38,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from ccxt.base.errors import NetworkError
 
 log = logging.getLogger(__name__)
 
 TOPICS_PER_REQUEST = 10  # Bybit spot: "args size >10" beyond this
+UNWATCH_TIMEOUT = 5.0
+"""Seconds to wait at least for the exchange to acknowledge an unsubscribe."""
 
 K = TypeVar("K", bound=Hashable)
 
@@ -43,41 +59,72 @@ def split_batches(keys: Sequence[K], size: int) -> list[tuple[K, ...]]:
     return [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How a reader batches, judges and retries its watches (see the module docstring).
+
+    ``topics_per_request``: keys per batch (≥ 1); ``silent_after``: seconds without a
+    delivery after which a batch is not live (> 0); ``resubscribe_after``: seconds a
+    watch may bring nothing before the batch is subscribed again (default three times
+    ``silent_after``; ≥ ``silent_after``); ``retry``: the first and longest wait
+    (seconds) before watching a failed batch again; ``clock``: monotonic seconds.
+
+    Raises ValueError for a bound out of range.
+    """
+
+    topics_per_request: int = TOPICS_PER_REQUEST
+    silent_after: float = 5.0
+    resubscribe_after: float | None = None
+    retry: tuple[float, float] = (0.5, 10.0)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.topics_per_request < 1 or not self.silent_after > 0:
+            raise ValueError("topics_per_request >= 1 and silent_after > 0")
+        if self.resubscribe_after is not None and not self.resubscribe_after >= self.silent_after:
+            raise ValueError("resubscribe_after >= silent_after")
+
+    @property
+    def stall_after(self) -> float:
+        """Seconds a watch may bring nothing before its batch is subscribed again."""
+        return self.resubscribe_after or 3 * self.silent_after
+
+
+DEFAULT_BATCHING = Batching()
+
+
 class BatchedStream(Generic[K]):
-    """Watches ``keys`` in batches until ``stop`` (see the module docstring).
+    """Watches ``keys`` in batches on ``exchange`` (a ccxt.pro instance of this reader
+    alone: a stall may reset its connections) until ``stop`` (see the module
+    docstring); ``batching``: the bounds, as ``Batching``.
 
     A subclass says how to watch one batch (``_watch``: one ccxt ``watch_*`` call that
     returns when the exchange sent something for it) and what to do once it delivered
     (``_deliver``: read ccxt's cache); ``_failed`` hears of each failed watch (or
-    failed delivery) of a batch, and ``_label`` names a key for ``silent_symbols``.
+    failed delivery) of a batch, ``_unwatch`` unsubscribes a stalled batch, and
+    ``_label`` names a key for ``silent_symbols``.
 
-    ``retry``: the first and longest wait (seconds) before watching a failed batch
-    again; ``clock``: monotonic seconds. Counters: ``errors`` (failed watches or
-    deliveries), ``reconnects`` (batches delivering again after failing),
-    ``deliveries`` (watches that returned).
+    Counters: ``errors`` (failed watches or deliveries), ``reconnects`` (batches
+    delivering again after failing or stalling), ``deliveries`` (watches that
+    returned), ``resubscribes`` (stalled batches subscribed again), ``resets``
+    (connections reset because an unsubscribe went unanswered).
     """
 
     kind = "stream"
     """What is watched, for log lines and task names."""
 
-    def __init__(
-        self,
-        keys: Sequence[K],
-        *,
-        topics_per_request: int = TOPICS_PER_REQUEST,
-        silent_after: float = 5.0,
-        retry: tuple[float, float] = (0.5, 10.0),
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if topics_per_request < 1 or silent_after <= 0:
-            raise ValueError("topics_per_request >= 1 and silent_after > 0")
-        self.silent_after = silent_after
-        self.retry = retry
-        self.clock = clock
-        self.batches: list[tuple[K, ...]] = split_batches(list(keys), topics_per_request)
+    def __init__(self, exchange: Any, keys: Sequence[K], batching: Batching) -> None:
+        self.exchange = exchange
+        self.silent_after = batching.silent_after
+        self.stall_after = batching.stall_after
+        self.retry = batching.retry
+        self.clock = batching.clock
+        self.batches: list[tuple[K, ...]] = split_batches(list(keys), batching.topics_per_request)
         self.errors = 0
         self.reconnects = 0
         self.deliveries = 0
+        self.resubscribes = 0
+        self.resets = 0
         self._batch_of: dict[K, tuple[K, ...]] = {k: b for b in self.batches for k in b}
         self._heard: dict[tuple[K, ...], float] = {}
         self._busy: set[tuple[K, ...]] = set()  # batches taking a delivery
@@ -96,8 +143,13 @@ class BatchedStream(Generic[K]):
         Raising counts as a failure of the batch."""
         raise NotImplementedError
 
+    async def _unwatch(self, batch: tuple[K, ...]) -> None:
+        """Unsubscribe ``batch``'s topics (ccxt ``un_watch_*``): returns once the
+        exchange acknowledged; the batch's next watch subscribes them again."""
+        raise NotImplementedError
+
     def _failed(self, batch: tuple[K, ...]) -> None:
-        """A watch or delivery of ``batch`` failed (default: nothing to do)."""
+        """A watch or delivery of ``batch`` failed, or it stalled (default: nothing)."""
 
     def _label(self, key: K) -> str:
         """The canonical symbol ``key`` is about (for ``silent_symbols``)."""
@@ -151,64 +203,106 @@ class BatchedStream(Generic[K]):
     # ----- the loop --------------------------------------------------------------------
 
     async def _run(self, batch: tuple[K, ...]) -> None:
-        delay = self.retry[0]
-        failing = False
+        delay, failing = self.retry[0], False
         while True:
             try:
-                asked = self.clock()
-                await self._watch(batch)
-                self.deliveries += 1
-                now = self.clock()
-                recovered = failing or batch not in self._heard or now - asked > self.silent_after
-                self._heard[batch] = now
-                self._busy.add(batch)
-                try:
-                    await self._deliver(batch, recovered)
-                finally:
-                    self._busy.discard(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # ccxt's NetworkError, ExchangeError, …
-                self.errors += 1
-                self._failed(batch)
-                if not failing:  # one line per episode
-                    log.warning(
-                        "%s stream %s… failed (%s); watching again", self.kind, batch[0], error
-                    )
-                failing = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(self.retry[1], delay * 2)
+                delivered = await self._turn(batch, failing)
+            except asyncio.CancelledError as cancelled:
+                if _cancelling():
+                    raise
+                error: BaseException = cancelled  # a ccxt future cancelled under us
+            except Exception as failure:  # ccxt's NetworkError, ExchangeError, …
+                error = failure
+            else:
+                if delivered and failing:
+                    log.info("%s stream %s… delivers again", self.kind, batch[0])
+                    self.reconnects += 1
+                if delivered:
+                    delay = self.retry[0]
+                failing = not delivered
                 continue
-            if failing:
-                log.info("%s stream %s… delivers again", self.kind, batch[0])
-                self.reconnects += 1
-            failing, delay = False, self.retry[0]
+            self.errors += 1
+            self._failed(batch)
+            if not failing:  # one line per episode
+                log.warning("%s stream %s… failed (%r); watching again", self.kind, batch[0], error)
+            failing = True
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(self.retry[1], delay * 2)
+
+    async def _turn(self, batch: tuple[K, ...], failing: bool) -> bool:
+        """One watch of ``batch`` and its delivery; False when the watch stalled and
+        the batch was subscribed again instead."""
+        asked = self.clock()
+        if not await self._watch_within(batch):
+            await self._resubscribe(batch, quiet=failing)
+            return False
+        self.deliveries += 1
+        now = self.clock()
+        recovered = failing or batch not in self._heard or now - asked > self.silent_after
+        self._heard[batch] = now
+        self._busy.add(batch)
+        try:
+            await self._deliver(batch, recovered)
+        finally:
+            self._busy.discard(batch)
+        return True
+
+    async def _watch_within(self, batch: tuple[K, ...]) -> bool:
+        """One watch of ``batch``; False when it brought nothing in ``stall_after``
+        seconds (ccxt's own timeouts still raise)."""
+        try:
+            async with asyncio.timeout(self.stall_after) as deadline:
+                await self._watch(batch)
+        except TimeoutError:
+            if deadline.expired():
+                return False
+            raise
+        return True
+
+    async def _resubscribe(self, batch: tuple[K, ...], *, quiet: bool) -> None:
+        """``batch`` stalled: unsubscribe it so its next watch subscribes anew, or reset
+        the reader's connections when the exchange does not acknowledge in time."""
+        self.resubscribes += 1
+        self._failed(batch)
+        if not quiet:
+            log.warning(
+                "%s stream %s… brought nothing for %.0f s; subscribing again",
+                self.kind,
+                batch[0],
+                self.stall_after,
+            )
+        try:
+            await asyncio.wait_for(self._unwatch(batch), max(UNWATCH_TIMEOUT, self.silent_after))
+        except NetworkError:
+            pass  # the connection failed meanwhile: the next watch dials anew
+        except Exception as error:  # no acknowledgement in time, or a refusal
+            self._reset_connections(f"unsubscribe of a stalled {self.kind} stream: {error!r}")
+
+    def _reset_connections(self, why: str) -> None:
+        """Fail every pending watch on this reader's connections and close them, as
+        ccxt does with a connection it gives up on (``Client.on_error``: the watches
+        raise ``NetworkError``, the client leaves ``exchange.clients``, so the next
+        watch dials anew)."""
+        clients = list((getattr(self.exchange, "clients", None) or {}).values())
+        for client in clients:
+            client.on_error(NetworkError(why))
+        self.resets += len(clients)
+        log.warning("%s stream: %d connection(s) reset (%s)", self.kind, len(clients), why)
+
+
+def _cancelling() -> bool:
+    """Whether the running task was asked to stop (not a future it awaited cancelled)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class SymbolStream(BatchedStream[str]):
     """A stream with one topic per symbol (tickers, books, trades) on ``exchange`` (a
     ccxt.pro instance whose markets are loaded): ``symbols`` maps each ccxt symbol to
-    its canonical one (``_ccxt_of`` the other way); the batching arguments are
-    ``BatchedStream``'s."""
+    its canonical one (``_ccxt_of`` the other way); ``batching`` as ``BatchedStream``."""
 
-    def __init__(
-        self,
-        exchange: Any,
-        symbols: Mapping[str, str],
-        *,
-        topics_per_request: int,
-        silent_after: float,
-        retry: tuple[float, float],
-        clock: Callable[[], float],
-    ) -> None:
-        super().__init__(
-            sorted(symbols),
-            topics_per_request=topics_per_request,
-            silent_after=silent_after,
-            retry=retry,
-            clock=clock,
-        )
-        self.exchange = exchange
+    def __init__(self, exchange: Any, symbols: Mapping[str, str], batching: Batching) -> None:
+        super().__init__(exchange, sorted(symbols), batching)
         self.symbols = dict(symbols)
         self._ccxt_of = {canonical: name for name, canonical in self.symbols.items()}
 

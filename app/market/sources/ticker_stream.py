@@ -22,7 +22,12 @@ from typing import Any
 
 from app.market.models.ticker import Ticker
 from app.market.sources.ccxt import ticker_from_ccxt
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
+from app.market.sources.stream_batches import (
+    DEFAULT_BATCHING,
+    TOPICS_PER_REQUEST,
+    Batching,
+    SymbolStream,
+)
 
 __all__ = ["TOPICS_PER_REQUEST", "OnTicker", "TickerStream"]
 
@@ -32,9 +37,8 @@ OnTicker = Callable[[Ticker], None]
 class TickerStream(SymbolStream):
     """Watches ``symbols`` (ccxt symbol → canonical symbol) on ``exchange`` (a ccxt.pro
     instance whose markets are loaded) until ``stop``. ``latest``: the newest ticker of
-    each canonical symbol; ``errors``: failed watches; ``updates``: tickers handed on.
-    ``retry``: the first and longest wait (seconds) before watching a failed batch
-    again; ``clock``: monotonic seconds."""
+    each canonical symbol; ``updates``: tickers handed on (and ``BatchedStream``'s
+    counters); ``batching``: as ``BatchedStream``."""
 
     kind = "ticker"
 
@@ -44,25 +48,18 @@ class TickerStream(SymbolStream):
         symbols: Mapping[str, str],
         *,
         on_ticker: OnTicker | None = None,
-        topics_per_request: int = TOPICS_PER_REQUEST,
-        silent_after: float = 5.0,
-        retry: tuple[float, float] = (0.5, 10.0),
-        clock: Callable[[], float] = time.monotonic,
+        batching: Batching = DEFAULT_BATCHING,
     ) -> None:
-        super().__init__(
-            exchange,
-            symbols,
-            topics_per_request=topics_per_request,
-            silent_after=silent_after,
-            retry=retry,
-            clock=clock,
-        )
+        super().__init__(exchange, symbols, batching)
         self.on_ticker = on_ticker
         self.latest: dict[str, Ticker] = {}
         self.updates = 0
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_tickers(list(batch))
+
+    async def _unwatch(self, batch: tuple[str, ...]) -> None:
+        await self.exchange.un_watch_tickers(list(batch))
 
     async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
         now_ms = int(time.time() * 1000)

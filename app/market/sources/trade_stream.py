@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.market.sources.quality import finite
-from app.market.sources.stream_batches import TOPICS_PER_REQUEST, SymbolStream
+from app.market.sources.stream_batches import Batching, SymbolStream
 
 Side = Literal["buy", "sell"]
 
@@ -37,14 +37,17 @@ class PublicTrade:
     side: Side
 
 
+TRADE_BATCHING = Batching(silent_after=30.0)
+
+
 class TradeStream(SymbolStream):
     """Watches the public trades of ``symbols`` (ccxt symbol → canonical symbol) on
     ``exchange`` (a ccxt.pro instance whose markets are loaded) until ``stop``,
     keeping the newest ``keep`` trades of each symbol.
 
-    ``topics_per_request``, ``silent_after``, ``retry``, ``clock``: as
-    ``BatchedStream``. Counters: ``updates`` (trades kept), ``dropped`` (bad rows),
-    and the inherited ``errors``, ``reconnects``, ``deliveries``.
+    ``batching``: as ``BatchedStream`` (trades come only when someone trades, so the
+    default waits 30 s before a batch is not live). Counters: ``updates`` (trades
+    kept), ``dropped`` (bad rows), and the inherited ones.
     """
 
     kind = "trade"
@@ -55,21 +58,11 @@ class TradeStream(SymbolStream):
         symbols: Mapping[str, str],
         *,
         keep: int = 1_000,
-        topics_per_request: int = TOPICS_PER_REQUEST,
-        silent_after: float = 30.0,
-        retry: tuple[float, float] = (0.5, 10.0),
-        clock: Callable[[], float] = time.monotonic,
+        batching: Batching = TRADE_BATCHING,
     ) -> None:
         if keep < 1:
             raise ValueError("keep must be >= 1")
-        super().__init__(
-            exchange,
-            symbols,
-            topics_per_request=topics_per_request,
-            silent_after=silent_after,
-            retry=retry,
-            clock=clock,
-        )
+        super().__init__(exchange, symbols, batching)
         self.keep = keep
         self.updates = 0
         self.dropped = 0
@@ -106,6 +99,9 @@ class TradeStream(SymbolStream):
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_trades_for_symbols(list(batch))
+
+    async def _unwatch(self, batch: tuple[str, ...]) -> None:
+        await self.exchange.un_watch_trades_for_symbols(list(batch))
 
     async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
         for name in batch:

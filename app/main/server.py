@@ -129,9 +129,11 @@ def build_broadcaster(
     known_symbols: Callable[[], list[str]],
     clock: Callable[[], float],
     on_latency: Callable[[str, float], None],
+    on_data_age: Callable[[str, float], None],
 ) -> Broadcaster:
     """Live updates of every new snapshot and every alert, fanned out to all replicas
-    through Redis when configured; ``on_latency`` is told each delivery's latency."""
+    through Redis when configured; ``on_latency`` is told each delivery's latency and
+    ``on_data_age`` each update's data age at fan-out."""
     return Broadcaster(
         runtime.replica_id,
         runtime.redis,
@@ -141,6 +143,7 @@ def build_broadcaster(
         server_clock=clock,
         keyspace=runtime.keyspace,
         on_latency=on_latency,
+        on_data_age=on_data_age,
     )
 
 
@@ -263,6 +266,7 @@ def serving_state(
         lambda: state.known_symbols,
         clock,
         on_latency=telemetry.ws_latency_observer(metrics),
+        on_data_age=telemetry.ws_data_age_observer(metrics),
     )
     made = parts(broadcaster)
     session_store, cookies = build_sessions(settings, runtime)

@@ -43,6 +43,15 @@ def ws_latency_observer(metrics: Metrics) -> Callable[[str, float], None]:
     return observe
 
 
+def ws_data_age_observer(metrics: Metrics) -> Callable[[str, float], None]:
+    """The broadcaster's data-age listener: each update's age at fan-out by channel."""
+
+    def observe(channel: str, seconds: float) -> None:
+        metrics.ws_data_age.labels(channel).observe(seconds)
+
+    return observe
+
+
 def alert_counter(metrics: Metrics) -> Announce:
     """The alert service's announcement that counts fired alerts by level."""
 
@@ -83,6 +92,7 @@ def _start_at_zero(state: ServiceState, metrics: Metrics) -> None:
             metrics.page_load.labels(device, phase)
     for channel in CHANNELS:
         metrics.ws_latency.labels(channel)
+        metrics.ws_data_age.labels(channel)
     for tier in state.runtime.tiers:
         for operation in ("get", "set"):
             metrics.cache_duration.labels(tier, operation)

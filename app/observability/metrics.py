@@ -27,6 +27,8 @@ RATELIMIT_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 REFRESH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # WebSocket delivery: the KPI is p99 < 50 ms.
 WS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# Data age at fan-out: exchange event → screen target 250 ms; REST polling is seconds.
+DATA_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Page loads: desktop < 800 ms, mobile < 1.5 s; the design's own target 300 ms.
 PAGE_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0)
 
@@ -87,6 +89,14 @@ class Metrics:
             "WebSocket messages: publish to sent to the client",
             labelnames=("channel",),
             buckets=WS_BUCKETS,
+            registry=self.registry,
+        )
+        self.ws_data_age = Histogram(
+            "virtuoso_ws_data_age_seconds",
+            "WebSocket updates: age of their data when fanned out to the clients, from the "
+            "exchange's event time (generated_at)",
+            labelnames=("channel",),
+            buckets=DATA_AGE_BUCKETS,
             registry=self.registry,
         )
         self.page_load = Histogram(

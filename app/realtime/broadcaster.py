@@ -56,7 +56,8 @@ class Broadcaster:
     sets the per-client limits of ``limits`` (connections, handshakes, messages;
     handshakes unlimited when the file says ``enabled: false``). ``known_symbols``:
     the symbols a subscription may name (any, without it). ``on_latency``: told each
-    delivery's publish → send time (channel, seconds), e.g. a histogram's observe.
+    delivery's publish → send time (channel, seconds), e.g. a histogram's observe;
+    ``on_data_age`` each update's data age when fanned out (channel, seconds).
     """
 
     def __init__(
@@ -72,12 +73,13 @@ class Broadcaster:
         keyspace: Keyspace | None = None,
         server_clock: Callable[[], float] | None = None,
         on_latency: Callable[[str, float], None] | None = None,
+        on_data_age: Callable[[str, float], None] | None = None,
     ) -> None:
         self.replica_id = replica_id
         if rate_limiter is not None:
             limits = with_rate_limits(limits, rate_limiter.limits)
         self.limits = limits
-        self.stats = RealtimeStats(on_latency=on_latency)
+        self.stats = RealtimeStats(on_latency=on_latency, on_data_age=on_data_age)
         self.stats.latencies = type(self.stats.latencies)(maxlen=limits.latency_samples)
         self._clock = clock
         self._server_clock = server_clock or clock

@@ -100,11 +100,16 @@ class RealtimeStats:
     publish_fallbacks: int = 0  # Redis unavailable: delivered to this replica only
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     on_latency: Callable[[str, float], None] | None = None  # a histogram's observe()
+    on_data_age: Callable[[str, float], None] | None = None  # a histogram's observe()
 
     def record_latency(self, channel: str, seconds: float) -> None:
         self.latencies.append(seconds)
         if self.on_latency is not None:
             self.on_latency(channel, seconds)
+
+    def record_data_age(self, channel: str, seconds: float) -> None:
+        if self.on_data_age is not None:
+            self.on_data_age(channel, seconds)
 
     def as_dict(self) -> dict[str, Any]:
         ordered = sorted(self.latencies)

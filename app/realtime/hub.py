@@ -42,9 +42,11 @@ STATUS_RANK = {"pending": 0, "acknowledged": 1, "resolved": 2}
 class Hub:
     """The subscription index, the kept snapshot values and the fan-out.
 
-    ``stats.delivered`` counts the fan-outs by channel; ``max_subscriptions`` bounds a
-    connection's (channel, symbol) pairs plus whole channels; ``clock``: wall time in
-    epoch seconds (the publish time's clock), for the delivery latency.
+    ``stats.delivered`` counts the fan-outs by channel and ``stats`` hears each
+    update's data age (now − its ``generated_at``, the exchange's event time for market
+    updates); ``max_subscriptions`` bounds a connection's (channel, symbol) pairs plus
+    whole channels; ``clock``: wall time in epoch seconds (the publish time's clock), for
+    the delivery latency and the data age.
     """
 
     def __init__(
@@ -75,6 +77,12 @@ class Hub:
 
     # -- delivery -------------------------------------------------------------------------
 
+    def _note_data_age(self, channel: str, generated_at_ms: Any) -> None:
+        """The update's data age in seconds (0 for a clock ahead of ours)."""
+        if isinstance(generated_at_ms, int | float) and generated_at_ms > 0:
+            age = self._clock() - generated_at_ms / 1000
+            self.stats.record_data_age(channel, max(0.0, age))
+
     def deliver(self, message: dict[str, Any], text: str, published_at: float) -> None:
         """Keeps ``message`` (an update or alert, as parsed from ``text``) for the
         snapshots and queues ``text`` for every subscriber of its channel and symbol.
@@ -86,6 +94,7 @@ class Hub:
             self._latest[channel][symbol] = message
             self._items[channel].pop(symbol, None)
             self._whole.pop(channel, None)
+            self._note_data_age(channel, message.get("generated_at"))
         self.stats.delivered[channel] += 1
         by_symbol = self._index[channel]
         if not by_symbol:

@@ -136,6 +136,8 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
         await eventually(lambda: metric_is(http, "virtuoso_stream_live", 1.0), BOUND)
         reads = await metric(http, 'virtuoso_market_reads_total{by="feed"}')
         assert (reads or 0) >= 3  # the three tickers of a refresh, at least
+        aged = 'virtuoso_ws_data_age_seconds_count{channel="market"}'
+        assert (await metric(http, aged) or 0) >= 3  # each fanned-out price told its age
         async with aiohttp.ClientSession() as session, session.get(f"{http}/health") as reply:
             health = await reply.json()
         assert "streaming" in json.dumps(health), health

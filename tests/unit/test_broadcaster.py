@@ -359,3 +359,21 @@ async def test_a_backlog_in_one_turn_goes_to_the_queue_and_coalesces_there() -> 
     latest = {m["symbol"]: m["data"]["i"] for m in queued_types(conn)}
     assert latest == {f"S{n}USDT": 90 + n for n in range(10)}  # in order, coalesced
     assert broadcaster.stats.direct["market"] == broadcaster.stats.sent["market"] == 0
+
+
+async def test_each_update_tells_its_data_age_at_fan_out() -> None:
+    """now − generated_at per update and channel (0 for a clock ahead of ours); alerts
+    and updates without a time tell none."""
+    now = 1_800_000_000.0
+    ages: list[tuple[str, float]] = []
+    broadcaster = Broadcaster("r1", clock=lambda: now, on_data_age=lambda c, s: ages.append((c, s)))
+    await broadcaster.publish("market", "BTCUSDT", {"price": 1.0}, int(now * 1000) - 300)
+    await broadcaster.publish("confluence", "BTCUSDT", {"score": 50}, int(now * 1000) - 4_000)
+    await broadcaster.publish("market", "ETHUSDT", {"price": 2.0}, int(now * 1000) + 50)
+    await broadcaster.publish("market", "SOLUSDT", {"price": 3.0}, 0)
+    await broadcaster.publish_alert({"symbol": "ETHUSDT", "n": 1}, int(now * 1000) - 100)
+    assert [(c, round(s, 6)) for c, s in ages] == [
+        ("market", 0.3),
+        ("confluence", 4.0),
+        ("market", 0.0),
+    ]

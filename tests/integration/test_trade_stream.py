@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from app.market.models.trades import PublicTrade
 from app.market.sources.stream_batches import Batching
-from app.market.sources.trade_stream import PublicTrade, TradeStream
+from app.market.sources.trade_stream import TradeStream
 from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit

@@ -24,6 +24,7 @@ from typing import Any
 from app.market.models.candles import Candles
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
+from app.market.models.trades import PublicTrade
 from app.market.sources.base import MarketSource
 from app.market.sources.book_stream import BookStream
 from app.market.sources.candle_stream import CandleStream
@@ -31,7 +32,7 @@ from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.feed import OnTicker
 from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
-from app.market.sources.trade_stream import PublicTrade, TradeStream
+from app.market.sources.trade_stream import TradeStream
 
 log = logging.getLogger(__name__)
 

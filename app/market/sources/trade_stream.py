@@ -16,26 +16,11 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from app.market.models.trades import PublicTrade
 from app.market.sources.quality import finite
 from app.market.sources.stream_batches import Batching, SymbolStream
-
-Side = Literal["buy", "sell"]
-
-
-@dataclass(frozen=True, slots=True)
-class PublicTrade:
-    """One trade on the exchange: when (epoch ms, the exchange's time), at what price
-    (quote per base), how much (base units), and the taker's side (``buy``: an
-    aggressive buyer lifted an ask)."""
-
-    timestamp_ms: int
-    price: float
-    amount: float
-    side: Side
-
 
 TRADE_BATCHING = Batching(silent_after=30.0)
 

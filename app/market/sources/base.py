@@ -5,9 +5,10 @@ such as the guarded source."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from app.market.models.candles import Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 
@@ -84,6 +85,23 @@ def data_quality_of(source: object) -> dict[str, dict[str, int]]:
     counters = _through_wrappers(source, "data_quality")
     snapshot = getattr(counters, "snapshot", None)
     return snapshot() if callable(snapshot) else {}
+
+
+NO_DERIVATIVES = "the market source has no derivatives data"
+
+
+async def fetch_derivatives(source: object, symbols: Sequence[str]) -> DerivativesRead:
+    """The derivatives positioning (``app.market.models.derivatives``) of canonical
+    ``symbols`` from the first source in the chain that implements
+    ``fetch_derivatives(symbols) -> DerivativesRead`` (optional: the ccxt source for
+    exchanges with linear perpetuals, the simulated market, and the wrappers that guard
+    them); every symbol unavailable with ``NO_DERIVATIVES`` when none does. Raises
+    ``MarketDataError`` when the exchange cannot answer at all (a symbol that fails
+    alone is named in ``unavailable``)."""
+    method = _through_wrappers(source, "fetch_derivatives")
+    if not callable(method):
+        return DerivativesRead(unavailable=dict.fromkeys(symbols, NO_DERIVATIVES))
+    return cast(DerivativesRead, await method(symbols))
 
 
 async def reload_markets(source: object) -> bool:

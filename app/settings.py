@@ -147,6 +147,8 @@ class Settings(_Section):
     stream_silence_seconds: float = Field(default=10, ge=0.5, le=600)
     # Live updates of one (channel, symbol) per second at most (ticks are coalesced).
     live_updates_per_second: float = Field(default=4, ge=0.1, le=50)
+    # Derivatives (funding, open interest, long/short ratio) are read this often.
+    derivatives_refresh_seconds: float = Field(default=60, ge=5, le=3600)
     seed: int
     bind: str
     refresh_seconds: float = Field(ge=1, le=3600)

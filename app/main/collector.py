@@ -64,6 +64,7 @@ def pipeline_settings(settings: Settings) -> PipelineSettings:
         single_flight=settings.optimized("single_flight"),
         refresh_ahead=settings.optimized("refresh_ahead"),
         views_per_second=settings.live_updates_per_second,
+        derivatives_seconds=settings.derivatives_refresh_seconds,
     )
 
 

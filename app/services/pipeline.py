@@ -74,6 +74,7 @@ class PipelineSettings:
     single_flight: bool = True
     refresh_ahead: bool = True
     views_per_second: float = 4.0  # views rebuilt from ticks at most this often
+    derivatives_seconds: float = 60.0  # funding, open interest, ratios read this often
 
 
 class Pipeline:
@@ -249,6 +250,7 @@ class Pipeline:
             self.settings.order_book_depth,
             clock=self.clock,
             configured=self.settings.symbols,
+            derivatives_seconds=self.settings.derivatives_seconds,
         )
         self.status.source_started = True
         self.source_started.set()

@@ -22,10 +22,12 @@ from app.market.listing import (
     RefreshEvidence,
 )
 from app.market.models.candles import Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.base import MarketSource, market_assets, market_tick_sizes, reload_markets
+from app.services.derivatives_collection import DEFAULT_EVERY_SECONDS, DerivativesCollector
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class Snapshot:
     tick_sizes: dict[str, float] = field(default_factory=dict)  # symbol → price step
     # configured symbol → why the exchange does not list or serve it now
     listing: dict[str, ListingIssue] = field(default_factory=dict)
+    # perpetual swaps' funding, open interest, long/short (read on their own cadence)
+    derivatives: DerivativesRead = field(default_factory=DerivativesRead)
 
     def listing_of(self, symbol: str) -> dict | None:
         """The symbol's listing issue as the payloads show it, None when it is served."""
@@ -96,10 +100,12 @@ class SnapshotCollector:
         book_depth: int,
         clock: Callable[[], float] = time.time,
         configured: Sequence[str] | None = None,
+        derivatives_seconds: float = DEFAULT_EVERY_SECONDS,
     ) -> None:
         """``symbols``: those the source lists at start-up (served); ``configured``: every
         symbol asked for (default ``symbols``) — one listed later joins ``symbols``, and
-        one not listed is named in ``Snapshot.listing``."""
+        one not listed is named in ``Snapshot.listing``; ``derivatives_seconds``: how
+        often the derivatives are read (``DerivativesCollector``)."""
         self.source = source
         self.symbols = list(symbols)
         self.listing = ListingTracker(source.name, configured or symbols)
@@ -115,6 +121,7 @@ class SnapshotCollector:
         self._market_ticks: dict[str, float] | None = None
         self._failing: dict[str, str] = {}  # "SYMBOL/part" → the reason, while it fails
         self._attempted: dict[tuple[str, str], float] = {}  # last failed candle fetch
+        self.derivatives = DerivativesCollector(source, derivatives_seconds)
 
     async def collect(self) -> Snapshot:
         """Raises MarketDataError when the tickers cannot be fetched; a symbol's
@@ -128,9 +135,10 @@ class SnapshotCollector:
         tickers = await self.source.fetch_tickers(served)
         missing: dict[str, str] = {}
         refused: set[str] = set()
-        candles, books = await asyncio.gather(
+        candles, books, derivatives = await asyncio.gather(
             self._all_candles(tickers, missing, served, refused),
             self._all_books(missing, served, refused),
+            self.derivatives.read(served, self.clock(), missing),
         )
         listing = await self._judge_listing(tickers, listed, refused)
         unpriced = {
@@ -153,6 +161,7 @@ class SnapshotCollector:
             assets=self._assets(),
             tick_sizes=self._tick_sizes(),
             listing=listing,
+            derivatives=derivatives,
         )
 
     def _listed_now(self) -> frozenset[str]:

@@ -39,6 +39,7 @@ FAMILIES: tuple[str, ...] = (
     "beta",
     "overview",
     "movers",
+    "derivatives",
     "symbols",
     "candles",
     "dash:desktop",

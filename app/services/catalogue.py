@@ -78,6 +78,13 @@ MARKET_OVERVIEW = ViewSpec(
     view_models.MarketOverviewResponse,
 )
 MOVERS = ViewSpec("market:movers", "movers", "/api/market/movers", True, view_models.MoversResponse)
+DERIVATIVES = ViewSpec(
+    "market:derivatives",
+    "derivatives",
+    "/api/market/derivatives",
+    True,
+    view_models.DerivativesResponse,
+)
 BETA = ViewSpec("beta", "beta", "/api/bitcoin-beta", True, view_models.BetaResponse)
 SYMBOLS = ViewSpec("symbols", "symbols", "/api/symbols", True, view_models.SymbolsResponse)
 CONFLUENCE = ViewSpec(
@@ -105,6 +112,7 @@ CATALOGUE: tuple[ViewSpec, ...] = (
     SIGNALS,
     MARKET_OVERVIEW,
     MOVERS,
+    DERIVATIVES,
     BETA,
     SYMBOLS,
     CONFLUENCE,

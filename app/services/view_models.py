@@ -189,6 +189,49 @@ class MarketOverviewResponse(Freshness):
     overview: MarketOverview
 
 
+class LiquidationsWindow(_Doc):
+    window_ms: int = Field(description="the window's length, ms")
+    until_ms: int = Field(description="epoch ms the window ends")
+    long_value: float = Field(description="long positions liquidated, quote currency")
+    short_value: float = Field(description="short positions liquidated, quote currency")
+    long_count: int
+    short_count: int
+
+
+class DerivativesRow(_Doc):
+    symbol: str = Field(description="the spot symbol (BTCUSDT)")
+    contract: str = Field(description="its linear perpetual on the exchange (BTC/USDT:USDT)")
+    funding_rate: float | None = Field(
+        description="a fraction per funding interval, as the exchange gives it (0.0001 = 0.01 %)"
+    )
+    next_funding_time: int | None = Field(description="epoch ms of the next settlement")
+    open_interest: float | None = Field(description="open contracts (base units)")
+    open_interest_value: float | None = Field(description="open interest in quote currency")
+    open_interest_change_pct_1h: float | None = Field(description="percent, over the last hour")
+    open_interest_change_pct_24h: float | None = Field(description="percent, over 24 hours")
+    long_short_ratio: float | None = Field(description="accounts long ÷ accounts short")
+    liquidations: LiquidationsWindow | None = Field(
+        description="the last hour's liquidations, where the exchange streams them"
+    )
+    funding_history: list[list[float]] = Field(
+        description="settled funding rates: [epoch ms, rate], oldest first"
+    )
+    updated_at: int = Field(description="epoch ms when these values were read")
+    sentiment: float | None = Field(
+        description="the confluence's sentiment component (0–100, 50 neutral), across timeframes"
+    )
+
+
+class DerivativesUnavailable(_Doc):
+    symbol: str
+    reason: str = Field(description="why there is no derivatives data (never invented)")
+
+
+class DerivativesResponse(Freshness):
+    derivatives: list[DerivativesRow]
+    unavailable: list[DerivativesUnavailable]
+
+
 class BetaResponse(Freshness):
     overview: dict[str, Any]
     symbols: list[dict[str, Any]]

@@ -25,6 +25,7 @@ from app.services.catalogue import (
     BETA,
     CONFLUENCE,
     DASHBOARD_OVERVIEW,
+    DERIVATIVES,
     DESKTOP,
     MARKET_OVERVIEW,
     MOBILE,
@@ -32,6 +33,7 @@ from app.services.catalogue import (
     SIGNALS,
     SYMBOLS,
 )
+from app.services.derivatives_view import derivatives_payload
 from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def build_views(
         views[MARKET_OVERVIEW.name] = {"overview": analysis.overview}
     if analysis.movers is not None:
         views[MOVERS.name] = analysis.movers
+    views[DERIVATIVES.name] = derivatives_payload(snapshot, analysis)
     if analysis.beta is not None and analysis.beta_overview is not None:
         views[BETA.name] = _beta_view(analysis)
     for symbol, results in analysis.confluence.items():

@@ -40,6 +40,7 @@ HIT_RATIO_TARGET = 0.95
 API_P99_TARGET = 0.1
 MEAN_RESPONSE_TARGET = 0.1
 WS_DELIVERY_P99_TARGET = 0.05
+MARKET_DATA_AGE_P99_TARGET = 0.25  # exchange event → WebSocket client
 DESKTOP_LOAD_P95_TARGET = 0.8
 MOBILE_LOAD_P95_TARGET = 1.5
 CACHE_MEMORY_TARGET = 0.8
@@ -57,6 +58,7 @@ TIER_SERVED = 'result=~"hit|stale"'
 NOT_REJECTED = 'outcome!="rejected"'  # rejected = breaker open, no call made
 FIRST_DATA = 'phase="first_data"'
 DESKTOP = 'device="desktop"'
+MARKET = 'channel="market"'
 MOBILE = 'device="mobile"'
 
 
@@ -110,6 +112,7 @@ EXCHANGE_CALLS_PER_MINUTE = (
 )
 HTTP_REQUESTS_PER_MINUTE = f"{total(rate(HTTP + '_count'))} * 60"
 WS_DELIVERY_P99 = quantile(0.99, "virtuoso_ws_delivery_latency_seconds")
+MARKET_DATA_AGE_P99 = quantile(0.99, "virtuoso_ws_data_age_seconds", MARKET)
 CACHE_MEMORY_RATIO = (
     f"max by (tier) ({sel('virtuoso_cache_memory_used_bytes')}"
     f" / {sel('virtuoso_cache_memory_limit_bytes')})"
@@ -438,7 +441,19 @@ def kpi_board() -> dm.Dashboard:
                 units.Seconds,
                 Q(WS_DELIVERY_P99, "p99"),
                 below(WS_DELIVERY_P99_TARGET),
-                w=6,
+                w=5,
+            )
+        )
+        .with_panel(
+            kpi(
+                "Exchange → fan-out p99 (market)",
+                "99th percentile of the age of market updates when fanned out to the "
+                "WebSocket clients: now − the exchange's event time, all replicas. Target: "
+                "below 250 ms; seconds while REST polling stands in for the exchange streams.",
+                units.Seconds,
+                Q(MARKET_DATA_AGE_P99, "p99"),
+                below(MARKET_DATA_AGE_P99_TARGET),
+                w=5,
             )
         )
         .with_panel(
@@ -449,7 +464,7 @@ def kpi_board() -> dm.Dashboard:
                 units.Seconds,
                 Q(page_load_p95(DESKTOP, FIRST_DATA), "desktop p95"),
                 below(DESKTOP_LOAD_P95_TARGET),
-                w=6,
+                w=4,
             )
         )
         .with_panel(
@@ -460,7 +475,7 @@ def kpi_board() -> dm.Dashboard:
                 units.Seconds,
                 Q(page_load_p95(MOBILE, FIRST_DATA), "mobile p95"),
                 below(MOBILE_LOAD_P95_TARGET),
-                w=6,
+                w=4,
             )
         )
         .with_panel(
@@ -553,7 +568,19 @@ def kpi_board() -> dm.Dashboard:
                 units.Seconds,
                 [Q(WS_DELIVERY_P99, "p99")],
                 thresholds=below(WS_DELIVERY_P99_TARGET),
-                w=8,
+                w=6,
+            )
+        )
+        .with_panel(
+            timeseries(
+                "Market data age p99 vs 250 ms",
+                "99th percentile of the age of market updates at fan-out (now − the "
+                "exchange's event time), all replicas; the dashed line is the 250 ms "
+                "target. Seconds while REST polling stands in for the exchange streams.",
+                units.Seconds,
+                [Q(MARKET_DATA_AGE_P99, "p99")],
+                thresholds=below(MARKET_DATA_AGE_P99_TARGET),
+                w=6,
             )
         )
         .with_panel(
@@ -564,7 +591,7 @@ def kpi_board() -> dm.Dashboard:
                 units.Seconds,
                 [Q(page_load_p95(FIRST_DATA, by="device"), "{{device}}")],
                 thresholds=below(DESKTOP_LOAD_P95_TARGET),
-                w=8,
+                w=6,
             ).override_by_name(
                 "mobile",
                 [
@@ -586,7 +613,7 @@ def kpi_board() -> dm.Dashboard:
                     Q(EXCHANGE_CALLS_PER_MINUTE, "exchange calls / min"),
                     Q(HTTP_REQUESTS_PER_MINUTE, "HTTP requests / min"),
                 ],
-                w=8,
+                w=6,
             ).override_by_name(
                 "HTTP requests / min",
                 [dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"), DASHED],

@@ -98,6 +98,7 @@ CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
         {"reason": DISCONNECT_REASONS},
     ),
     "virtuoso_ws_delivery_latency_seconds": ("histogram", {"channel": CHANNELS}),
+    "virtuoso_ws_data_age_seconds": ("histogram", {"channel": CHANNELS}),
     "virtuoso_page_load_seconds": (
         "histogram",
         {"device": {"desktop", "mobile"}, "phase": {"ttfb", "dom_ready", "first_data"}},
@@ -141,6 +142,7 @@ KPI_TARGETS = {
     "Mean API response time": ("below", 0.1),
     "Cache hit ratio": ("at_least", 0.95),
     "WebSocket delivery p99": ("below", 0.05),
+    "Exchange → fan-out p99 (market)": ("below", 0.25),
     "Desktop page load p95": ("below", 0.8),
     "Mobile page load p95": ("below", 1.5),
     "Cache memory used": ("below", 0.8),

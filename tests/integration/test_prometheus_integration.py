@@ -182,8 +182,12 @@ async def test_every_board_and_rule_expression_returns_data(
             "VIRTUOSO_API_TOKEN": API_TOKEN,
             "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,
         }
-        collector_settings = exchange_settings(
-            fake.base_url, SYMBOLS, **shared, VIRTUOSO_MONITORING_BIND=collector_target
+        collector_settings = exchange_settings(  # streams on: their metrics are exported
+            fake.base_url,
+            SYMBOLS,
+            **shared,
+            VIRTUOSO_MONITORING_BIND=collector_target,
+            VIRTUOSO_STREAMS="on",
         )
         settings = exchange_settings(
             fake.base_url, SYMBOLS, **shared, VIRTUOSO_COLLECTOR="external"

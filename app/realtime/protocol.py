@@ -94,7 +94,15 @@ from wsproto.frame_protocol import FrameProtocol
 
 from app.market.models.symbols import canonical_symbol
 
-CHANNELS: tuple[str, ...] = ("market", "confluence", "signals", "beta", "alerts", "dashboard")
+CHANNELS: tuple[str, ...] = (
+    "market",
+    "confluence",
+    "signals",
+    "beta",
+    "derivatives",
+    "alerts",
+    "dashboard",
+)
 ALERTS = "alerts"
 ALERTS_KEPT = 200  # alerts in the alerts channel's snapshot, the newest by created_at_ms
 CLIENT_TYPES = ("subscribe", "unsubscribe", "resync", "pong", "ping")

@@ -29,6 +29,7 @@ import orjson
 
 from app.market.analytics.confluence import ConfluenceResult
 from app.services.analysis import COMBINED, Analysis
+from app.services.derivatives_view import derivatives_row, sentiment_of
 from app.services.snapshot import Snapshot
 from app.services.views import beta_brief, component_scores, delisted_list, ticker_fields
 
@@ -162,6 +163,7 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         updates.append(("confluence", symbol, confluence_brief(combined)))
         updates.append(("beta", symbol, beta_brief(analysis.headline_beta(symbol))))
+        updates.append(("derivatives", symbol, derivatives_update(snapshot, analysis, symbol)))
     if analysis.signals is not None:
         updates.append(("signals", None, {"signals": analysis.signals}))
     dashboard = {
@@ -173,6 +175,15 @@ def updates_of(snapshot: Snapshot, analysis: Analysis) -> list[tuple[str, str | 
     }
     updates.append(("dashboard", None, dashboard))
     return updates
+
+
+def derivatives_update(snapshot: Snapshot, analysis: Analysis, symbol: str) -> dict | None:
+    """The symbol's derivatives row as the view shows it (``derivatives_row``); None
+    for a symbol without a perpetual (or no data yet)."""
+    derivatives = snapshot.derivatives.by_symbol.get(symbol)
+    if derivatives is None:
+        return None
+    return derivatives_row(derivatives, sentiment_of(analysis, symbol))
 
 
 def confluence_brief(combined: ConfluenceResult | None) -> dict[str, Any] | None:

@@ -26,7 +26,14 @@ from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 from app.market.models.timeframes import TIMEFRAME_SECONDS
-from app.market.sources.base import MarketSource, market_assets, market_tick_sizes, reload_markets
+from app.market.models.trades import PublicTrade
+from app.market.sources.base import (
+    MarketSource,
+    market_assets,
+    market_tick_sizes,
+    recent_trades,
+    reload_markets,
+)
 from app.services.derivatives_collection import DEFAULT_EVERY_SECONDS, DerivativesCollector
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,8 @@ class Snapshot:
     listing: dict[str, ListingIssue] = field(default_factory=dict)
     # perpetual swaps' funding, open interest, long/short (read on their own cadence)
     derivatives: DerivativesRead = field(default_factory=DerivativesRead)
+    # symbol → its streamed public trades (taker side, oldest first) while live
+    trades: dict[str, tuple[PublicTrade, ...]] = field(default_factory=dict)
 
     def listing_of(self, symbol: str) -> dict | None:
         """The symbol's listing issue as the payloads show it, None when it is served."""
@@ -162,6 +171,7 @@ class SnapshotCollector:
             tick_sizes=self._tick_sizes(),
             listing=listing,
             derivatives=derivatives,
+            trades=recent_trades(self.source, served),
         )
 
     def _listed_now(self) -> frozenset[str]:

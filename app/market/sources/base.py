@@ -11,6 +11,7 @@ from app.market.models.candles import Candles
 from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
+from app.market.models.trades import PublicTrade
 
 
 class MarketSource(Protocol):
@@ -85,6 +86,18 @@ def data_quality_of(source: object) -> dict[str, dict[str, int]]:
     counters = _through_wrappers(source, "data_quality")
     snapshot = getattr(counters, "snapshot", None)
     return snapshot() if callable(snapshot) else {}
+
+
+def recent_trades(source: object, symbols: Sequence[str]) -> dict[str, tuple[PublicTrade, ...]]:
+    """The streamed public trades (taker side, oldest first) of those ``symbols`` whose
+    trade stream is live, from the first source in the chain that implements
+    ``recent_trades(symbol) -> list[PublicTrade] | None`` (the streaming source); empty
+    when none does or no stream is live."""
+    method = _through_wrappers(source, "recent_trades")
+    if not callable(method):
+        return {}
+    found = {symbol: method(symbol) for symbol in symbols}
+    return {symbol: tuple(trades) for symbol, trades in found.items() if trades is not None}
 
 
 NO_DERIVATIVES = "the market source has no derivatives data"

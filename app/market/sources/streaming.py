@@ -23,6 +23,7 @@ from typing import Any
 from app.market.models.candles import Candles
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
+from app.market.models.trades import PublicTrade
 from app.market.sources.base import MarketSource
 from app.market.sources.feed import MarketFeed
 
@@ -120,6 +121,12 @@ class StreamingSource:
             return book.top(depth)
         self._count(0, 1)
         return await self.source.fetch_order_book(symbol, depth)
+
+    def recent_trades(self, symbol: str) -> list[PublicTrade] | None:
+        """The symbol's streamed public trades, oldest first, while its trade stream is
+        live; None otherwise (a feed without trades, such as the simulated market's)."""
+        read = getattr(self.feed, "recent_trades", None)
+        return read(symbol) if callable(read) else None
 
     async def next_ticks(self) -> dict[str, Ticker]:
         """Waits for the feed's next tickers and returns every one pushed since the last

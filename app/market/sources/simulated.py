@@ -31,10 +31,20 @@ import numpy as np
 
 from app.market.errors import ExchangeRejected, SymbolNotListed
 from app.market.models.candles import Candles
+from app.market.models.derivatives import Derivatives, DerivativesRead
 from app.market.models.order_book import OrderBook
+from app.market.models.symbols import split_symbol
 from app.market.models.ticker import Ticker
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.simulated_universe import SIMULATED_UNIVERSE, SimulatedAsset
+from app.market.sources.simulated_derivatives import (
+    OI_TURNOVER_DAYS,
+    PerpetualPath,
+    hourly_volatility,
+    no_perpetual_reason,
+    perpetual_of,
+    perpetual_positioning,
+)
 
 STEP_SECONDS = 5
 TICKS_PER_SECOND = 4
@@ -183,8 +193,8 @@ class SimulatedMarket:
         self._delisted.discard(symbol)
 
     def market_assets(self) -> dict[str, tuple[str, str]]:
-        """(base, quote) of every simulated symbol: all are quoted in USDT."""
-        return {symbol: (symbol.removesuffix("USDT"), "USDT") for symbol in self._index}
+        """(base, quote) of every simulated symbol (the default universe: all in USDT)."""
+        return {symbol: split_symbol(symbol) for symbol in self._index}
 
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         return self.tickers_now(symbols)
@@ -223,6 +233,22 @@ class SimulatedMarket:
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
         column = self._served_column(symbol)
         return self._order_book(column, depth, self._advance())
+
+    async def fetch_derivatives(self, symbols: Sequence[str]) -> DerivativesRead:
+        """The positioning of each symbol's linear perpetual at the clock's tick, read
+        off the price path of its candles and tickers (the model:
+        ``app.market.sources.simulated_derivatives``). A pair not quoted in USDT, an
+        unknown or a delisted symbol is unavailable with the reason."""
+        tick = self._advance()
+        found: dict[str, Derivatives] = {}
+        unavailable: dict[str, str] = {}
+        for symbol in symbols:
+            reason = self._no_perpetual(symbol)
+            if reason is None:
+                found[symbol] = perpetual_positioning(self._perpetual_path(symbol, tick))
+            else:
+                unavailable[symbol] = reason
+        return DerivativesRead(found, unavailable)
 
     # --- the path -----------------------------------------------------------------------
 
@@ -381,6 +407,37 @@ class SimulatedMarket:
         bids = np.column_stack([bid_prices, sizes[0] * (1 + 0.5 * lean)])
         asks = np.column_stack([ask_prices, sizes[1] * (1 - 0.5 * lean)])
         return OrderBook(self.assets[column].symbol, bids, asks, self._tick_ms(tick))
+
+    def _no_perpetual(self, symbol: str) -> str | None:
+        """Why ``symbol`` has no simulated perpetual (None: it has one)."""
+        if symbol in self._delisted:
+            return f"simulated: {symbol} is delisted"
+        if symbol not in self._index:
+            return f"simulated: {symbol} is not listed"
+        return no_perpetual_reason(symbol, split_symbol(symbol)[1])
+
+    def _perpetual_path(self, symbol: str, tick: int) -> PerpetualPath:
+        """The symbol's price path for its perpetual: hour boundaries (each the close of
+        the hour before it) and the last 9 hours of minutes, prices rounded as served."""
+        column = self._index[symbol]
+        asset, digits = self.assets[column], self._decimals[column]
+        hours, minutes = self._tables["1h"], self._tables["1m"]
+        recent = minutes.start_s >= self._last_step * STEP_SECONDS - 9 * 3600 - 60
+        high, low, close = np.round(minutes.ohlcv[1:4, recent, column], digits)
+        return PerpetualPath(
+            symbol=symbol,
+            contract=perpetual_of(*split_symbol(symbol)),
+            now_ms=self._tick_ms(tick),
+            price=self._tick_price(column, self._step_view(), tick),
+            hour_ms=hours.start_s[1:] * 1000,
+            hour_price=np.round(hours.ohlcv[3, :-1, column], digits),
+            minute_ms=minutes.start_s[recent] * 1000,
+            minute_high=high,
+            minute_low=low,
+            minute_close=close,
+            hourly_vol=hourly_volatility(asset.beta, asset.idio_vol, BTC_ANNUAL_VOL),
+            base_open_interest=OI_TURNOVER_DAYS * asset.daily_turnover / asset.price,
+        )
 
     def _tick_ms(self, tick: int) -> int:
         """Epoch milliseconds of ``tick`` in the current step."""

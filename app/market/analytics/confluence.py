@@ -11,8 +11,11 @@ Unavailable data is never invented: a sub-score that cannot be computed (too few
 candles, zero volume, no order book, no feed) is ``None`` and its weight is shared
 among the available ones; a component with no available sub-score is ``None`` with a
 ``reason`` and its weight is shared among the available components. ``sentiment``
-has no feed in our sources and ``open_interest`` needs derivatives data, so both are
-always unavailable.
+and orderflow's ``open_interest`` need the symbol's perpetual swap (``Derivatives``):
+without it sentiment is unavailable with the caller's reason (``NO_SENTIMENT`` when
+none is given) and ``open_interest`` is None. The shared scale and blending live in
+``scoring``; the derivatives and trade sub-scores in ``sentiment`` and
+``orderflow_feeds``, whose docstrings give their formulas, scales and sources.
 
 Sub-score mappings (ATR = 14-period ATR; ``ratio(a, b)`` is a/b, and 0 when b = 0,
 i.e. no volatility or volume means no signal):
@@ -40,7 +43,11 @@ orderflow
                      = volume·(close - low)/(high - low), half when high = low
     smart_money_flow tanh(ratio(Σ delta, Σ volume) / 0.5) over the candles of the last
                      ≤ 50 whose volume is at or above the 80th percentile
-    open_interest    unavailable (spot data has no open interest)
+    cvd (trades)     with ≥ 20 public trades (taker side): tanh(taker imbalance / 0.3),
+                     imbalance = (Σ buy - Σ sell amount)/Σ amount; replaces the candle cvd
+    open_interest    tanh(tanh(ΔP/0.2) · ΔOI · k / 1): ΔOI, ΔP the open interest and price
+                     change over 1 h in percent, k = 1 for rising OI, 0.6 for falling
+                     (orderflow_feeds); None without derivatives data (NO_OPEN_INTEREST)
 orderbook
     depth_imbalance  tanh(imbalance / 0.5), imbalance = (B - A)/(B + A) of the bid and ask
                      quantity (base units) within ±1 % of mid. The component score is
@@ -54,7 +61,14 @@ price_structure (equal sub-weights)
     swing_levels     tanh(breakout / 1): breakout = ratio(close - swing high, ATR) above
                      the swing high, ratio(close - swing low, ATR) below the swing low,
                      else 0; swing levels = extremes of the 50 candles before the last 5.
-sentiment            unavailable (no feed).
+sentiment (contrarian; sentiment.py; weights funding .35, long_short .3,
+           funding_trend .2, liquidations .15)
+    funding          tanh(-(r₈ - 0.0001) / 0.0006), r₈ = funding rate per 8 h
+    long_short       tanh(-ln(long/short account ratio) / ln 3)
+    funding_trend    tanh(-Δ / 0.0003), Δ = fitted change (OLS slope · (n - 1)) of the
+                     last ≤ 9 settled funding rates per 8 h (at least 3)
+    liquidations     tanh(((L - S)/(L + S)) / 0.5) of the long and short value liquidated,
+                     with at least 5 liquidations
 
 Score and reliability: ``score = clip(50 + Σ w·(component - 50), 0, 100)`` over the
 available components with renormalised weights (``weights_used``); 50 when none is
@@ -69,17 +83,31 @@ long_threshold (70), ``short`` when ≤ short_threshold (35), else ``neutral``
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from app.market.analytics import indicators as ind
+from app.market.analytics.orderflow_feeds import (
+    OI_HOURS,
+    open_interest_score,
+    price_change_pct,
+    trade_cvd_score,
+)
+from app.market.analytics.scoring import NEUTRAL, blend, normalised, squash, weighted
+from app.market.analytics.sentiment import (
+    SENTIMENT_WEIGHTS,
+    sentiment_reason,
+    sentiment_sub_scores,
+)
 from app.market.models.candles import Candles
 from app.market.models.confluence_weights import COMPONENTS, ConfluenceWeights
+from app.market.models.derivatives import Derivatives
 from app.market.models.order_book import OrderBook
+from app.market.models.trades import PublicTrade
 
 TECHNICAL_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"rsi": 0.2, "ao": 0.2, "atr": 0.15, "cci": 0.15, "adx": 0.15, "williams_r": 0.15}
@@ -102,7 +130,6 @@ ORDERBOOK_WEIGHTS: Mapping[str, float] = MappingProxyType({"depth_imbalance": 1.
 PRICE_STRUCTURE_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"range_position": 1 / 3, "structure": 1 / 3, "swing_levels": 1 / 3}
 )
-SENTIMENT_WEIGHTS: Mapping[str, float] = MappingProxyType({})
 SUB_WEIGHTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {
         "technical": TECHNICAL_WEIGHTS,
@@ -114,7 +141,6 @@ SUB_WEIGHTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
     }
 )
 NEUTRAL_BUFFER = 5.0  # informational: the original shows it, no rule uses it
-NEUTRAL = 50.0
 RELIABILITY_TOLERANCE = 1.0  # a component counts as "saying something" beyond 50 ± this
 
 PERIOD = 14  # RSI, ATR, CCI, ADX/DI, Williams %R
@@ -215,22 +241,6 @@ def signal_for(score: float, weights: ConfluenceWeights) -> str:
 # --- blending -------------------------------------------------------------------------
 
 
-def _normalised(scores: Mapping[Any, float | None], weights: Mapping[Any, float]) -> dict:
-    """The weights of the available scores, scaled to sum to 1 (empty when none)."""
-    used = {k: w for k, w in weights.items() if w > 0 and scores.get(k) is not None}
-    total = sum(used.values())
-    return {k: w / total for k, w in used.items()} if total > 0 else {}
-
-
-def _blend(scores: Mapping[Any, float | None], norm: Mapping[Any, float]) -> float | None:
-    """50 + Σ w·(s - 50), clipped to [0, 100]; None when nothing is available."""
-    if not norm:
-        return None
-    # ``norm`` (from ``_normalised``) only holds keys whose score is not None.
-    value = NEUTRAL + sum(w * (cast(float, scores[k]) - NEUTRAL) for k, w in norm.items())
-    return min(100.0, max(0.0, value))
-
-
 def _reliability(components: Mapping[str, ComponentScore], weights: ConfluenceWeights) -> float:
     counted = [name for name in COMPONENTS if weights.components.get(name, 0.0) > 0]
     if not counted:
@@ -245,8 +255,8 @@ def _reliability(components: Mapping[str, ComponentScore], weights: ConfluenceWe
 
 def _result(components: dict[str, ComponentScore], weights: ConfluenceWeights) -> ConfluenceResult:
     scores = {name: c.score for name, c in components.items()}
-    norm = _normalised(scores, weights.components)
-    score = _blend(scores, norm)
+    norm = normalised(scores, weights.components)
+    score = blend(scores, norm)
     score = NEUTRAL if score is None else score
     return ConfluenceResult(
         score=score,
@@ -258,13 +268,6 @@ def _result(components: dict[str, ComponentScore], weights: ConfluenceWeights) -
 
 
 # --- small numeric helpers ------------------------------------------------------------
-
-
-def _squash(x: float | None, scale: float) -> float | None:
-    """50 + 50·tanh(x/scale); None for missing or non-finite x."""
-    if x is None or not math.isfinite(x):
-        return None
-    return NEUTRAL + 50.0 * math.tanh(x / scale)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -329,10 +332,10 @@ def _technical(f: _Frame) -> dict[str, float | None]:
         willr = -NEUTRAL  # TA-Lib reports 0 (close at the high) for a zero range
     return {
         "rsi": None if rsi is None else _linear(rsi),
-        "ao": None if ao is None or atr is None else _squash(_ratio(ao, atr), 2.0),
-        "atr": _squash(trend, 1.0),
-        "cci": _squash(ind.cci(h, lo, c, PERIOD), 150.0),
-        "adx": _squash(_adx_direction(f), 1.0),
+        "ao": None if ao is None or atr is None else squash(_ratio(ao, atr), 2.0),
+        "atr": squash(trend, 1.0),
+        "cci": squash(ind.cci(h, lo, c, PERIOD), 150.0),
+        "adx": squash(_adx_direction(f), 1.0),
         "williams_r": None if willr is None else _linear(willr + 100.0),
     }
 
@@ -357,11 +360,11 @@ def _volume(f: _Frame) -> dict[str, float | None]:
     rel = ind.relative_volume(f.v, w)
     poc, vwap = _profile(f)
     return {
-        "volume_delta": _squash(_ratio(float(f.delta[-w:].sum()), float(vol.sum())), 0.5),
-        "adl": None if adl is None else _squash(_ratio(_slope(adl[-w:]), mean_vol), 0.5),
-        "cmf": _squash(ind.cmf(f.h, f.lo, f.c, f.v, w), 0.25),
-        "obv": None if obv is None else _squash(_ratio(_slope(obv[-w:]), mean_vol), 0.5),
-        "relative_volume": None if rel is None else _squash(rel * float(f.body[-1]), 2.0),
+        "volume_delta": squash(_ratio(float(f.delta[-w:].sum()), float(vol.sum())), 0.5),
+        "adl": None if adl is None else squash(_ratio(_slope(adl[-w:]), mean_vol), 0.5),
+        "cmf": squash(ind.cmf(f.h, f.lo, f.c, f.v, w), 0.25),
+        "obv": None if obv is None else squash(_ratio(_slope(obv[-w:]), mean_vol), 0.5),
+        "relative_volume": None if rel is None else squash(rel * float(f.body[-1]), 2.0),
         "volume_profile": _atr_distance(f, poc, 2.0),
         "vwap": _atr_distance(f, vwap, 2.0),
     }
@@ -370,7 +373,7 @@ def _volume(f: _Frame) -> dict[str, float | None]:
 def _atr_distance(f: _Frame, level: float | None, scale: float) -> float | None:
     if level is None or f.atr is None:
         return None
-    return _squash(_ratio(float(f.c[-1]) - level, f.atr), scale)
+    return squash(_ratio(float(f.c[-1]) - level, f.atr), scale)
 
 
 def _profile(f: _Frame) -> tuple[float | None, float | None]:
@@ -395,10 +398,10 @@ def _orderflow(f: _Frame) -> dict[str, float | None]:
     delta, v = f.delta[-FLOW_WINDOW:], f.v[-FLOW_WINDOW:]
     cvd = _ratio(_slope(np.cumsum(delta)), float(v.mean()))
     return {
-        "cvd": _squash(cvd, 0.3),
-        "trade_flow": _squash(_trade_flow(f), 0.5),
+        "cvd": squash(cvd, 0.3),
+        "trade_flow": squash(_trade_flow(f), 0.5),
         "open_interest": None,
-        "smart_money_flow": _squash(_smart_money(delta, v), 0.5),
+        "smart_money_flow": squash(_smart_money(delta, v), 0.5),
     }
 
 
@@ -432,7 +435,7 @@ def _price_structure(f: _Frame) -> dict[str, float | None]:
     if f.n >= STRUCTURE_BLOCKS * STRUCTURE_BLOCK:
         out["structure"] = _linear(_structure(f))
     if f.atr is not None and f.n > SWING_RECENT:
-        out["swing_levels"] = _squash(_breakout(f, close, f.atr), 1.0)
+        out["swing_levels"] = squash(_breakout(f, close, f.atr), 1.0)
     return out
 
 
@@ -476,11 +479,11 @@ def _orderbook(book: OrderBook | None) -> tuple[dict[str, float | None], float, 
         return empty, 1.0, "no depth within the band around mid"
     spread_bps = (best_ask - best_bid) / mid * 1e4
     factor = 1.0 / (1.0 + spread_bps / SPREAD_REF_BPS)
-    return {"depth_imbalance": _squash((bid_value - ask_value) / total, 0.5)}, factor, None
+    return {"depth_imbalance": squash((bid_value - ask_value) / total, 0.5)}, factor, None
 
 
 def _component(name: str, subs: dict[str, float | None], reason: str | None) -> ComponentScore:
-    score = _blend(subs, _normalised(subs, SUB_WEIGHTS[name]))
+    score = weighted(subs, SUB_WEIGHTS[name])
     return ComponentScore(name, score, subs, None if score is not None else reason)
 
 
@@ -502,26 +505,70 @@ _CANDLE_COMPONENTS: tuple[tuple[str, _CandleScorer, int], ...] = (
 
 
 def score_timeframe(
-    candles: Candles, book: OrderBook | None, weights: ConfluenceWeights
+    candles: Candles,
+    book: OrderBook | None,
+    weights: ConfluenceWeights,
+    *,
+    derivatives: Derivatives | None = None,
+    derivatives_reason: str | None = None,
+    trades: Sequence[PublicTrade] | None = None,
+    price_change_1h_pct: float | None = None,
 ) -> ConfluenceResult:
-    """Score one timeframe's candles (oldest first) and, optionally, the order book."""
+    """Score one timeframe's candles (oldest first) and, optionally, the order book.
+
+    ``derivatives`` (the symbol's perpetual) gives the ``sentiment`` component and the
+    orderflow ``open_interest`` sub-score; without it sentiment is unavailable with
+    ``derivatives_reason`` (default ``NO_SENTIMENT``). ``price_change_1h_pct`` is the
+    price change (percent) over the hour the open-interest change is read over; None
+    takes it from the candles when their timeframe is at most an hour. ``trades``
+    (public trades, taker side) replace the candle approximation of ``cvd`` when they
+    hold at least ``orderflow_feeds.MIN_TRADES`` usable trades.
+    """
     f = _frame(candles)
-    built = {
-        name: _component(
-            name,
-            scorer(f) if f.finite else dict.fromkeys(SUB_WEIGHTS[name]),
-            _data_reason(f, needed),
-        )
-        for name, scorer, needed in _CANDLE_COMPONENTS
+    subs = {
+        name: scorer(f) if f.finite else dict.fromkeys(SUB_WEIGHTS[name])
+        for name, scorer, _ in _CANDLE_COMPONENTS
     }
-    built["sentiment"] = ComponentScore("sentiment", None, {}, NO_SENTIMENT)
-    subs, factor, reason = _orderbook(book)
-    book_score = _component("orderbook", subs, reason)
+    subs["orderflow"] = _with_feeds(
+        subs["orderflow"], candles, derivatives, trades, price_change_1h_pct
+    )
+    built = {
+        name: _component(name, subs[name], _data_reason(f, needed))
+        for name, _, needed in _CANDLE_COMPONENTS
+    }
+    built["sentiment"] = _component(
+        "sentiment",
+        sentiment_sub_scores(derivatives),
+        sentiment_reason(derivatives, derivatives_reason or NO_SENTIMENT),
+    )
+    book_subs, factor, reason = _orderbook(book)
+    book_score = _component("orderbook", book_subs, reason)
     if book_score.score is not None:
         adjusted = NEUTRAL + (book_score.score - NEUTRAL) * factor
-        book_score = ComponentScore("orderbook", adjusted, subs, None)
+        book_score = ComponentScore("orderbook", adjusted, book_subs, None)
     built["orderbook"] = book_score
     return _result({name: built[name] for name in COMPONENTS}, weights)
+
+
+def _with_feeds(
+    subs: dict[str, float | None],
+    candles: Candles,
+    derivatives: Derivatives | None,
+    trades: Sequence[PublicTrade] | None,
+    price_change_1h: float | None,
+) -> dict[str, float | None]:
+    """The candle orderflow sub-scores with ``cvd`` from the trades (when enough) and
+    ``open_interest`` from the derivatives (None without)."""
+    out = dict(subs)
+    cvd = trade_cvd_score(trades)
+    if cvd is not None:
+        out["cvd"] = cvd
+    if derivatives is not None:
+        if price_change_1h is None:
+            price_change_1h = price_change_pct(candles, OI_HOURS)
+        oi_change = derivatives.open_interest_change_pct(OI_HOURS)
+        out["open_interest"] = open_interest_score(oi_change, price_change_1h)
+    return out
 
 
 # --- across timeframes ----------------------------------------------------------------
@@ -547,7 +594,7 @@ def combine_timeframes(
     total = sum(present.values())
     tf_weights = {tf: w / total for tf, w in present.items()} if total > 0 else {}
     components = {name: _combine_component(name, per_timeframe, tf_weights) for name in COMPONENTS}
-    score = _blend({tf: per_timeframe[tf].score for tf in tf_weights}, tf_weights)
+    score = blend({tf: per_timeframe[tf].score for tf in tf_weights}, tf_weights)
     score = NEUTRAL if score is None else score
     used: dict[str, float] = {}
     for tf, tf_w in tf_weights.items():
@@ -566,15 +613,14 @@ def _combine_component(
     name: str, per_timeframe: Mapping[str, ConfluenceResult], tf_weights: Mapping[str, float]
 ) -> ComponentScore:
     parts = [per_timeframe[tf].components[name] for tf in tf_weights]
-    weights = list(tf_weights.values())
+    weights = dict(enumerate(tf_weights.values()))
 
-    def blend(values: list[float | None]) -> float | None:
-        scores = dict(enumerate(values))
-        return _blend(scores, _normalised(scores, dict(enumerate(weights))))
+    def mean(values: list[float | None]) -> float | None:
+        return weighted(dict(enumerate(values)), weights)
 
     keys = list(dict.fromkeys(k for part in parts for k in part.sub_scores))
-    subs = {k: blend([part.sub_scores.get(k) for part in parts]) for k in keys}
-    score = blend([part.score for part in parts])
+    subs = {k: mean([part.sub_scores.get(k) for part in parts]) for k in keys}
+    score = mean([part.score for part in parts])
     reasons = dict.fromkeys(p.reason for p in parts if p.reason)
     reason = None if score is not None else ("; ".join(reasons) or "no timeframe available")
     return ComponentScore(name, score, subs, reason)

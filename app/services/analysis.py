@@ -19,6 +19,7 @@ from app.market.analytics.confluence import ConfluenceResult, combine_timeframes
 from app.market.analytics.overview import BTC, market_overview, top_movers
 from app.market.models.confluence_weights import ConfluenceWeights
 from app.market.models.ticker import Ticker
+from app.services.positioning import positioning_of
 from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,9 @@ def _confluence(
 ) -> dict[str, ConfluenceResult]:
     candles = snapshot.candles.get(symbol, {})
     book = snapshot.books.get(symbol)
+    inputs = positioning_of(snapshot, symbol).score_inputs()
     per_timeframe = {
-        tf: score_timeframe(candles[tf], book, weights)
+        tf: score_timeframe(candles[tf], book, weights, **inputs)
         for tf in weights.timeframes
         if tf in candles
     }

@@ -52,6 +52,7 @@ from app.services.analysis import (
     failure_reason,
     traded,
 )
+from app.services.positioning import Positioning, PositioningKey, positioning_of
 from app.services.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,12 @@ class AnalysisWork:
 
 @dataclass(frozen=True, slots=True)
 class _Scored:
-    """One timeframe's confluence and the candles it was computed from."""
+    """One timeframe's confluence and the candles and positioning it was computed from."""
 
     key: CandleKey
     last: LastCandle
     result: ConfluenceResult
+    positioning: PositioningKey = ()
 
 
 @dataclass(slots=True)
@@ -107,7 +109,9 @@ class _SymbolMemo:
     book: OrderBook | None
     book_taken_ms: int
     scored: dict[str, _Scored] = field(default_factory=dict)
-    combined: tuple[tuple[tuple[str, CandleKey], ...], ConfluenceResult] | None = None
+    combined: tuple[tuple[tuple[str, CandleKey, PositioningKey], ...], ConfluenceResult] | None = (
+        None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,31 +237,40 @@ class IncrementalAnalyser:
             memo = _SymbolMemo(book, snapshot.fetched_at_ms)
             self._symbols[symbol] = memo
         weights = self.settings.weights
+        positioning = positioning_of(snapshot, symbol)
         per_timeframe: dict[str, ConfluenceResult] = {}
         for timeframe in weights.timeframes:
             if timeframe in candles:
-                per_timeframe[timeframe] = self._scored(memo, timeframe, candles[timeframe])
+                per_timeframe[timeframe] = self._scored(
+                    memo, timeframe, candles[timeframe], positioning
+                )
         for timeframe in memo.scored.keys() - per_timeframe.keys():
             del memo.scored[timeframe]
         if per_timeframe:
             per_timeframe[COMBINED] = self._combined(memo, per_timeframe)
         return per_timeframe
 
-    def _scored(self, memo: _SymbolMemo, timeframe: str, candles: Candles) -> ConfluenceResult:
+    def _scored(
+        self, memo: _SymbolMemo, timeframe: str, candles: Candles, positioning: Positioning
+    ) -> ConfluenceResult:
         key = candle_key(candles)
         held = memo.scored.get(timeframe)
-        if held is not None and held.key == key:
+        if held is not None and held.key == key and held.positioning == positioning.key():
             self._work["timeframes_reused"] += 1
             return held.result
         self._work["timeframes_computed"] += 1
-        result = score_timeframe(candles, memo.book, self.settings.weights)
-        memo.scored[timeframe] = _Scored(key, last_candle(candles), result)
+        result = score_timeframe(
+            candles, memo.book, self.settings.weights, **positioning.score_inputs()
+        )
+        memo.scored[timeframe] = _Scored(key, last_candle(candles), result, positioning.key())
         return result
 
     def _combined(
         self, memo: _SymbolMemo, per_timeframe: Mapping[str, ConfluenceResult]
     ) -> ConfluenceResult:
-        inputs = tuple((tf, memo.scored[tf].key) for tf in per_timeframe)
+        inputs = tuple(
+            (tf, memo.scored[tf].key, memo.scored[tf].positioning) for tf in per_timeframe
+        )
         if memo.combined is not None and memo.combined[0] == inputs:
             self._work["combined_reused"] += 1
             return memo.combined[1]

@@ -58,7 +58,8 @@ async def test_desktop_dashboard(simulated_app: QuartTestApp) -> None:
         confluence = row["confluence"]
         assert 0 <= confluence["score"] <= 100
         assert set(confluence["timeframes"]) == {"1m", "5m", "30m", "4h"}
-        assert confluence["components"]["sentiment"] is None  # no sentiment feed: unavailable
+        # every simulated USDT pair has a perpetual: the sixth component is available
+        assert 0 <= confluence["components"]["sentiment"] <= 100
         assert row["beta"] is None if row["symbol"] == "BTCUSDT" else row["beta"]["beta"] > 0
         assert row["bid"] < row["ask"]
     assert payload["overview"]["symbols"] == 25
@@ -178,7 +179,10 @@ async def test_confluence_per_symbol(simulated_app: QuartTestApp, spelling: str)
     one = await get_json(simulated_app, f"/api/confluence/{spelling}?timeframe=5m")
     assert one["timeframe"] == "5m"
     assert 0 <= one["score"] <= 100
-    assert "sentiment" not in one["weights_used"]
+    # all six components, at their configured weights (the simulated ETH has a perpetual)
+    assert one["weights_used"]["sentiment"] == pytest.approx(0.07)
+    assert one["components"]["sentiment"]["score"] is not None
+    assert one["components"]["orderflow"]["sub_scores"]["open_interest"] is not None
     assert sum(one["weights_used"].values()) == pytest.approx(1.0)
 
 

@@ -164,25 +164,29 @@ def test_the_same_snapshot_again_recomputes_nothing(
     assert analyser.totals.timeframes_reused == 100
 
 
-def test_a_new_candle_recomputes_that_timeframe_and_combined_only(
+def test_a_new_candle_recomputes_only_that_symbol(
     snapshot: Snapshot, settings: AnalysisSettings
 ) -> None:
+    """A closed 1m candle moves the hour's price change that every timeframe's
+    open-interest sub-score reads: that symbol's timeframes are scored again, the
+    others reused."""
     analyser = IncrementalAnalyser(settings, book_cadence_seconds=CADENCE)
     first = analyser.analyse(snapshot)
     candles = with_candles(snapshot, ETH, opened(snapshot.candles[ETH]["1m"]))
     next_minute = later(snapshot, 1, candles=candles)
     result = analyser.analyse(next_minute)
     nothing = computed_nothing(snapshot, settings)
+    eth = sum(1 for tf in settings.weights.timeframes if tf in snapshot.candles[ETH])
     assert analyser.last == replace(
         nothing,
-        timeframes_computed=1,
-        timeframes_reused=nothing.timeframes_reused - 1,
+        timeframes_computed=eth,
+        timeframes_reused=nothing.timeframes_reused - eth,
         combined_computed=1,
         combined_reused=nothing.combined_reused - 1,
     )
     assert_same(result, analyse(next_minute, settings))
     assert result.confluence[ETH]["1m"] != first.confluence[ETH]["1m"]
-    assert result.confluence[ETH]["5m"] is first.confluence[ETH]["5m"]
+    assert result.confluence[BTC]["5m"] is first.confluence[BTC]["5m"]
 
 
 def test_a_new_btc_candle_recomputes_the_betas_on_that_timeframe(

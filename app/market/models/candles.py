@@ -98,15 +98,21 @@ class Candles:
 
     def tail(self, count: int) -> Candles:
         """The newest ``count`` candles."""
-        start = max(0, len(self) - count)
+        return self._cut(max(0, len(self) - count), len(self))
+
+    def closed(self) -> Candles:
+        """All but the newest candle (the one a live series is still forming)."""
+        return self._cut(0, max(0, len(self) - 1))
+
+    def _cut(self, start: int, end: int) -> Candles:
         return Candles(
             self.symbol,
             self.timeframe,
-            self.timestamp_ms[start:],
-            self.open[start:],
-            self.high[start:],
-            self.low[start:],
-            self.close[start:],
-            self.volume[start:],
+            self.timestamp_ms[start:end],
+            self.open[start:end],
+            self.high[start:end],
+            self.low[start:end],
+            self.close[start:end],
+            self.volume[start:end],
             self.quality,
         )

@@ -27,8 +27,10 @@ once: ticker, trade, candle and book update), ``tick`` / ``start_ticking`` (move
 symbol a little, several times a second), ``drop_all`` (close every connection),
 ``silence`` / ``resume`` (the socket stays open, no data flows; pongs and
 subscription requests optionally go unanswered too), ``forget`` (the server drops
-subscriptions without telling the client), ``skip_update`` (the next book update of
-a symbol is lost, so the one after jumps ``u`` by 2), ``send_trade`` (one public
+subscriptions without telling the client), ``close_after_subscribe`` (each
+subscription is answered, then the connection closed: a reconnect storm),
+``skip_update`` (the next book update of a symbol is lost, so the one after jumps
+``u`` by 2), ``send_trade`` (one public
 trade with the fields given, e.g. a bad price), ``resnapshot`` (a fresh book snapshot,
 as Bybit sends after a restart).
 ``received`` records every client message, ``sent`` the recent server messages.
@@ -126,6 +128,7 @@ class BybitStreams:
         self.silent = False
         self.answer_pings = True
         self.answer_requests = True
+        self.close_after_subscribe = False
         self._conns: set[_Conn] = set()
         self._ids = itertools.count(1)
         self._update_ids: dict[tuple[str, str, int], int] = {}  # (category, symbol, depth) → u
@@ -376,6 +379,8 @@ class BybitStreams:
         if not self.silent:
             for topic in args:
                 await self._send_current(conn, topic)
+        if self.close_after_subscribe:  # a flapping gateway: one answer, then gone
+            await conn.ws.close(code=1011, message=b"internal error")
 
     def _refusal(self, conn: _Conn, args: Any) -> str | None:
         """Bybit's ``ret_msg`` refusing a subscribe with ``args``, or None (accepted).

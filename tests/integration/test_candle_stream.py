@@ -240,18 +240,37 @@ async def test_a_silent_stream_hands_out_no_series(make_stream, fake: FakeBybit)
     await fake.streams.start_ticking(10)
     try:
         await all_series(stream)
-        assert stream.is_live()
+        await eventually(stream.is_live, BOUND)  # every batch within the 1 s bound at once
         fake.streams.silence(pongs=True)  # the socket stays open and answers pings
         await eventually(lambda: stream.series("BTCUSDT", "1m") is None, BOUND)
         assert not stream.is_live()
         assert "BTCUSDT" in stream.silent_symbols()
         backfills = stream.backfills
+        fake.set_now(NOW + MINUTE)  # a candle closes while the stream says nothing
 
         fake.streams.resume()
         await all_series(stream)
-        assert stream.backfills > backfills  # after silence, history is fetched again
+        assert stream.backfills > backfills  # what closed unseen is fetched from REST
     finally:
         await fake.streams.stop_ticking()
+
+
+async def test_a_reconnect_within_the_same_candle_fetches_no_history(
+    make_stream, fake: FakeBybit
+) -> None:
+    """Nothing can have closed unseen while the stream's newest candle is still the one
+    the series was forming: a storm of reconnects costs no REST call."""
+    stream, _ = make_stream()
+    await all_series(stream)
+    backfills = stream.backfills
+    for step in range(3):
+        opened = fake.streams.connections_opened
+        await fake.streams.drop_all(abrupt=True)
+        await eventually(lambda o=opened: fake.streams.connections_opened > o, BOUND)
+        price = 64_000.5 + step
+        await push_until(fake, "BTCUSDT", price, lambda p=price: _close("BTCUSDT", stream) == p)
+    assert stream.reconnects >= 3
+    assert stream.backfills == backfills  # the clock stayed inside the same minute
 
 
 async def test_a_forgotten_subscription_is_subscribed_again_and_backfilled(
@@ -263,6 +282,7 @@ async def test_a_forgotten_subscription_is_subscribed_again_and_backfilled(
         await all_series(stream)
         backfills = stream.backfills
         fake.streams.forget()  # the exchange lost every subscription and says nothing
+        fake.set_now(NOW + 5 * MINUTE)  # and candles close meanwhile (1 m and 5 m)
 
         await eventually(lambda: stream.resubscribes >= len(stream.batches), BOUND)
         await all_series(stream)

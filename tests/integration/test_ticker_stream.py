@@ -158,3 +158,67 @@ async def test_a_connection_ccxt_closes_under_the_readers_loses_no_batch(
     assert watching.errors >= len(watching.batches)
     assert watching.reconnects >= len(watching.batches)
     assert fake.streams.connections_opened >= 2
+
+
+async def test_a_symbol_the_exchange_forgot_alone_is_not_live_and_comes_back(stream, fake) -> None:
+    """The others keep its batch delivering: the forgotten symbol is judged on its own
+    messages, stops being live after the silence bound (REST answers for it) and is
+    subscribed again after the stall bound."""
+    watching, _ = stream
+    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+    others = [s for s in SYMBOLS if s != "BTCUSDT"]
+    ticking = asyncio.create_task(tick_forever(fake, others))
+    try:
+        await eventually(lambda: "BTCUSDT" not in watching.silent_symbols(), BOUND)
+        assert fake.streams.forget(["BTCUSDT"]) == 1
+        await eventually(lambda: "BTCUSDT" in watching.silent_symbols(), BOUND)
+        batch = next(b for b in watching.batches if "BTC/USDT" in b)
+        assert watching.batch_live(batch)  # its batch delivers on the others' messages
+        assert "ETHUSDT" not in watching.silent_symbols()
+        await eventually(lambda: watching.resubscribes >= 1, BOUND + watching.stall_after)
+        price = float(fake.tickers["BTCUSDT"]["lastPrice"]) + 1
+        await fake.streams.set_price("BTCUSDT", price)
+        await eventually(lambda: watching.latest["BTCUSDT"].last == price, BOUND)
+        assert "BTCUSDT" not in watching.silent_symbols()
+        assert fake.streams.connections_opened == 1
+    finally:
+        ticking.cancel()
+
+
+async def tick_forever(fake: FakeBybit, symbols: list[str]) -> None:
+    while True:
+        await fake.streams.tick(symbols)
+        await asyncio.sleep(0.2)
+
+
+async def test_a_refused_topic_is_isolated_and_the_rest_of_its_batch_delivers(
+    fake, exchange
+) -> None:
+    """The exchange refuses a subscribe request as a whole: the batch is cut in two
+    until the refused topic is alone, and every other symbol streams."""
+    fake.delist("SOLUSDT")  # its topic is refused ("Invalid symbol")
+    symbols = {ccxt_symbol(name): name for name in SYMBOLS}
+    watching = TickerStream(exchange, symbols, batching=Batching(retry=(0.05, 0.2)))
+    watching.start()
+    try:
+        served = set(SYMBOLS) - {"SOLUSDT"}
+        await eventually(lambda: served <= set(watching.latest), BOUND)
+        assert watching.splits >= 1
+        assert ("SOL/USDT",) in watching.batches  # alone, still retried
+        assert sorted(k for b in watching.batches for k in b) == sorted(symbols)
+    finally:
+        await watching.stop()
+
+
+async def test_a_reconnect_storm_does_not_reset_the_back_off(fake, exchange) -> None:
+    """Each connection answers the subscription once and closes: every batch delivers
+    once per connection, and its back-off still grows to the longest wait."""
+    symbols = {ccxt_symbol(name): name for name in SYMBOLS}
+    watching = TickerStream(exchange, symbols, batching=Batching(retry=(0.02, 0.16)))
+    fake.streams.close_after_subscribe = True
+    watching.start()
+    try:
+        await eventually(lambda: watching.reconnects >= 4 * len(watching.batches), BOUND)
+        await eventually(lambda: all(watching.backoff(b) == 0.16 for b in watching.batches), BOUND)
+    finally:
+        await watching.stop()

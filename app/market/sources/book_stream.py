@@ -87,6 +87,7 @@ class BookStream(SymbolStream):
         self.resnapshots = 0
         self.updates = 0
         self._topic_of = {name: self._topic(name) for name in self.symbols}
+        self._name_of = {topic: name for name, topic in self._topic_of.items()}
         self._ours = set(self._topic_of.values())
         self._sync: dict[str, Sync] = {}
         self._last_u: dict[str, int] = {}
@@ -151,6 +152,7 @@ class BookStream(SymbolStream):
         if topic not in self._ours:
             return
         self.updates += 1
+        self._heard(self._name_of[topic])
         data = message.get("data")
         update = data.get("u") if isinstance(data, dict) else None
         if message.get("type") == "snapshot" and isinstance(update, int):

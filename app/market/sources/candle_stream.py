@@ -122,6 +122,8 @@ class CandleStream(BatchedStream[Pair]):
             )
             for pair, canonical in self.pairs.items()
         }
+        self._original: Any = None  # the exchange's handle_ohlcv while we listen
+        self._unsure: set[Pair] = set()  # failed or stalled: check for a hole when they speak
         self._pair_of: dict[tuple[str, str], Pair] = {
             (canonical, pair[1]): pair for pair, canonical in self.pairs.items()
         }
@@ -157,16 +159,65 @@ class CandleStream(BatchedStream[Pair]):
     async def _watch(self, batch: tuple[Pair, ...]) -> None:
         await self.exchange.watch_ohlcv_for_symbols([list(pair) for pair in batch])
 
+    def start(self) -> None:
+        """Hear each candle message on the exchange (see ``_listen``), then watch."""
+        if self._original is None:
+            self._listen()
+        super().start()
+
+    async def stop(self) -> None:
+        """Stop watching and stop hearing the exchange's candle messages."""
+        await super().stop()
+        if self._original is not None:
+            self.exchange.handle_ohlcv = self._original
+            self._original = None
+
+    def _listen(self) -> None:
+        """Each kline message marks its pair heard: ccxt updates its cache rows in place
+        and a watch returns only the message that resolved it, so neither tells which
+        pairs spoke while the reader was busy (Bybit topic ``kline.<interval>.<id>``)."""
+        original = self._original = self.exchange.handle_ohlcv
+        intervals = self.exchange.timeframes
+        by_topic = {
+            f"kline.{intervals[tf]}.{self.exchange.market(name)['id']}": (name, tf)
+            for name, tf in self.pairs
+        }
+
+        def heard(client: Any, message: Any) -> Any:
+            topic = message.get("topic") if isinstance(message, dict) else None
+            pair = by_topic.get(topic) if isinstance(topic, str) else None
+            if pair is not None:
+                self._heard(pair)
+            return original(client, message)
+
+        self.exchange.handle_ohlcv = heard
+
     async def _unwatch(self, batch: tuple[Pair, ...]) -> None:
         await self.exchange.un_watch_ohlcv_for_symbols([list(pair) for pair in batch])
 
     def _failed(self, batch: tuple[Pair, ...]) -> None:
-        for pair in batch:  # what the stream sends after this may follow a hole
-            self._series[pair].backfilled = False
+        self._unsure.update(batch)  # what the stream sends next may follow a hole
 
     async def _deliver(self, batch: tuple[Pair, ...], recovered: bool) -> None:
         for pair in batch:
-            await self._refresh(pair, backfill=recovered)
+            unsure = recovered or pair in self._unsure
+            await self._refresh(pair, backfill=unsure and self._may_have_missed(pair))
+            if unsure and self._newest_cached(pair) is not None:
+                self._unsure.discard(pair)
+
+    def _newest_cached(self, pair: Pair) -> Any:
+        cache = self.exchange.ohlcvs.get(pair[0], {}).get(pair[1])
+        return cache[-1] if cache else None
+
+    def _may_have_missed(self, pair: Pair) -> bool:
+        """Whether a candle may have closed unseen (so REST history is needed): unless
+        the stream's newest candle is the one the series was forming, a reconnect within
+        the same candle (a storm of them) costs no REST call."""
+        kept = self._series[pair]
+        newest = self._newest_cached(pair)
+        if not (kept.backfilled and kept.rows and newest) or not isinstance(newest[0], int):
+            return True
+        return newest[0] != int(kept.rows[-1][0])
 
     # ----- merging ------------------------------------------------------------------------
 

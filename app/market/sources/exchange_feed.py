@@ -219,14 +219,32 @@ class ExchangeStreams:
 
     def _guard(self, exchange: Any) -> None:
         """Drops (and counts) a stream message ccxt fails to handle: raised from its
-        message callback, the exception ends that connection's reading while the
-        socket stays open — one malformed trade (``"v": "NaN"``) would silence every
-        topic of the connection until ccxt's keepalive gave up on it (~50 s)."""
-        handle = exchange.handle_message  # bound when a connection is made: set first
+        message callback, or from decoding the frame (a binary frame that is not UTF-8),
+        the exception ends that connection's reading while the socket stays open — one
+        malformed trade (``"v": "NaN"``) would silence every topic of the connection
+        until ccxt's keepalive gave up on it (~50 s). The callback is guarded on the
+        exchange (bound when a connection is made: set first), the decoding on each
+        connection ccxt makes."""
+        exchange.handle_message = self._dropping(exchange.handle_message)
+        make_client = exchange.client
 
-        def guarded(client: Any, message: Any) -> Any:
+        def client(url: str) -> Any:
+            made = make_client(url)
+            if not getattr(made, "virtuoso_guarded", False):
+                made.handle_text_or_binary_message = self._dropping(
+                    made.handle_text_or_binary_message
+                )
+                made.virtuoso_guarded = True
+            return made
+
+        exchange.client = client
+
+    def _dropping(self, handle: Callable[..., Any]) -> Callable[..., Any]:
+        """``handle`` that counts, logs once and drops what it cannot read."""
+
+        def guarded(*args: Any) -> Any:
             try:
-                return handle(client, message)
+                return handle(*args)
             except Exception as error:
                 self.unreadable += 1
                 if not self._unreadable_logged:  # once: the counter tells the rest
@@ -238,7 +256,7 @@ class ExchangeStreams:
                     )
                 return None
 
-        exchange.handle_message = guarded
+        return guarded
 
 
 def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:
@@ -249,6 +267,7 @@ def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:
         "reconnects": sum(s.reconnects for s in streams),
         "resubscribes": sum(s.resubscribes for s in streams),
         "resets": sum(s.resets for s in streams),
+        "splits": sum(s.splits for s in streams),
         **{name: sum(getattr(s, attr) for s in streams) for name, attr in counters.items()},
         "silent": sorted({sym for s in streams for sym in s.silent_symbols()}),
     }

@@ -41,7 +41,9 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ccxt.base.errors import NetworkError
+from ccxt.base.errors import ExchangeError, NetworkError
+
+from app.market.sources.stream_liveness import StreamLiveness
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +102,16 @@ class BatchedStream(Generic[K]):
 
     A subclass says how to watch one batch (``_watch``: one ccxt ``watch_*`` call that
     returns when the exchange sent something for it) and what to do once it delivered
-    (``_deliver``: read ccxt's cache); ``_failed`` hears of each failed watch (or
-    failed delivery) of a batch, ``_unwatch`` unsubscribes a stalled batch, and
-    ``_label`` names a key for ``silent_symbols``.
+    (``_deliver``: read ccxt's cache, calling ``_heard(key)`` for each key with new
+    data); ``_failed`` hears of each failed watch (or failed delivery) of a batch and of
+    stalled keys, ``_unwatch`` unsubscribes keys, and ``_label`` names a key for
+    ``silent_symbols``.
 
     Counters: ``errors`` (failed watches or deliveries), ``reconnects`` (batches
     delivering again after failing or stalling), ``deliveries`` (watches that
-    returned), ``resubscribes`` (stalled batches subscribed again), ``resets``
-    (connections reset because an unsubscribe went unanswered).
+    returned), ``resubscribes`` (stalled batches or keys subscribed again), ``resets``
+    (connections reset because an unsubscribe went unanswered), ``splits`` (batches cut
+    in two after the exchange refused them, to isolate the topic it refuses).
     """
 
     kind = "stream"
@@ -125,10 +129,13 @@ class BatchedStream(Generic[K]):
         self.deliveries = 0
         self.resubscribes = 0
         self.resets = 0
+        self.splits = 0
+        self.liveness: StreamLiveness[K] = StreamLiveness(
+            self.silent_after, self.stall_after, self.clock
+        )
         self._batch_of: dict[K, tuple[K, ...]] = {k: b for b in self.batches for k in b}
-        self._heard: dict[tuple[K, ...], float] = {}
-        self._busy: set[tuple[K, ...]] = set()  # batches taking a delivery
         self._tasks: list[asyncio.Task[None]] = []
+        self._delay: dict[tuple[K, ...], float] = {}  # the wait before a failed batch's next watch
 
     # ----- what a subclass says -------------------------------------------------------
 
@@ -137,33 +144,40 @@ class BatchedStream(Generic[K]):
         raise NotImplementedError
 
     async def _deliver(self, batch: tuple[K, ...], recovered: bool) -> None:
-        """Take what ``batch`` delivered from ccxt's cache. ``recovered``: the batch
-        had failed, or its watch waited longer than ``silent_after``, before this
-        delivery (what came before may be incomplete); the first delivery is one too.
-        Raising counts as a failure of the batch."""
+        """Take what ``batch`` delivered from ccxt's cache, calling ``_heard`` for each
+        key with new data. ``recovered``: the batch had failed, or its watch waited
+        longer than ``silent_after``, before this delivery (what came before may be
+        incomplete); the first delivery is one too. Raising counts as a failure."""
         raise NotImplementedError
 
-    async def _unwatch(self, batch: tuple[K, ...]) -> None:
-        """Unsubscribe ``batch``'s topics (ccxt ``un_watch_*``): returns once the
-        exchange acknowledged; the batch's next watch subscribes them again."""
+    async def _unwatch(self, keys: tuple[K, ...]) -> None:
+        """Unsubscribe ``keys``' topics (ccxt ``un_watch_*``): returns once the exchange
+        acknowledged; their batch's next watch subscribes them again."""
         raise NotImplementedError
 
-    def _failed(self, batch: tuple[K, ...]) -> None:
-        """A watch or delivery of ``batch`` failed, or it stalled (default: nothing)."""
+    def _failed(self, keys: tuple[K, ...]) -> None:
+        """A watch or delivery of the batch of ``keys`` failed, or these keys stalled and
+        are subscribed again (default: nothing)."""
 
     def _label(self, key: K) -> str:
         """The canonical symbol ``key`` is about (for ``silent_symbols``)."""
         return str(key)
+
+    def _heard(self, key: K) -> None:
+        """The reader found new data for ``key`` (see ``stream_liveness``)."""
+        self.liveness.key_heard(key)
 
     # ----- running ---------------------------------------------------------------------
 
     def start(self) -> None:
         """One watching task per batch (once)."""
         if not self._tasks:
-            self._tasks = [
-                asyncio.create_task(self._run(batch), name=f"{self.kind} {batch[0]}…")
-                for batch in self.batches
-            ]
+            for batch in self.batches:
+                self._spawn(batch)
+
+    def _spawn(self, batch: tuple[K, ...]) -> None:
+        task = asyncio.create_task(self._run(batch), name=f"{self.kind} {batch[0]}…")
+        self._tasks.append(task)
 
     async def stop(self) -> None:
         """Stops watching (the exchange is the caller's to close)."""
@@ -180,30 +194,33 @@ class BatchedStream(Generic[K]):
         """Whether ``batch`` delivered within ``silent_after`` seconds, or is still
         taking its last delivery (e.g. a REST backfill: our time, not the exchange's
         silence; what the exchange sends meanwhile waits in ccxt's cache)."""
-        if batch in self._busy:
-            return True
-        heard = self._heard.get(batch)
-        return heard is not None and self.clock() - heard <= self.silent_after
+        return self.liveness.batch_live(batch)
 
     def key_live(self, key: K) -> bool:
-        """Whether the batch of ``key`` is live (False for an unknown key)."""
+        """Whether ``key`` had new data within ``silent_after`` seconds (or its batch is
+        taking a delivery); False for an unknown key."""
         batch = self._batch_of.get(key)
-        return batch is not None and self.batch_live(batch)
+        return batch is not None and self.liveness.key_live(key, batch)
 
     def is_live(self) -> bool:
         """Whether every batch delivered within ``silent_after`` seconds."""
         return all(self.batch_live(batch) for batch in self.batches)
 
+    def backoff(self, batch: tuple[K, ...]) -> float:
+        """Seconds (before jitter) the batch waits after its next failure: doubling from
+        ``retry[0]`` to ``retry[1]`` while it fails, and back to ``retry[0]`` only once it
+        has delivered for ``retry[1]`` seconds — a connection that delivers once and
+        drops again (a reconnect storm) does not reset it."""
+        return self._delay.get(batch, self.retry[0])
+
     def silent_symbols(self) -> list[str]:
-        """Canonical symbols (sorted, once each) of the batches not live."""
-        return sorted(
-            {self._label(key) for b in self.batches if not self.batch_live(b) for key in b}
-        )
+        """Canonical symbols (sorted, once each) of the keys not live."""
+        return sorted({self._label(key) for key in self._batch_of if not self.key_live(key)})
 
     # ----- the loop --------------------------------------------------------------------
 
     async def _run(self, batch: tuple[K, ...]) -> None:
-        delay, failing = self.retry[0], False
+        delay, failing, failed_at = self.retry[0], False, float("-inf")
         while True:
             try:
                 delivered = await self._turn(batch, failing)
@@ -217,34 +234,44 @@ class BatchedStream(Generic[K]):
                 if delivered and failing:
                     log.info("%s stream %s… delivers again", self.kind, batch[0])
                     self.reconnects += 1
-                if delivered:
-                    delay = self.retry[0]
+                if delivered and self.clock() - failed_at >= self.retry[1]:
+                    delay = self.retry[0]  # healthy for a while: a new episode starts short
+                self._delay[batch] = delay
                 failing = not delivered
                 continue
+            if _refused(error) and len(batch) > 1:
+                self._split(batch, error)
+                return
             self.errors += 1
             self._failed(batch)
             if not failing:  # one line per episode
                 log.warning("%s stream %s… failed (%r); watching again", self.kind, batch[0], error)
-            failing = True
+            failing, failed_at = True, self.clock()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(self.retry[1], delay * 2)
+            delay = self._delay[batch] = min(self.retry[1], delay * 2)
 
     async def _turn(self, batch: tuple[K, ...], failing: bool) -> bool:
-        """One watch of ``batch`` and its delivery; False when the watch stalled and
-        the batch was subscribed again instead."""
+        """One watch of ``batch`` and its delivery, then its stalled keys subscribed
+        again; False when the whole watch stalled and the batch was subscribed again."""
         asked = self.clock()
         if not await self._watch_within(batch):
             await self._resubscribe(batch, quiet=failing)
             return False
         self.deliveries += 1
         now = self.clock()
-        recovered = failing or batch not in self._heard or now - asked > self.silent_after
-        self._heard[batch] = now
-        self._busy.add(batch)
+        liveness = self.liveness
+        recovered = failing or not liveness.ever_heard(batch) or now - asked > self.silent_after
+        liveness.batch_heard(batch, now)
+        if recovered:
+            liveness.subscribed(batch)
+        liveness.busy.add(batch)
         try:
             await self._deliver(batch, recovered)
         finally:
-            self._busy.discard(batch)
+            liveness.busy.discard(batch)
+        stalled = liveness.stalled(batch)
+        if stalled:
+            await self._resubscribe_keys(stalled)
         return True
 
     async def _watch_within(self, batch: tuple[K, ...]) -> bool:
@@ -260,10 +287,11 @@ class BatchedStream(Generic[K]):
         return True
 
     async def _resubscribe(self, batch: tuple[K, ...], *, quiet: bool) -> None:
-        """``batch`` stalled: unsubscribe it so its next watch subscribes anew, or reset
-        the reader's connections when the exchange does not acknowledge in time."""
+        """``batch`` stalled: unsubscribe it so its next watch subscribes anew (or reset
+        the connections, see ``_unwatch_within``)."""
         self.resubscribes += 1
         self._failed(batch)
+        self.liveness.subscribed(batch)
         if not quiet:
             log.warning(
                 "%s stream %s… brought nothing for %.0f s; subscribing again",
@@ -271,12 +299,46 @@ class BatchedStream(Generic[K]):
                 batch[0],
                 self.stall_after,
             )
+        await self._unwatch_within(batch)
+
+    async def _resubscribe_keys(self, keys: tuple[K, ...]) -> None:
+        """Keys of a delivering batch had nothing new for ``stall_after``: a quiet topic
+        gets a fresh snapshot, a forgotten one comes back."""
+        self.resubscribes += 1
+        self._failed(keys)
+        self.liveness.subscribed(keys)
+        log.debug("%s stream: %d quiet topic(s) subscribed again", self.kind, len(keys))
+        await self._unwatch_within(keys)
+
+    async def _unwatch_within(self, keys: tuple[K, ...]) -> None:
+        """Unsubscribe ``keys``; reset the reader's connections when the exchange does
+        not acknowledge in time (or refuses)."""
         try:
-            await asyncio.wait_for(self._unwatch(batch), max(UNWATCH_TIMEOUT, self.silent_after))
+            await asyncio.wait_for(self._unwatch(keys), max(UNWATCH_TIMEOUT, self.silent_after))
         except NetworkError:
             pass  # the connection failed meanwhile: the next watch dials anew
         except Exception as error:  # no acknowledgement in time, or a refusal
             self._reset_connections(f"unsubscribe of a stalled {self.kind} stream: {error!r}")
+
+    def _split(self, batch: tuple[K, ...], error: BaseException) -> None:
+        """The exchange refused ``batch``'s subscription: watch its halves apart, so a
+        refused topic ends up alone and the others deliver (this task ends)."""
+        middle = len(batch) // 2
+        halves = (batch[:middle], batch[middle:])
+        index = self.batches.index(batch)
+        self.batches[index : index + 1] = list(halves)
+        self.splits += 1
+        log.warning(
+            "%s stream %s… refused (%s): watching %d and %d topics apart",
+            self.kind,
+            batch[0],
+            " ".join(str(error).split())[:200],
+            *map(len, halves),
+        )
+        for half in halves:
+            for key in half:
+                self._batch_of[key] = half
+            self._spawn(half)
 
     def _reset_connections(self, why: str) -> None:
         """Fail every pending watch on this reader's connections and close them, as
@@ -294,6 +356,12 @@ def _cancelling() -> bool:
     """Whether the running task was asked to stop (not a future it awaited cancelled)."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
+
+
+def _refused(error: BaseException) -> bool:
+    """An exchange's refusal of a request (ccxt ``ExchangeError``: a bad symbol or
+    topic), not a connection's failure."""
+    return isinstance(error, ExchangeError) and not isinstance(error, NetworkError)
 
 
 class SymbolStream(BatchedStream[str]):

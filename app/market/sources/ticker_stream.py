@@ -54,6 +54,7 @@ class TickerStream(SymbolStream):
         self.on_ticker = on_ticker
         self.latest: dict[str, Ticker] = {}
         self.updates = 0
+        self._entries: dict[str, Any] = {}  # ccxt symbol → the cache entry last read
 
     async def _watch(self, batch: tuple[str, ...]) -> None:
         await self.exchange.watch_tickers(list(batch))
@@ -66,6 +67,9 @@ class TickerStream(SymbolStream):
         cache = self.exchange.tickers
         for name in batch:
             entry = cache.get(name)
+            if entry is not None and entry is not self._entries.get(name):
+                self._entries[name] = entry  # ccxt parses each message into a new entry
+                self._heard(name)
             ticker = ticker_from_ccxt(self.symbols[name], entry, now_ms) if entry else None
             if ticker is None or _same(self.latest.get(ticker.symbol), ticker):
                 continue

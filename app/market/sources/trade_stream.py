@@ -91,6 +91,8 @@ class TradeStream(SymbolStream):
     async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
         for name in batch:
             fresh = self._take(name)
+            if fresh:
+                self._heard(name)
             if recovered:
                 first = fresh[0].timestamp_ms if fresh else int(time.time() * 1000)
                 self._complete_since[name] = first

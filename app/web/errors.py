@@ -64,6 +64,7 @@ def _validation_problems(error: Any) -> list[str]:
     if not callable(errors):
         return [str(error)]
     return [
-        f"{'.'.join(str(part) for part in item['loc']) or 'request'}: {item['msg']}"
+        f"{'.'.join(str(part) for part in item['loc']) or 'request'}: "
+        f"{str(item['msg']).removeprefix('Value error, ')}"
         for item in errors()
     ]

@@ -29,18 +29,27 @@ class AlertRuleView(_Doc):
     id: str
     kind: str
     symbol: str | None = Field(description="null: every symbol")
+    component: str | None = Field(
+        default=None, description="the confluence component of a component_above/_below rule"
+    )
     level: Literal["info", "warning", "critical"]
     webhook_url: str | None = Field(
         default=None, description="masked to scheme://host/…; never the full URL"
     )
     threshold: float | None = Field(
-        default=None, description="met at or beyond it (≥ for above/long, ≤ for below/short)"
+        default=None,
+        description="met at or beyond it (≥ for above/long, ≤ for below/short); in the "
+        "kind's unit: quote currency (price), % (24h change, 1h open-interest change), a "
+        "fraction per funding interval (funding: 0.0005 = 0.05 %), accounts long ÷ short "
+        "(long_short), score 0-100 (component)",
     )
     hysteresis: float | None = Field(
         default=None, description="re-arm margin, in hysteresis_unit; null for beta_band_change"
     )
     hysteresis_unit: str | None = Field(
-        default=None, description="% of the threshold, percentage points or score points"
+        default=None,
+        description="% of the threshold (prices); else an absolute margin in the value's "
+        "unit: percentage points, score points, funding rate (a fraction) or ratio units",
     )
     rearm_at: float | None = Field(
         default=None, description="a fired rule re-arms at or past this value"

@@ -13,10 +13,45 @@ import {
 } from './dom.js';
 import { formatForLocale, parseNumber, userLocale } from './numbers.js';
 
-const THRESHOLD_KINDS = new Set(['price_above', 'price_below', 'change_above', 'change_below']);
 const DEFAULT_COOLDOWN_SECONDS = 300;
 const MAX_COOLDOWN_SECONDS = 86_400;
 const RULES_PAGE = 200; // the most GET /api/alerts/rules returns at once
+const MAX_CHANGE_PCT = 1_000_000;
+const MAX_FUNDING_RATE = 0.05; // a fraction per funding interval (5 %)
+
+/**
+ * @typedef {import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}} ReadRules
+ */
+
+/**
+ * The threshold of each family of kinds that has one: how it is read (the server's
+ * THRESHOLD_RANGES of app/services/alerts/rules.py), its unit and an example.
+ * @type {Record<string, {rules: ReadRules, unit: string, example: number | null}>}
+ */
+const THRESHOLDS = {
+  price: { rules: { above: 0 }, unit: 'price (quote currency)', example: null },
+  change: { rules: { negative: true, min: -MAX_CHANGE_PCT, max: MAX_CHANGE_PCT }, unit: '% (24h change)', example: null },
+  funding: {
+    rules: { negative: true, min: -MAX_FUNDING_RATE, max: MAX_FUNDING_RATE },
+    unit: 'fraction per funding interval (0.0005 = 0.05 %)',
+    example: 0.0005,
+  },
+  open_interest_change: {
+    rules: { negative: true, min: -100, max: MAX_CHANGE_PCT }, unit: '% (open interest now against 1 h ago)', example: 5,
+  },
+  long_short: { rules: { above: 0 }, unit: 'accounts long ÷ short', example: 2 },
+  component: { rules: { min: 0, max: 100 }, unit: 'score 0–100 (all timeframes combined)', example: 80 },
+};
+
+/**
+ * The family of a kind: "funding" for funding_above, "open_interest_change" for
+ * open_interest_change_below.
+ * @param {string} kind
+ */
+const familyOf = (kind) => kind.slice(0, kind.lastIndexOf('_'));
+
+/** @param {string} kind */
+const thresholdOf = (kind) => (kind === 'confluence_long' || kind === 'confluence_short' ? undefined : THRESHOLDS[familyOf(kind)]);
 
 /**
  * The hysteresis of each kind that has one (none: beta_band_change): the server's
@@ -32,6 +67,14 @@ const HYSTERESIS = {
   change_below: { fallback: 0.5, unit: 'percentage points', max: 100 },
   confluence_long: { fallback: 5, unit: 'score points', max: 50 },
   confluence_short: { fallback: 5, unit: 'score points', max: 50 },
+  funding_above: { fallback: 0.00005, unit: 'funding rate (a fraction, absolute)', max: 0.01 },
+  funding_below: { fallback: 0.00005, unit: 'funding rate (a fraction, absolute)', max: 0.01 },
+  open_interest_change_above: { fallback: 0.5, unit: 'percentage points', max: 100 },
+  open_interest_change_below: { fallback: 0.5, unit: 'percentage points', max: 100 },
+  long_short_above: { fallback: 0.05, unit: 'ratio units (absolute)', max: 10 },
+  long_short_below: { fallback: 0.05, unit: 'ratio units (absolute)', max: 10 },
+  component_above: { fallback: 5, unit: 'score points', max: 50 },
+  component_below: { fallback: 5, unit: 'score points', max: 50 },
 };
 
 /**
@@ -46,8 +89,9 @@ function configured(name, otherwise) {
 
 /**
  * What a rule of each kind watches, in words, with its threshold as the user's locale
- * writes it (confluence rules: the configured thresholds, from the page).
- * @type {Record<string, (value: string) => string>}
+ * writes it (confluence rules: the configured thresholds, from the page; a funding
+ * rate also in percent; component rules: the component).
+ * @type {Record<string, (value: string, rule: Record<string, string | number>) => string>}
  */
 const KIND_WORDS = {
   price_above: (v) => `price at or above ${v}`,
@@ -57,6 +101,14 @@ const KIND_WORDS = {
   confluence_long: () => `confluence score at or above ${configured('longThreshold', 'the long threshold')}`,
   confluence_short: () => `confluence score at or below ${configured('shortThreshold', 'the short threshold')}`,
   beta_band_change: () => 'beta band change',
+  funding_above: (v) => `funding rate at or above ${v} per funding interval`,
+  funding_below: (v) => `funding rate at or below ${v} per funding interval`,
+  open_interest_change_above: (v) => `1h open interest change at or above ${v} %`,
+  open_interest_change_below: (v) => `1h open interest change at or below ${v} %`,
+  long_short_above: (v) => `long/short ratio at or above ${v} (accounts long ÷ short)`,
+  long_short_below: (v) => `long/short ratio at or below ${v} (accounts long ÷ short)`,
+  component_above: (v, rule) => `${rule.component} component at or above ${v} (all timeframes)`,
+  component_below: (v, rule) => `${rule.component} component at or below ${v} (all timeframes)`,
 };
 
 /**
@@ -109,10 +161,19 @@ export class RulesPanel {
     });
   }
 
-  /** Shows the fields of the chosen kind, with its default hysteresis as a placeholder. */
+  /**
+   * Shows the fields of the chosen kind: the threshold with its unit and an example, the
+   * component select for component rules, the default hysteresis as a placeholder.
+   */
   showKind() {
     const kind = inputById('rule-kind').value;
-    byId('rule-threshold-label').hidden = !THRESHOLD_KINDS.has(kind);
+    const threshold = thresholdOf(kind);
+    byId('rule-threshold-label').hidden = !threshold;
+    if (threshold) {
+      setText(byId('rule-threshold-unit'), threshold.unit);
+      inputById('rule-threshold').placeholder = threshold.example === null ? '' : `e.g. ${this.number(threshold.example)}`;
+    }
+    byId('rule-component-label').hidden = familyOf(kind) !== 'component';
     const hysteresis = HYSTERESIS[kind];
     byId('rule-hysteresis-label').hidden = !hysteresis;
     if (hysteresis) {
@@ -134,7 +195,7 @@ export class RulesPanel {
    * A number field of the form, read for the user's locale.
    * @param {string} id
    * @param {string} name the field's name in messages
-   * @param {import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}} rules
+   * @param {ReadRules} rules
    * @returns {{value: number | null, error: string | null}}
    */
   readNumber(id, name, rules) {
@@ -169,13 +230,14 @@ export class RulesPanel {
     if (symbol) rule.symbol = symbol;
     const title = inputById('rule-title').value.trim();
     if (title) rule.title = title;
+    if (familyOf(kind) === 'component') rule.component = inputById('rule-component').value;
     const fields = this.numberFields(kind);
     for (const [key, field] of Object.entries(fields)) {
       const { value, error } = this.readNumber(field.id, field.name, field.rules);
       if (error) return { rule: null, error: { field: field.id, message: error }, preview: error };
       if (value !== null) rule[key] = value;
       else if (field.required) {
-        const message = `${field.name}: required for ${kind.replace('_', ' ')}`;
+        const message = `${field.name}: required for ${kind.split('_').join(' ')}`;
         return { rule: null, error: { field: field.id, message }, preview: message };
       }
     }
@@ -185,16 +247,15 @@ export class RulesPanel {
   /**
    * The number fields the kind uses and how each is read.
    * @param {string} kind
-   * @returns {Record<string, {id: string, name: string, required: boolean,
-   *   rules: import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}}>}
+   * @returns {Record<string, {id: string, name: string, required: boolean, rules: ReadRules}>}
    */
   numberFields(kind) {
     /** @type {ReturnType<RulesPanel['numberFields']>} */
     const fields = {};
-    if (THRESHOLD_KINDS.has(kind)) {
-      const price = kind.startsWith('price_');
+    const threshold = thresholdOf(kind);
+    if (threshold) {
       fields.threshold = {
-        id: 'rule-threshold', name: 'Threshold', required: true, rules: price ? { above: 0 } : { negative: true },
+        id: 'rule-threshold', name: 'Threshold', required: true, rules: threshold.rules,
       };
     }
     fields.cooldown_seconds = {
@@ -215,8 +276,11 @@ export class RulesPanel {
    */
   describe(rule) {
     const kind = String(rule.kind);
-    const threshold = typeof rule.threshold === 'number' ? this.number(rule.threshold) : '';
-    const parts = [`${rule.symbol || 'every symbol'}: ${KIND_WORDS[kind](threshold)}`];
+    let threshold = typeof rule.threshold === 'number' ? this.number(rule.threshold) : '';
+    if (familyOf(kind) === 'funding' && typeof rule.threshold === 'number') {
+      threshold += ` (${this.number(rule.threshold * 100)} %)`;
+    }
+    const parts = [`${rule.symbol || 'every symbol'}: ${KIND_WORDS[kind](threshold, rule)}`];
     const hysteresis = HYSTERESIS[kind];
     if (hysteresis) {
       const given = typeof rule.hysteresis === 'number';

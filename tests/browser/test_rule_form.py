@@ -299,6 +299,22 @@ async def post_rule(page: Page, served: ServedApp, rule: dict) -> int:
     return response.status
 
 
+# A threshold each family takes (no threshold: the confluence rules).
+TYPICAL_THRESHOLDS = {
+    "price": 50.0,
+    "change": 50.0,
+    "funding": 0.001,
+    "open_interest_change": 5.0,
+    "long_short": 2.0,
+    "component": 50.0,
+}
+
+
+def plain(value: float) -> str:
+    """``value`` as en-US types it, never with an exponent: 0.015, 50."""
+    return f"{value:f}".rstrip("0").rstrip(".")
+
+
 @pytest.mark.parametrize("kind", sorted(MAX_HYSTERESIS))
 async def test_the_forms_hysteresis_limit_is_the_servers(
     browser: Browser, served: ServedApp, kind: str
@@ -306,18 +322,23 @@ async def test_the_forms_hysteresis_limit_is_the_servers(
     """At the server's limit the form says "Will save" and the server stores it; just
     above it the form refuses, as the server does."""
     limit = MAX_HYSTERESIS[kind]
+    beyond = limit * 1.5
     problems = PageProblems()
     page = await rule_form(browser, served, problems, "en-US")
     await page.select_option("#rule-kind", kind)
-    threshold = {} if kind.startswith("confluence_") else {"threshold": 50}
-    if threshold:
-        await page.fill("#rule-threshold", "50")
-    await page.fill("#rule-hysteresis", f"{limit + 0.5:g}")
+    rule: dict = {"kind": kind, "level": "info"}
+    typical = TYPICAL_THRESHOLDS.get(kind.rpartition("_")[0])
+    if typical is not None:
+        await page.fill("#rule-threshold", plain(typical))
+        rule["threshold"] = typical
+    if kind.startswith("component_"):
+        await page.select_option("#rule-component", "orderflow")
+        rule["component"] = "orderflow"
+    await page.fill("#rule-hysteresis", plain(beyond))
     refused = await wait_preview(page, "Not saved: ")
-    assert f"Hysteresis: at most {limit:g}" in refused, refused
-    rule = {"kind": kind, "level": "info", **threshold}
-    assert await post_rule(page, served, rule | {"hysteresis": limit + 0.5}) == 400
-    await page.fill("#rule-hysteresis", f"{limit:g}")
+    assert f"Hysteresis: at most {plain(limit)}" in refused, refused
+    assert await post_rule(page, served, rule | {"hysteresis": beyond}) == 400
+    await page.fill("#rule-hysteresis", plain(limit))
     will = await wait_preview(page, "Will save: ")
     assert f"hysteresis {limit:g} " in will, will
     await page.click("#rule-form button[type=submit]")

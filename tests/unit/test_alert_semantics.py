@@ -27,7 +27,16 @@ KINDS = {
     "change_below": (-5.0, -5.0, -1),
     "confluence_long": (None, LONG, 1),
     "confluence_short": (None, SHORT, -1),
+    "funding_above": (0.0005, 0.0005, 1),
+    "funding_below": (-0.0003, -0.0003, -1),
+    "open_interest_change_above": (5.0, 5.0, 1),
+    "open_interest_change_below": (-4.0, -4.0, -1),
+    "long_short_above": (2.0, 2.0, 1),
+    "long_short_below": (0.6, 0.6, -1),
+    "component_above": (80.0, 80.0, 1),
+    "component_below": (20.0, 20.0, -1),
 }
+COMPONENT = "orderflow"  # what the component rules of these tests watch
 
 
 def facts_for(kind: str, value: float) -> list[MarketFacts]:
@@ -36,6 +45,15 @@ def facts_for(kind: str, value: float) -> list[MarketFacts]:
         return [MarketFacts("BTCUSDT", value, 0.0)]
     if kind.startswith("change_"):
         return [MarketFacts("BTCUSDT", 100.0, value)]
+    family = kind.rpartition("_")[0]
+    if family == "funding":
+        return [MarketFacts("BTCUSDT", 100.0, 0.0, funding_rate=value)]
+    if family == "open_interest_change":
+        return [MarketFacts("BTCUSDT", 100.0, 0.0, open_interest_change_1h_pct=value)]
+    if family == "long_short":
+        return [MarketFacts("BTCUSDT", 100.0, 0.0, long_short_ratio=value)]
+    if family == "component":
+        return [MarketFacts("BTCUSDT", 100.0, 0.0, components={COMPONENT: value})]
     return [MarketFacts("BTCUSDT", 100.0, 0.0, confluence_score=value)]
 
 
@@ -53,6 +71,7 @@ class Run:
         self.kind, self.clock, self.state = kind, ManualClock(), None
         counter = itertools.count()
         self.engine = AlertEngine(LONG, SHORT, self.clock, id_factory=lambda: f"a{next(counter)}")
+        component = COMPONENT if kind.startswith("component_") else None
         self.rule = AlertRule(
             id="r",
             kind=kind,
@@ -60,10 +79,16 @@ class Run:
             threshold=given,
             cooldown_seconds=cooldown,
             hysteresis=hysteresis,
+            component=component,
             created_at_ms=0,
         )
         self.condition = condition_of(
-            kind, given, hysteresis, long_threshold=LONG, short_threshold=SHORT
+            kind,
+            given,
+            hysteresis,
+            long_threshold=LONG,
+            short_threshold=SHORT,
+            component=component,
         )
 
     def at(self, value: float, seconds: float = 1.0) -> list:

@@ -11,7 +11,10 @@ the service saw since the last evaluation (the 1m candles' open/low/high/close,
 oldest first; see ``alerts.price_trail``), then the current price, so a spike that
 crossed a threshold and came back between two snapshots still fires. A (rule, symbol)
 seen for the first time looks at the current value only (a rule does not fire for
-what happened before it existed). At most one alert per (rule, symbol) and evaluation,
+what happened before it existed). Every other kind (confluence, derivatives,
+components) compares the snapshot's current value only, and cannot fire while that
+value is unknown (None: a symbol without a perpetual, a component unavailable). At
+most one alert per (rule, symbol) and evaluation,
 and at most ``MAX_ALERTS_PER_EVALUATION`` in all (the rest fire at the next one).
 
 For each (rule, symbol) the engine keeps a small state entry:
@@ -36,17 +39,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from app.services.alerts.conditions import Condition, condition_of, number
+from app.services.alerts.conditions import Condition, condition_of
+from app.services.alerts.messages import LAST, threshold_alert
 from app.services.alerts.rules import Alert, AlertRule, new_id
 
 STATE_VERSION = 1
 # A burst (e.g. 200 every-symbol rules all true at once) goes out over several
 # evaluations, so a page reading its alerts is never flooded past its queue (1,000).
 MAX_ALERTS_PER_EVALUATION = 250
-LAST = "last price"
 
 Point = tuple[float, str]  # (value, where it was seen: "1m high", "last price", ...)
 
@@ -56,7 +59,12 @@ class MarketFacts:
     """What the alert rules look at for one symbol, from one market snapshot.
 
     ``trail``: prices seen since the previous evaluation, oldest first, before
-    ``price`` (the current last price), each with where it was seen."""
+    ``price`` (the current last price), each with where it was seen. Derivatives (None
+    for a symbol without a perpetual, or when the exchange sent no usable value):
+    ``funding_rate`` a fraction per funding interval, ``open_interest_change_1h_pct``
+    the open interest now against 1 h ago in %, ``long_short_ratio`` accounts long ÷
+    short. ``components``: the combined (all-timeframes) confluence component scores,
+    0–100, None for one unavailable. A rule whose value is None cannot fire."""
 
     symbol: str
     price: float
@@ -64,6 +72,10 @@ class MarketFacts:
     confluence_score: float | None = None
     beta_band: str | None = None
     trail: tuple[Point, ...] = ()
+    funding_rate: float | None = None
+    open_interest_change_1h_pct: float | None = None
+    long_short_ratio: float | None = None
+    components: Mapping[str, float | None] = field(default_factory=dict)
 
 
 class AlertEngine:
@@ -139,11 +151,12 @@ class AlertEngine:
             rule.hysteresis,
             long_threshold=self.long_threshold,
             short_threshold=self.short_threshold,
+            component=rule.component,
         )
         assert condition is not None
         path = self._path(rule, fact, is_new)
         if not path:
-            return None  # no data for this kind (e.g. no confluence score yet)
+            return None  # no data for this kind (no confluence score yet, no perpetual…)
         fired: Point | None = None
         for point in path:
             if fired is None and self._fires_at(condition, entry, point[0], now, rule):
@@ -192,8 +205,10 @@ class AlertEngine:
                 (change if where == LAST else (p / reference - 1) * 100, where)
                 for p, where in points
             ]
-        score = fact.confluence_score
-        return [] if score is None else [(score, "confluence score")]
+        value = _reading(rule, fact)
+        if value is None or not math.isfinite(value):
+            return []
+        return [(value, rule.kind.rpartition("_")[0].replace("_", " "))]
 
     def _band_step(self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int) -> Alert | None:
         band, last = fact.beta_band, entry.get("band")
@@ -211,26 +226,7 @@ class AlertEngine:
         self, rule: AlertRule, fact: MarketFacts, now: int, condition: Condition, fired: Point
     ) -> Alert:
         value, where = fired
-        side = "above" if condition.direction > 0 else "below"
-        t, s = condition.threshold, fact.symbol
-        values: dict[str, Any] = {"threshold": t, "hysteresis": condition.hysteresis}
-        if condition.metric == "price":
-            values.update(price=value, last_price=fact.price, observed=where)
-            message = f"{s} at or {side} {number(t)}: {number(value)}"
-            if where != LAST:
-                last = "" if value == fact.price else f"; last {number(fact.price)}"
-                message += f" ({where}{last})"
-        elif condition.metric == "24h change":
-            values.update(change_24h_pct=value, last_price=fact.price, observed=where)
-            message = f"{s} 24h change at or {side} {number(t)}%: {number(round(value, 4))}%"
-            if where != LAST:
-                message += f" ({where})"
-        else:
-            values.update(confluence_score=value)
-            target = "long" if condition.direction > 0 else "short"
-            message = (
-                f"{s} confluence {number(value)} at or {side} the {target} threshold {number(t)}"
-            )
+        values, message = threshold_alert(condition, fact.symbol, fact.price, value, where)
         return self._make(rule, fact, now, values, message)
 
     def _make(
@@ -242,8 +238,31 @@ class AlertEngine:
             kind=rule.kind,
             symbol=fact.symbol,
             level=rule.level,
-            title=rule.title or f"{fact.symbol} {rule.kind.replace('_', ' ')}",
+            title=rule.title or _default_title(rule, fact.symbol),
             message=message,
             values=values,
             created_at_ms=now,
         )
+
+
+def _reading(rule: AlertRule, fact: MarketFacts) -> float | None:
+    """The current value a rule that is neither a price nor a 24 h change rule compares
+    (None: unknown, the rule cannot fire)."""
+    family = rule.kind.rpartition("_")[0]
+    if family == "funding":
+        return fact.funding_rate
+    if family == "open_interest_change":
+        return fact.open_interest_change_1h_pct
+    if family == "long_short":
+        return fact.long_short_ratio
+    if family == "component":
+        return fact.components.get(rule.component or "")
+    return fact.confluence_score
+
+
+def _default_title(rule: AlertRule, symbol: str) -> str:
+    """E.g. "BTCUSDT price above", "BTCUSDT orderflow component above"."""
+    kind = rule.kind.replace("_", " ")
+    if rule.component is not None:
+        kind = f"{rule.component} {kind}"
+    return f"{symbol} {kind}"

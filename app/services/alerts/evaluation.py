@@ -1,6 +1,7 @@
 """The rules' evaluation, on the collecting side: on every new snapshot the engine
 checks each rule against the market facts of the snapshot and its analysis (price, 24h
-change, confluence, beta band, and the 1m price trail since the last check); what fires
+change, confluence and its components, beta band, the derivatives' funding, open
+interest change and long/short ratio, and the 1m price trail since the last check); what fires
 is stored, then announced and sent to webhooks through the alert service.
 
 Rules are evaluated only where the snapshot was made, so with several replicas an alert
@@ -11,6 +12,10 @@ module is the one that does.
 
 from __future__ import annotations
 
+import math
+
+from app.market.analytics.confluence import ConfluenceResult
+from app.market.models.derivatives import Derivatives
 from app.services.alerts.engine import MarketFacts
 from app.services.alerts.price_trail import PriceTrails
 from app.services.alerts.service import AlertService
@@ -60,7 +65,8 @@ def market_facts(
     snapshot: Snapshot, analysis: Analysis, trails: PriceTrails | None = None
 ) -> list[MarketFacts]:
     """One ``MarketFacts`` per priced symbol; with ``trails``, each carries the 1m-candle
-    prices seen since the previous call (and the trails move on)."""
+    prices seen since the previous call (and the trails move on). A symbol without
+    derivatives (``snapshot.derivatives`` has none for it) has None for them."""
     facts = []
     if trails is not None:
         trails.forget(set(snapshot.tickers))
@@ -68,6 +74,7 @@ def market_facts(
         combined = analysis.confluence.get(symbol, {}).get(COMBINED)
         beta = analysis.headline_beta(symbol)
         one_minute = snapshot.candles.get(symbol, {}).get("1m")
+        derivatives = snapshot.derivatives.by_symbol.get(symbol)
         facts.append(
             MarketFacts(
                 symbol=symbol,
@@ -76,6 +83,30 @@ def market_facts(
                 confluence_score=None if combined is None else combined.score,
                 beta_band=None if beta is None else beta.risk_band,
                 trail=() if trails is None else trails.take(symbol, one_minute),
+                **_derivative_facts(derivatives),
+                components=_component_scores(combined),
             )
         )
     return facts
+
+
+def _derivative_facts(derivatives: Derivatives | None) -> dict[str, float | None]:
+    """The derivatives values the rules compare (None each when unknown or not finite)."""
+    if derivatives is None:
+        return {}
+    return {
+        "funding_rate": _finite(derivatives.funding_rate),
+        "open_interest_change_1h_pct": _finite(derivatives.open_interest_change_pct(1)),
+        "long_short_ratio": _finite(derivatives.long_short_ratio),
+    }
+
+
+def _component_scores(combined: ConfluenceResult | None) -> dict[str, float | None]:
+    """Component → score (0–100, None when unavailable) of the combined result."""
+    if combined is None:
+        return {}
+    return {name: _finite(c.score) for name, c in combined.components.items()}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

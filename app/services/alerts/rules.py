@@ -16,13 +16,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.market.models.confluence_weights import COMPONENTS
 from app.market.models.symbols import canonical_symbol
 from app.services.alerts.conditions import (
     DEFAULT_HYSTERESIS,
     HYSTERESIS_UNITS,
     MAX_HYSTERESIS,
+    THRESHOLD_KINDS,
     Condition,
     condition_of,
+    number,
 )
 from app.services.alerts.destinations import DestinationRefused, mask_url, parse_webhook_url
 
@@ -34,6 +37,14 @@ Kind = Literal[
     "confluence_long",
     "confluence_short",
     "beta_band_change",
+    "funding_above",
+    "funding_below",
+    "open_interest_change_above",
+    "open_interest_change_below",
+    "long_short_above",
+    "long_short_below",
+    "component_above",
+    "component_below",
 ]
 Level = Literal["info", "warning", "critical"]
 Status = Literal["pending", "acknowledged", "resolved"]
@@ -41,9 +52,23 @@ Status = Literal["pending", "acknowledged", "resolved"]
 KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
 LEVELS: tuple[str, ...] = Level.__args__  # type: ignore[attr-defined]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
-THRESHOLD_KINDS = frozenset({"price_above", "price_below", "change_above", "change_below"})
 MAX_COOLDOWN_SECONDS = 86_400
 MAX_CHANGE_PCT = 1_000_000.0  # a 24h change rule beyond ±1,000,000 % could never fire
+MAX_FUNDING_RATE = 0.05  # 5 % per funding interval: beyond any exchange's funding cap
+# Family → (lowest, highest, whether the lowest is excluded, what the threshold is).
+THRESHOLD_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "price": (0.0, math.inf, True, "a price"),
+    "change": (-MAX_CHANGE_PCT, MAX_CHANGE_PCT, False, "a 24h change in %"),
+    "funding": (
+        -MAX_FUNDING_RATE,
+        MAX_FUNDING_RATE,
+        False,
+        "a funding rate as a fraction per interval (0.0005 = 0.05 %)",
+    ),
+    "open_interest_change": (-100.0, MAX_CHANGE_PCT, False, "a 1h open-interest change in %"),
+    "long_short": (0.0, math.inf, True, "a long/short account ratio (long ÷ short)"),
+    "component": (0.0, 100.0, False, "a component score"),
+}
 DEFAULT_MAX_RULES = 200  # rules stored at most (every rule is evaluated on every snapshot)
 
 
@@ -72,8 +97,20 @@ class RuleInput(_Model):
 
     kind: Kind
     symbol: str | None = None
+    component: str | None = Field(
+        default=None,
+        description="the confluence component a component_above/component_below rule "
+        f"watches (required for those, refused for the others): {', '.join(COMPONENTS)}",
+    )
     # JSON numbers only (strict): true is not 1 and "86459,5" is not a number.
-    threshold: float | None = Field(default=None, allow_inf_nan=False, strict=True)
+    threshold: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        strict=True,
+        description="price (quote currency), 24h change (%), funding rate (a fraction per "
+        "interval: 0.0005 = 0.05 %, |x| <= 0.05), 1h open-interest change (%), long/short "
+        "account ratio (> 0) or component score (0-100); none for confluence and beta rules",
+    )
     level: Level = "warning"
     cooldown_seconds: int = Field(default=300, ge=0, le=MAX_COOLDOWN_SECONDS, strict=True)
     hysteresis: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
@@ -85,6 +122,13 @@ class RuleInput(_Model):
     @classmethod
     def _canonical(cls, value: str | None) -> str | None:
         return None if value is None else canonical_symbol(value)
+
+    @field_validator("component")
+    @classmethod
+    def _known_component(cls, value: str | None) -> str | None:
+        if value is not None and value not in COMPONENTS:
+            raise ValueError(f"unknown component {value[:40]!r}; one of {', '.join(COMPONENTS)}")
+        return value
 
     @field_validator("threshold", "hysteresis")
     @classmethod
@@ -103,22 +147,17 @@ class RuleInput(_Model):
         return value.strip()
 
     @model_validator(mode="after")
-    def _threshold_matches_kind(self) -> RuleInput:
+    def _fields_match_kind(self) -> RuleInput:
         if self.kind in THRESHOLD_KINDS:
             if self.threshold is None:
                 raise ValueError(f"threshold is required for {self.kind}")
-            if self.kind.startswith("price_") and not self.threshold > 0:
-                raise ValueError(f"threshold of {self.kind} must be a price > 0")
-            if self.kind.startswith("change_") and abs(self.threshold) > MAX_CHANGE_PCT:
-                raise ValueError(
-                    f"threshold of {self.kind} is a 24h change in %, "
-                    f"between -{MAX_CHANGE_PCT:,.0f} and {MAX_CHANGE_PCT:,.0f}"
-                )
+            _check_threshold(self.kind, self.threshold)
         elif self.threshold is not None:
             raise ValueError(
                 f"threshold is not allowed for {self.kind} "
                 "(confluence rules use the configured long/short thresholds)"
             )
+        _check_component(self.kind, self.component)
         if self.hysteresis is not None:
             if self.kind not in DEFAULT_HYSTERESIS:
                 raise ValueError(f"hysteresis is not allowed for {self.kind}")
@@ -127,6 +166,31 @@ class RuleInput(_Model):
                 unit = HYSTERESIS_UNITS[self.kind]
                 raise ValueError(f"hysteresis of {self.kind} is in {unit}, at most {limit:g}")
         return self
+
+
+def _check_threshold(kind: str, threshold: float) -> None:
+    """ValueError when ``threshold`` is outside its family's ``THRESHOLD_RANGES``."""
+    low, high, open_low, what = THRESHOLD_RANGES[kind.rpartition("_")[0]]
+    if open_low and math.isinf(high):
+        if not threshold > low:
+            raise ValueError(f"threshold of {kind} must be {what} > {_bound(low)}")
+    elif not low <= threshold <= high:
+        raise ValueError(f"threshold of {kind} is {what}, between {_bound(low)} and {_bound(high)}")
+
+
+def _bound(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else number(value)
+
+
+def _check_component(kind: str, component: str | None) -> None:
+    """A component rule names its component; no other rule names one."""
+    if kind.startswith("component_") and component is None:
+        raise ValueError(f"component is required for {kind} (one of {', '.join(COMPONENTS)})")
+    if not kind.startswith("component_") and component is not None:
+        raise ValueError(
+            f"component is not allowed for {kind} "
+            "(only component_above and component_below watch a component)"
+        )
 
 
 class AlertRule(RuleInput):
@@ -149,6 +213,7 @@ class AlertRule(RuleInput):
             self.hysteresis,
             long_threshold=long_threshold,
             short_threshold=short_threshold,
+            component=self.component,
         )
         return {
             **self.to_dict(),

@@ -61,6 +61,9 @@ COLLECTOR_SIDE: dict[str, str] = {
     "app.services.alerts.evaluation": "evaluates the alert rules on a snapshot's analysis",
     "app.services.alerts.price_trail": "walks a snapshot's 1m candles for the evaluation",
     "app.services.collector_desk": "answers the servers' requests from the pipeline",
+    "app.services.derivatives_collection": "reads the derivatives from the market source",
+    "app.services.derivatives_view": "arranges a snapshot's derivatives into the view",
+    "app.services.positioning": "takes a snapshot's derivatives and trades to the analytics",
 }
 
 # What no serving module may load, however indirectly: a name or a package prefix.

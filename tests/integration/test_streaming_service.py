@@ -355,3 +355,31 @@ async def test_a_message_ccxt_cannot_read_is_dropped_and_the_connection_reads_on
         await eventually(lambda: feed_status(app)["unreadable"] >= 1, BOUND)
         await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
         await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"\x00\xff\xfe binary", "{not json", b'{"topic": "publicTrade.BTCUSDT", "data": 7}'],
+    ids=["not-utf8", "not-json", "wrong-shape"],
+)
+async def test_a_frame_ccxt_cannot_decode_is_dropped_and_the_connection_reads_on(
+    fake: FakeBybit, frame: bytes | str
+) -> None:
+    """A binary frame that is not UTF-8 fails in ccxt's decoding, before its message
+    callback: dropped and counted the same way, and the next trade is read at once;
+    text that is not JSON, or JSON of the wrong shape, is passed over by ccxt itself."""
+    app = create_app(streaming_settings(fake))
+    async with app.test_app():
+        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+        await fake.streams.send_trade("BTCUSDT", price="60000", size="0.5")
+        await eventually(lambda: feed_status(app)["trades"]["updates"] >= 1, BOUND)
+        before = feed_status(app)["trades"]["updates"]
+        for conn in list(fake.streams._conns):  # raw frames: what no Bybit control sends
+            if isinstance(frame, bytes):
+                await conn.ws.send_bytes(frame)
+            else:
+                await conn.ws.send_str(frame)
+        await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
+        await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
+        if isinstance(frame, bytes) and not frame.startswith(b"{"):  # not UTF-8: dropped
+            assert feed_status(app)["unreadable"] >= 1

@@ -36,6 +36,7 @@ EXTENSION = "virtuoso"  # the key of the ServiceState in ``app.extensions``
 class ServingSettings:
     """The settings the routes read: the exchange's name (``simulated`` or a ccxt id),
     the configured symbols, the refresh interval (seconds, for pages and Retry-After),
+    the derivatives' read interval (seconds, for pages: when they are stale),
     the confluence signal thresholds (score points, for pages), the bearer tokens (None:
     their endpoints are disabled), whether /health shows details to anyone, the proxy
     hops trusted for client addresses (None: the rate-limit file says) and whether
@@ -52,6 +53,7 @@ class ServingSettings:
     public_details: bool = False
     trusted_proxy_hops: int | None = None
     serialize_once: bool = True
+    derivatives_refresh_seconds: float = 60.0
 
 
 @dataclass(slots=True)

@@ -39,4 +39,5 @@ def serving_settings(settings: Settings) -> ServingSettings:
         public_details=settings.public_details,
         trusted_proxy_hops=settings.trusted_proxy_hops,
         serialize_once=settings.optimized("serialize_once"),
+        derivatives_refresh_seconds=settings.derivatives_refresh_seconds,
     )

@@ -162,6 +162,11 @@ class MobileCard(_Doc):
     low_24h: float | None = Field(description="null when the exchange did not send it")
     components: dict[str, float | None] | None
     listing: ListingNote | None = Field(None, description="as on the desktop rows")
+    funding_rate: float | None = Field(
+        None,
+        description="its perpetual's funding rate, a fraction per funding interval "
+        "(0.0001 = 0.01 %); null without a perpetual or before it is read",
+    )
 
 
 class MobileDashboard(Freshness):

@@ -82,7 +82,9 @@ def build_views(
             "signals": analysis.signals,
             "beta": beta_summary,
         },
-        MOBILE.name: _mobile(analysis, rows, beta_summary, settings, critical_alerts or []),
+        MOBILE.name: _mobile(
+            analysis, rows, _funding_rates(snapshot), beta_summary, settings, critical_alerts or []
+        ),
         DASHBOARD_OVERVIEW.name: {
             "overview": analysis.overview,
             "movers": analysis.movers,
@@ -328,14 +330,27 @@ def _beta_view(analysis: Analysis) -> dict:
     }
 
 
+def _funding_rates(snapshot: Snapshot) -> dict[str, float]:
+    """Each symbol's current funding rate (a fraction per interval), where its perpetual
+    has a finite one."""
+    by_symbol = snapshot.derivatives.by_symbol
+    return {
+        s: d.funding_rate
+        for s, d in by_symbol.items()
+        if d.funding_rate is not None and math.isfinite(d.funding_rate)
+    }
+
+
 def _mobile(
     analysis: Analysis,
     rows: list[dict],
+    funding_rates: dict[str, float],
     beta_summary: dict | None,
     settings: ViewSettings,
     critical_alerts: list[dict],
 ) -> dict:
-    """The reduced view: top symbols by volume as cards, no sub-scores, no per-window beta."""
+    """The reduced view: top symbols by volume as cards, no sub-scores, no per-window
+    beta; of the derivatives only the funding rate (null without a perpetual)."""
     cards = []
     for row in rows[: settings.mobile_symbols]:
         confluence = row["confluence"] or {}
@@ -354,6 +369,7 @@ def _mobile(
                 "low_24h": row["low_24h"],
                 "components": confluence.get("components"),
                 "listing": row.get("listing"),
+                "funding_rate": funding_rates.get(row["symbol"]),
             }
         )
     return {

@@ -25,7 +25,8 @@ from app.web.security import content_security_policy
 # Android phones, Firefox/Opera mobile); tablets are not phones.
 _PHONE = re.compile(r"Mobi|iPhone|iPod|Windows Phone", re.IGNORECASE)
 
-# Data older than this many refresh intervals is flagged STALE on the pages.
+# Data older than this many refresh intervals (of its own cadence: the snapshots, the
+# derivatives reads) is flagged STALE on the pages.
 STALE_AFTER_REFRESHES = 3
 
 # The installable mobile app: its page, the data its service worker keeps for offline
@@ -110,6 +111,9 @@ async def _render(template: str, device: str, page: str) -> str:
         page=page,
         refresh_seconds=settings.refresh_seconds,
         stale_after_seconds=STALE_AFTER_REFRESHES * settings.refresh_seconds,
+        derivatives_stale_after_seconds=(
+            STALE_AFTER_REFRESHES * settings.derivatives_refresh_seconds
+        ),
         long_threshold=settings.long_threshold,
         short_threshold=settings.short_threshold,
     )

@@ -1,12 +1,15 @@
-// The desktop dashboard: header, symbol table, chart, movers, signals, beta,
-// watchlist and alerts — filled from /api/dashboard/data, then kept live by /ws.
+// The desktop dashboard: header, symbol table, chart, derivatives, movers, signals,
+// beta, watchlist and alerts — filled from /api/dashboard/data (the derivatives from
+// /api/market/derivatives), then kept live by /ws.
 
 import { AlertsPanel } from './alerts.js';
+import { ServerClock } from './clock.js';
+import { DERIVATIVES_URL, DerivativesPanel } from './derivatives.js';
 import { RulesPanel } from './rules.js';
 import {
   byId, el, find, inputById, setText, syncList, tickOf,
 } from './dom.js';
-import { startPage, pageSettings } from './page.js';
+import { fetchFirst, startPage, pageSettings } from './page.js';
 import {
   BetaTable, quoteItem, renderBetaSummary, renderMovers, renderSignals, updateQuote,
 } from './panels.js';
@@ -27,6 +30,10 @@ async function loadChart() {
   chart = loaded;
   if (chartedSymbol) loaded.show(chartedSymbol, loaded.timeframe);
 }
+const clock = new ServerClock();
+const derivatives = new DerivativesPanel(clock, settings.derivativesStaleAfterMs, askDerivativesReasons);
+/** @type {number | undefined} */
+let reasonsTimer;
 const rules = new RulesPanel();
 const alerts = new AlertsPanel(rules.say);
 const betaTable = new BetaTable(byId('beta-body'));
@@ -45,6 +52,23 @@ const watchlist = new Watchlist((symbols, problem) => {
  */
 function tickFor(symbol) {
   return tickOf(table.data(symbol));
+}
+
+/**
+ * A live derivatives row became null: the view, fetched again shortly (once for the
+ * nulls of one snapshot), says why.
+ */
+function askDerivativesReasons() {
+  if (reasonsTimer !== undefined) return;
+  reasonsTimer = setTimeout(async () => {
+    reasonsTimer = undefined;
+    try {
+      const response = await fetch(DERIVATIVES_URL, { cache: 'no-store' });
+      if (response.ok) derivatives.applyView(await response.json());
+    } catch {
+      // unreachable now: the symbol keeps its interim reason until the next view
+    }
+  }, 500);
 }
 
 /** @param {string} symbol */
@@ -87,7 +111,7 @@ function render(body) {
 
 /** @type {import('./page.js').Handlers} */
 const handlers = {
-  update(channel, symbol, data) {
+  update(channel, symbol, data, generatedAt) {
     switch (channel) {
       case 'market':
         table.applyMarket(symbol, data);
@@ -95,6 +119,9 @@ const handlers = {
         break;
       case 'confluence':
         table.applyConfluence(symbol, data);
+        break;
+      case 'derivatives':
+        derivatives.applyUpdate(symbol, data, generatedAt);
         break;
       case 'beta':
         betaTable.set(symbol, data);
@@ -123,13 +150,23 @@ async function main() {
   const applyFilter = () => table.filter(filter.value, watchlistOnly.checked);
   filter.addEventListener('input', applyFilter);
   watchlistOnly.addEventListener('change', applyFilter);
+  // The derivatives come from their own view, alongside the dashboard's data.
+  fetchFirst(DERIVATIVES_URL).then(({ body }) => derivatives.applyView(body));
+  derivatives.start();
   await startPage({
     dataUrl: '/api/dashboard/data',
-    subscriptions: () => [{ channels: ['market', 'confluence', 'beta', 'signals', 'dashboard', 'alerts'] }],
+    subscriptions: () => [{
+      channels: ['market', 'confluence', 'beta', 'derivatives', 'signals', 'dashboard', 'alerts'],
+    }],
     render,
     handlers,
-    // /api/dashboard/data has no alerts: while the socket is down, the list is polled too
-    polls: [{ url: alerts.pollUrl, onData: (body) => alerts.replaceAll(body) }],
+    clock,
+    // /api/dashboard/data has no alerts nor derivatives: while the socket is down, they
+    // are polled too
+    polls: [
+      { url: alerts.pollUrl, onData: (body) => alerts.replaceAll(body) },
+      { url: DERIVATIVES_URL, onData: (body) => derivatives.applyView(body) },
+    ],
   });
   const symbols = [...table.rows.keys()];
   selectSymbol(symbols.includes('BTCUSDT') ? 'BTCUSDT' : symbols[0]);

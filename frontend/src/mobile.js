@@ -1,5 +1,6 @@
-// The mobile dashboard: cards for the top symbols, signals, critical alerts and the
-// beta summary — filled from /api/dashboard/mobile (≤ 50 KB), then kept live by /ws.
+// The mobile dashboard: cards for the top symbols (with their perpetual's funding rate),
+// signals, critical alerts and the beta summary — filled from /api/dashboard/mobile
+// (≤ 50 KB), then kept live by /ws.
 
 import {
   createAlertItem, newerVersion, newestFirst, takeList, updateAlertItem,
@@ -10,6 +11,7 @@ import {
 import {
   keepLastPayload, registerServiceWorker, refreshWhenOnline, showOfflineRead,
 } from './offline.js';
+import { formatFundingRate } from './numbers.js';
 import { pageSettings, startPage } from './page.js';
 import {
   listingBadge, listingMark, renderBetaSummary, renderSignals, showListing,
@@ -42,7 +44,10 @@ function createCard(symbol) {
   meter.optimum = 50;
   meter.setAttribute('aria-label', `${symbol} confluence score`);
   score.append(el('span', 'card-score-label', 'Confluence'), meter, el('span', 'card-score-value num'));
-  node.append(top, prices, score);
+  const funding = el('div', 'card-funding');
+  funding.title = 'Funding rate of its perpetual swap, per funding interval (— without one)';
+  funding.append(el('span', 'card-funding-label', 'Funding'), el('span', 'card-funding-value num'));
+  node.append(top, prices, score, funding);
   return { node, data: { symbol } };
 }
 
@@ -64,6 +69,7 @@ function patchCard(symbol, fields) {
   setChoiceClass(signal, 'signal-', ['long', 'short', 'neutral'], data.signal);
   showMeter(/** @type {HTMLMeterElement} */ (find(node, 'meter')), data.score);
   setText(find(node, '.card-score-value'), formatNumber(data.score));
+  setText(find(node, '.card-funding-value'), formatFundingRate(data.funding_rate));
   showListing(find(node, '.badge-listing'), node, listingMark(data.listing));
 }
 
@@ -81,7 +87,7 @@ function showMeter(meter, score) {
 /**
  * @param {Array<{symbol: string, price: number | null, change_24h: number | null,
  *   score: number | null, signal: string | null, tick_size?: number | null,
- *   listing?: import('./panels.js').Listing | null}>} scores
+ *   listing?: import('./panels.js').Listing | null, funding_rate?: number | null}>} scores
  *   the top symbols, in order
  */
 function renderCards(scores) {
@@ -91,7 +97,7 @@ function renderCards(scores) {
     cards.set(row.symbol, card);
     patchCard(row.symbol, {
       price: row.price, change_24h: row.change_24h, score: row.score, signal: row.signal,
-      tick_size: row.tick_size, listing: row.listing || null,
+      tick_size: row.tick_size, listing: row.listing || null, funding_rate: row.funding_rate ?? null,
     });
     return card.node;
   });
@@ -146,6 +152,7 @@ const handlers = {
     // null data: the value no longer exists (a delisted pair's confluence), shown blank
     if (channel === 'market') patchCard(symbol, marketFields(data));
     else if (channel === 'confluence') patchCard(symbol, { score: data?.score ?? null, signal: data?.signal ?? null });
+    else if (channel === 'derivatives') patchCard(symbol, { funding_rate: data?.funding_rate ?? null });
     else if (channel === 'signals') renderSignals(data.signals);
     else if (channel === 'dashboard') renderBetaSummary(data.beta);
   },
@@ -162,7 +169,7 @@ registerServiceWorker('/sw.js', '/mobile');
 startPage({
   dataUrl: DATA_URL,
   subscriptions: (body) => [
-    { channels: ['market', 'confluence'], symbols: body.confluence_scores.map((/** @type {{symbol: string}} */ row) => row.symbol) },
+    { channels: ['market', 'confluence', 'derivatives'], symbols: body.confluence_scores.map((/** @type {{symbol: string}} */ row) => row.symbol) },
     { channels: ['signals', 'dashboard', 'alerts'] },
   ],
   render,

@@ -1,4 +1,5 @@
-// Numbers typed by a user and large numbers shown to one. No DOM here: node tests it alone.
+// Numbers typed by a user, and large numbers and funding rates shown to one. No DOM here:
+// node tests it alone.
 //
 // Input (parseNumber), for the user's locale (its decimal and group separators and
 // grouping sizes, from Intl.NumberFormat(locale).formatToParts):
@@ -322,4 +323,60 @@ export function formatMagnitude(value) {
   const tiny = magnitude < 1 ? small(magnitude) : null;
   const text = tiny === null || tiny === '1' ? scaled(magnitude) : tiny;
   return value < 0 ? `-${text}` : text;
+}
+
+// --- perpetual swaps: funding, open interest, positioning --------------------------------
+//
+// Funding (formatFundingRate): the rate is a fraction per funding interval, as the
+// exchange gives it; shown in percent with 4 decimals and its sign (0.0001 → +0.0100%,
+// -0.00028908 → -0.0289%, 0 → 0.0000%), a missing or non-finite rate → "—".
+// Heat (fundingHeat): the rate's distance from the neutral rate (+0.01 % per interval,
+// the interest-rate component most exchanges charge when the premium is nil), as a
+// signed level -5…5: |rate − neutral| below 0.005 % → 0, then a level per doubling
+// (0.005, 0.01, 0.02, 0.04, 0.08 % → 1…5); positive when longs pay more than neutral.
+
+/** The neutral funding rate per interval (Bybit's and Binance's interest rate, 0.01 %). */
+export const NEUTRAL_FUNDING_RATE = 0.0001;
+/** Distances from neutral (fractions) where the heat levels 1…5 begin. */
+export const FUNDING_HEAT_STEPS = [0.00005, 0.0001, 0.0002, 0.0004, 0.0008];
+
+/**
+ * @param {unknown} value
+ * @returns {value is number}
+ */
+const finite = (value) => typeof value === 'number' && Number.isFinite(value);
+
+/**
+ * A funding rate (a fraction per interval) in percent, signed (see the rule above).
+ * @param {number | null | undefined} rate
+ * @returns {string}
+ */
+export function formatFundingRate(rate) {
+  if (!finite(rate)) return '—';
+  const text = (Math.abs(rate) * 100).toFixed(4);
+  if (Number(text) === 0) return '0.0000%';
+  return `${rate > 0 ? '+' : '-'}${text}%`;
+}
+
+/**
+ * How far a funding rate is from neutral: -5…5 (see the rule above); null without a rate.
+ * @param {number | null | undefined} rate a fraction per interval
+ * @returns {number | null}
+ */
+export function fundingHeat(rate) {
+  if (!finite(rate)) return null;
+  const distance = rate - NEUTRAL_FUNDING_RATE;
+  // rounded to 1e-12: 0.00015 − 0.0001 is 5e-5 exactly, not a hair below it
+  const magnitude = Math.round(Math.abs(distance) * 1e12) / 1e12;
+  const level = FUNDING_HEAT_STEPS.filter((step) => magnitude >= step).length;
+  return level === 0 ? 0 : Math.sign(distance) * level;
+}
+
+/**
+ * A ratio such as long/short accounts (0.8309 → 0.83), "—" when missing.
+ * @param {number | null | undefined} value
+ * @returns {string}
+ */
+export function formatRatio(value) {
+  return finite(value) ? value.toFixed(2) : '—';
 }

@@ -8,8 +8,9 @@ import { reportPageLoad } from './rum.js';
 
 /**
  * The page's settings from the <body> data attributes the template writes.
+ * `derivativesStaleAfterMs`: derivatives read longer ago than this are flagged stale.
  * @returns {{device: string | undefined, page: string | undefined, refreshMs: number, staleAfterMs: number,
- *   thresholds: {long: number, short: number}}}
+ *   derivativesStaleAfterMs: number, thresholds: {long: number, short: number}}}
  */
 export function pageSettings() {
   const data = document.body.dataset;
@@ -18,6 +19,7 @@ export function pageSettings() {
     page: data.page,
     refreshMs: Number(data.refreshSeconds) * 1000,
     staleAfterMs: Number(data.staleAfterSeconds) * 1000,
+    derivativesStaleAfterMs: Number(data.derivativesStaleAfterSeconds) * 1000,
     thresholds: { long: Number(data.longThreshold), short: Number(data.shortThreshold) },
   };
 }
@@ -42,17 +44,18 @@ export async function fetchFirst(url) {
 
 /**
  * What a page does with live messages: `update` a channel's data of one symbol (or of
- * the market, symbol empty), and `alert` a new or changed alert (an `alert` message,
+ * the market, symbol empty), with the data's `generatedAt` (server epoch ms), and `alert` a new or changed alert (an `alert` message,
  * or an item of the alerts snapshot sent on every (re)connect: the recent alerts with
  * their current statuses).
- * @typedef {{update: (channel: string, symbol: string, data: any) => void,
+ * @typedef {{update: (channel: string, symbol: string, data: any, generatedAt: number) => void,
  *   alert: (alert: import('./alerts.js').Alert) => void}} Handlers
  */
 
 /**
  * Starts a page: `render(body)` draws a full payload (first load and polls);
  * `handlers` receives live messages; `polls`: more URLs fetched (If-None-Match) every
- * refresh interval while the socket is down, each changed body given to its `onData`.
+ * refresh interval while the socket is down, each changed body given to its `onData`;
+ * `clock`: the server clock the page measures ages with (a new one by default).
  * Returns once the first data is on screen.
  * @param {{
  *   dataUrl: string,
@@ -60,13 +63,13 @@ export async function fetchFirst(url) {
  *   render: (body: any) => void,
  *   handlers: Handlers,
  *   polls?: Array<{url: string, onData: (body: any) => void}>,
+ *   clock?: ServerClock,
  * }} options
  */
 export async function startPage({
-  dataUrl, subscriptions, render, handlers, polls = [],
+  dataUrl, subscriptions, render, handlers, polls = [], clock = new ServerClock(),
 }) {
   const settings = pageSettings();
-  const clock = new ServerClock();
   const header = new Header(clock, settings.staleAfterMs);
   const first = await fetchFirst(dataUrl);
   header.noteFetched(first.body, first.at);
@@ -84,13 +87,13 @@ export async function startPage({
           continue;
         }
         header.noteGenerated(item.generated_at);
-        handlers.update(channel, item.symbol, item.data);
+        handlers.update(channel, item.symbol, item.data, item.generated_at);
         if (channel === 'dashboard') header.renderOverview(item.data.overview);
       }
     },
     onUpdate: (message) => {
       header.noteGenerated(message.generated_at);
-      handlers.update(message.channel, message.symbol, message.data);
+      handlers.update(message.channel, message.symbol, message.data, message.generated_at);
       if (message.channel === 'dashboard') {
         header.renderOverview(message.data.overview);
         header.showErrors(message.data.errors);

@@ -6,7 +6,8 @@ import {
 } from './dom.js';
 import { listingBadge, listingMark, showListing } from './panels.js';
 
-const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure'];
+// sentiment: funding, long/short and the funding trend; null (—) where there is no perpetual
+const COMPONENTS = ['technical', 'volume', 'orderflow', 'orderbook', 'price_structure', 'sentiment'];
 const SIGNALS = ['long', 'short', 'neutral'];
 
 /**

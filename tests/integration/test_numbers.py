@@ -351,3 +351,52 @@ def test_alert_times_carry_the_date_when_not_today() -> None:
     calls = [["formatTime", at, at + 3_600_000], ["formatTime", at, at + 86_400_000]]
     got = call_module("dom.js", calls, time_zone="Asia/Tokyo")
     assert got == ["14:05:03", "21 Sep 14:05:03"]
+
+
+# --- funding rates and ratios (issue 19) ----------------------------------------------
+
+FUNDING_TEXTS = [
+    (0.0001, "+0.0100%"),
+    (-0.00028908, "-0.0289%"),
+    (0.0075, "+0.7500%"),
+    (-0.0075, "-0.7500%"),
+    (6.76e-06, "+0.0007%"),
+    (-4e-07, "0.0000%"),  # rounds to nothing: no sign
+    (0, "0.0000%"),
+    (None, "—"),
+    (NAN, "—"),
+    (INF, "—"),
+]
+# rate → heat level: |rate − 0.0001| from 0.00005, 0.0001, 0.0002, 0.0004, 0.0008 → 1…5
+FUNDING_HEAT = [
+    (0.0001, 0),
+    (0.00014, 0),
+    (0.00015, 1),  # 0.005 % above neutral
+    (0.0002, 2),
+    (0.0003, 3),
+    (0.0005, 4),
+    (0.0009, 5),
+    (0.0075, 5),
+    (0.00005, -1),
+    (0, -2),  # nothing paid is 0.01 % below neutral
+    (-0.0001, -3),
+    (-0.0003, -4),
+    (-0.0075, -5),
+    (None, None),
+    (NAN, None),
+]
+
+
+def test_funding_rates_are_written_in_percent_per_interval() -> None:
+    calls = [["formatFundingRate", rate] for rate, _ in FUNDING_TEXTS]
+    assert call_module("numbers.js", calls) == [text for _, text in FUNDING_TEXTS]
+
+
+def test_funding_heat_diverges_around_the_neutral_rate() -> None:
+    calls = [["fundingHeat", rate] for rate, _ in FUNDING_HEAT]
+    assert call_module("numbers.js", calls) == [level for _, level in FUNDING_HEAT]
+
+
+def test_ratios_have_two_decimals() -> None:
+    calls = [["formatRatio", v] for v in (0.8309, 1.125, 2, None, NAN)]
+    assert call_module("numbers.js", calls) == ["0.83", "1.13", "2.00", "—", "—"]

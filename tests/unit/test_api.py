@@ -83,7 +83,9 @@ async def test_mobile_dashboard_is_reduced_and_small(simulated_app: QuartTestApp
         "high_24h",
         "low_24h",
         "components",
+        "funding_rate",  # of the derivatives, the rate alone: no histories on the phone
     }
+    assert "funding_history" not in card
     assert len(payload["top_movers"]["gainers"]) <= 5 and len(payload["top_movers"]["losers"]) <= 5
     assert payload["critical_alerts"] == []
     assert set(payload["beta_summary"]["bands"]) == {

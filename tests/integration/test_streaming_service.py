@@ -114,9 +114,14 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
 ) -> None:
     async with streaming_service(fake, "ETHUSDT") as (app, base, client):
         source = app.extensions["virtuoso"].pipeline.source
-        # a market that moves (ETH, SOL tick), as a live stream does: its silence
-        # bound (1 s here) is never reached, so no REST call is needed
+        # a market that moves (ETH, SOL tick; BTC's price is sent again unchanged), as
+        # a live stream does: no symbol's silence bound (1 s here) is reached, so once
+        # every symbol streams again no REST call is needed
         ticking = asyncio.create_task(tick_forever(fake, ["ETHUSDT", "SOLUSDT"]))
+        speaking = asyncio.create_task(repeat_forever(fake, "BTCUSDT"))
+        await eventually(lambda: not feed_status(app)["tickers"]["silent"], BOUND)
+        started = refreshes(app)  # a refresh begun while a symbol was quiet asked REST
+        await eventually(lambda: refreshes(app) >= started + 2, BOUND)
         rest_before = ticker_calls(fake)
         refreshed = refreshes(app)
         for price in (45_678.5, 45_700.0, 45_650.25):
@@ -142,6 +147,14 @@ async def test_a_price_set_on_the_exchange_reaches_a_websocket_client_without_re
             health = await reply.json()
         assert "streaming" in json.dumps(health), health
         ticking.cancel()
+        speaking.cancel()
+
+
+async def repeat_forever(fake: FakeBybit, symbol: str) -> None:
+    """Send ``symbol``'s current price again and again (a stream that speaks, unmoved)."""
+    while True:
+        await fake.streams.set_price(symbol, float(fake.tickers[symbol]["lastPrice"]))
+        await asyncio.sleep(0.2)
 
 
 async def metric(http: str, name: str) -> float | None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from app.market.models.candles import Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
-from app.market.sources.base import MarketSource
+from app.market.sources.base import MarketSource, fetch_derivatives
 from app.market.sources.feed import MarketFeed
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,19 @@ class StreamingSource:
             return book.top(depth)
         self._count(0, 1)
         return await self.source.fetch_order_book(symbol, depth)
+
+    async def fetch_derivatives(self, symbols: Sequence[str]) -> DerivativesRead:
+        """The REST source's derivatives read, with the liquidations the feed streamed
+        (``liquidations(symbol)``, where the feed has them) added to each symbol."""
+        read = await fetch_derivatives(self.source, symbols)
+        window = getattr(self.feed, "liquidations", None)
+        if not callable(window):
+            return read
+        by_symbol = {
+            s: replace(d, liquidations=window(s) or d.liquidations)
+            for s, d in read.by_symbol.items()
+        }
+        return DerivativesRead(by_symbol, read.unavailable)
 
     async def next_ticks(self) -> dict[str, Ticker]:
         """Waits for the feed's next tickers and returns every one pushed since the last

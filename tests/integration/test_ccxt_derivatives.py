@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 
 from app.market.errors import ExchangeRateLimited, ExchangeUnavailable
@@ -336,3 +337,43 @@ async def test_spot_tickers_and_candles_are_unchanged_by_the_linear_markets(
     spot = {r.query.get("category") for r in fake.requests if r.path in (TICKERS_PATH, KLINE_PATH)}
     assert spot == {"spot"}
     assert source.listed_symbols() == frozenset(fake.symbols)
+
+
+# ----- the fake's own answers, as Bybit words them ---------------------------------------
+
+
+async def test_the_fake_refuses_what_bybit_refuses(fake: FakeBybit) -> None:
+    async def answer(path: str, **query: str) -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(fake.base_url + path, params=query) as response,
+        ):
+            body = await response.json()
+        return body["retCode"], body["retMsg"]
+
+    linear = {"category": "linear"}
+    assert await answer(FUNDING_HISTORY_PATH, symbol="BTCUSDT", startTime="1", **linear) == (
+        10001,
+        "params error: endTime is required with startTime",
+    )
+    assert (await answer(OPEN_INTEREST_PATH, symbol="BTCUSDT", intervalTime="2h", **linear))[0]
+    assert (
+        await answer(OPEN_INTEREST_PATH, symbol="BTCUSDT", intervalTime="1h", limit="201", **linear)
+    )[0] == 10001
+    assert await answer(ACCOUNT_RATIO_PATH, symbol="ETHBTC", period="1h", **linear) == (
+        10001,
+        "Not supported symbols",
+    )
+    assert await answer(ACCOUNT_RATIO_PATH, symbol="BTCUSDT", period="1h", category="spot") == (
+        10001,
+        "Illegal category",
+    )
+    fake.delist("SOLUSDT")
+    assert await answer(FUNDING_HISTORY_PATH, symbol="SOLUSDT", **linear) == (
+        10001,
+        "Not supported symbols",
+    )
+    assert await answer(OPEN_INTEREST_PATH, symbol="BTCUSDT", intervalTime="1h", **linear) == (
+        0,
+        "OK",
+    )

@@ -32,7 +32,9 @@ Usage::
         source = CcxtMarketSource("bybit", base_url=fake.base_url)
 
 The public WebSocket streams share the port and this state: ``fake.streams``
-(``tools.fake_bybit_ws.BybitStreams``), at ``fake.streams.url("spot")``.
+(``tools.fake_bybit_ws.BybitStreams``), at ``fake.streams.url("spot")``. The linear
+perpetuals' tickers, funding, open interest and account ratio: ``fake.derivatives``
+(``tools.fake_bybit_derivatives.BybitDerivatives``).
 """
 
 from __future__ import annotations
@@ -212,8 +214,8 @@ def _fmt(value: float, decimals: int) -> str:
 
 
 class FakeBybit:
-    """Bybit v5 public market endpoints (spot; linear: instruments only) on 127.0.0.1,
-    and the public streams (``self.streams``, see ``tools.fake_bybit_ws``)."""
+    """Bybit v5 public market endpoints (spot; linear perpetuals: ``self.derivatives``)
+    on 127.0.0.1, and the public streams (``self.streams``, see ``tools.fake_bybit_ws``)."""
 
     def __init__(
         self,
@@ -261,6 +263,10 @@ class FakeBybit:
 
         self.streams = BybitStreams(self)
         """The public WebSocket endpoints (``/v5/public/spot``, ``/v5/public/linear``)."""
+        from tools.fake_bybit_derivatives import BybitDerivatives
+
+        self.derivatives = BybitDerivatives(self)
+        """The linear perpetuals (tickers, funding, open interest, account ratio)."""
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -273,6 +279,7 @@ class FakeBybit:
         app.router.add_get(ORDERBOOK_PATH, self._orderbook)
         app.router.add_get(TIME_PATH, self._time)
         self.streams.install(app)
+        self.derivatives.install(app)
         app.middlewares.append(self._middleware)
         self._closing.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -691,6 +698,8 @@ class FakeBybit:
         return {"category": "spot", "list": [self._instrument(spec) for spec in listed]}
 
     async def _tickers(self, request: web.Request) -> dict[str, Any]:
+        if request.query.get("category") == "linear":
+            return await self.derivatives.linear_tickers(request)
         self._require_spot(request)
         symbol = self._served_symbol(request, required=False)
         chosen = [symbol] if symbol else [s for s in self.symbols if s not in self._delisted]

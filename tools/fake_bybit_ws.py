@@ -13,8 +13,9 @@ the protocol as Bybit sends it and as ``ccxt.pro.bybit`` parses it:
   ``{"topic", "type", "ts", "data", ...}`` for the topics ``tickers.<SYMBOL>``,
   ``kline.<interval>.<SYMBOL>`` (``confirm`` false while forming, true once closed),
   ``orderbook.<depth>.<SYMBOL>`` (a snapshot, then deltas with increasing ``u`` and
-  ``seq``) and ``publicTrade.<SYMBOL>``. Times (``ts``, ``cts``, a trade's ``T``) are
-  epoch milliseconds from the fake's clock.
+  ``seq``), ``publicTrade.<SYMBOL>`` and, on the linear stream,
+  ``allLiquidation.<SYMBOL>`` (sent by ``send_liquidation``). Times (``ts``, ``cts``,
+  a trade's ``T``) are epoch milliseconds from the fake's clock.
 
 Data comes from the REST fake's state, so a ticker or candle on a stream equals what
 ``/v5/market/...`` serves at that moment. Each new subscription gets the topic's
@@ -59,6 +60,8 @@ SPOT_PATH = "/v5/public/spot"
 LINEAR_PATH = "/v5/public/linear"
 PATHS: dict[str, str] = {SPOT_PATH: "spot", LINEAR_PATH: "linear"}
 
+LIQUIDATION_KIND = "allLiquidation"
+"""The linear stream's liquidation topic kind (``allLiquidation.<SYMBOL>``)."""
 SPOT_MAX_ARGS = 10
 """Bybit's spot public stream refuses a subscribe request with more args than this."""
 ARGS_TOO_MANY = "args size >10"
@@ -298,6 +301,28 @@ class BybitStreams:
                     await self._send(conn, self._envelope(topic, "snapshot", [trade]))
         return trade
 
+    async def send_liquidation(
+        self, symbol: str, side: str, price: str, size: str, *, at_ms: int | None = None
+    ) -> dict[str, Any]:
+        """Send one liquidation of ``symbol``'s perpetual on the linear stream's
+        ``allLiquidation.<SYMBOL>`` topic, as Bybit does: ``S`` is the side of the
+        liquidated position (``"Buy"``: a long was liquidated), ``v`` its size
+        (contracts), ``p`` the price, ``T`` the time (default the fake's now); strings
+        are sent verbatim (a bad ``price="0"``). Returns the entry sent."""
+        entry = {
+            "T": self.fake.now_ms() if at_ms is None else at_ms,
+            "s": symbol,
+            "S": side,
+            "v": size,
+            "p": price,
+        }
+        if not self.silent:
+            topic = f"{LIQUIDATION_KIND}.{symbol}"
+            for conn in list(self._conns):
+                if conn.category == "linear" and topic in conn.topics:
+                    await self._send(conn, self._envelope(topic, "snapshot", [entry]))
+        return entry
+
     def book_update_id(self, symbol: str, depth: int, category: str = "spot") -> int:
         """The last ``u`` of ``symbol``'s book at ``depth`` (0: none yet)."""
         return self._update_ids.get((category, symbol, depth), 0)
@@ -405,6 +430,7 @@ class BybitStreams:
             (kind in ("tickers", "publicTrade") and param == "")
             or (kind == "kline" and param in INTERVAL_MS)
             or (kind == "orderbook" and param.isdigit() and int(param) in BOOK_DEPTHS[category])
+            or (kind == LIQUIDATION_KIND and param == "" and category == "linear")
         )
         if not known:
             return f"error:handler not found,topic:{topic}"

@@ -83,12 +83,19 @@ async def test_start_lists_exactly_the_trading_spot_symbols(
     assert source.listed_symbols() == frozenset(fake.symbols)
     assert "NEWUSDT" in fake.inactive_symbols
     assert "NEWUSDT" not in source.listed_symbols()
-    # spot only: one instruments request, for the spot category
-    assert [r.query.get("category") for r in fake.requests if r.path == INSTRUMENTS_PATH] == [
-        "spot"
-    ]
+    # spot, and the linear perpetuals (trading and pre-launch, as ccxt asks): no inverse
+    # nor option markets
+    categories = [r.query.get("category") for r in fake.requests if r.path == INSTRUMENTS_PATH]
+    assert sorted(categories) == ["linear", "linear", "spot"]
     await within(source.start())
-    assert fake.count(INSTRUMENTS_PATH) == 1
+    assert fake.count(INSTRUMENTS_PATH) == 3
+    # canonical symbols still name the spot markets
+    assert source.ccxt_symbols(["BTCUSDT", "ETHBTC"]) == {
+        "BTC/USDT": "BTCUSDT",
+        "ETH/BTC": "ETHBTC",
+    }
+    assert source.market_assets()["BTCUSDT"] == ("BTC", "USDT")
+    assert source.perpetuals(["BTCUSDT", "ETHBTC", "NEWUSDT"]) == {"BTC/USDT:USDT": "BTCUSDT"}
 
 
 async def test_start_failure_recovers_on_first_fetch(fake: FakeBybit) -> None:
@@ -100,7 +107,7 @@ async def test_start_failure_recovers_on_first_fetch(fake: FakeBybit) -> None:
         assert src.listed_symbols() == frozenset()
         tickers = await within(src.fetch_tickers(["BTCUSDT"]))
         assert set(tickers) == {"BTCUSDT"}
-        assert fake.count(INSTRUMENTS_PATH) == 2
+        assert fake.count(INSTRUMENTS_PATH) == 6  # spot + 2 linear, twice
     finally:
         await within(src.close())
 
@@ -516,7 +523,7 @@ async def test_base_url_override_reaches_every_bybit_api_url() -> None:
         assert set(urls) == {"http://127.0.0.1:9"}
         options = src.exchange.options
         assert options["defaultType"] == "spot"
-        assert options["fetchMarkets"]["types"] == ["spot"]
+        assert options["fetchMarkets"]["types"] == ["spot", "linear"]
         assert src.exchange.enableRateLimit is True
         assert src.exchange.timeout == 10_000
     finally:
@@ -552,7 +559,7 @@ async def test_base_url_override_keeps_api_paths_of_other_exchanges() -> None:
         assert urls and all(url.startswith("http://127.0.0.1:9/proxy/") for url in urls)
         assert default_public.endswith("/api/v3")
         assert src.exchange.urls["api"]["public"] == "http://127.0.0.1:9/proxy/api/v3"
-        assert src.exchange.options["fetchMarkets"]["types"] == ["spot"]
+        assert src.exchange.options["fetchMarkets"]["types"] == ["spot", "linear"]
     finally:
         await within(src.close())
 

@@ -137,13 +137,24 @@ async def test_defaults_and_introspection(ccxt_source: CcxtMarketSource) -> None
     assert guarded.timeout_seconds == 10.0
     assert guarded.retry == RetryPolicy(max_retries=2, base_seconds=0.2, cap_seconds=2.0)
     breakers = guarded.breakers()
-    assert tuple(breakers) == FAMILIES == ("start", "tickers", "ohlcv", "order_book")
+    assert (
+        tuple(breakers)
+        == FAMILIES
+        == (
+            "start",
+            "tickers",
+            "ohlcv",
+            "order_book",
+            "derivatives",
+        )
+    )
     assert all(isinstance(b, CircuitBreaker) for b in breakers.values())
     assert {f: b.name for f, b in breakers.items()} == {
         "start": "bybit:start",
         "tickers": "bybit:tickers",
         "ohlcv": "bybit:ohlcv",
         "order_book": "bybit:order_book",
+        "derivatives": "bybit:derivatives",
     }
     config = breakers["tickers"].config
     assert config is EXCHANGE_BREAKER_CONFIG
@@ -391,7 +402,13 @@ async def test_retry_after_holds_the_breakers_open_and_nothing_is_retried(
     assert len(await within(guarded.fetch_candles("BTCUSDT", "1h", 5))) == 5
     assert len((await within(guarded.fetch_order_book("BTCUSDT", 5))).asks) == 5
     states = {family: breaker.state for family, breaker in guarded.breakers().items()}
-    assert states == {"start": HALF_OPEN, "tickers": CLOSED, "ohlcv": CLOSED, "order_book": CLOSED}
+    assert states == {
+        "start": HALF_OPEN,
+        "tickers": CLOSED,
+        "ohlcv": CLOSED,
+        "order_book": CLOSED,
+        "derivatives": HALF_OPEN,  # held open as well; not called since
+    }
     assert fake.count(TICKERS_PATH) == 2
 
 

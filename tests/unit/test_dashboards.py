@@ -62,17 +62,17 @@ CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
         "counter",
         {
             "exchange": None,
-            "endpoint": {"start", "tickers", "ohlcv", "order_book"},
+            "endpoint": {"start", "tickers", "ohlcv", "order_book", "derivatives"},
             "outcome": {"ok", "error", "timeout", "rate_limited", "rejected"},
         },
     ),
     "virtuoso_exchange_request_duration_seconds": (
         "histogram",
-        {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book"}},
+        {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book", "derivatives"}},
     ),
     "virtuoso_exchange_ratelimit_wait_seconds": (
         "histogram",
-        {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book"}},
+        {"exchange": None, "endpoint": {"start", "tickers", "ohlcv", "order_book", "derivatives"}},
     ),
     "virtuoso_breaker_state": ("gauge", {"breaker": None}),
     "virtuoso_breaker_transitions_total": (

@@ -38,10 +38,12 @@ from app.market.errors import (
     SymbolNotListed,
 )
 from app.market.models.candles import CandleQuality, Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.symbols import canonical_symbol
 from app.market.models.ticker import Ticker
 from app.market.models.timeframes import TIMEFRAME_SECONDS
+from app.market.sources.ccxt_derivatives import DerivativesReader
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows, finite
 
 log = logging.getLogger(__name__)
@@ -140,15 +142,19 @@ def override_api_urls(urls: Any, base_url: str) -> Any:
 
 
 def _restrict_to_spot(exchange: ccxt_async.Exchange) -> None:
-    """Load spot markets only.
+    """Load spot markets and the linear derivatives (the perpetuals' funding and open
+    interest: ``ccxt_derivatives``), nothing else; spot stays the default type.
 
-    Many exchanges (bybit, binance, okx, kucoin) also load derivatives markets unless
-    ``options.fetchMarkets.types`` says otherwise; each type costs a request at start.
+    Many exchanges (bybit, binance, okx, kucoin) also load inverse and option markets
+    unless ``options.fetchMarkets.types`` says otherwise; each type costs requests at
+    start. Canonical symbols still map to spot markets only (``_index_markets``).
     """
     exchange.options["defaultType"] = "spot"
     fetch_markets = exchange.options.get("fetchMarkets")
-    if isinstance(fetch_markets, Mapping) and "spot" in (fetch_markets.get("types") or ()):
-        exchange.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}
+    types = (fetch_markets.get("types") or ()) if isinstance(fetch_markets, Mapping) else ()
+    if isinstance(fetch_markets, Mapping) and "spot" in types:
+        wanted = ["spot", "linear"] if "linear" in types else ["spot"]
+        exchange.options["fetchMarkets"] = {**fetch_markets, "types": wanted}
 
 
 def _build_exchange(
@@ -291,7 +297,8 @@ def _require_positive(name: str, value: int) -> None:
 
 
 class CcxtMarketSource:
-    """A MarketSource backed by one ccxt exchange, spot markets only."""
+    """A MarketSource backed by one ccxt exchange: spot markets, and the positioning of
+    their linear perpetuals (``fetch_derivatives``)."""
 
     def __init__(
         self,
@@ -334,6 +341,10 @@ class CcxtMarketSource:
         self._load_lock = asyncio.Lock()
         self.data_quality = DataQualityCounters()
         """Per-symbol counts of bad exchange data (``app.market.sources.quality``)."""
+        self.derivatives = DerivativesReader(
+            exchange_id, self._exchange, self._call, self.data_quality
+        )
+        """The linear perpetuals' positioning (``fetch_derivatives``), histories cached."""
 
     @property
     def exchange(self) -> ccxt_async.Exchange:
@@ -399,6 +410,20 @@ class CcxtMarketSource:
             if ticker is not None:
                 tickers[canonical] = ticker
         return tickers
+
+    async def fetch_derivatives(self, symbols: Sequence[str]) -> DerivativesRead:
+        """Funding, open interest and long/short ratio of the linear perpetual of each of
+        canonical ``symbols`` (``app.market.sources.ccxt_derivatives``); a symbol without
+        one is unavailable with that reason. Raises MarketDataError when the exchange
+        cannot answer the batch call."""
+        await self._ensure_started()
+        return await self.derivatives.read(symbols)
+
+    def perpetuals(self, symbols: Iterable[str]) -> dict[str, str]:
+        """ccxt linear perpetual → canonical symbol, for those of ``symbols`` that have
+        one (valid after ``start``)."""
+        known = self.derivatives.perpetuals
+        return {known[s]: s for s in symbols if s in known}
 
     def _note_ticker(self, symbol: str, entry: Any, ticker: Ticker | None) -> None:
         """Count a missing ticker (``ticker_missing``), one without a usable price
@@ -526,6 +551,7 @@ class CcxtMarketSource:
         self._assets = assets
         self._ticks = ticks
         self._listed = frozenset(to_ccxt)
+        self.derivatives.index(markets)
 
     def _tick_size(self, market: Mapping[str, Any]) -> float | None:
         """The market's price step in quote currency: ccxt's ``precision.price`` is the

@@ -1,7 +1,8 @@
 """The MarketFeed of a real exchange: its public WebSocket streams through ccxt.pro.
 
 Each kind of data has its reader (``ticker_stream``, ``candle_stream``, ``book_stream``,
-``trade_stream``); this module starts them for the listed symbols and answers the
+``trade_stream``, and ``liquidation_stream`` for the symbols' linear perpetuals where
+the exchange has them); this module starts them for the listed symbols and answers the
 feed's questions from what they hold, only while they are live.
 
 Connections: ccxt keeps one connection per stream URL and instance, and an exchange
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from app.market.models.candles import Candles
+from app.market.models.derivatives import Liquidations
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 from app.market.models.trades import PublicTrade
@@ -30,6 +32,7 @@ from app.market.sources.book_stream import BookStream
 from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.feed import OnTicker
+from app.market.sources.liquidation_stream import LiquidationStream
 from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
 from app.market.sources.trade_stream import TradeStream
@@ -93,6 +96,7 @@ class ExchangeStreams:
         self.candle_streams: list[CandleStream] = []
         self.books: list[BookStream] = []
         self.trades: list[TradeStream] = []
+        self.liquidation_streams: list[LiquidationStream] = []
         self._siblings: list[Any] = []
         self.unreadable = 0  # stream messages ccxt could not handle (dropped)
         self._unreadable_logged = False
@@ -130,8 +134,24 @@ class ExchangeStreams:
                     batching=candles,
                 )
             )
+        self._start_liquidations()
         for stream in self._all():
             stream.start()
+
+    def _start_liquidations(self) -> None:
+        """Liquidation readers for the symbols with a linear perpetual, where the
+        exchange streams them (windows end at ``clock``: the exchange's time)."""
+        perpetuals = self.market.perpetuals(self.symbols)  # ccxt perpetual → canonical
+        if not perpetuals or self.market.exchange.has.get("watchLiquidations") is not True:
+            return
+        for part in self._chunks(sorted(perpetuals)):
+            self.liquidation_streams.append(
+                LiquidationStream(
+                    self._sibling(),
+                    {name: perpetuals[name] for name in part},
+                    clock_ms=lambda: int(self.clock() * 1000),
+                )
+            )
 
     async def stop(self) -> None:
         """Stops every stream and closes the sibling connections (the REST instance is
@@ -184,6 +204,15 @@ class ExchangeStreams:
                 return trades
         return None
 
+    def liquidations(self, symbol: str) -> Liquidations | None:
+        """The symbol's perpetual's liquidations over the last hour (or since watched);
+        None without a perpetual, a liquidation stream, or while it is not watched."""
+        for stream in self.liquidation_streams:
+            window = stream.window(symbol)
+            if window is not None:
+                return window
+        return None
+
     def status(self) -> dict[str, Any]:
         """Per kind of stream: live, counters, silent symbols (JSON-ready)."""
         return {
@@ -195,12 +224,21 @@ class ExchangeStreams:
                 self.books, updates="updates", gaps="gaps", resnapshots="resnapshots"
             ),
             "trades": _kind_status(self.trades, updates="updates", dropped="dropped"),
+            "liquidations": _kind_status(
+                self.liquidation_streams, updates="updates", dropped="dropped"
+            ),
             "connections": 1 + len(self._siblings),
             "unreadable": self.unreadable,
         }
 
     def _all(self) -> list[Any]:
-        return [*self.tickers, *self.books, *self.trades, *self.candle_streams]
+        return [
+            *self.tickers,
+            *self.books,
+            *self.trades,
+            *self.candle_streams,
+            *self.liquidation_streams,
+        ]
 
     def _chunks(self, keys: Sequence[Any]) -> list[Sequence[Any]]:
         size = self.topics_per_connection

@@ -7,7 +7,7 @@ the generic parts of ``app.resilience`` (the circuit breaker), which knows no ma
 
 * a **timeout** per attempt (``asyncio.timeout``); expiry becomes ExchangeUnavailable;
 * a **circuit breaker** per operation family: ``start`` (load markets), ``tickers``,
-  ``ohlcv`` and ``order_book``, named ``"<exchange>:<family>"``, so a broken kline
+  ``ohlcv``, ``order_book`` and ``derivatives``, named ``"<exchange>:<family>"``, so a broken kline
   endpoint does not stop tickers. While a breaker is open, calls fail fast with
   :class:`CircuitOpen` without touching the exchange;
 * **retries** of these idempotent reads on ExchangeUnavailable only: at most
@@ -45,9 +45,10 @@ from opentelemetry.trace import Span
 
 from app.market.errors import ExchangeRateLimited, ExchangeRejected, ExchangeUnavailable
 from app.market.models.candles import Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
-from app.market.sources.base import MarketSource
+from app.market.sources.base import MarketSource, fetch_derivatives
 from app.market.sources.ccxt_timing import RateLimitWaits, measure_waits
 from app.observability.tracing import exchange_call_span, record_outcome, record_timing
 from app.resilience.breaker import (
@@ -70,8 +71,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-FAMILIES: tuple[str, ...] = ("start", "tickers", "ohlcv", "order_book")
-"""Operation families, one breaker each. ``start`` is the markets load."""
+FAMILIES: tuple[str, ...] = ("start", "tickers", "ohlcv", "order_book", "derivatives")
+"""Operation families, one breaker each. ``start`` is the markets load; ``derivatives``
+the perpetuals' funding, open interest and ratios (``fetch_derivatives``)."""
 
 EXCHANGE_BREAKER_CONFIG = BreakerConfig(
     window_seconds=30.0,
@@ -276,6 +278,14 @@ class GuardedSource:
     async def fetch_order_book(self, symbol: str, depth: int) -> OrderBook:
         return await self._guarded(
             "order_book", "fetch_order_book", lambda: self._source.fetch_order_book(symbol, depth)
+        )
+
+    async def fetch_derivatives(self, symbols: Sequence[str]) -> DerivativesRead:
+        """The wrapped source's derivatives read (``base.fetch_derivatives``: every symbol
+        unavailable when it has none), behind the ``derivatives`` breaker."""
+        symbols = list(symbols)
+        return await self._guarded(
+            "derivatives", "fetch_derivatives", lambda: fetch_derivatives(self._source, symbols)
         )
 
     # -- the guard -------------------------------------------------------------------------

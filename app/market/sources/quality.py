@@ -123,7 +123,10 @@ class DataQualityCounters:
     Kinds: the candle kinds (``candles_filled``, ``candles_dropped``,
     ``duplicate_candles``, ``reordered_candles``, ``gaps``, ``missing_candles``), the
     ticker kinds (``ticker_missing``: no ticker at all; ``ticker_fields_missing``: a
-    ticker lacking some fields; ``ticker_unpriced``: no usable last price, empty or 0).
+    ticker lacking some fields; ``ticker_unpriced``: no usable last price, empty or 0),
+    and the derivatives kinds (``app.market.sources.ccxt_derivatives.QUALITY_KINDS``:
+    a funding rate, funding time, open interest or its value refused, history points
+    dropped).
 
     Each kind also opens a log *episode* per (symbol, detail): ``start_episode``
     returns True only on the first bad observation after a clean one, so the caller

@@ -18,13 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from app.market.models.candles import Candles
+from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 from app.market.models.trades import PublicTrade
-from app.market.sources.base import MarketSource
+from app.market.sources.base import MarketSource, fetch_derivatives
 from app.market.sources.feed import MarketFeed
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,19 @@ class StreamingSource:
         live; None otherwise (a feed without trades, such as the simulated market's)."""
         read = getattr(self.feed, "recent_trades", None)
         return read(symbol) if callable(read) else None
+
+    async def fetch_derivatives(self, symbols: Sequence[str]) -> DerivativesRead:
+        """The REST source's derivatives read, with the liquidations the feed streamed
+        (``liquidations(symbol)``, where the feed has them) added to each symbol."""
+        read = await fetch_derivatives(self.source, symbols)
+        window = getattr(self.feed, "liquidations", None)
+        if not callable(window):
+            return read
+        by_symbol = {
+            s: replace(d, liquidations=window(s) or d.liquidations)
+            for s, d in read.by_symbol.items()
+        }
+        return DerivativesRead(by_symbol, read.unavailable)
 
     async def next_ticks(self) -> dict[str, Ticker]:
         """Waits for the feed's next tickers and returns every one pushed since the last

@@ -1,0 +1,167 @@
+"""Liquidations from the exchange's stream: real ccxt.pro on the loopback fake Bybit's
+linear stream (``allLiquidation.<SYMBOL>``). Each perpetual is its own subscribe
+request; liquidations sent appear in the symbol's one-hour window (a Bybit ``Buy`` is a
+long position liquidated) and leave it an hour later on the exchange's clock; bad
+entries are dropped and counted; and the streaming source adds the window to what REST
+says of each symbol's derivatives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app.market.models.derivatives import HOUR_MS
+from app.market.sources.base import MarketSource, fetch_derivatives
+from app.market.sources.ccxt import CcxtMarketSource
+from app.market.sources.exchange_feed import ExchangeStreams
+from app.market.sources.guarded import GuardedSource
+from app.market.sources.liquidation_stream import LiquidationStream
+from app.market.sources.stream_batches import Batching
+from app.market.sources.streaming import StreamingSource
+from tests.conftest import eventually
+from tests.support.streams import pro_exchange
+from tools.fake_bybit import FakeBybit
+
+NOW = 1_800_000_000_000 + 30_000  # frozen clock
+BOUND = 20.0
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ETHBTC")
+PERPETUALS = {"BTC/USDT:USDT": "BTCUSDT", "ETH/USDT:USDT": "ETHUSDT", "SOL/USDT:USDT": "SOLUSDT"}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBybit]:
+    async with FakeBybit(symbols=SYMBOLS, inactive_symbols=(), now_ms=NOW) as exchange:
+        yield exchange
+
+
+@pytest.fixture
+async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
+    """ccxt.pro with the linear markets loaded, as the service loads them."""
+    made = pro_exchange(fake)
+    made.options["fetchMarkets"] = {"types": ["spot", "linear"]}
+    await made.load_markets()
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def stream(exchange: Any, fake: FakeBybit) -> AsyncIterator[LiquidationStream]:
+    batching = Batching(topics_per_request=1, silent_after=600.0, retry=(0.2, 1.0))
+    made = LiquidationStream(exchange, PERPETUALS, batching=batching, clock_ms=fake.now_ms)
+    made.start()
+    topics = {f"allLiquidation.{s}" for s in PERPETUALS.values()}
+    await eventually(lambda: fake.streams.subscribed("linear") == topics, BOUND)
+    yield made
+    await made.stop()
+
+
+def subscribes(fake: FakeBybit) -> list[list[str]]:
+    return [
+        m.message["args"]
+        for m in fake.streams.received
+        if m.category == "linear" and m.message.get("op") == "subscribe"
+    ]
+
+
+async def test_each_perpetual_is_its_own_subscribe_request(
+    fake: FakeBybit, stream: LiquidationStream
+) -> None:
+    assert sorted(subscribes(fake)) == [
+        [f"allLiquidation.{s}"] for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    ]
+    assert not fake.streams.subscribed("spot")
+
+
+async def test_liquidations_fill_the_window_and_leave_it_after_an_hour(
+    fake: FakeBybit, stream: LiquidationStream
+) -> None:
+    empty = stream.window("BTCUSDT")
+    assert empty is not None and (empty.long_count, empty.short_count) == (0, 0)
+    await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.5")  # a long
+    await fake.streams.send_liquidation("BTCUSDT", "Sell", "64000", "2")  # a short
+    await fake.streams.send_liquidation("BTCUSDT", "Buy", "64500", "1")
+
+    def btc() -> Any:
+        return stream.window("BTCUSDT")
+
+    await eventually(lambda: btc().long_count + btc().short_count == 3, BOUND)
+    window = btc()
+    assert (window.long_count, window.long_value) == (2, 65_000 * 0.5 + 64_500)
+    assert (window.short_count, window.short_value) == (1, 128_000.0)
+    assert window.until_ms == NOW
+    eth = stream.window("ETHUSDT")
+    assert eth is not None and (eth.long_count, eth.short_count) == (0, 0)
+    assert stream.window("ETHBTC") is None  # no perpetual, not watched
+
+    fake.set_now(NOW + 30 * 60_000)  # half an hour on: still in
+    assert btc().long_count == 2 and btc().window_ms == 30 * 60_000
+    fake.set_now(NOW + HOUR_MS + 1)  # an hour and a bit: gone
+    later = btc()
+    assert (later.long_count, later.short_count, later.long_value) == (0, 0, 0.0)
+    assert later.window_ms == HOUR_MS
+
+
+async def test_bad_liquidations_are_dropped_and_counted(
+    fake: FakeBybit, stream: LiquidationStream
+) -> None:
+    await fake.streams.send_liquidation("ETHUSDT", "Sell", "0", "3")
+    await fake.streams.send_liquidation("ETHUSDT", "Sell", "3200", "NaN")
+    await fake.streams.send_liquidation("ETHUSDT", "Sideways", "3200", "1")
+    await fake.streams.send_liquidation("ETHUSDT", "Sell", "3200", "1.5")
+    await eventually(lambda: stream.window("ETHUSDT").short_count == 1, BOUND)  # type: ignore[union-attr]
+    await eventually(lambda: stream.dropped == 3, BOUND)
+    window = stream.window("ETHUSDT")
+    assert window is not None and window.short_value == 4_800.0 and window.long_count == 0
+
+
+# ----- the streaming source adds them to the REST derivatives ----------------------------
+
+
+@pytest.fixture
+async def streaming(fake: FakeBybit) -> AsyncIterator[StreamingSource]:
+    market = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000, streaming=True)
+    guarded = GuardedSource(market)
+
+    def feed(source: MarketSource, symbols: Any) -> ExchangeStreams:
+        return ExchangeStreams(
+            market,
+            symbols,
+            backfill=source.fetch_candles,
+            candle_limits={"1m": 5},
+            book_depth=5,
+            silent_after=30.0,
+            clock=lambda: fake.now_ms() / 1000,
+        )
+
+    made = StreamingSource(guarded, feed, SYMBOLS)
+    await made.start()
+    yield made
+    await made.close()
+
+
+async def test_the_streaming_source_adds_the_streamed_liquidations(
+    fake: FakeBybit, streaming: StreamingSource
+) -> None:
+    topics = {f"allLiquidation.{s}" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")}
+    await eventually(lambda: topics <= fake.streams.subscribed("linear"), BOUND)
+    assert "allLiquidation.ETHBTC" not in fake.streams.subscribed()
+    await fake.streams.send_liquidation("SOLUSDT", "Buy", "150", "100")
+
+    async def read() -> Any:
+        return await fetch_derivatives(streaming, list(SYMBOLS))
+
+    async def arrived() -> bool:
+        window = (await read()).by_symbol["SOLUSDT"].liquidations
+        return window is not None and window.long_count == 1
+
+    await eventually(arrived, BOUND)
+    got = await read()
+    assert got.by_symbol["SOLUSDT"].liquidations.long_value == 15_000.0  # type: ignore[union-attr]
+    assert got.by_symbol["SOLUSDT"].funding_rate == float(fake.derivatives.funding_rate("SOLUSDT"))
+    btc = got.by_symbol["BTCUSDT"].liquidations
+    assert btc is not None and btc.long_count == btc.short_count == 0
+    assert got.unavailable == {"ETHBTC": "no linear perpetual listed for ETHBTC on bybit"}
+    status = streaming.status()["feed"]["liquidations"]
+    assert status["updates"] == 1 and status["errors"] == 0

@@ -263,7 +263,15 @@ def stream_families(
     yield from _stream_events(streams.get("feed") or {})
 
 
-STREAM_EVENTS = ("errors", "reconnects", "resubscribes", "resets", "gaps", "resnapshots")
+STREAM_EVENTS = (
+    "errors",
+    "reconnects",
+    "resubscribes",
+    "resets",
+    "gaps",
+    "crossed",
+    "resnapshots",
+)
 """The counters of an exchange feed's readers (``ExchangeStreams.status``) exported per
 kind of stream as ``virtuoso_stream_events_total{kind,event}``."""
 
@@ -276,7 +284,8 @@ def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily]:
         "Exchange stream incidents by kind of stream: failed watches (errors), batches "
         "delivering again (reconnects), stalled batches subscribed again (resubscribes), "
         "connections reset for an unanswered unsubscribe (resets), order-book or candle "
-        "gaps, and order books subscribed again for a fresh snapshot (resnapshots)",
+        "gaps, crossed order books, and order books subscribed again for a fresh "
+        "snapshot (resnapshots)",
         labels=("kind", "event"),
     )
     for kind, counters in sorted(feed.items()):

@@ -192,7 +192,11 @@ class ExchangeStreams:
                 self.candle_streams, updates="updates", backfills="backfills", gaps="gaps"
             ),
             "books": _kind_status(
-                self.books, updates="updates", gaps="gaps", resnapshots="resnapshots"
+                self.books,
+                updates="updates",
+                gaps="gaps",
+                crossed="crossed",
+                resnapshots="resnapshots",
             ),
             "trades": _kind_status(self.trades, updates="updates", dropped="dropped"),
             "connections": 1 + len(self._siblings),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -145,12 +146,18 @@ class StreamingSource:
         return ticks
 
     def status(self) -> dict[str, Any]:
-        """Mode, counters and the feed's own status (health and metrics)."""
+        """Mode, counters, the feed's own status (health and metrics), and
+        ``data_quality``: the bad exchange data counted so far by kind, all symbols
+        summed (by symbol in the metrics)."""
+        totals: Counter[str] = Counter()
+        for kinds in self.data_quality.snapshot().values():
+            totals.update(kinds)
         return {
             "mode": "streaming" if self.streaming() else "polling",
             "answered": dict(self.answered),
             "fallbacks": self.fallbacks,
             "feed": None if self.feed is None else self.feed.status(),
+            "data_quality": dict(sorted(totals.items())),
         }
 
     def _quality_counts(self) -> Iterator[Counts]:

@@ -19,7 +19,9 @@ fires answers the request.
 
 Data quirks, as real exchanges send them (until ``clear_faults``): ``kline_quirk``
 (candles with empty/null/"NaN"/zero values, duplicated, shuffled or missing rows) and
-``ticker_quirk`` (tickers with empty fields, zero prices, or none at all).
+``ticker_quirk`` (tickers with empty fields, zero prices, or none at all) and
+``override_ticker`` (a ticker's raw fields as given: ``lastPrice="1e308"``, a ``time``
+from the future).
 
 Conditions that last until ``clear_faults``: ``latency`` (every matching request is
 answered that much later, faulted ones too) and ``hang`` (requests are accepted but not
@@ -247,6 +249,7 @@ class FakeBybit:
         self._faults: list[Fault] = []
         self._kline_quirks: list[tuple[str, str | None, str | None, tuple[int, ...]]] = []
         self._ticker_quirks: dict[str, str] = {}
+        self._ticker_overrides: dict[str, dict[str, Any]] = {}
         self._pegged: set[str] = set()
         # symbol → pins in time order: (from epoch ms, last, high, low)
         self._pins: dict[str, list[tuple[int, float, float, float]]] = {}
@@ -439,6 +442,12 @@ class FakeBybit:
             raise ValueError(f"kind must be one of {TICKER_QUIRKS}")
         self._ticker_quirks[symbol] = kind
 
+    def override_ticker(self, symbol: str, **fields: Any) -> None:
+        """Serve ``symbol``'s REST ticker with ``fields`` exactly as given (Bybit's raw
+        names: ``lastPrice="1e308"``, ``lastPrice=None`` for null, ``time=...`` for a
+        per-ticker time in epoch ms), after any ``ticker_quirk``. Until ``clear_faults``."""
+        self._ticker_overrides.setdefault(symbol, {}).update(fields)
+
     def peg(self, symbol: str) -> None:
         """Make ``symbol``'s klines and ticker flat (every price the same, 0 % change:
         a pegged stablecoin)."""
@@ -515,6 +524,7 @@ class FakeBybit:
         """Remove every fault, quirk, latency and hang; hung requests are released."""
         self._kline_quirks.clear()
         self._ticker_quirks.clear()
+        self._ticker_overrides.clear()
         self._faults.clear()
         self._latency.clear()
         self._release_hangs()
@@ -719,7 +729,7 @@ class FakeBybit:
                 ticker[name] = "0"
             elif kind == "no_change" and name in ("price24hPcnt", "prevPrice24h"):
                 ticker[name] = ""
-        return ticker
+        return ticker | self._ticker_overrides.get(symbol, {})
 
     async def _kline(self, request: web.Request) -> dict[str, Any]:
         self._require_spot(request)

@@ -31,9 +31,13 @@ subscription requests optionally go unanswered too), ``forget`` (the server drop
 subscriptions without telling the client), ``close_after_subscribe`` (each
 subscription is answered, then the connection closed: a reconnect storm),
 ``skip_update`` (the next book update of a symbol is lost, so the one after jumps
-``u`` by 2), ``send_trade`` (one public
-trade with the fields given, e.g. a bad price), ``resnapshot`` (a fresh book snapshot,
-as Bybit sends after a restart).
+``u`` by 2), ``send_trade`` (one public trade with the fields given, e.g. a bad price
+or a time from the future), ``send_ticker`` (one ticker with fields overridden, e.g.
+``lastPrice="0"``, or a ``ts`` from the future), ``send_book_delta`` (one book delta
+with the levels given and the next update id, e.g. one that crosses the book),
+``send_raw`` (any data message on a topic, as given), ``send_liquidation`` (one
+liquidation on the linear stream), ``resnapshot`` (a fresh book snapshot, as Bybit
+sends after a restart). The ``send_*`` controls leave the fake's own prices alone.
 ``received`` records every client message, ``sent`` the recent server messages.
 """
 
@@ -288,17 +292,22 @@ class BybitStreams:
                     await self._send_book(conn, topic, symbol, int(depth), snapshot=True)
 
     async def send_trade(
-        self, symbol: str, *, price: str, size: str, side: str = "Buy"
+        self,
+        symbol: str,
+        *,
+        price: str,
+        size: str,
+        side: str = "Buy",
+        at_ms: int | None = None,
     ) -> dict[str, Any]:
         """Send one public trade of ``symbol`` with exactly these fields (strings as
-        Bybit sends them, e.g. a bad ``price="0"`` or ``size="-1"``) to its trade
-        subscribers, leaving the fake's prices alone; returns the trade sent."""
+        Bybit sends them, e.g. a bad ``price="0"`` or ``size="-1"``; ``at_ms``: its
+        time ``T``, default now) to its trade subscribers, leaving the fake's prices
+        alone; returns the trade sent."""
         trade = self._trade(symbol) | {"p": price, "v": size, "S": side}
-        if not self.silent:
-            topic = f"publicTrade.{symbol}"
-            for conn in list(self._conns):
-                if topic in conn.topics:
-                    await self._send(conn, self._envelope(topic, "snapshot", [trade]))
+        if at_ms is not None:
+            trade["T"] = at_ms
+        await self.send_raw(f"publicTrade.{symbol}", [trade])
         return trade
 
     async def send_liquidation(
@@ -322,6 +331,71 @@ class BybitStreams:
                 if conn.category == "linear" and topic in conn.topics:
                     await self._send(conn, self._envelope(topic, "snapshot", [entry]))
         return entry
+
+    async def send_ticker(
+        self, symbol: str, *, ts: int | None = None, **fields: str | None
+    ) -> dict[str, Any]:
+        """Send one spot ticker of ``symbol``: its current fields with ``fields``
+        overridden exactly as given (``lastPrice="0"``, ``lastPrice=None`` for null,
+        ``lastPrice="1e308"``), stamped ``ts`` (default now), to its ticker
+        subscribers; returns the data sent."""
+        ticker = self.fake.tickers[symbol]
+        data = {name: ticker.get(name, "") for name in _TICKER_FIELDS_SPOT} | fields
+        await self.send_raw(f"tickers.{symbol}", data, ts=ts, cs=self._next_seq(symbol))
+        return data
+
+    async def send_book_delta(
+        self,
+        symbol: str,
+        *,
+        bids: Sequence[Sequence[str]] = (),
+        asks: Sequence[Sequence[str]] = (),
+        ts: int | None = None,
+    ) -> None:
+        """Send one order-book delta of ``symbol`` with these levels (``[price, size]``
+        strings; size ``"0"`` deletes) and the next update id to every order-book
+        subscriber (each connection's view takes the levels, so the deltas after it
+        stay consistent with what it received), stamped ``ts`` (default now)."""
+        if self.silent:
+            return
+        for conn in list(self._conns):
+            for topic in sorted(conn.topics):
+                kind, depth, topic_symbol = _parse(topic)
+                view = conn.book_views.get(topic)
+                if kind != "orderbook" or topic_symbol != symbol or view is None:
+                    continue
+                key = (conn.category, symbol, int(depth))
+                self._update_ids[key] = self._update_ids.get(key, 1) + 1
+                for side, levels in (("b", bids), ("a", asks)):
+                    for price, size in levels:
+                        if float(size) == 0:
+                            view[side].pop(price, None)
+                        else:
+                            view[side][price] = size
+                data = {"s": symbol, "b": [list(b) for b in bids], "a": [list(a) for a in asks]}
+                data |= {"u": self._update_ids[key], "seq": self._next_seq(symbol)}
+                message = self._envelope(topic, "delta", data, cts=self.fake.now_ms() - 1)
+                if ts is not None:
+                    message["ts"] = ts
+                await self._send(conn, message)
+
+    async def send_raw(
+        self, topic: str, data: Any, *, kind: str = "snapshot", ts: int | None = None, **extra: Any
+    ) -> int:
+        """Send one data message ``{"topic", "type": kind, "ts", "data", **extra}`` with
+        ``data`` exactly as given to every subscriber of ``topic`` (``ts`` default now);
+        nothing while silenced. Returns how many connections it was sent to."""
+        if self.silent:
+            return 0
+        message = self._envelope(topic, kind, data, **extra)
+        if ts is not None:
+            message["ts"] = ts
+        sent = 0
+        for conn in list(self._conns):
+            if topic in conn.topics:
+                await self._send(conn, message)
+                sent += 1
+        return sent
 
     def book_update_id(self, symbol: str, depth: int, category: str = "spot") -> int:
         """The last ``u`` of ``symbol``'s book at ``depth`` (0: none yet)."""

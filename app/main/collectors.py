@@ -270,6 +270,7 @@ STREAM_EVENTS = (
     "resets",
     "splits",
     "gaps",
+    "crossed",
     "resnapshots",
 )
 """The counters of an exchange feed's readers (``ExchangeStreams.status``) exported per
@@ -284,8 +285,8 @@ def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily]:
         "Exchange stream incidents by kind of stream: failed watches (errors), batches "
         "delivering again (reconnects), stalled batches subscribed again (resubscribes), "
         "connections reset for an unanswered unsubscribe (resets), batches split to isolate "
-        "a refused topic (splits), order-book or candle "
-        "gaps, and order books subscribed again for a fresh snapshot (resnapshots)",
+        "a refused topic (splits), order-book or candle gaps, crossed order books, and "
+        "order books subscribed again for a fresh snapshot (resnapshots)",
         labels=("kind", "event"),
     )
     for kind, counters in sorted(feed.items()):

@@ -27,7 +27,7 @@ class CollectorStatus:
     last_seen}``. ``refreshes``: counts by outcome (ok | error | skipped).
     ``streams``: the exchange streams' state when the source streams (``mode``
     streaming | polling, ``answered`` by feed | rest, ``fallbacks``, ``feed``: per
-    stream), None when it only polls.
+    stream, ``data_quality``: bad exchange data by kind), None when it only polls.
     """
 
     source_started: bool = False

@@ -22,7 +22,7 @@ from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
 
-NOW = 1_800_000_000_000 + 30_000  # frozen clock: half-way through a 1 m candle
+NOW = 1_737_100_800_000 + 30_000  # frozen, in the past: half-way through a 1 m candle
 MINUTE = 60_000
 BUCKET = NOW // MINUTE * MINUTE  # the forming 1 m candle's open time
 LIMITS = {"1m": 30, "5m": 12}

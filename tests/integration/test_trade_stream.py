@@ -18,7 +18,7 @@ from tests.conftest import eventually
 from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
 from tools.fake_bybit import FakeBybit
 
-NOW = 1_800_000_000_000 + 30_000  # frozen clock
+NOW = 1_737_100_800_000 + 30_000  # frozen clock, in the past (ahead of ours is "the future")
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
 
 

@@ -11,6 +11,14 @@ not served, and its topic is unsubscribed and subscribed again
 what is missing), since a new subscription begins with a snapshot. A batch whose watch
 fails waits for fresh snapshots too (ccxt's new connection subscribes anew).
 
+A book whose best bid reaches its best ask (crossed or locked) after a message is
+corrupt state however well its update ids follow: it is not served, counted
+(``crossed``, and ``book_crossed`` in ``data_quality``) and subscribed again like a
+gap. Levels out of the plausible bounds (``app.market.sources.quality``) are left out
+of what ``book`` serves and counted on arrival (``implausible_value``); a message
+stamped more than ``FUTURE_TOLERANCE_MS`` ahead of our clock is counted
+(``future_timestamp``) and the book served with the time we received it.
+
 Bybit's spot books come at depths 1, 50 and 200: the stream takes the smallest of
 ``depths`` at least the depth wanted (the largest if none is) and ``book`` cuts it.
 """
@@ -19,15 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-import numpy as np
-
 from app.market.models.order_book import OrderBook
-from app.market.sources.quality import finite
+from app.market.sources.quality import (
+    FUTURE_TIMESTAMP,
+    IMPLAUSIBLE_VALUE,
+    DataQualityCounters,
+    clean_levels,
+    exchange_time,
+    from_future,
+    now_ms,
+    plausible_level,
+)
 from app.market.sources.stream_batches import (
     DEFAULT_BATCHING,
     UNWATCH_TIMEOUT,
@@ -64,9 +78,10 @@ class BookStream(SymbolStream):
 
     ``depths``: the depths the exchange streams; ``batching``: as ``BatchedStream``.
     Counters: ``gaps``
-    (deltas whose ``u`` did not follow the previous one), ``resnapshots`` (topics
-    subscribed again after a gap), ``updates`` (book messages checked), and the
-    inherited ``errors``, ``reconnects``, ``deliveries``.
+    (deltas whose ``u`` did not follow the previous one), ``crossed`` (books found
+    crossed or locked), ``resnapshots`` (topics subscribed again after a gap or a
+    crossing), ``updates`` (book messages checked), and the inherited ``errors``,
+    ``reconnects``, ``deliveries``; ``data_quality``: bad book data by canonical symbol.
     """
 
     kind = "order book"
@@ -84,11 +99,14 @@ class BookStream(SymbolStream):
         self.depth = depth
         self.stream_depth = stream_depth(depth, depths)
         self.gaps = 0
+        self.crossed = 0
         self.resnapshots = 0
         self.updates = 0
+        self.data_quality = DataQualityCounters()
         self._topic_of = {name: self._topic(name) for name in self.symbols}
         self._name_of = {topic: name for name, topic in self._topic_of.items()}
         self._ours = set(self._topic_of.values())
+        self._received: dict[str, int] = {}  # topic → epoch ms of its last message
         self._sync: dict[str, Sync] = {}
         self._last_u: dict[str, int] = {}
         self._original: Any = None
@@ -108,12 +126,12 @@ class BookStream(SymbolStream):
         held = self.exchange.orderbooks.get(name)
         if held is None:
             return None
-        stamp = finite(held.get("timestamp"))
+        received = self._received.get(self._topic_of[name], now_ms())
         return OrderBook(
             symbol=symbol,
-            bids=_side(held.get("bids"), self.depth),
-            asks=_side(held.get("asks"), self.depth),
-            timestamp_ms=int(time.time() * 1000) if stamp is None else int(stamp),
+            bids=clean_levels(held.get("bids"), self.depth)[0],
+            asks=clean_levels(held.get("asks"), self.depth)[0],
+            timestamp_ms=exchange_time(held.get("timestamp"), received),
         )
 
     def in_sync(self, symbol: str) -> bool:
@@ -141,7 +159,9 @@ class BookStream(SymbolStream):
 
         def checked(client: Any, message: dict[str, Any]) -> Any:
             self._check(message)
-            return original(client, message)
+            applied = original(client, message)
+            self._check_crossed(message)
+            return applied
 
         self._original, self._wrapper = original, checked
         self.exchange.handle_order_book = checked
@@ -154,6 +174,7 @@ class BookStream(SymbolStream):
         self.updates += 1
         self._heard(self._name_of[topic])
         data = message.get("data")
+        self._note_values(topic, message)
         update = data.get("u") if isinstance(data, dict) else None
         if message.get("type") == "snapshot" and isinstance(update, int):
             self._sync[topic], self._last_u[topic] = Sync.SYNCED, update
@@ -165,6 +186,44 @@ class BookStream(SymbolStream):
         if state is not Sync.GAPPED:
             self.gaps += 1
             log.warning("%s: update %s after %s; re-snapshotting", topic, update, last)
+        self._sync[topic] = Sync.GAPPED
+
+    def _note_values(self, topic: str, message: dict[str, Any]) -> None:
+        """Count a message stamped from the future or carrying implausible levels (a
+        size of 0 deletes a level: not counted)."""
+        now = self._received[topic] = now_ms()
+        data = message.get("data")
+        levels = [
+            level
+            for side in ("b", "a")
+            for level in (data.get(side) if isinstance(data, dict) else None) or ()
+        ]
+        found = [FUTURE_TIMESTAMP] if from_future(message.get("ts"), now) else []
+        if any(not plausible_level(level) and not _deletion(level) for level in levels):
+            found.append(IMPLAUSIBLE_VALUE)
+        symbol = self.symbols[self._name_of[topic]]
+        for kind in self.data_quality.observe(symbol, found, (FUTURE_TIMESTAMP, IMPLAUSIBLE_VALUE)):
+            log.warning("%s: %s, cleaned (counted in data quality)", topic, kind.replace("_", " "))
+
+    def _check_crossed(self, message: Any) -> None:
+        """After a message was applied: a synced book whose best bid reached its best
+        ask is corrupt (see the module docstring)."""
+        topic = message.get("topic") if isinstance(message, dict) else None
+        if topic not in self._ours or self._sync.get(topic) is not Sync.SYNCED:
+            return
+        name = self._name_of[topic]
+        held = self.exchange.orderbooks.get(name)
+        bids, asks = (held.get("bids"), held.get("asks")) if held is not None else (None, None)
+        if not bids or not asks or bids[0][0] < asks[0][0]:
+            return
+        self.crossed += 1
+        self.data_quality.add(self.symbols[name], "book_crossed")
+        log.warning(
+            "%s: crossed book (best bid %s >= best ask %s); re-snapshotting",
+            topic,
+            bids[0][0],
+            asks[0][0],
+        )
         self._sync[topic] = Sync.GAPPED
 
     # ----- BatchedStream ----------------------------------------------------------------
@@ -196,7 +255,9 @@ class BookStream(SymbolStream):
         await self.exchange.un_watch_order_book_for_symbols(names, {"limit": self.stream_depth})
 
 
-def _side(levels: Any, depth: int) -> np.ndarray:
-    """ccxt levels ``[price, amount, …]`` → float64 array of shape (≤ depth, 2)."""
-    rows = [level[:2] for level in (levels or [])[:depth]]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+def _deletion(level: Any) -> bool:
+    """Whether a delta level ``[price, "0"]`` deletes its price level."""
+    try:
+        return float(level[1]) == 0
+    except (TypeError, ValueError, IndexError, KeyError):
+        return False

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
-import numpy as np
 from ccxt.base.errors import (
     BadSymbol,
     BaseError,
@@ -44,7 +43,18 @@ from app.market.models.symbols import canonical_symbol
 from app.market.models.ticker import Ticker
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from app.market.sources.ccxt_derivatives import DerivativesReader
-from app.market.sources.quality import DataQualityCounters, clean_candle_rows, finite
+from app.market.sources.quality import (
+    DataQualityCounters,
+    clean_candle_rows,
+    clean_levels,
+    exchange_time,
+    finite,
+    from_future,
+    price,
+    ticker_anomalies,
+    volume,
+)
+from app.market.sources.quality import change_pct as plausible_change_pct
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +209,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _positive(value: Any) -> float | None:
-    """A finite price above zero, or None (a price of 0 is no price)."""
-    number = finite(value)
-    return number if number is not None and number > 0 else None
-
-
 UNPARSABLE = "unparsable"
 TICKER_PROBLEMS = (
     "ticker_missing",
@@ -214,13 +218,23 @@ TICKER_PROBLEMS = (
 )  # key of a stand-in ticker ccxt could not parse: the error
 
 
-def _tolerate_bad_tickers(exchange: ccxt_async.Exchange) -> None:
+def tolerate_bad_tickers(exchange: Any) -> None:
     """ccxt parses a batch of tickers in one go, and one field it cannot read
     (``"NaN"``, ``"abc"`` in a price or a percentage) raises a plain ValueError that
     fails the whole batch — every symbol's refresh for one symbol's data. The instance's
     ``parse_ticker`` is wrapped so that such a ticker becomes a stand-in holding only
     its symbol and the error: that symbol has no usable ticker (counted, noted), the
-    others are served."""
+    others are served.
+
+    ccxt also invents a last price the exchange did not send: when ``last``/``close``
+    is empty, null or 0, ``safe_ticker`` derives it from the open and the percentage
+    (Bybit's ``prevPrice24h`` × (1 + ``price24hPcnt``)) or the average. The instance's
+    ``safe_ticker`` is wrapped to take that back: no price sent, no price.
+
+    Idempotent (REST and stream readers share instances)."""
+    if getattr(exchange.parse_ticker, "tolerant", False):
+        return
+    _no_invented_last(exchange)
     parse = exchange.parse_ticker
 
     def tolerant(ticker: dict, market: Any = None) -> dict:
@@ -230,26 +244,42 @@ def _tolerate_bad_tickers(exchange: ccxt_async.Exchange) -> None:
             known = exchange.safe_market(ticker.get("symbol"), market, None, "spot")
             return {"symbol": known["symbol"], "info": ticker, UNPARSABLE: str(error)[:200]}
 
+    tolerant.tolerant = True  # type: ignore[attr-defined]
     exchange.parse_ticker = tolerant
 
 
-def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:
-    """Convert a ccxt unified ticker; None when it carries no usable last price (empty,
-    null, NaN or 0: a suspended pair).
+def _no_invented_last(exchange: Any) -> None:
+    """Wrap ``exchange.safe_ticker`` so a ticker sent without a last price (``close``
+    and ``last`` empty, null or 0) keeps none (see ``tolerate_bad_tickers``)."""
+    safe = exchange.safe_ticker
 
-    Missing fields are named in ``Ticker.missing`` (the views show them as null):
-    bid/ask fall back to the last price, high/low to the range of last and open, the
-    24h change is computed from the open when the exchange gives no percentage and is
-    NaN when neither is given (so no change rule can fire on it), volumes are 0.
+    def sent_only(ticker: dict, market: Any = None) -> dict:
+        unified = safe(ticker, market)
+        if not any(finite(ticker.get(key)) for key in ("close", "last")):
+            unified["last"] = unified["close"] = None
+        return unified
+
+    exchange.safe_ticker = sent_only
+
+
+def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker | None:
+    """Convert a ccxt unified ticker received at ``now_ms`` (epoch ms); None when it
+    carries no usable last price (empty, null, NaN or 0: a suspended pair; or out of
+    the plausible bound, ``app.market.sources.quality.MAX_PRICE``).
+
+    Missing fields are named in ``Ticker.missing`` (the views show them as null); a
+    field out of its plausible bound counts as missing: bid/ask fall back to the last
+    price, high/low to the range of last and open, the 24h change is computed from the
+    open when the exchange gives no percentage and is NaN when neither is given (so no
+    change rule can fire on it), volumes are 0. An exchange time more than
+    ``FUTURE_TOLERANCE_MS`` ahead of ``now_ms`` is replaced by ``now_ms``.
     """
-    last = _positive(raw.get("last")) or _positive(raw.get("close"))
+    last = price(raw.get("last")) or price(raw.get("close"))
     if last is None:
         return None
     missing: list[str] = []
-    open_24h = _positive(raw.get("open"))
-    change_pct = finite(raw.get("percentage"))
-    if change_pct is not None and change_pct <= -100:  # a price cannot fall 100% or more
-        change_pct = None
+    open_24h = price(raw.get("open"))
+    change_pct = plausible_change_pct(raw.get("percentage"))
     if change_pct is None:
         change_pct = (last - open_24h) / open_24h * 100 if open_24h else math.nan
     if open_24h is None:
@@ -257,14 +287,13 @@ def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker
     if math.isnan(change_pct):
         open_24h = last
         missing.append("change_24h")
-    base_volume = finite(raw.get("baseVolume"))
-    quote_volume = finite(raw.get("quoteVolume"))
+    base_volume = volume(raw.get("baseVolume"))
+    quote_volume = volume(raw.get("quoteVolume"))
     if base_volume is None and quote_volume is None:
         missing.append("volume_24h")
     base_volume = base_volume or 0.0
-    extremes = {name: _positive(raw.get(key)) for name, key in _TICKER_PRICES.items()}
+    extremes = {name: price(raw.get(key)) for name, key in _TICKER_PRICES.items()}
     missing += [name for name, value in extremes.items() if value is None]
-    timestamp = finite(raw.get("timestamp"))
     return Ticker(
         symbol=symbol,
         last=last,
@@ -276,19 +305,13 @@ def ticker_from_ccxt(symbol: str, raw: Mapping[str, Any], now_ms: int) -> Ticker
         change_24h_pct=change_pct,
         base_volume_24h=base_volume,
         quote_volume_24h=base_volume * last if quote_volume is None else quote_volume,
-        timestamp_ms=now_ms if timestamp is None else int(timestamp),
+        timestamp_ms=exchange_time(raw.get("timestamp"), now_ms),
         missing=tuple(missing),
     )
 
 
 _TICKER_PRICES = {"bid": "bid", "ask": "ask", "high_24h": "high", "low_24h": "low"}
 """Ticker fields → ccxt's unified keys, for the prices that have a fallback."""
-
-
-def _book_side(levels: Any, depth: int) -> np.ndarray:
-    """ccxt levels ``[price, amount, (count)]`` → float64 array of shape (n, 2)."""
-    rows = [level[:2] for level in (levels or [])[:depth]]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
 def _require_positive(name: str, value: int) -> None:
@@ -330,7 +353,7 @@ class CcxtMarketSource:
         from app.market.sources.ccxt_timing import instrument_throttle
 
         instrument_throttle(self._exchange)
-        _tolerate_bad_tickers(self._exchange)
+        tolerate_bad_tickers(self._exchange)
         self._symbols_hint = frozenset(symbols_hint or ())
         self._to_ccxt: dict[str, str] = {}
         self._assets: dict[str, tuple[str, str]] = {}
@@ -407,6 +430,8 @@ class CcxtMarketSource:
             entry = raw.get(ccxt_symbol)
             ticker = ticker_from_ccxt(canonical, entry, now_ms) if entry else None
             self._note_ticker(canonical, entry, ticker)
+            for kind in ticker_anomalies(entry, now_ms) if entry else ():
+                self._note_anomaly(canonical, kind, "ticker")
             if ticker is not None:
                 tickers[canonical] = ticker
         return tickers
@@ -454,6 +479,13 @@ class CcxtMarketSource:
                 detail = "no usable last price"
             log.warning("%s %s for %s: %s", self.name, problem.replace("_", " "), symbol, detail)
 
+    def _note_anomaly(self, symbol: str, kind: str, what: str) -> None:
+        """Count one ``future_timestamp`` or ``implausible_value`` in ``what`` (a ticker,
+        a book) of ``symbol``; one log line per symbol and kind (the counter tells the rest)."""
+        self.data_quality.add(symbol, kind)
+        if self.data_quality.start_episode(symbol, kind):
+            log.warning("%s sent %s a %s %s, cleaned", self.name, symbol, what, kind)
+
     async def fetch_candles(self, symbol: str, timeframe: str, limit: int) -> Candles:
         """The newest ``limit`` candles, oldest first."""
         if timeframe not in TIMEFRAME_SECONDS:
@@ -495,12 +527,18 @@ class CcxtMarketSource:
         book = await self._call(
             "fetch_order_book", self._exchange.fetch_order_book(ccxt_symbol, limit=depth)
         )
-        timestamp = finite(book.get("timestamp"))
+        canonical, now = canonical_symbol(symbol), _now_ms()
+        bids, bad_bids = clean_levels(book.get("bids"), depth)
+        asks, bad_asks = clean_levels(book.get("asks"), depth)
+        if bad_bids or bad_asks:
+            self._note_anomaly(canonical, "implausible_value", "book")
+        if from_future(book.get("timestamp"), now):
+            self._note_anomaly(canonical, "future_timestamp", "book")
         return OrderBook(
-            symbol=canonical_symbol(symbol),
-            bids=_book_side(book.get("bids"), depth),
-            asks=_book_side(book.get("asks"), depth),
-            timestamp_ms=_now_ms() if timestamp is None else int(timestamp),
+            symbol=canonical,
+            bids=bids,
+            asks=asks,
+            timestamp_ms=exchange_time(book.get("timestamp"), now),
         )
 
     async def _call(self, operation: str, request: Awaitable[T]) -> T:

@@ -221,7 +221,11 @@ class ExchangeStreams:
                 self.candle_streams, updates="updates", backfills="backfills", gaps="gaps"
             ),
             "books": _kind_status(
-                self.books, updates="updates", gaps="gaps", resnapshots="resnapshots"
+                self.books,
+                updates="updates",
+                gaps="gaps",
+                crossed="crossed",
+                resnapshots="resnapshots",
             ),
             "trades": _kind_status(self.trades, updates="updates", dropped="dropped"),
             "liquidations": _kind_status(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -26,8 +27,9 @@ from app.market.models.derivatives import DerivativesRead
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
 from app.market.models.trades import PublicTrade
-from app.market.sources.base import MarketSource, fetch_derivatives
+from app.market.sources.base import MarketSource, data_quality_of, fetch_derivatives
 from app.market.sources.feed import MarketFeed
+from app.market.sources.quality import Counts, MergedCounters
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,17 @@ STOP_SECONDS = 5.0
 FeedFactory = Callable[[MarketSource, Sequence[str]], MarketFeed]
 """Builds the feed for the listed symbols once the source has started (markets loaded)."""
 
+READER_LISTS = ("tickers", "books", "trades", "candle_streams")
+"""The feed's lists of stream readers (``ExchangeStreams``) whose ``data_quality`` counts
+bad streamed data; a feed without them (the simulated market's) has none."""
+
 
 class StreamingSource:
     """The MarketSource ``source`` with ``feed`` in front of it. ``symbols``: the
     canonical symbols to stream (those the source lists at start). Counters:
     ``answered`` (by ``feed`` / ``rest``) and ``fallbacks`` (times the feed stopped
-    being live)."""
+    being live). ``data_quality``: the bad-data counts of the REST source and of the
+    feed's stream readers, summed (``{symbol: {kind: count}}`` from ``snapshot()``)."""
 
     def __init__(
         self,
@@ -59,6 +66,7 @@ class StreamingSource:
         self._live: bool | None = None  # the last mode seen (None: not yet)
         self._pending: dict[str, Ticker] = {}
         self._ticked = asyncio.Event()
+        self.data_quality = MergedCounters(self._quality_counts)
 
     async def start(self) -> None:
         """Starts the REST source (markets), then the feed for the listed symbols."""
@@ -153,13 +161,27 @@ class StreamingSource:
         return ticks
 
     def status(self) -> dict[str, Any]:
-        """Mode, counters and the feed's own status (health and metrics)."""
+        """Mode, counters, the feed's own status (health and metrics), and
+        ``data_quality``: the bad exchange data counted so far by kind, all symbols
+        summed (by symbol in the metrics)."""
+        totals: Counter[str] = Counter()
+        for kinds in self.data_quality.snapshot().values():
+            totals.update(kinds)
         return {
             "mode": "streaming" if self.streaming() else "polling",
             "answered": dict(self.answered),
             "fallbacks": self.fallbacks,
             "feed": None if self.feed is None else self.feed.status(),
+            "data_quality": dict(sorted(totals.items())),
         }
+
+    def _quality_counts(self) -> Iterator[Counts]:
+        yield data_quality_of(self.source)
+        for name in READER_LISTS:
+            for reader in getattr(self.feed, name, None) or ():
+                counters = getattr(reader, "data_quality", None)
+                if counters is not None:
+                    yield counters.snapshot()
 
     def _on_ticker(self, ticker: Ticker) -> None:
         self._pending[ticker.symbol] = ticker

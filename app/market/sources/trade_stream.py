@@ -4,7 +4,10 @@ bounded window of each symbol's recent trades, the input of cumulative volume de
 Trades are read from ccxt's cache (``exchange.trades[symbol]``: with ``newUpdates`` a
 watch returns only what resolved it), newest first back to the last one taken, and
 kept oldest first in a bounded deque per symbol. A row without a time, a taker side
-or a finite positive price and amount is dropped and counted (``dropped``).
+or a finite positive price and amount is dropped and counted (``dropped``); so is one
+stamped more than ``FUTURE_TOLERANCE_MS`` ahead of our clock (``future_timestamp``) or
+with a price or amount out of the plausible bounds (``implausible_value``), those two
+also in ``data_quality`` by canonical symbol (``app.market.sources.quality``).
 
 Trades missed while a batch was failing or silent are gone (the stream has no
 history): ``complete_since_ms`` says from when a symbol's window has no such hole.
@@ -13,14 +16,27 @@ history): ``complete_since_ms`` says from when a symbol's window has no such hol
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from app.market.models.trades import PublicTrade
-from app.market.sources.quality import finite
+from app.market.sources.quality import (
+    FUTURE_TIMESTAMP,
+    IMPLAUSIBLE_VALUE,
+    DataQualityCounters,
+    finite,
+    from_future,
+    implausible,
+    now_ms,
+    price,
+    volume,
+)
 from app.market.sources.stream_batches import Batching, SymbolStream
+
+log = logging.getLogger(__name__)
 
 TRADE_BATCHING = Batching(silent_after=30.0)
 
@@ -32,7 +48,8 @@ class TradeStream(SymbolStream):
 
     ``batching``: as ``BatchedStream`` (trades come only when someone trades, so the
     default waits 30 s before a batch is not live). Counters: ``updates`` (trades
-    kept), ``dropped`` (bad rows), and the inherited ones.
+    kept), ``dropped`` (bad rows), and the inherited ones; ``data_quality``: trades
+    from the future or out of bound, by canonical symbol.
     """
 
     kind = "trade"
@@ -51,6 +68,7 @@ class TradeStream(SymbolStream):
         self.keep = keep
         self.updates = 0
         self.dropped = 0
+        self.data_quality = DataQualityCounters()
         self._trades: dict[str, deque[PublicTrade]] = {
             name: deque(maxlen=keep) for name in self.symbols
         }
@@ -109,19 +127,36 @@ class TradeStream(SymbolStream):
         )
         if newer:
             self._taken[name] = newer[0]
-        trades = [self._parse(row) for row in reversed(newer)]
+        now = now_ms()
+        trades = [self._parse(self.symbols[name], row, now) for row in reversed(newer)]
         return [trade for trade in trades if trade is not None]
 
-    def _parse(self, row: Any) -> PublicTrade | None:
-        """A ccxt trade → ``PublicTrade``; None (counted) for a bad row."""
-        stamp = finite(row.get("timestamp")) if isinstance(row, dict) else None
-        price = finite(row.get("price")) if isinstance(row, dict) else None
-        amount = finite(row.get("amount")) if isinstance(row, dict) else None
-        side = row.get("side") if isinstance(row, dict) else None
-        if stamp is None or price is None or amount is None or price <= 0 or amount <= 0:
+    def _parse(self, symbol: str, row: Any, now: int) -> PublicTrade | None:
+        """A ccxt trade of canonical ``symbol`` received at ``now`` (epoch ms) →
+        ``PublicTrade``; None (counted) for a bad row."""
+        if not isinstance(row, dict):
             self.dropped += 1
             return None
-        if side not in ("buy", "sell"):
+        stamp, side = finite(row.get("timestamp")), row.get("side")
+        paid, amount = price(row.get("price")), volume(row.get("amount"))
+        problem = _problem(row, now)
+        if problem is not None:
+            self.dropped += 1
+            if self.data_quality.observe(symbol, [problem], ()):
+                log.warning("trade stream: %s trade of %s dropped", problem, symbol)
+            return None
+        if stamp is None or paid is None or not amount or side not in ("buy", "sell"):
             self.dropped += 1
             return None
-        return PublicTrade(int(stamp), price, amount, side)
+        return PublicTrade(int(stamp), paid, amount, side)
+
+
+def _problem(row: dict[str, Any], now: int) -> str | None:
+    """The data-quality kind of a trade from the future or out of bound, else None."""
+    if from_future(row.get("timestamp"), now):
+        return FUTURE_TIMESTAMP
+    if implausible(row.get("price"), price) and (finite(row.get("price")) or 0) > 0:
+        return IMPLAUSIBLE_VALUE
+    if implausible(row.get("amount"), volume) and (finite(row.get("amount")) or 0) > 0:
+        return IMPLAUSIBLE_VALUE
+    return None

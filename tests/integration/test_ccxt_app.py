@@ -52,7 +52,8 @@ async def test_dashboards_show_the_exchange_data(bybit_app: QuartTestApp, fake: 
     assert set(prices) == {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"}
     for symbol, price in prices.items():
         assert price == float(fake.tickers[symbol]["lastPrice"])
-    assert fake.count(TICKERS_PATH) == 1  # one batch call for every symbol
+    spot = [r for r in fake.requests if r.path == TICKERS_PATH and r.query["category"] == "spot"]
+    assert len(spot) == 1  # one batch call for every symbol (the linear one: derivatives)
 
 
 async def test_unlisted_symbols_are_left_out_and_reported(bybit_app: QuartTestApp) -> None:

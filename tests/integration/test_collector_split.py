@@ -252,7 +252,9 @@ def test_a_server_keeps_its_collector_child_running_and_stops_it(shared) -> None
         wait_for("data the restarted child generated", data_after_the_kill)
     finally:
         assert stop(server) == 0
-    assert not alive(second)  # stopped with its server
+    # stopped with its server: the server waits for it, and the kernel signals it when
+    # the server is gone (PR_SET_PDEATHSIG) should the server's own stop be cut short
+    wait_for("the collector child stopped with its server", lambda: not alive(second), 15)
 
 
 def test_a_killed_servers_collector_child_stops_too(shared) -> None:

@@ -20,6 +20,7 @@ from app.market.sources.base import fetch_derivatives
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.ccxt_derivatives import FUNDING_POINTS, HISTORY_POINTS
 from app.market.sources.guarded import CircuitOpen, GuardedSource, RetryPolicy
+from tests.support.streams import STREAM_SYMBOLS
 from tools.fake_bybit import KLINE_PATH, TICKERS_PATH, FakeBybit
 from tools.fake_bybit_derivatives import (
     ACCOUNT_RATIO_PATH,
@@ -377,3 +378,31 @@ async def test_the_fake_refuses_what_bybit_refuses(fake: FakeBybit) -> None:
         0,
         "OK",
     )
+
+
+async def test_a_read_fetches_the_histories_of_eight_symbols_at_most_stalest_first() -> None:
+    """The first reads of many perpetuals spread their history requests: eight symbols
+    a read, the rest the next read (their values meanwhile None, never invented)."""
+    async with FakeBybit(symbols=STREAM_SYMBOLS, inactive_symbols=(), now_ms=NOW) as fake:
+        source = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000)
+        try:
+            await within(source.start())
+            perps = tuple(s for s in STREAM_SYMBOLS if fake.derivatives.is_perpetual(s))
+            assert len(perps) == 11
+
+            def histories(path: str) -> set[str]:
+                return {r.query["symbol"] for r in fake.requests if r.path == path}
+
+            first = await read(source, perps)
+            assert len(histories(OPEN_INTEREST_PATH)) == 8
+            assert histories(ACCOUNT_RATIO_PATH) == histories(OPEN_INTEREST_PATH)
+            waiting = [s for s in perps if s not in histories(OPEN_INTEREST_PATH)]
+            for symbol in waiting:
+                assert first.by_symbol[symbol].funding_rate is not None  # the batch call
+                assert first.by_symbol[symbol].open_interest_history == ()
+                assert first.by_symbol[symbol].open_interest_change_pct(1) is None
+            second = await read(source, perps)
+            assert histories(OPEN_INTEREST_PATH) == set(perps)  # the three left next
+            assert all(second.by_symbol[s].open_interest_history for s in waiting)
+        finally:
+            await within(source.close())

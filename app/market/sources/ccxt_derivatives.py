@@ -55,6 +55,12 @@ FUNDING_POINTS = 21
 """Settled funding rates asked (a week at Bybit's 8-hour interval)."""
 HISTORY_REFRESH_SECONDS = 300.0
 FUNDING_REFRESH_SECONDS = 3600.0
+HISTORY_SYMBOLS_PER_READ = 8
+"""Symbols whose histories one read may fetch (three requests each): the first read of
+25 symbols would otherwise make 76 requests at once, several seconds behind the
+exchange's rate limit and near the call's timeout. The others keep their cached
+histories (or none yet: those values stay None, never invented) and are fetched by the
+next reads, stalest first."""
 NO_PERPETUAL = "no linear perpetual listed for {symbol} on {exchange}"
 QUALITY_KINDS = (
     "funding_rate_invalid",
@@ -141,6 +147,7 @@ class DerivativesReader:
         self.perpetuals: dict[str, str] = {}
         """Canonical symbol → ccxt linear perpetual (after ``index``)."""
         self._cache: dict[tuple[str, str], _History] = {}
+        self._refreshing: set[str] = set()  # contracts whose histories this read may fetch
         _tolerate(exchange, "parse_long_short_ratio", "longShortRatio")
         _tolerate(exchange, "parse_open_interest", "openInterestAmount")
 
@@ -160,6 +167,8 @@ class DerivativesReader:
             return DerivativesRead({}, unavailable)
         asked = sorted(set(contracts.values()))
         rates = await self.call("fetch_funding_rates", self.exchange.fetch_funding_rates(asked))
+        stalest = sorted(contracts.values(), key=self._staleness)
+        self._refreshing = set(stalest[:HISTORY_SYMBOLS_PER_READ])
         results = await asyncio.gather(
             *(self._symbol(s, c, (rates or {}).get(c)) for s, c in contracts.items()),
             return_exceptions=True,
@@ -303,6 +312,8 @@ class DerivativesReader:
         young = cached is not None and self.clock() - cached.fetched < max_age
         if cached is not None and young and not _settled_since(cached, now_ms):
             return cached
+        if key[1] not in self._refreshing:  # another symbol's turn: the next reads
+            return cached if cached is not None else _History((), False, self.clock())
         operation = f"fetch_{key[0]}_history"
         rows = await self.call(operation, fetch())
         value_key, value_rule, raw_key = rule
@@ -312,6 +323,17 @@ class DerivativesReader:
         fresh = _History(points, newest_ok, self.clock(), expires_ms, dropped)
         self._cache[key] = fresh
         return fresh
+
+    def _staleness(self, contract: str) -> float:
+        """When the contract's oldest cached history was fetched (never: first), so a
+        read spends its history requests on the stalest symbols."""
+        kinds = ("open_interest", "long_short", "funding")
+        cached = [self._cache.get((kind, contract)) for kind in kinds]
+        return (
+            min((h.fetched for h in cached if h is not None), default=float("-inf"))
+            if all(cached)
+            else float("-inf")
+        )
 
     def _note(self, symbol: str, bad: Mapping[str, int], cached_bad: bool) -> None:
         """Count what cleaning refused now; one log line when a symbol's derivatives

@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Page
 from app.main.embedded import create_app
 from tests.conftest import ManualClock, eventually, exchange_settings
 from tests.support.browser import (
+    COUNT_SNAPSHOTS,
     PAGE_GRACE_SECONDS,
     PHONE,
     PageProblems,
@@ -34,24 +35,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 WAIT_MS = 20_000
 DESKTOP = {"viewport": {"width": 1440, "height": 1000}}
 DERIVATIVES = "/api/market/derivatives"
-# Counts the snapshots the page has handled, by channel (after its own handler ran): a
-# message published after that reaches the page.
-COUNT_SNAPSHOTS = """
-const Native = window.WebSocket;
-window.__snapshots = {};
-window.WebSocket = class extends Native {
-  set onmessage(handler) {
-    super.onmessage = (event) => {
-      handler(event);
-      const message = JSON.parse(event.data);
-      if (message.type === 'snapshot') {
-        window.__snapshots[message.channel] = (window.__snapshots[message.channel] || 0) + 1;
-      }
-    };
-  }
-  get onmessage() { return super.onmessage; }
-};
-"""
 
 
 def fixed(value: float, decimals: int) -> str:

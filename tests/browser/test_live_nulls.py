@@ -20,7 +20,7 @@ from app.main.embedded import create_app
 from app.services import live_updates
 from app.services.live_updates import LiveUpdates
 from tests.conftest import ManualClock, eventually, exchange_settings
-from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
+from tests.support.browser import COUNT_SNAPSHOTS, PAGE_GRACE_SECONDS, PHONE, PageProblems, text_of
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -33,23 +33,6 @@ WAIT_MS = 20_000
 SOL_ROW = "#symbols-body tr[data-symbol='SOLUSDT']"
 SOL_CARD = "#cards article[data-key='SOLUSDT']"
 COMPONENTS = ("technical", "volume", "orderflow", "orderbook", "price_structure")
-# Counts the snapshots the page has handled, by channel (after its own handler ran).
-COUNT_SNAPSHOTS = """
-const Native = window.WebSocket;
-window.__snapshots = {};
-window.WebSocket = class extends Native {
-  set onmessage(handler) {
-    super.onmessage = (event) => {
-      handler(event);
-      const message = JSON.parse(event.data);
-      if (message.type === 'snapshot') {
-        window.__snapshots[message.channel] = (window.__snapshots[message.channel] || 0) + 1;
-      }
-    };
-  }
-  get onmessage() { return super.onmessage; }
-};
-"""
 
 
 @pytest_asyncio.fixture(loop_scope="module")

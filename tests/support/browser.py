@@ -104,6 +104,26 @@ class ServedApp:
 
 # Pages still open when a test's server stops are dropped after this long, not after the
 # 3 s of serve_app: what a page does once its test has ended is not looked at.
+# An init script: counts the snapshots the page has handled, by channel, in
+# ``window.__snapshots`` (after the page's own handler ran): a message published after
+# that count moved reaches the page.
+COUNT_SNAPSHOTS = """
+const Native = window.WebSocket;
+window.__snapshots = {};
+window.WebSocket = class extends Native {
+  set onmessage(handler) {
+    super.onmessage = (event) => {
+      handler(event);
+      const message = JSON.parse(event.data);
+      if (message.type === 'snapshot') {
+        window.__snapshots[message.channel] = (window.__snapshots[message.channel] || 0) + 1;
+      }
+    };
+  }
+  get onmessage() { return super.onmessage; }
+};
+"""
+
 PAGE_GRACE_SECONDS = 0.5
 
 

@@ -15,12 +15,18 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.main.embedded import create_app
 from app.market.sources.simulated import SimulatedMarket
 from app.settings import Settings, load_settings
 from app.state import EXTENSION, ServiceState
+
+# Property tests assert behaviour, never time: Hypothesis's per-example deadline
+# (200 ms) fails them on a busy machine, so no test has one.
+hypothesis_settings.register_profile("no-deadline", deadline=None)
+hypothesis_settings.load_profile("no-deadline")
 
 pytest_plugins = [
     "tests.support.servers",

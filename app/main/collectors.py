@@ -277,9 +277,10 @@ STREAM_EVENTS = (
 kind of stream as ``virtuoso_stream_events_total{kind,event}``."""
 
 
-def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily]:
-    """``virtuoso_stream_events_total{kind,event}`` from an exchange feed's status (the
-    simulated feed has no readers: nothing)."""
+def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """``virtuoso_stream_events_total{kind,event}`` and
+    ``virtuoso_stream_silent_symbols{kind}`` from an exchange feed's status (the
+    simulated feed has no readers: no samples)."""
     events = CounterMetricFamily(
         "virtuoso_stream_events",
         "Exchange stream incidents by kind of stream: failed watches (errors), batches "
@@ -289,13 +290,21 @@ def _stream_events(feed: dict[str, Any]) -> Iterator[CounterMetricFamily]:
         "order books subscribed again for a fresh snapshot (resnapshots)",
         labels=("kind", "event"),
     )
+    silent = GaugeMetricFamily(
+        "virtuoso_stream_silent_symbols",
+        "Symbols a kind of stream has no current data for (quiet, refused or forgotten "
+        "topics): REST answers for them while the others stream",
+        labels=("kind",),
+    )
     for kind, counters in sorted(feed.items()):
         if not isinstance(counters, dict) or "live" not in counters:
             continue
         for event in STREAM_EVENTS:
             if event in counters:
                 events.add_metric((kind, event), int(counters[event]))
+        silent.add_metric((kind,), len(counters.get("silent") or ()))
     yield events
+    yield silent
 
 
 REQUEST_OUTCOMES = ("ok", "refused", "timeout", "unavailable")

@@ -233,3 +233,26 @@ async def test_what_was_cleaned_shows_in_health_and_metrics(fake: FakeBybit) -> 
     sample = 'virtuoso_exchange_data_quality_total{kind="future_timestamp",symbol="BTCUSDT"} 1.0'
     assert sample in metrics.splitlines()
     assert 'virtuoso_stream_events_total{event="crossed",kind="books"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda o, h, lo, c: [o, 100.0, 99_999_999.0, c],  # high below low
+        lambda o, h, lo, c: [o, o * 0.5, lo, c],  # high below the open
+        lambda o, h, lo, c: [o, h, c * 1.5, c],  # low above the close
+    ],
+    ids=["high-below-low", "high-below-open", "low-above-close"],
+)
+async def test_a_candle_whose_high_and_low_do_not_bound_it_is_filled(source, corrupt) -> None:
+    """A corrupt candle (its range not holding its open and close) is a minute nothing
+    of which can be trusted: carried at the previous close with no volume, counted."""
+    rows = await source.exchange.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+    rows[2] = [rows[2][0], *corrupt(*rows[2][1:5]), rows[2][5]]
+
+    clean, quality = clean_candle_rows(rows, MINUTE_MS)
+
+    assert [row[0] for row in clean] == [row[0] for row in rows]
+    assert clean[2][1:] == [clean[1][4]] * 4 + [0.0]
+    assert quality.filled == 1
+    assert all(row[3] <= min(row[1], row[4]) and row[2] >= max(row[1], row[4]) for row in clean)

@@ -163,9 +163,11 @@ class ExchangeStreams:
                 await sibling.close()
 
     def is_live(self) -> bool:
-        """Whether the ticker streams delivered within ``silent_after`` (the mode: the
-        other kinds are checked per symbol when read)."""
-        return bool(self.tickers) and all(stream.is_live() for stream in self.tickers)
+        """Whether the streams work: a ticker subscription delivered within
+        ``silent_after`` (the mode). Every read is judged per symbol anyway — a symbol
+        whose topic is quiet, refused or forgotten is answered by REST alone — so one
+        quiet or refused subscription does not send every symbol to REST."""
+        return any(batch_live for stream in self.tickers for batch_live in _batches_live(stream))
 
     def live_tickers(self) -> dict[str, Ticker]:
         """The newest ticker of each symbol whose batch is live and that is not quiet."""
@@ -299,6 +301,10 @@ class ExchangeStreams:
                 return None
 
         return guarded
+
+
+def _batches_live(stream: Any) -> list[bool]:
+    return [stream.batch_live(batch) for batch in stream.batches]
 
 
 def _kind_status(streams: Sequence[Any], **counters: str) -> dict[str, Any]:

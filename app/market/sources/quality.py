@@ -35,8 +35,10 @@ Candle rules (applied by ``clean_candle_rows``, in this order; each one counted)
 * ``filled``: a candle whose open/high/low/close is empty, null, NaN, infinite or not
   positive is a minute without trades: it carries the previous candle's close as
   open, high, low and close with zero volume; so is one with a price out of the
-  plausible bound (``MAX_PRICE``). A bad first candle has no previous close and is
-  dropped (``dropped``). A bad or implausible volume alone becomes 0 (``filled``).
+  plausible bound (``MAX_PRICE``), and one whose high and low do not bound its open
+  and close (high below low: a corrupt row, nothing of it can be trusted). A bad
+  first candle has no previous close and is dropped (``dropped``). A bad or
+  implausible volume alone becomes 0 (``filled``).
 * ``gaps`` / ``missing``: open times further apart than one timeframe are left as
   gaps (nothing is invented); ``gaps`` counts the holes, ``missing`` the candles
   absent from them. Analytics that assume continuity (the TA-Lib indicators of
@@ -213,7 +215,7 @@ def _filled(rows: list[tuple[int, list[Any]]]) -> tuple[list[list[float]], int, 
         prices = [price(v) for v in (list(row[1:5]) + [None] * 4)[:4]]
         amount = volume(row[5]) if len(row) > 5 else None
         positive = [p for p in prices if p is not None]
-        if len(positive) == len(prices):
+        if len(positive) == len(prices) and _bounded(*positive):
             if amount is None:
                 filled += 1
             out.append([when, *positive, 0.0 if amount is None else amount])
@@ -224,6 +226,11 @@ def _filled(rows: list[tuple[int, list[Any]]]) -> tuple[list[list[float]], int, 
         else:
             dropped += 1
     return out, filled, dropped
+
+
+def _bounded(open_: float, high: float, low: float, close: float) -> bool:
+    """Whether high and low bound the candle's open and close."""
+    return low <= min(open_, close) and high >= max(open_, close)
 
 
 def count_gaps(times: Sequence[int], period_ms: int) -> tuple[int, int]:

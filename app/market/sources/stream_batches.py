@@ -108,7 +108,7 @@ class BatchedStream(Generic[K]):
     ``silent_symbols``.
 
     Counters: ``errors`` (failed watches or deliveries), ``reconnects`` (batches
-    delivering again after failing or stalling), ``deliveries`` (watches that
+    delivering again after failing), ``deliveries`` (watches that
     returned), ``resubscribes`` (stalled batches or keys subscribed again), ``resets``
     (connections reset because an unsubscribe went unanswered), ``splits`` (batches cut
     in two after the exchange refused them, to isolate the topic it refuses).
@@ -221,9 +221,10 @@ class BatchedStream(Generic[K]):
 
     async def _run(self, batch: tuple[K, ...]) -> None:
         delay, failing, failed_at = self.retry[0], False, float("-inf")
+        stalled = False  # subscribed again after a stall: the next delivery is a recovery
         while True:
             try:
-                delivered = await self._turn(batch, failing)
+                delivered = await self._turn(batch, failing or stalled)
             except asyncio.CancelledError as cancelled:
                 if _cancelling():
                     raise
@@ -237,7 +238,8 @@ class BatchedStream(Generic[K]):
                 if delivered and self.clock() - failed_at >= self.retry[1]:
                     delay = self.retry[0]  # healthy for a while: a new episode starts short
                 self._delay[batch] = delay
-                failing = not delivered
+                failing = failing and not delivered
+                stalled = not delivered
                 continue
             if _refused(error) and len(batch) > 1:
                 self._split(batch, error)
@@ -250,17 +252,19 @@ class BatchedStream(Generic[K]):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = self._delay[batch] = min(self.retry[1], delay * 2)
 
-    async def _turn(self, batch: tuple[K, ...], failing: bool) -> bool:
+    async def _turn(self, batch: tuple[K, ...], recovering: bool) -> bool:
         """One watch of ``batch`` and its delivery, then its stalled keys subscribed
-        again; False when the whole watch stalled and the batch was subscribed again."""
+        again; False when the whole watch stalled and the batch was subscribed again.
+        ``recovering``: the batch failed or stalled before (what it delivers now may
+        follow a hole)."""
         asked = self.clock()
         if not await self._watch_within(batch):
-            await self._resubscribe(batch, quiet=failing)
+            await self._resubscribe(batch, quiet=recovering)
             return False
         self.deliveries += 1
         now = self.clock()
         liveness = self.liveness
-        recovered = failing or not liveness.ever_heard(batch) or now - asked > self.silent_after
+        recovered = recovering or not liveness.ever_heard(batch) or now - asked > self.silent_after
         liveness.batch_heard(batch, now)
         if recovered:
             liveness.subscribed(batch)
@@ -292,8 +296,8 @@ class BatchedStream(Generic[K]):
         self.resubscribes += 1
         self._failed(batch)
         self.liveness.subscribed(batch)
-        if not quiet:
-            log.warning(
+        if not quiet:  # a quiet market, or a subscription the exchange forgot
+            log.info(
                 "%s stream %s… brought nothing for %.0f s; subscribing again",
                 self.kind,
                 batch[0],

@@ -106,7 +106,8 @@ class StreamingSource:
 
     async def fetch_tickers(self, symbols: Sequence[str]) -> dict[str, Ticker]:
         """Live streamed tickers; REST (one batch call) for the symbols without one."""
-        live = self.feed.live_tickers() if self.streaming() and self.feed else {}
+        self.streaming()  # the mode, logged and counted when it changes
+        live = self.feed.live_tickers() if self.feed is not None else {}
         found = {s: live[s] for s in symbols if s in live}
         rest = [s for s in symbols if s not in found]
         if rest:

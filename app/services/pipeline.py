@@ -148,8 +148,10 @@ class Pipeline:
         self._loop_task = self._inflight = self._tick_task = self._views_task = None
 
     async def stop(self) -> None:
-        """Stops refreshing and closes the source."""
+        """Stops refreshing (and a derivatives read under way) and closes the source."""
         await self.halt()
+        if self.collector is not None:
+            await self.collector.derivatives.close()
         await self.source.close()
 
     async def wait_ready(self, seconds: float) -> bool:

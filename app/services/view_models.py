@@ -209,6 +209,9 @@ class DerivativesRow(_Doc):
     funding_rate: float | None = Field(
         description="a fraction per funding interval, as the exchange gives it (0.0001 = 0.01 %)"
     )
+    funding_interval_hours: float = Field(
+        description="hours between settlements (the rate is per interval); 8 when unknown"
+    )
     next_funding_time: int | None = Field(description="epoch ms of the next settlement")
     open_interest: float | None = Field(description="open contracts (base units)")
     open_interest_value: float | None = Field(description="open interest in quote currency")

@@ -19,6 +19,7 @@ const HEAT_CLASSES = [-5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5].map(heatClass);
 /**
  * A row of /api/market/derivatives (fields as docs/websocket.md and the API describe them).
  * @typedef {{symbol: string, contract: string, funding_rate: number | null,
+ *   funding_interval_hours: number,
  *   next_funding_time: number | null, open_interest: number | null,
  *   open_interest_value: number | null, open_interest_change_pct_1h: number | null,
  *   open_interest_change_pct_24h: number | null, long_short_ratio: number | null,
@@ -165,7 +166,7 @@ export class DerivativesPanel {
     const [symbol, funding, oiValue, oi1h, oi24h, ratio] = tr.cells;
     setText(symbol, row.symbol);
     setText(/** @type {HTMLElement} */ (funding.firstChild), formatFundingRate(row.funding_rate));
-    const heat = fundingHeat(row.funding_rate);
+    const heat = fundingHeat(row.funding_rate, row.funding_interval_hours);
     for (const name of HEAT_CLASSES) funding.classList.toggle(name, heat !== null && name === heatClass(heat));
     this.showNextFunding(funding, row);
     setText(oiValue, formatMagnitude(row.open_interest_value));
@@ -191,7 +192,7 @@ export class DerivativesPanel {
         : `funding settling now (${formatZoned(next, 'minutes')})`;
     }
     const rate = row.funding_rate === null ? 'funding rate unknown'
-      : `funding ${formatFundingRate(row.funding_rate)} per interval (neutral ${formatFundingRate(NEUTRAL_FUNDING_RATE)})`;
+      : `funding ${formatFundingRate(row.funding_rate)} per ${row.funding_interval_hours} h (neutral ${formatFundingRate((NEUTRAL_FUNDING_RATE * row.funding_interval_hours) / 8)})`;
     const title = `${row.symbol} ${rate}; ${when}`;
     if (cell.title !== title) cell.title = title;
     setText(/** @type {HTMLElement} */ (cell.lastChild), `; ${when}`);

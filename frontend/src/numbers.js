@@ -330,10 +330,12 @@ export function formatMagnitude(value) {
 // Funding (formatFundingRate): the rate is a fraction per funding interval, as the
 // exchange gives it; shown in percent with 4 decimals and its sign (0.0001 → +0.0100%,
 // -0.00028908 → -0.0289%, 0 → 0.0000%), a missing or non-finite rate → "—".
-// Heat (fundingHeat): the rate's distance from the neutral rate (+0.01 % per interval,
-// the interest-rate component most exchanges charge when the premium is nil), as a
-// signed level -5…5: |rate − neutral| below 0.005 % → 0, then a level per doubling
+// Heat (fundingHeat): the rate's distance from the neutral rate (+0.01 % per 8-hour
+// interval, the interest-rate component most exchanges charge when the premium is nil),
+// as a signed level -5…5: |rate − neutral| below 0.005 % → 0, then a level per doubling
 // (0.005, 0.01, 0.02, 0.04, 0.08 % → 1…5); positive when longs pay more than neutral.
+// A contract settling every h hours is read per 8 hours (rate · 8 / h) first, so a 1-hour
+// contract's rate is not shown eight times cooler than the same positioning on 8 hours.
 
 /** The neutral funding rate per interval (Bybit's and Binance's interest rate, 0.01 %). */
 export const NEUTRAL_FUNDING_RATE = 0.0001;
@@ -361,11 +363,13 @@ export function formatFundingRate(rate) {
 /**
  * How far a funding rate is from neutral: -5…5 (see the rule above); null without a rate.
  * @param {number | null | undefined} rate a fraction per interval
+ * @param {number} [intervalHours] hours between settlements (8 when not given)
  * @returns {number | null}
  */
-export function fundingHeat(rate) {
+export function fundingHeat(rate, intervalHours = 8) {
   if (!finite(rate)) return null;
-  const distance = rate - NEUTRAL_FUNDING_RATE;
+  const hours = finite(intervalHours) && intervalHours > 0 ? intervalHours : 8;
+  const distance = (rate * 8) / hours - NEUTRAL_FUNDING_RATE;
   // rounded to 1e-12: 0.00015 − 0.0001 is 5e-5 exactly, not a hair below it
   const magnitude = Math.round(Math.abs(distance) * 1e12) / 1e12;
   const level = FUNDING_HEAT_STEPS.filter((step) => magnitude >= step).length;

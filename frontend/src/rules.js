@@ -39,7 +39,7 @@ const THRESHOLDS = {
   open_interest_change: {
     rules: { negative: true, min: -100, max: MAX_CHANGE_PCT }, unit: '% (open interest now against 1 h ago)', example: 5,
   },
-  long_short: { rules: { above: 0 }, unit: 'accounts long ÷ short', example: 2 },
+  long_short: { rules: { above: 0, max: 1000 }, unit: 'accounts long ÷ short', example: 2 },
   component: { rules: { min: 0, max: 100 }, unit: 'score 0–100 (all timeframes combined)', example: 80 },
 };
 

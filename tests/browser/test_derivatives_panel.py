@@ -139,7 +139,8 @@ async def test_the_panel_shows_each_symbols_funding_as_served(
         elif distance <= -0.00005 - 1e-12:
             assert "heat-m" in classes, (symbol, classes)
         title = await page.get_attribute(cell(symbol, "funding"), "title") or ""
-        assert f"{symbol} funding {funding_text(row['funding_rate'])} per interval" in title
+        hours = row["funding_interval_hours"]
+        assert f"{symbol} funding {funding_text(row['funding_rate'])} per {hours:g} h" in title
         assert "next funding in" in title
     assert await page.locator("#derivatives-none").is_hidden()
     assert (await text_of(page, "#derivatives-age")).startswith("read ")

@@ -122,7 +122,8 @@ LIMITS = [
     ("funding_above", "0.06", "Threshold: at most 0.05", 0.06, "between -0.05 and 0.05"),
     ("funding_below", "-0.5", "Threshold: at least -0.05", -0.5, "between -0.05 and 0.05"),
     ("open_interest_change_below", "-120", "at least -100", -120, "between -100 and"),
-    ("long_short_above", "0", "must be above 0", 0, "ratio (long ÷ short) > 0"),
+    ("long_short_above", "0", "must be above 0", 0, "ratio (long ÷ short), above 0, at most 1,000"),
+    ("long_short_below", "1001", "at most 1,000", 1001, "above 0, at most 1,000"),
     ("component_above", "101", "Threshold: at most 100", 101, "between 0 and 100"),
 ]
 

@@ -126,8 +126,11 @@ async def test_funding_beyond_a_threshold_fires_for_the_symbol_with_a_perpetual(
         assert pipeline.latest.derivatives.unavailable == {"ETHUSDT": NO_PERPETUAL}
 
         market.funding["BTCUSDT"] = 0.000612
-        clock.advance(61)  # the derivatives' cadence (a minute): read anew
+        clock.advance(61)  # the derivatives' cadence (a minute): read anew, beside it
         await pipeline.refresh(force=True)
+        assert pipeline.collector is not None
+        await pipeline.collector.derivatives.settled()
+        await pipeline.refresh(force=True)  # the next snapshot takes the new read
         _, listed = await call(app, "get", "/api/alerts")
         [alert] = listed["alerts"]
         assert (alert["rule_id"], alert["symbol"], alert["kind"]) == (

@@ -99,7 +99,9 @@ def change_pct(
 class DerivativesRead:
     """One read of the derivatives of many symbols: ``by_symbol`` those that have data,
     ``unavailable`` why the others have none (no perpetual listed, a spot-only source,
-    a failed call) — never invented."""
+    a failed call), ``partial`` what is missing from some of them — never invented."""
 
     by_symbol: Mapping[str, Derivatives] = field(default_factory=dict)
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    partial: Mapping[str, str] = field(default_factory=dict)
+    """Symbols of ``by_symbol`` some of whose data failed to come (which, and why)."""

@@ -56,6 +56,7 @@ MAX_COOLDOWN_SECONDS = 86_400
 MAX_CHANGE_PCT = 1_000_000.0  # a 24h change rule beyond ±1,000,000 % could never fire
 MAX_FUNDING_RATE = 0.05  # 5 % per funding interval: beyond any exchange's funding cap
 # Family → (lowest, highest, whether the lowest is excluded, what the threshold is).
+MAX_LONG_SHORT = 1_000.0
 THRESHOLD_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "price": (0.0, math.inf, True, "a price"),
     "change": (-MAX_CHANGE_PCT, MAX_CHANGE_PCT, False, "a 24h change in %"),
@@ -66,7 +67,8 @@ THRESHOLD_RANGES: dict[str, tuple[float, float, bool, str]] = {
         "a funding rate as a fraction per interval (0.0005 = 0.05 %)",
     ),
     "open_interest_change": (-100.0, MAX_CHANGE_PCT, False, "a 1h open-interest change in %"),
-    "long_short": (0.0, math.inf, True, "a long/short account ratio (long ÷ short)"),
+    # 1,000 longs per short is already beyond any market's positioning
+    "long_short": (0.0, MAX_LONG_SHORT, True, "a long/short account ratio (long ÷ short)"),
     "component": (0.0, 100.0, False, "a component score"),
 }
 DEFAULT_MAX_RULES = 200  # rules stored at most (every rule is evaluated on every snapshot)
@@ -174,6 +176,10 @@ def _check_threshold(kind: str, threshold: float) -> None:
     if open_low and math.isinf(high):
         if not threshold > low:
             raise ValueError(f"threshold of {kind} must be {what} > {_bound(low)}")
+    elif open_low and not low < threshold <= high:
+        raise ValueError(
+            f"threshold of {kind} is {what}, above {_bound(low)}, at most {_bound(high)}"
+        )
     elif not low <= threshold <= high:
         raise ValueError(f"threshold of {kind} is {what}, between {_bound(low)} and {_bound(high)}")
 

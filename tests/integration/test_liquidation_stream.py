@@ -17,7 +17,12 @@ from app.market.sources.base import MarketSource, fetch_derivatives
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.guarded import GuardedSource
-from app.market.sources.liquidation_stream import LiquidationStream
+from app.market.sources.liquidation_stream import (
+    BUCKETS,
+    MINUTE_MS,
+    LiquidationStream,
+    window_start_ms,
+)
 from app.market.sources.stream_batches import Batching
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
@@ -97,10 +102,14 @@ async def test_liquidations_fill_the_window_and_leave_it_after_an_hour(
 
     fake.set_now(NOW + 30 * 60_000)  # half an hour on: still in
     assert btc().long_count == 2 and btc().window_ms == 30 * 60_000
-    fake.set_now(NOW + HOUR_MS + 1)  # an hour and a bit: gone
+    fake.set_now((NOW // MINUTE_MS + 60) * MINUTE_MS - 1)  # the last ms of its minute's hour
+    assert btc().long_count == 2
+    fake.set_now(NOW + HOUR_MS + 1)  # an hour and a bit: its minute has left
     later = btc()
     assert (later.long_count, later.short_count, later.long_value) == (0, 0, 0.0)
-    assert later.window_ms == HOUR_MS
+    # the window is whole minutes: the current one and the 59 before it
+    assert later.window_ms == NOW + HOUR_MS + 1 - window_start_ms(NOW + HOUR_MS + 1)
+    assert HOUR_MS - MINUTE_MS < later.window_ms <= HOUR_MS
 
 
 async def test_bad_liquidations_are_dropped_and_counted(
@@ -114,6 +123,65 @@ async def test_bad_liquidations_are_dropped_and_counted(
     await eventually(lambda: stream.dropped == 3, BOUND)
     window = stream.window("ETHUSDT")
     assert window is not None and window.short_value == 4_800.0 and window.long_count == 0
+
+
+async def test_implausible_liquidations_are_dropped_and_counted_in_data_quality(
+    fake: FakeBybit, stream: LiquidationStream
+) -> None:
+    bad = [
+        ("1e308", "1e308"),  # each finite, the product is not
+        ("1e13", "1"),  # a price beyond MAX_PRICE
+        ("65000", "1e19"),  # a size beyond MAX_VOLUME
+        ("-65000", "1"),
+        ("65000", "-1"),
+        ("65000", "0"),
+        ("0", "1"),
+        ("NaN", "1"),
+        ("65000", "NaN"),
+    ]
+    for paid, size in bad:
+        await fake.streams.send_liquidation("BTCUSDT", "Buy", paid, size)
+    await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.5")
+    await eventually(lambda: stream.updates == 1, BOUND)
+    await eventually(lambda: stream.dropped == len(bad), BOUND)
+    window = stream.window("BTCUSDT")
+    assert window is not None
+    assert (window.long_count, window.long_value) == (1, 32_500.0)
+    assert window.to_dict()["long_value"] == 32_500.0
+    assert stream.data_quality.snapshot() == {"BTCUSDT": {"implausible_value": 3}}
+
+
+async def test_a_flood_keeps_a_bounded_window_with_exact_sums(
+    fake: FakeBybit, stream: LiquidationStream
+) -> None:
+    """20,000 liquidations over 100 minutes of the exchange's clock: at most BUCKETS
+    buckets per symbol, and the window holds exactly the last 60 minutes' of them."""
+    name, per_minute, minutes = "BTC/USDT:USDT", 200, 100
+    largest = 0
+    for minute in range(minutes):
+        fake.set_now(NOW + minute * MINUTE_MS)
+        for _ in range(per_minute // 2):  # a long of 100 and a short of 200 (quote)
+            await fake.streams.send_liquidation("BTCUSDT", "Buy", "100", "1")
+            await fake.streams.send_liquidation("BTCUSDT", "Sell", "100", "2")
+        # ccxt's cache holds 1000 entries: take each minute's before the next
+        await eventually(lambda m=minute: stream.updates == (m + 1) * per_minute, BOUND)
+        largest = max(largest, len(stream.buckets[name]))
+    assert largest <= BUCKETS
+    window = stream.window("BTCUSDT")
+    assert window is not None and len(stream.buckets[name]) == 60
+    half = per_minute // 2
+    assert (window.long_count, window.short_count) == (60 * half, 60 * half)
+    assert (window.long_value, window.short_value) == (60 * half * 100.0, 60 * half * 200.0)
+    assert stream.dropped == 0
+
+    fake.set_now(NOW + minutes * MINUTE_MS)  # one minute on: the oldest minute kept leaves
+    later = stream.window("BTCUSDT")
+    assert later is not None and later.long_count == 59 * half
+    fake.set_now(NOW + (minutes + 59) * MINUTE_MS)  # an hour after the last: all gone
+    gone = stream.window("BTCUSDT")
+    assert gone is not None and (gone.long_count, gone.short_count) == (0, 0)
+    assert (gone.long_value, gone.short_value) == (0.0, 0.0)
+    assert len(stream.buckets[name]) == 0
 
 
 # ----- the streaming source adds them to the REST derivatives ----------------------------

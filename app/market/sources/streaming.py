@@ -38,7 +38,7 @@ STOP_SECONDS = 5.0
 FeedFactory = Callable[[MarketSource, Sequence[str]], MarketFeed]
 """Builds the feed for the listed symbols once the source has started (markets loaded)."""
 
-READER_LISTS = ("tickers", "books", "trades", "candle_streams")
+READER_LISTS = ("tickers", "books", "trades", "candle_streams", "liquidation_streams")
 """The feed's lists of stream readers (``ExchangeStreams``) whose ``data_quality`` counts
 bad streamed data; a feed without them (the simulated market's) has none."""
 

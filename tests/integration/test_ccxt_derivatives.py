@@ -1,9 +1,10 @@
 """Derivatives positioning through the real ccxt library against the loopback fake
 Bybit's linear perpetuals: what ccxt parses equals what the fake serves; extremes set by
 its controls come through; a spot-only pair is unavailable with its reason; bad values
-are cleaned and counted; a failing call names its symbol, a failing batch raises, and
-the guard's ``derivatives`` breaker opens after repeated failures; the histories are
-cached for their period; spot reads are unchanged by the linear markets."""
+are cleaned and counted; a failing history keeps its symbol's row and is named (without
+URLs), a failing batch raises, and the guard's ``derivatives`` breaker opens after
+repeated failures; the histories are cached for their period; spot reads are unchanged
+by the linear markets."""
 
 from __future__ import annotations
 
@@ -158,9 +159,8 @@ async def test_extremes_set_on_the_exchange_come_through(
 ) -> None:
     state = fake.derivatives
     settle = NOW // FUNDING_INTERVAL_MS * FUNDING_INTERVAL_MS
-    state.set_funding(
-        "BTCUSDT", 0.0375, next_time_ms=settle + 4 * HOUR_MS, settled=[0.01, 0.02, 0.03]
-    )
+    upcoming = settle + FUNDING_INTERVAL_MS + 4 * HOUR_MS  # off the 8-hour grid, ahead
+    state.set_funding("BTCUSDT", 0.0375, next_time_ms=upcoming, settled=[0.01, 0.02, 0.03])
     state.set_open_interest("BTCUSDT", 1_200.0, ago_1h=1_000.0, ago_24h=600.0)
     state.set_long_short("BTCUSDT", 0.8)
     state.set_funding("ETHUSDT", -0.05)
@@ -170,7 +170,7 @@ async def test_extremes_set_on_the_exchange_come_through(
     got = (await read(source)).by_symbol
     btc, eth = got["BTCUSDT"], got["ETHUSDT"]
     assert btc.funding_rate == 0.0375
-    assert btc.next_funding_time_ms == settle + 4 * HOUR_MS
+    assert btc.next_funding_time_ms == upcoming
     assert [v for _, v in btc.funding_history[-3:]] == [0.01, 0.02, 0.03]
     assert btc.funding_history[-1][0] == settle
     assert btc.open_interest == 1_200.0
@@ -223,26 +223,67 @@ async def test_bad_values_become_none_and_are_counted(
     }
 
 
+async def test_implausible_next_funding_times_become_none_and_are_counted(
+    fake: FakeBybit, source: CcxtMarketSource
+) -> None:
+    state = fake.derivatives
+    state.set_funding("BTCUSDT", 0.0001, next_time_ms=1_000)  # 1970: "settling now"
+    state.set_funding("ETHUSDT", 0.0001, next_time_ms=NOW + 10**13)  # centuries ahead
+    state.set_funding("SOLUSDT", 0.0001, next_time_ms=NOW - HOUR_MS)  # an hour past
+    state.set_funding("XRPUSDT", 0.0001, next_time_ms=NOW - 60_000)  # not rolled over yet
+    state.set_funding("DOGEUSDT", 0.0001, next_time_ms=NOW + 7 * 24 * HOUR_MS)
+
+    got = (await read(source)).by_symbol
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+        assert got[symbol].next_funding_time_ms is None, symbol
+        assert got[symbol].funding_rate == 0.0001  # the rest of the row stands
+    assert got["XRPUSDT"].next_funding_time_ms == NOW - 60_000
+    assert got["DOGEUSDT"].next_funding_time_ms == NOW + 7 * 24 * HOUR_MS
+    assert source.data_quality.snapshot() == {
+        s: {"next_funding_time_invalid": 1} for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    }
+
+
 # ----- failures --------------------------------------------------------------------------
 
 
-async def test_a_history_failing_for_one_symbol_names_it(
+async def test_a_failing_history_keeps_the_row_and_names_what_failed_without_urls(
+    fake: FakeBybit, source: CcxtMarketSource
+) -> None:
+    fake.http_error_next(502, path=ACCOUNT_RATIO_PATH, times=None)
+    got = await read(source)
+    assert set(got.by_symbol) == set(PERPS) and got.unavailable == {}
+    state = fake.derivatives
+    for symbol in PERPS:
+        data = got.by_symbol[symbol]
+        assert data.funding_rate == float(state.funding_rate(symbol))  # the batch call's
+        assert data.open_interest == float(state.open_interest(symbol))
+        assert len(data.open_interest_history) == HISTORY_POINTS
+        assert data.open_interest_change_pct(1) is not None
+        assert (data.long_short_ratio, data.long_short_history) == (None, ())  # not invented
+        assert got.partial[symbol] == "long/short history: exchange unavailable (HTTP 502)"
+    fake.clear_faults()
+    again = await read(source)  # the failed histories are asked again first
+    assert again.partial == {}
+    assert all(again.by_symbol[s].long_short_ratio is not None for s in PERPS)
+
+
+async def test_histories_failing_differently_are_each_named(
     fake: FakeBybit, source: CcxtMarketSource
 ) -> None:
     fake.http_error_next(503, path=OPEN_INTEREST_PATH)
     fake.fail_next(10001, "Not supported symbols", path=FUNDING_HISTORY_PATH)
     got = await read(source)
-    assert len(got.by_symbol) == len(PERPS) - 2
-    failed = sorted(got.unavailable)
-    assert len(failed) == 2
-    reasons = " | ".join(got.unavailable.values())
-    assert "ExchangeNotAvailable" in reasons or "503" in reasons
-    assert "BadSymbol" in reasons
-    for symbol in failed:
-        assert got.unavailable[symbol].startswith(f"{symbol[:-4]}/USDT:USDT: bybit fetch_")
-    # the next read asks again for what failed, and has everything
+    assert set(got.by_symbol) == set(PERPS) and got.unavailable == {}
+    reasons = " | ".join(got.partial.values())
+    assert "open interest history: exchange unavailable (HTTP 503)" in reasons
+    assert "funding history: symbol refused by the exchange (Not supported symbols)" in reasons
+    assert "://" not in reasons and "symbol=" not in reasons
+    for symbol in got.partial:
+        data = got.by_symbol[symbol]
+        assert data.funding_rate is not None and data.open_interest is not None
     again = await read(source)
-    assert set(again.by_symbol) == set(PERPS) and again.unavailable == {}
+    assert set(again.by_symbol) == set(PERPS) and again.partial == {}
 
 
 async def test_the_batch_call_failing_raises(fake: FakeBybit, source: CcxtMarketSource) -> None:
@@ -254,9 +295,12 @@ async def test_the_batch_call_failing_raises(fake: FakeBybit, source: CcxtMarket
 async def test_every_symbol_failing_raises_and_a_rate_limit_raises(
     fake: FakeBybit, source: CcxtMarketSource
 ) -> None:
-    fake.http_error_next(503, times=None, path=OPEN_INTEREST_PATH)
-    with pytest.raises(ExchangeUnavailable):
+    for path in (OPEN_INTEREST_PATH, ACCOUNT_RATIO_PATH, FUNDING_HISTORY_PATH):
+        fake.http_error_next(503, times=None, path=path)
+    with pytest.raises(ExchangeUnavailable) as raised:
         await read(source)
+    assert "exchange unavailable (HTTP 503)" in str(raised.value)
+    assert "://" not in str(raised.value)
     fake.clear_faults()
     fake.rate_limit_next(path=ACCOUNT_RATIO_PATH)
     with pytest.raises(ExchangeRateLimited):

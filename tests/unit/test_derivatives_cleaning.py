@@ -36,6 +36,33 @@ def test_amounts_times_and_ratios() -> None:
     assert clean.ratio(0) is None and clean.ratio("-1") is None
 
 
+NOW = 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (NOW + 8 * 3_600_000, NOW + 8 * 3_600_000),  # the next 8-hour settlement
+        (NOW, NOW),
+        (NOW - clean.NEXT_FUNDING_PAST_MS, NOW - clean.NEXT_FUNDING_PAST_MS),  # the bound
+        (NOW - clean.NEXT_FUNDING_PAST_MS - 1, None),  # stale: "settling now" forever
+        (NOW - 3_600_000, None),
+        (NOW + clean.NEXT_FUNDING_AHEAD_MS, NOW + clean.NEXT_FUNDING_AHEAD_MS),
+        (NOW + clean.NEXT_FUNDING_AHEAD_MS + 1, None),
+        (NOW + 10**13, None),  # centuries ahead
+        (1_000, None),  # 1970
+        (str(NOW + 60_000), NOW + 60_000),
+        (0, None),
+        ("NaN", None),
+        (None, None),
+    ],
+)
+def test_next_funding_time_is_plausible_against_the_reads_time(
+    sent: object, kept: int | None
+) -> None:
+    assert clean.next_funding_time(sent, NOW) == kept
+
+
 def test_field_falls_back_to_the_raw_text_ccxt_could_not_parse() -> None:
     entry = {"fundingRate": None, "info": {"fundingRate": "abc"}}
     assert clean.field(entry, "fundingRate") == "abc"

@@ -67,41 +67,51 @@ class Derivatives:
     open_interest_history: tuple[Point, ...] = ()
     long_short_history: tuple[Point, ...] = ()
     liquidations: Liquidations | None = None
+    open_interest_time_ms: int | None = None
+    """When ``open_interest`` was measured (epoch ms); None: at ``timestamp_ms`` (the
+    exchange's tickers). A source whose tickers carry no open interest and stands the
+    newest history point in for it gives that point's time."""
 
     def open_interest_change_pct(self, hours: float) -> float | None:
         """Open interest now against ``hours`` ago, in percent (``(now / then − 1) ·
-        100``), from ``open_interest_history`` (the newest point at or before
-        ``now − hours``; "now" is the current ``open_interest``, else the newest point).
-        None without a point that old or with a non-positive one."""
-        return change_pct(self.open_interest_history, hours, self.open_interest)
+        100``): "now" is the current ``open_interest`` at ``open_interest_time_ms``
+        (default ``timestamp_ms``), "then" the newest point of ``open_interest_history``
+        at or before that time − ``hours``. None when the current open interest is None
+        (unknown or refused: never computed from the history alone), without a point
+        that old, or with a non-positive one."""
+        at_ms = (
+            self.timestamp_ms if self.open_interest_time_ms is None else self.open_interest_time_ms
+        )
+        return change_pct(self.open_interest_history, hours, self.open_interest, at_ms)
 
 
 def change_pct(
-    history: Sequence[Point], hours: float, current: float | None = None
+    history: Sequence[Point], hours: float, current: float | None, at_ms: int
 ) -> float | None:
-    """Percent change of a series over ``hours`` (see
-    ``Derivatives.open_interest_change_pct``)."""
-    if not history:
+    """Percent change ``(current / then − 1) · 100`` of a series whose value at
+    ``at_ms`` (epoch ms) is ``current``, against ``then``, the newest point of
+    ``history`` (``(epoch ms, value)``, oldest first) at or before ``at_ms − hours``.
+    None when ``current`` is None or no such positive point exists."""
+    if current is None:
         return None
-    now_ms, newest = history[-1]
-    now = newest if current is None else current
     then = None
     for stamp, value in reversed(history):
-        if stamp <= now_ms - hours * HOUR_MS:
+        if stamp <= at_ms - hours * HOUR_MS:
             then = value
             break
     if then is None or not then > 0:
         return None
-    return (now / then - 1.0) * 100.0
+    return (current / then - 1.0) * 100.0
 
 
 @dataclass(frozen=True, slots=True)
 class DerivativesRead:
     """One read of the derivatives of many symbols: ``by_symbol`` those that have data,
     ``unavailable`` why the others have none (no perpetual listed, a spot-only source,
-    a failed call), ``partial`` what is missing from some of them — never invented."""
+    a failed call) — never invented. ``partial``: symbols of ``by_symbol`` some of whose
+    histories failed to come (those are empty, their values None), with which and why
+    (``"long/short history: exchange unavailable (HTTP 502)"``), for the caller to show."""
 
     by_symbol: Mapping[str, Derivatives] = field(default_factory=dict)
     unavailable: Mapping[str, str] = field(default_factory=dict)
     partial: Mapping[str, str] = field(default_factory=dict)
-    """Symbols of ``by_symbol`` some of whose data failed to come (which, and why)."""

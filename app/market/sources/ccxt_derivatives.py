@@ -20,9 +20,14 @@ active linear perpetual on the same base and quote, settled in the quote (Bybit:
   (``fetch_long_short_ratio_history``, 1 h) refetched at most every
   ``HISTORY_REFRESH_SECONDS``; settled funding (``fetch_funding_rate_history``) every
   ``FUNDING_REFRESH_SECONDS`` or after the next settlement. A failure of one of these
-  names the symbol in ``DerivativesRead.unavailable`` with the reason (a rate limit
-  still raises: it is about this client, not the symbol; and when every symbol failed
-  because the exchange is unavailable, that is raised too, for the breakers).
+  leaves that history empty (its values None, never invented) and keeps the symbol's
+  row — its funding rate and open interest came with the batch call — naming the
+  failed histories in ``DerivativesRead.partial`` (a rate limit still raises: it is
+  about this client, not the symbol; and when every history call of every symbol
+  failed because the exchange is unavailable, that is raised too, for the breakers).
+
+Reasons name what failed and how (``"long/short history: exchange unavailable (HTTP
+502)"``), never the exchange's URL or query, which ccxt's messages carry.
 
 Bad values are cleaned by ``app.market.sources.derivatives_cleaning`` and counted per
 symbol in the source's data-quality counters (kinds in ``QUALITY_KINDS``).
@@ -32,12 +37,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from app.market.errors import ExchangeRateLimited, ExchangeUnavailable, MarketDataError
+from app.market.errors import (
+    ExchangeRateLimited,
+    ExchangeUnavailable,
+    MarketDataError,
+    SymbolNotListed,
+)
 from app.market.models.derivatives import Derivatives, DerivativesRead, Point
 from app.market.models.symbols import canonical_symbol
 from app.market.sources import derivatives_cleaning as clean
@@ -62,6 +73,15 @@ exchange's rate limit and near the call's timeout. The others keep their cached
 histories (or none yet: those values stay None, never invented) and are fetched by the
 next reads, stalest first."""
 NO_PERPETUAL = "no linear perpetual listed for {symbol} on {exchange}"
+HISTORY_NAMES = {
+    "open_interest": "open interest history",
+    "long_short": "long/short history",
+    "funding": "funding history",
+}
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
+_HTTP_STATUS = re.compile(r"://\S*\s+([1-5]\d\d)\b")  # ccxt: "<id> GET <url> <status> …"
+_EXCHANGE_SAYS = re.compile(r'"(?:retMsg|msg|message)"\s*:\s*"([^"]{1,120})"')
+_CCXT_ERROR = re.compile(r"failed \((\w+)\)")  # app.market.sources.ccxt.map_ccxt_error
 QUALITY_KINDS = (
     "funding_rate_invalid",
     "next_funding_time_invalid",
@@ -89,6 +109,53 @@ def linear_perpetuals(markets: Mapping[str, Mapping[str, Any]]) -> dict[str, str
         if settle == quote:
             found.setdefault(canonical, str(market["symbol"]))
     return found
+
+
+def failure_reason(error: BaseException) -> str:
+    """What kind of failure ``error`` is, without URLs: ``"exchange unavailable (HTTP
+    502)"``, ``"symbol refused by the exchange (Not supported symbols)"``, ``"exchange
+    unavailable (RequestTimeout)"``, ``"unreadable answer (KeyError)"``."""
+    text = " ".join(str(error).split())
+    if isinstance(error, ExchangeUnavailable):
+        kind = "exchange unavailable"
+    elif isinstance(error, SymbolNotListed):
+        kind = "symbol refused by the exchange"
+    elif isinstance(error, MarketDataError):
+        kind = "refused by the exchange"
+    else:
+        return f"unreadable answer ({type(error).__name__})"
+    status = _HTTP_STATUS.search(text)
+    said = _EXCHANGE_SAYS.search(text)
+    ccxt_error = _CCXT_ERROR.search(text)
+    if status:
+        return f"{kind} (HTTP {status.group(1)})"
+    if said and _URL.sub("", said.group(1)).strip():
+        return f"{kind} ({_URL.sub('', said.group(1)).strip()})"
+    return f"{kind} ({ccxt_error.group(1)})" if ccxt_error else kind
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """One symbol's history calls in one read: the failed ones by kind, and how many
+    came back."""
+
+    failed: dict[str, Exception] = field(default_factory=dict)
+    fetched: int = 0
+
+    def exchange_down(self) -> bool:
+        """Every call made failed because the exchange is unavailable."""
+        return (
+            bool(self.failed)
+            and not self.fetched
+            and all(isinstance(e, ExchangeUnavailable) for e in self.failed.values())
+        )
+
+    def reason(self) -> str:
+        """``"long/short history: exchange unavailable (HTTP 502); …"``."""
+        return "; ".join(
+            f"{HISTORY_NAMES.get(kind, kind)}: {failure_reason(error)}"
+            for kind, error in self.failed.items()
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,40 +236,54 @@ class DerivativesReader:
         rates = await self.call("fetch_funding_rates", self.exchange.fetch_funding_rates(asked))
         stalest = sorted(contracts.values(), key=self._staleness)
         self._refreshing = set(stalest[:HISTORY_SYMBOLS_PER_READ])
+        attempts = {s: _Attempts() for s in contracts}
         results = await asyncio.gather(
-            *(self._symbol(s, c, (rates or {}).get(c)) for s, c in contracts.items()),
+            *(self._symbol(s, c, (rates or {}).get(c), attempts[s]) for s, c in contracts.items()),
             return_exceptions=True,
         )
         by_symbol: dict[str, Derivatives] = {}
-        failures: list[MarketDataError] = []
+        partial: dict[str, str] = {}
+        down: list[Exception] = []  # one failure per symbol the exchange failed outright
         for symbol, result in zip(contracts, results, strict=True):
+            tried = attempts[symbol]
             if isinstance(result, ExchangeRateLimited):
                 raise result
-            if isinstance(result, MarketDataError):
-                failures.append(result)
-                unavailable[symbol] = f"{contracts[symbol]}: {result}"
-            elif isinstance(result, Exception):  # ccxt could not read an answer
-                log.warning("%s %s derivatives unreadable: %r", self.name, symbol, result)
-                unavailable[symbol] = f"{contracts[symbol]}: unreadable answer ({result!r:.200})"
+            if isinstance(result, Exception):  # a failure outside the histories
+                log.warning("%s %s derivatives failed: %r", self.name, symbol, result)
+                unavailable[symbol] = f"{contracts[symbol]}: {failure_reason(result)}"
+                if isinstance(result, ExchangeUnavailable):
+                    down.append(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
                 by_symbol[symbol] = result
-        if failures and not by_symbol and all(isinstance(f, ExchangeUnavailable) for f in failures):
-            raise failures[0]
-        return DerivativesRead(by_symbol, unavailable)
+                if tried.failed:
+                    partial[symbol] = tried.reason()
+                if tried.exchange_down():
+                    down.append(next(iter(tried.failed.values())))
+        if len(down) == len(contracts):  # the exchange failed every symbol: for the breakers
+            raise ExchangeUnavailable(
+                f"{self.name} derivatives: every history call failed, {failure_reason(down[0])}"
+            ) from down[0]
+        return DerivativesRead(by_symbol, unavailable, partial)
 
-    async def _symbol(self, symbol: str, contract: str, rate: Any) -> Derivatives:
-        """One symbol's ``Derivatives`` from its funding-rate entry and its histories."""
+    async def _symbol(self, symbol: str, contract: str, rate: Any, tried: _Attempts) -> Derivatives:
+        """One symbol's ``Derivatives`` from its funding-rate entry and its histories
+        (a history that fails is empty, and named in ``tried``)."""
         bad: dict[str, int] = {}
         now_ms = clean.time_ms(clean.field(rate, "timestamp")) or self.wall_ms()
-        oi_history = await self._open_interest_history(contract, bad)
-        ratios = await self._ratio_history(contract, bad)
+        oi_history = await self._open_interest_history(contract, bad, tried)
+        ratios = await self._ratio_history(contract, bad, tried)
         next_time = self._checked(
-            bad, "next_funding_time", clean.time_ms, rate, "fundingTimestamp", "nextFundingTime"
+            bad,
+            "next_funding_time",
+            lambda sent: clean.next_funding_time(sent, now_ms),
+            rate,
+            "fundingTimestamp",
+            "nextFundingTime",
         )
-        funding = await self._funding_history(contract, now_ms, next_time, bad)
-        open_interest, value = self._open_interest_now(rate, oi_history, bad)
+        funding = await self._funding_history(contract, now_ms, next_time, bad, tried)
+        open_interest, value, measured_ms = self._open_interest_now(rate, oi_history, bad)
         rate_now = self._checked(bad, "funding_rate", clean.funding_rate, rate, "fundingRate")
         self._note(symbol, bad, any(h.dropped for h in (oi_history, ratios, funding)))
         return Derivatives(
@@ -217,25 +298,27 @@ class DerivativesReader:
             funding_history=funding.points,
             open_interest_history=oi_history.points,
             long_short_history=ratios.points,
+            open_interest_time_ms=measured_ms,
         )
 
     def _open_interest_now(
         self, rate: Any, history: _History, bad: dict[str, int]
-    ) -> tuple[float | None, float | None]:
-        """(contracts, value) from the tickers' ``info``; where the exchange's tickers
-        carry none, the newest history point valued at the mark price."""
+    ) -> tuple[float | None, float | None, int | None]:
+        """(contracts, value, when measured) from the tickers' ``info`` (when: None, the
+        read's time); where the exchange's tickers carry none, the newest history point
+        valued at the mark price, and its time."""
         info = rate.get("info") if isinstance(rate, Mapping) else None
         if isinstance(info, Mapping) and "openInterest" in info:
             contracts = self._checked(bad, "open_interest", clean.amount, info, "openInterest")
             value = self._checked(
                 bad, "open_interest_value", clean.amount, info, "openInterestValue"
             )
-            return contracts, value
+            return contracts, value, None
         if not history.newest_ok:
-            return None, None
-        contracts = history.points[-1][1]
+            return None, None, None
+        measured_ms, contracts = history.points[-1]
         mark = clean.amount(clean.field(rate, "markPrice"))
-        return contracts, (contracts * mark if mark else None)
+        return contracts, (contracts * mark if mark else None), measured_ms
 
     @staticmethod
     def _checked(
@@ -255,7 +338,9 @@ class DerivativesReader:
 
     # ----- histories, cached -------------------------------------------------------------
 
-    async def _open_interest_history(self, contract: str, bad: dict[str, int]) -> _History:
+    async def _open_interest_history(
+        self, contract: str, bad: dict[str, int], tried: _Attempts
+    ) -> _History:
         if not self.exchange.has.get("fetchOpenInterestHistory"):
             return _History((), False, self.clock())
         exchange = self.exchange
@@ -265,9 +350,12 @@ class DerivativesReader:
             lambda: exchange.fetch_open_interest_history(contract, "1h", limit=HISTORY_POINTS),
             ("openInterestAmount", clean.amount, "openInterest"),
             bad,
+            tried,
         )
 
-    async def _ratio_history(self, contract: str, bad: dict[str, int]) -> _History:
+    async def _ratio_history(
+        self, contract: str, bad: dict[str, int], tried: _Attempts
+    ) -> _History:
         if not self.exchange.has.get("fetchLongShortRatioHistory"):
             return _History((), False, self.clock())
         exchange = self.exchange
@@ -277,10 +365,16 @@ class DerivativesReader:
             lambda: exchange.fetch_long_short_ratio_history(contract, "1h", limit=HISTORY_POINTS),
             ("longShortRatio", clean.ratio, "longShortRatio"),
             bad,
+            tried,
         )
 
     async def _funding_history(
-        self, contract: str, now_ms: int, next_time: int | None, bad: dict[str, int]
+        self,
+        contract: str,
+        now_ms: int,
+        next_time: int | None,
+        bad: dict[str, int],
+        tried: _Attempts,
     ) -> _History:
         if not self.exchange.has.get("fetchFundingRateHistory"):
             return _History((), False, self.clock())
@@ -291,6 +385,7 @@ class DerivativesReader:
             lambda: exchange.fetch_funding_rate_history(contract, limit=FUNDING_POINTS),
             ("fundingRate", clean.funding_rate, "fundingRate"),
             bad,
+            tried,
             now_ms=now_ms,
             expires_ms=next_time,
         )
@@ -302,12 +397,14 @@ class DerivativesReader:
         fetch: Callable[[], Awaitable[Any]],
         rule: tuple[str, Callable[[Any], float | None], str],
         bad: dict[str, int],
+        tried: _Attempts,
         now_ms: int | None = None,
         expires_ms: int | None = None,
     ) -> _History:
         """The cached history ``key`` while younger than ``max_age`` seconds (and, given
         the exchange's ``now_ms``, before the ``expires_ms`` it was fetched with), else
-        fetched again (raises MarketDataError on failure)."""
+        fetched again. A failed fetch is empty (not cached: the next read asks first)
+        and named in ``tried``; a rate limit raises ``ExchangeRateLimited``."""
         cached = self._cache.get(key)
         young = cached is not None and self.clock() - cached.fetched < max_age
         if cached is not None and young and not _settled_since(cached, now_ms):
@@ -315,7 +412,16 @@ class DerivativesReader:
         if key[1] not in self._refreshing:  # another symbol's turn: the next reads
             return cached if cached is not None else _History((), False, self.clock())
         operation = f"fetch_{key[0]}_history"
-        rows = await self.call(operation, fetch())
+        try:
+            rows = await self.call(operation, fetch())
+        except ExchangeRateLimited:
+            raise
+        except Exception as error:  # this history's failure, not the symbol's
+            if not isinstance(error, MarketDataError):  # ccxt could not read the answer
+                log.warning("%s %s %s unreadable: %r", self.name, key[1], operation, error)
+            tried.failed[key[0]] = error
+            return _History((), False, self.clock())
+        tried.fetched += 1
         value_key, value_rule, raw_key = rule
         points, dropped, newest_ok = clean.history(rows or [], value_key, value_rule, raw_key)
         if dropped:

@@ -11,6 +11,11 @@ Rules (``finite`` first: missing, empty, ``"NaN"``, infinite or unparsable is ba
   percent to 2 % per interval for most contracts — so a larger value is a unit or
   parsing error, not a market);
 * a time (epoch ms): bad unless positive;
+* the next funding time (epoch ms), against the exchange's time of the read: bad when
+  more than ``NEXT_FUNDING_PAST_MS`` (5 minutes) before it — a settlement a few minutes
+  past may not be rolled over yet in the answer, one older is stale — or more than
+  ``NEXT_FUNDING_AHEAD_MS`` (8 days) after it — funding intervals are hours (Bybit:
+  1 to 8 h), so a time days ahead is a unit or clock error, not a schedule;
 * open interest (contracts) and its value (quote): bad when negative (0 is a
   contract nobody holds);
 * long/short account ratio: bad unless positive (accounts long ÷ short; 0 would mean no
@@ -27,6 +32,11 @@ from app.market.sources.quality import finite
 
 MAX_FUNDING_RATE = 0.05
 """The largest believable funding rate per interval, either sign (a fraction)."""
+NEXT_FUNDING_PAST_MS = 5 * 60_000
+"""How long before the read's time a next funding time may be (a settlement not yet
+rolled over in the answer)."""
+NEXT_FUNDING_AHEAD_MS = 8 * 24 * 3_600_000
+"""How far after the read's time a next funding time may be."""
 
 
 def funding_rate(value: Any) -> float | None:
@@ -39,6 +49,16 @@ def time_ms(value: Any) -> int | None:
     """A positive epoch-ms time, else None."""
     number = finite(value)
     return int(number) if number is not None and number > 0 else None
+
+
+def next_funding_time(value: Any, now_ms: int) -> int | None:
+    """A next funding time (epoch ms) within [``now_ms − NEXT_FUNDING_PAST_MS``,
+    ``now_ms + NEXT_FUNDING_AHEAD_MS``] of the read's time ``now_ms`` (the exchange's,
+    epoch ms), else None."""
+    stamp = time_ms(value)
+    if stamp is None or not -NEXT_FUNDING_PAST_MS <= stamp - now_ms <= NEXT_FUNDING_AHEAD_MS:
+        return None
+    return stamp
 
 
 def amount(value: Any) -> float | None:

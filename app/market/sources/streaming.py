@@ -150,7 +150,7 @@ class StreamingSource:
             s: replace(d, liquidations=window(s) or d.liquidations)
             for s, d in read.by_symbol.items()
         }
-        return DerivativesRead(by_symbol, read.unavailable)
+        return DerivativesRead(by_symbol, read.unavailable, read.partial)
 
     async def next_ticks(self) -> dict[str, Ticker]:
         """Waits for the feed's next tickers and returns every one pushed since the last

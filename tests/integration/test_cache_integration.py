@@ -288,10 +288,13 @@ async def test_rate_limit_is_per_client_and_shared_by_replicas(
 ) -> None:
     # The shipped burst (40) without its refill, so the count below does not depend on
     # how fast a (busy) machine sends the requests.
+    # A Redis call slower than its timeout lets the request through (the limiter fails
+    # open): on a busy machine the default 0.5 s is not enough for an exact count.
     settings = {
         "VIRTUOSO_RATE_LIMITS": str(
             Path(__file__).parents[1] / "support" / "data" / "ratelimits-burst-only.yaml"
-        )
+        ),
+        "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5",
     }
     apps = [
         create_app(

@@ -209,8 +209,9 @@ class BatchedStream(Generic[K]):
     def backoff(self, batch: tuple[K, ...]) -> float:
         """Seconds (before jitter) the batch waits after its next failure: doubling from
         ``retry[0]`` to ``retry[1]`` while it fails, and back to ``retry[0]`` only once it
-        has delivered for ``retry[1]`` seconds — a connection that delivers once and
-        drops again (a reconnect storm) does not reset it."""
+        has kept delivering for ``retry[1]`` seconds since its first delivery after the
+        failure — a connection that delivers once and drops again (a reconnect storm)
+        does not reset it, however slowly it reconnects."""
         return self._delay.get(batch, self.retry[0])
 
     def silent_symbols(self) -> list[str]:
@@ -220,7 +221,8 @@ class BatchedStream(Generic[K]):
     # ----- the loop --------------------------------------------------------------------
 
     async def _run(self, batch: tuple[K, ...]) -> None:
-        delay, failing, failed_at = self.retry[0], False, float("-inf")
+        delay, failing = self.retry[0], False
+        healthy_since: float | None = None  # first delivery since the last failure
         stalled = False  # subscribed again after a stall: the next delivery is a recovery
         while True:
             try:
@@ -235,8 +237,11 @@ class BatchedStream(Generic[K]):
                 if delivered and failing:
                     log.info("%s stream %s… delivers again", self.kind, batch[0])
                     self.reconnects += 1
-                if delivered and self.clock() - failed_at >= self.retry[1]:
-                    delay = self.retry[0]  # healthy for a while: a new episode starts short
+                if delivered:
+                    now = self.clock()
+                    healthy_since = now if healthy_since is None else healthy_since
+                    if now - healthy_since >= self.retry[1]:
+                        delay = self.retry[0]  # delivering for a while: a new episode starts short
                 self._delay[batch] = delay
                 failing = failing and not delivered
                 stalled = not delivered
@@ -248,7 +253,7 @@ class BatchedStream(Generic[K]):
             self._failed(batch)
             if not failing:  # one line per episode
                 log.warning("%s stream %s… failed (%r); watching again", self.kind, batch[0], error)
-            failing, failed_at = True, self.clock()
+            failing, healthy_since = True, None
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = self._delay[batch] = min(self.retry[1], delay * 2)
 

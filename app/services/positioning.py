@@ -38,10 +38,13 @@ class Positioning:
         }
 
     def key(self) -> PositioningKey:
-        """Equal while the inputs are: the derivatives read (a new read is a new value),
-        the newest trade and count (trades only ever append) and the hour's change."""
-        newest = self.trades[-1] if self.trades else None
-        return (self.derivatives, newest, len(self.trades), self.price_change_1h_pct)
+        """Equal while the slow inputs are: the derivatives read (a new read is a new
+        value) and the hour's change (closed candles). Trades are left out on purpose:
+        they change with every refresh, and rescoring every timeframe of every symbol
+        each time for one order-flow sub-score cost the tick path its latency (the
+        bench's exchange → client p99); a timeframe takes the trades whenever it is
+        scored again (each candle close, each derivatives read)."""
+        return (self.derivatives, self.price_change_1h_pct)
 
 
 def positioning_of(snapshot: Snapshot, symbol: str) -> Positioning:

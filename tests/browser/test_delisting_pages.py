@@ -69,11 +69,13 @@ async def wait_marked(page: Page, selector: str, marked: bool) -> None:
 
 
 def refused_save(message: str) -> bool:
-    """Chromium's own line for a watchlist save answered 400 (refused) or 503 (store down)."""
-    return (
-        "Failed to load resource" in message
-        and "/api/session/watchlist" in message
-        and ("status of 400" in message or "status of 503" in message)
+    """Chromium's own line for a watchlist save answered 400 (refused) or 503 (store
+    down), or for an alerts read answered 503 while Redis (their store too) is down —
+    the page reads the alerts again whenever it polls."""
+    refused = "status of 400" in message or "status of 503" in message
+    alerts_down = "/api/alerts" in message and "status of 503" in message
+    return "Failed to load resource" in message and (
+        ("/api/session/watchlist" in message and refused) or alerts_down
     )
 
 

@@ -14,18 +14,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
 
 from app.main.embedded import create_app
-from app.market.sources.base import MarketSource, data_quality_of
+from app.market.sources.base import data_quality_of
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.exchange_feed import QUIET_TICKER_SECONDS, ExchangeStreams
 from app.market.sources.quality import clean_candle_rows
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually, exchange_settings
+from tests.support.streams import started_streaming_source
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -136,21 +136,7 @@ async def test_candle_rows_from_the_future_or_out_of_bound_are_cleaned(source) -
 async def streaming(fake: FakeBybit) -> AsyncIterator[tuple[StreamingSource, list[float]]]:
     """The streaming source on the fake, its feed's clock (epoch s) in the list."""
     clock = [time.time()]
-    market = CcxtMarketSource("bybit", base_url=fake.base_url, streaming=True)
-
-    def build(rest: MarketSource, symbols: Any) -> ExchangeStreams:
-        return ExchangeStreams(
-            market,
-            symbols,
-            backfill=rest.fetch_candles,
-            candle_limits={"1m": 10},
-            book_depth=5,
-            silent_after=60.0,
-            clock=lambda: clock[0],
-        )
-
-    made = StreamingSource(market, build, NAMES)
-    await made.start()
+    made = await started_streaming_source(fake, NAMES, silent_after=60.0, clock=lambda: clock[0])
     await eventually(lambda: set(feed_of(made).live_tickers()) == set(NAMES), BOUND)
     yield made, clock
     await made.close()

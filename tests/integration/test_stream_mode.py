@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from app.market.sources.base import MarketSource
-from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS
+from tests.support.streams import STREAM_SYMBOLS, started_streaming_source
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
 pytestmark = pytest.mark.integration
@@ -46,20 +43,11 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 
 async def streaming_source(fake: FakeBybit) -> StreamingSource:
-    market = CcxtMarketSource("bybit", base_url=fake.base_url, streaming=True)
-
-    def build(rest: MarketSource, symbols: Any) -> ExchangeStreams:
-        return ExchangeStreams(
-            market,
-            symbols,
-            backfill=rest.fetch_candles,
-            candle_limits={"1m": 10},
-            book_depth=5,
-            silent_after=1.0,  # stalls after 3 s
-        )
-
-    source = StreamingSource(market, build, NAMES)
-    await source.start()
+    source: StreamingSource = await started_streaming_source(
+        fake,
+        NAMES,
+        silent_after=1.0,  # stalls after 3 s
+    )
     return source
 
 

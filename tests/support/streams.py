@@ -54,3 +54,36 @@ async def loaded_pro_exchange(fake: FakeBybit) -> AsyncIterator[Any]:
         yield made
     finally:
         await made.close()
+
+
+async def started_streaming_source(
+    fake: FakeBybit,
+    symbols: Any,
+    *,
+    silent_after: float,
+    clock: Any = None,
+) -> Any:
+    """A started ``StreamingSource`` on ``fake``: ccxt.pro Bybit REST with its
+    ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence;
+    ``clock``: the feed's epoch seconds, the wall clock by default); the caller closes it."""
+    from app.market.sources.ccxt import CcxtMarketSource
+    from app.market.sources.exchange_feed import ExchangeStreams
+    from app.market.sources.streaming import StreamingSource
+
+    market = CcxtMarketSource("bybit", base_url=fake.base_url, streaming=True)
+    timing = {} if clock is None else {"clock": clock}
+
+    def build(rest: Any, listed: Any) -> ExchangeStreams:
+        return ExchangeStreams(
+            market,
+            listed,
+            backfill=rest.fetch_candles,
+            candle_limits={"1m": 10},
+            book_depth=5,
+            silent_after=silent_after,
+            **timing,
+        )
+
+    source = StreamingSource(market, build, symbols)
+    await source.start()
+    return source

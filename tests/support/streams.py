@@ -9,7 +9,9 @@ from typing import Any
 
 import ccxt.pro
 
-from app.market.sources.ccxt import override_api_urls
+from app.market.sources.ccxt import CcxtMarketSource, override_api_urls
+from app.market.sources.exchange_feed import ExchangeStreams
+from app.market.sources.streaming import StreamingSource
 from tools.fake_bybit import FakeBybit
 
 # Eleven USDT pairs and one more: more than one Bybit spot subscribe request may carry.
@@ -62,14 +64,10 @@ async def started_streaming_source(
     *,
     silent_after: float,
     clock: Any = None,
-) -> Any:
+) -> StreamingSource:
     """A started ``StreamingSource`` on ``fake``: ccxt.pro Bybit REST with its
     ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence;
     ``clock``: the feed's epoch seconds, the wall clock by default); the caller closes it."""
-    from app.market.sources.ccxt import CcxtMarketSource
-    from app.market.sources.exchange_feed import ExchangeStreams
-    from app.market.sources.streaming import StreamingSource
-
     market = CcxtMarketSource("bybit", base_url=fake.base_url, streaming=True)
     timing = {} if clock is None else {"clock": clock}
 

@@ -11,10 +11,12 @@ first snapshot lands.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol
 
 import orjson
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_RETRY_SECONDS = 60.0
 TICK_BATCH_SECONDS = 0.02
 """Streamed tickers are applied at most this often (those in between together)."""
+FRESHNESS_FIELDS = frozenset({"generated_at", "version"})
+"""Fields of every view that change with each snapshot whatever its content."""
 
 # Receives every view of a snapshot: JSON bytes by view name, and the data's time.
 Publish = Callable[[dict[str, bytes], int], Awaitable[None]]
@@ -123,6 +127,7 @@ class Pipeline:
         self._newest: dict[str, Ticker] = {}  # the newest streamed ticker of each symbol
         self._ticked_at: dict[str, float] = {}  # when it came (monotonic seconds)
         self._views_at = -float("inf")  # monotonic time of the last views built from ticks
+        self._digests: dict[str, bytes] = {}  # each view's last published content, hashed
         self._published = asyncio.Event()
         self.source_started = asyncio.Event()
         self._failing_listeners: set[str] = set()  # names of listeners in a failure episode
@@ -275,8 +280,10 @@ class Pipeline:
         with step_span("analysis", symbols=len(snapshot.tickers)):
             analysis = await asyncio.to_thread(self._analyse, snapshot)
         with step_span("views.build"):
-            bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
-        await self._publish(bodies, snapshot.fetched_at_ms)
+            bodies, digests = await asyncio.to_thread(
+                self._encode_views, snapshot, analysis, alerts
+            )
+        await self._publish(bodies, snapshot.fetched_at_ms, digests)
         self.latest, self.latest_analysis = snapshot, analysis
         self.status.snapshot_version = snapshot.version
         self.status.last_success_ms = snapshot.fetched_at_ms
@@ -301,17 +308,35 @@ class Pipeline:
             issue.symbol for issue in issues if issue.status != UNSERVED
         )
 
-    async def _publish(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
-        with step_span("views.publish", views=len(bodies)):
-            await self.publish(bodies, generated_at_ms)
+    async def _publish(
+        self, bodies: dict[str, bytes], generated_at_ms: int, digests: dict[str, bytes]
+    ) -> None:
+        if bodies:
+            with step_span("views.publish", views=len(bodies)):
+                await self.publish(bodies, generated_at_ms)
+        self._digests |= digests
         self.status.views_built += len(bodies)
         self.status.data_at_ms = max(generated_at_ms, self.status.data_at_ms or 0)
 
     def _encode_views(
-        self, snapshot: Snapshot, analysis: Analysis, alerts: list[dict]
-    ) -> dict[str, bytes]:
-        payloads = build_views(snapshot, analysis, self.settings.views, alerts)
-        return {name: _json(payload) for name, payload in payloads.items()}
+        self,
+        snapshot: Snapshot,
+        analysis: Analysis,
+        alerts: list[dict],
+        *,
+        changed_only: bool = False,
+    ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The JSON body of every view of ``snapshot`` (by view name) and a digest of
+        each one's content (its freshness fields left out). ``changed_only``: only the
+        views whose content differs from the one last published."""
+        bodies: dict[str, bytes] = {}
+        digests: dict[str, bytes] = {}
+        for name, payload in build_views(snapshot, analysis, self.settings.views, alerts).items():
+            digest = _digest(payload)
+            if changed_only and self._digests.get(name) == digest:
+                continue
+            bodies[name], digests[name] = _json(payload), digest
+        return bodies, digests
 
     async def _follow(self, next_ticks: NextTicks) -> None:
         """Applies the streamed tickers to the latest snapshot as they come (a batch of
@@ -379,15 +404,21 @@ class Pipeline:
             await self._sleep(wait)
         self._views_at = self.monotonic()
         try:
-            await self.republish()
+            # only what the ticks changed: the rest keeps the copy of the last refresh
+            # (which publishes every view), as old as that refresh says it is
+            await self.republish(changed_only=True)
         except Exception as error:  # the next tick or refresh tries again
             log.warning("views from streamed tickers not published: %s", error)
 
-    async def republish(self, fresh_within: float | None = None) -> bool:
+    async def republish(
+        self, fresh_within: float | None = None, *, changed_only: bool = False
+    ) -> bool:
         """Rebuilds the views of the latest snapshot (e.g. after alerts changed) without
         fetching; False when this replica holds no snapshot (the next refresh will) or,
         with ``fresh_within`` (seconds), none that recent (another replica makes them:
-        an older one must not replace its views)."""
+        an older one must not replace its views). ``changed_only``: publishes only the
+        views whose content changed since last published (a streamed tick changes a
+        few of the ~130)."""
         snapshot, analysis = self.latest, self.latest_analysis
         if snapshot is None or analysis is None:
             return False
@@ -395,8 +426,10 @@ class Pipeline:
         if fresh_within is not None and age_ms > fresh_within * 1000:
             return False
         alerts = await self.critical_alerts()
-        bodies = await asyncio.to_thread(self._encode_views, snapshot, analysis, alerts)
-        await self._publish(bodies, snapshot.fetched_at_ms)
+        bodies, digests = await asyncio.to_thread(
+            partial(self._encode_views, changed_only=changed_only), snapshot, analysis, alerts
+        )
+        await self._publish(bodies, snapshot.fetched_at_ms, digests)
         return True
 
     async def _announce(self, snapshot: Snapshot, analysis: Analysis) -> None:
@@ -469,6 +502,12 @@ def _with_ticks(snapshot: Snapshot, ticks: dict[str, Ticker], at_ms: int | None 
         return snapshot
     fetched = snapshot.fetched_at_ms if at_ms is None else max(at_ms, snapshot.fetched_at_ms)
     return replace(snapshot, tickers=snapshot.tickers | fresher, fetched_at_ms=fetched)
+
+
+def _digest(view: dict) -> bytes:
+    """A digest of a view's content: its JSON without the freshness fields."""
+    content = {k: v for k, v in view.items() if k not in FRESHNESS_FIELDS}
+    return hashlib.blake2b(_json(content), digest_size=16).digest()
 
 
 def _json(payload: dict) -> bytes:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import orjson
 import pytest
 
 from app.main.collector import pipeline_settings
 from app.market.errors import ExchangeUnavailable
+from app.market.models.ticker import Ticker
 from app.services.pipeline import Pipeline, SnapshotListener
-from tests.conftest import ManualClock, make_settings
+from tests.conftest import ManualClock, eventually, make_settings
 from tests.support.markets import CountingMarket
 
 
@@ -203,3 +205,59 @@ async def test_a_defective_listener_gets_one_traceback_per_episode(
     assert calls == 3  # it keeps being called: the refresher is not stopped by it
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
+
+
+class TickingMarket(CountingMarket):
+    """A CountingMarket whose streams push the tickers put in ``ticks``."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.ticks: asyncio.Queue[dict[str, Ticker]] = asyncio.Queue()
+
+    async def next_ticks(self) -> dict[str, Ticker]:
+        return await self.ticks.get()
+
+
+class Rounds:
+    """The views of every publication, in order."""
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, bytes]] = []
+
+    async def __call__(self, bodies: dict[str, bytes], generated_at_ms: int) -> None:
+        self.rounds.append(dict(bodies))
+
+
+async def test_a_streamed_tick_republishes_only_the_views_it_changed(clock: ManualClock) -> None:
+    """A tick changes a few views of ~40 (the dashboards, the ticked symbol's
+    confluence views); the others keep the copy the refresh published. An explicit
+    republish (alerts changed) and a refresh publish every view."""
+    market = TickingMarket(clock)
+    settings = replace(
+        pipeline_settings(make_settings(VIRTUOSO_SYMBOLS="BTCUSDT,ETHUSDT,SOLUSDT")),
+        refresh_ahead=False,  # one refresh: every later publication comes from the tick
+    )
+    published = Rounds()
+    pipeline = Pipeline(settings, market, published, clock=clock)
+    await pipeline.start()
+    try:
+        assert await pipeline.wait_ready(30)
+        everything = set(published.rounds[0])
+        eth = pipeline.latest.tickers["ETHUSDT"]  # type: ignore[union-attr]
+        moved = replace(eth, last=eth.last * 1.01, timestamp_ms=eth.timestamp_ms + 1)
+        market.ticks.put_nowait({"ETHUSDT": moved})
+        await eventually(lambda: len(published.rounds) == 2)
+        ticked = set(published.rounds[1])
+        assert {"dashboard:desktop", "dashboard:mobile", "confluence:ETHUSDT:all"} <= ticked
+        assert not {n for n in ticked if n.startswith(("confluence:BTCUSDT", "confluence:SOL"))}
+        assert "beta" in everything and "beta" not in ticked  # candles did not change
+        assert len(ticked) < len(everything) / 2
+        desktop = orjson.loads(published.rounds[1]["dashboard:desktop"])
+        row = next(r for r in desktop["symbols"] if r["symbol"] == "ETHUSDT")
+        assert row["price"] == pytest.approx(moved.last)
+        assert await pipeline.republish()
+        assert set(published.rounds[2]) == everything
+        await pipeline.refresh()
+        assert set(published.rounds[3]) == everything
+    finally:
+        await pipeline.stop()

@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from bench.symbols import SYMBOLS
-from tools.fake_bybit import FakeBybit
+from tools.fake_bybit import FakeBybit, RecordedRequest
 
 MOVE_EVERY_SECONDS = 1.0
 
@@ -119,9 +119,18 @@ def streams_app(app: web.Application, fake: FakeBybit, ticks: StreamTicks) -> No
     app.router.add_get("/streams/status", status)
 
 
+def counted_path(request: RecordedRequest) -> str:
+    """The name a request is counted under: its path, and for the linear perpetuals'
+    market endpoints (``category=linear``) the path with ``?category=linear``, so the
+    derivatives' reads are told apart from the spot market's."""
+    if request.query.get("category") == "linear":
+        return f"{request.path}?category=linear"
+    return request.path
+
+
 def control_app(fake: FakeBybit, ticks: StreamTicks | None = None) -> web.Application:
     async def counts(_request: web.Request) -> web.Response:
-        return web.json_response(dict(Counter(r.path for r in fake.requests)))
+        return web.json_response(dict(Counter(counted_path(r) for r in fake.requests)))
 
     async def fail(_request: web.Request) -> web.Response:
         fake.error_rate(1.0)  # every request: HTTP 503 with a gateway page

@@ -68,6 +68,11 @@ from bench.loadgen.ws import _parse
 from bench.loadgen.ws_raw import RawClient, raw_fanout
 from bench.metrics import calls_between, exchange_counts
 from bench.symbols import SYMBOLS
+from tools.fake_bybit_derivatives import (
+    ACCOUNT_RATIO_PATH,
+    FUNDING_HISTORY_PATH,
+    OPEN_INTEREST_PATH,
+)
 from tools.local_stack import Process, free_port
 
 if TYPE_CHECKING:
@@ -92,6 +97,7 @@ READY_S = 90.0
 GRACE_S = 3.0  # after a client's window: updates of ticks inside it still arrive
 DESKTOP = "/api/dashboard/data"
 TICKERS = "/v5/market/tickers"
+DERIVATIVES_PATHS = frozenset({FUNDING_HISTORY_PATH, OPEN_INTEREST_PATH, ACCOUNT_RATIO_PATH})
 
 
 @dataclass(frozen=True)
@@ -296,6 +302,21 @@ class Shard(ws_fanout.Shard):
 # --- the service and the exchange -------------------------------------------------------------
 
 
+def derivatives_calls(calls: dict[str, int]) -> dict[str, int]:
+    """The calls (by counted path) that read the linear perpetuals: funding, open
+    interest, account ratio and linear tickers — REST by design, on their own cadence."""
+    return {path: n for path, n in calls.items() if _is_derivatives(path)}
+
+
+def spot_calls(calls: dict[str, int]) -> dict[str, int]:
+    """The calls for the spot market (prices, candles, books): what the streams replace."""
+    return {path: n for path, n in calls.items() if not _is_derivatives(path)}
+
+
+def _is_derivatives(path: str) -> bool:
+    return path.endswith("?category=linear") or path in DERIVATIVES_PATHS
+
+
 def service(bench: Bench) -> Process:
     """``virtuoso serve`` with its default collector child, streams on, on the fake."""
     port = free_port()
@@ -488,9 +509,13 @@ async def _measure(
             1 for row in sent if window_from_ms <= row[2] < window_to_ms
         ),
         "stream_connections_opened": status["connections_opened"] - opened_before,
-        "rest_steady": steady,
-        "rest_steady_per_minute": round(sum(steady.values()) * 60 / elapsed, 1),
+        "rest_steady": spot_calls(steady),
+        "rest_steady_per_minute": round(sum(spot_calls(steady).values()) * 60 / elapsed, 1),
         "rest_steady_tickers_per_minute": round(steady.get(TICKERS, 0) * 60 / elapsed, 1),
+        "rest_derivatives": derivatives_calls(steady),
+        "rest_derivatives_per_minute": round(
+            sum(derivatives_calls(steady).values()) * 60 / elapsed, 1
+        ),
         "rest_before_window": startup,
         "data_age": ages_summary(age_samples),
         "cpu_percent": cpu,

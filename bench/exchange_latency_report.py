@@ -33,7 +33,8 @@ def kpis(results: dict[str, Any]) -> list[Row]:
             p99 is not None and p99 < TARGET_P99_MS and (reach or 0) >= 0.999,
         ),
         (
-            "REST calls to the exchange in steady state (streams on)",
+            "REST calls to the exchange's spot market in steady state (streams on; the "
+            "derivatives' reads apart, below)",
             f"≈ 0/min beyond backfill (≤ {REST_STEADY_PER_MIN:g})",
             f"{rest:g}/min (tickers {tickers:g}/min)",
             rest <= REST_STEADY_PER_MIN,
@@ -104,9 +105,12 @@ def section(results: dict[str, Any]) -> list[str]:
         f"jitter included): mean {rate['mean_per_second']:g}/s, busiest "
         f"{rate['max_mean_per_second']:g}/s, at most {rate['max_in_any_second']} in any 1 s, "
         f"smallest gap {_ms(rate['min_gap_ms'])} ms",
-        f"- REST calls in the window: {_calls(row['rest_steady'])} "
+        f"- REST calls for the spot market in the window: {_calls(row['rest_steady'])} "
         f"({row['rest_steady_per_minute']:g}/min); before it (start-up, backfill, "
-        f"warm-up): {_calls(row['rest_before_window'])}",
+        f"warm-up, derivatives included): {_calls(row['rest_before_window'])}",
+        f"- REST calls for the derivatives in the window (funding, open interest, account "
+        f"ratio: REST by design, one read a minute): {_calls(row.get('rest_derivatives', {}))} "
+        f"({row.get('rest_derivatives_per_minute', 0):g}/min)",
         f"- data age of /api/dashboard/data ({ages['ok']} samples, {ages['stale']} stale): "
         f"served `age_ms` p50 {_s(ages['served_age_s']['p50'])} s, max "
         f"{_s(ages['served_age_s']['max'])} s; now − `generated_at` here p50 "

@@ -3,9 +3,13 @@ report and plots written."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+from bench.exchange import counted_path
+from bench.exchange_latency import derivatives_calls, spot_calls
 from bench.report import kpis, write
+from tools.fake_bybit import RecordedRequest
 
 
 def latency(p50: float, p99: float) -> dict:
@@ -100,3 +104,24 @@ def test_the_websocket_kpi_is_the_fan_out_path_and_both_paths_are_reported(
     assert verdicts(data)[kpi] is False
     text = write(data, tmp_path).read_text()
     assert "| direct | 1000 | 98.00% |" in text and "| queued | 1000 | 100.00% |" in text
+
+
+def test_the_derivatives_rest_reads_are_counted_apart_from_the_spot_markets() -> None:
+    """Streams replace the spot market's REST reads; the derivatives (funding, open
+    interest, account ratio, linear tickers) stay on REST by design, counted apart."""
+    requests = [
+        RecordedRequest("/v5/market/tickers", {"category": "spot"}),
+        RecordedRequest("/v5/market/tickers", {"category": "linear"}),
+        RecordedRequest("/v5/market/kline", {"category": "spot", "symbol": "BTCUSDT"}),
+        RecordedRequest("/v5/market/open-interest", {"category": "linear"}),
+        RecordedRequest("/v5/market/account-ratio", {"category": "linear"}),
+        RecordedRequest("/v5/market/funding/history", {"category": "linear"}),
+    ]
+    counted = dict(Counter(counted_path(r) for r in requests))
+    assert spot_calls(counted) == {"/v5/market/tickers": 1, "/v5/market/kline": 1}
+    assert derivatives_calls(counted) == {
+        "/v5/market/tickers?category=linear": 1,
+        "/v5/market/open-interest?category=linear": 1,
+        "/v5/market/account-ratio?category=linear": 1,
+        "/v5/market/funding/history?category=linear": 1,
+    }

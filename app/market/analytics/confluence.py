@@ -187,14 +187,20 @@ class ConfluenceResult:
     weights_used: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly: scores rounded to 2 decimals, reliability and weights to 4."""
-        return {
-            "score": round(self.score, 2),
-            "signal": self.signal,
-            "reliability": round(self.reliability, 4),
-            "components": {name: c.to_dict() for name, c in self.components.items()},
-            "weights_used": {name: round(w, 4) for name, w in self.weights_used.items()},
-        }
+        """JSON-friendly: scores rounded to 2 decimals, reliability and weights to 4.
+        Built once per result and then shared (a result is reused by every snapshot
+        until its inputs change, and its views are rebuilt several times a second):
+        callers must not modify it."""
+        built = self.__dict__.get("_as_dict")  # frozen: cached beside the fields
+        if built is None:
+            built = self.__dict__["_as_dict"] = {
+                "score": round(self.score, 2),
+                "signal": self.signal,
+                "reliability": round(self.reliability, 4),
+                "components": {name: c.to_dict() for name, c in self.components.items()},
+                "weights_used": {name: round(w, 4) for name, w in self.weights_used.items()},
+            }
+        return built
 
 
 def _round(value: float | None) -> float | None:

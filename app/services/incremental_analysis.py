@@ -18,6 +18,15 @@ when a candle closes (a new one opens), not with every tick of the forming candl
   changed (last open time, count);
 - everything of a symbol that appears, reappears after a listing issue, or failed.
 
+``analyse(snapshot, max_rescored=n)`` (the collector's per-tick call) scores at most
+``n`` symbols' confluence again; the other symbols that are due keep their last scores
+until a later call takes them, in turn (round robin). Work that comes due for every
+symbol at once — a candle closing on every symbol, a new derivatives read, the book
+cadence of symbols that started together — is then spread over the next ticks instead
+of holding one tick back for the whole market (≈ 45 ms of CPU for 25 symbols); the
+refresh's call (no bound) catches up whatever is left. A symbol with no scores yet is
+always scored.
+
 The cheap sections (overview with BTC's 5m volatility, movers, signals, beta overview:
 about 0.05 ms for 25 symbols) are computed on every call from the current tickers,
 through ``app.services.analysis.assemble``, as ``analyse`` does. On a snapshot whose
@@ -71,7 +80,9 @@ class AnalysisWork:
     ``timeframes_*`` one symbol's confluence on one timeframe, ``combined_*`` one
     symbol's combined confluence, ``betas_*`` one symbol's beta on one timeframe;
     ``live_refreshes`` the symbols rescored because their live inputs (order book,
-    forming candles) were due. A failed computation counts as computed."""
+    forming candles) were due; ``symbols_held`` the symbols whose last scores were kept
+    because the call's rescoring bound was reached. A failed computation counts as
+    computed."""
 
     timeframes_computed: int = 0
     timeframes_reused: int = 0
@@ -80,6 +91,7 @@ class AnalysisWork:
     betas_computed: int = 0
     betas_reused: int = 0
     live_refreshes: int = 0
+    symbols_held: int = 0
 
     def __add__(self, other: AnalysisWork) -> AnalysisWork:
         return AnalysisWork(
@@ -179,17 +191,20 @@ class IncrementalAnalyser:
         self._episodes = _Episodes()
         self._lock = threading.Lock()
         self._work: Counter[str] = Counter()
+        self._next_turn: str | None = None  # where the last bounded call stopped rescoring
 
-    def analyse(self, snapshot: Snapshot) -> Analysis:
+    def analyse(self, snapshot: Snapshot, max_rescored: int | None = None) -> Analysis:
         """The Analysis of ``snapshot`` (the shape and errors of
         ``app.services.analysis.analyse``), reusing what did not change since the
         previous call. A failed section is named in ``errors``; what failed keeps no
-        memo and is computed again on the next call."""
+        memo and is computed again on the next call. ``max_rescored``: at most this many
+        symbols with scores already have their confluence scored again (see the module
+        docstring); None: every symbol that is due."""
         with self._lock:
             self._work = Counter()
             symbols = traded(snapshot)
             errors: dict[str, str] = {}
-            confluence = self._all_confluence(snapshot, symbols, errors)
+            confluence = self._all_confluence(snapshot, symbols, errors, max_rescored)
             unavailable: dict[str, dict[str, str]] = {}
             beta = self._episodes(
                 errors, "beta", lambda: self._all_betas(snapshot, symbols, errors, unavailable)
@@ -210,18 +225,47 @@ class IncrementalAnalyser:
     # --- confluence -----------------------------------------------------------------
 
     def _all_confluence(
-        self, snapshot: Snapshot, symbols: list[str], errors: dict[str, str]
+        self,
+        snapshot: Snapshot,
+        symbols: list[str],
+        errors: dict[str, str],
+        max_rescored: int | None,
     ) -> dict[str, dict[str, ConfluenceResult]]:
         confluence = {}
-        for symbol in symbols:
+        rescored, held_from = 0, None
+        for symbol in _turn_order(symbols, self._next_turn):
+            held = None
+            if max_rescored is not None and rescored >= max_rescored:
+                held = self._held(snapshot, symbol)
+            if held is not None:
+                confluence[symbol] = held
+                held_from = held_from or symbol  # the next call starts with it
+                self._work["symbols_held"] += 1
+                continue
+            before = self._work["timeframes_computed"]
             result = self._episodes(
                 errors, f"confluence/{symbol}", partial(self._confluence, snapshot, symbol)
             )
+            rescored += self._work["timeframes_computed"] > before
             if result:
                 confluence[symbol] = result
             else:
                 self._symbols.pop(symbol, None)  # failed: computed afresh next time
-        return confluence
+        self._next_turn = held_from
+        return {symbol: confluence[symbol] for symbol in symbols if symbol in confluence}
+
+    def _held(self, snapshot: Snapshot, symbol: str) -> dict[str, ConfluenceResult] | None:
+        """The symbol's last scores for the timeframes it has candles for, unchanged;
+        None when one of them (or the combined score) was never scored."""
+        memo = self._symbols.get(symbol)
+        if memo is None or memo.combined is None:
+            return None
+        candles = snapshot.candles.get(symbol, {})
+        timeframes = [tf for tf in self.settings.weights.timeframes if tf in candles]
+        if not timeframes or any(tf not in memo.scored for tf in timeframes):
+            return None
+        held = {tf: memo.scored[tf].result for tf in timeframes}
+        return held | {COMBINED: memo.combined[1]}
 
     def _confluence(self, snapshot: Snapshot, symbol: str) -> dict[str, ConfluenceResult]:
         """The symbol's confluence per timeframe and combined, as ``analyse`` computes
@@ -364,6 +408,14 @@ class IncrementalAnalyser:
             del self._symbols[symbol]
         for key in [k for k in self._betas if k[0] not in keep]:
             del self._betas[key]
+
+
+def _turn_order(symbols: list[str], first: str | None) -> list[str]:
+    """``symbols`` starting at ``first`` (wrapping round); as given without it."""
+    if first is None or first not in symbols:
+        return symbols
+    at = symbols.index(first)
+    return symbols[at:] + symbols[:at]
 
 
 def candle_key(candles: Candles) -> CandleKey:

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 MAX_RETRY_SECONDS = 60.0
 TICK_BATCH_SECONDS = 0.02
 """Streamed tickers are applied at most this often (those in between together)."""
+TICK_RESCORED_SYMBOLS = 2
+"""A tick's analysis scores at most this many symbols again (≈ 2 ms of CPU each): work
+due for the whole market at once is spread over the next ticks, and each refresh
+catches up the rest."""
 FRESHNESS_FIELDS = frozenset({"generated_at", "version"})
 """Fields of every view that change with each snapshot whatever its content."""
 
@@ -375,7 +379,7 @@ class Pipeline:
         snapshot = _with_ticks(snapshot, newer, int(self.clock() * 1000))
         if snapshot is self.latest:
             return
-        analysis = await asyncio.to_thread(self._analyse, snapshot)
+        analysis = await asyncio.to_thread(self._analyse, snapshot, TICK_RESCORED_SYMBOLS)
         self.latest, self.latest_analysis = snapshot, analysis
         for listener in self.tick_listeners:
             await self._tell(listener, snapshot, analysis)
@@ -386,10 +390,11 @@ class Pipeline:
         must not put back older prices)."""
         return {s: t for s, t in self._newest.items() if self._ticked_at[s] >= since}
 
-    def _analyse(self, snapshot: Snapshot) -> Analysis:
-        """The analysis of ``snapshot``: incremental with streams, else whole."""
+    def _analyse(self, snapshot: Snapshot, max_rescored: int | None = None) -> Analysis:
+        """The analysis of ``snapshot``: incremental with streams (at most
+        ``max_rescored`` symbols scored again, see ``IncrementalAnalyser``), else whole."""
         if self.analyser is not None:
-            return self.analyser.analyse(snapshot)
+            return self.analyser.analyse(snapshot, max_rescored)
         return analyse(snapshot, self.settings.analysis)
 
     def _views_due(self) -> None:

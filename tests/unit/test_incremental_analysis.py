@@ -339,3 +339,53 @@ def test_no_btc_candles_fail_the_beta_section_as_in_analyse(
 def test_a_negative_cadence_is_refused(settings: AnalysisSettings) -> None:
     with pytest.raises(ValueError, match="book_cadence_seconds"):
         IncrementalAnalyser(settings, book_cadence_seconds=-1)
+
+
+def test_work_due_for_every_symbol_at_once_is_spread_over_bounded_calls(
+    snapshot: Snapshot, settings: AnalysisSettings
+) -> None:
+    """Every book changed once the cadence has passed (symbols that started together):
+    a call bounded to 2 symbols scores 2 and keeps the others' last scores; the next
+    calls take the rest in turn, and once all are taken the analysis equals
+    ``analyse``'s. An unbounded call takes every symbol that is due at once."""
+    analyser = IncrementalAnalyser(settings, book_cadence_seconds=CADENCE)
+    first = analyser.analyse(snapshot)
+    books = {symbol: bid_heavy(book) for symbol, book in snapshot.books.items()}
+    due = later(snapshot, CADENCE, books=books)
+    symbols = len(first.confluence)
+    rescored: list[str] = []
+    for call in range(1, symbols):
+        result = analyser.analyse(due, max_rescored=2)
+        changed = [s for s in result.confluence if result.confluence[s] != first.confluence[s]]
+        newly = [s for s in changed if s not in rescored]
+        assert len(newly) == min(2, symbols - len(rescored)), call
+        assert analyser.last.live_refreshes == len(newly)
+        # once two were scored the rest are kept unexamined; the last call examines all
+        assert analyser.last.symbols_held == (symbols - 2 if len(newly) == 2 else 0)
+        held = set(result.confluence) - set(changed)
+        assert all(
+            result.confluence[s][tf] is first.confluence[s][tf]
+            for s in held
+            for tf in first.confluence[s]
+        )
+        assert list(result.confluence) == list(first.confluence)  # the order of the symbols
+        rescored += newly
+        if len(rescored) == symbols:
+            break
+    assert call == (symbols + 1) // 2 and sorted(rescored) == sorted(first.confluence)
+    assert_same(result, analyse(due, settings))
+
+    unbounded = IncrementalAnalyser(settings, book_cadence_seconds=CADENCE)
+    unbounded.analyse(snapshot)
+    assert_same(unbounded.analyse(due), analyse(due, settings))
+    assert unbounded.last.live_refreshes == symbols and unbounded.last.symbols_held == 0
+
+
+def test_a_bounded_call_still_scores_a_symbol_seen_for_the_first_time(
+    snapshot: Snapshot, settings: AnalysisSettings
+) -> None:
+    """The bound only holds back symbols that have scores to keep: the first call
+    scores every symbol whatever its bound."""
+    analyser = IncrementalAnalyser(settings, book_cadence_seconds=CADENCE)
+    assert_same(analyser.analyse(snapshot, max_rescored=1), analyse(snapshot, settings))
+    assert analyser.last.symbols_held == 0

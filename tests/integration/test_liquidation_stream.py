@@ -14,7 +14,6 @@ import pytest
 
 from app.market.models.derivatives import HOUR_MS
 from app.market.sources.base import MarketSource, fetch_derivatives
-from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.guarded import GuardedSource
 from app.market.sources.liquidation_stream import (
@@ -26,13 +25,18 @@ from app.market.sources.liquidation_stream import (
 from app.market.sources.stream_batches import Batching
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
-from tests.support.streams import pro_exchange
+from tests.support.streams import close_without_tls_linger, loopback_source, pro_exchange
 from tools.fake_bybit import FakeBybit
 
 NOW = 1_800_000_000_000 + 30_000  # frozen clock
 BOUND = 20.0
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ETHBTC")
 PERPETUALS = {"BTC/USDT:USDT": "BTCUSDT", "ETH/USDT:USDT": "ETHUSDT", "SOL/USDT:USDT": "SOLUSDT"}
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture
@@ -189,7 +193,7 @@ async def test_a_flood_keeps_a_bounded_window_with_exact_sums(
 
 @pytest.fixture
 async def streaming(fake: FakeBybit) -> AsyncIterator[StreamingSource]:
-    market = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000, streaming=True)
+    market = loopback_source(fake.base_url, timeout_ms=5_000, streaming=True)
     guarded = GuardedSource(market)
 
     def feed(source: MarketSource, symbols: Any) -> ExchangeStreams:

@@ -13,7 +13,7 @@ import pytest
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, started_streaming_source
+from tests.support.streams import STREAM_SYMBOLS, close_without_tls_linger, started_streaming_source
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,11 @@ def spot_ticker_calls(fake: FakeBybit) -> list[dict[str, str]]:
     return [
         r.query for r in fake.requests if r.path == TICKERS_PATH and r.query["category"] == "spot"
     ]
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import websockets
 from app.main.embedded import create_app
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from tests.conftest import eventually, exchange_settings, make_settings
+from tests.support.streams import close_without_tls_linger
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -41,6 +42,11 @@ def streaming_settings(fake: FakeBybit, **environ: str) -> Any:
         "VIRTUOSO_REFRESH_SECONDS": "1",
     }
     return exchange_settings(fake.base_url, SYMBOLS, **(streaming | environ))
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture

@@ -17,11 +17,21 @@ from app.market.models.ticker import Ticker
 from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
+from tests.support.streams import (
+    STREAM_SYMBOLS,
+    ccxt_symbol,
+    close_without_tls_linger,
+    loaded_pro_exchange,
+)
 from tools.fake_bybit import FakeBybit
 
 SYMBOLS = (*STREAM_SYMBOLS[:-1], "NEARUSDT")  # twelve USDT pairs
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture

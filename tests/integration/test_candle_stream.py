@@ -287,7 +287,7 @@ async def test_a_reconnect_within_the_same_candle_fetches_no_history(
 async def test_a_forgotten_subscription_is_subscribed_again_and_backfilled(
     make_stream, fake: FakeBybit, rest: CcxtMarketSource
 ) -> None:
-    stream, _ = make_stream(silent_after=1.0)  # stalls after 3 s without a message
+    stream, _ = make_stream(silent_after=1.0, resubscribe_after=1.0)  # stalls after 1 s
     await fake.streams.start_ticking(10)
     try:
         await all_series(stream)

@@ -51,7 +51,8 @@ async def streaming_source(fake: FakeBybit) -> StreamingSource:
     source: StreamingSource = await started_streaming_source(
         fake,
         NAMES,
-        silent_after=1.0,  # stalls after 3 s
+        silent_after=1.0,
+        resubscribe_after=1.0,  # a quiet subscription is subscribed again after 1 s
     )
     return source
 

@@ -90,11 +90,14 @@ async def started_streaming_source(
     symbols: Any,
     *,
     silent_after: float,
+    resubscribe_after: float | None = None,
     clock: Any = None,
 ) -> StreamingSource:
     """A started ``StreamingSource`` on ``fake``: ccxt.pro Bybit REST with its
-    ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence;
-    ``clock``: the feed's epoch seconds, the wall clock by default); the caller closes it."""
+    ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence,
+    ``resubscribe_after`` seconds of a ticker or book stall, three times the silence by
+    default; ``clock``: the feed's epoch seconds, the wall clock by default); the caller
+    closes it."""
     market = loopback_source(fake.base_url, streaming=True)
     timing = {} if clock is None else {"clock": clock}
 
@@ -106,6 +109,7 @@ async def started_streaming_source(
             candle_limits={"1m": 10},
             book_depth=5,
             silent_after=silent_after,
+            resubscribe_after=resubscribe_after,
             **timing,
         )
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import random
 import time
@@ -878,25 +879,31 @@ class FakeBybit:
         bids[0][1], asks[0][1] = ticker["bid1Size"], ticker["ask1Size"]
         return {"b": bids, "a": asks}
 
+    def _draws(self, count: int, *parts: object) -> tuple[float, ...]:
+        """The first ``count`` draws of ``self._rng(*parts)``, remembered (a kline's
+        seeding hashes its key: the slow part of serving thousands of them)."""
+        return _draws(":".join(str(p) for p in (self.seed, *parts)), count)
+
     def _level(self, symbol: str, interval: str, bucket: int) -> float:
         if symbol in self._pegged:
             return self._specs[symbol].price
         wave = 0.04 * math.sin(bucket / 37) + 0.015 * math.sin(bucket / 11)
-        noise = self._rng("level", symbol, interval, bucket).uniform(-0.004, 0.004)
+        (draw,) = self._draws(1, "level", symbol, interval, bucket)
+        noise = _uniform(draw, -0.004, 0.004)
         return self._specs[symbol].price * (1 + wave + noise)
 
     def _candle(self, symbol: str, interval: str, bucket: int) -> list[str]:
         d = self._specs[symbol].decimals
-        rng = self._rng("candle", symbol, interval, bucket)
+        up, down, size = self._draws(3, "candle", symbol, interval, bucket)
         open_ = round(self._level(symbol, interval, bucket - 1), d)
         close = round(self._level(symbol, interval, bucket), d)
         spread = 0.0 if symbol in self._pegged else 0.003
-        high = round(max(open_, close) * (1 + rng.uniform(0, spread)), d)
-        low = round(min(open_, close) * (1 - rng.uniform(0, spread)), d)
+        high = round(max(open_, close) * (1 + _uniform(up, 0, spread)), d)
+        low = round(min(open_, close) * (1 - _uniform(down, 0, spread)), d)
         pinned = self._pinned_candle(symbol, interval, bucket, (open_, high, low))
         if pinned is not None:
             open_, high, low, close = (round(value, d) for value in pinned)
-        volume = rng.uniform(1, 500) * 1_000 / self._specs[symbol].price
+        volume = _uniform(size, 1, 500) * 1_000 / self._specs[symbol].price
         return [
             str(bucket * INTERVAL_MS[interval]),
             _fmt(open_, d),
@@ -906,6 +913,18 @@ class FakeBybit:
             _fmt(volume, 6),
             _fmt(volume * close, 8),
         ]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _draws(key: str, count: int) -> tuple[float, ...]:
+    """The first ``count`` values of ``random.Random(key).random()``."""
+    rng = random.Random(key)
+    return tuple(rng.random() for _ in range(count))
+
+
+def _uniform(draw: float, low: float, high: float) -> float:
+    """``random.uniform(low, high)`` for the draw ``draw`` (as CPython computes it)."""
+    return low + (high - low) * draw
 
 
 def _kline_quirk(rows: list[list[str]], kind: str, at: tuple[int, ...], decimals: int) -> list:

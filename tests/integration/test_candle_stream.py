@@ -19,7 +19,13 @@ from app.market.sources.candle_stream import CandleStream
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.stream_batches import Batching
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
+from tests.support.streams import (
+    STREAM_SYMBOLS,
+    ccxt_symbol,
+    close_without_tls_linger,
+    loaded_pro_exchange,
+    loopback_source,
+)
 from tools.fake_bybit import FakeBybit
 
 NOW = 1_737_100_800_000 + 30_000  # frozen, in the past: half-way through a 1 m candle
@@ -33,6 +39,11 @@ BOUND = 20.0  # seconds: the most any wait may take on a busy machine
 PAIRS = {(ccxt_symbol(s), "1m"): s for s in STREAM_SYMBOLS} | {("BTC/USDT", "5m"): "BTCUSDT"}
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(symbols=STREAM_SYMBOLS, inactive_symbols=(), now_ms=NOW) as exchange:
@@ -41,7 +52,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def rest(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    source = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000)
+    source = loopback_source(fake.base_url, timeout_ms=5_000)
     yield source
     await source.close()
 
@@ -276,7 +287,7 @@ async def test_a_reconnect_within_the_same_candle_fetches_no_history(
 async def test_a_forgotten_subscription_is_subscribed_again_and_backfilled(
     make_stream, fake: FakeBybit, rest: CcxtMarketSource
 ) -> None:
-    stream, _ = make_stream(silent_after=1.0)  # stalls after 3 s without a message
+    stream, _ = make_stream(silent_after=1.0, resubscribe_after=1.0)  # stalls after 1 s
     await fake.streams.start_ticking(10)
     try:
         await all_series(stream)

@@ -21,7 +21,7 @@ from app.market.sources.base import fetch_derivatives
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.ccxt_derivatives import FUNDING_POINTS, HISTORY_POINTS
 from app.market.sources.guarded import CircuitOpen, GuardedSource, RetryPolicy
-from tests.support.streams import STREAM_SYMBOLS
+from tests.support.streams import STREAM_SYMBOLS, close_without_tls_linger, loopback_source
 from tools.fake_bybit import KLINE_PATH, TICKERS_PATH, FakeBybit
 from tools.fake_bybit_derivatives import (
     ACCOUNT_RATIO_PATH,
@@ -42,6 +42,11 @@ async def within(awaitable: Awaitable[T]) -> T:
     return await asyncio.wait_for(awaitable, BOUND)
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(now_ms=NOW) as server:
@@ -50,7 +55,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    made = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000)
+    made = loopback_source(fake.base_url, timeout_ms=5_000)
     await within(made.start())
     yield made
     await within(made.close())
@@ -428,7 +433,7 @@ async def test_a_read_fetches_the_histories_of_eight_symbols_at_most_stalest_fir
     """The first reads of many perpetuals spread their history requests: eight symbols
     a read, the rest the next read (their values meanwhile None, never invented)."""
     async with FakeBybit(symbols=STREAM_SYMBOLS, inactive_symbols=(), now_ms=NOW) as fake:
-        source = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000)
+        source = loopback_source(fake.base_url, timeout_ms=5_000)
         try:
             await within(source.start())
             perps = tuple(s for s in STREAM_SYMBOLS if fake.derivatives.is_perpetual(s))

@@ -29,6 +29,7 @@ from app.market.sources.ccxt import (
     ticker_from_ccxt,
 )
 from tests.conftest import exchange_settings
+from tests.support.streams import close_without_tls_linger, loopback_source
 from tools.fake_bybit import (
     INSTRUMENTS_PATH,
     KLINE_PATH,
@@ -49,6 +50,11 @@ async def within(awaitable: Awaitable[T], seconds: float = BOUND_S) -> T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(now_ms=FROZEN_NOW_MS) as server:
@@ -57,7 +63,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url, timeout_ms=3_000)
     await within(src.start())
     yield src
     await within(src.close())
@@ -100,7 +106,7 @@ async def test_start_lists_exactly_the_trading_spot_symbols(
 
 async def test_start_failure_recovers_on_first_fetch(fake: FakeBybit) -> None:
     fake.http_error_next(503, path=INSTRUMENTS_PATH)
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url, timeout_ms=3_000)
     try:
         with pytest.raises(ExchangeUnavailable):
             await within(src.start())
@@ -315,7 +321,7 @@ async def test_http_error_maps_to_unavailable_with_short_message(
 
 
 async def test_slow_exchange_times_out_as_unavailable(fake: FakeBybit) -> None:
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=300)
+    src = loopback_source(fake.base_url, timeout_ms=300)
     try:
         await within(src.start())
         fake.hang(path=TICKERS_PATH)  # the answer never comes: only the timeout can end it
@@ -329,7 +335,7 @@ async def test_slow_exchange_times_out_as_unavailable(fake: FakeBybit) -> None:
 
 
 async def test_short_delay_within_timeout_succeeds(fake: FakeBybit) -> None:
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000)
+    src = loopback_source(fake.base_url, timeout_ms=5_000)
     try:
         fake.delay_next(0.2, path=INSTRUMENTS_PATH)
         await within(src.start())
@@ -341,7 +347,7 @@ async def test_short_delay_within_timeout_succeeds(fake: FakeBybit) -> None:
 async def test_unreachable_exchange_is_unavailable() -> None:
     async with FakeBybit() as server:
         base_url = server.base_url  # the port is free again after stop
-    src = CcxtMarketSource("bybit", base_url=base_url, timeout_ms=1_000)
+    src = loopback_source(base_url, timeout_ms=1_000)
     try:
         with pytest.raises(ExchangeUnavailable, match="bybit load_markets failed"):
             await within(src.start())
@@ -582,9 +588,7 @@ def test_unknown_exchange_id_is_a_configuration_error() -> None:
 async def test_symbols_hint_warns_about_unlisted_symbols(
     fake: FakeBybit, caplog: pytest.LogCaptureFixture
 ) -> None:
-    src = CcxtMarketSource(
-        "bybit", base_url=fake.base_url, symbols_hint=["BTCUSDT", "FOOUSDT", "NEWUSDT"]
-    )
+    src = loopback_source(fake.base_url, symbols_hint=["BTCUSDT", "FOOUSDT", "NEWUSDT"])
     try:
         with caplog.at_level("WARNING", logger="app.market.sources.ccxt"):
             await within(src.start())

@@ -26,7 +26,6 @@ from app.market.listing import (
     ListingTracker,
     RefreshEvidence,
 )
-from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.simulated import SimulatedMarket
 from app.services.alerts.evaluation import market_facts
 from tests.conftest import (
@@ -37,6 +36,7 @@ from tests.conftest import (
     started_app,
     state_of,
 )
+from tests.support.streams import close_without_tls_linger, loopback_source
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import INSTRUMENTS_PATH, FakeBybit
 
@@ -46,6 +46,11 @@ SYMBOL_INVALID = "params error: symbol invalid"
 
 def bybit_settings(fake: FakeBybit, symbols: str = SYMBOLS, **extra: str):
     return exchange_settings(fake.base_url, symbols, **extra)
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest_asyncio.fixture
@@ -243,7 +248,7 @@ async def test_a_pair_refused_as_symbol_invalid_is_unserved_at_once(
 
 
 async def test_symbol_invalid_is_an_unknown_symbol(fake: FakeBybit) -> None:
-    source = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    source = loopback_source(fake.base_url, timeout_ms=3_000)
     await source.start()
     try:
         fake.delist("SOLUSDT", instruments=False, ret_msg=SYMBOL_INVALID)

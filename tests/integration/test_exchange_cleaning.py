@@ -25,7 +25,11 @@ from app.market.sources.exchange_feed import QUIET_TICKER_SECONDS, ExchangeStrea
 from app.market.sources.quality import clean_candle_rows
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually, exchange_settings
-from tests.support.streams import started_streaming_source
+from tests.support.streams import (
+    close_without_tls_linger,
+    loopback_source,
+    started_streaming_source,
+)
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -41,6 +45,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(symbols=NAMES, inactive_symbols=()) as exchange:
@@ -49,7 +58,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    made = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    made = loopback_source(fake.base_url, timeout_ms=3_000)
     await made.start()
     yield made
     await made.close()

@@ -20,6 +20,7 @@ from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.quality import DataQualityCounters, clean_candle_rows, count_gaps
 from app.services.alerts.evaluation import market_facts
 from tests.conftest import ManualClock, exchange_settings, started_app, state_of
+from tests.support.streams import close_without_tls_linger, loopback_source
 from tools.fake_bybit import FakeBybit
 
 FROZEN_NOW_MS = 1_700_000_123_456
@@ -114,6 +115,11 @@ def test_counters_count_per_symbol_and_open_one_episode() -> None:
 # ----- candles through ccxt and the fake exchange ---------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(now_ms=FROZEN_NOW_MS) as server:
@@ -122,7 +128,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest_asyncio.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url, timeout_ms=3_000)
     await src.start()
     yield src
     await src.close()
@@ -181,14 +187,22 @@ def bybit_settings(fake: FakeBybit, symbols: str):
     return exchange_settings(fake.base_url, symbols)
 
 
-@pytest_asyncio.fixture
-async def quirky_app(fake: FakeBybit, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
-    fake.kline_quirk("empty", symbol="ETHUSDT", at=(2, 9))
-    fake.kline_quirk("duplicate", symbol="ETHUSDT", at=(5,))
-    fake.kline_quirk("null", symbol="SOLUSDT", at=(0, 1))
-    settings_ = bybit_settings(fake, "BTCUSDT,ETHUSDT,SOLUSDT")
-    async for test_app in started_app(settings_, None, clock):
-        yield test_app
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def quirky_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[QuartTestApp]:
+    """One app for the module's tests that only read it (its clock never moves)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        close_without_tls_linger(monkeypatch)
+        async with FakeBybit(now_ms=FROZEN_NOW_MS) as fake:
+            fake.kline_quirk("empty", symbol="ETHUSDT", at=(2, 9))
+            fake.kline_quirk("duplicate", symbol="ETHUSDT", at=(5,))
+            fake.kline_quirk("null", symbol="SOLUSDT", at=(0, 1))
+            settings_ = exchange_settings(
+                fake.base_url,
+                "BTCUSDT,ETHUSDT,SOLUSDT",
+                VIRTUOSO_DATA_DIR=str(tmp_path_factory.mktemp("quirky")),
+            )
+            async for test_app in started_app(settings_, None, ManualClock()):
+                yield test_app
 
 
 async def _get(test_app: QuartTestApp, path: str) -> tuple[int, dict]:
@@ -196,6 +210,7 @@ async def _get(test_app: QuartTestApp, path: str) -> tuple[int, dict]:
     return response.status_code, orjson.loads(await response.get_data())
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_bad_candle_no_longer_removes_the_analysis(quirky_app: QuartTestApp) -> None:
     status, view = await _get(quirky_app, "/api/confluence/ETHUSDT?timeframe=1m")
     assert status == 200
@@ -211,6 +226,7 @@ async def test_a_bad_candle_no_longer_removes_the_analysis(quirky_app: QuartTest
     assert rows["BTCUSDT"]["data_quality"] is None
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("symbol", ["ETHUSDT", "SOLUSDT"])
 async def test_the_chart_api_never_sends_nulls_or_unordered_times(
     quirky_app: QuartTestApp, symbol: str
@@ -314,7 +330,7 @@ async def wide_fake() -> AsyncIterator[FakeBybit]:
 
 
 async def test_base_and_quote_come_from_the_market_definitions(wide_fake: FakeBybit) -> None:
-    source = CcxtMarketSource("bybit", base_url=wide_fake.base_url, timeout_ms=3_000)
+    source = loopback_source(wide_fake.base_url, timeout_ms=3_000)
     await source.start()
     try:
         assets = source.market_assets()

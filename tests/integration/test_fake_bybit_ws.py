@@ -19,7 +19,7 @@ import pytest
 from ccxt.base.errors import ExchangeError, NetworkError, RequestTimeout
 
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, pro_exchange
+from tests.support.streams import STREAM_SYMBOLS, close_without_tls_linger, pro_exchange
 from tools.fake_bybit import FakeBybit
 from tools.fake_bybit_ws import ARGS_TOO_MANY, BybitStreams, topics_for
 
@@ -30,6 +30,11 @@ BOUND = 10.0  # seconds: the most any single wait may take on a busy machine
 
 Exchange = Any  # ccxt.pro.bybit has no type stubs
 MakeExchange = Callable[..., Exchange]
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from app.market.sources.guarded import (
 )
 from app.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
 from tests.conftest import ManualClock, eventually
+from tests.support.streams import close_without_tls_linger, loopback_source
 from tools.fake_bybit import (
     INSTRUMENTS_PATH,
     KLINE_PATH,
@@ -81,11 +82,16 @@ class Sleeps:
 
 
 def make_ccxt_source(fake: FakeBybit) -> CcxtMarketSource:
-    src = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url, timeout_ms=3_000)
     # ccxt spaces bybit's market calls 100 ms apart; the loopback fake needs no such care
     # and the tests here send hundreds of requests.
     src.exchange.enableRateLimit = False
     return src
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture

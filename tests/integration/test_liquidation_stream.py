@@ -7,14 +7,14 @@ says of each symbol's derivatives."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from app.market.models.derivatives import HOUR_MS
 from app.market.sources.base import MarketSource, fetch_derivatives
-from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.guarded import GuardedSource
 from app.market.sources.liquidation_stream import (
@@ -26,13 +26,18 @@ from app.market.sources.liquidation_stream import (
 from app.market.sources.stream_batches import Batching
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
-from tests.support.streams import pro_exchange
+from tests.support.streams import close_without_tls_linger, loopback_source, pro_exchange
 from tools.fake_bybit import FakeBybit
 
 NOW = 1_800_000_000_000 + 30_000  # frozen clock
 BOUND = 20.0
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "ETHBTC")
 PERPETUALS = {"BTC/USDT:USDT": "BTCUSDT", "ETH/USDT:USDT": "ETHUSDT", "SOL/USDT:USDT": "SOLUSDT"}
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture
@@ -164,7 +169,7 @@ async def test_a_flood_keeps_a_bounded_window_with_exact_sums(
             await fake.streams.send_liquidation("BTCUSDT", "Buy", "100", "1")
             await fake.streams.send_liquidation("BTCUSDT", "Sell", "100", "2")
         # ccxt's cache holds 1000 entries: take each minute's before the next
-        await eventually(lambda m=minute: stream.updates == (m + 1) * per_minute, BOUND)
+        await soon(lambda m=minute: stream.updates == (m + 1) * per_minute)
         largest = max(largest, len(stream.buckets[name]))
     assert largest <= BUCKETS
     window = stream.window("BTCUSDT")
@@ -184,12 +189,22 @@ async def test_a_flood_keeps_a_bounded_window_with_exact_sums(
     assert len(stream.buckets[name]) == 0
 
 
+async def soon(condition: Callable[[], bool]) -> None:
+    """Waits until ``condition()``, asked every 5 ms (a minute of the flood is read in
+    a few ms: ``eventually``'s 50 ms would be most of the test), at most ``BOUND`` s."""
+    for _ in range(int(BOUND / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"condition not met within {BOUND} s")
+
+
 # ----- the streaming source adds them to the REST derivatives ----------------------------
 
 
 @pytest.fixture
 async def streaming(fake: FakeBybit) -> AsyncIterator[StreamingSource]:
-    market = CcxtMarketSource("bybit", base_url=fake.base_url, timeout_ms=5_000, streaming=True)
+    market = loopback_source(fake.base_url, timeout_ms=5_000, streaming=True)
     guarded = GuardedSource(market)
 
     def feed(source: MarketSource, symbols: Any) -> ExchangeStreams:

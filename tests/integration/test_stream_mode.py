@@ -13,7 +13,7 @@ import pytest
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.streaming import StreamingSource
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, started_streaming_source
+from tests.support.streams import STREAM_SYMBOLS, close_without_tls_linger, started_streaming_source
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
 pytestmark = pytest.mark.integration
@@ -36,6 +36,11 @@ def spot_ticker_calls(fake: FakeBybit) -> list[dict[str, str]]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit(symbols=NAMES, inactive_symbols=()) as exchange:
@@ -46,7 +51,8 @@ async def streaming_source(fake: FakeBybit) -> StreamingSource:
     source: StreamingSource = await started_streaming_source(
         fake,
         NAMES,
-        silent_after=1.0,  # stalls after 3 s
+        silent_after=1.0,
+        resubscribe_after=1.0,  # a quiet subscription is subscribed again after 1 s
     )
     return source
 

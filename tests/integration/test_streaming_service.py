@@ -18,11 +18,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import pytest_asyncio
 import websockets
 
 from app.main.embedded import create_app
 from app.market.models.timeframes import TIMEFRAME_SECONDS
 from tests.conftest import eventually, exchange_settings, make_settings
+from tests.support.streams import close_without_tls_linger
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
@@ -41,6 +43,11 @@ def streaming_settings(fake: FakeBybit, **environ: str) -> Any:
         "VIRTUOSO_REFRESH_SECONDS": "1",
     }
     return exchange_settings(fake.base_url, SYMBOLS, **(streaming | environ))
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture
@@ -339,11 +346,15 @@ async def test_the_simulated_market_streams_its_ticks_between_refreshes() -> Non
             sent = [u["published_at"] for u in btc(client)]
             gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
             assert min(gaps) >= 0.2  # at most 4 a second per (channel, symbol), some slack
-        # /health says how old the newest data is: a tick's, not the last refresh's
+        # /health says how old the newest data is: a tick's, not the last refresh's (older
+        # than the bound by then)
         status = app.extensions["virtuoso"].pipeline.status
-        await eventually(lambda: time.time() * 1000 - (status.last_success_ms or 0) > 3_000, BOUND)
+        bound_ms = 2_000
+        await eventually(
+            lambda: time.time() * 1000 - (status.last_success_ms or 0) > bound_ms, BOUND
+        )
         http = base.replace("ws://", "http://")
-        assert await health_age_ms(http, under=2_000)
+        assert await health_age_ms(http, under=bound_ms)
 
 
 async def health_age_ms(http: str, *, under: int) -> bool:
@@ -356,47 +367,66 @@ def btc(client: Client) -> list[dict]:
     return [u for u in client.updates if u["symbol"] == "BTCUSDT" and u["data"]]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def trading_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """One streaming app on its own fake for the tests of unreadable frames: each
+    counts from what the app had read before it (its frames do not stop the reading,
+    which is what they prove)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        close_without_tls_linger(monkeypatch)
+        async with FakeBybit(symbols=SYMBOLS.split(",")) as fake:
+            data = str(tmp_path_factory.mktemp("trading"))
+            app = create_app(streaming_settings(fake, VIRTUOSO_DATA_DIR=data))
+            async with app.test_app():
+                await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
+                yield app, fake
+
+
+async def read_on_after(app: Any, fake: FakeBybit) -> int:
+    """A trade sent and read (the stream is up); the feed's trade updates then."""
+    before = feed_status(app)["trades"]["updates"]
+    await fake.streams.send_trade("BTCUSDT", price="60000", size="0.5")
+    await eventually(lambda: feed_status(app)["trades"]["updates"] > before, BOUND)
+    return feed_status(app)["trades"]["updates"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_a_message_ccxt_cannot_read_is_dropped_and_the_connection_reads_on(
-    fake: FakeBybit,
+    trading_app: tuple[Any, FakeBybit],
 ) -> None:
     """A trade with a NaN size makes ccxt raise in its message callback, which would end
     the connection's reading (socket open, silent ~50 s until ccxt's keepalive): it is
     dropped and counted, and the next message is read at once."""
-    app = create_app(streaming_settings(fake))
-    async with app.test_app():
-        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
-        await fake.streams.send_trade("BTCUSDT", price="60000", size="0.5")
-        await eventually(lambda: feed_status(app)["trades"]["updates"] >= 1, BOUND)
-        before = feed_status(app)["trades"]["updates"]
-        await fake.streams.send_trade("BTCUSDT", price="60000", size="NaN")
-        await eventually(lambda: feed_status(app)["unreadable"] >= 1, BOUND)
-        await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
-        await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
+    app, fake = trading_app
+    before = await read_on_after(app, fake)
+    unreadable = feed_status(app)["unreadable"]
+    await fake.streams.send_trade("BTCUSDT", price="60000", size="NaN")
+    await eventually(lambda: feed_status(app)["unreadable"] > unreadable, BOUND)
+    await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
+    await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     "frame",
     [b"\x00\xff\xfe binary", "{not json", b'{"topic": "publicTrade.BTCUSDT", "data": 7}'],
     ids=["not-utf8", "not-json", "wrong-shape"],
 )
 async def test_a_frame_ccxt_cannot_decode_is_dropped_and_the_connection_reads_on(
-    fake: FakeBybit, frame: bytes | str
+    trading_app: tuple[Any, FakeBybit], frame: bytes | str
 ) -> None:
     """A binary frame that is not UTF-8 fails in ccxt's decoding, before its message
     callback: dropped and counted the same way, and the next trade is read at once;
     text that is not JSON, or JSON of the wrong shape, is passed over by ccxt itself."""
-    app = create_app(streaming_settings(fake))
-    async with app.test_app():
-        await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
-        await fake.streams.send_trade("BTCUSDT", price="60000", size="0.5")
-        await eventually(lambda: feed_status(app)["trades"]["updates"] >= 1, BOUND)
-        before = feed_status(app)["trades"]["updates"]
-        for conn in list(fake.streams._conns):  # raw frames: what no Bybit control sends
-            if isinstance(frame, bytes):
-                await conn.ws.send_bytes(frame)
-            else:
-                await conn.ws.send_str(frame)
-        await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
-        await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
-        if isinstance(frame, bytes) and not frame.startswith(b"{"):  # not UTF-8: dropped
-            assert feed_status(app)["unreadable"] >= 1
+    app, fake = trading_app
+    before = await read_on_after(app, fake)
+    unreadable = feed_status(app)["unreadable"]
+    for conn in list(fake.streams._conns):  # raw frames: what no Bybit control sends
+        if isinstance(frame, bytes):
+            await conn.ws.send_bytes(frame)
+        else:
+            await conn.ws.send_str(frame)
+    await fake.streams.send_trade("BTCUSDT", price="60010", size="0.25")
+    await eventually(lambda: feed_status(app)["trades"]["updates"] > before, 10)
+    if isinstance(frame, bytes) and not frame.startswith(b"{"):  # not UTF-8: dropped
+        assert feed_status(app)["unreadable"] > unreadable

@@ -8,6 +8,7 @@ everything but pings is reset — every batch on it delivers again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,11 +18,21 @@ from app.market.models.ticker import Ticker
 from app.market.sources.stream_batches import Batching
 from app.market.sources.ticker_stream import TickerStream
 from tests.conftest import eventually
-from tests.support.streams import STREAM_SYMBOLS, ccxt_symbol, loaded_pro_exchange
+from tests.support.streams import (
+    STREAM_SYMBOLS,
+    ccxt_symbol,
+    close_without_tls_linger,
+    loaded_pro_exchange,
+)
 from tools.fake_bybit import FakeBybit
 
 SYMBOLS = (*STREAM_SYMBOLS[:-1], "NEARUSDT")  # twelve USDT pairs
 BOUND = 20.0  # seconds: the most any wait may take on a busy machine
+
+
+@pytest.fixture(autouse=True)
+def _closing_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    close_without_tls_linger(monkeypatch)
 
 
 @pytest.fixture
@@ -36,15 +47,26 @@ async def exchange(fake: FakeBybit) -> AsyncIterator[Any]:
         yield made
 
 
-@pytest.fixture
-async def stream(exchange: Any) -> AsyncIterator[tuple[TickerStream, list[Ticker]]]:
+@contextlib.asynccontextmanager
+async def ticker_stream(
+    exchange: Any, **bounds: Any
+) -> AsyncIterator[tuple[TickerStream, list[Ticker]]]:
+    """A started ``TickerStream`` of ``SYMBOLS`` (``bounds``: its ``Batching``) and the
+    tickers it heard; stopped on exit."""
     heard: list[Ticker] = []
     symbols = {ccxt_symbol(name): name for name in SYMBOLS}
-    timing = Batching(silent_after=1.0)
-    watching = TickerStream(exchange, symbols, on_ticker=heard.append, batching=timing)
+    watching = TickerStream(exchange, symbols, on_ticker=heard.append, batching=Batching(**bounds))
     watching.start()
-    yield watching, heard
-    await watching.stop()
+    try:
+        yield watching, heard
+    finally:
+        await watching.stop()
+
+
+@pytest.fixture
+async def stream(exchange: Any) -> AsyncIterator[tuple[TickerStream, list[Ticker]]]:
+    async with ticker_stream(exchange, silent_after=1.0) as made:
+        yield made
 
 
 async def test_a_price_set_on_the_exchange_reaches_the_listener(stream, fake) -> None:
@@ -109,38 +131,43 @@ async def moved_in_every_batch(watching: TickerStream, fake: FakeBybit, bound: f
                 return
 
 
-async def test_a_forgotten_subscription_is_subscribed_again(stream, fake) -> None:
-    watching, _ = stream  # stalls after three times silent_after (3 s)
-    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
-    assert fake.streams.forget() == len(SYMBOLS)
+async def test_a_forgotten_subscription_is_subscribed_again(fake, exchange) -> None:
+    async with ticker_stream(exchange, silent_after=1.0, resubscribe_after=1.0) as (watching, _):
+        await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+        resubscribes = watching.resubscribes
+        assert fake.streams.forget() == len(SYMBOLS)
 
-    await moved_in_every_batch(watching, fake, BOUND + watching.stall_after)
+        await moved_in_every_batch(watching, fake, BOUND + watching.stall_after)
 
-    assert watching.resubscribes >= len(watching.batches)
-    assert watching.resets == 0
-    assert fake.streams.connections_opened == 1  # the same connection, subscribed anew
-    unsubscribed = {
-        topic
-        for received in fake.streams.received
-        if received.message.get("op") == "unsubscribe"
-        for topic in received.message["args"]
-    }
-    assert unsubscribed == {f"tickers.{s}" for s in SYMBOLS}
-    assert fake.streams.subscribed() == {f"tickers.{s}" for s in SYMBOLS}
+        assert watching.resubscribes >= resubscribes + len(watching.batches)
+        assert watching.resets == 0
+        assert fake.streams.connections_opened == 1  # the same connection, subscribed anew
+        unsubscribed = {
+            topic
+            for received in fake.streams.received
+            if received.message.get("op") == "unsubscribe"
+            for topic in received.message["args"]
+        }
+        assert unsubscribed == {f"tickers.{s}" for s in SYMBOLS}
+        assert fake.streams.subscribed() == {f"tickers.{s}" for s in SYMBOLS}
 
 
-async def test_a_connection_dead_to_requests_is_reset_for_every_batch(stream, fake) -> None:
-    watching, _ = stream
-    await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
-    fake.streams.silence(requests=False)  # pings answered; nothing else, ever
+async def test_a_connection_dead_to_requests_is_reset_for_every_batch(fake, exchange) -> None:
+    """A batch stalls after 1 s here and an unsubscribe unanswered for 1 s resets the
+    connection (an answered one before the silence may too: only what follows counts)."""
+    quick = {"silent_after": 1.0, "resubscribe_after": 1.0, "unwatch_timeout": 1.0}
+    async with ticker_stream(exchange, **quick) as (watching, _):
+        await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+        resets, opened = watching.resets, fake.streams.connections_opened
+        fake.streams.silence(requests=False)  # pings answered; nothing else, ever
 
-    await eventually(lambda: watching.resets >= 1, BOUND + 3 * watching.stall_after)
-    await eventually(lambda: fake.streams.connections_opened >= 2, BOUND)
-    assert not watching.is_live()
-    fake.streams.resume()
+        await eventually(lambda: watching.resets > resets, BOUND + 3 * watching.stall_after)
+        await eventually(lambda: fake.streams.connections_opened > opened, BOUND)
+        assert not watching.is_live()
+        fake.streams.resume()
 
-    await moved_in_every_batch(watching, fake, BOUND + 3 * watching.stall_after)
-    assert watching.is_live()  # every batch delivers again: no batch's task was lost
+        await moved_in_every_batch(watching, fake, BOUND + 3 * watching.stall_after)
+        assert watching.is_live()  # every batch delivers again: no batch's task was lost
 
 
 async def test_a_connection_ccxt_closes_under_the_readers_loses_no_batch(

@@ -1,5 +1,6 @@
-"""ccxt.pro against the loopback fake Bybit: an instance whose REST and stream URLs
-point at the fake (spot markets only, as the service loads them)."""
+"""ccxt and ccxt.pro against the loopback fake Bybit: a ccxt.pro instance whose REST and
+stream URLs point at the fake (spot markets only, as the service loads them), the REST
+source and the streaming source on it, all with ccxt's limiter at loopback speed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ccxt.pro
+import pytest
+from ccxt.async_support.base.exchange import Exchange as AsyncExchange
 
 from app.market.sources.ccxt import CcxtMarketSource, override_api_urls
 from app.market.sources.exchange_feed import ExchangeStreams
 from app.market.sources.streaming import StreamingSource
+from tests.conftest import FAKE_EXCHANGE_RATE_LIMIT_MS
 from tools.fake_bybit import FakeBybit
+
+LOOPBACK_RATE_LIMIT_MS = float(FAKE_EXCHANGE_RATE_LIMIT_MS)
+"""ccxt's ``rateLimit`` (ms per unit of cost) against the loopback fake: 5 ms per Bybit
+market call instead of ccxt's 100 ms. The limiter still runs; its own tests keep
+Bybit's value."""
+
+
+def close_without_tls_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ccxt's ``close`` sleeps 250 ms (``timeout_on_exit``) so that aiohttp's TLS
+    transports can close; the loopback fake speaks plain HTTP and WebSocket, so for the
+    rest of the test every ccxt exchange (a source's, an app's) closes at once."""
+    monkeypatch.setattr(AsyncExchange, "timeout_on_exit", 0)
+
+
+def loopback_source(base_url: str, **options: Any) -> CcxtMarketSource:
+    """``CcxtMarketSource`` on Bybit's REST at ``base_url`` (the loopback fake), its
+    limiter at ``LOOPBACK_RATE_LIMIT_MS``; ``options``: the source's other arguments."""
+    return CcxtMarketSource(
+        "bybit", base_url=base_url, rate_limit_ms=LOOPBACK_RATE_LIMIT_MS, **options
+    )
+
 
 # Eleven USDT pairs and one more: more than one Bybit spot subscribe request may carry.
 STREAM_SYMBOLS = (
@@ -32,10 +57,12 @@ STREAM_SYMBOLS = (
 
 
 def pro_exchange(fake: FakeBybit, **config: Any) -> Any:
-    """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams); the caller
-    closes it (``await exchange.close()``)."""
+    """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams), its limiter
+    at ``LOOPBACK_RATE_LIMIT_MS`` unless ``config`` says; the caller closes it
+    (``await exchange.close()``)."""
     options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
-    exchange = ccxt.pro.bybit({"timeout": 5_000, "options": options, **config})
+    defaults = {"timeout": 5_000, "rateLimit": LOOPBACK_RATE_LIMIT_MS, "options": options}
+    exchange = ccxt.pro.bybit(defaults | config)
     exchange.urls["api"] = override_api_urls(exchange.urls["api"], fake.base_url)
     exchange.urls["api"]["ws"]["public"]["spot"] = fake.streams.url("spot")
     exchange.urls["api"]["ws"]["public"]["linear"] = fake.streams.url("linear")
@@ -63,12 +90,15 @@ async def started_streaming_source(
     symbols: Any,
     *,
     silent_after: float,
+    resubscribe_after: float | None = None,
     clock: Any = None,
 ) -> StreamingSource:
     """A started ``StreamingSource`` on ``fake``: ccxt.pro Bybit REST with its
-    ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence;
-    ``clock``: the feed's epoch seconds, the wall clock by default); the caller closes it."""
-    market = CcxtMarketSource("bybit", base_url=fake.base_url, streaming=True)
+    ``ExchangeStreams`` (1m candles, books 5 deep, ``silent_after`` seconds of silence,
+    ``resubscribe_after`` seconds of a ticker or book stall, three times the silence by
+    default; ``clock``: the feed's epoch seconds, the wall clock by default); the caller
+    closes it."""
+    market = loopback_source(fake.base_url, streaming=True)
     timing = {} if clock is None else {"clock": clock}
 
     def build(rest: Any, listed: Any) -> ExchangeStreams:
@@ -79,6 +109,7 @@ async def started_streaming_source(
             candle_limits={"1m": 10},
             book_depth=5,
             silent_after=silent_after,
+            resubscribe_after=resubscribe_after,
             **timing,
         )
 

@@ -44,7 +44,6 @@ from app.market.sources.quality import (
 )
 from app.market.sources.stream_batches import (
     DEFAULT_BATCHING,
-    UNWATCH_TIMEOUT,
     Batching,
     SymbolStream,
 )
@@ -246,7 +245,7 @@ class BookStream(SymbolStream):
         # The ack comes after the last message of the old subscription; the batch's
         # next watch subscribes these topics again, and the exchange starts each with
         # a snapshot.
-        await asyncio.wait_for(self._unwatch_books(gapped), max(UNWATCH_TIMEOUT, self.silent_after))
+        await asyncio.wait_for(self._unwatch_books(gapped), self.unwatch_timeout)
         for name in gapped:
             self._sync[self._topic_of[name]] = Sync.WAITING
         self.resnapshots += len(gapped)

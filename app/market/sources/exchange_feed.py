@@ -69,7 +69,9 @@ class ExchangeStreams:
     ``candle_limits``: candles kept per timeframe; ``book_depth``: levels per side;
     ``silent_after``: seconds without a message after which tickers and books are not
     live (candles, pushed every 1–60 s, and trades, only when someone trades, get at
-    least 90 s and 60 s)."""
+    least 90 s and 60 s); ``resubscribe_after``: seconds a ticker or book watch may bring
+    nothing before its batch is subscribed again (≥ ``silent_after``; None: three times
+    ``silent_after``, see ``Batching``)."""
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class ExchangeStreams:
         candle_limits: Mapping[str, int],
         book_depth: int,
         silent_after: float,
+        resubscribe_after: float | None = None,
         topics_per_connection: int = TOPICS_PER_CONNECTION,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,6 +93,7 @@ class ExchangeStreams:
         self.candle_limits = dict(candle_limits)
         self.book_depth = book_depth
         self.silent_after = silent_after
+        self.resubscribe_after = resubscribe_after
         self.topics_per_connection = topics_per_connection
         self.clock = clock
         self.tickers: list[TickerStream] = []
@@ -107,7 +111,7 @@ class ExchangeStreams:
             return
         names = self.market.ccxt_symbols(self.symbols)  # ccxt symbol → canonical
         self._guard(self.market.exchange)
-        quick = Batching(silent_after=self.silent_after)
+        quick = Batching(silent_after=self.silent_after, resubscribe_after=self.resubscribe_after)
         for part in self._chunks(sorted(names)):
             exchange = self.market.exchange if not self.tickers else self._sibling()
             symbols = {n: names[n] for n in part}

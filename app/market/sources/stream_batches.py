@@ -69,7 +69,9 @@ class Batching:
     delivery after which a batch is not live (> 0); ``resubscribe_after``: seconds a
     watch may bring nothing before the batch is subscribed again (default three times
     ``silent_after``; ≥ ``silent_after``); ``retry``: the first and longest wait
-    (seconds) before watching a failed batch again; ``clock``: monotonic seconds.
+    (seconds) before watching a failed batch again; ``unwatch_timeout``: seconds to
+    wait at least for the exchange to acknowledge an unsubscribe (> 0; the wait is
+    never shorter than ``silent_after``); ``clock``: monotonic seconds.
 
     Raises ValueError for a bound out of range.
     """
@@ -78,11 +80,14 @@ class Batching:
     silent_after: float = 5.0
     resubscribe_after: float | None = None
     retry: tuple[float, float] = (0.5, 10.0)
+    unwatch_timeout: float = UNWATCH_TIMEOUT
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
     def __post_init__(self) -> None:
         if self.topics_per_request < 1 or not self.silent_after > 0:
             raise ValueError("topics_per_request >= 1 and silent_after > 0")
+        if not self.unwatch_timeout > 0:
+            raise ValueError("unwatch_timeout > 0")
         if self.resubscribe_after is not None and not self.resubscribe_after >= self.silent_after:
             raise ValueError("resubscribe_after >= silent_after")
 
@@ -122,6 +127,7 @@ class BatchedStream(Generic[K]):
         self.silent_after = batching.silent_after
         self.stall_after = batching.stall_after
         self.retry = batching.retry
+        self.unwatch_timeout = max(batching.unwatch_timeout, batching.silent_after)
         self.clock = batching.clock
         self.batches: list[tuple[K, ...]] = split_batches(list(keys), batching.topics_per_request)
         self.errors = 0
@@ -323,7 +329,7 @@ class BatchedStream(Generic[K]):
         """Unsubscribe ``keys``; reset the reader's connections when the exchange does
         not acknowledge in time (or refuses)."""
         try:
-            await asyncio.wait_for(self._unwatch(keys), max(UNWATCH_TIMEOUT, self.silent_after))
+            await asyncio.wait_for(self._unwatch(keys), self.unwatch_timeout)
         except NetworkError:
             pass  # the connection failed meanwhile: the next watch dials anew
         except Exception as error:  # no acknowledgement in time, or a refusal

@@ -90,7 +90,8 @@ class LeaderLease:
     between attempts (tests inject both). Raises ValueError for a name or namespace outside
     ``[A-Za-z0-9._-]{1,64}`` or timings that leave no renewal before the term ends.
 
-    A lease is run once: ``run`` campaigns and leads until ``resign``.
+    A lease is run once: ``run`` campaigns and leads until ``resign``. ``ttl_seconds``,
+    ``name`` and ``namespace`` stay readable as attributes.
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class LeaderLease:
             )
         self.name = name
         self.namespace = namespace
+        self.ttl_seconds = ttl_seconds
         self.counters = LeaseCounters()
         self._lock = lock
         self._lock_name = f"leader:{name}"  # the lock names it under the namespace

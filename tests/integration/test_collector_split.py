@@ -44,8 +44,8 @@ LEASE_KEY = f"{NAMESPACE}:lock:leader:collector"
 # a kill, waits it out. 3 s leaves a leader 1.4 s of event-loop stall before it loses the
 # lead (it renews every second and stops acting 0.6 s before the lease runs out).
 LEASE_SECONDS = "3"
-# The market of every process here: the views the tests read, at a tenth of the default
-# 25 symbols' refresh work (each collector refreshes every 2 s on a shared machine).
+# The market of every process here: the symbols the tests read, not the default 25 (each
+# collector refreshes every 2 s, and its refresh's work grows with the symbols).
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
 

@@ -288,9 +288,9 @@ async def test_redis_down_ends_the_term_quietly_and_it_leads_again_when_redis_re
 
 
 async def resigned(candidate: Candidate) -> None:
-    """``candidate`` resigns; fails after PATIENCE rather than hanging: a term's work
-    whose cancellation was lost (Python 3.11's asyncio.wait_for, used by redis-py's
-    socket writes, can drop one) keeps its term from ever ending."""
+    """``candidate`` resigns; a failure after PATIENCE rather than a hang (a term's work
+    whose cancellation Python 3.11's asyncio.wait_for dropped inside redis-py once kept
+    its term from ever ending: the lease now cancels it again)."""
     async with asyncio.timeout(PATIENCE):
         await candidate.lease.resign()
 

@@ -68,6 +68,8 @@ ENVIRONMENT: dict[str, str] = {
     "webhook_allow": "VIRTUOSO_WEBHOOK_ALLOW",
     "public_details": "VIRTUOSO_PUBLIC_DETAILS",
     "collector": "VIRTUOSO_COLLECTOR",
+    "collector_lease_seconds": "VIRTUOSO_COLLECTOR_LEASE_SECONDS",
+    "collector_silence_seconds": "VIRTUOSO_COLLECTOR_SILENCE_SECONDS",
 }
 
 # Secrets: never shown in an error message, a log line or an endpoint.
@@ -194,6 +196,14 @@ class Settings(_Section):
     # children electing one leader, else over a local channel); or as a separate
     # ``virtuoso collect`` service (external, through Redis).
     collector: Literal["embedded", "child", "external"] = "child"
+    # The collectors' leader lease in Redis: how long standbys wait for a leader that died
+    # without resigning (it renews every third of it and stops acting a fifth before it
+    # runs out, so a leader whose event loop stalls for about half of it loses the lead).
+    collector_lease_seconds: float = Field(default=5, ge=1, le=300)
+    # A server counts its collector gone (readiness degraded, views marked stale) when
+    # its last status report is older than this. Reports come every second and a server
+    # reads them every second: much below 3 s a busy machine's late report reads as gone.
+    collector_silence_seconds: float = Field(default=5, ge=2, le=600)
 
     def optimized(self, name: str) -> bool:
         """Whether optimisation ``name`` (one of OPTIMIZATIONS) is on."""

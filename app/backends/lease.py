@@ -90,7 +90,8 @@ class LeaderLease:
     between attempts (tests inject both). Raises ValueError for a name or namespace outside
     ``[A-Za-z0-9._-]{1,64}`` or timings that leave no renewal before the term ends.
 
-    A lease is run once: ``run`` campaigns and leads until ``resign``.
+    A lease is run once: ``run`` campaigns and leads until ``resign``. ``ttl_seconds``,
+    ``name`` and ``namespace`` stay readable as attributes.
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class LeaderLease:
             )
         self.name = name
         self.namespace = namespace
+        self.ttl_seconds = ttl_seconds
         self.counters = LeaseCounters()
         self._lock = lock
         self._lock_name = f"leader:{name}"  # the lock names it under the namespace
@@ -163,7 +165,8 @@ class LeaderLease:
         """Campaigns, leads, and campaigns again after each lost term, until ``resign``.
 
         Each term runs ``lead(term)`` as a task: the leader's work, cancelled when the
-        term ends (lost, not renewed in time, resigned, or ``run`` itself cancelled);
+        term ends (lost, not renewed in time, resigned, or ``run`` itself cancelled), and
+        again if it still runs a term's validity later (a cancellation can be lost);
         then ``on_deposed(term)`` is awaited, and then a term that may still be held is
         released. When ``lead`` returns or raises, the lease resigns and ``run`` returns
         or re-raises (an error raised as it is cancelled is logged instead, and the
@@ -302,8 +305,7 @@ class LeaderLease:
         """Stops acting first (work cancelled, ``on_deposed``), then frees the lease."""
         self._term = None
         self._taken.clear()
-        work.cancel()
-        await asyncio.wait({work})
+        await self._stop_work(work)
         try:
             if on_deposed is not None:
                 await on_deposed(term)
@@ -312,6 +314,17 @@ class LeaderLease:
                 await self._lock.release(term)
             except TierUnavailable:  # it expires by itself
                 log.debug("%s: term %d not released (Redis down)", self._lock_name, term.fence)
+
+    async def _stop_work(self, work: asyncio.Task[None]) -> None:
+        """Cancels the term's work and waits until it has finished. A cancellation can be
+        lost: Python 3.11's ``asyncio.wait_for``, which redis-py's socket writes use, drops
+        one that arrives as its operation completes, and the work then runs on. So a work
+        still running a term's validity (seconds, on the event loop's clock) after being
+        cancelled is cancelled again: its cleanup has had that long."""
+        work.cancel()
+        while not (await asyncio.wait({work}, timeout=self._validity))[0]:
+            log.warning("%s: the leader's work still runs; cancelling it again", self._lock_name)
+            work.cancel()
 
     async def _pause(self, seconds: float, work: asyncio.Task[None] | None = None) -> None:
         """Sleeps ``seconds``, or less when ``resign`` is called, a write finds the term

@@ -13,7 +13,7 @@ Prometheus metrics there.
 Several collectors may run for availability: one leads through a fenced Redis lease
 (``app.backends.lease``) and alone refreshes, answers and reports; the others stand by
 and the first to win the lease after the leader dies (its lease expires within
-``LEASE_TTL_SECONDS``) or resigns (a clean stop) takes over.
+``collector_lease_seconds``, a setting) or resigns (a clean stop) takes over.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from app.settings import Settings, parse_bind
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_SECONDS = 5.0  # how long standbys wait for a leader that died without resigning
 HANG_UP_SECONDS = 0.5  # how long a stopping child looks for its server's hang-up
 
 
@@ -175,7 +174,10 @@ def build_collector(
         keyspace=runtime.keyspace,
     )
     lease = LeaderLease(
-        runtime.locks, "collector", namespace=namespace, ttl_seconds=LEASE_TTL_SECONDS
+        runtime.locks,
+        "collector",
+        namespace=namespace,
+        ttl_seconds=settings.collector_lease_seconds,
     )
     leading_views = LeaderOnlyViews(lease)
     alerts, pipeline, views = collector.snapshot_flow(

@@ -32,7 +32,7 @@ from app.main.supervisor import CollectorChild
 from app.realtime.broadcaster import Broadcaster
 from app.services.catalogue import check_policy_fits_refresh
 from app.services.collector_wire import CollectorChannels, ServerEnd
-from app.services.remote_collector import RemoteCollector
+from app.services.remote_collector import RemoteCollector, RemoteTimings
 from app.services.view_cache import ViewCache
 from app.services.wire_channel import ChannelServerEnd
 from app.services.wire_redis import RedisServerEnd
@@ -59,7 +59,10 @@ def create_server_app(
     app, runtime, limiter, metrics = server.serving_shell(settings, policy, clock)
     side = CollectorSide()
     end = _server_end(runtime, child_flags is not None)
-    remote = RemoteCollector(end, runtime.replica_id, clock, more_problems=(side.problems,))
+    timings = RemoteTimings(gone_after_seconds=settings.collector_silence_seconds)
+    remote = RemoteCollector(
+        end, runtime.replica_id, clock, timings=timings, more_problems=(side.problems,)
+    )
     side.remote = remote
 
     def parts(broadcaster: Broadcaster) -> server.StateParts:

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,8 +36,17 @@ from tests.support.servers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 COLLECT = [sys.executable, "-m", "app", "collect"]
 WAIT_SECONDS = 90.0  # bounds every wait below: generous for a busy machine
-STATUS_KEY = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:status"
-REQUESTS_CHANNEL = f"{load_policy(DEFAULT_CACHE_POLICY).namespace}:collector:requests"
+NAMESPACE = load_policy(DEFAULT_CACHE_POLICY).namespace
+STATUS_KEY = f"{NAMESPACE}:collector:status"
+REQUESTS_CHANNEL = f"{NAMESPACE}:collector:requests"
+LEASE_KEY = f"{NAMESPACE}:lock:leader:collector"
+# The collectors' leader lease (5 s in production): a standby, or the child restarted after
+# a kill, waits it out. 3 s leaves a leader 1.4 s of event-loop stall before it loses the
+# lead (it renews every second and stops acting 0.6 s before the lease runs out).
+LEASE_SECONDS = "3"
+# The market of every process here: the symbols the tests read, not the default 25 (each
+# collector refreshes every 2 s, and its refresh's work grows with the symbols).
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS) -> Any:
@@ -52,11 +62,14 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float = WAIT_SECONDS)
 
 @pytest.fixture
 def shared(redis, memcached, tmp_path) -> dict[str, str]:
-    """The variables both roles share: the tiers, a short refresh, a data directory."""
+    """The variables both roles share: the tiers, a short refresh and lease, a data
+    directory."""
     return {
         "VIRTUOSO_REDIS_URL": f"redis://{redis.address}/0",
         "VIRTUOSO_MEMCACHED_URL": memcached.address,
         "VIRTUOSO_REFRESH_SECONDS": "2",
+        "VIRTUOSO_COLLECTOR_LEASE_SECONDS": LEASE_SECONDS,
+        "VIRTUOSO_SYMBOLS": SYMBOLS,
         "VIRTUOSO_REDIS_TIMEOUT_SECONDS": "5",
         "VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "5",
         "VIRTUOSO_DATA_DIR": str(tmp_path),
@@ -89,6 +102,11 @@ class Processes:
         return base, process
 
     def stop_all(self) -> None:
+        """SIGTERM to every one at once (they stop side by side), then each awaited by
+        ``stop`` (its SIGTERM again changes nothing; SIGKILL after the grace)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.terminate()
         for process in self.started:
             stop(process)
 
@@ -133,7 +151,9 @@ def test_the_server_serves_what_the_collector_publishes(processes, redis) -> Non
     assert report is not None and report["collector_id"] == "collector-a"
 
 
-def test_without_a_collector_the_server_serves_stale_and_recovers(processes) -> None:
+def test_without_a_collector_the_server_serves_stale_and_recovers(processes, shared) -> None:
+    # Gone after 3 s without a report (5 s in production); a report is due every second.
+    shared["VIRTUOSO_COLLECTOR_SILENCE_SECONDS"] = "3"
     first = processes.collector("collector-a")
     base, _ = processes.server()
     first.send_signal(signal.SIGKILL)
@@ -191,13 +211,50 @@ def collector_listening(shared: dict[str, str]) -> bool:
     return bool(listeners and listeners[0][1])
 
 
+class ReportWatch(threading.Thread):
+    """Reads the collectors' status report every 50 ms until stopped; ``seen`` holds
+    each distinct report as ``(collector_id, heartbeat_ms)``, in order."""
+
+    def __init__(self, redis) -> None:
+        super().__init__(name="report-watch", daemon=True)
+        self.redis = redis
+        self.seen: list[tuple[str, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            report = collector_report(self.redis)
+            if report is not None:
+                seen = (report["collector_id"], report["heartbeat_ms"])
+                if seen not in self.seen:
+                    self.seen.append(seen)
+            self.done.wait(0.05)
+
+    def stop(self) -> list[tuple[str, int]]:
+        self.done.set()
+        self.join(timeout=10)
+        return self.seen
+
+
 def test_a_standby_collector_takes_over_when_the_leader_dies(processes, redis) -> None:
-    collectors = {name: processes.collector(name) for name in ("collector-a", "collector-b")}
-    base, _ = processes.server()
-    leader = wait_for("a status report", lambda: collector_report(redis))["collector_id"]
+    watch = ReportWatch(redis)
+    watch.start()
+    try:
+        collectors = {name: processes.collector(name) for name in ("collector-a", "collector-b")}
+        base, _ = processes.server()
+        # several reports (the server's start-up spans a few): the standby must not be
+        # writing them meanwhile
+        wait_for("several status reports", lambda: len(watch.seen) >= 3)
+    finally:
+        reports = watch.stop()
+    leader = reports[0][0]
+    assert [name for name, _ in reports] == [leader] * len(reports), reports
     standby = next(name for name in collectors if name != leader)
-    time.sleep(3)  # several reports: the standby must not be writing them meanwhile
-    assert collector_report(redis)["collector_id"] == leader
+    client = redis_sync.Redis.from_url(f"redis://{redis.address}/0")
+    try:  # the lease the standby waits out is the configured one
+        assert 0 < client.pttl(LEASE_KEY) <= float(LEASE_SECONDS) * 1000
+    finally:
+        client.close()
     collectors[leader].send_signal(signal.SIGKILL)
     collectors[leader].wait(timeout=10)
     killed_at_ms = time.time() * 1000
@@ -279,6 +336,7 @@ def test_a_killed_servers_child_removes_the_local_channels_socket(tmp_path) -> N
         "VIRTUOSO_COLLECTOR": "child",
         "VIRTUOSO_BIND": f"127.0.0.1:{port}",
         "VIRTUOSO_DATA_DIR": str(tmp_path),
+        "VIRTUOSO_SYMBOLS": SYMBOLS,
     }
     server = start_serve(environ, cwd=ROOT)
     try:
@@ -332,6 +390,7 @@ def test_without_redis_the_child_works_over_a_local_channel(tmp_path) -> None:
         "VIRTUOSO_REFRESH_SECONDS": "2",
         "VIRTUOSO_DATA_DIR": str(tmp_path),
         "VIRTUOSO_API_TOKEN": token,
+        "VIRTUOSO_SYMBOLS": SYMBOLS,
     }
     server = start_serve(environ, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"

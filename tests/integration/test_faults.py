@@ -5,13 +5,17 @@ Every loop is bounded in count and time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 
 import orjson
+import pytest
 import pytest_asyncio
 from quart.typing import TestAppProtocol as QuartTestApp
 
 from app.main.embedded import create_app
+from app.market.errors import MarketDataError
 from app.market.sources.ccxt import CcxtMarketSource
 from app.market.sources.guarded import GuardedSource, RetryPolicy
 from app.resilience.breaker import BreakerConfig
@@ -42,7 +46,9 @@ QUICK = BreakerConfig(
 )
 
 
-def guarded(fake: FakeBybit) -> GuardedSource:
+def guarded(fake: FakeBybit, clock: Callable[[], float] = time.monotonic) -> GuardedSource:
+    """The fake exchange through real ccxt, behind the QUICK breakers on ``clock``
+    (monotonic seconds: their windows, open times and call durations)."""
     exchange = CcxtMarketSource(
         "bybit",
         base_url=fake.base_url,
@@ -54,6 +60,7 @@ def guarded(fake: FakeBybit) -> GuardedSource:
         breaker_config=QUICK,
         timeout_seconds=3,
         retry=RetryPolicy(max_retries=1, base_seconds=0.05, cap_seconds=0.1),
+        clock=clock,
     )
 
 
@@ -63,8 +70,17 @@ async def fake() -> AsyncIterator[FakeBybit]:
         yield exchange
 
 
-@pytest_asyncio.fixture
-async def exchange_app(fake, memcached, redis, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+@pytest.fixture
+def breaker_clock() -> ManualClock:
+    """Monotonic seconds for the exchange's breakers that move only when a test says so:
+    an open breaker stays open until the test moves past its wait (a call measures no
+    time on it: the slow-call test keeps the real clock)."""
+    return ManualClock(now=0.0)
+
+
+async def started_exchange_app(
+    fake: FakeBybit, memcached, redis, clock: ManualClock, breaker_clock: Callable[[], float]
+) -> AsyncIterator[QuartTestApp]:
     settings = tiered_settings(
         memcached,
         redis,
@@ -72,10 +88,33 @@ async def exchange_app(fake, memcached, redis, clock: ManualClock) -> AsyncItera
         VIRTUOSO_EXCHANGE_URL=fake.base_url,
         VIRTUOSO_REFRESH_SECONDS="1",
     )
-    app = create_app(settings, guarded(fake), clock)
+    app = create_app(settings, guarded(fake, breaker_clock), clock)
     async with app.test_app() as test_app:
         await eventually(lambda: state_of(test_app).warmed, seconds=30)
         yield test_app
+
+
+@pytest_asyncio.fixture
+async def exchange_app(fake, memcached, redis, clock: ManualClock) -> AsyncIterator[QuartTestApp]:
+    """The app on the fake exchange, its breakers on the real monotonic clock."""
+    async for test_app in started_exchange_app(fake, memcached, redis, clock, time.monotonic):
+        yield test_app
+
+
+@pytest_asyncio.fixture
+async def held_exchange_app(
+    fake, memcached, redis, clock: ManualClock, breaker_clock: ManualClock
+) -> AsyncIterator[QuartTestApp]:
+    """The app on the fake exchange, its breakers on ``breaker_clock``."""
+    async for test_app in started_exchange_app(fake, memcached, redis, clock, breaker_clock):
+        yield test_app
+
+
+async def refresh_now(app: QuartTestApp) -> None:
+    """One refresh of the app's pipeline now (besides its own each second); a failing
+    exchange fails it, as it fails the refresher's."""
+    with contextlib.suppress(MarketDataError):
+        await state_of(app).pipeline.refresh(force=True)
 
 
 def tiered_settings(memcached, redis, **extra: str):
@@ -99,17 +138,29 @@ async def get_json(app: QuartTestApp, path: str) -> tuple[int, dict]:
 
 
 async def test_exchange_outage_opens_the_breaker_serves_stale_and_recovers(
-    exchange_app: QuartTestApp, fake: FakeBybit, clock: ManualClock
+    held_exchange_app: QuartTestApp,
+    fake: FakeBybit,
+    clock: ManualClock,
+    breaker_clock: ManualClock,
 ) -> None:
+    exchange_app = held_exchange_app
     breaker = tickers_breaker(exchange_app)
     _, before = await get_json(exchange_app, "/api/market/overview")
     fake.error_rate(1.0, status=503)
-    await eventually(lambda: breaker.state != "closed", seconds=15)
-    # While open, exchange calls fall to the probe rate: the refresher still ticks every
-    # second, but only the breaker's probes (after 1 s, then 2 s) reach the exchange.
+    await eventually(lambda: breaker.state == "open", seconds=15)
+    # While open, exchange calls fall to the probe rate: refreshes go on (the refresher's
+    # every second, and these), but none reaches the exchange until the breaker's wait
+    # (1 s, then 2 s) has run out, and then one probe does (and its one retry).
     calls_at_open = fake.count(TICKERS_PATH)
-    await asyncio.sleep(4)
-    assert fake.count(TICKERS_PATH) - calls_at_open <= 3 * 2  # ≤ 3 probes, each + 1 retry
+    for _ in range(3):
+        await refresh_now(exchange_app)
+    assert fake.count(TICKERS_PATH) == calls_at_open
+    breaker_clock.advance(QUICK.open_seconds)
+    for _ in range(3):
+        await refresh_now(exchange_app)
+    assert breaker.state == "open"  # the probe failed
+    assert breaker.snapshot()["transitions"].get("half_open->open", 0) == 1
+    assert 1 <= fake.count(TICKERS_PATH) - calls_at_open <= 2
     clock.advance(61)  # every view is past its TTL and grace: served stale-if-error
     statuses = []
     for path in (
@@ -130,6 +181,7 @@ async def test_exchange_outage_opens_the_breaker_serves_stale_and_recovers(
     assert any("bybit:tickers" in reason for reason in ready["reasons"])
 
     fake.clear_faults()  # the exchange is back: the next probe closes the breaker
+    breaker_clock.advance(QUICK.max_open_seconds)  # past every breaker's wait
     await eventually(lambda: breaker.state == "closed", seconds=15)
 
     async def fresh() -> bool:
@@ -235,32 +287,37 @@ async def test_redis_killed_writes_fail_cleanly_and_nothing_stored_is_lost(
             raise AssertionError("the session store did not come back after the restart")
 
 
-async def readiness_samples(app: QuartTestApp, count: int, every: float) -> list[dict]:
-    samples = []
-    for _ in range(count):
-        samples.append((await get_json(app, "/health/ready"))[1])
-        await asyncio.sleep(every)
-    return samples
-
-
 async def test_readiness_stays_degraded_through_half_open_probes(
-    exchange_app: QuartTestApp, fake: FakeBybit
+    held_exchange_app: QuartTestApp, fake: FakeBybit, breaker_clock: ManualClock
 ) -> None:
     """A half-open breaker is not a recovered backend: with every exchange call
     failing, readiness never says "ok", whether a breaker is open or probing."""
+    exchange_app = held_exchange_app
     breaker = tickers_breaker(exchange_app)
     fake.error_rate(1.0, status=503)
-    await eventually(lambda: breaker.state != "closed", seconds=15)
-    samples = await readiness_samples(exchange_app, count=20, every=0.25)  # spans probes
-    assert [s["status"] for s in samples] == ["degraded"] * 20, samples
+    await eventually(lambda: breaker.state == "open", seconds=15)
+    samples = [await ready(exchange_app)]
+    for wait in (QUICK.open_seconds, QUICK.max_open_seconds):  # two probes, both failing
+        breaker_clock.advance(wait)
+        samples.append(await ready(exchange_app))  # half-open (or probed already)
+        await refresh_now(exchange_app)  # the probe, unless the refresher made it
+        assert breaker.state == "open"
+        samples.append(await ready(exchange_app))
+    assert breaker.snapshot()["transitions"].get("half_open->open", 0) == 2
+    assert [s["status"] for s in samples] == ["degraded"] * len(samples), samples
     # A breaker whose open time has run out probes on the next call: reading it now
     # shows it half-open, and readiness says so rather than "ok".
-    breaker.open_for(0)
-    _, ready = await get_json(exchange_app, "/health/ready")
-    assert ready["status"] == "degraded", ready
-    assert any("half-open" in r or "is open" in r for r in ready["reasons"]), ready
+    breaker_clock.advance(QUICK.max_open_seconds)
+    _, ready_now = await get_json(exchange_app, "/health/ready")
+    assert ready_now["status"] == "degraded", ready_now
+    assert any("half-open" in r or "is open" in r for r in ready_now["reasons"]), ready_now
     fake.clear_faults()
     await eventually(lambda: breaker.state == "closed", seconds=15)
+
+
+async def ready(app: QuartTestApp) -> dict:
+    """The app's /health/ready body."""
+    return (await get_json(app, "/health/ready"))[1]
 
 
 async def test_readiness_stays_degraded_while_memcached_is_down(
@@ -280,12 +337,20 @@ async def test_readiness_stays_degraded_while_memcached_is_down(
             await asyncio.sleep(0.1)
         assert breaker.state != "closed"
         samples = []
-        for _ in range(16):  # open, then half-open as its back-off runs out, probes fail
+
+        def failed_probes() -> int:
+            return breaker.snapshot()["transitions"].get("half_open->open", 0)
+
+        # open, then half-open as its back-off (0.5 s, then 1 s) runs out, probes fail
+        for _ in range(200):
             runtime.cache.l1.clear()
             await test_app.test_client().get("/api/dashboard/data")
             samples.append((await get_json(test_app, "/health/ready"))[1])
-            await asyncio.sleep(0.25)
-        assert [s["status"] for s in samples] == ["degraded"] * 16, samples
+            if failed_probes() >= 2 and len(samples) >= 8:
+                break
+            await asyncio.sleep(0.1)
+        assert failed_probes() >= 2, breaker.snapshot()
+        assert [s["status"] for s in samples] == ["degraded"] * len(samples), samples
         public = " ".join(r for s in samples for r in s["reasons"])
         assert memcached.address not in public  # no backend address without details
         memcached.restart()

@@ -61,34 +61,58 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=STOP_SECONDS)
 
 
-def serve_both() -> Iterator[tuple[str, str, subprocess.Popen]]:
-    """A server with both listeners: (public URL, monitoring URL, process)."""
-    public, monitoring = free_port(), free_port()
-    process = start(
-        {
-            "VIRTUOSO_BIND": f"127.0.0.1:{public}",
-            "VIRTUOSO_MONITORING_BIND": f"127.0.0.1:{monitoring}",
-        }
-    )
-    urls = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{monitoring}"
-    try:
-        wait_ready(urls[0], process)
-        wait_ready(urls[1], process)
-        yield *urls, process
-    finally:
-        stop(process)
+class Launched:
+    """A `virtuoso serve` started (not yet ready): with both listeners unless ``split``
+    is False; ``public`` and ``monitoring`` are their URLs (one URL without the split)."""
+
+    def __init__(self, split: bool = True) -> None:
+        public = free_port()
+        environ = {"VIRTUOSO_BIND": f"127.0.0.1:{public}"}
+        self.public = f"http://127.0.0.1:{public}"
+        self.monitoring = self.public
+        if split:
+            monitoring = free_port()
+            environ["VIRTUOSO_MONITORING_BIND"] = f"127.0.0.1:{monitoring}"
+            self.monitoring = f"http://127.0.0.1:{monitoring}"
+        self.process = start(environ)
+
+    def ready(self) -> tuple[str, str, subprocess.Popen]:
+        """Waits until both listeners say ready; (public URL, monitoring URL, process)."""
+        wait_ready(self.public, self.process)
+        wait_ready(self.monitoring, self.process)
+        return self.public, self.monitoring, self.process
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, str, subprocess.Popen]]:
+def launched() -> Iterator[dict[str, Launched]]:
+    """The module's servers, started together (each takes seconds to be ready: they
+    get ready side by side): ``read`` for the tests that only read from it, ``stopped``
+    for the test that stops it, ``single`` without the monitoring listener."""
+    servers = {"read": Launched(), "stopped": Launched(), "single": Launched(split=False)}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            stop(server.process)
+
+
+@pytest.fixture(scope="module")
+def server(launched) -> tuple[str, str, subprocess.Popen]:
     """One server for the module's tests that only read from it."""
-    yield from serve_both()
+    return launched["read"].ready()
 
 
 @pytest.fixture
-def server_to_stop() -> Iterator[tuple[str, str, subprocess.Popen]]:
+def server_to_stop(launched) -> tuple[str, str, subprocess.Popen]:
     """A server of the test's own, which the test stops."""
-    yield from serve_both()
+    return launched["stopped"].ready()
+
+
+@pytest.fixture
+def single_listener_server(launched) -> tuple[str, subprocess.Popen]:
+    """A server of the test's own without VIRTUOSO_MONITORING_BIND: (URL, process)."""
+    base, _, process = launched["single"].ready()
+    return base, process
 
 
 def test_operational_endpoints_only_on_the_monitoring_listener(server) -> None:
@@ -139,19 +163,13 @@ def test_both_listeners_stop_on_sigterm(server_to_stop) -> None:
     assert not any(listening(port) for port in ports)
 
 
-def test_without_the_setting_one_listener_serves_everything() -> None:
-    port = free_port()
-    process = start({"VIRTUOSO_BIND": f"127.0.0.1:{port}"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process)
-        assert fetch(f"{base}/metrics")[0] == 200
-        assert fetch(f"{base}/api/cache/metrics", token=ADMIN_TOKEN)[0] == 200
-        assert fetch(f"{base}/api/symbols")[0] == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=STOP_SECONDS) == 0
-    finally:
-        stop(process)
+def test_without_the_setting_one_listener_serves_everything(single_listener_server) -> None:
+    base, process = single_listener_server
+    assert fetch(f"{base}/metrics")[0] == 200
+    assert fetch(f"{base}/api/cache/metrics", token=ADMIN_TOKEN)[0] == 200
+    assert fetch(f"{base}/api/symbols")[0] == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=STOP_SECONDS) == 0
 
 
 def test_a_monitoring_address_in_use_stops_the_server() -> None:

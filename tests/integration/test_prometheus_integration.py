@@ -34,7 +34,10 @@ from tools.fake_bybit import FakeBybit
 
 API_TOKEN = "prometheus-test-token"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
-LOAD_SECONDS = 20  # ≥ 20 scrapes: enough samples for every rate() window
+# The load runs until every expression returns data (two scrapes give a rate(); a
+# disconnect needs the live client's reconnection), at most this long.
+LOAD_MAX_SECONDS = 90
+RECONNECT_AFTER_SECONDS = 2  # the live client's first connection, then its second
 
 
 def rules() -> list[dict]:
@@ -135,14 +138,15 @@ async def run_load(base: str, fake: FakeBybit, stop: asyncio.Event) -> None:
 
 
 async def ws_client(url: str, stop: asyncio.Event) -> None:
-    """A live client that reconnects once (a disconnect to count)."""
-    for _ in range(2):
+    """A live client that reconnects once (a disconnect to count), after
+    ``RECONNECT_AFTER_SECONDS``."""
+    for hold in (RECONNECT_AFTER_SECONDS, None):
         async with websockets.connect(url) as socket:
             await socket.send(
                 orjson.dumps({"type": "subscribe", "channels": ["market", "dashboard", "alerts"]})
             )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LOAD_SECONDS / 2):
+                async with asyncio.timeout(hold):
                     while not stop.is_set():
                         message = orjson.loads(await socket.recv())
                         if message["type"] == "heartbeat":
@@ -193,26 +197,32 @@ async def test_every_board_and_rule_expression_returns_data(
             fake.base_url, SYMBOLS, **shared, VIRTUOSO_COLLECTOR="external"
         )
         app = create_server_app(settings, tracer_provider=provider)
+        server_port = free_port()
+        target = f"127.0.0.1:{server_port}"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": RULE_FILES,
+            "scrape_configs": [
+                {"job_name": "virtuoso", "static_configs": [{"targets": [target]}]},
+                {
+                    "job_name": "virtuoso-collector",
+                    "static_configs": [{"targets": [collector_target]}],
+                },
+            ],
+        }
         try:
-            async with collecting(collector_settings), serve_app(app) as ws_base:
-                base = ws_base.replace("ws://", "http://")
-                target = base.removeprefix("http://")
-                config = {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": RULE_FILES,
-                    "scrape_configs": [
-                        {"job_name": "virtuoso", "static_configs": [{"targets": [target]}]},
-                        {
-                            "job_name": "virtuoso-collector",
-                            "static_configs": [{"targets": [collector_target]}],
-                        },
-                    ],
-                }
-                with prometheus(config, tmp_path) as prometheus_base:
-                    async with aiohttp.ClientSession() as session:
-                        api = PrometheusApi(prometheus_base, session)
-                        await load_while_scraped(base, ws_base + "/ws", fake, api)
-                        await assert_every_expression_returns_data(api)
+            # Prometheus first: its first scrape waits for its target discovery (about
+            # 5 s), meanwhile the collector and the server start
+            with prometheus(config, tmp_path) as prometheus_base:
+                async with (
+                    collecting(collector_settings),
+                    serve_app(app, port=server_port) as ws_base,
+                    aiohttp.ClientSession() as session,
+                ):
+                    base = ws_base.replace("ws://", "http://")
+                    api = PrometheusApi(prometheus_base, session)
+                    await load_while_scraped(base, ws_base + "/ws", fake, api)
+                    await assert_every_expression_returns_data(api)
         finally:
             tracing.use(None)
             provider.shutdown()
@@ -236,43 +246,45 @@ async def load_while_scraped(base: str, ws_url: str, fake: FakeBybit, api: Prome
         asyncio.create_task(run_load(base, fake, stop)),
         asyncio.create_task(ws_client(ws_url, stop)),
     ]
-    await asyncio.sleep(LOAD_SECONDS)
+    await still_empty(api, expressions(), LOAD_MAX_SECONDS)  # the assertions say which
     stop.set()
     async with asyncio.timeout(15):
         await asyncio.gather(*workers)
-    await recorded_series_exist(api)
 
 
-async def recorded_series_exist(api: PrometheusApi, seconds: float = 60) -> None:
-    """Until every recording rule has recorded a sample (or ``seconds`` passed: the
-    assertions then say which has not). On a busy machine scrapes of a 1 s interval
-    can time out, and a rule evaluated only over failed scrapes records nothing yet."""
-    recorded = [rule["record"] for rule in rules() if "record" in rule]
+def expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) of every board panel (default variables), recording rule (its
+    expression and its series) and alert condition (as data expressions)."""
+    found = [(f"board {uid} / {title}", substitute(expr)) for uid, title, expr in panel_queries()]
+    for rule in rules():
+        if "record" in rule:
+            found += [(f"recording {rule['record']}", rule["expr"])]
+            found += [(f"recorded {rule['record']}", rule["record"])]
+        else:
+            found += [(f"alert {rule['alert']}", expr) for expr in data_expressions(rule["expr"])]
+    return found
+
+
+async def still_empty(
+    api: PrometheusApi, pending: list[tuple[str, str]], seconds: float
+) -> list[tuple[str, str]]:
+    """Those of ``pending`` (where, PromQL) that returned no data, each asked again every
+    second until it does, for at most ``seconds``; a bad expression raises. On a busy
+    machine a scrape of a 1 s interval can time out: the target's series, and the rules
+    recorded from them, are stale (no data) until the next scrape."""
+    pending = [(where, expr) for where, expr in pending if not await api.query(expr)]
     for _ in range(int(seconds)):
-        if all([await api.query(name) for name in recorded]):
-            return
+        if not pending:
+            break
         await asyncio.sleep(1)
+        pending = [(where, expr) for where, expr in pending if not await api.query(expr)]
+    return pending
 
 
 async def assert_every_expression_returns_data(api: PrometheusApi) -> None:
-    empty: list[str] = []
-    expressions = [
-        (f"board {uid} / {title}", substitute(expr)) for uid, title, expr in panel_queries()
-    ]
-    for rule in rules():
-        if "record" in rule:
-            expressions += [(f"recording {rule['record']}", rule["expr"])]
-            expressions += [(f"recorded {rule['record']}", rule["record"])]
-        else:
-            expressions += [
-                (f"alert {rule['alert']}", expr) for expr in data_expressions(rule["expr"])
-            ]
-    assert len(expressions) > 60
-    for where, expr in expressions:
-        result = await api.query(expr)  # raises on bad_data
-        if not result:
-            empty.append(f"{where}: {expr}")
-    assert not empty, "no data for:\n" + "\n".join(empty)
+    assert len(expressions()) > 60
+    empty = await still_empty(api, expressions(), 30)
+    assert not empty, "no data for:\n" + "\n".join(f"{where}: {expr}" for where, expr in empty)
     exemplars = await api.exemplars("virtuoso_http_request_duration_seconds_bucket")
     trace_ids = {e["labels"]["trace_id"] for series in exemplars for e in series["exemplars"]}
     assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)

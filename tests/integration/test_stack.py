@@ -46,6 +46,10 @@ async def stack() -> AsyncIterator[tuple[LocalStack, FakeBybit]]:
                 "VIRTUOSO_REFRESH_SECONDS": str(REFRESH_SECONDS),
                 "VIRTUOSO_ADMIN_TOKEN": ADMIN_TOKEN,
                 "VIRTUOSO_RATE_LIMITS": RATE_LIMITS_OFF,  # the waits below poll every 50 ms
+                # a killed collector: gone after 3 s without a report, its lease lapsed
+                # after 3 s (5 s each in production)
+                "VIRTUOSO_COLLECTOR_SILENCE_SECONDS": "3",
+                "VIRTUOSO_COLLECTOR_LEASE_SECONDS": "3",
             },
         )
         await asyncio.to_thread(local.start)  # the fake exchange keeps serving meanwhile
@@ -145,10 +149,9 @@ async def websockets_get_updates_made_on_either_replica(
                     )
 
         readers = [asyncio.create_task(read(i)) for i in range(len(clients))]
-        for step in range(3):  # the price moves: each refresh publishes updates
+        for step in range(3):  # the price moves: the next refresh publishes updates
             fake.tickers["BTCUSDT"]["lastPrice"] = f"{90000 + 100 * (step + 1):.2f}"
-            await asyncio.sleep(REFRESH_SECONDS + 0.5)
-        await eventually(lambda: all(len(s) >= 2 for s in seen), seconds=15)
+            await eventually(lambda moved=step + 1: all(len(s) >= moved for s in seen), seconds=15)
         for reader in readers:
             reader.cancel()
         common = set.intersection(*seen)
@@ -169,11 +172,16 @@ async def only_the_collector_calls_the_exchange(
         return await metric(http, collector, "virtuoso_pipeline_refreshes_total")
 
     calls_before, before = fake.count(TICKERS_PATH), await refreshes()
-    for _ in range(4):  # traffic on the replicas meanwhile: it must not reach the exchange
+    batches = 0
+    # traffic on the replicas while the collector refreshes twice or more: it must not
+    # reach the exchange
+    while batches < 4 or await refreshes() - before < 2:
+        assert batches < 120, "the collector did not refresh twice within a minute"
         for _ in range(10):
             async with http.get(f"{local.url}/api/dashboard/data") as response:
                 assert response.status == 200
-        await asyncio.sleep(REFRESH_SECONDS)
+        batches += 1
+        await asyncio.sleep(0.5)
     ran = await refreshes() - before
     calls = fake.count(TICKERS_PATH) - calls_before
     assert ran >= 1 and 1 <= calls <= ran + 1, (calls, ran)

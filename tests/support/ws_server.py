@@ -3,6 +3,7 @@
     async with serve_app(app) as base:      # base: "ws://127.0.0.1:<port>"
         ...
 
+``port``: a port chosen beforehand (e.g. one a scraper was told of), else a free one.
 On exit the server is told to shut down and awaited (bounded); clients still open
 are given ``graceful_timeout`` seconds, then dropped.
 """
@@ -23,8 +24,8 @@ from tests.support.servers import free_port
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Quart, **config: Any) -> AsyncIterator[str]:
-    port = free_port()
+async def serve_app(app: Quart, port: int | None = None, **config: Any) -> AsyncIterator[str]:
+    port = free_port() if port is None else port
     settings = Config()
     settings.bind = [f"127.0.0.1:{port}"]
     settings.graceful_timeout = 3.0

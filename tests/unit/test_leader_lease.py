@@ -256,6 +256,27 @@ async def test_cancelling_run_ends_the_term_and_releases(clock, lock) -> None:
     assert leader.count("deposed") == 1 and lock.token is None
 
 
+async def test_a_work_whose_cancellation_was_lost_is_cancelled_again(clock, lock, caplog) -> None:
+    """Python 3.11's asyncio.wait_for (in redis-py) can drop a cancellation that arrives
+    as its operation completes: the work runs on, yet the term still ends."""
+    leader = Leader(clock, lock, ttl_seconds=0.5)  # cancelled again after 0.4 s
+    dropped = []
+
+    async def work_dropping_its_first_cancellation(term: LockLease) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            dropped.append(term.fence)  # as wait_for drops it: the work goes on
+        await asyncio.Event().wait()
+
+    leader.start(work_dropping_its_first_cancellation)
+    await until(lambda: leader.lease.is_leader)
+    await asyncio.wait_for(leader.lease.resign(), 10)
+    assert dropped == [1] and leader.task.done() and leader.task.exception() is None
+    assert leader.count("deposed") == 1 and lock.token is None
+    assert "the leader's work still runs; cancelling it again" in caplog.text
+
+
 async def test_run_twice_is_refused_and_resign_before_run_never_campaigns(clock, lock) -> None:
     leader = Leader(clock, lock)
     await leader.lease.resign()

@@ -45,6 +45,27 @@ def test_tier_timeouts_reach_the_cache_config() -> None:
     assert (config.memcached_timeout_seconds, config.redis_timeout_seconds) == (1.5, 2.0)
 
 
+def test_the_collector_timings_reach_the_lease_and_the_servers_link() -> None:
+    """The leader lease of ``virtuoso collect`` and the silence after which a server
+    counts its collector gone: 5 s each by default, else as configured."""
+    from app.main.collector_process import build_collector
+    from app.main.server_app import create_server_app
+    from app.state import EXTENSION
+
+    redis = {"VIRTUOSO_REDIS_URL": "redis://127.0.0.1:9/0", "VIRTUOSO_COLLECTOR": "external"}
+    default = load_settings(environ=redis)
+    assert (default.collector_lease_seconds, default.collector_silence_seconds) == (5, 5)
+    configured = load_settings(
+        environ=redis
+        | {"VIRTUOSO_COLLECTOR_LEASE_SECONDS": "3", "VIRTUOSO_COLLECTOR_SILENCE_SECONDS": "2.5"}
+    )
+    for settings, lease, silence in ((default, 5, 5), (configured, 3, 2.5)):
+        collector = build_collector(settings)  # nothing connects before start
+        assert collector.lease is not None and collector.lease.ttl_seconds == lease
+        link = create_server_app(settings).extensions[EXTENSION].collector
+        assert link.timings.gone_after_seconds == silence
+
+
 def test_a_real_exchange_with_a_url_override() -> None:
     settings = load_settings(
         environ={
@@ -85,6 +106,10 @@ def test_a_real_exchange_with_a_url_override() -> None:
         ({"VIRTUOSO_EXCHANGE_RATE_LIMIT_MS": "60000"}, "less than or equal to 1000"),
         ({"VIRTUOSO_MEMCACHED_TIMEOUT_SECONDS": "1e-300"}, "greater than or equal to 0.001"),
         ({"VIRTUOSO_REDIS_TIMEOUT_SECONDS": "soon"}, "VIRTUOSO_REDIS_TIMEOUT_SECONDS='soon'"),
+        ({"VIRTUOSO_COLLECTOR_LEASE_SECONDS": "0.5"}, "greater than or equal to 1"),
+        ({"VIRTUOSO_COLLECTOR_LEASE_SECONDS": "301"}, "less than or equal to 300"),
+        ({"VIRTUOSO_COLLECTOR_SILENCE_SECONDS": "1"}, "greater than or equal to 2"),
+        ({"VIRTUOSO_COLLECTOR_SILENCE_SECONDS": "never"}, "VIRTUOSO_COLLECTOR_SILENCE_SECONDS="),
     ],
 )
 def test_invalid_settings_name_the_setting(environ: dict[str, str], expected: str) -> None:

@@ -23,6 +23,7 @@ from tests.support.browser import (
     open_page,
     served_app,
     text_of,
+    without_rules,
 )
 
 # On the module's event loop: the module shares one Chromium (tests/support/browser.py).
@@ -35,11 +36,19 @@ DESKTOP = {"width": 1440, "height": 1000}
 NNBSP = "\u202f"
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
-    """The app with the API token and an alert store of its own (no rule of another test)."""
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
+    """One app for the module, with the API token and an alert store of its own: its
+    start-up was a fifth of each test."""
+    alerts = tmp_path_factory.mktemp("rule-form-alerts")
+    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
         yield app
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def served(served_module: ServedApp) -> ServedApp:
+    """The module's app with no rule of another test stored."""
+    return await without_rules(served_module)
 
 
 async def rule_form(

@@ -138,6 +138,16 @@ async def served_app(**environ: str) -> AsyncIterator[ServedApp]:
         yield served
 
 
+async def without_rules(served: ServedApp) -> ServedApp:
+    """``served`` with no alert rule stored: the rules an earlier test of a module sharing
+    one app left are deleted (through the alert service, as DELETE /api/alerts/rules/<id>
+    does, so the cached rule lists are rebuilt)."""
+    alerts = served.state.alerts
+    for rule in await alerts.list_rules():
+        await alerts.delete_rule(rule.id)
+    return served
+
+
 async def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG under the test artifacts directory (kept after the run)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240

@@ -19,8 +19,8 @@ from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
 from tests.conftest import eventually
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 TOKEN = "alert-pages-token"
@@ -28,7 +28,7 @@ WAIT_MS = 20_000
 RECONNECT_WAIT_MS = 60_000  # the page's back-off after refused sockets reaches 16-30 s
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(

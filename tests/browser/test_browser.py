@@ -23,8 +23,8 @@ from tests.support.browser import (
     text_of,
 )
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 API_TOKEN = "browser-test-token"
@@ -33,13 +33,13 @@ BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
 PING_EVERY_MS = 5_000  # the page's pings (frontend/src/live.js)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served() -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN) as app:
         yield app
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served_polled() -> AsyncIterator[ServedApp]:
     """Refreshes (and so polls) every 2 s, not every 10 s: a poll comes sooner."""
     async with served_app(VIRTUOSO_REFRESH_SECONDS="2") as app:

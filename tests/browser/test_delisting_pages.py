@@ -20,8 +20,8 @@ from tests.support.browser import PAGE_GRACE_SECONDS, PHONE, PageProblems, open_
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 WAIT_MS = 20_000
@@ -32,7 +32,7 @@ SOL_WATCHED = "#watchlist li[data-key='SOLUSDT']"
 WATCHED_KEYS = "nodes => nodes.map(n => n.dataset.key)"
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit() as exchange:
         yield exchange

@@ -18,8 +18,8 @@ from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 from tests.conftest import eventually
 from tests.support.browser import PHONE, PageProblems, ServedApp, open_page
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 WAIT_MS = 15_000

@@ -26,8 +26,8 @@ from tests.support.browser import (
     without_rules,
 )
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 API_TOKEN = "rule-form-test-token"
@@ -36,16 +36,15 @@ DESKTOP = {"width": 1440, "height": 1000}
 NNBSP = "\u202f"
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
-    """One app for the module, with the API token and an alert store of its own: its
-    start-up was a fifth of each test."""
+    """One app for the module, with the API token and an alert store of its own."""
     alerts = tmp_path_factory.mktemp("rule-form-alerts")
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
         yield app
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(served_module: ServedApp) -> ServedApp:
     """The module's app with no rule of another test stored."""
     return await without_rules(served_module)

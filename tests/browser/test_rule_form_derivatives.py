@@ -20,13 +20,13 @@ from tests.browser.test_rule_form import (
 )
 from tests.support.browser import PageProblems, ServedApp, served_app, text_of, without_rules
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 API_TOKEN = "rule-form-test-token"  # the one rule_form gives
 WAIT_MS = 15_000
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
     """One app for the module, with the API token and an alert store of its own."""
     alerts = tmp_path_factory.mktemp("rule-form-derivatives-alerts")
@@ -34,7 +34,7 @@ async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         yield app
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(served_module: ServedApp) -> ServedApp:
     """The module's app with no rule of another test stored."""
     return await without_rules(served_module)

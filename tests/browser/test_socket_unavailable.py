@@ -14,8 +14,8 @@ from playwright.async_api import Browser, Page
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app, text_of
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 TOKEN = "socket-unavailable-token"
@@ -35,7 +35,7 @@ window.WebSocket = class {
 """
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(

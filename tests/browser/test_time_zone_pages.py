@@ -18,8 +18,8 @@ from playwright.async_api import Browser, BrowserContext, Page, Route
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, served_app, text_of
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 API_TOKEN = "time-zone-test-token"
@@ -34,7 +34,7 @@ NEXT_FRAMES = (
 )
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
         yield app

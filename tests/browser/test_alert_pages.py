@@ -19,16 +19,18 @@ from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
 from tests.conftest import eventually
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 TOKEN = "alert-pages-token"
 WAIT_MS = 20_000
 RECONNECT_WAIT_MS = 60_000  # the page's back-off after refused sockets reaches 16-30 s
+POLL_MS = 2_000  # the pages poll every refresh interval (VIRTUOSO_REFRESH_SECONDS below)
+BACKOFF_MAX_MS = 30_000  # the longest wait between reconnect attempts (frontend/src/live.js)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(
@@ -217,7 +219,10 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
         await context.route_web_socket("**/ws", socket)
     revalidated: list[str] = []
     desktop = await desktop_context.new_page()
-    problems.watch(desktop)
+    phone = await phone_context.new_page()
+    for page in (desktop, phone):
+        await page.clock.install()  # their timers (polls, reconnects), moved on by the test
+        problems.watch(page)
     desktop.on(
         "request",
         lambda r: (
@@ -227,7 +232,7 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
         ),
     )
     await desktop.goto(served.base + "/")
-    phone = await open_on(phone_context, served.base + "/mobile", problems)
+    await phone.goto(served.base + "/mobile")
     for page in (desktop, phone):
         await wait_connection(page, "polling")
     for alert in (btc_high, btc_low, eth):
@@ -238,6 +243,8 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
     (sol,) = await fire(served, "SOLUSDT")
     await api(served, "POST", f"/api/alerts/{btc_high['id']}/ack")
     await api(served, "POST", f"/api/alerts/{eth['id']}/resolve")
+    for page in (desktop, phone):
+        await page.clock.fast_forward(POLL_MS)  # the next poll now, not in up to 2 s
     await wait_status(desktop, sol["id"], "pending")
     await wait_status(desktop, btc_high["id"], "acknowledged")
     await wait_status(desktop, eth["id"], "resolved")
@@ -250,6 +257,7 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
     # changes next arrives live.
     blocked["ws"] = False
     for page in (desktop, phone):
+        await page.clock.fast_forward(BACKOFF_MAX_MS)  # the next reconnect attempt, now
         await wait_connection(page, "live", RECONNECT_WAIT_MS)
     await api(served, "POST", f"/api/alerts/{sol['id']}/ack")
     (later,) = await fire(served, "ETHUSDT", fraction=0.25)

@@ -23,18 +23,26 @@ from tests.support.browser import (
     text_of,
 )
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 API_TOKEN = "browser-test-token"
 WAIT_MS = 15_000
 BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
+PING_EVERY_MS = 5_000  # the page's pings (frontend/src/live.js)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served() -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN) as app:
+        yield app
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served_polled() -> AsyncIterator[ServedApp]:
+    """Refreshes (and so polls) every 2 s, not every 10 s: a poll comes sooner."""
+    async with served_app(VIRTUOSO_REFRESH_SECONDS="2") as app:
         yield app
 
 
@@ -152,14 +160,20 @@ async def test_table_sorts_filters_and_keeps_the_watchlist(
 
 async def test_stale_snapshot_shows_the_stale_badge(browser: Browser, served: ServedApp) -> None:
     problems = PageProblems()
-    page = await open_page(browser, served.base + "/", problems)
+    page = await (await browser.new_context()).new_page()
+    await page.clock.install()  # the page's timers, on a clock the test can move on
+    problems.watch(page)
+    await page.goto(served.base + "/")
     await wait_rows(page, len(served.state.known_symbols))
+    await wait_connection(page, "live")
     assert not await page.locator("#badge-stale").is_visible()
 
     served.market.fail_tickers = True  # the exchange fails: no new snapshot
     with pytest.raises(ExchangeUnavailable):
         await served.next_snapshot(seconds=120)
-    # the open page learns the server's time from its pings and flags the data
+    # the open page learns the server's time from its pings and flags the data: its
+    # next ping (every 5 s) now rather than in up to 5 s
+    await page.clock.fast_forward(PING_EVERY_MS)
     await page.wait_for_selector("#badge-stale", state="visible", timeout=WAIT_MS)
     assert (await text_of(page, "#stale-age")).startswith("2m")
     await screenshot(page, "desktop-stale")
@@ -257,8 +271,9 @@ async def test_mobile_page_fits_a_phone(browser: Browser, served: ServedApp) -> 
 
 
 async def test_polls_with_if_none_match_while_the_websocket_is_down(
-    browser: Browser, served: ServedApp
+    browser: Browser, served_polled: ServedApp
 ) -> None:
+    served = served_polled
     problems = PageProblems()
     context = await browser.new_context()
     refused = 0

@@ -29,8 +29,8 @@ from tests.support.browser import (
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 WAIT_MS = 20_000
 DESKTOP = {"viewport": {"width": 1440, "height": 1000}}
@@ -246,7 +246,7 @@ async def test_the_phone_cards_show_the_funding_rate(browser: Browser, served: S
 # --- a symbol without a perpetual (Bybit, through real ccxt against the fake) -------------------
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit() as exchange:
         yield exchange

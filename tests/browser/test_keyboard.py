@@ -15,15 +15,21 @@ import re
 import pytest
 from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 
+from tests.conftest import eventually
 from tests.support.browser import PHONE, PageProblems, ServedApp, open_page
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 WAIT_MS = 15_000
 DESKTOP = {"width": 1440, "height": 1000}
 MAX_TABS = 400  # more than every focusable element of the desktop page
+CANDLES = "/api/market/candles/"
+# Two animation frames: what the page does with an answer it has received is done.
+NEXT_FRAMES = (
+    "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+)
 
 
 async def wait_rows(page: Page, count: int) -> None:
@@ -249,7 +255,9 @@ async def test_replaced_candle_requests_are_cancelled_quietly(
     page = await context.new_page()
     problems.watch(page)
     failed: list[str] = []
+    finished: list[str] = []  # candle requests answered
     page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("requestfinished", lambda r: finished.append(r.url) if CANDLES in r.url else None)
     await page.goto(served.base + "/")
     await wait_rows(page, len(served.state.known_symbols))
     await page.wait_for_selector("#chart canvas", timeout=WAIT_MS)
@@ -259,11 +267,21 @@ async def test_replaced_candle_requests_are_cancelled_quietly(
         "() => document.querySelector('#chart').getAttribute('aria-label').endsWith('4h candles')",
         timeout=WAIT_MS,
     )
-    await page.wait_for_timeout(1500)
+    # the replaced requests aborted, the last one answered, and the page done with both
+    await eventually(
+        lambda: (
+            any("timeframe=1m" in url for url in failed)
+            and any("timeframe=4h" in url for url in finished)
+        ),
+        seconds=WAIT_MS / 1000,
+    )
+    await page.evaluate(NEXT_FRAMES)
     assert any("timeframe=1m" in url for url in failed), (seen, failed)
     await expect(page.locator("#chart-status")).to_have_text("")
+    answered = len(finished)
     await served.next_snapshot()  # the periodic check on a dashboard update
-    await page.wait_for_timeout(500)
+    await eventually(lambda: len(finished) > answered, seconds=WAIT_MS / 1000)
+    await page.evaluate(NEXT_FRAMES)
     assert problems.messages == []
 
 

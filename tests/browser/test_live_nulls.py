@@ -24,8 +24,8 @@ from tests.support.browser import COUNT_SNAPSHOTS, PAGE_GRACE_SECONDS, PHONE, Pa
 from tests.support.ws_server import serve_app
 from tools.fake_bybit import FakeBybit
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT"
@@ -35,7 +35,7 @@ SOL_CARD = "#cards article[data-key='SOLUSDT']"
 COMPONENTS = ("technical", "volume", "orderflow", "orderbook", "price_structure")
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def fake() -> AsyncIterator[FakeBybit]:
     async with FakeBybit() as exchange:
         yield exchange

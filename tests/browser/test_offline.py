@@ -20,8 +20,8 @@ from app.web.security import content_security_policy
 from tests.conftest import ManualClock, make_settings, started_app
 from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, text_of
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 WAIT_MS = 15_000
@@ -30,7 +30,7 @@ BTC_CARD_PRICE = "#cards .card[data-key='BTCUSDT'] .card-price"
 SHELL_PREFIX = re.compile(r"^self\.VIRTUOSO_SHELL = (\{.*?\});\n", re.DOTALL)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def web_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
     async for test_app in started_app(make_settings(), SimulatedMarket(seed=7, clock=clock), clock):
         yield test_app

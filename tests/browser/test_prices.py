@@ -232,7 +232,7 @@ async def tiny_candles_route(route: Route) -> None:
     )
 
 
-@pytest.mark.asyncio(loop_scope="module")  # the module's Chromium (tests/support/browser.py)
+@pytest.mark.asyncio(loop_scope="session")  # the shared Chromium (tests/support/browser.py)
 async def test_a_coin_priced_around_1e8_is_readable_in_the_table_and_the_chart(
     browser: Browser, served: ServedApp
 ) -> None:

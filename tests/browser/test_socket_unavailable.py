@@ -14,12 +14,13 @@ from playwright.async_api import Browser, Page
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, served_app, text_of
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 TOKEN = "socket-unavailable-token"
 WAIT_MS = 20_000
+POLL_MS = 2_000  # the pages poll every refresh interval (VIRTUOSO_REFRESH_SECONDS below)
 BTC_PRICE = "#symbols-body tr[data-symbol='BTCUSDT'] td.price"
 BTC_CARD_PRICE = "#cards article[data-key='BTCUSDT'] .card-price"
 # Every `new WebSocket(...)` of the page throws, as a blocked URL makes it do.
@@ -35,7 +36,7 @@ window.WebSocket = class {
 """
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(
@@ -50,6 +51,7 @@ async def open_without_sockets(
     context = await browser.new_context(**options)
     await context.add_init_script(THROWING_WEBSOCKET)
     page = await context.new_page()
+    await page.clock.install()  # its timers (the polls), on a clock the test can move on
     problems.watch(page)
     await page.goto(url)
     return page
@@ -86,6 +88,8 @@ async def test_a_page_without_a_websocket_polls_data_and_alerts(
         assert await page.evaluate("window.__sockets") >= 1
 
     await served.next_snapshot()
+    for page in (desktop, phone):
+        await page.clock.fast_forward(POLL_MS)  # the next poll now, not in up to 2 s
     btc = served.state.pipeline.latest.tickers["BTCUSDT"].last
     await wait_text(desktop, BTC_PRICE, f"{btc:,.2f}")
     await wait_text(phone, BTC_CARD_PRICE, f"{btc:,.2f}")
@@ -93,6 +97,7 @@ async def test_a_page_without_a_websocket_polls_data_and_alerts(
     rule = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": btc / 2, "level": "info"}
     await create_rule(served, rule)
     await served.next_snapshot()
+    await desktop.clock.fast_forward(POLL_MS)
     [alert], _ = await served.state.alerts.store.list_alerts(limit=10)
     await desktop.wait_for_selector(f'#alerts-list li[data-key="{alert.id}"]', timeout=WAIT_MS)
     assert await text_of(desktop, f'#alerts-list li[data-key="{alert.id}"] .alert-status') == (

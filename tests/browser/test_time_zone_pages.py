@@ -18,8 +18,8 @@ from playwright.async_api import Browser, BrowserContext, Page, Route
 
 from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, served_app, text_of
 
-# On the module's event loop: the module shares one Chromium (tests/support/browser.py).
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 API_TOKEN = "time-zone-test-token"
@@ -29,12 +29,15 @@ ZONES = ["Asia/Tokyo", "America/New_York", "UTC"]
 # Hourly candles across New York's fall-back (2026-11-01 06:00 UTC: 02:00 EDT → 01:00 EST).
 CANDLES_FROM = datetime(2026, 10, 31, 12, tzinfo=UTC)
 CANDLE_COUNT = 36
-NEXT_FRAMES = (
-    "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+# The crosshair's label once it is drawn (on an animation frame): two frames, then the
+# label, in one round trip.
+CROSSHAIR_AFTER_FRAMES = (
+    "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame("
+    "() => done(document.getElementById('chart').dataset.crosshairTime || ''))))"
 )
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
         yield app
@@ -216,8 +219,7 @@ async def test_the_chart_follows_a_daylight_saving_change(
     for step in range(60):
         x = box["x"] + box["width"] * (0.02 + 0.96 * step / 59)
         await page.mouse.move(x, box["y"] + box["height"] / 2)
-        await page.evaluate(NEXT_FRAMES)  # the crosshair is drawn on an animation frame
-        for seconds, label in pairs(await page.get_attribute("#chart", "data-crosshair-time")):
+        for seconds, label in pairs(await page.evaluate(CROSSHAIR_AFTER_FRAMES)):
             hovered[seconds] = label
     fall_back = int(datetime(2026, 11, 1, 6, tzinfo=UTC).timestamp())
     edt, est = fall_back - 3600, fall_back

@@ -138,6 +138,16 @@ async def served_app(**environ: str) -> AsyncIterator[ServedApp]:
         yield served
 
 
+async def without_rules(served: ServedApp) -> ServedApp:
+    """``served`` with no alert rule stored: the rules an earlier test of a module sharing
+    one app left are deleted (through the alert service, as DELETE /api/alerts/rules/<id>
+    does, so the cached rule lists are rebuilt)."""
+    alerts = served.state.alerts
+    for rule in await alerts.list_rules():
+        await alerts.delete_rule(rule.id)
+    return served
+
+
 async def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG under the test artifacts directory (kept after the run)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
@@ -149,21 +159,23 @@ async def screenshot(page: Page, name: str) -> Path:
 # -- fixtures and helpers every page test shares (registered as a plugin by conftest) --
 
 
-# Every page test runs on its module's event loop (each module's ``pytestmark``), so that
-# one Chromium serves a whole module: its launch was most of a test's set-up. Async
-# fixtures of page tests say ``loop_scope="module"``.
+# Every page test runs on the session's event loop (each module's ``pytestmark``), so that
+# one Chromium (and one Playwright driver) serves every page test of a pytest process:
+# their start was most of each module's first set-up. Async fixtures of page tests say
+# ``loop_scope="session"``.
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def module_chromium() -> AsyncIterator[Browser]:
-    """Headless Chromium for one test module (request ``browser``, not this)."""
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def session_chromium() -> AsyncIterator[Browser]:
+    """Headless Chromium for the page tests of a pytest process (request ``browser``,
+    not this)."""
     async with chromium() as launched:
         yield launched
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest, module_chromium: Browser) -> Browser:
-    """The module's Chromium for one test; the contexts the test opened are closed when
+def browser(request: pytest.FixtureRequest, session_chromium: Browser) -> Browser:
+    """The process's Chromium for one test; the contexts the test opened are closed when
     it ends.
 
     A test that also has a ``served...`` fixture gets the app set up first, so that
@@ -174,17 +186,17 @@ def browser(request: pytest.FixtureRequest, module_chromium: Browser) -> Browser
         if name.startswith("served"):
             request.getfixturevalue(name)
     request.getfixturevalue("_contexts_closed")
-    return module_chromium
+    return session_chromium
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def _contexts_closed(module_chromium: Browser) -> AsyncIterator[None]:
+@pytest_asyncio.fixture(loop_scope="session")
+async def _contexts_closed(session_chromium: Browser) -> AsyncIterator[None]:
     yield
-    for context in module_chromium.contexts:
+    for context in session_chromium.contexts:
         await context.close()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def served() -> AsyncIterator[ServedApp]:
     """The app on the simulated market over real HTTP (a test module may override it)."""
     async with served_app() as app:

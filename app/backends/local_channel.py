@@ -23,6 +23,8 @@ from typing import Any
 
 import msgpack
 
+from app.backends.tasks import cancel_and_wait
+
 __all__ = ["MAX_FRAME_BYTES", "Channel", "ChannelError", "connect", "listen"]
 
 log = logging.getLogger(__name__)
@@ -104,14 +106,9 @@ class Channel:
 
     async def close(self) -> None:
         """Closes the channel; calls still waiting fail with ChannelError."""
-        if self._reading is not None:
-            self._reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reading
+        await cancel_and_wait([self._reading])
         self._closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
 
     async def _send(self, frame: list[Any]) -> None:
         if self.closed.is_set():

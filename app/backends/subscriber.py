@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app.backends.errors import describe
+from app.backends.tasks import cancel_and_wait
 
 __all__ = ["MessageCallback", "ReconnectCallback", "RedisSubscriber"]
 
@@ -96,9 +97,7 @@ class RedisSubscriber:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
     def snapshot(self) -> dict[str, Any]:
         """``{"channel", "listening", "received", "reconnects"}``."""

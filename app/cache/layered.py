@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from app.backends.errors import TierUnavailable
 from app.backends.locks import RedisLock
+from app.backends.tasks import cancel_and_wait
 from app.cache.codec import CorruptEntry, compress_body_tail, decode, encode
 from app.cache.entry import CacheEntry
 from app.cache.generations import Generations
@@ -469,9 +470,7 @@ class LayeredCache:
     async def close(self) -> None:
         """Cancels the background refreshes and computations in flight and waits
         for them to end (their errors are dropped)."""
-        for task in list(self._background) + list(self._flights.values()):
-            task.cancel()
-        await asyncio.gather(*self._background, *self._flights.values(), return_exceptions=True)
+        await cancel_and_wait([*self._background, *self._flights.values()])
 
 
 def _holds(raw: bytes | None, generated_at_ms: int) -> bool:

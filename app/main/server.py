@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
+from app.backends.tasks import cancel_and_wait
 from app.cache.adaptive import AdaptiveTtl
 from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy
@@ -331,9 +332,7 @@ def run_with_app(
 
     @app.after_serving
     async def stopped() -> None:
-        for task in background:
-            task.cancel()
-        await bounded("background tasks", asyncio.gather(*background, return_exceptions=True))
+        await bounded("background tasks", cancel_and_wait(background))
         await bounded(stop[0], stop[1]())
         await bounded("webhooks", state.alerts.webhooks.close())
         await bounded("cache tiers", state.runtime.close())

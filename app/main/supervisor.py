@@ -20,6 +20,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from app.backends.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 COLLECT = (sys.executable, "-m", "app", "collect")
@@ -79,10 +81,7 @@ class CollectorChild:
         """Stops keeping it running, then the child: SIGTERM (it resigns its lead), and
         SIGKILL after ``STOP_GRACE_SECONDS``."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
         await self._terminate()
 
     async def _keep_running(self) -> None:

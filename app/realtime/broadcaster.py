@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
+from app.backends.tasks import cancel_and_wait
 from app.realtime import protocol
 from app.realtime.admission import Admission, Rejected, with_rate_limits
 from app.realtime.broker import Broker
@@ -149,9 +150,7 @@ class Broadcaster:
         """Closes every client (1001) and stops listening; bounded."""
         for conn in list(self.connections):
             conn.request_close(protocol.CLOSE_GOING_AWAY, "server shutting down", "shutdown")
-        if self._seeding is not None:
-            self._seeding.cancel()
-            await asyncio.gather(self._seeding, return_exceptions=True)
+        await cancel_and_wait([self._seeding])
         await self.broker.close()
         await self.wait_released(self.limits.close_timeout + 1)
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from app.backends.errors import TierUnavailable
 from app.backends.local_channel import ChannelError
+from app.backends.tasks import cancel_and_wait
 from app.market.errors import MarketDataError
 from app.services.collector_link import LocalCollector
 from app.services.collector_wire import (
@@ -65,10 +66,7 @@ class CollectorDesk:
 
     async def stop(self) -> None:
         """Stops answering and reporting; requests being answered are cancelled."""
-        tasks = [t for t in (self._status_task, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([self._status_task, *self._tasks])
         await self.end.close()
 
     def wait_listening(self, seconds: float) -> Awaitable[bool]:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from app.backends.tasks import cancel_and_wait
 from app.market.errors import MarketDataError
 from app.market.models.derivatives import DerivativesRead
 from app.market.sources.base import MarketSource, fetch_derivatives
@@ -89,10 +90,7 @@ class DerivativesCollector:
     async def close(self) -> None:
         """Cancels the read under way, if any."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([task])
 
     async def _refresh(self, symbols: Sequence[str]) -> None:
         try:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from app.backends.tasks import cancel_and_wait
 from app.market.analytics.confluence import ConfluenceResult
 from app.services.analysis import COMBINED, Analysis
 from app.services.derivatives_view import derivatives_row, sentiment_of
@@ -96,9 +97,7 @@ class LiveUpdates:
 
     async def close(self) -> None:
         """Stops the flush of held-back changes (they are dropped)."""
-        if self._flush is not None:
-            self._flush.cancel()
-            await asyncio.gather(self._flush, return_exceptions=True)
+        await cancel_and_wait([self._flush])
 
     async def _offer(self, key: Key, data: Any, at: int) -> None:
         if key[0] == "market" and at < self._stamp.get(key, 0):

@@ -22,6 +22,7 @@ from typing import Protocol
 import orjson
 
 from app.backends.errors import TierUnavailable
+from app.backends.tasks import cancel_and_wait
 from app.market.errors import MarketDataError
 from app.market.listing import UNSERVED
 from app.market.models.ticker import Ticker
@@ -150,10 +151,7 @@ class Pipeline:
         """Stops refreshing (the loop and a refresh in flight) but keeps the source open:
         ``start`` resumes (a collector that lost its leadership and may win it back)."""
         running = (self._loop_task, self._inflight, self._tick_task, self._views_task)
-        tasks = [t for t in running if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # outcomes already recorded
+        await cancel_and_wait(running)  # outcomes already recorded
         self._loop_task = self._inflight = self._tick_task = self._views_task = None
 
     async def stop(self) -> None:

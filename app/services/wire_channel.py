@@ -16,6 +16,7 @@ import contextlib
 from typing import Any
 
 from app.backends.local_channel import Channel, ChannelError
+from app.backends.tasks import cancel_and_wait
 from app.services.collector_wire import (
     CollectorUnavailable,
     Received,
@@ -104,9 +105,7 @@ class ChannelServerEnd:
             raise CollectorUnavailable(f"cannot reach the collector child: {error}") from None
 
     async def close(self) -> None:
-        for watch in list(self._watches):
-            watch.cancel()
-        await asyncio.gather(*self._watches, return_exceptions=True)
+        await cancel_and_wait(list(self._watches))
         if self.channel is not None:
             await self.channel.close()
 

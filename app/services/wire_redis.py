@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from app.backends.errors import TierUnavailable
 from app.backends.guard import RedisGuard
 from app.backends.subscriber import RedisSubscriber
+from app.backends.tasks import cancel_and_wait
 from app.services.collector_wire import CollectorChannels, CollectorUnavailable, Received
 
 STATUS_KEPT_SECONDS = 30.0  # the report's expiry: gone means no collector lately
@@ -80,10 +81,7 @@ class RedisServerEnd:
             raise CollectorUnavailable("no collector is listening")
 
     async def close(self) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
+        await cancel_and_wait([self._poll_task])
         if self._replies is not None:
             await self._replies.close()
 

@@ -10,12 +10,12 @@ live while its task runs and the market answers; a ``delist``-ed symbol gets no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from app.backends.tasks import cancel_and_wait
 from app.market.models.candles import Candles
 from app.market.models.order_book import OrderBook
 from app.market.models.ticker import Ticker
@@ -75,10 +75,7 @@ class SimulatedFeed:
     async def stop(self) -> None:
         """Cancels the ticking task and waits for it; the feed is then not live."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
         self._latest = {}
 
     def is_live(self) -> bool:

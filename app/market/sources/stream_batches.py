@@ -33,7 +33,6 @@ task must outlive every connection it reads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -43,6 +42,7 @@ from typing import Any, Generic, TypeVar
 
 from ccxt.base.errors import ExchangeError, NetworkError
 
+from app.backends.tasks import cancel_and_wait
 from app.market.sources.stream_liveness import StreamLiveness
 
 log = logging.getLogger(__name__)
@@ -188,11 +188,7 @@ class BatchedStream(Generic[K]):
     async def stop(self) -> None:
         """Stops watching (the exchange is the caller's to close)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     # ----- liveness --------------------------------------------------------------------
 

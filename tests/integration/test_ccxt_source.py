@@ -63,7 +63,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    src = loopback_source(fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url)
     await within(src.start())
     yield src
     await within(src.close())
@@ -106,7 +106,7 @@ async def test_start_lists_exactly_the_trading_spot_symbols(
 
 async def test_start_failure_recovers_on_first_fetch(fake: FakeBybit) -> None:
     fake.http_error_next(503, path=INSTRUMENTS_PATH)
-    src = loopback_source(fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url)
     try:
         with pytest.raises(ExchangeUnavailable):
             await within(src.start())

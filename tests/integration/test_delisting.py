@@ -248,7 +248,7 @@ async def test_a_pair_refused_as_symbol_invalid_is_unserved_at_once(
 
 
 async def test_symbol_invalid_is_an_unknown_symbol(fake: FakeBybit) -> None:
-    source = loopback_source(fake.base_url, timeout_ms=3_000)
+    source = loopback_source(fake.base_url)
     await source.start()
     try:
         fake.delist("SOLUSDT", instruments=False, ret_msg=SYMBOL_INVALID)

@@ -58,7 +58,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    made = loopback_source(fake.base_url, timeout_ms=3_000)
+    made = loopback_source(fake.base_url)
     await made.start()
     yield made
     await made.close()
@@ -207,6 +207,7 @@ async def test_what_was_cleaned_shows_in_health_and_metrics(fake: FakeBybit) -> 
         http = base.replace("ws://", "http://")
         await eventually(lambda: app.extensions["virtuoso"].warmed, BOUND)
         await eventually(source.streaming, BOUND)
+        await eventually(lambda: source.status()["feed"]["books"]["live"], BOUND)  # subscribed
         await fake.streams.send_ticker("BTCUSDT", ts=fake.now_ms() + YEARS_AHEAD_MS)
         best_ask = fake.order_books["BTCUSDT"]["a"][0][0]
         await fake.streams.send_book_delta("BTCUSDT", bids=[[best_ask, "1"]])

@@ -128,7 +128,7 @@ async def fake() -> AsyncIterator[FakeBybit]:
 
 @pytest_asyncio.fixture
 async def source(fake: FakeBybit) -> AsyncIterator[CcxtMarketSource]:
-    src = loopback_source(fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url)
     await src.start()
     yield src
     await src.close()
@@ -330,7 +330,7 @@ async def wide_fake() -> AsyncIterator[FakeBybit]:
 
 
 async def test_base_and_quote_come_from_the_market_definitions(wide_fake: FakeBybit) -> None:
-    source = loopback_source(wide_fake.base_url, timeout_ms=3_000)
+    source = loopback_source(wide_fake.base_url)
     await source.start()
     try:
         assets = source.market_assets()

@@ -82,7 +82,7 @@ class Sleeps:
 
 
 def make_ccxt_source(fake: FakeBybit) -> CcxtMarketSource:
-    src = loopback_source(fake.base_url, timeout_ms=3_000)
+    src = loopback_source(fake.base_url)
     # ccxt spaces bybit's market calls 100 ms apart; the loopback fake needs no such care
     # and the tests here send hundreds of requests.
     src.exchange.enableRateLimit = False

@@ -23,6 +23,10 @@ LOOPBACK_RATE_LIMIT_MS = float(FAKE_EXCHANGE_RATE_LIMIT_MS)
 market call instead of ccxt's 100 ms. The limiter still runs; its own tests keep
 Bybit's value."""
 
+PATIENT_TIMEOUT_MS = 10_000
+"""ccxt's request timeout against the loopback fake where a test is not about timeouts:
+a busy machine can hold a loopback answer past a few seconds."""
+
 
 def close_without_tls_linger(monkeypatch: pytest.MonkeyPatch) -> None:
     """ccxt's ``close`` sleeps 250 ms (``timeout_on_exit``) so that aiohttp's TLS
@@ -33,7 +37,9 @@ def close_without_tls_linger(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def loopback_source(base_url: str, **options: Any) -> CcxtMarketSource:
     """``CcxtMarketSource`` on Bybit's REST at ``base_url`` (the loopback fake), its
-    limiter at ``LOOPBACK_RATE_LIMIT_MS``; ``options``: the source's other arguments."""
+    limiter at ``LOOPBACK_RATE_LIMIT_MS`` and its requests timing out after
+    ``PATIENT_TIMEOUT_MS`` unless ``options`` (the source's other arguments) say."""
+    options = {"timeout_ms": PATIENT_TIMEOUT_MS} | options
     return CcxtMarketSource(
         "bybit", base_url=base_url, rate_limit_ms=LOOPBACK_RATE_LIMIT_MS, **options
     )

@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Three on two cores: many tests wait on sleeps, servers and Chromium.
-TEST_WORKERS ?= 3
+# Four on two cores: most tests wait (servers, sockets, Chromium), the CPU is ~60% busy.
+TEST_WORKERS ?= 4
 
 .PHONY: run test test-services frontend frontend-check stack bench lint format clean
 

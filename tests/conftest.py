@@ -141,17 +141,20 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
 # The longest modules (seconds on one of two workers, from ``--durations=0``), started
 # first: ``make test`` hands each module to one worker (``--dist loadfile``) in this
 # order, and a long module started last would be the run's tail.
-LONGEST_FIRST = (
-    "browser/test_rule_form.py",  # ~65 s
-    "browser/test_browser.py",  # ~38 s
-    "integration/test_faults.py",  # ~35 s
-    "integration/test_prometheus_integration.py",  # ~28 s
-    "integration/test_fuzz_positive.py",  # ~25 s
-    "integration/test_exchange_data_kinds.py",  # ~22 s
-    "integration/test_stack.py",  # ~19 s
-    "integration/test_fuzz_negative.py",  # ~18 s
-    "integration/test_ccxt_source.py",  # ~17 s
-    "integration/test_ws_hostile.py",  # ~16 s
+LONGEST_FIRST = (  # sums of a loaded run (load average ~10), the slowest first
+    "integration/test_collector_split.py",  # ~75 s idle
+    "unit/test_simulated.py",
+    "browser/test_rule_form.py",
+    "browser/test_rule_form_limits.py",
+    "integration/test_fuzz_positive.py",
+    "integration/test_streaming_service.py",
+    "integration/test_exchange_data_kinds.py",
+    "integration/test_monitoring_listener.py",
+    "integration/test_fuzz_negative.py",
+    "browser/test_browser.py",
+    "integration/test_bench_baselines.py",
+    "integration/test_delisting.py",
+    "integration/test_stack.py",
 )
 
 

@@ -238,9 +238,12 @@ async def test_a_refused_topic_is_isolated_and_the_rest_of_its_batch_delivers(
 
 async def test_a_reconnect_storm_does_not_reset_the_back_off(fake, exchange) -> None:
     """Each connection answers the subscription once and closes: every batch delivers
-    once per connection, and its back-off still grows to the longest wait."""
+    once per connection, and its back-off still grows to the longest wait. (A watch left
+    hanging by a closing connection is given up after 3 s, and its unanswered
+    unsubscribe after 1 s, well within the test's bounds.)"""
     symbols = {ccxt_symbol(name): name for name in SYMBOLS}
-    watching = TickerStream(exchange, symbols, batching=Batching(retry=(0.02, 0.16)))
+    storm = Batching(retry=(0.02, 0.16), silent_after=1.0, unwatch_timeout=1.0)
+    watching = TickerStream(exchange, symbols, batching=storm)
     fake.streams.close_after_subscribe = True
     watching.start()
     try:

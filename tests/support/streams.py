@@ -1,6 +1,6 @@
 """ccxt and ccxt.pro against the loopback fake Bybit: a ccxt.pro instance whose REST and
 stream URLs point at the fake (spot markets only, as the service loads them), the REST
-source and the streaming source on it, all with ccxt's limiter at loopback speed."""
+source and the streaming source on it (these with ccxt's limiter at loopback speed)."""
 
 from __future__ import annotations
 
@@ -63,12 +63,11 @@ STREAM_SYMBOLS = (
 
 
 def pro_exchange(fake: FakeBybit, **config: Any) -> Any:
-    """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams), its limiter
-    at ``LOOPBACK_RATE_LIMIT_MS`` unless ``config`` says; the caller closes it
+    """A ccxt.pro.bybit on ``fake`` (REST and the spot and linear streams; ccxt's own
+    spacing of requests and subscriptions); the caller closes it
     (``await exchange.close()``)."""
     options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}}
-    defaults = {"timeout": 5_000, "rateLimit": LOOPBACK_RATE_LIMIT_MS, "options": options}
-    exchange = ccxt.pro.bybit(defaults | config)
+    exchange = ccxt.pro.bybit({"timeout": 5_000, "options": options, **config})
     exchange.urls["api"] = override_api_urls(exchange.urls["api"], fake.base_url)
     exchange.urls["api"]["ws"]["public"]["spot"] = fake.streams.url("spot")
     exchange.urls["api"]["ws"]["public"]["linear"] = fake.streams.url("linear")

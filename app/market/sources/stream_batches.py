@@ -227,6 +227,8 @@ class BatchedStream(Generic[K]):
         healthy_since: float | None = None  # first delivery since the last failure
         stalled = False  # subscribed again after a stall: the next delivery is a recovery
         while True:
+            if _cancelling():  # a stop that asyncio.wait_for swallowed (Python 3.11 returns
+                raise asyncio.CancelledError  # an awaited result that came with the cancel)
             try:
                 delivered = await self._turn(batch, failing or stalled)
             except asyncio.CancelledError as cancelled:

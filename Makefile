@@ -18,13 +18,15 @@ test: $(STAMP) test-services frontend frontend-check
 	$(BIN)/ruff format --check app tests dashboards tools bench
 	$(BIN)/mypy app
 	@# TEST_WORKERS workers (pytest-xdist), each test file on one of them (its module fixtures
-	@# built once). pytest exits 5 when it collected no test: a failure here, said plainly.
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
+	@# built once), the longest files first (tests/conftest.py). pytest exits 5 when it
+	@# collected no test: a failure here, said plainly.
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder || { rc=$$?; [ $$rc -ne 5 ] || echo "make test: no tests were collected" >&2; exit $$rc; }
 
 # Debian packages of the servers and the browser the tests start (installed when missing).
 test-services:
 	@scripts/ensure-debian-packages.sh memcached:memcached redis-server:redis-server \
-		chromium:chromium prometheus:promtool nginx:nginx docker-compose:docker-compose
+		chromium-headless-shell:chromium-headless-shell prometheus:promtool nginx:nginx \
+		docker-compose:docker-compose
 
 # The compose topology with local processes: one collector (`virtuoso collect`, metrics
 # on :8123), nginx on :8003 in front of two serving replicas, Memcached, Redis and
@@ -35,6 +37,7 @@ stack: $(STAMP) test-services frontend
 # The KPI benchmark (about 10 minutes; QUICK=1: about 3): bench/results/<date>/report.md.
 # wrk comes from Debian when missing (the load generator falls back to asyncio without).
 bench: $(STAMP) test-services frontend
+	@scripts/ensure-debian-packages.sh chromium:chromium
 	@scripts/ensure-debian-packages.sh wrk:wrk || echo "bench: wrk not installed; using the asyncio load generator"
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 

@@ -138,23 +138,27 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
         yield test_app
 
 
-# The longest modules (seconds on one of two workers, from ``--durations=0``), started
-# first: ``make test`` hands each module to one worker (``--dist loadfile``) in this
-# order, and a long module started last would be the run's tail.
-LONGEST_FIRST = (  # sums of a loaded run (load average ~10), the slowest first
-    "integration/test_collector_split.py",  # ~75 s idle
-    "unit/test_simulated.py",
-    "browser/test_rule_form.py",
+# The longest modules (seconds of one worker of four, idle, from ``--durations=0``),
+# started first: ``make test`` hands each module to one worker (``--dist loadfile``, with
+# ``--no-loadscope-reorder``: xdist would otherwise order them by their count of tests) in
+# this order, and a long module started last would be the run's tail.
+LONGEST_FIRST = (
+    "integration/test_collector_split.py",  # ~72 s
+    "browser/test_rule_form.py",  # ~44 s
     "browser/test_rule_form_limits.py",
-    "integration/test_fuzz_positive.py",
+    "integration/test_ws_hostile.py",
     "integration/test_streaming_service.py",
-    "integration/test_exchange_data_kinds.py",
-    "integration/test_monitoring_listener.py",
-    "integration/test_fuzz_negative.py",
-    "browser/test_browser.py",
-    "integration/test_bench_baselines.py",
-    "integration/test_delisting.py",
     "integration/test_stack.py",
+    "integration/test_faults.py",
+    "integration/test_cache_integration.py",
+    "integration/test_exchange_data_kinds.py",
+    "integration/test_bench_baselines.py",
+    "browser/test_browser.py",
+    "integration/test_monitoring_listener.py",
+    "unit/test_simulated.py",
+    "integration/test_server.py",
+    "integration/test_prometheus_integration.py",
+    "integration/test_delisting.py",  # ~14 s
 )
 
 

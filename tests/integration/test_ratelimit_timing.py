@@ -262,7 +262,9 @@ async def test_a_timeout_in_the_queue_is_a_wait_not_a_slow_request() -> None:
         await source.fetch_candles("BTCUSDT", "1m", 10)
     (wait,) = recorded.waits["ohlcv"]
     (request,) = recorded.requests["ohlcv"]
-    assert wait >= 0.2
+    # The whole time-out was spent queuing: recorded as the wait (measured from inside
+    # the limiter, which the call reaches a moment after the time-out's clock started).
+    assert wait >= 0.2 * 0.75
     assert request < wait
 
 

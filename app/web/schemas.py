@@ -57,6 +57,12 @@ class AlertRuleView(_Doc):
     description: str = Field(
         default="", description="the rule in words, e.g. price at or above 200; re-arms at…"
     )
+    conditions: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="kind conditions: [{metric, comparison, value, timeframe, component}]",
+    )
+    join: Literal["all", "any"] | None = Field(default=None, description="kind conditions")
+    template: str | None = Field(default=None, description="the message template, if any")
 
 
 class AlertView(_Doc):

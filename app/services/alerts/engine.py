@@ -26,6 +26,13 @@ For each (rule, symbol) the engine keeps a small state entry:
   the entry disarms as if it had fired, and ``fired_value`` stays the reported one).
 * ``band``: the last beta band seen (``beta_band_change`` fires when it changes; the
   first observation only records it).
+* ``seen`` (``conditions`` rules only): condition index → the last known state of a
+  state metric (``alerts.compound_engine``: the joined conditions fire when they
+  become true, re-arm when false, and keep the cooldown).
+
+A rule's ``template`` (``alerts.templates``) renders the alert's message; one that
+fails falls back to the default message (``template_failures`` counts them, the first
+failure of each rule is logged).
 
 ``evaluate`` is pure: it never mutates its inputs, and the state is a plain JSON-able
 dict for persistence::
@@ -36,15 +43,21 @@ dict for persistence::
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.services.alerts import compound_engine
+from app.services.alerts.compound_engine import TimeframeFacts
 from app.services.alerts.conditions import Condition, condition_of
 from app.services.alerts.messages import LAST, threshold_alert
 from app.services.alerts.rules import Alert, AlertRule, new_id
+from app.services.alerts.templates import TemplateFailed, render, template_context
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 # A burst (e.g. 200 every-symbol rules all true at once) goes out over several
@@ -64,7 +77,10 @@ class MarketFacts:
     ``funding_rate`` a fraction per funding interval, ``open_interest_change_1h_pct``
     the open interest now against 1 h ago in %, ``long_short_ratio`` accounts long ÷
     short. ``components``: the combined (all-timeframes) confluence component scores,
-    0–100, None for one unavailable. A rule whose value is None cannot fire."""
+    0–100, None for one unavailable. ``signal``: the combined confluence signal (long,
+    short, neutral); ``timeframes``: timeframe → that timeframe's readings (confluence,
+    signal, components, volume spike, beta band) for the ``conditions`` rules. A rule
+    whose value is None cannot fire."""
 
     symbol: str
     price: float
@@ -76,6 +92,8 @@ class MarketFacts:
     open_interest_change_1h_pct: float | None = None
     long_short_ratio: float | None = None
     components: Mapping[str, float | None] = field(default_factory=dict)
+    signal: str | None = None
+    timeframes: Mapping[str, TimeframeFacts] = field(default_factory=dict)
 
 
 class AlertEngine:
@@ -99,6 +117,8 @@ class AlertEngine:
         self.short_threshold = short_threshold
         self._clock = clock  # epoch seconds
         self._new_id = id_factory
+        self.template_failures = 0  # renders that fell back to the default message
+        self._failed_templates: set[str] = set()  # rule ids whose failure was logged
 
     def evaluate(
         self,
@@ -145,6 +165,8 @@ class AlertEngine:
     ) -> Alert | None:
         if rule.kind == "beta_band_change":
             return self._band_step(rule, fact, entry, now)
+        if rule.kind == "conditions":
+            return self._compound_step(rule, fact, entry, now)
         condition = condition_of(
             rule.kind,
             rule.threshold,
@@ -222,6 +244,17 @@ class AlertEngine:
         message = f"{fact.symbol} beta band changed: {last} → {band}"
         return self._make(rule, fact, now, values, message)
 
+    def _compound_step(
+        self, rule: AlertRule, fact: MarketFacts, entry: dict, now: int
+    ) -> Alert | None:
+        values = compound_engine.step(rule, fact, entry, lambda: self._cooled(entry, now, rule))
+        if values is None:
+            return None
+        entry["last_fired_ms"] = now
+        return self._make(
+            rule, fact, now, values, compound_engine.message(rule, fact.symbol, values)
+        )
+
     def _alert(
         self, rule: AlertRule, fact: MarketFacts, now: int, condition: Condition, fired: Point
     ) -> Alert:
@@ -232,17 +265,35 @@ class AlertEngine:
     def _make(
         self, rule: AlertRule, fact: MarketFacts, now: int, values: dict, message: str
     ) -> Alert:
+        title = rule.title or _default_title(rule, fact.symbol)
         return Alert(
             id=self._new_id(),
             rule_id=rule.id,
             kind=rule.kind,
             symbol=fact.symbol,
             level=rule.level,
-            title=rule.title or _default_title(rule, fact.symbol),
-            message=message,
+            title=title,
+            message=self._message(rule, fact, title, values, message),
             values=values,
             created_at_ms=now,
         )
+
+    def _message(
+        self, rule: AlertRule, fact: MarketFacts, title: str, values: dict, default: str
+    ) -> str:
+        """The rule's template rendered, or ``default`` (without a template, or when it
+        fails: counted in ``template_failures``, logged once per rule)."""
+        if rule.template is None:
+            return default
+        context = template_context(rule, fact.symbol, title, fact.price, default, values)
+        try:
+            return render(rule.template, context)
+        except TemplateFailed as error:
+            self.template_failures += 1
+            if rule.id not in self._failed_templates:
+                self._failed_templates.add(rule.id)
+                log.warning("rule %s: template failed (%s); default message sent", rule.id, error)
+            return default
 
 
 def _reading(rule: AlertRule, fact: MarketFacts) -> float | None:

@@ -13,9 +13,15 @@ module is the one that does.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 from app.market.analytics.confluence import ConfluenceResult
+from app.market.analytics.indicators import relative_volume
+from app.market.models.candles import Candles
 from app.market.models.derivatives import Derivatives
+from app.market.models.timeframes import TIMEFRAMES
+from app.services.alerts.compound import VOLUME_SPIKE_PERIOD
+from app.services.alerts.compound_engine import TimeframeFacts
 from app.services.alerts.engine import MarketFacts
 from app.services.alerts.price_trail import PriceTrails
 from app.services.alerts.service import AlertService
@@ -85,12 +91,51 @@ def market_facts(
                 trail=() if trails is None else trails.take(symbol, one_minute),
                 **_derivative_facts(derivatives),
                 components=_component_scores(combined),
+                signal=None if combined is None else combined.signal,
+                timeframes=_timeframe_facts(snapshot, analysis, symbol),
             )
         )
     return facts
 
 
-def _derivative_facts(derivatives: Derivatives | None) -> dict[str, float | None]:
+def _timeframe_facts(
+    snapshot: Snapshot, analysis: Analysis, symbol: str
+) -> dict[str, TimeframeFacts]:
+    """Timeframe → the symbol's readings there (confluence score, signal and components,
+    volume spike, beta band); a timeframe with none of them is left out."""
+    results = analysis.confluence.get(symbol, {})
+    betas = (analysis.beta or {}).get(symbol, {})
+    candles = snapshot.candles.get(symbol, {})
+    facts = {}
+    for timeframe in TIMEFRAMES:
+        result, beta, series = results.get(timeframe), betas.get(timeframe), candles.get(timeframe)
+        if result is None and beta is None and series is None:
+            continue
+        facts[timeframe] = TimeframeFacts(
+            confluence_score=None if result is None else _finite(result.score),
+            signal=None if result is None else result.signal,
+            components=_component_scores(result),
+            volume_spike=None if series is None else volume_spike(series),
+            beta_band=None if beta is None else beta.risk_band,
+        )
+    return facts
+
+
+def volume_spike(candles: Candles) -> float | None:
+    """The last closed candle's volume ÷ the mean volume of the ``VOLUME_SPIKE_PERIOD``
+    (20) closed candles before it — the relative volume (RVOL) of
+    ``analytics.indicators.relative_volume``; the newest candle, maybe still forming, is
+    left out. None with fewer than 21 closed candles or no volume before it."""
+    return _finite(relative_volume(candles.closed().volume, VOLUME_SPIKE_PERIOD))
+
+
+class _DerivativeFacts(TypedDict, total=False):
+    funding_rate: float | None
+    open_interest_change_1h_pct: float | None
+    long_short_ratio: float | None
+
+
+def _derivative_facts(derivatives: Derivatives | None) -> _DerivativeFacts:
     """The derivatives values the rules compare (None each when unknown or not finite)."""
     if derivatives is None:
         return {}

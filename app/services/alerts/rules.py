@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.market.models.confluence_weights import COMPONENTS
 from app.market.models.symbols import canonical_symbol
+from app.services.alerts.compound import MAX_CONDITIONS, ConditionInput, Join, describe_conditions
 from app.services.alerts.conditions import (
     DEFAULT_HYSTERESIS,
     HYSTERESIS_UNITS,
@@ -28,6 +29,7 @@ from app.services.alerts.conditions import (
     number,
 )
 from app.services.alerts.destinations import DestinationRefused, mask_url, parse_webhook_url
+from app.services.alerts.templates import MAX_TEMPLATE, check_template, template_sample
 
 Kind = Literal[
     "price_above",
@@ -45,6 +47,7 @@ Kind = Literal[
     "long_short_below",
     "component_above",
     "component_below",
+    "conditions",
 ]
 Level = Literal["info", "warning", "critical"]
 Status = Literal["pending", "acknowledged", "resolved"]
@@ -119,6 +122,25 @@ class RuleInput(_Model):
     title: str | None = Field(default=None, max_length=80)
     note: str | None = Field(default=None, max_length=500)
     webhook_url: str | None = Field(default=None, max_length=500)
+    conditions: list[ConditionInput] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CONDITIONS,
+        description="kind conditions only (required there): 1-5 conditions on the service's "
+        "metrics, joined by join",
+    )
+    join: Join | None = Field(
+        default=None, description="kind conditions only: all (default) or any of the conditions"
+    )
+    template: str | None = Field(
+        default=None,
+        max_length=MAX_TEMPLATE,
+        description="Jinja2 (sandboxed, plain text) for the alert's message; variables: symbol, "
+        "level, title, kind, price (last price), message (the default message), values (the "
+        "alert's values: e.g. values.threshold, values.price; for kind conditions "
+        "values.<condition name> such as values.confluence_5m, values.conditions[i].value, "
+        ".met, .previous, values.join, values.last_price); checked on save",
+    )
 
     @field_validator("symbol")
     @classmethod
@@ -160,6 +182,7 @@ class RuleInput(_Model):
                 "(confluence rules use the configured long/short thresholds)"
             )
         _check_component(self.kind, self.component)
+        _check_compound(self)
         if self.hysteresis is not None:
             if self.kind not in DEFAULT_HYSTERESIS:
                 raise ValueError(f"hysteresis is not allowed for {self.kind}")
@@ -168,6 +191,14 @@ class RuleInput(_Model):
                 unit = HYSTERESIS_UNITS[self.kind]
                 raise ValueError(f"hysteresis of {self.kind} is in {unit}, at most {limit:g}")
         return self
+
+
+def _check_compound(rule: RuleInput) -> None:
+    """A conditions rule has conditions; no other rule has conditions or a join."""
+    if rule.kind == "conditions" and not rule.conditions:
+        raise ValueError("conditions is required for kind conditions (1 to 5 conditions)")
+    if rule.kind != "conditions" and (rule.conditions is not None or rule.join is not None):
+        raise ValueError(f"conditions and join are not allowed for {rule.kind}")
 
 
 def _check_threshold(kind: str, threshold: float) -> None:
@@ -227,7 +258,7 @@ class AlertRule(RuleInput):
             "hysteresis": None if condition is None else condition.hysteresis,
             "hysteresis_unit": HYSTERESIS_UNITS.get(self.kind),
             "rearm_at": None if condition is None else condition.rearm_at,
-            "description": _describe_rule(self.kind, condition),
+            "description": _describe_rule(self, condition),
         }
 
 
@@ -258,7 +289,9 @@ class Alert(_Model):
         return self.model_copy(update=changes)
 
 
-def _describe_rule(kind: str, condition: Condition | None) -> str:
+def _describe_rule(rule: RuleInput, condition: Condition | None) -> str:
+    if rule.conditions:
+        return describe_conditions(rule.conditions, rule.join or "all")
     if condition is None:  # beta_band_change
         return "the beta band changes"
     return condition.describe()
@@ -297,8 +330,12 @@ def validate_rule(
         )
     if rule.threshold is not None and not math.isfinite(rule.threshold):
         raise ValueError("threshold must be a finite number")  # a RuleInput built unvalidated
+    if rule.template is not None:  # on save only: a stored rule is not re-rendered
+        check_template(rule.template, template_sample(rule))
     stamp = now_ms() if created_at_ms is None else created_at_ms
     fields = rule.model_dump()
+    if rule.kind == "conditions" and rule.join is None:
+        fields["join"] = "all"
     if fields["hysteresis"] is None and rule.kind in DEFAULT_HYSTERESIS:
         fields["hysteresis"] = DEFAULT_HYSTERESIS[rule.kind]  # stored: the rule shows it
     return AlertRule(**fields, id=new_id(), created_at_ms=stamp)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.cache.runtime import CacheRuntime
+from app.services.alerts.digest_store import DigestStore, FileDigestStore, RedisDigestStore
 from app.services.alerts.engine import AlertEngine
 from app.services.alerts.service import AlertService, Announce, Republish
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
@@ -49,3 +50,11 @@ def settings_store(settings: Settings, runtime: CacheRuntime) -> AlertStore:
     if runtime.redis is not None and runtime.redis_guard is not None:
         return RedisAlertStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
     return FileAlertStore(Path(settings.data_dir) / "alerts.json")
+
+
+def build_digest_store(settings: Settings, runtime: CacheRuntime) -> DigestStore:
+    """The digests in Redis when configured, else in ``<data_dir>/digests.json`` (and
+    their sent slots in ``digests-sent.json``)."""
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        return RedisDigestStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
+    return FileDigestStore(Path(settings.data_dir))

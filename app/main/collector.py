@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 
 from app.cache.runtime import CacheRuntime
 from app.main import collector_telemetry, telemetry
-from app.main.alerting import build_alert_service
+from app.main.alerting import build_alert_service, build_digest_store
 from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
+from app.services.alerts.digest_scheduler import DigestScheduler, DigestSink, LoggedDigests
 from app.services.alerts.evaluation import AlertEvaluation
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore
@@ -110,6 +111,7 @@ def snapshot_flow(
     *,
     store: AlertStore | None = None,
     publish: Publish | None = None,
+    digest_sink: DigestSink | None = None,
 ) -> tuple[AlertService, Pipeline, ViewCache]:
     """Who hears of what: each snapshot goes to the alert rules, then to the live
     clients; each alert to the live clients, then to the metrics; each refresh to the
@@ -117,7 +119,9 @@ def snapshot_flow(
     dashboards, dashboards show the critical alerts): the alert service reaches the
     pipeline through ``republish``, bound once the pipeline exists. ``store`` and
     ``publish``: where the alerts are kept and the views go, when not the settings' store
-    and the runtime's tiers (a collector child's server)."""
+    and the runtime's tiers (a collector child's server). Each snapshot also goes to the
+    digests' scheduler, which hands the due digests to ``digest_sink`` (by default,
+    ``LoggedDigests``: logged and counted)."""
     pipeline: Pipeline
 
     async def republish(fresh_within: float | None = None) -> bool:
@@ -132,12 +136,18 @@ def snapshot_flow(
         store=store,
     )
     evaluation = AlertEvaluation(alerts)
+    digests = DigestScheduler(
+        build_digest_store(settings, runtime),
+        digest_sink or LoggedDigests(),
+        clock,
+        count=settings.movers.count,
+    )
     pipeline, views = build_pipeline(
         settings,
         source,
         runtime,
         clock,
-        listeners=(evaluation.on_snapshot, live.on_snapshot),
+        listeners=(evaluation.on_snapshot, live.on_snapshot, digests.on_snapshot),
         # streamed tickers: live updates at once, the alert rules once a second at most
         tick_listeners=(
             live.on_snapshot,

@@ -28,7 +28,7 @@ from app.cache.layered import NothingToServe
 from app.cache.policy import CachePolicy
 from app.cache.runtime import CacheRuntime, build_cache
 from app.cache.stats import CacheStats
-from app.main import sections, telemetry
+from app.main import alerting, sections, telemetry
 from app.main.collectors import DataQuality
 from app.main.poller import BackendPoller
 from app.market.errors import MarketDataError
@@ -53,6 +53,7 @@ from app.state import EXTENSION, ServiceState
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
+from app.web.digest_routes import digest_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
 from app.web.health import health
@@ -304,6 +305,7 @@ def finish_app(
     app.extensions[EXTENSION] = state
     timeframes = tuple(settings.confluence.timeframes)
     install_routes(app, state, settings.allowed_origins, timeframes)
+    app.register_blueprint(digest_blueprint(alerting.build_digest_store(settings, state.runtime)))
     provider = tracer_provider or provider_from_env()
     poller = telemetry.install_telemetry(app, state, provider, data_quality)
     install_response_hooks(app)

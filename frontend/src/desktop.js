@@ -9,6 +9,7 @@ import { RulesPanel } from './rules.js';
 import {
   byId, el, find, inputById, setText, syncList, tickOf,
 } from './dom.js';
+import { AlertNotifier } from './notifications.js';
 import { fetchFirst, startPage, pageSettings } from './page.js';
 import {
   BetaTable, quoteItem, renderBetaSummary, renderMovers, renderSignals, updateQuote,
@@ -36,6 +37,9 @@ const derivatives = new DerivativesPanel(clock, settings.derivativesStaleAfterMs
 let reasonsTimer;
 const rules = new RulesPanel();
 const alerts = new AlertsPanel(rules.say);
+const notifier = new AlertNotifier(
+  /** @type {HTMLButtonElement} */ (byId('notify-button')), byId('notify-status'),
+);
 const betaTable = new BetaTable(byId('beta-body'));
 const symbolsTable = /** @type {HTMLTableElement} */ (byId('symbols-table'));
 const table = new SymbolTable(symbolsTable, settings.thresholds, selectSymbol, (s) => watchlist.toggle(s));
@@ -139,12 +143,14 @@ const handlers = {
         break;
     }
   },
-  alert(alert) {
+  alert(alert, live) {
+    notifier.take(alert, live, alerts.alerts.has(alert.id));
     alerts.upsert(alert);
   },
 };
 
 async function main() {
+  notifier.start();
   const filter = inputById('symbol-filter');
   const watchlistOnly = inputById('watchlist-only');
   const applyFilter = () => table.filter(filter.value, watchlistOnly.checked);

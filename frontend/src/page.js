@@ -45,10 +45,10 @@ export async function fetchFirst(url) {
 /**
  * What a page does with live messages: `update` a channel's data of one symbol (or of
  * the market, symbol empty), with the data's `generatedAt` (server epoch ms), and `alert` a new or changed alert (an `alert` message,
- * or an item of the alerts snapshot sent on every (re)connect: the recent alerts with
- * their current statuses).
+ * `live` true, or an item of the alerts snapshot sent on every (re)connect: the recent
+ * alerts with their current statuses, `live` false).
  * @typedef {{update: (channel: string, symbol: string, data: any, generatedAt: number) => void,
- *   alert: (alert: import('./alerts.js').Alert) => void}} Handlers
+ *   alert: (alert: import('./alerts.js').Alert, live: boolean) => void}} Handlers
  */
 
 /**
@@ -83,7 +83,7 @@ export async function startPage({
     onSnapshot: (channel, items) => {
       for (const item of items) {
         if (channel === 'alerts') {
-          handlers.alert(item.data); // an alert's time is not the market data's age
+          handlers.alert(item.data, false); // an alert's time is not the market data's age
           continue;
         }
         header.noteGenerated(item.generated_at);
@@ -99,7 +99,7 @@ export async function startPage({
         header.showErrors(message.data.errors);
       }
     },
-    onAlert: (message) => handlers.alert(message.data),
+    onAlert: (message) => handlers.alert(message.data, true),
     onState: (state) => header.showConnection(state),
     polls: [
       {

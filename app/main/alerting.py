@@ -8,6 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.cache.runtime import CacheRuntime
+from app.services.alerts.channel_service import ChannelService
+from app.services.alerts.channel_store import ChannelStore, FileChannelStore, RedisChannelStore
+from app.services.alerts.destinations import DestinationPolicy
 from app.services.alerts.digest_store import DigestStore, FileDigestStore, RedisDigestStore
 from app.services.alerts.engine import AlertEngine
 from app.services.alerts.service import AlertService, Announce, Republish
@@ -32,6 +35,8 @@ def build_alert_service(
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
     webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
+    policy = DestinationPolicy(tuple(settings.webhook_allow))
+    channels = ChannelService(settings_channel_store(settings, runtime), policy, store.list_rules)
     return AlertService(
         store,
         engine,
@@ -42,6 +47,7 @@ def build_alert_service(
         webhooks,
         announce=announce,
         clock=clock,
+        channels=channels,
     )
 
 
@@ -58,3 +64,10 @@ def build_digest_store(settings: Settings, runtime: CacheRuntime) -> DigestStore
     if runtime.redis is not None and runtime.redis_guard is not None:
         return RedisDigestStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
     return FileDigestStore(Path(settings.data_dir))
+
+
+def settings_channel_store(settings: Settings, runtime: CacheRuntime) -> ChannelStore:
+    """The channel store in Redis when configured, else in ``<data_dir>/channels.json``."""
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        return RedisChannelStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
+    return FileChannelStore(Path(settings.data_dir) / "channels.json")

@@ -53,6 +53,7 @@ from app.state import EXTENSION, ServiceState
 from app.web.admin import admin
 from app.web.alert_routes import alerts
 from app.web.api import api_blueprint
+from app.web.channel_routes import channels
 from app.web.digest_routes import digest_blueprint
 from app.web.docs import serve_docs_locally
 from app.web.errors import register_error_handlers
@@ -182,6 +183,7 @@ def install_routes(
     rum = rum_blueprint(state.metrics.page_load)
     for blueprint in (api_blueprint(timeframes), pages, health, admin, sessions, alerts, rum):
         app.register_blueprint(blueprint)
+    app.register_blueprint(channels)
     app.register_blueprint(metrics_blueprint(state.metrics.registry))
 
 

@@ -36,6 +36,9 @@ class AlertRuleView(_Doc):
     webhook_url: str | None = Field(
         default=None, description="masked to scheme://host/…; never the full URL"
     )
+    channels: list[str] = Field(
+        default_factory=list, description="ids of the channels its alerts are sent to"
+    )
     threshold: float | None = Field(
         default=None,
         description="met at or beyond it (≥ for above/long, ≤ for below/short); in the "

@@ -135,10 +135,13 @@ def test_the_serving_modules_load_no_market_machinery() -> None:
 
 def test_the_servers_entry_loads_no_webhook_client() -> None:
     """aiohttp (about 8 MB) loads where a webhook is first checked or sent — the collector,
-    or a server asked to store a rule with a webhook — not with the server itself."""
+    or a server asked to store a rule with a webhook — not with the server itself; Apprise
+    where a channel is first parsed or sent to."""
     loaded = loaded_after_importing(["app.main.cli", "app.main.server_app"])
     assert "app.main.server_app" in loaded
-    assert forbidden_in(loaded, ("aiohttp", "app.services.alerts.webhook_resolver")) == []
+    assert (
+        forbidden_in(loaded, ("aiohttp", "apprise", "app.services.alerts.webhook_resolver")) == []
+    )
     assert "aiohttp" in loaded_after_importing(["app.services.alerts.webhook_resolver"])
 
 

@@ -5,5 +5,8 @@ to webhooks under the destination policy (``webhooks``, ``destinations``), the s
 that owns every write a route asks for and delivers alerts (``service``): routes call
 the service, which stores, invalidates the cached lists and republishes the dashboards;
 and the evaluation of the rules on each snapshot and its analysis (``evaluation``, where
-the snapshots are made), which stores what fires and has the service deliver it. All
+the snapshots are made), which stores what fires and has the service deliver it;
+notification channels, stored Apprise URLs rules name (``channels``, ``channel_store``,
+``channel_service``), and the one sender to them (``apprise_sender``, its log masking
+in ``apprise_logs``; Apprise loads on first use). All
 but ``evaluation`` and ``price_trail`` load without the analytics (a serving process)."""

@@ -74,6 +74,7 @@ THRESHOLD_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "long_short": (0.0, MAX_LONG_SHORT, True, "a long/short account ratio (long ÷ short)"),
     "component": (0.0, 100.0, False, "a component score"),
 }
+MAX_RULE_CHANNELS = 5  # channels one rule may name
 DEFAULT_MAX_RULES = 200  # rules stored at most (every rule is evaluated on every snapshot)
 
 
@@ -141,6 +142,11 @@ class RuleInput(_Model):
         "values.<condition name> such as values.confluence_5m, values.conditions[i].value, "
         ".met, .previous, values.join, values.last_price); checked on save",
     )
+    channels: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_RULE_CHANNELS,
+        description="ids of the channels the rule's alerts are sent to (0-5; each must exist)",
+    )
 
     @field_validator("symbol")
     @classmethod
@@ -169,6 +175,16 @@ class RuleInput(_Model):
         except DestinationRefused as error:
             raise ValueError(f"must be an http:// or https:// URL ({error})") from None
         return value.strip()
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_ids(cls, value: list[str]) -> list[str]:
+        for channel_id in value:
+            if not 1 <= len(channel_id) <= 40 or not channel_id.isprintable():
+                raise ValueError("each channel id is 1-40 printable characters")
+        if len(set(value)) != len(value):
+            raise ValueError("a channel is named twice")
+        return value
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> RuleInput:

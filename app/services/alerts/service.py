@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -26,6 +26,9 @@ from app.services.alerts.engine import AlertEngine
 from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alerts.store import AlertStore
 from app.services.alerts.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from app.services.alerts.channel_service import ChannelService
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class AlertService:
         *,
         announce: Sequence[Announce] = (),
         clock: Callable[[], float] = time.time,
+        channels: ChannelService | None = None,
     ) -> None:
         if max_rules < 1:
             raise ValueError("max_rules must be >= 1")
@@ -76,6 +80,7 @@ class AlertService:
         self.webhooks = webhooks
         self.clock = clock
         self.announce = tuple(announce)
+        self.channels = channels  # the notification channels rules name (None: none)
         # Alerts changed on another replica: if this one makes the snapshots, its
         # dashboards (the phone's critical alerts) are rebuilt now, not at the next refresh.
         coherence.watch(FAMILY, self._changed_elsewhere)
@@ -90,8 +95,15 @@ class AlertService:
         rule under the cap and invalidates the lists. ``unserved``: known symbols not
         served now → why (a rule for one is refused). Raises ValueError (invalid rule),
         DestinationRefused (webhook_url refused), TooManyRules, or the store's errors
-        (TierUnavailable, OSError); nothing is stored when it raises."""
+        (TierUnavailable, OSError); nothing is stored when it raises. Every channel the
+        rule names must exist (ValueError naming the first unknown one)."""
         rule = validate_rule(data, known_symbols, unserved=unserved)
+        if rule.channels:
+            missing = list(rule.channels)
+            if self.channels is not None:
+                missing = await self.channels.missing(rule.channels)
+            if missing:
+                raise ValueError(f"channels: unknown channel {missing[0]!r}")
         if rule.webhook_url:
             await self.webhooks.check_destination(rule.webhook_url)
         await self.store.add_rule(rule, self.max_rules)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from app.cache.runtime import CacheRuntime
 from app.services.alerts.engine import AlertEngine
+from app.services.alerts.outbox import ChannelLookup, Outbox, no_channels
+from app.services.alerts.outbox_store import FileOutboxStore, OutboxStore, RedisOutboxStore
 from app.services.alerts.service import AlertService, Announce, Republish
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts.webhooks import WebhookSender
@@ -22,10 +24,12 @@ def build_alert_service(
     announce: Sequence[Announce],
     clock: Callable[[], float],
     store: AlertStore | None = None,
+    channels: ChannelLookup = no_channels,
 ) -> AlertService:
     """Rules and alerts in ``store`` if given, else in Redis when configured, else in a
-    local file; ``republish`` rebuilds the dashboards when alerts change, ``announce`` is
-    told of each alert."""
+    local file (the delivery outbox beside them); ``republish`` rebuilds the dashboards
+    when alerts change, ``announce`` is told of each alert, ``channels`` finds a rule's
+    channels."""
     if store is None:
         store = settings_store(settings, runtime)
     thresholds = settings.confluence
@@ -39,6 +43,7 @@ def build_alert_service(
         runtime.cache,
         runtime.coherence,
         webhooks,
+        outbox=Outbox(outbox_store(settings, runtime), channels, clock=clock),
         announce=announce,
         clock=clock,
     )
@@ -49,3 +54,10 @@ def settings_store(settings: Settings, runtime: CacheRuntime) -> AlertStore:
     if runtime.redis is not None and runtime.redis_guard is not None:
         return RedisAlertStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
     return FileAlertStore(Path(settings.data_dir) / "alerts.json")
+
+
+def outbox_store(settings: Settings, runtime: CacheRuntime) -> OutboxStore:
+    """The delivery outbox in Redis when configured, else in ``<data_dir>/outbox.json``."""
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        return RedisOutboxStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
+    return FileOutboxStore(Path(settings.data_dir) / "outbox.json")

@@ -17,8 +17,10 @@ from app.main.alerting import build_alert_service
 from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
 from app.services.alerts.evaluation import AlertEvaluation
+from app.services.alerts.outbox_worker import OutboxWorker
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore
+from app.services.alerts.webhook_channel import WebhookJsonSend
 from app.services.analysis import Analysis, AnalysisSettings
 from app.services.collector_link import LocalCollector
 from app.services.coordination import RefreshCoordinator
@@ -131,6 +133,10 @@ def snapshot_flow(
         clock=clock,
         store=store,
     )
+    alerts.outbox.listener = collector_telemetry.delivery_observer(metrics)
+    # Alerts are delivered where they fire: the outbox's worker runs with the pipeline.
+    send = WebhookJsonSend(alerts.webhooks)
+    alerts.delivery_worker = OutboxWorker(alerts.outbox, send, clock=clock)
     evaluation = AlertEvaluation(alerts)
     pipeline, views = build_pipeline(
         settings,

@@ -90,8 +90,9 @@ class Collector:
     async def _work(self) -> None:
         await self.pipeline.start()
         await self.desk.start()
-        if self.alerts.delivery_worker is not None:  # only the leader delivers
-            self.alerts.delivery_worker.start()
+        if self.alerts.delivery_worker is not None:  # only the leader delivers, and
+            # takes over what the last one was sending when it died
+            self.alerts.delivery_worker.start(release_claims=self.lease is not None)
 
     async def _stop_delivering(self) -> None:
         if self.alerts.delivery_worker is not None:

@@ -345,3 +345,23 @@ async def test_finished_deliveries_are_trimmed_oldest_first(
     for alert in alerts[1:]:
         assert (await parts.status(alert.id))["status"] == "delivered"
     await parts.close()
+
+
+async def test_a_new_leader_releases_the_claims_of_the_one_before(
+    open_store: StoreFactory, clock: ManualClock, receiver: Receiver
+) -> None:
+    store = open_store()
+    parts = Deliveries(store, clock)
+    alert = make_alert(int(clock() * 1000))
+    await parts.outbox.enqueue(alert, (), receiver.url())
+    now = int(clock() * 1000)
+    assert len(await store.claim(now, now + 60_000, 10)) == 1  # a leader's, cut off
+    assert await store.claim(now, now + 60_000, 10) == []
+    assert await store.release_claims(now) == 1
+    assert await store.release_claims(now) == 0
+    parts.worker.start(release_claims=True)
+    try:
+        await eventually(lambda: receiver.firsts == [idempotency_key(alert.id, "webhook")])
+    finally:
+        await parts.worker.stop()
+        await parts.close()

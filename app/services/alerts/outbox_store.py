@@ -45,6 +45,7 @@ class OutboxStore(Protocol):
     async def save(self, delivery: Delivery) -> None: ...
     async def of_alert(self, alert_id: str) -> list[Delivery]: ...
     async def pending_count(self) -> int: ...
+    async def release_claims(self, now_ms: int) -> int: ...
 
 
 def full(delivery: Delivery, now_ms: int, max_pending: int) -> Delivery:
@@ -95,6 +96,23 @@ for _, key in ipairs(keys) do
   end
 end
 return out
+"""
+
+# KEYS: records, due. ARGV: now. Every claimed delivery (due later than its own
+# next attempt) is due at its own time again. Returns how many.
+_RELEASE = """
+local n = 0
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')) do
+  local record = redis.call('HGET', KEYS[1], key)
+  if record then
+    local at = tonumber(cjson.decode(record)['next_attempt_at_ms'])
+    if at < tonumber(redis.call('ZSCORE', KEYS[2], key)) then
+      redis.call('ZADD', KEYS[2], at, key)
+      n = n + 1
+    end
+  end
+end
+return n
 """
 
 # KEYS: records, due, done. ARGV: key, JSON, pending (1/0), score, keep, alert prefix.
@@ -199,15 +217,25 @@ class RedisOutboxStore:
     async def pending_count(self) -> int:
         return int(await self._guard.run(lambda: self._redis.zcard(self._due), "ZCARD"))
 
+    async def release_claims(self, now_ms: int) -> int:
+        """Makes every claimed delivery due at its own time again (a new leader, whose
+        predecessor's sends were cut off); returns how many."""
+        released = await self._guard.run(
+            lambda: self._redis.eval(_RELEASE, 2, self._records, self._due, now_ms),
+            "outbox release",
+        )
+        return int(released)
+
 
 class FileOutboxStore:
     """In memory, saved to one JSON file (atomically) after every change and read back
     when the file changed under it (a new process, or the collector writing while a
     server reads). Claims are kept in memory only: after a restart every pending
-    delivery is due at its own time again. A corrupt file is moved aside (a warning)."""
+    delivery is due at its own time again. A corrupt file is moved aside (a warning).
+    The whole file is written on every change, so fewer records are kept than in Redis."""
 
     def __init__(
-        self, path: str | os.PathLike[str], max_pending: int = 10_000, max_finished: int = 10_000
+        self, path: str | os.PathLike[str], max_pending: int = 2_000, max_finished: int = 2_000
     ) -> None:
         if max_pending < 1 or max_finished < 1:
             raise ValueError("max_pending and max_finished must be >= 1")
@@ -301,6 +329,12 @@ class FileOutboxStore:
     async def pending_count(self) -> int:
         self._refresh()
         return sum(1 for d in self._records.values() if d.status == PENDING)
+
+    async def release_claims(self, now_ms: int) -> int:
+        """Forgets this instance's claims (another process's are not kept: nothing to
+        release after a restart); returns how many."""
+        released, self._claimed = len(self._claimed), {}
+        return released
 
 
 def _trimmed(records: dict[str, Delivery], keep: int) -> dict[str, Delivery]:

@@ -122,10 +122,13 @@ class OutboxWorker:
             )
         return self._breakers[host]
 
-    def start(self) -> None:
-        """Runs ``run`` in the background (once)."""
+    def start(self, *, release_claims: bool = False) -> None:
+        """Runs ``run`` in the background (once). ``release_claims``: first make every
+        claimed delivery due again — for the only deliverer taking over (a new leading
+        collector: its predecessor's sends in flight were cut off), not for one of
+        several delivering side by side."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="alert-outbox")
+            self._task = asyncio.create_task(self.run(release_claims), name="alert-outbox")
 
     async def stop(self) -> None:
         """Cancels the loop; a send in flight is abandoned and retried after its claim's
@@ -136,14 +139,28 @@ class OutboxWorker:
                 await self._task
             self._task = None
 
-    async def run(self) -> None:
+    async def run(self, release_claims: bool = False) -> None:
         """Forever: sends what is due, then waits ``poll_seconds`` when nothing was.
-        A store that cannot be reached is logged and tried again after the wait."""
+        A store that cannot be reached (or any other error) is logged and tried again
+        after the wait: the loop never dies while the collector runs. With
+        ``release_claims``, the claims left by a predecessor are released first (if the
+        store answers; else they expire after their visibility timeout)."""
+        if release_claims:
+            try:
+                released = await self.outbox.store.release_claims(self._now_ms())
+            except (TierUnavailable, OSError) as exc:
+                log.warning("alert outbox claims not released: %s", exc)
+            else:
+                if released:
+                    log.info("alert outbox: %d deliveries cut off earlier are due", released)
         while True:
             try:
                 handled = await self.run_once()
             except (TierUnavailable, OSError) as exc:
                 log.warning("alert outbox cannot be read: %s", exc)
+                handled = 0
+            except Exception:
+                log.exception("alert outbox round failed")
                 handled = 0
             if not handled:
                 await self.sleep(self.poll_seconds)
@@ -154,7 +171,12 @@ class OutboxWorker:
         until_ms = now_ms + int(self.policy.visibility_seconds * 1000)
         claimed = await self.outbox.store.claim(now_ms, until_ms, self.batch)
         if claimed:
-            await asyncio.gather(*(self._handle(d) for d in claimed))
+            done = await asyncio.gather(*(self._handle(d) for d in claimed), return_exceptions=True)
+            for delivery, outcome in zip(claimed, done, strict=True):
+                if isinstance(outcome, Exception):  # e.g. the channel lookup's store down:
+                    log.warning(  # the claim expires and the delivery is tried again
+                        "alert delivery %s not attempted: %s", delivery.key, outcome
+                    )
         return len(claimed)
 
     def _now_ms(self) -> int:

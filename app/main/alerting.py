@@ -10,7 +10,8 @@ from pathlib import Path
 from app.cache.runtime import CacheRuntime
 from app.services.alerts.engine import AlertEngine
 from app.services.alerts.outbox import ChannelLookup, Outbox, no_channels
-from app.services.alerts.outbox_store import FileOutboxStore, OutboxStore, RedisOutboxStore
+from app.services.alerts.outbox_file import FileOutboxStore
+from app.services.alerts.outbox_store import OutboxStore, RedisOutboxStore
 from app.services.alerts.service import AlertService, Announce, Republish
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts.webhooks import WebhookSender

@@ -19,7 +19,8 @@ from app.resilience.breaker import BreakerConfig
 from app.resilience.redis_breaker import redis_guard
 from app.services.alerts.delivery import idempotency_key
 from app.services.alerts.outbox import Outbox
-from app.services.alerts.outbox_store import FileOutboxStore, OutboxStore, RedisOutboxStore
+from app.services.alerts.outbox_file import FileOutboxStore
+from app.services.alerts.outbox_store import OutboxStore, RedisOutboxStore
 from app.services.alerts.outbox_worker import OutboxWorker, RetryPolicy
 from app.services.alerts.webhook_channel import (
     WebhookJsonSend,
@@ -365,3 +366,18 @@ async def test_a_new_leader_releases_the_claims_of_the_one_before(
     finally:
         await parts.worker.stop()
         await parts.close()
+
+
+async def test_a_send_that_hangs_is_cut_off_before_its_claim_expires(
+    open_store: StoreFactory, clock: ManualClock, receiver: Receiver
+) -> None:
+    receiver.hold = asyncio.Event()  # answers nothing until the test ends
+    parts = Deliveries(open_store(), clock, policy=RetryPolicy(visibility_seconds=0.4))
+    alert = make_alert(int(clock() * 1000))
+    await parts.outbox.enqueue(alert, (), receiver.url())
+    assert await parts.worker.run_once() == 1
+    state = await parts.status(alert.id)
+    assert (state["status"], state["attempts"]) == ("pending", 1)
+    assert state["reason"] == "no answer within 0.2 s"
+    assert parts.outcomes == [("webhook", "retried")]
+    await parts.close()

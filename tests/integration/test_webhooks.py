@@ -26,7 +26,7 @@ from app.resilience.breaker import BreakerConfig
 from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationRefused
 from app.services.alerts.outbox import Outbox
-from app.services.alerts.outbox_store import FileOutboxStore
+from app.services.alerts.outbox_file import FileOutboxStore
 from app.services.alerts.outbox_worker import OutboxWorker
 from app.services.alerts.webhook_channel import WebhookJsonSend, apprise_json_url
 from app.services.alerts.webhooks import WebhookSender

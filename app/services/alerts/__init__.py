@@ -5,5 +5,9 @@ to webhooks under the destination policy (``webhooks``, ``destinations``), the s
 that owns every write a route asks for and delivers alerts (``service``): routes call
 the service, which stores, invalidates the cached lists and republishes the dashboards;
 and the evaluation of the rules on each snapshot and its analysis (``evaluation``, where
-the snapshots are made), which stores what fires and has the service deliver it. All
-but ``evaluation`` and ``price_trail`` load without the analytics (a serving process)."""
+the snapshots are made), which stores what fires and has the service deliver it; the
+delivery outbox (``outbox``: enqueue and status, ``delivery`` the record,
+``outbox_store``/``outbox_file`` where deliveries wait, ``outbox_worker`` the sending
+loop with retries and breakers, ``webhook_channel`` a rule's webhook as an Apprise
+``json://`` destination and its sender, ``delivery_errors``). All but ``evaluation``
+and ``price_trail`` load without the analytics (a serving process)."""

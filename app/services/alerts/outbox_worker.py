@@ -205,9 +205,7 @@ class OutboxWorker:
         host = host_of(url)
         what = f"{delivery.channel_type} delivery to {host}"
         try:
-            await self.breaker(host).call(
-                lambda: self.send(url, delivery.title, delivery.message, delivery.key)
-            )
+            await self.breaker(host).call(lambda: self._send(url, delivery))
         except BreakerOpen as exc:
             wait = max(exc.retry_after_seconds, 1.0)
             at_ms = self._now_ms() + int(wait * 1000)
@@ -218,6 +216,16 @@ class OutboxWorker:
             log.exception("%s raised %s", what, type(exc).__name__)
             return self._failed(delivery, what, type(exc).__name__, True, False)
         return "delivered", delivery.delivered(self._now_ms())
+
+    async def _send(self, url: str, delivery: Delivery) -> None:
+        """One send, bounded by half the visibility timeout (a sender that hangs must
+        not outlive its claim: another worker would send the same message meanwhile)."""
+        limit = self.policy.visibility_seconds / 2
+        try:
+            async with asyncio.timeout(limit):
+                await self.send(url, delivery.title, delivery.message, delivery.key)
+        except TimeoutError:
+            raise DeliveryFailed(f"no answer within {limit:g} s", retryable=True) from None
 
     def _failed(
         self, delivery: Delivery, what: str, reason: str, retryable: bool, refused: bool

@@ -13,6 +13,9 @@ from app.services.alerts.channel_store import ChannelStore, FileChannelStore, Re
 from app.services.alerts.destinations import DestinationPolicy
 from app.services.alerts.digest_store import DigestStore, FileDigestStore, RedisDigestStore
 from app.services.alerts.engine import AlertEngine
+from app.services.alerts.outbox import Outbox
+from app.services.alerts.outbox_file import FileOutboxStore
+from app.services.alerts.outbox_store import OutboxStore, RedisOutboxStore
 from app.services.alerts.service import AlertService, Announce, Republish
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
 from app.services.alerts.webhooks import WebhookSender
@@ -28,8 +31,8 @@ def build_alert_service(
     store: AlertStore | None = None,
 ) -> AlertService:
     """Rules and alerts in ``store`` if given, else in Redis when configured, else in a
-    local file; ``republish`` rebuilds the dashboards when alerts change, ``announce`` is
-    told of each alert."""
+    local file (the channels and the delivery outbox beside them); ``republish``
+    rebuilds the dashboards when alerts change, ``announce`` is told of each alert."""
     if store is None:
         store = settings_store(settings, runtime)
     thresholds = settings.confluence
@@ -45,6 +48,7 @@ def build_alert_service(
         runtime.cache,
         runtime.coherence,
         webhooks,
+        outbox=Outbox(outbox_store(settings, runtime), channels.destination_of, clock=clock),
         announce=announce,
         clock=clock,
         channels=channels,
@@ -71,3 +75,10 @@ def settings_channel_store(settings: Settings, runtime: CacheRuntime) -> Channel
     if runtime.redis is not None and runtime.redis_guard is not None:
         return RedisChannelStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
     return FileChannelStore(Path(settings.data_dir) / "channels.json")
+
+
+def outbox_store(settings: Settings, runtime: CacheRuntime) -> OutboxStore:
+    """The delivery outbox in Redis when configured, else in ``<data_dir>/outbox.json``."""
+    if runtime.redis is not None and runtime.redis_guard is not None:
+        return RedisOutboxStore(runtime.redis, runtime.redis_guard, runtime.keyspace)
+    return FileOutboxStore(Path(settings.data_dir) / "outbox.json")

@@ -16,8 +16,11 @@ from app.main import collector_telemetry, telemetry
 from app.main.alerting import build_alert_service, build_digest_store
 from app.market.sources.base import MarketSource
 from app.observability.metrics import Metrics
-from app.services.alerts.digest_scheduler import DigestScheduler, DigestSink, LoggedDigests
+from app.services.alerts.apprise_sender import AppriseSend
+from app.services.alerts.destinations import DestinationPolicy
+from app.services.alerts.digest_scheduler import DigestScheduler, DigestSink
 from app.services.alerts.evaluation import AlertEvaluation
+from app.services.alerts.outbox_worker import OutboxWorker
 from app.services.alerts.service import AlertService
 from app.services.alerts.store import AlertStore
 from app.services.analysis import Analysis, AnalysisSettings
@@ -120,8 +123,8 @@ def snapshot_flow(
     pipeline through ``republish``, bound once the pipeline exists. ``store`` and
     ``publish``: where the alerts are kept and the views go, when not the settings' store
     and the runtime's tiers (a collector child's server). Each snapshot also goes to the
-    digests' scheduler, which hands the due digests to ``digest_sink`` (by default,
-    ``LoggedDigests``: logged and counted)."""
+    digests' scheduler, which hands the due digests to ``digest_sink`` (by default, the
+    delivery outbox: each digest a message to each of its channels)."""
     pipeline: Pipeline
 
     async def republish(fresh_within: float | None = None) -> bool:
@@ -135,10 +138,14 @@ def snapshot_flow(
         clock=clock,
         store=store,
     )
+    alerts.outbox.listener = collector_telemetry.delivery_observer(metrics)
+    # Alerts are delivered where they fire: the outbox's worker runs with the pipeline.
+    send = AppriseSend(DestinationPolicy(tuple(settings.webhook_allow)))
+    alerts.delivery_worker = OutboxWorker(alerts.outbox, send, clock=clock)
     evaluation = AlertEvaluation(alerts)
     digests = DigestScheduler(
         build_digest_store(settings, runtime),
-        digest_sink or LoggedDigests(),
+        digest_sink or alerts.outbox.digest_sink,
         clock,
         count=settings.movers.count,
     )

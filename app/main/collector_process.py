@@ -90,6 +90,13 @@ class Collector:
     async def _work(self) -> None:
         await self.pipeline.start()
         await self.desk.start()
+        if self.alerts.delivery_worker is not None:  # only the leader delivers, and
+            # takes over what the last one was sending when it died
+            self.alerts.delivery_worker.start(release_claims=self.lease is not None)
+
+    async def _stop_delivering(self) -> None:
+        if self.alerts.delivery_worker is not None:
+            await self.alerts.delivery_worker.stop()
 
     async def _lead(self, term: LockLease) -> None:
         log.info("collector %s leads (term %d)", self.runtime.replica_id, term.fence)
@@ -98,6 +105,7 @@ class Collector:
             await asyncio.Event().wait()  # until the term ends (this task is cancelled)
         finally:
             log.info("collector %s stands by (term %d over)", self.runtime.replica_id, term.fence)
+            await self._stop_delivering()
             await self.desk.stop()
             await self.pipeline.halt()
 
@@ -108,6 +116,7 @@ class Collector:
             await bounded("leadership", self.lease.resign())
         if self._candidacy is not None:
             await bounded("candidacy", asyncio.gather(self._candidacy, return_exceptions=True))
+        await bounded("alert deliveries", self._stop_delivering())
         await bounded("desk", self.desk.stop())
         await bounded("pipeline", self.pipeline.stop())
         if self.broadcaster is not None:

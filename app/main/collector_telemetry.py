@@ -53,11 +53,30 @@ class ExchangeMetrics:
         self.metrics.exchange_ratelimit_wait.labels(self.exchange, family).observe(seconds)
 
 
+DELIVERY_OUTCOMES = ("delivered", "retried", "failed", "refused", "postponed", "outbox_full")
+
+
+def delivery_observer(metrics: Metrics) -> Callable[[str, str, float | None], None]:
+    """The outbox's ``DeliveryListener``: each delivery outcome by channel type (a
+    scheme name such as ``webhook`` or ``mailto``, never a URL), and the seconds from
+    enqueue to delivered."""
+
+    def observe(channel_type: str, outcome: str, seconds: float | None) -> None:
+        metrics.alert_deliveries.labels(channel_type, outcome).inc()
+        if seconds is not None:
+            metrics.alert_delivery_seconds.labels(channel_type).observe(seconds)
+
+    return observe
+
+
 def start_at_zero(metrics: Metrics, source: MarketSource) -> None:
     """Creates the refresh and exchange label sets at zero (a rate over nothing yet is
     0, not "no data"); the exchange's only for a guarded (real) source."""
     for outcome in ("ok", "error", "skipped"):
         metrics.refresh_duration.labels(outcome)
+    for outcome in DELIVERY_OUTCOMES:
+        metrics.alert_deliveries.labels("webhook", outcome)
+    metrics.alert_delivery_seconds.labels("webhook")
     if isinstance(source, GuardedSource):
         exchange = source.name
         for endpoint in EXCHANGE_FAMILIES:

@@ -59,11 +59,16 @@ def create_app(
     async def start() -> None:
         collector.announce_source(settings, runtime.tiers)
         await pipeline.start()
+        if state.alerts.delivery_worker is not None:
+            state.alerts.delivery_worker.start()
+
+    async def stop() -> None:
+        if state.alerts.delivery_worker is not None:
+            await state.alerts.delivery_worker.stop()
+        await pipeline.stop()
 
     poller = server.finish_app(
         app, settings, state, tracer_provider, lambda: data_quality_of(market)
     )
-    server.run_with_app(
-        app, state, poller, start=("pipeline", start), stop=("pipeline", pipeline.stop)
-    )
+    server.run_with_app(app, state, poller, start=("pipeline", start), stop=("pipeline", stop))
     return app

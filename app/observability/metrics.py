@@ -31,6 +31,8 @@ WS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 DATA_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Page loads: desktop < 800 ms, mobile < 1.5 s; the design's own target 300 ms.
 PAGE_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.3, 0.5, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0)
+# Alert deliveries, enqueue → delivered: a second to an hour of retries.
+DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -110,6 +112,21 @@ class Metrics:
             "virtuoso_alerts_triggered",
             "Alerts fired, by level",
             labelnames=("level",),
+            registry=self.registry,
+        )
+        self.alert_deliveries = Counter(
+            "virtuoso_alert_deliveries",
+            "Alert delivery attempts by channel type and outcome (delivered, retried, "
+            "failed, refused by the destination policy, postponed by an open breaker, "
+            "outbox_full)",
+            labelnames=("channel_type", "outcome"),
+            registry=self.registry,
+        )
+        self.alert_delivery_seconds = Histogram(
+            "virtuoso_alert_delivery_seconds",
+            "Alert deliveries: from enqueued to delivered, retries included",
+            labelnames=("channel_type",),
+            buckets=DELIVERY_BUCKETS,
             registry=self.registry,
         )
 

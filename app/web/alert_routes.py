@@ -6,7 +6,8 @@ answers 503 and changes nothing. Rules are shown with their webhook URL masked
 (``scheme://host/…``); a webhook whose destination the policy refuses is a 400, a rule
 beyond the cap a 409. Every status change is announced live; an impossible one (e.g.
 acknowledged already, from another device) is a 409 carrying the alert's current
-state."""
+state. Each alert's deliveries (its rule's channels and webhook, through the outbox)
+are listed with their status at ``/api/alerts/<id>/deliveries``."""
 
 from __future__ import annotations
 
@@ -152,6 +153,25 @@ async def list_alerts(query_args: AlertQuery) -> Response:
     except NothingToServe as error:
         return _store_down(error)
     return view_response(read, state.now_ms())
+
+
+@alerts.get("/api/alerts/<alert_id>/deliveries")
+@tag(["alerts"])
+@document_response(schemas.AlertDeliveries)
+@document_response(schemas.ErrorResponse, 404)
+@document_response(schemas.ErrorResponse, 503)
+async def alert_deliveries(alert_id: str) -> Response:
+    """Where each delivery of the alert stands: pending (with its next attempt),
+    delivered, or failed with the reason and the attempts made; never a destination."""
+    state = service_state()
+    try:
+        alert = await state.alerts.get_alert(alert_id)
+        found = [] if alert is None else await state.alerts.deliveries_of(alert_id)
+    except STORE_ERRORS as error:
+        return _store_down(error)
+    if alert is None:
+        return json_error(404, "unknown_alert", f"no alert {_shown_id(alert_id)}")
+    return _json({"alert_id": alert_id, "deliveries": found})
 
 
 @alerts.post("/api/alerts/<alert_id>/ack")

@@ -13,10 +13,10 @@ from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_request
 
 from app.backends.errors import TierUnavailable
-from app.services.alerts.apprise_sender import DeliveryFailed
 from app.services.alerts.channel_service import ChannelInUse, ChannelService
 from app.services.alerts.channel_store import TooManyChannels
 from app.services.alerts.channels import ChannelInput
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationRefused
 from app.state import service_state
 from app.web import channel_schemas as docs

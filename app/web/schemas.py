@@ -104,6 +104,23 @@ class AlertChanged(_Doc):
     alert: AlertView
 
 
+class DeliveryView(_Doc):
+    """One delivery of an alert to one destination (never its URL)."""
+
+    channel_id: str = Field(description="the channel's id; 'webhook' for the rule's webhook_url")
+    channel_type: str = Field(description="the channel's type, e.g. webhook, json, mailto")
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(description="sends made so far")
+    reason: str | None = Field(description="why the last attempt failed (none once delivered)")
+    next_attempt_at_ms: int | None = Field(description="when a pending one is tried next")
+    delivered_at_ms: int | None
+
+
+class AlertDeliveries(_Doc):
+    alert_id: str
+    deliveries: list[DeliveryView]
+
+
 class WarmReport(_Doc):
     warmed: list[str] = Field(description="hot views read back from every shared tier")
     failed: dict[str, str] = Field(description="view → why it could not be had at all")

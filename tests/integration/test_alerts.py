@@ -223,8 +223,9 @@ async def test_internal_webhook_destinations_are_refused_at_creation(
 async def test_the_allow_list_admits_an_internal_receiver_and_no_secret_leaves(
     tmp_path: Path, clock: ManualClock, caplog
 ) -> None:
-    """A real receiver on 127.0.0.1 (allowed by VIRTUOSO_WEBHOOK_ALLOW) gets the alert;
-    it answers 500, so delivery fails and is logged. No response of the alert endpoints
+    """A real receiver on 127.0.0.1 (allowed by VIRTUOSO_WEBHOOK_ALLOW) gets the alert
+    through the outbox; it answers 500, so the delivery is pending a retry, shown with
+    its reason and attempts, and logged. No response of the alert endpoints
     and no log line of the service carries the URL's userinfo, path or query."""
     posts: list[str] = []
 
@@ -248,11 +249,34 @@ async def test_the_allow_list_admits_an_internal_receiver_and_no_secret_leaves(
                 rule = await price_rule(app, webhook_url=url)
                 assert rule["webhook_url"] == "http://127.0.0.1/…"
                 await fire(app, clock)
-                webhooks = state_of(app).alerts.webhooks
-                await eventually(lambda: webhooks.pending == 0 and len(posts) >= 1)
                 _, listed = await call(app, "get", "/api/alerts")
                 alert_id = listed["alerts"][0]["id"]
+                deliveries = f"/api/alerts/{alert_id}/deliveries"
+
+                async def tried() -> bool:
+                    status, body = await call(app, "get", deliveries)
+                    return status == 200 and body["deliveries"][0]["attempts"] >= 1
+
+                await eventually(tried)  # the outbox's worker sent it, the receiver said 500
+                _, shown = await call(app, "get", deliveries)
+                assert shown["deliveries"] == [
+                    {
+                        "channel_id": "webhook",
+                        "channel_type": "webhook",
+                        "status": "pending",  # retried later (the clock is the test's)
+                        "attempts": 1,
+                        # Apprise's words, after the masked destination
+                        "reason": "json://127.0.0.1/…: Failed to send JSON POST notification: "
+                        "Internal server error., error=500.",
+                        "created_at_ms": shown["deliveries"][0]["created_at_ms"],
+                        "next_attempt_at_ms": shown["deliveries"][0]["next_attempt_at_ms"],
+                        "delivered_at_ms": None,
+                    }
+                ]
+                status, unknown = await call(app, "get", "/api/alerts/nosuchalert/deliveries")
+                assert status == 404 and unknown["error"] == "unknown_alert"
                 for method, path, headers in [
+                    ("get", deliveries, {}),
                     ("get", "/api/alerts/rules", {}),
                     ("get", "/api/alerts/rules?offset=0&limit=200", AUTH),
                     ("get", "/api/alerts", {}),

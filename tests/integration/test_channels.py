@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from app.services.alerts import apprise_sender
-from app.services.alerts.apprise_sender import DeliveryFailed
 from app.services.alerts.channel_service import TEST_BODY, TEST_TITLE
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy
 from tests.conftest import ManualClock
 from tests.integration.test_alerts import AUTH, call, running

@@ -1,5 +1,6 @@
 """Webhook delivery against local aiohttp receivers on 127.0.0.1: retries, breaker,
-timeouts, and the destination policy at connection time (every spelling of an internal
+timeouts, and the destination policy (for ``WebhookSender.send`` and for the outbox's
+one-POST path, ``WebhookJsonSend``) at connection time (every spelling of an internal
 address refused without a connection, DNS rebinding refused by the session's resolver,
 redirects not followed, the allow-list letting an internal receiver through) with no
 secret of a URL in results or logs. A guard fails any test that tries to connect
@@ -22,9 +23,15 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from app.resilience.breaker import BreakerConfig
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationRefused
+from app.services.alerts.outbox import Outbox
+from app.services.alerts.outbox_file import FileOutboxStore
+from app.services.alerts.outbox_worker import OutboxWorker
+from app.services.alerts.webhook_channel import WebhookJsonSend, apprise_json_url
 from app.services.alerts.webhooks import WebhookSender
 from tests.conftest import ManualClock, eventually
+from tests.integration.test_alert_store import make_alert
 from tests.support.servers import free_port
 
 PAYLOAD = {"id": "a1", "symbol": "BTCUSDT", "message": "BTCUSDT above 100000: 100123.5"}
@@ -424,3 +431,130 @@ async def test_a_huge_answer_is_not_read_whole() -> None:
         await server.close()
     assert result.ok and result.status == 200
     assert sum(sent) < 32 * 1024 * 1024, sum(sent)
+
+
+# --- the outbox's path: one POST per attempt (WebhookJsonSend → post_once) -------------
+
+
+async def send_once(sender: WebhookSender, url: str) -> DeliveryFailed | None:
+    """One delivery through the outbox's default sender, the rule's http(s) URL made an
+    Apprise json(s):// URL as the outbox stores it; the failure, or None when delivered."""
+    try:
+        await WebhookJsonSend(sender)(apprise_json_url(url), "title", "message", "k" * 32)
+    except DeliveryFailed as failure:
+        return failure
+    return None
+
+
+async def test_the_outbox_path_posts_apprise_json_with_the_idempotency_key(
+    receiver: Receiver,
+) -> None:
+    sender = make_sender()
+    try:
+        assert await send_once(sender, receiver.url + "/x?a=1") is None
+    finally:
+        await sender.close()
+    assert receiver.bodies == [
+        {
+            "version": "1.0",
+            "title": "title",
+            "message": "message",
+            "attachments": [],
+            "type": "info",
+            "idempotency_key": "k" * 32,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["http://127.0.0.1:{port}/hook", "http://0x7f.1:{port}/hook", "http://[::1]:{port}/hook"],
+)
+async def test_the_outbox_path_refuses_internal_destinations_without_a_connection(
+    receiver: Receiver, spelling: str
+) -> None:
+    port = receiver.server.port if receiver.server else 0
+    sender = make_sender(allow=())
+    try:
+        failure = await send_once(sender, spelling.format(port=port))
+    finally:
+        await sender.close()
+    assert failure is not None and failure.refused and not failure.retryable
+    assert "destinations must be public" in failure.reason
+    assert receiver.bodies == [] and sender.refused == 1
+
+
+async def test_the_outbox_path_refuses_a_name_re_resolving_to_loopback(
+    receiver: Receiver,
+) -> None:
+    port = receiver.server.port if receiver.server else 0
+    resolver = TableResolver({"hooks.test": [PUBLIC]})
+    sender = make_sender(allow=(), resolver=resolver)
+    url = f"http://hooks.test:{port}/hook"
+    try:
+        await sender.check_destination(url)  # what rule creation does: passes
+        resolver.table["hooks.test"] = ["127.0.0.1"]
+        failure = await send_once(sender, url)
+    finally:
+        await sender.close()
+    assert failure is not None and failure.refused and not failure.retryable
+    assert "hooks.test resolves to 127.0.0.1, a loopback address" in failure.reason
+    assert receiver.bodies == []
+
+
+async def test_the_outbox_path_follows_no_redirect() -> None:
+    hits: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        raise web.HTTPFound("http://169.254.169.254/")
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", redirect)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sender = make_sender()
+    try:
+        failure = await send_once(sender, str(server.make_url("/hook")))
+    finally:
+        await sender.close()
+        await server.close()
+    assert failure is not None and (failure.reason, failure.retryable) == ("HTTP 302", False)
+    assert hits == ["/hook"]
+
+
+async def test_the_outbox_path_shows_no_secret_of_the_url(
+    receiver: Receiver, caplog, tmp_path
+) -> None:
+    """Through the outbox and its worker (the reasons stored, the log lines): a 500, a
+    refused connection, a refused destination and an unusable host."""
+    port = receiver.server.port if receiver.server else 0
+    resolver = TableResolver({"hooks.test": ["10.0.0.7"]})
+    clock = ManualClock()
+    sender = make_sender(resolver=resolver)
+    outbox = Outbox(FileOutboxStore(tmp_path / "outbox.json"), clock=clock)
+    worker = OutboxWorker(outbox, WebhookJsonSend(sender), clock=clock)
+    urls = [
+        secret_url(f"127.0.0.1:{port}"),
+        secret_url(f"127.0.0.1:{free_port()}"),
+        secret_url("hooks.test:1"),
+        secret_url("[::1]:1"),
+    ]
+    alerts = [make_alert(int(clock() * 1000)) for _ in urls]
+    receiver.statuses = [500]
+    with caplog.at_level(logging.DEBUG):
+        try:
+            for alert, url in zip(alerts, urls, strict=True):
+                await outbox.enqueue(alert, (), url)
+            assert await worker.run_once() == 4
+        finally:
+            await sender.close()
+    states = [(await outbox.deliveries_of(a.id))[0] for a in alerts]
+    assert [s["status"] for s in states] == ["pending", "pending", "failed", "failed"]
+    assert states[0]["reason"] == "HTTP 500"
+    assert len(receiver.bodies) == 1  # the userinfo and path did reach the receiver
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("app.")]
+    assert any("webhook delivery to 127.0.0.1" in line for line in ours)
+    shown = repr(ours) + repr(states) + repr(list(worker._breakers))
+    for secret in SECRETS:
+        assert secret not in shown, secret

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from app.services.alerts import apprise_sender
-from app.services.alerts.apprise_sender import DeliveryFailed
 from app.services.alerts.channel_store import FileChannelStore, TooManyChannels
 from app.services.alerts.channels import (
     Channel,
@@ -20,6 +19,7 @@ from app.services.alerts.channels import (
     new_channel,
     secret_parts,
 )
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy
 
 TOKEN = "123456789:AAH-s3cretBotToken"

@@ -8,5 +8,9 @@ and the evaluation of the rules on each snapshot and its analysis (``evaluation`
 the snapshots are made), which stores what fires and has the service deliver it;
 notification channels, stored Apprise URLs rules name (``channels``, ``channel_store``,
 ``channel_service``), and the one sender to them (``apprise_sender``, its log masking
-in ``apprise_logs``; Apprise loads on first use). All
-but ``evaluation`` and ``price_trail`` load without the analytics (a serving process)."""
+in ``apprise_logs``; Apprise loads on first use); the delivery outbox (``outbox``:
+enqueue and status, ``delivery`` the record, ``outbox_store``/``outbox_file`` where
+deliveries wait, ``outbox_worker`` the sending loop with retries and breakers,
+``webhook_channel`` a rule's webhook as an Apprise ``json://`` destination,
+``delivery_errors``). All but ``evaluation`` and ``price_trail`` load without the
+analytics (a serving process)."""

@@ -32,6 +32,7 @@ from app.services.alerts.channels import (
     mask,
     secret_parts,
 )
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy, DestinationRefused
 
 # (host, port) → the addresses it resolves to; OSError on failure.
@@ -52,18 +53,6 @@ def _sending_pool() -> ThreadPoolExecutor:
     if _pool is None:
         _pool = ThreadPoolExecutor(MAX_SENDING, thread_name_prefix="apprise-send")
     return _pool
-
-
-class DeliveryFailed(Exception):
-    """A message was not delivered. ``reason``: what went wrong, naming the channel's
-    masked destination at most (never a secret); ``retryable``: whether trying again
-    later may succeed (a receiver down, a 5xx or 429 answer, a time-out) or not (a
-    refused destination, an invalid URL, a 4xx answer)."""
-
-    def __init__(self, reason: str, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
 
 
 async def getaddrinfo_lookup(host: str, port: int) -> list[str]:
@@ -120,7 +109,9 @@ async def send(
     except DestinationRefused as refusal:
         # a name that does not resolve now may later; a refused address stays refused
         retry = "cannot be resolved" in refusal.reason
-        raise DeliveryFailed(f"{target.destination}: {refusal}", retryable=retry) from None
+        raise DeliveryFailed(
+            f"{target.destination}: {refusal}", retryable=retry, refused=not retry
+        ) from None
     shown = target.hosts if CHANNEL_TYPES[target.type][1] else ()
     secrets = secret_parts(channel_url, shown)
     try:
@@ -170,3 +161,24 @@ def _retryable(lines: list[str]) -> bool:
             status = int(found.group(1))
             return status >= 500 or status in _RETRYABLE_STATUSES
     return True
+
+
+class AppriseSend:
+    """The outbox's ``Send`` through ``send``: every destination checked against
+    ``policy`` before each attempt, each attempt bounded by ``timeout_seconds``."""
+
+    def __init__(self, policy: DestinationPolicy, timeout_seconds: float = 10.0) -> None:
+        self.policy = policy
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(
+        self, destination_url: str, title: str, body: str, idempotency_key: str
+    ) -> None:
+        await send(
+            destination_url,
+            title,
+            body,
+            idempotency_key=idempotency_key,
+            policy=self.policy,
+            timeout_seconds=self.timeout_seconds,
+        )

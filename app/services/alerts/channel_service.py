@@ -76,6 +76,15 @@ class ChannelService:
         """The channel, or None. Raises the store's errors."""
         return await self.store.get_channel(channel_id)
 
+    async def destination_of(self, channel_id: str) -> tuple[str, str] | None:
+        """The outbox's ``ChannelLookup``: the channel's Apprise URL (its secret, for
+        sending only) and its type, or None when there is no such channel. Raises the
+        store's errors."""
+        channel = await self.store.get_channel(channel_id)
+        if channel is None:
+            return None
+        return channel.url.get_secret_value(), channel.type
+
     async def missing(self, channel_ids: Iterable[str]) -> list[str]:
         """Those of ``channel_ids`` not stored, in order. Raises the store's errors."""
         stored = {channel.id for channel in await self.store.list_channels()}

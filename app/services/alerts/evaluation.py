@@ -2,7 +2,7 @@
 checks each rule against the market facts of the snapshot and its analysis (price, 24h
 change, confluence and its components, beta band, the derivatives' funding, open
 interest change and long/short ratio, and the 1m price trail since the last check); what fires
-is stored, then announced and sent to webhooks through the alert service.
+is stored, its deliveries queued in the outbox, then announced through the alert service.
 
 Rules are evaluated only where the snapshot was made, so with several replicas an alert
 fires once; its announcement reaches every replica through the broadcaster. The alert
@@ -40,9 +40,11 @@ class AlertEvaluation:
 
     async def on_snapshot(self, snapshot: Snapshot, analysis: Analysis) -> None:
         """Evaluates every rule on ``snapshot`` and ``analysis``; stores the alerts that
-        fire and the engine's state, then announces each alert, sends it to its rule's
-        webhook and has the lists and dashboards rebuilt. Raises the store's errors
-        (TierUnavailable, OSError)."""
+        fire and queues their deliveries (rules' channels and webhooks) before the
+        engine's state moves on — so an outbox that cannot be written leaves the rule to
+        fire again, never an alert without its messages — then announces each alert and
+        has the lists and dashboards rebuilt. Raises the stores' errors (TierUnavailable,
+        OSError)."""
         store = self.service.store
         rules = await store.list_rules()
         if not rules:
@@ -55,15 +57,15 @@ class AlertEvaluation:
         alerts, state = self.service.engine.evaluate(rules, facts, before)
         if alerts:
             await store.add_alerts(alerts)
+            await self.service.enqueue(alerts, rules)
         if state != before:  # most snapshots change nothing: no write
             await store.save_engine_state(state)
         await store.save_trail_marks(trails.marks())
         if not alerts:
             return
         self.fired += len(alerts)
-        urls = {rule.id: rule.webhook_url for rule in rules if rule.webhook_url}
         for alert in alerts:
-            await self.service.deliver(alert, urls.get(alert.rule_id), snapshot.fetched_at_ms)
+            await self.service.deliver(alert, snapshot.fetched_at_ms)
         await self.service.changed()
 
 

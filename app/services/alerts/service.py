@@ -1,5 +1,6 @@
 """The alert service: the writes of rules and alerts, the alert lists, and the
-delivery of an alert (live announcement, webhook); it keeps the alert views (the cached
+delivery of an alert (live announcement; the outbox's deliveries to its rule's channels
+and webhook, with their status); it keeps the alert views (the cached
 list, the mobile dashboard's critical alerts) current.
 
 A caller (a route) asks it to create or delete a rule or move an alert, and it stores
@@ -23,6 +24,8 @@ from app.cache.coherence import Coherence
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Computed, LayeredCache
 from app.services.alerts.engine import AlertEngine
+from app.services.alerts.outbox import Outbox
+from app.services.alerts.outbox_worker import OutboxWorker
 from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alerts.store import AlertStore
 from app.services.alerts.webhooks import WebhookSender
@@ -50,8 +53,10 @@ class AlertService:
     the dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
     ``cache``: where the alert lists are cached (family ``alerts``); ``announce``: told
     of every new or changed alert, in order (live delivery, metrics); ``max_rules``: how
-    many rules the store may hold (``create_rule`` refuses more); ``clock``: epoch
-    seconds, stamps the lists."""
+    many rules the store may hold (``create_rule`` refuses more); ``outbox``: where
+    each alert's deliveries wait (``enqueue``, ``deliveries_of``); ``clock``: epoch
+    seconds, stamps the lists. ``delivery_worker``: the outbox's worker where this
+    process delivers (the collecting side sets it), else None."""
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class AlertService:
         webhooks: WebhookSender,
         max_rules: int = DEFAULT_MAX_RULES,
         *,
+        outbox: Outbox,
         announce: Sequence[Announce] = (),
         clock: Callable[[], float] = time.time,
         channels: ChannelService | None = None,
@@ -78,6 +84,8 @@ class AlertService:
         self.cache = cache
         self.coherence = coherence
         self.webhooks = webhooks
+        self.outbox = outbox
+        self.delivery_worker: OutboxWorker | None = None
         self.clock = clock
         self.announce = tuple(announce)
         self.channels = channels  # the notification channels rules name (None: none)
@@ -177,12 +185,28 @@ class AlertService:
         engine's confluence thresholds)."""
         return rule.public_dict(self.engine.long_threshold, self.engine.short_threshold)
 
-    async def deliver(self, alert: Alert, webhook_url: str | None, at_ms: int) -> None:
-        """Announces a new alert (``at_ms``: epoch ms of the snapshot it fired on) and,
-        with ``webhook_url``, sends it there in the background."""
-        payload = await self._announce(alert, at_ms)
-        if webhook_url:
-            self.webhooks.send_in_background(webhook_url, payload)
+    async def enqueue(self, alerts: Sequence[Alert], rules: Sequence[AlertRule]) -> None:
+        """Queues each alert's deliveries in the outbox (durably, before it returns): one
+        per channel of its rule and one to the rule's webhook. Raises the outbox store's
+        errors (TierUnavailable, OSError)."""
+        by_id = {rule.id: rule for rule in rules}
+        for alert in alerts:
+            rule = by_id.get(alert.rule_id)
+            if rule is None:
+                continue
+            channels = tuple(getattr(rule, "channels", None) or ())
+            if channels or rule.webhook_url:
+                await self.outbox.enqueue(alert, channels, rule.webhook_url)
+
+    async def deliveries_of(self, alert_id: str) -> list[dict]:
+        """Where each delivery of the alert stands (``Outbox.deliveries_of``). Raises
+        the outbox store's errors."""
+        return await self.outbox.deliveries_of(alert_id)
+
+    async def deliver(self, alert: Alert, at_ms: int) -> None:
+        """Announces a new alert (``at_ms``: epoch ms of the snapshot it fired on); its
+        messages are in the outbox already (``enqueue``)."""
+        await self._announce(alert, at_ms)
 
     async def _announce(self, alert: Alert, at_ms: int) -> dict:
         payload = alert.to_dict()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.resilience.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
+from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import (
     DestinationPolicy,
     DestinationRefused,
@@ -269,14 +270,46 @@ class WebhookSender:
         self._failing.add(host)
         log.warning(message, host, error)
 
-    async def _post(self, url: str, body: bytes) -> int:
+    async def post_once(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """One POST of the JSON ``body`` with ``headers`` to ``url`` under the destination
+        policy — no retry and no breaker (the outbox retries and keeps the breakers),
+        redirects never followed. Returns the 2xx status. Raises DeliveryFailed:
+        retryable for connection errors, time-outs, 5xx, 408 and 429 answers; not for a
+        refused destination (``refused``, counted), other 3xx/4xx answers or an unusable
+        URL. Its reason never carries the URL's secrets."""
+        try:
+            self.policy.check_literal(parse_webhook_url(url).raw_host or "")
+        except DestinationRefused as refusal:
+            refused = self._refused(url, refusal)
+            raise DeliveryFailed(refused.error or "refused", False, refused=True) from None
+        await self.start()
+        if self._session is None:
+            raise DeliveryFailed("the webhook sender is closed", retryable=True)
+        async with self._slots:
+            try:
+                status = await self._post(url, body, headers)
+            except _Refused as exc:
+                refused = self._refused(url, exc.refusal)
+                raise DeliveryFailed(refused.error or "refused", False, refused=True) from None
+            except _ServerError as exc:
+                raise DeliveryFailed(str(exc), retryable=True) from None
+            except self._transport_errors as exc:
+                error = _scrub(f"{type(exc).__name__}: {exc}" if str(exc) else "", url)
+                raise DeliveryFailed(error or type(exc).__name__, retryable=True) from None
+            except Exception as exc:  # e.g. a URL aiohttp cannot use: do not retry
+                raise DeliveryFailed(_scrub(f"{type(exc).__name__}: {exc}", url), False) from None
+        if not 200 <= status < 300:
+            raise DeliveryFailed(f"HTTP {status}", retryable=status in (408, 429))
+        return status
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> int:
         assert self._session is not None
         try:
             async with asyncio.timeout(self.timeout_seconds + 1):  # belt and braces
                 async with self._session.post(
                     url,
                     data=body,
-                    headers={"Content-Type": "application/json"},
+                    headers={**(headers or {}), "Content-Type": "application/json"},
                     allow_redirects=False,
                 ) as response:
                     await response.content.read(MAX_ANSWER_BYTES)  # the rest is dropped

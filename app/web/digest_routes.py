@@ -2,8 +2,8 @@
 channels): ``POST/GET /api/alerts/digests``, ``DELETE /api/alerts/digests/<id>``. Reads
 are open; writes need VIRTUOSO_API_TOKEN (checked before the body is read). A store
 that cannot be read or written (Redis down, disk full) answers 503 and changes nothing;
-a digest beyond the cap is a 409. Channel ids are checked for their shape only (letters,
-digits, ``_`` and ``-``), not yet against the stored channels."""
+a digest beyond the cap is a 409. Every channel a digest names must be stored (400
+naming the first unknown one)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def _store_down(error: Exception) -> Response:
     )
 
 
+async def _missing_channels(channel_ids: list[str]) -> list[str]:
+    """Those of ``channel_ids`` no channel has (all of them where channels are not kept).
+    Raises the channel store's errors."""
+    channels = service_state().alerts.channels
+    return list(channel_ids) if channels is None else await channels.missing(channel_ids)
+
+
 def digest_blueprint(store: DigestStore) -> Blueprint:
     """The digest routes over ``store``."""
     digests = Blueprint("digests", __name__)
@@ -63,14 +70,21 @@ def digest_blueprint(store: DigestStore) -> Blueprint:
     @require_api_token
     @validate_request(DigestInput)
     @document_response(digest_schemas.DigestCreated, 201)
+    @document_response(schemas.ErrorResponse, 400)
     @document_response(schemas.ErrorResponse, 409)
     @document_response(schemas.ErrorResponse, 503)
     async def create_digest(data: DigestInput) -> Response:
         """Creates a digest: a name, 1-10 channel ids, every 15m, 1h, 4h or 1d; first
-        due at the first slot after now; at most the cap (409 beyond)."""
-        now_ms = service_state().now_ms()
+        due at the first slot after now; at most the cap (409 beyond); every channel
+        stored (400 otherwise)."""
+        state = service_state()
+        now_ms = state.now_ms()
         digest = Digest.create(data, now_ms)
         try:
+            missing = await _missing_channels(data.channels)
+            if missing:
+                shown = missing[0] if len(missing[0]) <= 40 else missing[0][:40] + "…"
+                return json_error(400, "unknown_channel", f"channels: unknown channel {shown!r}")
             await store.add_digest(digest)
         except TooManyDigests as error:
             return json_error(409, "too_many_digests", str(error), max_digests=error.max_digests)

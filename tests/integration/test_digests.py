@@ -18,6 +18,7 @@ from quart.typing import TestAppProtocol as QuartTestApp
 from app.backends.keyspace import Keyspace
 from app.main.embedded import create_app
 from app.resilience.redis_breaker import redis_guard
+from app.services.alerts.delivery import idempotency_key
 from app.services.alerts.digest_scheduler import DigestScheduler
 from app.services.alerts.digest_store import (
     DigestStore,
@@ -34,6 +35,7 @@ from tests.conftest import (
     state_of,
 )
 from tests.support.markets import CountingMarket
+from tests.support.receivers import http_receivers
 
 TOKEN = "digests-api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -56,7 +58,10 @@ class RecordingSink:
 @contextlib.asynccontextmanager
 async def running(clock: ManualClock, **environ: str) -> AsyncIterator[QuartTestApp]:
     settings = make_settings(
-        VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF, **environ
+        VIRTUOSO_API_TOKEN=TOKEN,
+        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
+        VIRTUOSO_WEBHOOK_ALLOW="127.0.0.1",  # the channels' receivers
+        **environ,
     )
     app = create_app(settings, CountingMarket(clock), clock)
     async with app.test_app() as test_app:
@@ -77,6 +82,18 @@ async def call(app: QuartTestApp, method: str, path: str, json=None, headers=Non
     client = app.test_client()
     response = await getattr(client, method)(path, json=json, headers=headers or {})
     return response.status_code, orjson.loads(await response.get_data())
+
+
+async def channels(app: QuartTestApp, *names: str, port: int = 9) -> list[str]:
+    """The ids of new json:// channels to 127.0.0.1:``port``, one per name."""
+    ids = []
+    for name in names:
+        url = f"json://127.0.0.1:{port}/{name}"
+        body = {"name": name, "url": url}
+        status, created = await call(app, "post", "/api/alerts/channels", json=body, headers=AUTH)
+        assert status == 201, created
+        ids.append(created["channel"]["id"])
+    return ids
 
 
 async def refresh(app: QuartTestApp, clock: ManualClock, seconds: float) -> None:
@@ -174,8 +191,14 @@ async def test_store_keeps_caps_and_remembers_the_slots(open_store) -> None:
 
 async def test_api_creates_lists_deletes_and_refuses_bad_input(tmp_path: Path, clock) -> None:
     async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
-        good = {"name": "Morning desk", "channels": ["ops-mail", "team_ntfy"], "every": "1h"}
+        named = await channels(app, "ops-mail", "team-ntfy")
+        good = {"name": "Morning desk", "channels": named, "every": "1h"}
         assert (await call(app, "post", "/api/alerts/digests", json=good))[0] == 401
+        unknown = {**good, "channels": [*named, "nosuchchannel"]}
+        status, error = await call(app, "post", "/api/alerts/digests", json=unknown, headers=AUTH)
+        assert (status, error["error"]) == (400, "unknown_channel"), error
+        assert "'nosuchchannel'" in error["message"]
+        assert (await call(app, "get", "/api/alerts/digests"))[1]["digests"] == []
         cases = [
             ({**good, "every": "2h"}, "every"),
             ({**good, "channels": []}, "channels"),
@@ -209,7 +232,7 @@ async def test_api_creates_lists_deletes_and_refuses_bad_input(tmp_path: Path, c
 async def test_api_answers_503_while_redis_is_down(persistent_redis, clock) -> None:
     url = f"redis://{persistent_redis.address}/0"
     async with running(clock, VIRTUOSO_REDIS_URL=url) as app:
-        good = {"name": "Desk", "channels": ["c1"], "every": "15m"}
+        good = {"name": "Desk", "channels": await channels(app, "c1"), "every": "15m"}
         status, created = await call(app, "post", "/api/alerts/digests", json=good, headers=AUTH)
         assert status == 201
         persistent_redis.kill()
@@ -236,15 +259,16 @@ async def test_the_collector_hands_each_slot_to_the_sink_once(tmp_path: Path, cl
     sink = RecordingSink()
     async with running(clock, **data) as app:
         wired_scheduler(app).sink = sink
-        good = {"name": "Desk", "channels": ["c1", "c2"], "every": "15m"}
+        named = await channels(app, "c1", "c2")
+        good = {"name": "Desk", "channels": named, "every": "15m"}
         _, created = await call(app, "post", "/api/alerts/digests", json=good, headers=AUTH)
         digest_id, due = created["digest"]["id"], created["digest"]["next_due_ms"]
         await refresh(app, clock, 1)  # before its first slot: nothing
         assert sink.calls == []
         await refresh(app, clock, seconds_to_next(clock, "15m"))
         assert len(sink.calls) == 1
-        channels, title, body, key = sink.calls[0]
-        assert channels == ("c1", "c2") and key == f"digest:{digest_id}:{due}"
+        sent_to, title, body, key = sink.calls[0]
+        assert sent_to == tuple(named) and key == f"digest:{digest_id}:{due}"
         analysis = state_of(app).pipeline.latest_analysis  # type: ignore[union-attr]
         expected = compose_digest("Desk", due, analysis.movers, analysis.signals, count=5)
         assert (title, body) == expected
@@ -265,3 +289,25 @@ async def test_the_collector_hands_each_slot_to_the_sink_once(tmp_path: Path, cl
             f"digest:{digest_id}:{due}",
             f"digest:{digest_id}:{due + PERIOD_MS['15m']}",
         ]
+
+
+async def test_a_due_digest_reaches_its_channel_through_the_outbox(tmp_path: Path, clock) -> None:
+    """The collector's default sink is the delivery outbox: a due digest is one message
+    to the channel's receiver, with the digest's title and the slot's idempotency key."""
+    async with (
+        http_receivers(1) as (receiver,),
+        running(clock, VIRTUOSO_DATA_DIR=str(tmp_path)) as app,
+    ):
+        (channel_id,) = await channels(app, "desk", port=receiver.port)
+        good = {"name": "Desk", "channels": [channel_id], "every": "15m"}
+        _, created = await call(app, "post", "/api/alerts/digests", json=good, headers=AUTH)
+        digest_id, due = created["digest"]["id"], created["digest"]["next_due_ms"]
+        await refresh(app, clock, seconds_to_next(clock, "15m"))
+        await eventually(lambda: len(receiver.requests) == 1, seconds=PATIENT * 6)
+        analysis = state_of(app).pipeline.latest_analysis  # type: ignore[union-attr]
+        title, _ = compose_digest("Desk", due, analysis.movers, analysis.signals, count=5)
+        await refresh(app, clock, 60)  # the same slot: nothing more
+    (request,) = receiver.requests
+    assert request.path_qs == "/desk" and orjson.loads(request.body)["title"] == title
+    key = idempotency_key(f"digest:{digest_id}:{due}", channel_id)
+    assert request.headers["Idempotency-Key"] == key

@@ -245,13 +245,14 @@ def _process_metrics(
     alerts: AlertService,
 ) -> None:
     """The collector's scrape-time metrics: leadership, its refreshes, its source's
-    bad-data counts, its refused webhook deliveries."""
+    bad-data counts, its refused webhook deliveries, its failed alert templates."""
     metrics.registry.register(
         collector_telemetry.CollectorProcessMetrics(
             lambda: link.status,
             leading,
             lambda: data_quality_of(market),
             lambda: alerts.webhooks.refused,
+            lambda: alerts.engine.template_failures,
         )
     )
 

@@ -14,6 +14,7 @@ from app.main.collectors import (
     DataQuality,
     data_quality_family,
     stream_families,
+    template_failures_family,
     webhook_refused_family,
 )
 from app.market.sources.base import MarketSource
@@ -94,7 +95,8 @@ class CollectorProcessMetrics(Collector):
     ``virtuoso_views_built_total`` (a serving process reports the collector's copies;
     here they are counted where the refreshes run). ``status`` and ``leading`` are read
     at each scrape; with ``data_quality`` and ``webhooks_refused``, the source's bad-data
-    counts and the webhook deliveries the destination policy refused (both counted where
+    counts and the webhook deliveries the destination policy refused, and with
+    ``template_failures`` the alert templates that failed to render (all counted where
     they happen: here)."""
 
     def __init__(
@@ -103,11 +105,13 @@ class CollectorProcessMetrics(Collector):
         leading: Callable[[], bool],
         data_quality: DataQuality = dict,
         webhooks_refused: Callable[[], int] = lambda: 0,
+        template_failures: Callable[[], int] = lambda: 0,
     ) -> None:
         self.status = status
         self.leading = leading
         self.data_quality = data_quality
         self.webhooks_refused = webhooks_refused
+        self.template_failures = template_failures
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(
@@ -129,4 +133,5 @@ class CollectorProcessMetrics(Collector):
         )
         yield data_quality_family(self.data_quality())
         yield webhook_refused_family(self.webhooks_refused())
+        yield template_failures_family(self.template_failures())
         yield from stream_families(status.streams)

@@ -46,6 +46,7 @@ class ServiceCollector(Collector):
         yield from self._pipeline()
         yield from self._realtime()
         yield from self._webhooks()
+        yield from self._templates()
         yield from self._data_quality()
 
     # --- cache -------------------------------------------------------------------------
@@ -204,6 +205,9 @@ class ServiceCollector(Collector):
     def _webhooks(self) -> Iterator[CounterMetricFamily]:
         yield webhook_refused_family(self.state.alerts.webhooks.refused)
 
+    def _templates(self) -> Iterator[CounterMetricFamily]:
+        yield template_failures_family(self.state.alerts.engine.template_failures)
+
     def _data_quality(self) -> Iterator[CounterMetricFamily]:
         yield data_quality_family(self.data_quality())  # the source's counts, where it runs
 
@@ -214,6 +218,16 @@ def webhook_refused_family(refused: int) -> CounterMetricFamily:
         "virtuoso_webhook_refused",
         "Webhook deliveries refused by the destination policy (no connection made)",
         value=refused,
+    )
+
+
+def template_failures_family(failures: int) -> CounterMetricFamily:
+    """Alert message templates that failed to render on real values (the alert went out
+    with its default message), counted where the rules are evaluated."""
+    return CounterMetricFamily(
+        "virtuoso_alert_template_failures",
+        "Alert message templates that failed to render (the default message was sent)",
+        value=failures,
     )
 
 

@@ -4,6 +4,9 @@
 // "86.459,5" in de-DE is 86459.5, in en-US it is refused with the reason. Under the
 // fields the form says what it is about to save ("Will save: BTCUSDT price at or above
 // 86,459.5 · …") or why it refuses, and the submit button refuses while a field does.
+// Kind "conditions" builds a compound rule from the condition rows of conditions.js;
+// any rule may carry a message template (checked by the server on save: its refusal
+// is shown with the server's message).
 
 import {
   apiToken, callApi, errorText, explainFailure, needsToken, setApiToken,
@@ -11,6 +14,7 @@ import {
 import {
   byId, el, find, inputById, setText, syncList,
 } from './dom.js';
+import { ConditionList, describeCondition, nameOf } from './conditions.js';
 import { formatForLocale, parseNumber, userLocale } from './numbers.js';
 
 const DEFAULT_COOLDOWN_SECONDS = 300;
@@ -20,7 +24,9 @@ const MAX_CHANGE_PCT = 1_000_000;
 const MAX_FUNDING_RATE = 0.05; // a fraction per funding interval (5 %)
 
 /**
- * @typedef {import('./numbers.js').ParseOptions & {min?: number, max?: number, above?: number}} ReadRules
+ * @typedef {import('./conditions.js').ReadRules} ReadRules
+ * @typedef {import('./conditions.js').Condition} Condition
+ * @typedef {Record<string, string | number | Condition[]>} RuleBody what the form sends
  */
 
 /**
@@ -51,7 +57,7 @@ const THRESHOLDS = {
 const familyOf = (kind) => kind.slice(0, kind.lastIndexOf('_'));
 
 /** @param {string} kind */
-const thresholdOf = (kind) => (kind === 'confluence_long' || kind === 'confluence_short' ? undefined : THRESHOLDS[familyOf(kind)]);
+const thresholdOf = (kind) => (['confluence_long', 'confluence_short', 'conditions'].includes(kind) ? undefined : THRESHOLDS[familyOf(kind)]);
 
 /**
  * The hysteresis of each kind that has one (none: beta_band_change): the server's
@@ -91,7 +97,7 @@ function configured(name, otherwise) {
  * What a rule of each kind watches, in words, with its threshold as the user's locale
  * writes it (confluence rules: the configured thresholds, from the page; a funding
  * rate also in percent; component rules: the component).
- * @type {Record<string, (value: string, rule: Record<string, string | number>) => string>}
+ * @type {Record<string, (value: string, rule: RuleBody) => string>}
  */
 const KIND_WORDS = {
   price_above: (v) => `price at or above ${v}`,
@@ -113,7 +119,7 @@ const KIND_WORDS = {
 
 /**
  * A rule the form would send, or the first field that refuses.
- * @typedef {{rule: Record<string, string | number>, error: null, preview: string}
+ * @typedef {{rule: RuleBody, error: null, preview: string}
  *   | {rule: null, error: {field: string, message: string}, preview: string}} FormReading
  */
 
@@ -151,6 +157,8 @@ export class RulesPanel {
       this.say(token.value.trim() ? 'Token kept for this tab.' : 'Token cleared.');
     });
     const form = byId('rule-form');
+    const add = /** @type {HTMLButtonElement} */ (byId('rule-condition-add'));
+    this.conditions = new ConditionList(byId('rule-condition-list'), add, () => this.showPreview());
     inputById('rule-kind').addEventListener('change', () => this.showKind());
     form.addEventListener('input', () => this.showPreview());
     form.addEventListener('change', () => this.showPreview());
@@ -174,6 +182,7 @@ export class RulesPanel {
       inputById('rule-threshold').placeholder = threshold.example === null ? '' : `e.g. ${this.number(threshold.example)}`;
     }
     byId('rule-component-label').hidden = familyOf(kind) !== 'component';
+    byId('rule-conditions').hidden = kind !== 'conditions';
     const hysteresis = HYSTERESIS[kind];
     byId('rule-hysteresis-label').hidden = !hysteresis;
     if (hysteresis) {
@@ -224,13 +233,22 @@ export class RulesPanel {
   /** @returns {FormReading} what the form would send, or the first field that refuses */
   readForm() {
     const kind = inputById('rule-kind').value;
-    /** @type {Record<string, string | number>} */
+    /** @type {RuleBody} */
     const rule = { kind, level: inputById('rule-level').value };
     const symbol = inputById('rule-symbol').value;
     if (symbol) rule.symbol = symbol;
     const title = inputById('rule-title').value.trim();
     if (title) rule.title = title;
     if (familyOf(kind) === 'component') rule.component = inputById('rule-component').value;
+    const template = inputById('rule-template').value.trim();
+    if (template) rule.template = template;
+    if (kind === 'conditions' && this.conditions) {
+      const read = this.conditions.read((id, name, rules) => this.readNumber(id, name, rules));
+      this.showTemplateValues(read.conditions);
+      if (read.error) return { rule: null, error: read.error, preview: read.error.message };
+      rule.conditions = read.conditions;
+      rule.join = inputById('rule-join').value;
+    } else this.showTemplateValues(null);
     const fields = this.numberFields(kind);
     for (const [key, field] of Object.entries(fields)) {
       const { value, error } = this.readNumber(field.id, field.name, field.rules);
@@ -269,18 +287,24 @@ export class RulesPanel {
   }
 
   /**
+   * The template hint's list of a compound rule's own variables (values.price,
+   * values.signal_5m …); empty for the other kinds.
+   * @param {Condition[] | null} conditions
+   */
+  showTemplateValues(conditions) {
+    const names = (conditions || []).map((c) => `values.${nameOf(c)}`);
+    setText(byId('rule-template-values'), names.length ? `This rule's values: ${[...new Set(names)].join(', ')}.` : '');
+  }
+
+  /**
    * "Will save: BTCUSDT price at or above 86,459.5 · hysteresis 0.5 % of the threshold
    * (default) · cooldown 300 s · warning", numbers as the user's locale writes them.
-   * @param {Record<string, string | number>} rule
+   * @param {RuleBody} rule
    * @returns {string}
    */
   describe(rule) {
     const kind = String(rule.kind);
-    let threshold = typeof rule.threshold === 'number' ? this.number(rule.threshold) : '';
-    if (familyOf(kind) === 'funding' && typeof rule.threshold === 'number') {
-      threshold += ` (${this.number(rule.threshold * 100)} %)`;
-    }
-    const parts = [`${rule.symbol || 'every symbol'}: ${KIND_WORDS[kind](threshold, rule)}`];
+    const parts = [`${rule.symbol || 'every symbol'}: ${this.watched(rule)}`];
     const hysteresis = HYSTERESIS[kind];
     if (hysteresis) {
       const given = typeof rule.hysteresis === 'number';
@@ -290,7 +314,28 @@ export class RulesPanel {
     const cooldown = typeof rule.cooldown_seconds === 'number' ? rule.cooldown_seconds : DEFAULT_COOLDOWN_SECONDS;
     parts.push(`cooldown ${this.number(cooldown)} s${rule.cooldown_seconds === undefined ? ' (default)' : ''}`);
     parts.push(String(rule.level));
+    if (rule.template) parts.push('message from the template');
     return `Will save: ${parts.join(' · ')}`;
+  }
+
+  /**
+   * What a rule watches in words: "price at or above 86,459.5", or for a compound rule
+   * the server's description of its conditions ("any of: price at or above 60,000;
+   * signal (5m) becomes long").
+   * @param {RuleBody} rule
+   * @returns {string}
+   */
+  watched(rule) {
+    if (Array.isArray(rule.conditions)) {
+      const parts = rule.conditions.map((c) => describeCondition(c, (v) => this.number(v)));
+      return parts.length === 1 ? parts[0] : `${rule.join} of: ${parts.join('; ')}`;
+    }
+    const kind = String(rule.kind);
+    let threshold = typeof rule.threshold === 'number' ? this.number(rule.threshold) : '';
+    if (familyOf(kind) === 'funding' && typeof rule.threshold === 'number') {
+      threshold += ` (${this.number(rule.threshold * 100)} %)`;
+    }
+    return KIND_WORDS[kind](threshold, rule);
   }
 
   /** @returns {FormReading} */
@@ -312,12 +357,15 @@ export class RulesPanel {
       return;
     }
     if (!needsToken('create the rule', this.say)) return;
+    const template = inputById('rule-template');
+    template.removeAttribute('aria-invalid');
     try {
       const body = await callApi('POST', '/api/alerts/rules', reading.rule, { authorized: true });
-      this.say(`Rule created: ${body.rule.title || body.rule.kind}`);
+      this.say(`Rule created: ${body.rule.title || body.rule.description || body.rule.kind}`);
       await this.loadRules();
     } catch (error) {
       this.say(explainFailure(error, 'create the rule'));
+      if (errorText(error).startsWith('template:')) template.setAttribute('aria-invalid', 'true');
     }
   }
 

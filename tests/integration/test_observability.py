@@ -20,6 +20,8 @@ from app.main.embedded import create_app
 from app.market.errors import MarketDataError
 from app.observability import tracing
 from app.observability.tracing import provider_from_env
+from app.services.alerts.engine import MarketFacts
+from app.services.alerts.rules import validate_rule
 from tests.conftest import ManualClock, eventually, exchange_settings, make_settings, state_of
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
@@ -293,3 +295,23 @@ async def test_refused_webhook_deliveries_are_counted(traced_app) -> None:
         result = await webhooks.send(url, {"alert": "x"})
         assert result.refused and not result.ok
     assert sample(test_app, "virtuoso_webhook_refused_total") == before + 3
+
+
+async def test_alert_templates_that_failed_to_render_are_counted(traced_app) -> None:
+    """The serving role (here with its collector embedded) reports its alert engine's
+    template failures: each alert sent with the default message is one more."""
+    test_app, _ = traced_app
+    engine = state_of(test_app).alerts.engine
+    rule = validate_rule(
+        {"kind": "price_above", "threshold": 100, "cooldown_seconds": 0, "template": "{{ price }}"},
+        ("BTCUSDT",),
+    )
+    # A template that fails only on real values (it divides by zero at 101.5).
+    broken = rule.model_copy(update={"template": "{{ values.price / (values.price - 101.5) }}"})
+    before = sample(test_app, "virtuoso_alert_template_failures_total")
+    state = None
+    for price in (101.5, 90.0, 101.5):
+        _, state = engine.evaluate([broken], [MarketFacts("BTCUSDT", price, 0.0)], state)
+    assert sample(test_app, "virtuoso_alert_template_failures_total") == before + 2
+    response = await test_app.test_client().get("/metrics")
+    assert "virtuoso_alert_template_failures_total" in (await response.get_data(as_text=True))

@@ -31,6 +31,7 @@ hypothesis_settings.load_profile("no-deadline")
 pytest_plugins = [
     "tests.support.servers",
     "tests.support.browser",
+    "tests.support.receivers",
 ]  # servers; Chromium and the served app
 
 GROUPS = ("unit", "integration", "browser")  # the folders, and the markers they give

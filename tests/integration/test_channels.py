@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
 import pytest
-import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
@@ -27,7 +25,6 @@ from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy
 from tests.conftest import ManualClock
 from tests.integration.test_alerts import AUTH, call, running
-from tests.support import receivers
 from tests.support.receivers import SMTP_PASSWORD, SMTP_USER, HttpReceiver, SmtpSink
 from tests.support.servers import free_port
 
@@ -35,19 +32,6 @@ ALLOW = {"VIRTUOSO_WEBHOOK_ALLOW": "127.0.0.1"}
 SECRETS = ("hook-user", "hunter2", "T0KEN-PATH", "s1gnature", "F0RM-T0KEN", "ntfy-pa55")
 SECRETS_ALL = (*SECRETS, SMTP_PASSWORD)
 CHANNELS = "/api/alerts/channels"
-
-
-@pytest_asyncio.fixture
-async def http_receivers() -> AsyncIterator[list[HttpReceiver]]:
-    """Three HTTP receivers: one per HTTP channel type (json, form, ntfy)."""
-    async with receivers.http_receivers(3) as started:
-        yield started
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    with receivers.smtp_sink() as sink:
-        yield sink
 
 
 def channel_urls(receivers: list[HttpReceiver], sink: SmtpSink) -> dict[str, str]:
@@ -76,13 +60,13 @@ def secrets_in(text: str, secrets: tuple[str, ...] = SECRETS_ALL) -> list[str]:
 
 
 async def test_each_channel_type_delivers_one_test_message_and_no_secret_leaves(
-    tmp_path: Path, clock: ManualClock, http_receivers, smtp_sink, caplog
+    tmp_path: Path, clock: ManualClock, channel_receivers, smtp_server, caplog
 ) -> None:
     """Apprise and urllib3 are captured at DEBUG too: their request lines name the
     URL's path, masked while a channel is in use."""
     for logger in ("app", "apprise", "urllib3"):
         caplog.set_level(logging.DEBUG, logger=logger)
-    urls = channel_urls(http_receivers, smtp_sink)
+    urls = channel_urls(channel_receivers, smtp_server)
     shown: list[bytes] = []
     async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path), **ALLOW) as app:
         created = {}
@@ -108,8 +92,8 @@ async def test_each_channel_type_delivers_one_test_message_and_no_secret_leaves(
         metrics = await app.test_client().get("/metrics")
         assert metrics.status_code == 200
         shown.append(await metrics.get_data())
-    json_rx, form_rx, ntfy_rx = http_receivers
-    assert [len(r.requests) for r in http_receivers] == [1, 1, 1]
+    json_rx, form_rx, ntfy_rx = channel_receivers
+    assert [len(r.requests) for r in channel_receivers] == [1, 1, 1]
     (got_json,), (got_form,), (got_ntfy,) = json_rx.requests, form_rx.requests, ntfy_rx.requests
     key = got_json.headers["Idempotency-Key"]
     assert key.startswith(f"test-{created['json']['id']}-")
@@ -126,8 +110,8 @@ async def test_each_channel_type_delivers_one_test_message_and_no_secret_leaves(
     assert ntfy["message"].startswith(TEST_BODY)
     assert ntfy["message"].splitlines()[-1].startswith("Idempotency-Key: test-")
     assert got_ntfy.basic_auth == "ntfy-user:ntfy-pa55"
-    assert len(smtp_sink.messages) == 1 and smtp_sink.logins == [SMTP_USER]
-    _, recipients, mail = smtp_sink.messages[0]
+    assert len(smtp_server.messages) == 1 and smtp_server.logins == [SMTP_USER]
+    _, recipients, mail = smtp_server.messages[0]
     assert recipients == ["ops@example.com"]
     assert f"Subject: {TEST_TITLE}" in mail
     assert "Idempotency-Key: test-" in mail.split("\r\n\r\n")[0]  # a header
@@ -165,9 +149,9 @@ async def test_a_receiver_that_is_down_is_a_502_with_a_reason(
 
 @pytest.mark.parametrize("status, retryable", [(500, True), (404, False)])
 async def test_a_refusing_receiver_is_a_502_saying_whether_to_retry(
-    tmp_path: Path, clock: ManualClock, http_receivers, status: int, retryable: bool
+    tmp_path: Path, clock: ManualClock, channel_receivers, status: int, retryable: bool
 ) -> None:
-    receiver = http_receivers[0]
+    receiver = channel_receivers[0]
     receiver.status = status
     async with running(clock, VIRTUOSO_DATA_DIR=str(tmp_path), **ALLOW) as app:
         _, body = await create(app, "hook", f"json://127.0.0.1:{receiver.port}/T0KEN-PATH")
@@ -179,7 +163,7 @@ async def test_a_refusing_receiver_is_a_502_saying_whether_to_retry(
 
 
 async def test_internal_destinations_are_refused_without_the_allow_list(
-    tmp_path: Path, clock: ManualClock, smtp_sink
+    tmp_path: Path, clock: ManualClock, smtp_server
 ) -> None:
     refused = [
         ("json://user:hunter2@127.0.0.1:9090/T0KEN-PATH", "127.0.0.1 is a loopback"),
@@ -189,7 +173,7 @@ async def test_internal_destinations_are_refused_without_the_allow_list(
         ("xml://[::1]:11211/T0KEN-PATH", "::1 is a loopback"),
         (
             f"mailto://{SMTP_USER}:{SMTP_PASSWORD}@example.com?smtp=127.0.0.1"
-            f"&port={smtp_sink.port}&mode=insecure&to=ops@example.com",
+            f"&port={smtp_server.port}&mode=insecure&to=ops@example.com",
             "127.0.0.1 is a loopback",
         ),
     ]
@@ -200,7 +184,7 @@ async def test_internal_destinations_are_refused_without_the_allow_list(
             assert why in error["message"] and "VIRTUOSO_WEBHOOK_ALLOW" in error["message"]
             assert secrets_in(orjson.dumps(error).decode()) == []
         assert (await call(app, "get", CHANNELS, headers=AUTH))[1]["total"] == 0
-    assert smtp_sink.messages == [] and smtp_sink.logins == []
+    assert smtp_server.messages == [] and smtp_server.logins == []
 
 
 async def test_bad_input_is_a_4xx_json_answer_without_the_url(

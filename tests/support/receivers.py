@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import pytest
+import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
@@ -114,3 +116,20 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
+
+
+# -- fixtures (the conftest registers this module as a plugin) ------------------------
+
+
+@pytest_asyncio.fixture
+async def channel_receivers() -> AsyncIterator[list[HttpReceiver]]:
+    """Three HTTP receivers: one per HTTP channel type (json, form, ntfy)."""
+    async with http_receivers(3) as started:
+        yield started
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpSink]:
+    """A local SMTP server (``smtp_sink``) for a test."""
+    with smtp_sink() as sink:
+        yield sink

@@ -72,3 +72,40 @@ async def test_a_rule_reaches_each_channel_once_with_its_rendered_template(
     assert len(keys) == 2  # one key per alert × channel
     leaked = secrets_in(b"".join(shown).decode() + logged(caplog))
     assert leaked == [], leaked
+
+
+async def test_deliveries_wait_out_a_redis_outage_and_are_delivered_once(
+    persistent_redis, clock: ManualClock, channel_receivers
+) -> None:
+    """The outbox lives in Redis: while Redis is down its deliveries cannot be read (503)
+    or sent, and none is lost — once Redis is back the pending one is delivered, once."""
+    receiver = channel_receivers[0]
+    receiver.status = 503  # the first attempt fails: the delivery waits for a retry
+    url = f"redis://{persistent_redis.address}/0"
+    async with running(clock, VIRTUOSO_REDIS_URL=url, **ALLOW) as app:
+        _, body = await create(app, "desk", f"json://127.0.0.1:{receiver.port}/hook")
+        await price_rule(app, channels=[body["channel"]["id"]])  # type: ignore[arg-type]
+        await fire(app, clock)
+        (alert,) = (await call(app, "get", "/api/alerts"))[1]["alerts"]
+        deliveries = f"/api/alerts/{alert['id']}/deliveries"
+
+        async def status_is(wanted: str) -> bool:
+            status, body = await call(app, "get", deliveries)
+            return status == 200 and body["deliveries"][0]["status"] == wanted
+
+        await eventually(lambda: len(receiver.requests) >= 1, seconds=30)
+        assert await status_is("pending")
+        persistent_redis.kill()
+        status, down = await call(app, "get", deliveries)
+        assert status == 503, down
+        refused = len(receiver.requests)  # the attempts answered 503
+        receiver.status = 200
+        clock.advance(15 * 60)  # past any back-off: due again, but Redis is down
+        await fire(app, clock)  # the evaluation meets the outage: no crash, nothing stored
+        persistent_redis.restart()
+        await eventually(lambda: status_is("delivered"), seconds=60)
+    accepted = receiver.requests[refused:]
+    assert len(accepted) == 1, [r.path_qs for r in receiver.requests]
+    assert {r.headers["Idempotency-Key"] for r in receiver.requests} == {
+        receiver.requests[0].headers["Idempotency-Key"]
+    }

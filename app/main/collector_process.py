@@ -79,7 +79,6 @@ class Collector:
         (or leads at once without a lease): the refresher and the desk (requests and
         status) run while leading."""
         await self.runtime.start()
-        await self.alerts.webhooks.start()
         if self.broadcaster is not None:
             await self.broadcaster.start()
         if self.lease is None:
@@ -121,7 +120,6 @@ class Collector:
         await bounded("pipeline", self.pipeline.stop())
         if self.broadcaster is not None:
             await bounded("live updates", self.broadcaster.close())
-        await bounded("webhooks", self.alerts.webhooks.close())
         await bounded("cache tiers", self.runtime.close())
 
 
@@ -206,7 +204,7 @@ def build_collector(
         runtime.replica_id,
         clock,
     )
-    _process_metrics(metrics, link, lambda: lease.is_leader, market, alerts)
+    _process_metrics(metrics, link, lambda: lease.is_leader, market)
     return Collector(runtime, pipeline, alerts, desk, metrics, broadcaster, lease)
 
 
@@ -233,7 +231,7 @@ def build_child_collector(
     desk = CollectorDesk(
         ChannelCollectorEnd(channel), LocalCollector(pipeline), runtime.replica_id, clock
     )
-    _process_metrics(metrics, desk.link, lambda: True, market, alerts)  # a child always leads
+    _process_metrics(metrics, desk.link, lambda: True, market)  # a child always leads
     return Collector(runtime, pipeline, alerts, desk, metrics)
 
 
@@ -242,16 +240,15 @@ def _process_metrics(
     link: LocalCollector,
     leading: Callable[[], bool],
     market: MarketSource,
-    alerts: AlertService,
 ) -> None:
     """The collector's scrape-time metrics: leadership, its refreshes, its source's
-    bad-data counts, its refused webhook deliveries."""
+    bad-data counts (refused deliveries are counted as they happen, in
+    ``virtuoso_alert_deliveries_total{outcome="refused"}``)."""
     metrics.registry.register(
         collector_telemetry.CollectorProcessMetrics(
             lambda: link.status,
             leading,
             lambda: data_quality_of(market),
-            lambda: alerts.webhooks.refused,
         )
     )
 

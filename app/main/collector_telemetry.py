@@ -10,12 +10,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app.main.collectors import (
-    DataQuality,
-    data_quality_family,
-    stream_families,
-    webhook_refused_family,
-)
+from app.main.collectors import DataQuality, data_quality_family, stream_families
 from app.market.sources.base import MarketSource
 from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
 from app.market.sources.guarded import GuardedSource
@@ -93,8 +88,7 @@ class CollectorProcessMetrics(Collector):
     pipeline's ``virtuoso_pipeline_refreshes_total`` by outcome and
     ``virtuoso_views_built_total`` (a serving process reports the collector's copies;
     here they are counted where the refreshes run). ``status`` and ``leading`` are read
-    at each scrape; with ``data_quality`` and ``webhooks_refused``, the source's bad-data
-    counts and the webhook deliveries the destination policy refused (both counted where
+    at each scrape; with ``data_quality``, the source's bad-data counts (counted where
     they happen: here)."""
 
     def __init__(
@@ -102,12 +96,10 @@ class CollectorProcessMetrics(Collector):
         status: Callable[[], CollectorStatus],
         leading: Callable[[], bool],
         data_quality: DataQuality = dict,
-        webhooks_refused: Callable[[], int] = lambda: 0,
     ) -> None:
         self.status = status
         self.leading = leading
         self.data_quality = data_quality
-        self.webhooks_refused = webhooks_refused
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         yield GaugeMetricFamily(
@@ -128,5 +120,4 @@ class CollectorProcessMetrics(Collector):
             "virtuoso_views_built", "Views built from snapshots", value=status.views_built
         )
         yield data_quality_family(self.data_quality())
-        yield webhook_refused_family(self.webhooks_refused())
         yield from stream_families(status.streams)

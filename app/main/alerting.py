@@ -18,7 +18,6 @@ from app.services.alerts.outbox_file import FileOutboxStore
 from app.services.alerts.outbox_store import OutboxStore, RedisOutboxStore
 from app.services.alerts.service import AlertService, Announce, Republish
 from app.services.alerts.store import AlertStore, FileAlertStore, RedisAlertStore
-from app.services.alerts.webhooks import WebhookSender
 from app.settings import Settings
 
 
@@ -37,8 +36,7 @@ def build_alert_service(
         store = settings_store(settings, runtime)
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
-    webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
-    policy = DestinationPolicy(tuple(settings.webhook_allow))
+    policy = DestinationPolicy(tuple(settings.webhook_allow))  # + the operator's internal hosts
     channels = ChannelService(settings_channel_store(settings, runtime), policy, store.list_rules)
     return AlertService(
         store,
@@ -47,7 +45,7 @@ def build_alert_service(
         settings.refresh_seconds,
         runtime.cache,
         runtime.coherence,
-        webhooks,
+        policy,
         outbox=Outbox(outbox_store(settings, runtime), channels.destination_of, clock=clock),
         announce=announce,
         clock=clock,

@@ -79,7 +79,6 @@ class Collector:
         (or leads at once without a lease): the refresher and the desk (requests and
         status) run while leading."""
         await self.runtime.start()
-        await self.alerts.webhooks.start()
         if self.broadcaster is not None:
             await self.broadcaster.start()
         if self.lease is None:
@@ -121,7 +120,6 @@ class Collector:
         await bounded("pipeline", self.pipeline.stop())
         if self.broadcaster is not None:
             await bounded("live updates", self.broadcaster.close())
-        await bounded("webhooks", self.alerts.webhooks.close())
         await bounded("cache tiers", self.runtime.close())
 
 
@@ -245,14 +243,14 @@ def _process_metrics(
     alerts: AlertService,
 ) -> None:
     """The collector's scrape-time metrics: leadership, its refreshes, its source's
-    bad-data counts, its refused webhook deliveries, its failed alert templates."""
+    bad-data counts, its failed alert templates (refused deliveries are counted as they
+    happen, in ``virtuoso_alert_deliveries_total{outcome="refused"}``)."""
     metrics.registry.register(
         collector_telemetry.CollectorProcessMetrics(
             lambda: link.status,
             leading,
             lambda: data_quality_of(market),
-            lambda: alerts.webhooks.refused,
-            lambda: alerts.engine.template_failures,
+            template_failures=lambda: alerts.engine.template_failures,
         )
     )
 

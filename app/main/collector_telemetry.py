@@ -15,7 +15,6 @@ from app.main.collectors import (
     data_quality_family,
     stream_families,
     template_failures_family,
-    webhook_refused_family,
 )
 from app.market.sources.base import MarketSource
 from app.market.sources.guarded import FAMILIES as EXCHANGE_FAMILIES
@@ -94,8 +93,7 @@ class CollectorProcessMetrics(Collector):
     pipeline's ``virtuoso_pipeline_refreshes_total`` by outcome and
     ``virtuoso_views_built_total`` (a serving process reports the collector's copies;
     here they are counted where the refreshes run). ``status`` and ``leading`` are read
-    at each scrape; with ``data_quality`` and ``webhooks_refused``, the source's bad-data
-    counts and the webhook deliveries the destination policy refused, and with
+    at each scrape; with ``data_quality`` the source's bad-data counts, and with
     ``template_failures`` the alert templates that failed to render (all counted where
     they happen: here)."""
 
@@ -104,13 +102,11 @@ class CollectorProcessMetrics(Collector):
         status: Callable[[], CollectorStatus],
         leading: Callable[[], bool],
         data_quality: DataQuality = dict,
-        webhooks_refused: Callable[[], int] = lambda: 0,
         template_failures: Callable[[], int] = lambda: 0,
     ) -> None:
         self.status = status
         self.leading = leading
         self.data_quality = data_quality
-        self.webhooks_refused = webhooks_refused
         self.template_failures = template_failures
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -132,6 +128,5 @@ class CollectorProcessMetrics(Collector):
             "virtuoso_views_built", "Views built from snapshots", value=status.views_built
         )
         yield data_quality_family(self.data_quality())
-        yield webhook_refused_family(self.webhooks_refused())
         yield template_failures_family(self.template_failures())
         yield from stream_families(status.streams)

@@ -45,7 +45,6 @@ class ServiceCollector(Collector):
         yield from self._rate_limits()
         yield from self._pipeline()
         yield from self._realtime()
-        yield from self._webhooks()
         yield from self._templates()
         yield from self._data_quality()
 
@@ -202,23 +201,11 @@ class ServiceCollector(Collector):
             disconnects.add_metric((reason,), count)
         yield disconnects
 
-    def _webhooks(self) -> Iterator[CounterMetricFamily]:
-        yield webhook_refused_family(self.state.alerts.webhooks.refused)
-
     def _templates(self) -> Iterator[CounterMetricFamily]:
         yield template_failures_family(self.state.alerts.engine.template_failures)
 
     def _data_quality(self) -> Iterator[CounterMetricFamily]:
         yield data_quality_family(self.data_quality())  # the source's counts, where it runs
-
-
-def webhook_refused_family(refused: int) -> CounterMetricFamily:
-    """Webhook deliveries the destination policy refused, where they are sent."""
-    return CounterMetricFamily(
-        "virtuoso_webhook_refused",
-        "Webhook deliveries refused by the destination policy (no connection made)",
-        value=refused,
-    )
 
 
 def template_failures_family(failures: int) -> CounterMetricFamily:

@@ -321,9 +321,8 @@ def run_with_app(
     app: Quart, state: ServiceState, poller: BackendPoller, *, start: Step, stop: Step
 ) -> None:
     """When the app starts serving: the cache tiers, then ``start`` (the collector's
-    side; webhooks open their session when the first is sent), then the background loops
-    (warming, adaptive TTLs, the backend metrics). When it stops: the loops, ``stop``,
-    the webhooks and the tiers, each step bounded by ``SHUTDOWN_STEP_SECONDS``."""
+    side), then the background loops (warming, adaptive TTLs, the backend metrics). When
+    it stops: the loops, ``stop`` and the tiers, each step bounded by ``SHUTDOWN_STEP_SECONDS``."""
     background: list[asyncio.Task[None]] = []
 
     @app.before_serving
@@ -338,7 +337,6 @@ def run_with_app(
     async def stopped() -> None:
         await bounded("background tasks", cancel_and_wait(background))
         await bounded(stop[0], stop[1]())
-        await bounded("webhooks", state.alerts.webhooks.close())
         await bounded("cache tiers", state.runtime.close())
 
 

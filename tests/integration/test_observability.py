@@ -23,6 +23,7 @@ from app.observability.tracing import provider_from_env
 from app.services.alerts.engine import MarketFacts
 from app.services.alerts.rules import validate_rule
 from tests.conftest import ManualClock, eventually, exchange_settings, make_settings, state_of
+from tests.integration.test_alert_store import make_alert
 from tests.support.markets import CountingMarket
 from tools.fake_bybit import TICKERS_PATH, FakeBybit
 
@@ -287,14 +288,19 @@ async def test_shared_tier_lookups_and_redis_commands_are_spans(
         assert timing >= 1
 
 
-async def test_refused_webhook_deliveries_are_counted(traced_app) -> None:
+async def test_refused_deliveries_are_counted(traced_app, clock: ManualClock) -> None:
+    """Rules' webhooks to internal addresses, queued in the app's own outbox: its worker
+    refuses each before any connection (the destination policy), and
+    ``virtuoso_alert_deliveries_total{outcome="refused"}`` counts them."""
     test_app, _ = traced_app
-    webhooks = state_of(test_app).alerts.webhooks
-    before = sample(test_app, "virtuoso_webhook_refused_total")
+    alerts = state_of(test_app).alerts
+    labels = {"channel_type": "webhook", "outcome": "refused"}
+    before = sample(test_app, "virtuoso_alert_deliveries_total", **labels)
     for url in ("http://127.0.0.1:9/hook", "http://[::1]:9/x", "http://169.254.169.254/"):
-        result = await webhooks.send(url, {"alert": "x"})
-        assert result.refused and not result.ok
-    assert sample(test_app, "virtuoso_webhook_refused_total") == before + 3
+        await alerts.outbox.enqueue(make_alert(int(clock() * 1000)), (), url)
+    await eventually(
+        lambda: sample(test_app, "virtuoso_alert_deliveries_total", **labels) == before + 3
+    )
 
 
 async def test_alert_templates_that_failed_to_render_are_counted(traced_app) -> None:

@@ -1,7 +1,7 @@
 """Alerts: rules and their conditions (``rules``, ``conditions``), the 1m price trail
 a rule is checked along (``price_trail``), the engine that evaluates rules on market
-facts (``engine``), the store of rules, alerts and engine state (``store``), delivery
-to webhooks under the destination policy (``webhooks``, ``destinations``), the service
+facts (``engine``), the store of rules, alerts and engine state (``store``), the
+outbound destination policy every delivery passes (``destinations``), the service
 that owns every write a route asks for and delivers alerts (``service``): routes call
 the service, which stores, invalidates the cached lists and republishes the dashboards;
 and the evaluation of the rules on each snapshot and its analysis (``evaluation``, where

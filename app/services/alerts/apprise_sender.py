@@ -165,11 +165,18 @@ def _retryable(lines: list[str]) -> bool:
 
 class AppriseSend:
     """The outbox's ``Send`` through ``send``: every destination checked against
-    ``policy`` before each attempt, each attempt bounded by ``timeout_seconds``."""
+    ``policy`` before each attempt, each attempt bounded by ``timeout_seconds``;
+    ``lookup`` resolves host names for the check (tests pass their own)."""
 
-    def __init__(self, policy: DestinationPolicy, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        policy: DestinationPolicy,
+        timeout_seconds: float = 10.0,
+        lookup: Lookup = getaddrinfo_lookup,
+    ) -> None:
         self.policy = policy
         self.timeout_seconds = timeout_seconds
+        self.lookup = lookup
 
     async def __call__(
         self, destination_url: str, title: str, body: str, idempotency_key: str
@@ -181,4 +188,5 @@ class AppriseSend:
             idempotency_key=idempotency_key,
             policy=self.policy,
             timeout_seconds=self.timeout_seconds,
+            lookup=self.lookup,
         )

@@ -4,8 +4,10 @@ Alert webhooks are URLs chosen by API clients, so without a policy the service w
 POST to its own loopback services, the cloud metadata endpoint or the private network
 (server-side request forgery). This module is pure: it classifies addresses, parses
 every host spelling an HTTP client accepts, and checks a URL against the policy with a
-resolver the caller supplies (``Resolve``). The connection-time check that closes the
-DNS-rebinding window lives in ``app.services.alerts.webhooks`` (a resolver built on this).
+resolver the caller supplies (``Resolve``). The sender
+(``app.services.alerts.apprise_sender``) checks every host a channel connects to before
+each attempt; Apprise then resolves the name again itself, so a name that re-resolves to
+an internal address between the check and that connection (DNS rebinding) is not caught.
 
 An address is allowed when ``ipaddress`` calls it global (the IANA IPv4 and IPv6
 Special-Purpose Address Registries, RFC 6890 and its updates) and it is not
@@ -60,8 +62,8 @@ _NUMERIC_LABEL = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
 
 
 class DestinationRefused(OSError):
-    """A destination the policy refuses. An OSError so that aiohttp, when a resolver
-    raises it, reports a connection error carrying it (``os_error``).
+    """A destination the policy refuses (an OSError: like a failed connection, it
+    means the destination cannot be reached).
 
     ``host``: the host as written (no userinfo, path or query: safe to log);
     ``reason``: why, e.g. "127.0.0.1 is a loopback address"; ``internal``: whether the
@@ -267,7 +269,7 @@ class DestinationPolicy:
 
 
 def parse_webhook_url(url: str) -> yarl.URL:
-    """The URL as aiohttp will read it (yarl, the same parser), or DestinationRefused
+    """The URL as an HTTP client reads it (yarl), or DestinationRefused
     when it is not absolute http(s) with a host. The message never repeats the URL."""
     try:
         parsed = yarl.URL(url)

@@ -23,12 +23,13 @@ from app.backends.errors import TierUnavailable
 from app.cache.coherence import Coherence
 from app.cache.keys import make_key
 from app.cache.layered import CacheRead, Computed, LayeredCache
+from app.services.alerts.destinations import DestinationPolicy
 from app.services.alerts.engine import AlertEngine
 from app.services.alerts.outbox import Outbox
 from app.services.alerts.outbox_worker import OutboxWorker
 from app.services.alerts.rules import DEFAULT_MAX_RULES, Alert, AlertRule, RuleInput, validate_rule
 from app.services.alerts.store import AlertStore
-from app.services.alerts.webhooks import WebhookSender
+from app.services.alerts.webhook_channel import check_webhook_url
 
 if TYPE_CHECKING:
     from app.services.alerts.channel_service import ChannelService
@@ -53,7 +54,8 @@ class AlertService:
     the dashboards after alerts changed; ``refresh_seconds``: the pipeline's interval;
     ``cache``: where the alert lists are cached (family ``alerts``); ``announce``: told
     of every new or changed alert, in order (live delivery, metrics); ``max_rules``: how
-    many rules the store may hold (``create_rule`` refuses more); ``outbox``: where
+    many rules the store may hold (``create_rule`` refuses more); ``policy``: the
+    outbound destination policy a rule's ``webhook_url`` must pass; ``outbox``: where
     each alert's deliveries wait (``enqueue``, ``deliveries_of``); ``clock``: epoch
     seconds, stamps the lists. ``delivery_worker``: the outbox's worker where this
     process delivers (the collecting side sets it), else None."""
@@ -66,7 +68,7 @@ class AlertService:
         refresh_seconds: float,
         cache: LayeredCache,
         coherence: Coherence,
-        webhooks: WebhookSender,
+        policy: DestinationPolicy,
         max_rules: int = DEFAULT_MAX_RULES,
         *,
         outbox: Outbox,
@@ -83,7 +85,7 @@ class AlertService:
         self.refresh_seconds = refresh_seconds
         self.cache = cache
         self.coherence = coherence
-        self.webhooks = webhooks
+        self.policy = policy  # where a rule's webhook may point (checked at creation)
         self.outbox = outbox
         self.delivery_worker: OutboxWorker | None = None
         self.clock = clock
@@ -113,7 +115,7 @@ class AlertService:
             if missing:
                 raise ValueError(f"channels: unknown channel {missing[0]!r}")
         if rule.webhook_url:
-            await self.webhooks.check_destination(rule.webhook_url)
+            await check_webhook_url(rule.webhook_url, self.policy)
         await self.store.add_rule(rule, self.max_rules)
         await self.changed()
         return rule

@@ -154,6 +154,7 @@ LONGEST_FIRST = (
     "integration/test_cache_integration.py",
     "integration/test_exchange_data_kinds.py",
     "integration/test_bench_baselines.py",
+    "integration/test_outbox_collector_restart.py",
     "browser/test_browser.py",
     "integration/test_monitoring_listener.py",
     "unit/test_simulated.py",

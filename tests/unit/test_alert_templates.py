@@ -96,6 +96,18 @@ BAD = {
         "{% extends 'base' %}",
         "{% import 'x' as y %}",
     ],
+    # Growth without ``*``: each doubling passes alone; fifty would take gigabytes.
+    "growth": [
+        "{% set s = 'aaaaaaaaaa' %}" + "{% set s = s ~ s %}" * 12 + "{{ s|length }}",
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s.replace('x', s) %}" * 4,
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s|replace('x', s) %}" * 4,
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s|join(s) %}" * 4,
+        "{% set l = range(100)|list %}" + "{% set l = l + l %}" * 6,
+        "{% set n = 99999999999 %}" + "{% set n = n * n %}" * 9 + "{{ n > 0 }}",
+        "{{ range(9)|slice(99999999)|list|length }}",
+        "{% set b %}{{ symbol }}{% endset %}{{ b }}",
+        "{% filter upper %}{{ symbol }}{% endfilter %}",
+    ],
 }
 
 

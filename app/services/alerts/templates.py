@@ -16,18 +16,22 @@ Variables: ``symbol`` (e.g. "BTCUSDT"), ``level``, ``title``, ``kind`` (the rule
 
 Bounds (so a template cannot exhaust the collector): autoescape off (plain text),
 ``range`` at most ``MAX_RANGE`` items, a string or list repeated (``*``) to at most
-``MAX_REPEAT`` items, no ``**`` or ``%`` formatting, no padding methods (``center``,
-``ljust``, ``format``…), loops nested at most ``MAX_LOOP_DEPTH`` deep, no macros,
-includes, imports or inheritance.
+``MAX_REPEAT`` items, every string, list or number built while rendering (by ``~``,
+``+``, ``*``, a filter or a method) at most ``MAX_VALUE`` characters, items or digits
+(``'a' ~ 'a'`` doubled fifty times would take gigabytes), no ``**`` or ``%``
+formatting, no padding methods (``center``, ``ljust``, ``format``…), loops nested at
+most ``MAX_LOOP_DEPTH`` deep, no macros, includes, imports, inheritance or block
+``set``/``filter`` (their bodies are built unchecked).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from app.services.alerts.compound import sample_values
@@ -39,6 +43,8 @@ MAX_OUTPUT = 2_000
 MAX_RANGE = 100
 MAX_REPEAT = 1_000
 MAX_LOOP_DEPTH = 2
+MAX_VALUE = 2_000  # characters, items or decimal digits of any value built while rendering
+_MAX_BITS = MAX_VALUE * 3  # a product's bits (~0.3 decimal digits each)
 _UNSAFE_METHODS = frozenset(
     {"format", "format_map", "center", "ljust", "rjust", "zfill", "expandtabs"}
 )
@@ -50,6 +56,8 @@ _REFUSED_NODES = (
     nodes.Include,
     nodes.Import,
     nodes.FromImport,
+    nodes.AssignBlock,
+    nodes.FilterBlock,
 )
 
 
@@ -61,18 +69,39 @@ class TemplateFailed(Exception):
     """A stored template that did not render (the message says why)."""
 
 
+class _BoundedConcat(CodeGenerator):
+    """Compiles ``a ~ b`` to ``environment.bounded_join`` (Jinja joins it unchecked)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_join((")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox (immutable: no ``append``, ``clear``, ``update``… on the values) with
     the bounds of this module."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    code_generator_class = _BoundedConcat
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator in ("**", "%") and (operator == "**" or isinstance(left, str)):
             raise SecurityError(f"the {operator} operator is not allowed in a template")
         if operator == "*" and _repeats_too_much(left, right):
             raise SecurityError(f"a repetition beyond {MAX_REPEAT} items")
-        return super().call_binop(context, operator, left, right)
+        if operator == "*" and _bits(left) + _bits(right) > _MAX_BITS:
+            raise SecurityError(f"a number beyond {MAX_VALUE} digits")
+        return _bounded(super().call_binop(context, operator, left, right))
+
+    def bounded_join(self, parts: tuple[Any, ...]) -> str:
+        """``~``: the parts as text, joined, at most ``MAX_VALUE`` characters."""
+        return _bounded("".join(str(part) for part in parts))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        return _bounded(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> None:
         """No ``str.format`` (a width can be any size): ``is_safe_attribute`` refuses it."""
@@ -91,6 +120,35 @@ def _repeats_too_much(left: Any, right: Any) -> bool:
     return False
 
 
+def _bits(value: Any) -> int:
+    return value.bit_length() if isinstance(value, int) else 0
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, or SecurityError when it is a string, collection or integer beyond
+    ``MAX_VALUE`` characters, items or (about) digits."""
+    sized = isinstance(value, str | bytes | list | tuple | dict | set | frozenset)
+    if (sized and len(value) > MAX_VALUE) or _bits(value) > _MAX_BITS:
+        raise SecurityError(f"a value beyond {MAX_VALUE} characters, items or digits")
+    return value
+
+
+def _bounded_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` (a filter) refusing integer arguments beyond ``MAX_VALUE`` (e.g.
+    ``slice(99999999)`` makes that many lists) and results beyond the bounds."""
+
+    first = 2 if hasattr(function, "jinja_pass_arg") else 1  # after the context, the value
+
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        numbers = [a for a in (*args[first:], *kwargs.values()) if isinstance(a, int)]
+        if any(abs(n) > MAX_VALUE for n in numbers):
+            raise SecurityError(f"a filter argument beyond {MAX_VALUE}")
+        return _bounded(function(*args, **kwargs))
+
+    return bounded
+
+
 def _bounded_range(*args: int) -> range:
     items = range(*args)
     if len(items) > MAX_RANGE:
@@ -103,6 +161,7 @@ def _environment() -> _Sandbox:
     env.globals = {"range": _bounded_range}
     for name in _UNSAFE_FILTERS:
         env.filters.pop(name, None)
+    env.filters = {name: _bounded_filter(f) for name, f in env.filters.items()}
     return env
 
 
@@ -140,8 +199,8 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         return "".join(out)
     except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as error:
         raise TemplateFailed(_reason(error)) from None
-    except RecursionError:
-        raise TemplateFailed("recursion too deep") from None
+    except (RecursionError, MemoryError) as error:
+        raise TemplateFailed(f"{type(error).__name__}: too deep or too large") from None
 
 
 @functools.lru_cache(maxsize=256)

@@ -39,7 +39,12 @@ def build_alert_service(
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
     webhooks = WebhookSender(allow=settings.webhook_allow)  # the operator's internal hosts
     policy = DestinationPolicy(tuple(settings.webhook_allow))
-    channels = ChannelService(settings_channel_store(settings, runtime), policy, store.list_rules)
+    channels = ChannelService(
+        settings_channel_store(settings, runtime),
+        policy,
+        store.list_rules,
+        digests=build_digest_store(settings, runtime).list_digests,
+    )
     return AlertService(
         store,
         engine,

@@ -1,14 +1,35 @@
 """Faults found by attacking channels, digests and their delivery as a hostile client,
 each pinned: a channel a digest names cannot be deleted (the digest would name a
-channel that no longer exists)."""
+channel that no longer exists); receivers trickling their answer a byte at a time
+(each byte within the socket time-out) do not hold the sending threads past the send's
+time-out, so other channels' messages still go out."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from app.services.alerts import apprise_sender
+from app.services.alerts.delivery_errors import DeliveryFailed
+from app.services.alerts.destinations import DestinationPolicy
 from tests.conftest import ManualClock
 from tests.integration.test_alerts import AUTH, call, running
 from tests.integration.test_channels import ALLOW, CHANNELS, create
+from tests.support import receivers
+
+LOOPBACK = DestinationPolicy(("127.0.0.1",))
+
+
+async def send(port: int | None, key: str, timeout_seconds: float) -> None:
+    """One message to the json:// receiver on ``port``."""
+    url = f"json://127.0.0.1:{port}/hook"
+    policy, timeout = LOOPBACK, timeout_seconds
+    await apprise_sender.send(
+        url, "title", "body", idempotency_key=key, policy=policy, timeout_seconds=timeout
+    )
 
 
 async def test_a_channel_a_digest_names_cannot_be_deleted(
@@ -29,3 +50,32 @@ async def test_a_channel_a_digest_names_cannot_be_deleted(
         assert (await call(app, "delete", path, headers=AUTH))[0] == 200
         status, done = await call(app, "delete", f"{CHANNELS}/{channel_id}", headers=AUTH)
         assert (status, done) == (200, {"deleted": channel_id})
+
+
+async def test_trickling_receivers_do_not_hold_the_sending_threads() -> None:
+    stop = asyncio.Event()
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        while not stop.is_set():  # one byte per 0.1 s: every read is within its time-out
+            await response.write(b" ")
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", trickle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with receivers.http_receivers(1) as (good,):
+            trickled = [
+                send(server.port, f"slow-{n}", 0.5) for n in range(apprise_sender.MAX_SENDING + 1)
+            ]
+            for failed in await asyncio.gather(*trickled, return_exceptions=True):
+                assert isinstance(failed, DeliveryFailed) and failed.retryable, failed
+            await send(good.port, "after", 10)  # not queued behind the trickles
+            assert len(good.requests) == 1
+    finally:
+        stop.set()
+        await server.close()

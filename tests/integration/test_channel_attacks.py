@@ -1,8 +1,10 @@
 """Faults found by attacking channels, digests and their delivery as a hostile client,
-each pinned: a channel a digest names cannot be deleted (the digest would name a
-channel that no longer exists); receivers trickling their answer a byte at a time
-(each byte within the socket time-out) do not hold the sending threads past the send's
-time-out, so other channels' messages still go out."""
+each pinned: the file store of a process (the collector's outbox) sees the channels
+another process (the API's server) wrote since it started; a channel a digest names
+cannot be deleted (the digest would name a channel that no longer exists); receivers
+trickling their answer a byte at a time (each byte within the socket time-out) do not
+hold the sending threads past the send's time-out, so other channels' messages still
+go out."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.services.alerts import apprise_sender
+from app.services.alerts.channel_store import FileChannelStore
+from app.services.alerts.channels import ChannelInput, describe, new_channel
 from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy
 from tests.conftest import ManualClock
@@ -30,6 +34,20 @@ async def send(port: int | None, key: str, timeout_seconds: float) -> None:
     await apprise_sender.send(
         url, "title", "body", idempotency_key=key, policy=policy, timeout_seconds=timeout
     )
+
+
+async def test_a_file_store_sees_channels_another_process_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "channels.json"
+    server, collector = FileChannelStore(path), FileChannelStore(path)
+    url = "json://127.0.0.1:9/T0KEN"
+    channel = new_channel(ChannelInput(name="late", url=url), describe(url))
+    await server.add_channel(channel)
+    found = await collector.get_channel(channel.id)
+    assert found is not None and found.to_stored() == channel.to_stored()
+    assert [c.id for c in await collector.list_channels()] == [channel.id]
+    assert await server.delete_channel(channel.id)
+    assert await collector.get_channel(channel.id) is None
+    assert not await collector.delete_channel(channel.id)
 
 
 async def test_a_channel_a_digest_names_cannot_be_deleted(

@@ -96,6 +96,7 @@ BAD = {
         "{% extends 'base' %}",
         "{% import 'x' as y %}",
     ],
+    "blank": ["", "   ", "{% if symbol == 'none' %}{{ symbol }}{% endif %}"],
     # Growth without ``*``: each doubling passes alone; fifty would take gigabytes.
     "growth": [
         "{% set s = 'aaaaaaaaaa' %}" + "{% set s = s ~ s %}" * 12 + "{{ s|length }}",
@@ -161,3 +162,13 @@ def test_a_template_failing_at_evaluation_falls_back_once_logged(
     assert messages == ["BTCUSDT at or above 100: 101.5"] * 2
     assert engine.template_failures == 2
     assert sum("template failed" in r.message for r in caplog.records) == 1
+
+
+def test_a_template_giving_no_text_on_real_values_sends_the_default_message() -> None:
+    body = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 100, "cooldown_seconds": 0}
+    # the sample price (1.0) gives text, so the save check passes
+    rule = validate_rule({**body, "template": "{% if price < 100 %}cheap{% endif %}"}, KNOWN)
+    engine = AlertEngine()
+    alerts, _ = engine.evaluate([rule], [MarketFacts("BTCUSDT", 101.5, 0.0)], None)
+    assert [a.message for a in alerts] == ["BTCUSDT at or above 100: 101.5"]
+    assert engine.template_failures == 1

@@ -186,7 +186,15 @@ def check_template(source: str, sample: Mapping[str, Any]) -> None:
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     """``source`` rendered with ``context``, at most ``MAX_OUTPUT`` characters (longer
-    output is cut and ends with "…"). Raises TemplateFailed with the reason."""
+    output is cut and ends with "…"). Raises TemplateFailed with the reason (a blank
+    message included: an alert must say something)."""
+    text = _generate(source, context)
+    if not text.strip():
+        raise TemplateFailed("the template gave no text (leave it out for the default message)")
+    return text
+
+
+def _generate(source: str, context: Mapping[str, Any]) -> str:
     try:
         template = _compiled(source)
         out: list[str] = []

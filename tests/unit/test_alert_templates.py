@@ -96,6 +96,7 @@ BAD = {
         "{% extends 'base' %}",
         "{% import 'x' as y %}",
     ],
+    "wrong type for a filter": ["{{ price|dictsort }}", "{{ symbol|truncate(-5) }}"],
     "blank": ["", "   ", "{% if symbol == 'none' %}{{ symbol }}{% endif %}"],
     # Growth without ``*``: each doubling passes alone; fifty would take gigabytes.
     "growth": [
@@ -168,6 +169,16 @@ def test_a_template_giving_no_text_on_real_values_sends_the_default_message() ->
     body = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 100, "cooldown_seconds": 0}
     # the sample price (1.0) gives text, so the save check passes
     rule = validate_rule({**body, "template": "{% if price < 100 %}cheap{% endif %}"}, KNOWN)
+    engine = AlertEngine()
+    alerts, _ = engine.evaluate([rule], [MarketFacts("BTCUSDT", 101.5, 0.0)], None)
+    assert [a.message for a in alerts] == ["BTCUSDT at or above 100: 101.5"]
+    assert engine.template_failures == 1
+
+
+def test_a_template_raising_anything_on_real_values_sends_the_default_message() -> None:
+    body = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 100, "cooldown_seconds": 0}
+    template = "{% if price < 100 %}{{ price }}{% else %}{{ price|dictsort }}{% endif %}"
+    rule = validate_rule({**body, "template": template}, KNOWN)  # fine on the sample (1.0)
     engine = AlertEngine()
     alerts, _ = engine.evaluate([rule], [MarketFacts("BTCUSDT", 101.5, 0.0)], None)
     assert [a.message for a in alerts] == ["BTCUSDT at or above 100: 101.5"]

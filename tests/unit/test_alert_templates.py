@@ -97,6 +97,14 @@ BAD = {
         "{% import 'x' as y %}",
     ],
     "wrong type for a filter": ["{{ price|dictsort }}", "{{ symbol|truncate(-5) }}"],
+    "work": [
+        "{% set s = 'abcdefghij' * 30 %}{% for a in s %}{% for b in s %}"
+        "{% set x = s|replace('a', 'b') %}{% endfor %}{% endfor %}{{ symbol }}",
+        "{% set s = 'abcdefghij' * 30 %}{% for a in s %}{% for b in s %}"
+        "{% if loop.index > 5 and loop.first and loop.length > 3 %}{% endif %}"
+        "{% endfor %}{% endfor %}{{ symbol }}",
+        "{% for c in symbol recursive %}{{ loop(c) }}{% endfor %}",
+    ],
     "blank": ["", "   ", "{% if symbol == 'none' %}{{ symbol }}{% endif %}"],
     # Growth without ``*``: each doubling passes alone; fifty would take gigabytes.
     "growth": [

@@ -37,7 +37,12 @@ def build_alert_service(
     thresholds = settings.confluence
     engine = AlertEngine(thresholds.long_threshold, thresholds.short_threshold, clock=clock)
     policy = DestinationPolicy(tuple(settings.webhook_allow))  # + the operator's internal hosts
-    channels = ChannelService(settings_channel_store(settings, runtime), policy, store.list_rules)
+    channels = ChannelService(
+        settings_channel_store(settings, runtime),
+        policy,
+        store.list_rules,
+        digests=build_digest_store(settings, runtime).list_digests,
+    )
     return AlertService(
         store,
         engine,

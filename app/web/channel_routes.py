@@ -103,11 +103,17 @@ async def create_channel(data: ChannelInput) -> Response:
 @document_response(docs.ChannelInUse, 409)
 @document_response(schemas.ErrorResponse, 503)
 async def delete_channel(channel_id: str) -> Response:
-    """Deletes a channel no rule names (409 with the rules' ids otherwise)."""
+    """Deletes a channel no rule or digest names (409 with their ids otherwise)."""
     try:
         deleted = await _service().delete(channel_id)
     except ChannelInUse as error:
-        return json_error(409, "channel_in_use", str(error), rule_ids=error.rule_ids)
+        return json_error(
+            409,
+            "channel_in_use",
+            str(error),
+            rule_ids=error.rule_ids,
+            digest_ids=error.digest_ids,
+        )
     except STORE_ERRORS as error:
         return _store_down(error)
     if not deleted:

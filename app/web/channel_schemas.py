@@ -41,6 +41,7 @@ class ChannelInUse(_Doc):
     error: Literal["channel_in_use"]
     message: str
     rule_ids: list[str] = Field(description="the rules naming the channel")
+    digest_ids: list[str] = Field(description="the digests naming the channel")
 
 
 class TestDelivered(_Doc):

@@ -96,6 +96,28 @@ BAD = {
         "{% extends 'base' %}",
         "{% import 'x' as y %}",
     ],
+    "wrong type for a filter": ["{{ price|dictsort }}", "{{ symbol|truncate(-5) }}"],
+    "work": [
+        "{% set s = 'abcdefghij' * 30 %}{% for a in s %}{% for b in s %}"
+        "{% set x = s|replace('a', 'b') %}{% endfor %}{% endfor %}{{ symbol }}",
+        "{% set s = 'abcdefghij' * 30 %}{% for a in s %}{% for b in s %}"
+        "{% if loop.index > 5 and loop.first and loop.length > 3 %}{% endif %}"
+        "{% endfor %}{% endfor %}{{ symbol }}",
+        "{% for c in symbol recursive %}{{ loop(c) }}{% endfor %}",
+    ],
+    "blank": ["", "   ", "{% if symbol == 'none' %}{{ symbol }}{% endif %}"],
+    # Growth without ``*``: each doubling passes alone; fifty would take gigabytes.
+    "growth": [
+        "{% set s = 'aaaaaaaaaa' %}" + "{% set s = s ~ s %}" * 12 + "{{ s|length }}",
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s.replace('x', s) %}" * 4,
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s|replace('x', s) %}" * 4,
+        "{% set s = 'xxxxxxxxxx' %}" + "{% set s = s|join(s) %}" * 4,
+        "{% set l = range(100)|list %}" + "{% set l = l + l %}" * 6,
+        "{% set n = 99999999999 %}" + "{% set n = n * n %}" * 9 + "{{ n > 0 }}",
+        "{{ range(9)|slice(99999999)|list|length }}",
+        "{% set b %}{{ symbol }}{% endset %}{{ b }}",
+        "{% filter upper %}{{ symbol }}{% endfilter %}",
+    ],
 }
 
 
@@ -149,3 +171,23 @@ def test_a_template_failing_at_evaluation_falls_back_once_logged(
     assert messages == ["BTCUSDT at or above 100: 101.5"] * 2
     assert engine.template_failures == 2
     assert sum("template failed" in r.message for r in caplog.records) == 1
+
+
+def test_a_template_giving_no_text_on_real_values_sends_the_default_message() -> None:
+    body = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 100, "cooldown_seconds": 0}
+    # the sample price (1.0) gives text, so the save check passes
+    rule = validate_rule({**body, "template": "{% if price < 100 %}cheap{% endif %}"}, KNOWN)
+    engine = AlertEngine()
+    alerts, _ = engine.evaluate([rule], [MarketFacts("BTCUSDT", 101.5, 0.0)], None)
+    assert [a.message for a in alerts] == ["BTCUSDT at or above 100: 101.5"]
+    assert engine.template_failures == 1
+
+
+def test_a_template_raising_anything_on_real_values_sends_the_default_message() -> None:
+    body = {"kind": "price_above", "symbol": "BTCUSDT", "threshold": 100, "cooldown_seconds": 0}
+    template = "{% if price < 100 %}{{ price }}{% else %}{{ price|dictsort }}{% endif %}"
+    rule = validate_rule({**body, "template": template}, KNOWN)  # fine on the sample (1.0)
+    engine = AlertEngine()
+    alerts, _ = engine.evaluate([rule], [MarketFacts("BTCUSDT", 101.5, 0.0)], None)
+    assert [a.message for a in alerts] == ["BTCUSDT at or above 100: 101.5"]
+    assert engine.template_failures == 1

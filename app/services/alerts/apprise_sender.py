@@ -5,7 +5,8 @@
 ``DestinationPolicy`` (resolving names now: a destination that came to resolve to an
 internal address since the channel was created is refused), then runs the plugin's
 synchronous ``notify`` in a worker thread, bounded by ``timeout_seconds`` (the plugin's
-own connect/read time-outs are set to it too). Redirects are never followed.
+own connect/read time-outs are set to it too, and its connections are cut off once it
+is up: ``send_deadline``). Redirects are never followed.
 
 The idempotency key travels in every message: as an ``Idempotency-Key`` header where
 the plugin sends custom headers (json://, form://, xml://, mailto://) and as the last
@@ -34,6 +35,7 @@ from app.services.alerts.channels import (
 )
 from app.services.alerts.delivery_errors import DeliveryFailed
 from app.services.alerts.destinations import DestinationPolicy, DestinationRefused
+from app.services.alerts.send_deadline import cut_off_after
 
 # (host, port) → the addresses it resolves to; OSError on failure.
 Lookup = Callable[[str, int], Awaitable[list[str]]]
@@ -133,8 +135,9 @@ def _notify(
     url: str, title: str, body: str, key: str, timeout: float, secrets: list[str]
 ) -> tuple[bool, list[str]]:
     """In a worker thread: one ``notify`` with the secrets masked in every log line
-    meanwhile (until this thread is done, even when the caller stopped waiting)."""
-    with masking(secrets), captured() as lines:
+    meanwhile (until this thread is done, even when the caller stopped waiting), its
+    connections cut off after ``timeout`` (a receiver trickling bytes holds no thread)."""
+    with masking(secrets), captured() as lines, cut_off_after(timeout):
         try:
             plugin = instantiate(url, socket_connect_timeout=timeout, socket_read_timeout=timeout)
             headers = getattr(plugin, "headers", None)

@@ -12,6 +12,7 @@ from app.services.alerts.apprise_sender import Lookup, check_hosts, getaddrinfo_
 from app.services.alerts.channel_store import ChannelStore
 from app.services.alerts.channels import MAX_CHANNELS, Channel, ChannelInput, describe, new_channel
 from app.services.alerts.destinations import DestinationPolicy
+from app.services.alerts.digests import Digest
 from app.services.alerts.rules import AlertRule
 
 TEST_TITLE = "Virtuoso test message"
@@ -19,21 +20,29 @@ TEST_BODY = "This channel works: alerts named for it will arrive here."
 
 
 class ChannelInUse(Exception):
-    """Rules still name the channel (``rule_ids``): it was not deleted."""
+    """Rules (``rule_ids``) or digests (``digest_ids``) still name the channel: it was
+    not deleted."""
 
-    def __init__(self, channel_id: str, rule_ids: list[str]) -> None:
+    def __init__(self, channel_id: str, rule_ids: list[str], digest_ids: list[str]) -> None:
+        named = [
+            f"{what} {', '.join(ids)}"
+            for what, ids in (("rules", rule_ids), ("digests", digest_ids))
+            if ids
+        ]
         super().__init__(
-            f"channel {channel_id!r} is named by rules {', '.join(rule_ids)}; "
+            f"channel {channel_id!r} is named by {' and '.join(named)}; "
             "delete them or change them first"
         )
         self.rule_ids = rule_ids
+        self.digest_ids = digest_ids
 
 
 class ChannelService:
     """Channels in ``store``; ``policy`` the outbound destination policy (the operator's
-    ``VIRTUOSO_WEBHOOK_ALLOW``); ``rules`` lists the stored rules (the ones naming a
-    channel keep it from deletion); ``timeout_seconds`` bounds a destination's lookups
-    and a test message's send; ``lookup`` resolves host names (tests pass their own)."""
+    ``VIRTUOSO_WEBHOOK_ALLOW``); ``rules`` and ``digests`` list the stored rules and
+    digests (the ones naming a channel keep it from deletion); ``timeout_seconds``
+    bounds a destination's lookups and a test message's send; ``lookup`` resolves host
+    names (tests pass their own)."""
 
     def __init__(
         self,
@@ -41,6 +50,7 @@ class ChannelService:
         policy: DestinationPolicy,
         rules: Callable[[], Awaitable[list[AlertRule]]],
         *,
+        digests: Callable[[], Awaitable[list[Digest]]] | None = None,
         max_channels: int = MAX_CHANNELS,
         timeout_seconds: float = 10.0,
         lookup: Lookup = getaddrinfo_lookup,
@@ -51,6 +61,7 @@ class ChannelService:
         self.store = store
         self.policy = policy
         self.rules = rules
+        self.digests = digests
         self.max_channels = max_channels
         self.timeout_seconds = timeout_seconds
         self.lookup = lookup
@@ -92,10 +103,12 @@ class ChannelService:
 
     async def delete(self, channel_id: str) -> bool:
         """Deletes the channel; False when there is none. Raises ChannelInUse when rules
-        name it (nothing deleted), or the store's errors."""
-        naming = [rule.id for rule in await self.rules() if channel_id in rule.channels]
-        if naming:
-            raise ChannelInUse(channel_id, naming)
+        or digests name it (nothing deleted), or the stores' errors."""
+        rule_ids = [rule.id for rule in await self.rules() if channel_id in rule.channels]
+        digests = [] if self.digests is None else await self.digests()
+        digest_ids = [digest.id for digest in digests if channel_id in digest.channels]
+        if rule_ids or digest_ids:
+            raise ChannelInUse(channel_id, rule_ids, digest_ids)
         return await self.store.delete_channel(channel_id)
 
     async def send_test(self, channel: Channel) -> None:

@@ -101,18 +101,34 @@ class RedisChannelStore:
 
 
 class FileChannelStore:
-    """In memory, saved to one JSON file (atomically) after every change and read back
-    at start. A corrupt file is renamed aside (a warning names the file, not its
-    content) and the store starts empty."""
+    """In memory, saved to one JSON file (atomically) after every change and read again
+    whenever the file changed on disk (its inode, size or mtime: the API's server
+    writes channels, the collector's outbox reads them). A corrupt file is renamed
+    aside (a warning names the file, not its content) and the store starts empty."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._channels: dict[str, Channel] = {}
+        self._mark: tuple[int, int, int] | None = None
         self._lock = asyncio.Lock()
         self._load()
 
+    def _file_mark(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def _refresh(self) -> None:
+        """Reads the file again when another process (or a restore) changed it."""
+        if self._file_mark() != self._mark:
+            self._load()
+
     def _load(self) -> None:
-        if not self.path.exists():
+        self._mark = self._file_mark()
+        self._channels = {}
+        if self._mark is None:
             return
         try:
             data = orjson.loads(self.path.read_bytes())
@@ -135,11 +151,12 @@ class FileChannelStore:
         stored = [c.to_stored() for c in channels.values()]
         data = orjson.dumps({"version": 1, "channels": stored})
         await asyncio.to_thread(write_privately, self.path, data)
-        self._channels = channels
+        self._channels, self._mark = channels, self._file_mark()
 
     async def add_channel(self, channel: Channel, max_channels: int = MAX_CHANNELS) -> None:
         """Stores ``channel``; TooManyChannels (nothing stored) at the cap."""
         async with self._lock:
+            self._refresh()
             full = len(self._channels) >= max_channels
             if full and channel.id not in self._channels:
                 raise TooManyChannels(max_channels)
@@ -147,13 +164,16 @@ class FileChannelStore:
 
     async def list_channels(self) -> list[Channel]:
         """Every channel, oldest first."""
+        self._refresh()
         return sorted(self._channels.values(), key=_order)
 
     async def get_channel(self, channel_id: str) -> Channel | None:
+        self._refresh()
         return self._channels.get(channel_id)
 
     async def delete_channel(self, channel_id: str) -> bool:
         async with self._lock:
+            self._refresh()
             if channel_id not in self._channels:
                 return False
             await self._write({k: v for k, v in self._channels.items() if k != channel_id})

@@ -14,35 +14,28 @@ Variables: ``symbol`` (e.g. "BTCUSDT"), ``level``, ``title``, ``kind`` (the rule
 ``values``, e.g. ``values.price``, ``values.threshold``, for a ``conditions`` rule
 ``values.conditions[0].value`` or by condition name ``values.confluence_5m``).
 
-Bounds (so a template cannot exhaust the collector): autoescape off (plain text),
-``range`` at most ``MAX_RANGE`` items, a string or list repeated (``*``) to at most
-``MAX_REPEAT`` items, no ``**`` or ``%`` formatting, no padding methods (``center``,
-``ljust``, ``format``…), loops nested at most ``MAX_LOOP_DEPTH`` deep, no macros,
-includes, imports or inheritance.
+Bounds (so a template cannot exhaust the collector or the server): loops nested at
+most ``MAX_LOOP_DEPTH`` deep and not recursive, no macros, includes, imports,
+inheritance or block ``set``/``filter`` (their bodies are built unchecked), and the
+sandbox's own (``app.services.alerts.template_sandbox``: sizes, work, operators).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2 import TemplateError, nodes
+from jinja2.sandbox import SecurityError
 
 from app.services.alerts.compound import sample_values
 from app.services.alerts.conditions import condition_of
 from app.services.alerts.messages import LAST, threshold_alert
+from app.services.alerts.template_sandbox import ENV, compiled, work_budget
 
 MAX_TEMPLATE = 1_000
 MAX_OUTPUT = 2_000
-MAX_RANGE = 100
-MAX_REPEAT = 1_000
 MAX_LOOP_DEPTH = 2
-_UNSAFE_METHODS = frozenset(
-    {"format", "format_map", "center", "ljust", "rjust", "zfill", "expandtabs"}
-)
-_UNSAFE_FILTERS = ("center", "indent", "wordwrap", "format", "xmlattr", "urlize", "pprint")
 _REFUSED_NODES = (
     nodes.Macro,
     nodes.CallBlock,
@@ -50,6 +43,8 @@ _REFUSED_NODES = (
     nodes.Include,
     nodes.Import,
     nodes.FromImport,
+    nodes.AssignBlock,
+    nodes.FilterBlock,
 )
 
 
@@ -61,54 +56,6 @@ class TemplateFailed(Exception):
     """A stored template that did not render (the message says why)."""
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox (immutable: no ``append``, ``clear``, ``update``… on the values) with
-    the bounds of this module."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator in ("**", "%") and (operator == "**" or isinstance(left, str)):
-            raise SecurityError(f"the {operator} operator is not allowed in a template")
-        if operator == "*" and _repeats_too_much(left, right):
-            raise SecurityError(f"a repetition beyond {MAX_REPEAT} items")
-        return super().call_binop(context, operator, left, right)
-
-    def wrap_str_format(self, value: Any) -> None:
-        """No ``str.format`` (a width can be any size): ``is_safe_attribute`` refuses it."""
-        return None
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, str) and attr in _UNSAFE_METHODS:
-            return False
-        return super().is_safe_attribute(obj, attr, value)
-
-
-def _repeats_too_much(left: Any, right: Any) -> bool:
-    for items, count in ((left, right), (right, left)):
-        if isinstance(items, str | list | tuple) and isinstance(count, int):
-            return len(items) * count > MAX_REPEAT
-    return False
-
-
-def _bounded_range(*args: int) -> range:
-    items = range(*args)
-    if len(items) > MAX_RANGE:
-        raise SecurityError(f"range of more than {MAX_RANGE} items")
-    return items
-
-
-def _environment() -> _Sandbox:
-    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    env.globals = {"range": _bounded_range}
-    for name in _UNSAFE_FILTERS:
-        env.filters.pop(name, None)
-    return env
-
-
-_ENV = _environment()
-
-
 def check_template(source: str, sample: Mapping[str, Any]) -> None:
     """Raises TemplateRefused (a ValueError) when ``source`` is longer than
     ``MAX_TEMPLATE``, does not parse, uses a refused construct or fails to render with
@@ -117,7 +64,7 @@ def check_template(source: str, sample: Mapping[str, Any]) -> None:
     if len(source) > MAX_TEMPLATE:
         raise TemplateRefused(f"template: at most {MAX_TEMPLATE} characters ({len(source)})")
     try:
-        _check_structure(_ENV.parse(source))
+        _check_structure(ENV.parse(source))
         render(source, sample)
     except TemplateFailed as error:
         raise TemplateRefused(f"template: {error}") from None
@@ -127,26 +74,27 @@ def check_template(source: str, sample: Mapping[str, Any]) -> None:
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     """``source`` rendered with ``context``, at most ``MAX_OUTPUT`` characters (longer
-    output is cut and ends with "…"). Raises TemplateFailed with the reason."""
+    output is cut and ends with "…"). Raises TemplateFailed with the reason (a blank
+    message included: an alert must say something)."""
+    text = _generate(source, context)
+    if not text.strip():
+        raise TemplateFailed("the template gave no text (leave it out for the default message)")
+    return text
+
+
+def _generate(source: str, context: Mapping[str, Any]) -> str:
+    out: list[str] = []
+    size = 0
     try:
-        template = _compiled(source)
-        out: list[str] = []
-        size = 0
-        for chunk in template.generate(**context):
-            out.append(chunk)
-            size += len(chunk)
-            if size > MAX_OUTPUT:
-                return "".join(out)[: MAX_OUTPUT - 1] + "…"
+        with work_budget():
+            for chunk in compiled(source).generate(**context):
+                out.append(chunk)
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    return "".join(out)[: MAX_OUTPUT - 1] + "…"
         return "".join(out)
-    except (TemplateError, ArithmeticError, ValueError, TypeError, LookupError) as error:
+    except Exception as error:  # a filter fed the wrong type raises anything (AttributeError…)
         raise TemplateFailed(_reason(error)) from None
-    except RecursionError:
-        raise TemplateFailed("recursion too deep") from None
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(source: str) -> Template:
-    return _ENV.from_string(source)
 
 
 def _check_structure(tree: nodes.Template) -> None:
@@ -155,6 +103,8 @@ def _check_structure(tree: nodes.Template) -> None:
         raise TemplateFailed(f"{type(node).__name__.lower()} is not allowed in a template")
     if _loop_depth(tree) > MAX_LOOP_DEPTH:
         raise TemplateFailed(f"loops nested more than {MAX_LOOP_DEPTH} deep")
+    if any(loop.recursive for loop in tree.find_all(nodes.For)):
+        raise TemplateFailed("recursive loops are not allowed in a template")
 
 
 def _loop_depth(node: nodes.Node) -> int:

@@ -14,7 +14,6 @@ the breaker will let a probe through, without counting an attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from app.backends.errors import TierUnavailable
+from app.backends.tasks import cancel_and_wait
 from app.resilience.breaker import BreakerConfig, BreakerOpen, CircuitBreaker
 from app.services.alerts.delivery import Delivery
 from app.services.alerts.delivery_errors import DeliveryFailed
@@ -133,11 +133,10 @@ class OutboxWorker:
     async def stop(self) -> None:
         """Cancels the loop; a send in flight is abandoned and retried after its claim's
         visibility timeout (by this process's successor or another leader)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # cancelled again until it ends: a cancellation can be lost inside the Redis
+        # client's time-outs (Python 3.11's wait_for), which left this loop running
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def run(self, release_claims: bool = False) -> None:
         """Forever: sends what is due, then waits ``poll_seconds`` when nothing was.

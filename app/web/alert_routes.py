@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_querystring, validate_request
@@ -28,7 +27,7 @@ from app.state import service_state
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
-from app.web.responses import view_response
+from app.web.responses import no_store_json, store_down, view_response
 
 alerts = Blueprint("alerts", __name__)
 
@@ -50,27 +49,13 @@ class RuleQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
 
 
-def _json(body: dict, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 def _shown_id(text: str) -> str:
     """An id as a message may repeat it: at most 40 characters (ids are 12)."""
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
 def _store_down(error: Exception) -> Response:
-    return json_error(
-        503,
-        "alert_store_unavailable",
-        f"alerts cannot be read or saved right now, nothing was changed ({error})",
-        headers={"Retry-After": "5"},
-    )
+    return store_down("alert_store_unavailable", "alerts", str(error))
 
 
 @alerts.get("/api/alerts/rules")
@@ -85,7 +70,7 @@ async def list_rules(query_args: RuleQuery) -> Response:
     except STORE_ERRORS as error:
         return _store_down(error)
     page = rules[query_args.offset : query_args.offset + query_args.limit]
-    return _json(
+    return no_store_json(
         {
             "rules": [service_state().alerts.public_rule(rule) for rule in page],
             "total": len(rules),
@@ -116,7 +101,7 @@ async def create_rule(data: RuleInput) -> Response:
         return json_error(409, "too_many_rules", str(error), max_rules=error.max_rules)
     except STORE_ERRORS as error:
         return _store_down(error)
-    return _json({"rule": state.alerts.public_rule(rule)}, status=201)
+    return no_store_json({"rule": state.alerts.public_rule(rule)}, status=201)
 
 
 @alerts.delete("/api/alerts/rules/<rule_id>")
@@ -132,7 +117,7 @@ async def delete_rule(rule_id: str) -> Response:
         return _store_down(error)
     if not deleted:
         return json_error(404, "unknown_rule", f"no rule {_shown_id(rule_id)}")
-    return _json({"deleted": rule_id})
+    return no_store_json({"deleted": rule_id})
 
 
 @alerts.get("/api/alerts")
@@ -171,7 +156,7 @@ async def alert_deliveries(alert_id: str) -> Response:
         return _store_down(error)
     if alert is None:
         return json_error(404, "unknown_alert", f"no alert {_shown_id(alert_id)}")
-    return _json({"alert_id": alert_id, "deliveries": found})
+    return no_store_json({"alert_id": alert_id, "deliveries": found})
 
 
 @alerts.post("/api/alerts/<alert_id>/ack")
@@ -209,7 +194,7 @@ async def _set_status(alert_id: str, status: str) -> Response:
         return _store_down(error)
     if alert is None:
         return json_error(404, "unknown_alert", f"no alert {_shown_id(alert_id)}")
-    return _json({"alert": alert.to_dict()})
+    return no_store_json({"alert": alert.to_dict()})
 
 
 async def _impossible_move(alert_id: str, error: ValueError) -> Response:

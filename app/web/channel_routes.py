@@ -8,7 +8,6 @@ written answers 503 and changes nothing. The test endpoint sends one message now
 
 from __future__ import annotations
 
-import orjson
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_request
 
@@ -23,19 +22,11 @@ from app.web import channel_schemas as docs
 from app.web import schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
+from app.web.responses import no_store_json, store_down
 
 channels = Blueprint("channels", __name__)
 
 STORE_ERRORS = (TierUnavailable, OSError)
-
-
-def _json(body: dict, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _service() -> ChannelService:
@@ -45,12 +36,7 @@ def _service() -> ChannelService:
 
 
 def _store_down(error: Exception) -> Response:
-    return json_error(
-        503,
-        "channel_store_unavailable",
-        f"channels cannot be read or saved right now, nothing was changed ({type(error).__name__})",
-        headers={"Retry-After": "5"},
-    )
+    return store_down("channel_store_unavailable", "channels", type(error).__name__)
 
 
 def _unknown(channel_id: str) -> Response:
@@ -69,7 +55,7 @@ async def list_channels() -> Response:
         found = await _service().list_channels()
     except STORE_ERRORS as error:
         return _store_down(error)
-    return _json({"channels": [c.public_dict() for c in found], "total": len(found)})
+    return no_store_json({"channels": [c.public_dict() for c in found], "total": len(found)})
 
 
 @channels.post("/api/alerts/channels")
@@ -92,7 +78,7 @@ async def create_channel(data: ChannelInput) -> Response:
         return json_error(409, "too_many_channels", str(error), max_channels=error.max_channels)
     except STORE_ERRORS as error:
         return _store_down(error)
-    return _json({"channel": channel.public_dict()}, status=201)
+    return no_store_json({"channel": channel.public_dict()}, status=201)
 
 
 @channels.delete("/api/alerts/channels/<channel_id>")
@@ -118,7 +104,7 @@ async def delete_channel(channel_id: str) -> Response:
         return _store_down(error)
     if not deleted:
         return _unknown(channel_id)
-    return _json({"deleted": channel_id})
+    return no_store_json({"deleted": channel_id})
 
 
 @channels.post("/api/alerts/channels/<channel_id>/test")
@@ -141,5 +127,5 @@ async def test_channel(channel_id: str) -> Response:
         await _service().send_test(channel)
     except DeliveryFailed as failure:
         body = {"delivered": False, "reason": failure.reason, "retryable": failure.retryable}
-        return _json(body, status=502)
-    return _json({"delivered": True})
+        return no_store_json(body, status=502)
+    return no_store_json({"delivered": True})

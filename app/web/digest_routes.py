@@ -7,7 +7,6 @@ naming the first unknown one)."""
 
 from __future__ import annotations
 
-import orjson
 from quart import Blueprint, Response
 from quart_schema import document_response, tag, validate_request
 
@@ -18,26 +17,13 @@ from app.state import service_state
 from app.web import digest_schemas, schemas
 from app.web.auth import require_api_token
 from app.web.errors import json_error
+from app.web.responses import no_store_json, store_down
 
 STORE_ERRORS = (TierUnavailable, OSError)
 
 
-def _json(body: dict, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 def _store_down(error: Exception) -> Response:
-    return json_error(
-        503,
-        "digest_store_unavailable",
-        f"digests cannot be read or saved right now, nothing was changed ({error})",
-        headers={"Retry-After": "5"},
-    )
+    return store_down("digest_store_unavailable", "digests", str(error))
 
 
 async def _missing_channels(channel_ids: list[str]) -> list[str]:
@@ -63,7 +49,7 @@ def digest_blueprint(store: DigestStore) -> Blueprint:
             return _store_down(error)
         now_ms = service_state().now_ms()
         shown = [digest.public(now_ms) for digest in stored]
-        return _json({"digests": shown, "max_digests": store.max_digests})
+        return no_store_json({"digests": shown, "max_digests": store.max_digests})
 
     @digests.post("/api/alerts/digests")
     @tag(["alerts"])
@@ -90,7 +76,7 @@ def digest_blueprint(store: DigestStore) -> Blueprint:
             return json_error(409, "too_many_digests", str(error), max_digests=error.max_digests)
         except STORE_ERRORS as error:
             return _store_down(error)
-        return _json({"digest": digest.public(now_ms)}, status=201)
+        return no_store_json({"digest": digest.public(now_ms)}, status=201)
 
     @digests.delete("/api/alerts/digests/<digest_id>")
     @tag(["alerts"])
@@ -106,6 +92,6 @@ def digest_blueprint(store: DigestStore) -> Blueprint:
         if not deleted:
             shown = digest_id if len(digest_id) <= 40 else digest_id[:40] + "…"
             return json_error(404, "unknown_digest", f"no digest {shown!r}")
-        return _json({"deleted": digest_id})
+        return no_store_json({"deleted": digest_id})
 
     return digests

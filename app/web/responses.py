@@ -99,3 +99,25 @@ def data_unavailable(state: ServiceState, reason: str | None = None) -> Response
         headers={"Retry-After": str(retry)},
         retry_after_seconds=retry,
     )
+
+
+def no_store_json(body: dict, status: int = 200) -> Response:
+    """``body`` as JSON with ``status``, never cached (the answers of writes and of
+    the stores' own lists)."""
+    return Response(
+        orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def store_down(code: str, what: str, cause: str) -> Response:
+    """503 ``code``: ``what`` cannot be read or saved now, nothing changed (``cause``:
+    the error's words, never a secret); retry in 5 s."""
+    return json_error(
+        503,
+        code,
+        f"{what} cannot be read or saved right now, nothing was changed ({cause})",
+        headers={"Retry-After": "5"},
+    )

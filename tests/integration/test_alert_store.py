@@ -332,13 +332,13 @@ async def test_concurrent_adds_cannot_pass_the_cap(open_store: StoreFactory) -> 
 def count_file_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes of every file the file store writes from now on (the writes still happen)."""
     writes: list[int] = []
-    real = alert_store._write_atomically
+    real = alert_store.write_atomically
 
     def counted(path, data: bytes) -> None:
         writes.append(len(data))
         real(path, data)
 
-    monkeypatch.setattr(alert_store, "_write_atomically", counted)
+    monkeypatch.setattr(alert_store, "write_atomically", counted)
     return writes
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
 from app.services.alerts.channels import MAX_CHANNELS, Channel
+from app.services.alerts.store import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +152,7 @@ class FileChannelStore:
         """Writes, then adopts ``channels``: a failed write (OSError) changes nothing."""
         stored = [c.to_stored() for c in channels.values()]
         data = orjson.dumps({"version": 1, "channels": stored})
-        await asyncio.to_thread(write_privately, self.path, data)
+        await asyncio.to_thread(functools.partial(write_atomically, self.path, data, private=True))
         self._channels, self._mark = channels, self._file_mark()
 
     async def add_channel(self, channel: Channel, max_channels: int = MAX_CHANNELS) -> None:
@@ -178,23 +180,3 @@ class FileChannelStore:
                 return False
             await self._write({k: v for k, v in self._channels.items() if k != channel_id})
             return True
-
-
-def write_privately(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically (temp file, fsync, rename, directory fsync),
-    the file readable and writable by its owner only (0600: it holds secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)  # an older temp file may have other bits
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

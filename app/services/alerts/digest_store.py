@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
 from app.services.alerts.digests import MAX_DIGESTS, Digest
-from app.services.alerts.store import _write_atomically
+from app.services.alerts.store import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class FileDigestStore:
         return data
 
     async def _write(self, path: Path, data: dict[str, Any]) -> None:
-        await asyncio.to_thread(_write_atomically, path, orjson.dumps(data))
+        await asyncio.to_thread(write_atomically, path, orjson.dumps(data))
 
     async def add_digest(self, digest: Digest) -> None:
         async with self._lock:

@@ -15,7 +15,7 @@ import orjson
 
 from app.services.alerts.delivery import PENDING, Delivery
 from app.services.alerts.outbox_store import full
-from app.services.alerts.store import _write_atomically
+from app.services.alerts.store import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class FileOutboxStore:
 
     async def _write(self, records: dict[str, Delivery]) -> None:
         data = orjson.dumps({"version": 1, "deliveries": [d.to_dict() for d in records.values()]})
-        await asyncio.to_thread(_write_atomically, self.path, data)
+        await asyncio.to_thread(write_atomically, self.path, data)
         self._records, self._seen = records, self._stat()
 
     async def add(self, deliveries: Sequence[Delivery], now_ms: int) -> list[Delivery]:

@@ -356,7 +356,7 @@ class FileAlertStore:
                 "engine_state": engine,
             }
         )
-        await asyncio.to_thread(_write_atomically, self.path, data)
+        await asyncio.to_thread(write_atomically, self.path, data)
         self._rules, self._alerts, self._engine = rules, alerts, engine
 
     async def add_rule(self, rule: AlertRule, max_rules: int | None = None) -> None:
@@ -453,10 +453,16 @@ def _order(alert: Alert) -> tuple[int, str]:
     return alert.created_at_ms, alert.id
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Writes ``data`` to ``path`` atomically (temp file, fsync, rename, directory fsync);
+    ``private``: the file readable and writable by its owner only (0600: it holds
+    secrets). Raises OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    with os.fdopen(fd, "wb") as f:
+        if private:
+            os.fchmod(f.fileno(), 0o600)  # an older temp file may have other bits
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -242,6 +242,7 @@ async def test_nothing_is_lost_across_a_restart_of_the_file_outbox(
         await first.outbox.enqueue(alert, (), receiver.url())
     assert await first.worker.run_once() == 3  # all refused: nothing listens
     await first.close()
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds the webhooks' URLs
 
     second = Deliveries(FileOutboxStore(path), clock)
     for alert in alerts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -64,7 +65,8 @@ class FileOutboxStore:
 
     async def _write(self, records: dict[str, Delivery]) -> None:
         data = orjson.dumps({"version": 1, "deliveries": [d.to_dict() for d in records.values()]})
-        await asyncio.to_thread(write_atomically, self.path, data)
+        # private: a rule's webhook delivery holds its URL (a secret)
+        await asyncio.to_thread(functools.partial(write_atomically, self.path, data, private=True))
         self._records, self._seen = records, self._stat()
 
     async def add(self, deliveries: Sequence[Delivery], now_ms: int) -> list[Delivery]:

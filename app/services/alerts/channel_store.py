@@ -15,11 +15,9 @@ write that fails raises OSError and changes nothing. Both refuse a channel beyon
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +27,7 @@ from redis.asyncio import Redis
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
 from app.services.alerts.channels import MAX_CHANNELS, Channel
-from app.services.alerts.store import write_atomically
+from app.services.alerts.files import FileMark, file_mark, set_aside, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -111,24 +109,17 @@ class FileChannelStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._channels: dict[str, Channel] = {}
-        self._mark: tuple[int, int, int] | None = None
+        self._mark: FileMark | None = None
         self._lock = asyncio.Lock()
         self._load()
 
-    def _file_mark(self) -> tuple[int, int, int] | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
     def _refresh(self) -> None:
         """Reads the file again when another process (or a restore) changed it."""
-        if self._file_mark() != self._mark:
+        if file_mark(self.path) != self._mark:
             self._load()
 
     def _load(self) -> None:
-        self._mark = self._file_mark()
+        self._mark = file_mark(self.path)
         self._channels = {}
         if self._mark is None:
             return
@@ -136,9 +127,7 @@ class FileChannelStore:
             data = orjson.loads(self.path.read_bytes())
             channels = [Channel.from_stored(c) for c in data["channels"]]
         except Exception as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
-            with contextlib.suppress(OSError):
-                self.path.replace(aside)
+            aside = set_aside(self.path)
             log.warning(
                 "channel store %s is unreadable (%s); moved to %s, starting empty",
                 self.path,
@@ -153,7 +142,7 @@ class FileChannelStore:
         stored = [c.to_stored() for c in channels.values()]
         data = orjson.dumps({"version": 1, "channels": stored})
         await asyncio.to_thread(functools.partial(write_atomically, self.path, data, private=True))
-        self._channels, self._mark = channels, self._file_mark()
+        self._channels, self._mark = channels, file_mark(self.path)
 
     async def add_channel(self, channel: Channel, max_channels: int = MAX_CHANNELS) -> None:
         """Stores ``channel``; TooManyChannels (nothing stored) at the cap."""

@@ -18,10 +18,8 @@ At most ``MAX_DIGESTS`` digests: ``TooManyDigests`` beyond, nothing stored. Redi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +29,7 @@ from redis.asyncio import Redis
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
 from app.services.alerts.digests import MAX_DIGESTS, Digest
-from app.services.alerts.store import write_atomically
+from app.services.alerts.files import FileMark, file_mark, set_aside, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +141,11 @@ class FileDigestStore:
         self.sent_path = Path(directory) / "digests-sent.json"
         self.max_digests = max_digests
         self._lock = asyncio.Lock()
-        self._cache: dict[Path, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+        self._cache: dict[Path, tuple[FileMark | None, dict[str, Any]]] = {}
 
     def _read(self, path: Path) -> dict[str, Any]:
         """The file's object, read again only when its inode, size or mtime changed."""
-        try:
-            stat = path.stat()
-            mark: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        except FileNotFoundError:
-            mark = None
+        mark = file_mark(path)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == mark:
             return cached[1]
@@ -205,9 +199,7 @@ def _load(path: Path) -> dict[str, Any]:
             raise ValueError("not a JSON object")
         return data
     except (OSError, ValueError) as error:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time() * 1000)}")
-        with contextlib.suppress(OSError):
-            path.replace(aside)
+        aside = set_aside(path)
         log.warning("digest file %s is unreadable (%s); moved to %s", path, error, aside)
         return {}
 

@@ -4,19 +4,17 @@ without Redis (one process delivers: the collector, or the embedded service)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
 from app.services.alerts.delivery import PENDING, Delivery
+from app.services.alerts.files import FileMark, file_mark, set_aside, write_atomically
 from app.services.alerts.outbox_store import full
-from app.services.alerts.store import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +35,19 @@ class FileOutboxStore:
         self.max_pending, self.max_finished = max_pending, max_finished
         self._records: dict[str, Delivery] = {}
         self._claimed: dict[str, int] = {}  # key → claimed until (ms)
-        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of what was read
+        self._seen: FileMark | None = None  # of the file as it was read
         self._lock = asyncio.Lock()
         self._refresh()
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
     def _refresh(self) -> None:
-        seen = self._stat()
+        seen = file_mark(self.path)
         if seen is None or seen == self._seen:
             return
         try:
             data = orjson.loads(self.path.read_bytes())
             self._records = {d.key: d for d in map(Delivery.from_dict, data["deliveries"])}
         except Exception as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
-            with contextlib.suppress(OSError):
-                self.path.replace(aside)
+            aside = set_aside(self.path)
             log.warning("outbox %s is unreadable (%s); moved to %s", self.path, exc, aside)
             self._records, seen = {}, None
         self._seen = seen
@@ -67,7 +56,7 @@ class FileOutboxStore:
         data = orjson.dumps({"version": 1, "deliveries": [d.to_dict() for d in records.values()]})
         # private: a rule's webhook delivery holds its URL (a secret)
         await asyncio.to_thread(functools.partial(write_atomically, self.path, data, private=True))
-        self._records, self._seen = records, self._stat()
+        self._records, self._seen = records, file_mark(self.path)
 
     async def add(self, deliveries: Sequence[Delivery], now_ms: int) -> list[Delivery]:
         async with self._lock:

@@ -22,10 +22,8 @@ Every call goes through the ``RedisGuard``: Redis down → ``TierUnavailable``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -37,6 +35,7 @@ from redis.exceptions import WatchError
 from app.backends.guard import RedisGuard
 from app.backends.keyspace import Keyspace
 from app.market.models.symbols import canonical_symbol
+from app.services.alerts.files import set_aside, write_atomically
 from app.services.alerts.rules import LEVELS, STATUSES, Alert, AlertRule
 
 log = logging.getLogger(__name__)
@@ -328,9 +327,7 @@ class FileAlertStore:
             if not isinstance(engine, dict):
                 raise ValueError("engine_state is not an object")
         except Exception as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time() * 1000)}")
-            with contextlib.suppress(OSError):
-                self.path.replace(aside)
+            aside = set_aside(self.path)
             log.warning(
                 "alert store %s is unreadable (%s); moved to %s, starting empty",
                 self.path,
@@ -451,25 +448,3 @@ def _trimmed(alerts: dict[str, Alert], max_alerts: int) -> dict[str, Alert]:
 
 def _order(alert: Alert) -> tuple[int, str]:
     return alert.created_at_ms, alert.id
-
-
-def write_atomically(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Writes ``data`` to ``path`` atomically (temp file, fsync, rename, directory fsync);
-    ``private``: the file readable and writable by its owner only (0600: it holds
-    secrets). Raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
-    with os.fdopen(fd, "wb") as f:
-        if private:
-            os.fchmod(f.fileno(), 0o600)  # an older temp file may have other bits
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

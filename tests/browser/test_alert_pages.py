@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
@@ -41,17 +39,6 @@ async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
         yield app
 
 
-async def api(served: ServedApp, method: str, path: str, body: Any = None) -> dict:
-    """Another device's request (the API token, real HTTP)."""
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, served.base + path, json=body, headers=headers) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return await response.json()
-
-
 async def fire(served: ServedApp, *symbols: str, fraction: float = 0.5) -> list[dict]:
     """One critical rule per symbol that fires on the next snapshot; the new alerts."""
     before = {a.id for a in (await served.state.alerts.store.list_alerts(limit=200))[0]}
@@ -64,7 +51,7 @@ async def fire(served: ServedApp, *symbols: str, fraction: float = 0.5) -> list[
             "level": "critical",
             "title": f"{symbol} above {fraction:g}",
         }
-        await api(served, "POST", "/api/alerts/rules", rule)
+        await served.api("POST", "/api/alerts/rules", rule)
     await served.next_snapshot()
     alerts, _ = await served.state.alerts.store.list_alerts(limit=200)
     new = [a.to_dict() for a in alerts if a.id not in before]
@@ -182,7 +169,7 @@ async def test_an_acknowledgement_reaches_every_page_and_a_phone_opened_later(
     # another device), then presses Acknowledge: the 409 shows the current status.
     await wait_status(two, second["id"], "pending")
     muted["alerts"] = True
-    await api(served, "POST", f"/api/alerts/{second['id']}/ack")
+    await served.api("POST", f"/api/alerts/{second['id']}/ack")
     await wait_status(one, second["id"], "acknowledged")
     assert (await shown_alerts(two))[second["id"]] == "pending"
     await two.locator(f'#alerts-list li[data-key="{second["id"]}"] button.alert-ack').click()
@@ -241,8 +228,8 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
 
     # While polling: a new alert, an acknowledgement and a resolution, made elsewhere.
     (sol,) = await fire(served, "SOLUSDT")
-    await api(served, "POST", f"/api/alerts/{btc_high['id']}/ack")
-    await api(served, "POST", f"/api/alerts/{eth['id']}/resolve")
+    await served.api("POST", f"/api/alerts/{btc_high['id']}/ack")
+    await served.api("POST", f"/api/alerts/{eth['id']}/resolve")
     for page in (desktop, phone):
         await page.clock.fast_forward(POLL_MS)  # the next poll now, not in up to 2 s
     await wait_status(desktop, sol["id"], "pending")
@@ -259,7 +246,7 @@ async def test_without_websockets_the_pages_poll_every_alert_and_status(
     for page in (desktop, phone):
         await page.clock.fast_forward(BACKOFF_MAX_MS)  # the next reconnect attempt, now
         await wait_connection(page, "live", RECONNECT_WAIT_MS)
-    await api(served, "POST", f"/api/alerts/{sol['id']}/ack")
+    await served.api("POST", f"/api/alerts/{sol['id']}/ack")
     (later,) = await fire(served, "ETHUSDT", fraction=0.25)
     await wait_status(desktop, sol["id"], "acknowledged")
     await wait_status(desktop, later["id"], "pending")

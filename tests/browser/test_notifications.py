@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
@@ -52,16 +50,6 @@ async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
         yield app
 
 
-async def api(served: ServedApp, method: str, path: str, body: Any = None) -> dict:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, served.base + path, json=body, headers=headers) as response,
-    ):
-        assert response.status < 300, await response.text()
-        return await response.json()
-
-
 async def fire(served: ServedApp, symbol: str, level: str) -> dict:
     """A rule of ``level`` on ``symbol`` that fires on the next snapshot; its alert."""
     before = {a.id for a in (await served.state.alerts.store.list_alerts(limit=200))[0]}
@@ -73,7 +61,7 @@ async def fire(served: ServedApp, symbol: str, level: str) -> dict:
         "level": level,
         "title": f"{symbol} {level} test",
     }
-    await api(served, "POST", "/api/alerts/rules", rule)
+    await served.api("POST", "/api/alerts/rules", rule)
     await served.next_snapshot()
     alerts, _ = await served.state.alerts.store.list_alerts(limit=200)
     (new,) = [a.to_dict() for a in alerts if a.id not in before]
@@ -172,7 +160,7 @@ async def test_a_critical_alert_is_notified_once_and_nothing_else(
     await page.reload()  # the pending critical alert, replayed on connect, is not new
     await wait_live(page)
     await wait_status(page, critical["id"], "pending")
-    await api(served, "POST", f"/api/alerts/{critical['id']}/ack")
+    await served.api("POST", f"/api/alerts/{critical['id']}/ack")
     await wait_status(page, critical["id"], "acknowledged")
     assert await notifications(page) == []  # nor its status change
     assert problems.messages == []

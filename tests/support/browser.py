@@ -14,7 +14,9 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
@@ -93,10 +95,22 @@ class ServedApp:
     app: Quart
     market: CountingMarket
     clock: ManualClock
+    token: str | None = None  # VIRTUOSO_API_TOKEN, when the app was given one
 
     @property
     def state(self) -> ServiceState:
         return self.app.extensions[EXTENSION]
+
+    async def api(self, method: str, path: str, body: Any = None) -> dict:
+        """Another device's request over real HTTP, with the API token: the JSON answer
+        (the test fails on a status of 300 or more)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.base + path, json=body, headers=headers) as response,
+        ):
+            assert response.status < 300, await response.text()
+            return await response.json()
 
     async def next_snapshot(self, seconds: float = 60.0) -> Snapshot | None:
         """Moves the market on and publishes a snapshot now (as the refresh loop would)."""
@@ -135,7 +149,8 @@ async def served_app(**environ: str) -> AsyncIterator[ServedApp]:
     market = CountingMarket(clock)
     app = create_app(make_settings(**environ), source=market, clock=clock)
     async with serve_app(app, graceful_timeout=PAGE_GRACE_SECONDS) as ws_base:
-        served = ServedApp(ws_base.replace("ws://", "http://"), app, market, clock)
+        base = ws_base.replace("ws://", "http://")
+        served = ServedApp(base, app, market, clock, environ.get("VIRTUOSO_API_TOKEN"))
         await eventually(lambda: served.state.warmed, seconds=30)
         yield served
 

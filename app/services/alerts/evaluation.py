@@ -52,7 +52,9 @@ class AlertEvaluation:
         # The trails' marks are shared like the engine's state: with several replicas,
         # whichever evaluates next reads the candles on from where the last one stopped.
         trails = PriceTrails(await store.load_trail_marks())
-        facts = market_facts(snapshot, analysis, trails)
+        # per-timeframe readings only compound rules compare: not built without one
+        compound = any(rule.kind == "conditions" for rule in rules)
+        facts = market_facts(snapshot, analysis, trails, timeframes=compound)
         before = await store.load_engine_state()
         alerts, state = self.service.engine.evaluate(rules, facts, before)
         if alerts:
@@ -70,10 +72,15 @@ class AlertEvaluation:
 
 
 def market_facts(
-    snapshot: Snapshot, analysis: Analysis, trails: PriceTrails | None = None
+    snapshot: Snapshot,
+    analysis: Analysis,
+    trails: PriceTrails | None = None,
+    *,
+    timeframes: bool = True,
 ) -> list[MarketFacts]:
     """One ``MarketFacts`` per priced symbol; with ``trails``, each carries the 1m-candle
-    prices seen since the previous call (and the trails move on). A symbol without
+    prices seen since the previous call (and the trails move on); with ``timeframes``,
+    its readings per timeframe (else none: no rule compares them). A symbol without
     derivatives (``snapshot.derivatives`` has none for it) has None for them."""
     facts = []
     if trails is not None:
@@ -94,7 +101,7 @@ def market_facts(
                 **_derivative_facts(derivatives),
                 components=_component_scores(combined),
                 signal=None if combined is None else combined.signal,
-                timeframes=_timeframe_facts(snapshot, analysis, symbol),
+                timeframes=_timeframe_facts(snapshot, analysis, symbol) if timeframes else {},
             )
         )
     return facts

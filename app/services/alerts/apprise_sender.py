@@ -72,18 +72,13 @@ async def check_hosts(
     """Checks each of ``target.hosts`` against ``policy``: numeric hosts as written,
     names by the addresses they resolve to now. Raises DestinationRefused (a name that
     cannot be resolved in ``timeout_seconds`` included, with ``internal=False``)."""
+
+    async def bounded(host: str, port: int) -> list[str]:
+        async with asyncio.timeout(timeout_seconds):
+            return await lookup(host, port)
+
     for host in target.hosts:
-        if policy.check_literal(host):
-            continue
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                addresses = await lookup(host, 0)
-        except (OSError, TimeoutError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__
-            raise DestinationRefused(
-                host, f"{host} cannot be resolved ({reason})", internal=False
-            ) from None
-        policy.check_resolved(host, addresses)
+        await policy.check_host(host, 0, bounded)
 
 
 async def send(

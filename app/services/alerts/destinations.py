@@ -251,21 +251,25 @@ class DestinationPolicy:
             if reason is not None:
                 raise DestinationRefused(host, f"{host} resolves to {text}, {reason}")
 
-    async def check_url(self, url: str, resolve: Resolve) -> None:
-        """The whole check of a webhook URL at rule creation: scheme, host spelling,
-        then the addresses ``resolve`` gives. Raises DestinationRefused (resolution
-        failures included: a destination that does not resolve cannot be checked)."""
-        parsed = parse_webhook_url(url)
-        host = parsed.raw_host or ""
+    async def check_host(self, host: str, port: int, resolve: Resolve) -> None:
+        """One host a connection would go to: its spelling when numeric (or
+        ``localhost``), else every address ``resolve`` gives now. Raises
+        DestinationRefused (a host that cannot be resolved too: it cannot be checked)."""
         if self.check_literal(host):
             return
         try:
-            addresses = await resolve(host, parsed.port or 0)
-        except OSError as error:
+            addresses = await resolve(host, port)
+        except OSError as error:  # TimeoutError included
             reason = error.strerror or type(error).__name__
             message = f"{host} cannot be resolved ({reason})"
             raise DestinationRefused(host, message, internal=False) from None
         self.check_resolved(host, addresses)
+
+    async def check_url(self, url: str, resolve: Resolve) -> None:
+        """The whole check of a webhook URL: scheme, host spelling, then the addresses
+        ``resolve`` gives. Raises DestinationRefused."""
+        parsed = parse_webhook_url(url)
+        await self.check_host(parsed.raw_host or "", parsed.port or 0, resolve)
 
 
 def parse_webhook_url(url: str) -> yarl.URL:

@@ -26,18 +26,6 @@ DigestSink = Callable[[Sequence[str], str, str, str], Awaitable[None]]
 to say it was not taken (the slot stays due and is handed on again next snapshot)."""
 
 
-class LoggedDigests:
-    """The default sink until the delivery outbox takes digests: logs each digest (its
-    title, channels and key, not its body) and counts them (``handed``)."""
-
-    def __init__(self) -> None:
-        self.handed = 0
-
-    async def __call__(self, channels: Sequence[str], title: str, body: str, key: str) -> None:
-        self.handed += 1
-        log.info("digest %r due for channels %s (key %s)", title, ", ".join(channels), key)
-
-
 class DigestScheduler:
     """The pipeline's snapshot listener that sends due digests. ``clock``: epoch seconds;
     ``count``: gainers and losers each. ``sent``: slots handed on; ``failed``: slots the

@@ -196,9 +196,8 @@ class AlertService:
             rule = by_id.get(alert.rule_id)
             if rule is None:
                 continue
-            channels = tuple(getattr(rule, "channels", None) or ())
-            if channels or rule.webhook_url:
-                await self.outbox.enqueue(alert, channels, rule.webhook_url)
+            if rule.channels or rule.webhook_url:
+                await self.outbox.enqueue(alert, rule.channels, rule.webhook_url)
 
     async def deliveries_of(self, alert_id: str) -> list[dict]:
         """Where each delivery of the alert stands (``Outbox.deliveries_of``). Raises

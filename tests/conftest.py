@@ -145,8 +145,8 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
 # this order, and a long module started last would be the run's tail.
 LONGEST_FIRST = (
     "integration/test_collector_split.py",  # ~72 s
-    "browser/test_rule_form.py",  # ~44 s
-    "browser/test_rule_form_limits.py",
+    "browser/rule_form/test_rule_form.py",  # ~44 s
+    "browser/rule_form/test_rule_form_limits.py",
     "integration/test_ws_hostile.py",
     "integration/test_streaming_service.py",
     "integration/test_stack.py",

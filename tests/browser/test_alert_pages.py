@@ -15,7 +15,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute
 
 from tests.conftest import eventually
-from tests.support.browser import PHONE, PageProblems, ServedApp, served_app
+from tests.support.browser import FEW_SYMBOLS, PHONE, PageProblems, ServedApp, served_app
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -35,6 +35,7 @@ async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
         VIRTUOSO_API_TOKEN=TOKEN,
         VIRTUOSO_DATA_DIR=str(tmp_path),
         VIRTUOSO_REFRESH_SECONDS="2",
+        VIRTUOSO_SYMBOLS=FEW_SYMBOLS,
     ) as app:
         yield app
 

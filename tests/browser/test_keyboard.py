@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Error, Locator, Page, Route, expect
 
 from tests.conftest import eventually
-from tests.support.browser import PHONE, PageProblems, ServedApp, open_page
+from tests.support.browser import PHONE, PageProblems, ServedApp, open_page, served_app
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -30,6 +32,13 @@ CANDLES = "/api/market/candles/"
 NEXT_FRAMES = (
     "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
 )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served() -> AsyncIterator[ServedApp]:
+    """The whole simulated market (25 symbols): the phone page shows its first 20."""
+    async with served_app() as app:
+        yield app
 
 
 async def wait_rows(page: Page, count: int) -> None:

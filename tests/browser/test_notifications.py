@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from tests.support.browser import COUNT_SNAPSHOTS, PageProblems, ServedApp, served_app
+from tests.support.browser import COUNT_SNAPSHOTS, FEW_SYMBOLS, PageProblems, ServedApp, served_app
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -46,7 +46,9 @@ if (NativeNotification) {
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
-    async with served_app(VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+    async with served_app(
+        VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path), VIRTUOSO_SYMBOLS=FEW_SYMBOLS
+    ) as app:
         yield app
 
 

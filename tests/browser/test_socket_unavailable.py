@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page
 
-from tests.support.browser import PHONE, PageProblems, ServedApp, served_app, text_of
+from tests.support.browser import FEW_SYMBOLS, PHONE, PageProblems, ServedApp, served_app, text_of
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -40,7 +40,10 @@ window.WebSocket = class {
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
     """Polls every 2 s (the refresh interval); alerts in this test's own directory."""
     async with served_app(
-        VIRTUOSO_API_TOKEN=TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path), VIRTUOSO_REFRESH_SECONDS="2"
+        VIRTUOSO_API_TOKEN=TOKEN,
+        VIRTUOSO_DATA_DIR=str(tmp_path),
+        VIRTUOSO_REFRESH_SECONDS="2",
+        VIRTUOSO_SYMBOLS=FEW_SYMBOLS,
     ) as app:
         yield app
 

@@ -16,7 +16,15 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, Route
 
-from tests.support.browser import PHONE, PageProblems, ServedApp, screenshot, served_app, text_of
+from tests.support.browser import (
+    FEW_SYMBOLS,
+    PHONE,
+    PageProblems,
+    ServedApp,
+    screenshot,
+    served_app,
+    text_of,
+)
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,7 +47,9 @@ CROSSHAIR_AFTER_FRAMES = (
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def served(tmp_path: Path) -> AsyncIterator[ServedApp]:
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path)) as app:
+    async with served_app(
+        VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(tmp_path), VIRTUOSO_SYMBOLS=FEW_SYMBOLS
+    ) as app:
         yield app
 
 

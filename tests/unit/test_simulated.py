@@ -14,8 +14,8 @@ from app.market.simulated_universe import SIMULATED_UNIVERSE
 from app.market.sources.simulated import BTC_ANNUAL_VOL, SimulatedMarket
 from tests.conftest import ManualClock
 
-# These tests are of the history build itself: every market here builds its own.
-pytestmark = pytest.mark.fresh_simulated_history
+# The tests comparing builds build their own history (``fresh_simulated_history``); the
+# others read the properties of one build, remembered per worker (tests/support/markets.py).
 
 SYMBOLS = [asset.symbol for asset in SIMULATED_UNIVERSE]
 
@@ -26,6 +26,7 @@ async def started(seed: int, clock: ManualClock) -> SimulatedMarket:
     return market
 
 
+@pytest.mark.fresh_simulated_history
 async def test_same_seed_and_clock_give_the_same_market(clock: ManualClock) -> None:
     first, second = await started(7, clock), await started(7, ManualClock(clock.now))
     assert await first.fetch_tickers(SYMBOLS) == await second.fetch_tickers(SYMBOLS)
@@ -38,6 +39,7 @@ async def test_same_seed_and_clock_give_the_same_market(clock: ManualClock) -> N
     )
 
 
+@pytest.mark.fresh_simulated_history
 async def test_it_advances_with_the_clock(clock: ManualClock) -> None:
     market = await started(7, clock)
     before = await market.fetch_candles("BTCUSDT", "1m", 5)

@@ -8,37 +8,27 @@ check of what was stored reads GET /api/alerts/rules."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, expect
 
 from app.market.models.confluence_weights import COMPONENTS
 from app.services.alerts.compound import MAX_CONDITIONS, METRICS, NUMERIC, STATES, TIMEFRAMES_OF
 from tests.browser.test_keyboard import unnamed_controls
-from tests.browser.test_rule_form import artifact, preview, rule_form, stored_rules, wait_preview
-from tests.support.browser import PageProblems, ServedApp, served_app, text_of, without_rules
+from tests.support.browser import PageProblems, ServedApp, text_of
+from tests.support.rule_form import (
+    API_TOKEN,
+    WAIT_MS,
+    artifact,
+    preview,
+    rule_form,
+    stored_rules,
+    wait_preview,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-API_TOKEN = "rule-form-test-token"  # the one rule_form gives
-WAIT_MS = 15_000
 RULES = "/api/alerts/rules"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
-    """One app for the module, with the API token and an alert store of its own."""
-    alerts = tmp_path_factory.mktemp("rule-form-compound-alerts")
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def served(served_module: ServedApp) -> ServedApp:
-    """The module's app with no rule of another test stored."""
-    return await without_rules(served_module)
 
 
 def field(page: Page, row: int, name: str) -> Locator:

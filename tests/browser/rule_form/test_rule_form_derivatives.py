@@ -6,38 +6,21 @@ does; and the server's own message shown when it refuses what the page sent."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser
 
-from tests.browser.test_rule_form import (
+from tests.support.browser import PageProblems, ServedApp, text_of
+from tests.support.rule_form import (
+    API_TOKEN,
+    WAIT_MS,
     preview,
     rule_form,
     stored_rules,
     wait_preview,
 )
-from tests.support.browser import PageProblems, ServedApp, served_app, text_of, without_rules
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-API_TOKEN = "rule-form-test-token"  # the one rule_form gives
-WAIT_MS = 15_000
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
-    """One app for the module, with the API token and an alert store of its own."""
-    alerts = tmp_path_factory.mktemp("rule-form-derivatives-alerts")
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def served(served_module: ServedApp) -> ServedApp:
-    """The module's app with no rule of another test stored."""
-    return await without_rules(served_module)
 
 
 async def test_a_funding_rule_is_created_through_the_form(

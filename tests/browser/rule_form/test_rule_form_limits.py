@@ -1,48 +1,32 @@
 """The alert rule form's limits in Chromium are the server's (a hysteresis at the
 server's limit is saved, just above it refused by both), and the rule list shows every
 stored rule (more than one page of the API) and deletes one the first page leaves out.
-Split from test_rule_form.py (whose helpers it uses), so that the two run side by side
-under ``-n``."""
+Split from test_rule_form.py, so that the two run side by side under ``-n``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page
 
 from app.services.alerts.conditions import MAX_HYSTERESIS
-from tests.browser.test_rule_form import (
+from tests.conftest import RATE_LIMITS_OFF
+from tests.support.browser import PageProblems, ServedApp
+from tests.support.rule_form import (
     API_TOKEN,
     DESKTOP,
     WAIT_MS,
     rule_form,
+    rule_form_app,
     stored_rules,
     wait_preview,
 )
-from tests.conftest import RATE_LIMITS_OFF
-from tests.support.browser import PageProblems, ServedApp, served_app, without_rules
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
-    """One app for the module, with the API token and an alert store of its own."""
-    alerts = tmp_path_factory.mktemp("rule-form-limits-alerts")
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def served(served_module: ServedApp) -> ServedApp:
-    """The module's app with no rule of another test stored."""
-    return await without_rules(served_module)
 
 
 # -- the form's limits are the server's; every stored rule is listed --
@@ -119,11 +103,7 @@ async def test_every_stored_rule_is_listed_and_deletable(browser: Browser, tmp_p
     """56 rules (more than the API's default page of 50): the list shows all 56, and one
     the default page leaves out can be deleted from it."""
     problems = PageProblems()
-    async with served_app(
-        VIRTUOSO_API_TOKEN=API_TOKEN,
-        VIRTUOSO_DATA_DIR=str(tmp_path),
-        VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF,
-    ) as served:
+    async with rule_form_app(tmp_path, VIRTUOSO_RATE_LIMITS=RATE_LIMITS_OFF) as served:
         page = await rule_form(browser, served, problems, "en-US")
         titles = [f"rule {n:02d}" for n in range(1, 57)]
         for title in titles:

@@ -6,88 +6,26 @@ was stored reads GET /api/alerts/rules."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 
 from tests.conftest import eventually
-from tests.support.browser import (
-    ARTIFACTS,
-    PageProblems,
-    ServedApp,
-    open_page,
-    served_app,
-    text_of,
-    without_rules,
+from tests.support.browser import PageProblems, ServedApp, text_of
+from tests.support.rule_form import (
+    DESKTOP,
+    WAIT_MS,
+    artifact,
+    preview,
+    rule_form,
+    stored_rules,
+    wait_preview,
 )
 
 # On the session's event loop: the page tests share one Chromium (tests/support/browser.py).
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-
-API_TOKEN = "rule-form-test-token"
-WAIT_MS = 15_000
-DESKTOP = {"width": 1440, "height": 1000}
 NNBSP = "\u202f"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def served_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ServedApp]:
-    """One app for the module, with the API token and an alert store of its own."""
-    alerts = tmp_path_factory.mktemp("rule-form-alerts")
-    async with served_app(VIRTUOSO_API_TOKEN=API_TOKEN, VIRTUOSO_DATA_DIR=str(alerts)) as app:
-        yield app
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def served(served_module: ServedApp) -> ServedApp:
-    """The module's app with no rule of another test stored."""
-    return await without_rules(served_module)
-
-
-async def rule_form(
-    browser: Browser, served: ServedApp, problems: PageProblems, locale: str
-) -> Page:
-    """The desktop page in `locale`, the rule form open and the API token given."""
-    page = await open_page(
-        browser, served.base + "/", problems, viewport=DESKTOP, locale=locale, timezone_id="UTC"
-    )
-    await page.wait_for_selector(
-        "#rule-symbol option[value='BTCUSDT']", state="attached", timeout=WAIT_MS
-    )
-    await page.click(".rules summary")
-    await page.fill("#api-token", API_TOKEN)
-    await page.click("#token-form button[type=submit]")
-    return page
-
-
-def artifact(name: str) -> Path:
-    """A PNG path under the test artifacts directory (kept after the run)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS / f"{name}.png"
-
-
-async def stored_rules(page: Page, served: ServedApp) -> list[dict]:
-    response = await page.request.get(served.base + "/api/alerts/rules")
-    assert response.ok
-    return (await response.json())["rules"]
-
-
-async def preview(page: Page) -> str:
-    return await text_of(page, "#rule-preview")
-
-
-async def wait_preview(page: Page, start: str) -> str:
-    """Until the preview starts with `start`; its text."""
-    await page.wait_for_function(
-        "(start) => document.getElementById('rule-preview').textContent.startsWith(start)",
-        arg=start,
-        timeout=WAIT_MS,
-    )
-    return await preview(page)
 
 
 # (locale, 86459.5 as typed there, as the preview shows it there)

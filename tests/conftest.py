@@ -144,23 +144,27 @@ async def simulated_app(clock: ManualClock) -> AsyncIterator[QuartTestApp]:
 # ``--no-loadscope-reorder``: xdist would otherwise order them by their count of tests) in
 # this order, and a long module started last would be the run's tail.
 LONGEST_FIRST = (
-    "integration/test_collector_split.py",  # ~72 s
-    "browser/rule_form/test_rule_form.py",  # ~44 s
-    "browser/rule_form/test_rule_form_limits.py",
+    "integration/test_collector_split.py",  # ~75 s
+    "browser/rule_form/test_rule_form.py",  # ~26 s
+    "integration/test_faults.py",
+    "integration/test_stack.py",
     "integration/test_ws_hostile.py",
     "integration/test_streaming_service.py",
-    "integration/test_stack.py",
-    "integration/test_faults.py",
-    "integration/test_cache_integration.py",
-    "integration/test_exchange_data_kinds.py",
-    "integration/test_bench_baselines.py",
-    "integration/test_outbox_collector_restart.py",
-    "browser/test_browser.py",
-    "integration/test_monitoring_listener.py",
-    "unit/test_simulated.py",
     "integration/test_server.py",
+    "unit/test_simulated.py",
+    "browser/rule_form/test_rule_form_limits.py",
+    "integration/test_delisting.py",
     "integration/test_prometheus_integration.py",
-    "integration/test_delisting.py",  # ~14 s
+    "browser/test_browser.py",
+    "integration/test_exchange_data_kinds.py",
+    "integration/test_fuzz_negative.py",
+    "integration/test_fuzz_positive.py",
+    "browser/test_keyboard.py",
+    "integration/test_monitoring_listener.py",
+    "integration/test_outbox_collector_restart.py",
+    "integration/test_bench_baselines.py",
+    "integration/test_ticker_stream.py",
+    "integration/test_leader_lease.py",  # ~10 s
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -89,7 +90,9 @@ class CollectorChild:
         while True:
             started = self.clock()
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv, env=self.environ, preexec_fn=_die_with_parent
+                *self.argv,
+                env=self.environ,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
             log.log(
                 logging.DEBUG if self.failures > 1 else logging.INFO,
@@ -136,8 +139,12 @@ class CollectorChild:
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal the child gets when its parent dies
 
 
-def _die_with_parent() -> None:
-    """In the child before it runs: SIGTERM it when the server dies, even by SIGKILL
-    (Linux; elsewhere the child outlives a killed server until stopped by hand)."""
+def _die_with_parent(parent: int) -> None:
+    """In the child before it runs: SIGTERM it when the server (pid ``parent``) dies, even
+    by SIGKILL (Linux; elsewhere the child outlives a killed server until stopped by hand).
+    A server that died between the fork and this call sent no signal (the death signal
+    is armed for later deaths only): the child, already another's, exits here with 1."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)

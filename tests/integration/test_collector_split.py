@@ -10,6 +10,7 @@ over when the leader is killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -285,6 +286,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def stops(what: str, pid: int, seconds: float = WAIT_SECONDS) -> None:
+    """Waits until process ``pid`` is gone; failing that, kills it (a collector left
+    running would write into the next tests' Redis and Memcached) and fails."""
+    try:
+        wait_for(what, lambda: not alive(pid), seconds)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_a_server_keeps_its_collector_child_running_and_stops_it(shared) -> None:
     port = free_port()
     environ = shared | {"VIRTUOSO_COLLECTOR": "child", "VIRTUOSO_BIND": f"127.0.0.1:{port}"}
@@ -311,7 +322,7 @@ def test_a_server_keeps_its_collector_child_running_and_stops_it(shared) -> None
         assert stop(server) == 0
     # stopped with its server: the server waits for it, and the kernel signals it when
     # the server is gone (PR_SET_PDEATHSIG) should the server's own stop be cut short
-    wait_for("the collector child stopped with its server", lambda: not alive(second), 15)
+    stops("the collector child stopped with its server", second, 15)
 
 
 def test_a_killed_servers_collector_child_stops_too(shared) -> None:
@@ -325,7 +336,7 @@ def test_a_killed_servers_collector_child_stops_too(shared) -> None:
     finally:
         server.kill()
         server.wait(timeout=10)
-    wait_for("the orphaned child to stop", lambda: not alive(child))
+    stops("the orphaned child to stop", child)
 
 
 def test_a_killed_servers_child_removes_the_local_channels_socket(tmp_path) -> None:
@@ -348,7 +359,7 @@ def test_a_killed_servers_child_removes_the_local_channels_socket(tmp_path) -> N
     finally:
         server.kill()
         server.wait(timeout=10)
-    wait_for("the orphaned child to stop", lambda: not alive(child))
+    stops("the orphaned child to stop", child)
     assert not socket.exists()
     assert not socket.parent.exists()
 

@@ -62,9 +62,11 @@ export function setText(node, text) {
  * @param {number} direction
  */
 export function flash(node, direction) {
-  node.classList.remove('flash-up', 'flash-down');
-  void node.offsetWidth; // restart the animation
-  node.classList.add(direction > 0 ? 'flash-up' : 'flash-down');
+  // .flash-again alternates between two identical animations (base.css): a flash that
+  // repeats restarts without reading layout (offsetWidth forced one per changed cell).
+  node.classList.toggle('flash-again');
+  node.classList.toggle('flash-up', direction > 0);
+  node.classList.toggle('flash-down', !(direction > 0));
 }
 
 /**

@@ -115,6 +115,52 @@ async def test_desktop_renders_data_and_patches_updates_in_place(
     assert problems.messages == []
 
 
+LONG_FLASHES = """() => {
+    const sheet = document.styleSheets[0];  // the page's own (no inline style: its CSP)
+    const rule = '#symbols-body td { animation-duration: 600s !important; }';
+    sheet.insertRule(rule, sheet.cssRules.length);
+}"""
+# The price cell's running CSS animations, [name, current time in ms], and the page's clock.
+RUNNING_ANIMATIONS = """(cell) => [
+    cell.getAnimations()
+        .filter((a) => a.playState === 'running')
+        .map((a) => [a.animationName, a.currentTime]),
+    performance.now(),
+]"""
+
+
+async def test_a_changed_price_flashes_its_way_and_a_second_change_restarts_it(
+    browser: Browser, served: ServedApp
+) -> None:
+    problems = PageProblems()
+    page = await open_page(browser, served.base + "/", problems)
+    await wait_rows(page, len(served.state.known_symbols))
+    await wait_connection(page, "live")
+    # The flashes last 10 min here, not 1 s: a busy machine's slow round trips then never
+    # see one end before it is looked at.
+    await page.evaluate(LONG_FLASHES)
+    cell = page.locator(BTC_PRICE)
+    first_seen_at, ways = None, []
+    # Changes until two in a row went the same way (the flash class stays the same then):
+    # the seeded market gets there within a few.
+    while len(ways) < 2 or ways[-1] != ways[-2]:
+        assert len(ways) < 12, ways
+        before = served.state.pipeline.latest.tickers["BTCUSDT"].last
+        await served.next_snapshot()
+        after = served.state.pipeline.latest.tickers["BTCUSDT"].last
+        await wait_text(page, BTC_PRICE, price_text(after))
+        way = "flash-up" if after > before else "flash-down"
+        assert way in (await cell.get_attribute("class") or "").split()
+        running, now = await cell.evaluate(RUNNING_ANIMATIONS)
+        [(name, elapsed)] = running  # one flash, in its direction
+        assert name.startswith(way), name
+        if first_seen_at is not None:  # restarted: younger than the previous change's
+            assert elapsed < now - first_seen_at, (elapsed, now - first_seen_at)
+        first_seen_at = now - elapsed
+        ways.append(way)
+    assert problems.messages == []
+
+
 async def test_table_sorts_filters_and_keeps_the_watchlist(
     browser: Browser, served: ServedApp
 ) -> None:

@@ -64,10 +64,19 @@ export function setText(node, text) {
 export function flash(node, direction) {
   // .flash-again alternates between two identical animations (base.css): a flash that
   // repeats restarts without reading layout (offsetWidth forced one per changed cell).
-  node.classList.toggle('flash-again');
+  // Toggled once per frame: a second toggle before the browser styles the node would
+  // put back the animation it is running, and the second change would not flash.
+  if (!restartedThisFrame.has(node)) {
+    if (restartedThisFrame.size === 0) requestAnimationFrame(() => restartedThisFrame.clear());
+    restartedThisFrame.add(node);
+    node.classList.toggle('flash-again');
+  }
   node.classList.toggle('flash-up', direction > 0);
   node.classList.toggle('flash-down', !(direction > 0));
 }
+
+/** Nodes whose flash was restarted since the last frame (see flash). @type {Set<Element>} */
+const restartedThisFrame = new Set();
 
 /**
  * Sets the class among `choices` that matches `value` on `node` (others removed).

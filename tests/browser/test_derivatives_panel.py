@@ -24,6 +24,7 @@ from tests.support.browser import (
     PHONE,
     PageProblems,
     ServedApp,
+    served_app,
     text_of,
 )
 from tests.support.ws_server import serve_app
@@ -35,6 +36,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 WAIT_MS = 20_000
 DESKTOP = {"viewport": {"width": 1440, "height": 1000}}
 DERIVATIVES = "/api/market/derivatives"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served() -> AsyncIterator[ServedApp]:
+    """The whole simulated market (25 symbols): at the tests' instant BTC, ETH and SOL all
+    pay negative funding, while TONUSDT's positive rate shows the positive heat, and the
+    phone payload's budget is measured at its 20 cards."""
+    async with served_app() as app:
+        yield app
 
 
 def fixed(value: float, decimals: int) -> str:

@@ -23,7 +23,7 @@ def test_a_child_whose_server_is_already_gone_ends_before_its_program_runs(
     tmp_path: Path,
 ) -> None:
     ran = tmp_path / "ran"
-    not_its_parent = 1  # init: never this test's process
+    not_its_parent = os.getpid() + 1  # any process but this one (the child's parent)
     child = subprocess.Popen(
         [sys.executable, "-c", f"open({str(ran)!r}, 'w').close()"],
         preexec_fn=functools.partial(_die_with_parent, not_its_parent),

@@ -291,9 +291,10 @@ def stops(what: str, pid: int, seconds: float = WAIT_SECONDS) -> None:
     running would write into the next tests' Redis and Memcached) and fails."""
     try:
         wait_for(what, lambda: not alive(pid), seconds)
-    finally:
+    except AssertionError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        raise
 
 
 def test_a_server_keeps_its_collector_child_running_and_stops_it(shared) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from app.main.supervisor import _die_with_parent
+from tests.support.serve import alive
 
 WAIT_SECONDS = 30.0  # bounds every wait: generous for a busy machine
 
@@ -56,13 +57,6 @@ SERVER = textwrap.dedent(
     time.sleep(120)
     """
 )
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_child_gets_sigterm_when_its_server_is_killed() -> None:

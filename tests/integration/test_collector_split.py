@@ -31,7 +31,7 @@ import redis as redis_sync
 from app.backends.local_channel import connect
 from app.cache.policy import load_policy
 from app.settings import DEFAULT_CACHE_POLICY
-from tests.support.serve import get_json, start_serve, stop, wait_until_ready
+from tests.support.serve import alive, get_json, start_serve, stop, wait_until_ready
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,13 +277,6 @@ def children(pid: int) -> list[int]:
     """The process ids of ``pid``'s children."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def stops(what: str, pid: int, seconds: float = WAIT_SECONDS) -> None:

@@ -170,10 +170,15 @@ async def without_rules(served: ServedApp) -> ServedApp:
     return served
 
 
+def artifact(name: str) -> Path:
+    """A PNG path under the test artifacts directory (kept after the run)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / f"{name}.png"
+
+
 async def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG under the test artifacts directory (kept after the run)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-    path = ARTIFACTS / f"{name}.png"
+    path = artifact(name)
     await page.screenshot(path=str(path), full_page=True)
     return path
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from playwright.async_api import Browser, Page
 
 from tests.support.browser import (
-    ARTIFACTS,
     FEW_SYMBOLS,
     PageProblems,
     ServedApp,
@@ -52,12 +51,6 @@ async def rule_form(
     await page.fill("#api-token", API_TOKEN)
     await page.click("#token-form button[type=submit]")
     return page
-
-
-def artifact(name: str) -> Path:
-    """A PNG path under the test artifacts directory (kept after the run)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    return ARTIFACTS / f"{name}.png"
 
 
 async def stored_rules(page: Page, served: ServedApp) -> list[dict]:

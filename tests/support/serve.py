@@ -66,3 +66,11 @@ def stop(process: subprocess.Popen, grace: float = 15) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
     return process.wait(timeout=10)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (exists and is not a zombie), from /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

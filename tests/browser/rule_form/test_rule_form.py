@@ -11,11 +11,10 @@ import pytest
 from playwright.async_api import Browser
 
 from tests.conftest import eventually
-from tests.support.browser import PageProblems, ServedApp, text_of
+from tests.support.browser import PageProblems, ServedApp, artifact, text_of
 from tests.support.rule_form import (
     DESKTOP,
     WAIT_MS,
-    artifact,
     preview,
     rule_form,
     stored_rules,

@@ -15,11 +15,10 @@ from playwright.async_api import Browser, Locator, Page, expect
 from app.market.models.confluence_weights import COMPONENTS
 from app.services.alerts.compound import MAX_CONDITIONS, METRICS, NUMERIC, STATES, TIMEFRAMES_OF
 from tests.browser.test_keyboard import unnamed_controls
-from tests.support.browser import PageProblems, ServedApp, text_of
+from tests.support.browser import PageProblems, ServedApp, artifact, text_of
 from tests.support.rule_form import (
     API_TOKEN,
     WAIT_MS,
-    artifact,
     preview,
     rule_form,
     stored_rules,

@@ -259,3 +259,79 @@ async def test_a_reconnect_storm_does_not_reset_the_back_off(fake, exchange) -> 
         )
     finally:
         await watching.stop()
+
+
+class HeldTickerStream(TickerStream):
+    """A reader that holds each delivery until ``gate`` is open and for ``pause``
+    seconds more (a slow delivery, as a candle backfill is): a connection closing
+    meanwhile has no watch of the batch to fail. ``holding``: deliveries held now."""
+
+    def __init__(self, *args: Any, pause: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.pause = pause
+        self.holding = 0
+
+    async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
+        await super()._deliver(batch, recovered)
+        if self.gate.is_set() and not self.pause:
+            return  # no yield: what arrives next waits for the next watch, as usual
+        self.holding += 1
+        try:
+            await self.gate.wait()
+            await asyncio.sleep(self.pause)
+        finally:
+            self.holding -= 1
+
+
+def held_stream(exchange: Any, **bounds: Any) -> HeldTickerStream:
+    symbols = {ccxt_symbol(name): name for name in SYMBOLS}
+    pause = bounds.pop("pause", 0.0)
+    return HeldTickerStream(exchange, symbols, batching=Batching(**bounds), pause=pause)
+
+
+async def test_a_connection_dropped_during_a_delivery_fails_that_batch_too(fake, exchange) -> None:
+    """One batch is taking a delivery when the connection drops: the other's pending
+    watch fails at once; ccxt only forgets the connection, and the batch in delivery
+    finds it gone on its next turn: a failure and a reconnect like the other's."""
+    watching = held_stream(exchange, silent_after=1.0, retry=(0.05, 0.4))
+    watching.start()
+    try:
+        await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+        assert (watching.errors, watching.reconnects) == (0, 0)
+        watching.gate.clear()
+        await fake.streams.set_price("BTCUSDT", float(fake.tickers["BTCUSDT"]["lastPrice"]) + 1)
+        await eventually(lambda: watching.holding == 1, BOUND)
+
+        assert await fake.streams.drop_all(abrupt=True) == 1
+        # the other batch failed and dialled anew: a new connection under the same URL
+        await eventually(lambda: fake.streams.connections_opened == 2, BOUND)
+        assert watching.errors == 1
+        watching.gate.set()
+
+        await eventually(lambda: watching.errors == len(watching.batches), BOUND)
+        await moved_in_every_batch(watching, fake, BOUND)
+        assert watching.reconnects == len(watching.batches)
+        assert fake.streams.connections_opened == 2
+    finally:
+        await watching.stop()
+
+
+async def test_a_gateway_hanging_up_between_watches_is_dialled_with_back_off(
+    fake, exchange
+) -> None:
+    """Each connection answers the subscription once and closes while the batches are
+    still taking the delivery, so no watch fails: each batch finds its connection gone
+    on its next turn, counts the failure and backs off to the longest wait instead of
+    dialling again at once."""
+    watching = held_stream(exchange, silent_after=1.0, retry=(0.02, 0.16), pause=0.2)
+    fake.streams.close_after_subscribe = True
+    watching.start()
+    try:
+        await eventually(lambda: watching.errors >= 4 * len(watching.batches), BOUND)
+        await eventually(lambda: all(watching.backoff(b) == 0.16 for b in watching.batches), BOUND)
+    finally:
+        await watching.stop()
+    # one connection per delivery at most: every dial answered once, then failed
+    assert fake.streams.connections_opened <= watching.deliveries + len(watching.batches)

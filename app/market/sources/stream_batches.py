@@ -10,7 +10,12 @@ keys (symbols, or (symbol, timeframe) pairs) are split into batches of at most
 Failures: a watch that raises (a dropped connection, a refused subscription, a reply
 that never came) is counted in ``errors`` and the batch is watched again after a
 jittered exponential back-off; ccxt reconnects on the next watch. One log line per
-failure episode, one when it delivers again (counted in ``reconnects``).
+failure episode, one when it delivers again (counted in ``reconnects``). A connection
+that closes while no watch of a batch is pending (between two watches, or during a
+delivery) fails no watch: ccxt only drops it, and the next watch would dial anew at
+once, so a gateway that answers once and hangs up would be dialled in a tight loop.
+The batch's next turn finds the connection it delivered on gone (``ConnectionLost``)
+and fails, backing off, as if a watch had raised.
 
 Liveness: a stream can go silent while its connection still answers pings; ccxt then
 waits forever without an error. So a batch is live only while it has delivered within
@@ -52,6 +57,10 @@ UNWATCH_TIMEOUT = 5.0
 """Seconds to wait at least for the exchange to acknowledge an unsubscribe."""
 
 K = TypeVar("K", bound=Hashable)
+
+
+class ConnectionLost(NetworkError):
+    """The connection a batch last delivered on closed before its next watch."""
 
 
 def split_batches(keys: Sequence[K], size: int) -> list[tuple[K, ...]]:
@@ -142,6 +151,8 @@ class BatchedStream(Generic[K]):
         self._batch_of: dict[K, tuple[K, ...]] = {k: b for b in self.batches for k in b}
         self._tasks: list[asyncio.Task[None]] = []
         self._delay: dict[tuple[K, ...], float] = {}  # the wait before a failed batch's next watch
+        # the connections open when each batch's last watch returned
+        self._delivered_on: dict[tuple[K, ...], tuple[Any, ...]] = {}
 
     # ----- what a subclass says -------------------------------------------------------
 
@@ -230,6 +241,7 @@ class BatchedStream(Generic[K]):
             if _cancelling():  # a stop that asyncio.wait_for swallowed (Python 3.11 returns
                 raise asyncio.CancelledError  # an awaited result that came with the cancel)
             try:
+                self._check_connection(batch)
                 delivered = await self._turn(batch, failing or stalled)
             except asyncio.CancelledError as cancelled:
                 if _cancelling():
@@ -270,6 +282,7 @@ class BatchedStream(Generic[K]):
         if not await self._watch_within(batch):
             await self._resubscribe(batch, quiet=recovering)
             return False
+        self._delivered_on[batch] = tuple(self._clients().values())
         self.deliveries += 1
         now = self.clock()
         liveness = self.liveness
@@ -286,6 +299,22 @@ class BatchedStream(Generic[K]):
         if stalled:
             await self._resubscribe_keys(stalled)
         return True
+
+    def _clients(self) -> dict[str, Any]:
+        """ccxt's open connections of this reader's exchange, by URL (ccxt removes one
+        from it when it closes or fails)."""
+        return getattr(self.exchange, "clients", None) or {}
+
+    def _check_connection(self, batch: tuple[K, ...]) -> None:
+        """Raise ``ConnectionLost`` when a connection open when ``batch``'s last watch
+        returned is no longer ccxt's (or none was: it closed before this reader resumed).
+        """
+        seen = self._delivered_on.pop(batch, None)
+        if seen is None:
+            return  # no delivery since the last check
+        clients = self._clients()
+        if not seen or any(clients.get(client.url) is not client for client in seen):
+            raise ConnectionLost("the connection closed after the batch's last delivery")
 
     async def _watch_within(self, batch: tuple[K, ...]) -> bool:
         """One watch of ``batch``; False when it brought nothing in ``stall_after``

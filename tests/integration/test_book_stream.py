@@ -194,3 +194,30 @@ async def test_a_forgotten_subscription_is_subscribed_again_from_a_snapshot(
     assert stream.gaps == 0 and stream.resets == 0
     assert fake.streams.connections_opened == 1  # subscribed again on the same connection
     assert fake.streams.subscribed() == {f"orderbook.50.{s}" for s in SYMBOLS.values()}
+
+
+async def test_a_connection_lost_under_a_failing_delivery_is_one_failure(
+    make_stream, fake: FakeBybit
+) -> None:
+    """A gap makes its batch's delivery unsubscribe the topic; the connection drops while
+    that unsubscribe waits, so the delivery fails. That failure is the loss: the batch's
+    next turn does not count it again (one drop, one failure per batch)."""
+    stream = make_stream(unwatch_timeout=10.0)
+    await eventually(lambda: all(stream.in_sync(s) for s in SYMBOLS.values()), BOUND)
+    fake.streams.answer_requests = False  # the unsubscribe waits
+    fake.streams.skip_update("BTCUSDT")
+    price = float(fake.tickers["BTCUSDT"]["lastPrice"])
+    await fake.streams.set_price("BTCUSDT", price + 1)  # lost
+    await fake.streams.set_price("BTCUSDT", price + 2)  # a gap
+    await eventually(lambda: stream.gaps == 1 and unsubscribing(fake), BOUND)
+    fake.streams.answer_requests = True
+    assert stream.errors == 0
+
+    assert await fake.streams.drop_all(abrupt=True) == 1
+    await eventually(lambda: stream.reconnects == len(stream.batches), BOUND)
+    assert stream.errors == len(stream.batches)
+
+
+def unsubscribing(fake: FakeBybit) -> bool:
+    """Whether the fake received an unsubscribe request."""
+    return any(r.message["op"] == "unsubscribe" for r in fake.streams.received)

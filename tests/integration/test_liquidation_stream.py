@@ -248,3 +248,63 @@ async def test_the_streaming_source_adds_the_streamed_liquidations(
     assert got.unavailable == {"ETHBTC": "no linear perpetual listed for ETHBTC on bybit"}
     status = streaming.status()["feed"]["liquidations"]
     assert status["updates"] == 1 and status["errors"] == 0
+
+
+async def test_a_delivering_symbol_is_live_and_keeps_its_window_past_the_stall_bound(
+    exchange: Any, fake: FakeBybit
+) -> None:
+    """Liquidations keep coming for longer than the stall bound (the reader's clock moved
+    by hand, 8 s between two): the symbol is heard at each one, so it is never silent,
+    not subscribed again, and its window keeps every liquidation (a renewal empties it)."""
+    now = [1_000.0]
+    batching = Batching(
+        topics_per_request=1, silent_after=10.0, resubscribe_after=10.0, clock=lambda: now[0]
+    )
+    stream = LiquidationStream(
+        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
+    )
+    stream.start()
+    try:
+        topic = {"allLiquidation.BTCUSDT"}
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        for sent in range(1, 7):  # 48 s of the reader's clock: past the 10 s bounds
+            await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
+            await eventually(lambda n=sent: stream.updates == n, BOUND)
+            assert stream.silent_symbols() == []
+            now[0] += 8.0
+        assert stream.resubscribes == 0
+        window = stream.window("BTCUSDT")
+        assert window is not None and window.long_count == 6
+    finally:
+        await stream.stop()
+
+
+async def test_a_symbol_bringing_only_bad_liquidations_is_renewed_without_a_hole(
+    exchange: Any, fake: FakeBybit
+) -> None:
+    """After one good liquidation only bad ones come (price 0, dropped): the symbol goes
+    silent and is subscribed again once the stall bound passes, and that renewal leaves
+    its window whole (the good liquidation stays counted)."""
+    now = [1_000.0]
+    batching = Batching(
+        topics_per_request=1, silent_after=10.0, resubscribe_after=10.0, clock=lambda: now[0]
+    )
+    stream = LiquidationStream(
+        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
+    )
+    stream.start()
+    try:
+        topic = {"allLiquidation.BTCUSDT"}
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
+        await eventually(lambda: stream.updates == 1, BOUND)
+        for bad in range(1, 4):
+            now[0] += 8.0
+            await fake.streams.send_liquidation("BTCUSDT", "Buy", "0", "0.1")
+            await eventually(lambda n=bad: stream.dropped == n, BOUND)
+        await eventually(lambda: stream.resubscribes >= 1, BOUND)
+        assert stream.silent_symbols() == ["BTCUSDT"]
+        window = stream.window("BTCUSDT")
+        assert window is not None and window.long_count == 1
+    finally:
+        await stream.stop()

@@ -335,3 +335,27 @@ async def test_a_gateway_hanging_up_between_watches_is_dialled_with_back_off(
         await watching.stop()
     # one connection per delivery at most: every dial answered once, then failed
     assert fake.streams.connections_opened <= watching.deliveries + len(watching.batches)
+
+
+async def test_a_reset_of_the_readers_own_making_fails_no_batch(fake, exchange) -> None:
+    """One topic is forgotten while the others tick and its unsubscribe goes unanswered,
+    so the reader resets its connection: counted in ``resets``, and no batch counts
+    that reset as a failure (the batch that asked for it delivers again at once)."""
+    quick = {"silent_after": 1.0, "resubscribe_after": 1.0, "unwatch_timeout": 1.0}
+    async with ticker_stream(exchange, **quick) as (watching, _):
+        await eventually(lambda: len(watching.latest) == len(SYMBOLS), BOUND)
+        ticking = asyncio.create_task(tick_forever(fake, [s for s in SYMBOLS if s != "BTCUSDT"]))
+        try:
+            fake.streams.forget(["BTCUSDT"])
+            fake.streams.answer_requests = False  # the stalled topic's unsubscribe waits
+            await eventually(lambda: watching.resets == 1, BOUND + watching.stall_after)
+            fake.streams.answer_requests = True
+            await moved_in_every_batch(watching, fake, BOUND)
+        finally:
+            ticking.cancel()
+        assert watching.resets == 1
+        assert fake.streams.connections_opened == 2
+        batch = next(b for b in watching.batches if "BTC/USDT" in b)
+        others = [b for b in watching.batches if b != batch]
+        # the other batch's pending watch failed with the reset: its error is the only one
+        assert watching.errors <= len(others)

@@ -5,10 +5,11 @@ forced closes of each perpetual over a rolling window (one hour), as
 One topic per subscribe request (``watch_liquidations`` takes one symbol: Bybit's
 ``allLiquidation.<SYMBOL>`` on its linear stream). Liquidations come only when positions
 are closed by force — rare outside violent moves — so a batch is live long after its
-last delivery (``LIQUIDATION_BATCHING``), and the window is counted from when the
-symbol was last subscribed (``watching since``): a reader that has just (re)started
-reports a window shorter than the hour, never zero liquidations over an hour it did
-not watch.
+last delivery (``LIQUIDATION_BATCHING``); a symbol is heard at each usable liquidation,
+and subscribing a quiet one again (its batch or the symbol alone) leaves its window
+whole. The window is counted from when the symbol was last subscribed after a
+failure (``watching since``): a reader that has just (re)started reports a window
+shorter than the hour, never zero liquidations over an hour it did not watch.
 
 The window is the current minute of the exchange's clock and the 59 before it (from
 the start of the oldest up to now: 59 to 60 minutes, ``window_ms`` says which), and
@@ -233,6 +234,14 @@ class LiquidationStream(SymbolStream):
         finally:
             self._renewing.discard(batch)
 
+    async def _resubscribe_keys(self, keys: tuple[str, ...]) -> None:
+        """The same for a symbol whose batch delivers but brought nothing usable of it."""
+        self._renewing.add(keys)
+        try:
+            await super()._resubscribe_keys(keys)
+        finally:
+            self._renewing.discard(keys)
+
     def _failed(self, batch: tuple[str, ...]) -> None:
         if batch in self._renewing:
             return
@@ -242,7 +251,10 @@ class LiquidationStream(SymbolStream):
 
     async def _deliver(self, batch: tuple[str, ...], recovered: bool) -> None:
         for name in batch:
-            self._keep(name, self._take(name))
+            fresh = self._take(name)
+            if fresh:  # the topic speaks (bad entries alone leave it to go quiet)
+                self._heard(name)
+            self._keep(name, fresh)
 
     def _keep(self, name: str, fresh: list[tuple[int, bool, float]]) -> None:
         """Add ``fresh`` entries of ``name`` to its buckets, but those stamped before

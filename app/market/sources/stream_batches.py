@@ -14,8 +14,12 @@ failure episode, one when it delivers again (counted in ``reconnects``). A conne
 that closes while no watch of a batch is pending (between two watches, or during a
 delivery) fails no watch: ccxt only drops it, and the next watch would dial anew at
 once, so a gateway that answers once and hangs up would be dialled in a tight loop.
-The batch's next turn finds the connection it delivered on gone (``ConnectionLost``)
-and fails, backing off, as if a watch had raised.
+So the connections of the reader's exchange instance open when a batch's watch
+returned are kept, and the batch's next turn fails (``ConnectionLost``), backing off as
+if a watch had raised, when one of them is gone; a reader's instance speaks to one
+stream URL (``ExchangeStreams`` gives each reader its own), so those are the batch's
+connection. A delivery that fails, and the reader's own reset (``_reset_connections``),
+forget what was kept: neither counts twice.
 
 Liveness: a stream can go silent while its connection still answers pings; ccxt then
 waits forever without an error. So a batch is live only while it has delivered within
@@ -121,7 +125,8 @@ class BatchedStream(Generic[K]):
     stalled keys, ``_unwatch`` unsubscribes keys, and ``_label`` names a key for
     ``silent_symbols``.
 
-    Counters: ``errors`` (failed watches or deliveries), ``reconnects`` (batches
+    Counters: ``errors`` (failed watches or deliveries, and connections lost between
+    two watches of a batch), ``reconnects`` (batches
     delivering again after failing), ``deliveries`` (watches that
     returned), ``resubscribes`` (stalled batches or keys subscribed again), ``resets``
     (connections reset because an unsubscribe went unanswered), ``splits`` (batches cut
@@ -151,8 +156,8 @@ class BatchedStream(Generic[K]):
         self._batch_of: dict[K, tuple[K, ...]] = {k: b for b in self.batches for k in b}
         self._tasks: list[asyncio.Task[None]] = []
         self._delay: dict[tuple[K, ...], float] = {}  # the wait before a failed batch's next watch
-        # the connections open when each batch's last watch returned
-        self._delivered_on: dict[tuple[K, ...], tuple[Any, ...]] = {}
+        # the connections (URL, ccxt client) open when each batch's last watch returned
+        self._delivered_on: dict[tuple[K, ...], tuple[tuple[str, Any], ...]] = {}
 
     # ----- what a subclass says -------------------------------------------------------
 
@@ -200,6 +205,7 @@ class BatchedStream(Generic[K]):
         """Stops watching (the exchange is the caller's to close)."""
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
+        self._delivered_on.clear()
 
     # ----- liveness --------------------------------------------------------------------
 
@@ -265,6 +271,7 @@ class BatchedStream(Generic[K]):
             if _refused(error) and len(batch) > 1:
                 self._split(batch, error)
                 return
+            self._delivered_on.pop(batch, None)  # counted here, not again next turn
             self.errors += 1
             self._failed(batch)
             if not failing:  # one line per episode
@@ -282,7 +289,9 @@ class BatchedStream(Generic[K]):
         if not await self._watch_within(batch):
             await self._resubscribe(batch, quiet=recovering)
             return False
-        self._delivered_on[batch] = tuple(self._clients().values())
+        clients = self._clients()
+        if clients is not None:
+            self._delivered_on[batch] = tuple(clients.items())
         self.deliveries += 1
         now = self.clock()
         liveness = self.liveness
@@ -300,20 +309,21 @@ class BatchedStream(Generic[K]):
             await self._resubscribe_keys(stalled)
         return True
 
-    def _clients(self) -> dict[str, Any]:
+    def _clients(self) -> dict[str, Any] | None:
         """ccxt's open connections of this reader's exchange, by URL (ccxt removes one
-        from it when it closes or fails)."""
-        return getattr(self.exchange, "clients", None) or {}
+        from it when it closes or fails); None for an exchange without them."""
+        clients = getattr(self.exchange, "clients", None)
+        return clients if isinstance(clients, dict) else None
 
     def _check_connection(self, batch: tuple[K, ...]) -> None:
         """Raise ``ConnectionLost`` when a connection open when ``batch``'s last watch
         returned is no longer ccxt's (or none was: it closed before this reader resumed).
         """
         seen = self._delivered_on.pop(batch, None)
-        if seen is None:
-            return  # no delivery since the last check
         clients = self._clients()
-        if not seen or any(clients.get(client.url) is not client for client in seen):
+        if seen is None or clients is None:
+            return  # no delivery since the last check (or a failure forgot it)
+        if not seen or any(clients.get(url) is not client for url, client in seen):
             raise ConnectionLost("the connection closed after the batch's last delivery")
 
     async def _watch_within(self, batch: tuple[K, ...]) -> bool:
@@ -387,7 +397,8 @@ class BatchedStream(Generic[K]):
         ccxt does with a connection it gives up on (``Client.on_error``: the watches
         raise ``NetworkError``, the client leaves ``exchange.clients``, so the next
         watch dials anew)."""
-        clients = list((getattr(self.exchange, "clients", None) or {}).values())
+        clients = list((self._clients() or {}).values())
+        self._delivered_on.clear()  # our reset: every batch watches again, none failed
         for client in clients:
             client.on_error(NetworkError(why))
         self.resets += len(clients)

@@ -2,8 +2,10 @@
 
 - A hit in a lower tier fills the tiers above it.
 - Single-flight: concurrent readers of one missing key share one computation in
-  this process; with Redis, a lock per key makes it one across replicas (views the
-  pipeline owns are coordinated by the pipeline's own refresh lock instead).
+  this process; with Redis, a lock per key makes it one across replicas, the tiers
+  read again once the lock is taken (another replica may have stored the key since
+  this one looked); views the pipeline owns are coordinated by the pipeline's own
+  refresh lock instead.
 - Stale-while-revalidate: past its TTL but within grace, an entry is served at
   once, marked stale, while one background refresh runs.
 - Stale-if-error: when computing fails, the newest copy found in any tier is
@@ -137,10 +139,10 @@ class LayeredCache:
             return CacheRead(found, stale=False, tier=tier)
         if found is not None and found.in_grace(now):
             self.stats.serve(family, "stale")
-            self._refresh_in_background(physical, key, family, compute)
+            self._refresh_in_background(physical, key, family, compute, found)
             return CacheRead(found, stale=True, tier=tier)
         try:
-            entry = await self._compute_once(physical, key, family, compute)
+            entry = await self._compute_once(physical, key, family, compute, found)
         except Exception as error:
             if found is not None and found.usable_if_error(now):
                 self.stats.serve(family, "stale")
@@ -222,13 +224,15 @@ class LayeredCache:
     # --- computing ----------------------------------------------------------------------
 
     async def _compute_once(
-        self, physical: str, key: str, family: str, compute: Compute
+        self, physical: str, key: str, family: str, compute: Compute, seen: CacheEntry | None
     ) -> CacheEntry:
+        """``seen``: the copy the caller found (None: none), which a computation replaces."""
         if not self.single_flight:  # ablation: every caller computes
             return await self._run_compute(physical, key, family, compute)
         task = self._flights.get(physical)
         if task is None:
-            task = asyncio.create_task(self._compute_and_store(physical, key, family, compute))
+            stored = self._compute_and_store(physical, key, family, compute, seen)
+            task = asyncio.create_task(stored)
             self._flights[physical] = task
             task.add_done_callback(lambda done: self._forget_flight(physical, done))
         else:
@@ -240,19 +244,30 @@ class LayeredCache:
             del self._flights[physical]
 
     async def _compute_and_store(
-        self, physical: str, key: str, family: str, compute: Compute
+        self, physical: str, key: str, family: str, compute: Compute, seen: CacheEntry | None
     ) -> CacheEntry:
         lease = await self._lock(physical, family)
-        if lease is False:  # another replica computed it while we waited
-            landed, _ = await self._lookup(physical, family, self.now_ms())
-            if landed is not None and landed.is_fresh(self.now_ms()):
-                return landed
         try:
+            if lease is not None:  # waited for another replica, or took the lock after it
+                landed = await self._landed_meanwhile(physical, family, seen)
+                if landed is not None:
+                    return landed
             return await self._run_compute(physical, key, family, compute)
         finally:
             if lease not in (None, False) and self.locks is not None:
                 with contextlib.suppress(TierUnavailable):  # the lock expires on its own
                     await self.locks.release(lease)
+
+    async def _landed_meanwhile(
+        self, physical: str, family: str, seen: CacheEntry | None
+    ) -> CacheEntry | None:
+        """A fresh copy other than ``seen`` that another replica stored since the caller
+        looked, else None. Checked again under the lock: a replica may compute, store and
+        release between this one's look-up and its lock."""
+        landed, _ = await self._lookup(physical, family, self.now_ms())
+        if landed is None or not landed.is_fresh(self.now_ms()) or landed == seen:
+            return None
+        return landed
 
     async def _lock(self, physical: str, family: str):
         """A lease when this replica should compute; False after waiting for another
@@ -291,11 +306,11 @@ class LayeredCache:
         return entry
 
     def _refresh_in_background(
-        self, physical: str, key: str, family: str, compute: Compute
+        self, physical: str, key: str, family: str, compute: Compute, seen: CacheEntry
     ) -> None:
         if physical in self._flights:
             return
-        task = asyncio.ensure_future(self._compute_once(physical, key, family, compute))
+        task = asyncio.ensure_future(self._compute_once(physical, key, family, compute, seen))
         self._background.add(task)
         task.add_done_callback(self._background_done)
 
@@ -312,7 +327,7 @@ class LayeredCache:
             return
         delta = max(entry.compute_ms, 1.0)
         if now - delta * XFETCH_BETA * math.log(max(self.rng(), 1e-12)) >= entry.expires_at_ms:
-            self._refresh_in_background(physical, key, family, compute)
+            self._refresh_in_background(physical, key, family, compute, entry)
 
     # --- writing ------------------------------------------------------------------------
 

@@ -51,8 +51,10 @@ async def streaming_source(fake: FakeBybit) -> StreamingSource:
     source: StreamingSource = await started_streaming_source(
         fake,
         NAMES,
-        silent_after=1.0,
-        resubscribe_after=1.0,  # a quiet subscription is subscribed again after 1 s
+        # a quiet subscription is subscribed again after 3 s; the ticking one delivers
+        # every 0.2 s, and stays live through a 3 s stall of a very busy machine
+        silent_after=3.0,
+        resubscribe_after=3.0,
     )
     return source
 

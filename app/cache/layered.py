@@ -2,10 +2,10 @@
 
 - A hit in a lower tier fills the tiers above it.
 - Single-flight: concurrent readers of one missing key share one computation in
-  this process; with Redis, a lock per key makes it one across replicas, the tiers
-  read again once the lock is taken (another replica may have stored the key since
-  this one looked); views the pipeline owns are coordinated by the pipeline's own
-  refresh lock instead.
+  this process; with Redis, a lock per key makes it one across replicas (the Redis
+  tier is read again once the lock is taken: another replica may have stored the key
+  since this one looked); views the pipeline owns are coordinated by the pipeline's
+  own refresh lock instead.
 - Stale-while-revalidate: past its TTL but within grace, an entry is served at
   once, marked stale, while one background refresh runs.
 - Stale-if-error: when computing fails, the newest copy found in any tier is
@@ -248,26 +248,37 @@ class LayeredCache:
     ) -> CacheEntry:
         lease = await self._lock(physical, family)
         try:
-            if lease is not None:  # waited for another replica, or took the lock after it
-                landed = await self._landed_meanwhile(physical, family, seen)
-                if landed is not None:
+            if lease is False:  # another replica computed it while we waited
+                landed, _ = await self._lookup(physical, family, self.now_ms())
+                if landed is not None and landed.is_fresh(self.now_ms()):
                     return landed
+            elif lease is not None:
+                stored = await self._stored_meanwhile(physical, family, seen)
+                if stored is not None:
+                    return stored
             return await self._run_compute(physical, key, family, compute)
         finally:
             if lease not in (None, False) and self.locks is not None:
                 with contextlib.suppress(TierUnavailable):  # the lock expires on its own
                     await self.locks.release(lease)
 
-    async def _landed_meanwhile(
+    async def _stored_meanwhile(
         self, physical: str, family: str, seen: CacheEntry | None
     ) -> CacheEntry | None:
-        """A fresh copy other than ``seen`` that another replica stored since the caller
-        looked, else None. Checked again under the lock: a replica may compute, store and
-        release between this one's look-up and its lock."""
-        landed, _ = await self._lookup(physical, family, self.now_ms())
-        if landed is None or not landed.is_fresh(self.now_ms()) or landed == seen:
+        """A fresh copy newer than ``seen`` in the Redis tier (where every computation
+        lands), else None: a replica may compute, store and release between this one's
+        look-up and its lock. One GET, not counted as a serving look-up."""
+        if self.backup is None:
             return None
-        return landed
+        with cache_lookup_span(self.backup.name, family) as span:
+            stored, result = await self._tier_read(self.backup, physical, self.now_ms())
+            record_cache_result(span, "error" if result == "corrupt" else result)
+        if stored is None or not stored.is_fresh(self.now_ms()):
+            return None
+        if seen is not None and stored.generated_at_ms <= seen.generated_at_ms:
+            return None  # the copy this computation replaces (an early refresh)
+        await self._fill_above(self.backup, physical, family, stored)
+        return stored
 
     async def _lock(self, physical: str, family: str):
         """A lease when this replica should compute; False after waiting for another

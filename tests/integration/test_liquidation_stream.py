@@ -308,3 +308,80 @@ async def test_a_symbol_bringing_only_bad_liquidations_is_renewed_without_a_hole
         assert window is not None and window.long_count == 1
     finally:
         await stream.stop()
+
+
+@pytest.mark.parametrize("cut", ["dropped", "reset"])
+async def test_a_renewal_cut_short_by_the_connection_is_a_hole(
+    exchange: Any, fake: FakeBybit, cut: str
+) -> None:
+    """A symbol bringing only bad liquidations is subscribed again, and its unsubscribe
+    goes unanswered: the connection drops meanwhile, or the reader resets it when the
+    wait ends (1 s). That renewal is a hole after all: the window starts anew rather
+    than claim an hour the reader did not watch whole."""
+    silent = 10.0 if cut == "dropped" else 1.0  # the unsubscribe waits this long (real s)
+    now = [1_000.0]
+    batching = Batching(
+        topics_per_request=1, silent_after=silent, resubscribe_after=silent, clock=lambda: now[0]
+    )
+    stream = LiquidationStream(
+        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
+    )
+    stream.start()
+    try:
+        topic = {"allLiquidation.BTCUSDT"}
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
+        await eventually(lambda: stream.updates == 1, BOUND)
+        fake.streams.answer_requests = False
+        for bad in range(1, 3):  # the second comes after the stall bound: a renewal
+            now[0] += 0.8 * silent
+            await fake.streams.send_liquidation("BTCUSDT", "Buy", "0", "0.1")
+            await eventually(lambda n=bad: stream.dropped == n, BOUND)
+        await eventually(lambda: stream.resubscribes == 1, BOUND)
+        if cut == "dropped":
+            held = stream.window("BTCUSDT")
+            assert held is not None and held.long_count == 1  # renewing: no hole yet
+            assert await fake.streams.drop_all(abrupt=True) == 1
+        else:
+            await eventually(lambda: stream.resets == 1, BOUND)
+        fake.streams.answer_requests = True
+
+        await eventually(lambda: fake.streams.connections_opened == 2, BOUND)
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        window = stream.window("BTCUSDT")
+        assert window is not None and window.long_count == 0
+    finally:
+        await stream.stop()
+
+
+@pytest.mark.parametrize("answered", [True, False])
+async def test_a_quiet_symbols_renewal_keeps_its_window_unless_the_reader_resets(
+    exchange: Any, fake: FakeBybit, answered: bool
+) -> None:
+    """Nothing comes for the stall bound (1 s): the symbol is subscribed again. When the
+    exchange answers the unsubscribe, the window stays whole (a calm market is no
+    hole); when it does not for 1 s, the reader resets the connection and the window
+    starts anew."""
+    batching = Batching(topics_per_request=1, silent_after=1.0, resubscribe_after=1.0)
+    stream = LiquidationStream(
+        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
+    )
+    stream.start()
+    try:
+        topic = {"allLiquidation.BTCUSDT"}
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
+        await eventually(lambda: stream.updates == 1, BOUND)
+        fake.streams.answer_requests = answered
+        if answered:
+            await eventually(lambda: stream.resubscribes >= 1, BOUND)
+        else:
+            await eventually(lambda: stream.resets == 1, BOUND)
+        fake.streams.answer_requests = True
+
+        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        window = stream.window("BTCUSDT")
+        assert window is not None and window.long_count == (1 if answered else 0)
+        assert stream.resets == (0 if answered else 1)
+    finally:
+        await stream.stop()

@@ -7,7 +7,7 @@ One topic per subscribe request (``watch_liquidations`` takes one symbol: Bybit'
 are closed by force — rare outside violent moves — so a batch is live long after its
 last delivery (``LIQUIDATION_BATCHING``); a symbol is heard at each usable liquidation,
 and subscribing a quiet one again (its batch or the symbol alone) leaves its window
-whole. The window is counted from when the symbol was last subscribed after a
+whole, unless the connection failed or was reset meanwhile. The window is counted from when the symbol was last subscribed after a
 failure (``watching since``): a reader that has just (re)started reports a window
 shorter than the hour, never zero liquidations over an hour it did not watch.
 
@@ -242,10 +242,20 @@ class LiquidationStream(SymbolStream):
         finally:
             self._renewing.discard(keys)
 
+    async def _unwatch_within(self, keys: tuple[str, ...]) -> bool:
+        """A renewal whose connection failed or was reset meanwhile is a hole after all."""
+        renewed = await super()._unwatch_within(keys)
+        if not renewed:
+            self._forget(keys)
+        return renewed
+
     def _failed(self, batch: tuple[str, ...]) -> None:
-        if batch in self._renewing:
-            return
-        for name in batch:  # the window has a hole from here: counted anew when watched
+        if batch not in self._renewing:
+            self._forget(batch)
+
+    def _forget(self, names: tuple[str, ...]) -> None:
+        """The window of ``names`` has a hole from here: counted anew when watched."""
+        for name in names:
             self._since.pop(name, None)
             self.buckets[name].clear()
 

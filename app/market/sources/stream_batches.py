@@ -362,15 +362,18 @@ class BatchedStream(Generic[K]):
         log.debug("%s stream: %d quiet topic(s) subscribed again", self.kind, len(keys))
         await self._unwatch_within(keys)
 
-    async def _unwatch_within(self, keys: tuple[K, ...]) -> None:
+    async def _unwatch_within(self, keys: tuple[K, ...]) -> bool:
         """Unsubscribe ``keys``; reset the reader's connections when the exchange does
-        not acknowledge in time (or refuses)."""
+        not acknowledge in time (or refuses). True when it acknowledged; False when the
+        connection failed meanwhile or was reset (the next watch dials anew)."""
         try:
             await asyncio.wait_for(self._unwatch(keys), self.unwatch_timeout)
         except NetworkError:
-            pass  # the connection failed meanwhile: the next watch dials anew
+            return False  # the connection failed meanwhile
         except Exception as error:  # no acknowledgement in time, or a refusal
             self._reset_connections(f"unsubscribe of a stalled {self.kind} stream: {error!r}")
+            return False
+        return True
 
     def _split(self, batch: tuple[K, ...], error: BaseException) -> None:
         """The exchange refused ``batch``'s subscription: watch its halves apart, so a

@@ -7,9 +7,10 @@ One topic per subscribe request (``watch_liquidations`` takes one symbol: Bybit'
 are closed by force — rare outside violent moves — so a batch is live long after its
 last delivery (``LIQUIDATION_BATCHING``); a symbol is heard at each usable liquidation,
 and subscribing a quiet one again (its batch or the symbol alone) leaves its window
-whole, unless the connection failed or was reset meanwhile. The window is counted from when the symbol was last subscribed after a
-failure (``watching since``): a reader that has just (re)started reports a window
-shorter than the hour, never zero liquidations over an hour it did not watch.
+whole, unless the connection failed or was reset meanwhile. The window is counted from
+when the symbol was last subscribed after a failure (``watching since``): a reader that
+has just (re)started reports a window shorter than the hour, never zero liquidations
+over an hour it did not watch.
 
 The window is the current minute of the exchange's clock and the 59 before it (from
 the start of the oldest up to now: 59 to 60 minutes, ``window_ms`` says which), and

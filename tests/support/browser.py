@@ -113,8 +113,11 @@ class ServedApp:
             return await response.json()
 
     async def next_snapshot(self, seconds: float = 60.0) -> Snapshot | None:
-        """Moves the market on and publishes a snapshot now (as the refresh loop would)."""
+        """Moves the market on and publishes a snapshot of it now (as the refresh loop
+        would). A refresh joins the one in flight, which the loop may have started
+        before the move: the second one begins after it."""
         self.clock.advance(seconds)
+        await self.state.pipeline.refresh(force=True)
         return await self.state.pipeline.refresh(force=True)
 
 

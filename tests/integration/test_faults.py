@@ -145,9 +145,12 @@ async def test_exchange_outage_opens_the_breaker_serves_stale_and_recovers(
 ) -> None:
     exchange_app = held_exchange_app
     breaker = tickers_breaker(exchange_app)
-    _, before = await get_json(exchange_app, "/api/market/overview")
     fake.error_rate(1.0, status=503)
     await eventually(lambda: breaker.state == "open", seconds=15)
+    # the last good overview: a refresh in flight when the exchange failed may have
+    # published one after the failure began, none can while the breaker is open
+    _, before = await get_json(exchange_app, "/api/market/overview")
+    assert before["stale"] is False
     # While open, exchange calls fall to the probe rate: refreshes go on (the refresher's
     # every second, and these), but none reaches the exchange until the breaker's wait
     # (1 s, then 2 s) has run out, and then one probe does (and its one retry).

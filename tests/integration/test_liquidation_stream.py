@@ -321,7 +321,12 @@ async def test_a_renewal_cut_short_by_the_connection_is_a_hole(
     silent = 10.0 if cut == "dropped" else 1.0  # the unsubscribe waits this long (real s)
     now = [1_000.0]
     batching = Batching(
-        topics_per_request=1, silent_after=silent, resubscribe_after=silent, clock=lambda: now[0]
+        topics_per_request=1,
+        silent_after=silent,
+        resubscribe_after=silent,
+        retry=(0.05, 0.2),
+        unwatch_timeout=1.0,  # at least silent_after: 10 s when dropped, 1 s when reset
+        clock=lambda: now[0],
     )
     stream = LiquidationStream(
         exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
@@ -362,7 +367,13 @@ async def test_a_quiet_symbols_renewal_keeps_its_window_unless_the_reader_resets
     exchange answers the unsubscribe, the window stays whole (a calm market is no
     hole); when it does not for 1 s, the reader resets the connection and the window
     starts anew."""
-    batching = Batching(topics_per_request=1, silent_after=1.0, resubscribe_after=1.0)
+    batching = Batching(
+        topics_per_request=1,
+        silent_after=1.0,
+        resubscribe_after=1.0,
+        retry=(0.05, 0.2),
+        unwatch_timeout=1.0,
+    )
     stream = LiquidationStream(
         exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
     )

@@ -8,6 +8,7 @@ says of each symbol's derivatives."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -250,33 +251,65 @@ async def test_the_streaming_source_adds_the_streamed_liquidations(
     assert status["updates"] == 1 and status["errors"] == 0
 
 
+BTC_TOPIC = {"allLiquidation.BTCUSDT"}
+
+
+class ReaderClock:
+    """The reader's liveness clock (monotonic seconds), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def watching_btc(
+    exchange: Any, fake: FakeBybit, *, good_first: bool = True, **bounds: Any
+) -> AsyncIterator[LiquidationStream]:
+    """A started reader of BTC's perpetual alone (``bounds``: its ``Batching``; an
+    unsubscribe waits 1 s and a failed watch is retried within 0.2 s unless they say),
+    subscribed, and with one good liquidation taken when ``good_first``; stopped on exit."""
+    bounds = {"retry": (0.05, 0.2), "unwatch_timeout": 1.0} | bounds
+    batching = Batching(topics_per_request=1, **bounds)
+    stream = LiquidationStream(
+        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
+    )
+    stream.start()
+    try:
+        await eventually(lambda: fake.streams.subscribed("linear") == BTC_TOPIC, BOUND)
+        if good_first:
+            await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
+            await eventually(lambda: stream.updates == 1, BOUND)
+        yield stream
+    finally:
+        await stream.stop()
+
+
+async def send_bad(fake: FakeBybit, stream: LiquidationStream, dropped: int) -> None:
+    """One liquidation priced 0 (dropped and counted), taken as the ``dropped``-th."""
+    await fake.streams.send_liquidation("BTCUSDT", "Buy", "0", "0.1")
+    await eventually(lambda: stream.dropped == dropped, BOUND)
+
+
 async def test_a_delivering_symbol_is_live_and_keeps_its_window_past_the_stall_bound(
     exchange: Any, fake: FakeBybit
 ) -> None:
     """Liquidations keep coming for longer than the stall bound (the reader's clock moved
     by hand, 8 s between two): the symbol is heard at each one, so it is never silent,
     not subscribed again, and its window keeps every liquidation (a renewal empties it)."""
-    now = [1_000.0]
-    batching = Batching(
-        topics_per_request=1, silent_after=10.0, resubscribe_after=10.0, clock=lambda: now[0]
-    )
-    stream = LiquidationStream(
-        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
-    )
-    stream.start()
-    try:
-        topic = {"allLiquidation.BTCUSDT"}
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+    clock = ReaderClock()
+    bounds = {"silent_after": 10.0, "resubscribe_after": 10.0, "clock": clock}
+    async with watching_btc(exchange, fake, good_first=False, **bounds) as stream:
         for sent in range(1, 7):  # 48 s of the reader's clock: past the 10 s bounds
             await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
             await eventually(lambda n=sent: stream.updates == n, BOUND)
             assert stream.silent_symbols() == []
-            now[0] += 8.0
+            clock.now += 8.0
         assert stream.resubscribes == 0
         window = stream.window("BTCUSDT")
         assert window is not None and window.long_count == 6
-    finally:
-        await stream.stop()
 
 
 async def test_a_symbol_bringing_only_bad_liquidations_is_renewed_without_a_hole(
@@ -285,29 +318,16 @@ async def test_a_symbol_bringing_only_bad_liquidations_is_renewed_without_a_hole
     """After one good liquidation only bad ones come (price 0, dropped): the symbol goes
     silent and is subscribed again once the stall bound passes, and that renewal leaves
     its window whole (the good liquidation stays counted)."""
-    now = [1_000.0]
-    batching = Batching(
-        topics_per_request=1, silent_after=10.0, resubscribe_after=10.0, clock=lambda: now[0]
-    )
-    stream = LiquidationStream(
-        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
-    )
-    stream.start()
-    try:
-        topic = {"allLiquidation.BTCUSDT"}
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
-        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
-        await eventually(lambda: stream.updates == 1, BOUND)
+    clock = ReaderClock()
+    bounds = {"silent_after": 10.0, "resubscribe_after": 10.0, "clock": clock}
+    async with watching_btc(exchange, fake, **bounds) as stream:
         for bad in range(1, 4):
-            now[0] += 8.0
-            await fake.streams.send_liquidation("BTCUSDT", "Buy", "0", "0.1")
-            await eventually(lambda n=bad: stream.dropped == n, BOUND)
+            clock.now += 8.0
+            await send_bad(fake, stream, bad)
         await eventually(lambda: stream.resubscribes >= 1, BOUND)
         assert stream.silent_symbols() == ["BTCUSDT"]
         window = stream.window("BTCUSDT")
         assert window is not None and window.long_count == 1
-    finally:
-        await stream.stop()
 
 
 @pytest.mark.parametrize("cut", ["dropped", "reset"])
@@ -319,29 +339,13 @@ async def test_a_renewal_cut_short_by_the_connection_is_a_hole(
     wait ends (1 s). That renewal is a hole after all: the window starts anew rather
     than claim an hour the reader did not watch whole."""
     silent = 10.0 if cut == "dropped" else 1.0  # the unsubscribe waits this long (real s)
-    now = [1_000.0]
-    batching = Batching(
-        topics_per_request=1,
-        silent_after=silent,
-        resubscribe_after=silent,
-        retry=(0.05, 0.2),
-        unwatch_timeout=1.0,  # at least silent_after: 10 s when dropped, 1 s when reset
-        clock=lambda: now[0],
-    )
-    stream = LiquidationStream(
-        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
-    )
-    stream.start()
-    try:
-        topic = {"allLiquidation.BTCUSDT"}
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
-        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
-        await eventually(lambda: stream.updates == 1, BOUND)
+    clock = ReaderClock()
+    bounds = {"silent_after": silent, "resubscribe_after": silent, "clock": clock}
+    async with watching_btc(exchange, fake, **bounds) as stream:
         fake.streams.answer_requests = False
         for bad in range(1, 3):  # the second comes after the stall bound: a renewal
-            now[0] += 0.8 * silent
-            await fake.streams.send_liquidation("BTCUSDT", "Buy", "0", "0.1")
-            await eventually(lambda n=bad: stream.dropped == n, BOUND)
+            clock.now += 0.8 * silent
+            await send_bad(fake, stream, bad)
         await eventually(lambda: stream.resubscribes == 1, BOUND)
         if cut == "dropped":
             held = stream.window("BTCUSDT")
@@ -352,11 +356,9 @@ async def test_a_renewal_cut_short_by_the_connection_is_a_hole(
         fake.streams.answer_requests = True
 
         await eventually(lambda: fake.streams.connections_opened == 2, BOUND)
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        await eventually(lambda: fake.streams.subscribed("linear") == BTC_TOPIC, BOUND)
         window = stream.window("BTCUSDT")
         assert window is not None and window.long_count == 0
-    finally:
-        await stream.stop()
 
 
 @pytest.mark.parametrize("answered", [True, False])
@@ -367,22 +369,7 @@ async def test_a_quiet_symbols_renewal_keeps_its_window_unless_the_reader_resets
     exchange answers the unsubscribe, the window stays whole (a calm market is no
     hole); when it does not for 1 s, the reader resets the connection and the window
     starts anew."""
-    batching = Batching(
-        topics_per_request=1,
-        silent_after=1.0,
-        resubscribe_after=1.0,
-        retry=(0.05, 0.2),
-        unwatch_timeout=1.0,
-    )
-    stream = LiquidationStream(
-        exchange, {"BTC/USDT:USDT": "BTCUSDT"}, batching=batching, clock_ms=fake.now_ms
-    )
-    stream.start()
-    try:
-        topic = {"allLiquidation.BTCUSDT"}
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
-        await fake.streams.send_liquidation("BTCUSDT", "Buy", "65000", "0.1")
-        await eventually(lambda: stream.updates == 1, BOUND)
+    async with watching_btc(exchange, fake, silent_after=1.0, resubscribe_after=1.0) as stream:
         fake.streams.answer_requests = answered
         if answered:
             await eventually(lambda: stream.resubscribes >= 1, BOUND)
@@ -390,9 +377,7 @@ async def test_a_quiet_symbols_renewal_keeps_its_window_unless_the_reader_resets
             await eventually(lambda: stream.resets == 1, BOUND)
         fake.streams.answer_requests = True
 
-        await eventually(lambda: fake.streams.subscribed("linear") == topic, BOUND)
+        await eventually(lambda: fake.streams.subscribed("linear") == BTC_TOPIC, BOUND)
         window = stream.window("BTCUSDT")
         assert window is not None and window.long_count == (1 if answered else 0)
         assert stream.resets == (0 if answered else 1)
-    finally:
-        await stream.stop()

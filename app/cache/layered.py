@@ -185,12 +185,15 @@ class LayeredCache:
         return best, best_tier
 
     async def _tier_get(
-        self, tier: SharedTier, physical: str, family: str, now: int
+        self, tier: SharedTier, physical: str, family: str, now: int, *, serving: bool = True
     ) -> CacheEntry | None:
+        """The entry in ``tier``, traced; counted in the tiers' hit ratios when
+        ``serving`` (a reader's look-up, not a check under the lock)."""
         with cache_lookup_span(tier.name, family) as span:
             entry, result = await self._tier_read(tier, physical, now)
             record_cache_result(span, "error" if result == "corrupt" else result)
-        self.stats.lookup(tier.name, family, result)
+        if serving:
+            self.stats.lookup(tier.name, family, result)
         return entry
 
     async def _tier_read(
@@ -270,9 +273,7 @@ class LayeredCache:
         look-up and its lock. One GET, not counted as a serving look-up."""
         if self.backup is None:
             return None
-        with cache_lookup_span(self.backup.name, family) as span:
-            stored, result = await self._tier_read(self.backup, physical, self.now_ms())
-            record_cache_result(span, "error" if result == "corrupt" else result)
+        stored = await self._tier_get(self.backup, physical, family, self.now_ms(), serving=False)
         if stored is None or not stored.is_fresh(self.now_ms()):
             return None
         if seen is not None and stored.generated_at_ms <= seen.generated_at_ms:

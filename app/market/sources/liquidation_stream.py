@@ -35,11 +35,12 @@ a long was liquidated); elsewhere ccxt's ``side`` is the liquidation *order*'s
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,19 +230,22 @@ class LiquidationStream(SymbolStream):
     async def _resubscribe(self, batch: tuple[str, ...], *, quiet: bool) -> None:
         """A quiet symbol is subscribed again now and then (a forgotten subscription
         looks the same as a calm market); that is no hole in its window."""
-        self._renewing.add(batch)
-        try:
+        with self._renewal(batch):
             await super()._resubscribe(batch, quiet=quiet)
-        finally:
-            self._renewing.discard(batch)
 
     async def _resubscribe_keys(self, keys: tuple[str, ...]) -> None:
         """The same for a symbol whose batch delivers but brought nothing usable of it."""
-        self._renewing.add(keys)
-        try:
+        with self._renewal(keys):
             await super()._resubscribe_keys(keys)
+
+    @contextlib.contextmanager
+    def _renewal(self, names: tuple[str, ...]) -> Iterator[None]:
+        """While ``names`` are subscribed again, their failure is no hole (``_failed``)."""
+        self._renewing.add(names)
+        try:
+            yield
         finally:
-            self._renewing.discard(keys)
+            self._renewing.discard(names)
 
     async def _unwatch_within(self, keys: tuple[str, ...]) -> bool:
         """A renewal whose connection failed or was reset meanwhile is a hole after all."""

@@ -73,7 +73,8 @@ from tools.fake_bybit_derivatives import (
     FUNDING_HISTORY_PATH,
     OPEN_INTEREST_PATH,
 )
-from tools.local_stack import Process, free_port
+from tools.local_stack import Process
+from tools.ports import free_port
 
 if TYPE_CHECKING:
     from bench.scenarios import Bench

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import psutil
 
-from tools.local_stack import Process, free_port
+from tools.local_stack import Process
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE_LIMITS_OFF = ROOT / "config" / "ratelimits-off.yaml"

@@ -61,7 +61,7 @@ from bench.loadgen.stats import LatencySummary, cpu_seconds
 from bench.loadgen.ws import ws_fanout
 from bench.loadgen.ws_raw import raw_fanout
 from bench.ws_server import BENCH_KEYSPACE, MARKET
-from tools.local_stack import free_port
+from tools.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The server's environment per path (bench/ws_server.py): the service as it is; the same

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from tools.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "deploy" / "nginx"
 NGINX_SITE = NGINX_DIR / "virtuoso.conf"
@@ -40,12 +42,6 @@ TLS_KEY_IN_SITE = "/etc/nginx/tls/key.pem"
 RULES = sorted(str(path) for path in (ROOT / "prometheus" / "rules").glob("*.yml"))
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -100,10 +96,12 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen | None = None
     more_ports: list[int] = field(default_factory=list)  # also waited for
+    log_path: Path | None = None
 
     def start(self, log_dir: Path) -> None:
         binary = shutil.which(self.argv[0]) or self.argv[0]
-        log = (log_dir / f"{self.name}.log").open("ab")
+        self.log_path = log_dir / f"{self.name}.log"
+        log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             [binary, *self.argv[1:]],
             env=os.environ | self.env,
@@ -119,13 +117,24 @@ class Process:
     def _wait_port(self, port: int, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}")
+                code = self.popen.returncode
+                raise RuntimeError(
+                    f"{self.name} exited with {code}; its log ends:\n{self.log_tail()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"{self.name} is not listening on {port}")
+        raise RuntimeError(
+            f"{self.name} is not listening on {port}; its log ends:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of what the process printed."""
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import pytest
 import pytest_asyncio
 
-from tools.local_stack import free_port
+from tools.ports import free_port
 
 __all__ = ["free_port"]  # the tests' port picker, shared with the local stack
 

@@ -6,16 +6,11 @@ status (e.g. 503), or hold requests until released."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import orjson
 from aiohttp import web
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tools.ports import free_port
 
 
 class Receiver:

@@ -34,6 +34,7 @@ from bench.loadgen.http import (
 )
 from bench.loadgen.stats import LatencySummary, cpu_seconds, percentile
 from bench.loadgen.ws import _parse, ws_fanout
+from tools.ports import free_port
 
 # -- an HTTP server -------------------------------------------------------------------------
 
@@ -135,9 +136,7 @@ async def test_statuses_and_connection_errors_are_counted(http_server: HttpServe
     assert result.status_counts == {200: 10, 404: 10, 503: 10}
     assert result.completed == 30 and result.errors == 0
 
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it
     refused = await closed_loop(f"http://127.0.0.1:{port}", fixed("/a"), concurrency=2, total=6)
     assert (refused.sent, refused.completed, refused.errors) == (6, 0, 6)
     assert refused.status_counts == {} and sum(refused.error_kinds.values()) == 6
@@ -508,9 +507,7 @@ async def test_ws_fanout_reach_latency_and_a_stalled_client(ws_server: WsServer)
 
 
 async def test_ws_fanout_counts_failed_connects() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it
     result = await ws_fanout(
         f"ws://127.0.0.1:{port}/ws",
         clients=3,

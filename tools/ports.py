@@ -49,11 +49,11 @@ def share(ports: range, worker: str | None, workers: str | None) -> range:
     """The part of ``ports`` for the pytest-xdist worker ``worker`` (``gw3``) of
     ``workers`` (its count, as xdist sets ``PYTEST_XDIST_WORKER_COUNT``); all of them
     outside pytest-xdist."""
-    if not worker or not workers or not worker.removeprefix("gw").isdigit():
+    index = worker.removeprefix("gw") if worker else ""
+    if not index.isdigit() or not (workers or "").isdigit():
         return ports
-    index, count = int(worker.removeprefix("gw")), max(1, int(workers))
-    size = len(ports) // count
-    return ports[index * size : (index + 1) * size]
+    size = len(ports) // max(1, int(workers or 1))
+    return ports[int(index) * size : (int(index) + 1) * size]
 
 
 class PortPicker:

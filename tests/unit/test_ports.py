@@ -52,6 +52,8 @@ def test_each_worker_has_its_own_share() -> None:
     assert all(set(part) <= set(ports) for part in shares)
     assert share(ports, None, None) == ports  # outside pytest-xdist: the whole pool
     assert share(ports, "master", "4") == ports
+    assert share(ports, "gw1", "four") == ports  # a count that is no number: all
+    assert len(share(ports, "gw4", "4")) == 0  # beyond the count: none (the kernel's port)
 
 
 def test_the_picker_skips_a_port_something_holds() -> None:

@@ -21,19 +21,19 @@ import socket
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LINUX_EPHEMERAL_DEFAULT = (32768, 60999)
 LOWEST = 10000  # below: the well-known and commonly configured service ports
 HIGHEST = 65535
 SMALLEST_POOL = 200  # a worker's share; a smaller one: the kernel's port 0 instead
 
 
 def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
-    """The kernel's ephemeral ports as (lowest, highest), both included; Linux's
-    default when the file cannot be read."""
+    """The kernel's ephemeral ports as (lowest, highest), both included. When the file
+    cannot be read (not Linux), every port from LOWEST up counts as ephemeral: the
+    range is unknown, so no pool is safe."""
     try:
         low, high = (int(part) for part in path.read_text().split())
     except (OSError, ValueError):
-        return LINUX_EPHEMERAL_DEFAULT
+        return LOWEST, HIGHEST
     return low, high
 
 
@@ -41,19 +41,21 @@ def pool(ephemeral: tuple[int, int]) -> range:
     """The larger of the two stretches of [LOWEST, HIGHEST] outside ``ephemeral``."""
     low, high = ephemeral
     below = range(LOWEST, max(LOWEST, low))
-    above = range(min(HIGHEST + 1, high + 1), HIGHEST + 1)
+    above = range(min(HIGHEST + 1, max(LOWEST, high + 1)), HIGHEST + 1)
     return below if len(below) >= len(above) else above
 
 
 def share(ports: range, worker: str | None, workers: str | None) -> range:
     """The part of ``ports`` for the pytest-xdist worker ``worker`` (``gw3``) of
     ``workers`` (its count, as xdist sets ``PYTEST_XDIST_WORKER_COUNT``); all of them
-    outside pytest-xdist."""
+    outside pytest-xdist. A worker that replaced a crashed one (xdist numbers it on,
+    e.g. ``gw4`` of 4) takes the share its number wraps to, the crashed one's."""
     index = worker.removeprefix("gw") if worker else ""
     if not index.isdigit() or not (workers or "").isdigit():
         return ports
-    size = len(ports) // max(1, int(workers or 1))
-    return ports[int(index) * size : (int(index) + 1) * size]
+    count = max(1, int(workers or 1))
+    size, slot = len(ports) // count, int(index) % count
+    return ports[slot * size : (slot + 1) * size]
 
 
 class PortPicker:

@@ -50,10 +50,10 @@ def share(ports: range, worker: str | None, workers: str | None) -> range:
     ``workers`` (its count, as xdist sets ``PYTEST_XDIST_WORKER_COUNT``); all of them
     outside pytest-xdist. A worker that replaced a crashed one (xdist numbers it on,
     e.g. ``gw4`` of 4) takes the share its number wraps to, the crashed one's."""
-    index = worker.removeprefix("gw") if worker else ""
-    if not index.isdigit() or not (workers or "").isdigit():
+    index = (worker or "").removeprefix("gw")
+    if not index.isdigit() or workers is None or not workers.isdigit():
         return ports
-    count = max(1, int(workers or 1))
+    count = max(1, int(workers))
     size, slot = len(ports) // count, int(index) % count
     return ports[slot * size : (slot + 1) * size]
 

@@ -34,7 +34,7 @@ from bench.loadgen.http import (
 )
 from bench.loadgen.stats import LatencySummary, cpu_seconds, percentile
 from bench.loadgen.ws import _parse, ws_fanout
-from tools.ports import free_port
+from tests.support.servers import free_port
 
 # -- an HTTP server -------------------------------------------------------------------------
 

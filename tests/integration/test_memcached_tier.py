@@ -491,7 +491,7 @@ async def test_killed_server_is_skipped_then_rejoins_on_restart(memcached, make_
     caplog.set_level(logging.INFO, logger=LOGGER)
     config = BreakerConfig(consecutive_failures=2, open_seconds=0.3, max_open_seconds=0.6)
     # patient: a refused connection fails at once, and a busy machine may take 0.25 s
-    tier = make_tier(memcached.address, breaker_config=config, timeout_seconds=5.0)
+    tier = make_tier(memcached.address, breaker_config=config, timeout_seconds=PATIENT)
     await tier.set_many({"view:a": b"1"}, 60)
     assert await tier.get_many(["view:a"]) == {"view:a": b"1"}
 
@@ -723,7 +723,7 @@ async def test_close_closes_every_connection(memcached) -> None:
     async def connections() -> int:
         return int((await server_stats(memcached))[b"curr_connections"])
 
-    tier = MemcachedTier([memcached.address], pool_size=3, timeout_seconds=5.0)
+    tier = MemcachedTier([memcached.address], pool_size=3, timeout_seconds=PATIENT)
     try:
         await tier.set_many({f"k{i}": b"v" for i in range(10)}, 60)
         assert len(await tier.get_many([f"k{i}" for i in range(10)])) == 10

@@ -10,7 +10,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from tools.ports import free_port
+from tests.support.servers import free_port
 
 
 class Receiver:
